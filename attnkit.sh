@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# attnkit's one entry point: installs what the build needs from Debian, builds, runs.
+#   ./attnkit.sh deps        install missing Debian packages (apt-get update first)
+#   ./attnkit.sh build       configure + build (build/ by default, ATTNKIT_BUILD_DIR overrides)
+#   ./attnkit.sh generate    the main job: the C sample over stories260k (extra args pass through)
+#   ./attnkit.sh test        everything: deps, build, ctest (all labels but bench)
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+build_dir="${ATTNKIT_BUILD_DIR:-$here/build}"
+jobs="${ATTNKIT_JOBS:-$(nproc)}"
+
+packages=(
+  build-essential cmake ninja-build ccache pkg-config
+  libtorch-dev libopenblas0-pthread
+  libprotobuf-dev protobuf-compiler libabsl-dev libdlpack-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  clang-14 libclang-rt-14-dev
+  swig
+)
+
+sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+deps() {
+  local missing=()
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -eq 0 ]; then return 0; fi
+  echo "attnkit: installing missing Debian packages: ${missing[*]}"
+  sudo_if_needed apt-get update -q
+  DEBIAN_FRONTEND=noninteractive sudo_if_needed apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+configure() {
+  local launcher=()
+  command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
+  cmake -S "$here" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE="${ATTNKIT_BUILD_TYPE:-Release}" \
+    "${launcher[@]}" ${ATTNKIT_CMAKE_ARGS:-}
+}
+
+build() { deps; configure; cmake --build "$build_dir" -j "$jobs"; }
+
+case "${1:-}" in
+  deps) deps ;;
+  build) build ;;
+  generate) shift; build; "$build_dir/samples/c/attnkit_generate" "$@" ;;
+  test) shift; build; ctest --test-dir "$build_dir" --output-on-failure -LE bench -j "$jobs" "$@" ;;
+  *) sed -n '2,7p' "$0"; exit 2 ;;
+esac

@@ -1,0 +1,112 @@
+/* attnkit C ABI: status, versions, library-owned buffers and the tensor convention.
+ *
+ * Conventions for every attnkit_* function:
+ * - A fallible call returns attnkit_status*: NULL on success, otherwise a status the caller owns and
+ *   frees with attnkit_status_free(). No error state is kept per thread.
+ * - Inputs are borrowed for the duration of the call only; outputs are written into caller tensors or
+ *   returned as library-owned objects with their own free function. Every *_free(NULL) is a no-op.
+ * - Tensors cross as DLPack DLTensor (dlpack/dlpack.h), borrowed: data may be CPU (or CUDA where the
+ *   library was built with it), dtype float32, float16 or bfloat16 unless a function says otherwise,
+ *   any strides (strides == NULL means compact row-major). byte_offset is honoured.
+ * - One object is used by one thread at a time; distinct objects are independent.
+ */
+#ifndef ATTNKIT_ATTNKIT_COMMON_H_
+#define ATTNKIT_ATTNKIT_COMMON_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <dlpack/dlpack.h>
+
+#if defined(_WIN32)
+#if defined(ATTNKIT_BUILDING_LIBRARY)
+#define ATTNKIT_API __declspec(dllexport)
+#else
+#define ATTNKIT_API __declspec(dllimport)
+#endif
+#else
+#define ATTNKIT_API __attribute__((visibility("default")))
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define ATTNKIT_DEPRECATED(hint) __attribute__((deprecated(hint)))
+#else
+#define ATTNKIT_DEPRECATED(hint)
+#endif
+
+/* The ABI major version this header describes; attnkit_abi_version() returns the library's. */
+#define ATTNKIT_ABI_VERSION 1
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Status codes, numbered like absl::StatusCode (and grpc/google.rpc). */
+typedef enum attnkit_status_code {
+  ATTNKIT_OK = 0,
+  ATTNKIT_CANCELLED = 1,
+  ATTNKIT_UNKNOWN = 2,
+  ATTNKIT_INVALID_ARGUMENT = 3,
+  ATTNKIT_DEADLINE_EXCEEDED = 4,
+  ATTNKIT_NOT_FOUND = 5,
+  ATTNKIT_ALREADY_EXISTS = 6,
+  ATTNKIT_PERMISSION_DENIED = 7,
+  ATTNKIT_RESOURCE_EXHAUSTED = 8,
+  ATTNKIT_FAILED_PRECONDITION = 9,
+  ATTNKIT_ABORTED = 10,
+  ATTNKIT_OUT_OF_RANGE = 11,
+  ATTNKIT_UNIMPLEMENTED = 12,
+  ATTNKIT_INTERNAL = 13,
+  ATTNKIT_UNAVAILABLE = 14,
+  ATTNKIT_DATA_LOSS = 15,
+  ATTNKIT_UNAUTHENTICATED = 16
+} attnkit_status_code;
+
+/* An error: a code and a message. Owned by the caller of the function that returned it. */
+typedef struct attnkit_status attnkit_status;
+
+/* The code of `status`; ATTNKIT_OK for NULL. Thread-safe. */
+ATTNKIT_API attnkit_status_code attnkit_status_get_code(const attnkit_status* status);
+
+/* The message of `status` (NUL-terminated, UTF-8), owned by `status` and valid until it is freed;
+ * "" for NULL. Thread-safe. */
+ATTNKIT_API const char* attnkit_status_get_message(const attnkit_status* status);
+
+/* Frees `status`. NULL is a no-op. */
+ATTNKIT_API void attnkit_status_free(attnkit_status* status);
+
+/* The ABI major version of the loaded library. Bindings compare it with ATTNKIT_ABI_VERSION. */
+ATTNKIT_API int32_t attnkit_abi_version(void);
+
+/* The library version, e.g. "0.1.0"; a static string. */
+ATTNKIT_API const char* attnkit_version_string(void);
+
+/* A library-owned byte buffer (serialized protos, text). Free with attnkit_buffer_free(). */
+typedef struct attnkit_buffer {
+  uint8_t* data;
+  size_t size;
+} attnkit_buffer;
+
+/* Frees a buffer's data and the buffer. NULL is a no-op. */
+ATTNKIT_API void attnkit_buffer_free(attnkit_buffer* buffer);
+
+/* A library-owned array of int64 (kept positions, indices). Free with attnkit_int64_array_free(). */
+typedef struct attnkit_int64_array {
+  int64_t* data;
+  size_t size;
+} attnkit_int64_array;
+
+/* Frees an array's data and the array. NULL is a no-op. */
+ATTNKIT_API void attnkit_int64_array_free(attnkit_int64_array* array);
+
+/* Checks `tensor` the way every entry point does (non-NULL, data non-NULL unless empty, supported
+ * dtype and device, rank `expected_rank` when >= 0, no overlapping strides when `is_output`); `name`
+ * is used in the message. Returns NULL when it would be accepted. For tests and bindings. */
+ATTNKIT_API attnkit_status* attnkit_tensor_check(const DLTensor* tensor, const char* name,
+                                                 int32_t expected_rank, int32_t is_output);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ATTNKIT_ATTNKIT_COMMON_H_ */

@@ -1,0 +1,84 @@
+#include "attnkit/attnkit_config.h"
+
+#include "absl/strings/str_cat.h"
+#include "attnkit/config_parser.h"
+#include "capi_internal.h"
+
+using attnkit::capi::Guard;
+
+namespace {
+
+absl::StatusOr<attnkit::ConfigKind> Kind(attnkit_config_kind kind) {
+  switch (kind) {
+    case ATTNKIT_CONFIG_EVICTION: return attnkit::ConfigKind::kEviction;
+    case ATTNKIT_CONFIG_SPARSE_ATTENTION: return attnkit::ConfigKind::kSparseAttention;
+    case ATTNKIT_CONFIG_VISUAL_PRUNING: return attnkit::ConfigKind::kVisualPruning;
+    case ATTNKIT_CONFIG_SESSION: return attnkit::ConfigKind::kSession;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("kind: unknown config kind ", static_cast<int>(kind)));
+}
+
+absl::Status CheckData(const void* data, size_t size) {
+  if (data == nullptr && size > 0) return absl::InvalidArgumentError("data: must not be NULL");
+  return absl::OkStatus();
+}
+
+absl::string_view View(const void* data, size_t size) {
+  return size == 0 ? absl::string_view() : absl::string_view(static_cast<const char*>(data), size);
+}
+
+}  // namespace
+
+extern "C" {
+
+attnkit_status* attnkit_config_validate(attnkit_config_kind kind, const void* data, size_t size) {
+  return Guard(__func__, [&]() -> absl::Status {
+    auto k = Kind(kind);
+    if (!k.ok()) return k.status();
+    if (absl::Status s = CheckData(data, size); !s.ok()) return s;
+    return attnkit::ValidateConfig(*k, View(data, size), /*text=*/false).status();
+  });
+}
+
+attnkit_status* attnkit_config_validate_text(attnkit_config_kind kind, const char* text,
+                                             size_t size) {
+  return Guard(__func__, [&]() -> absl::Status {
+    auto k = Kind(kind);
+    if (!k.ok()) return k.status();
+    if (absl::Status s = CheckData(text, size); !s.ok()) return s;
+    return attnkit::ValidateConfig(*k, View(text, size), /*text=*/true).status();
+  });
+}
+
+attnkit_status* attnkit_config_text_to_binary(attnkit_config_kind kind, const char* text,
+                                              size_t size, attnkit_buffer** out) {
+  return Guard(__func__, [&]() -> absl::Status {
+    ATTNKIT_CHECK_ARG(out);
+    *out = nullptr;
+    auto k = Kind(kind);
+    if (!k.ok()) return k.status();
+    if (absl::Status s = CheckData(text, size); !s.ok()) return s;
+    auto bytes = attnkit::ConfigTextToBinary(*k, View(text, size));
+    if (!bytes.ok()) return bytes.status();
+    *out = attnkit::capi::NewBuffer(*bytes);
+    return absl::OkStatus();
+  });
+}
+
+attnkit_status* attnkit_config_binary_to_text(attnkit_config_kind kind, const void* data,
+                                              size_t size, attnkit_buffer** out) {
+  return Guard(__func__, [&]() -> absl::Status {
+    ATTNKIT_CHECK_ARG(out);
+    *out = nullptr;
+    auto k = Kind(kind);
+    if (!k.ok()) return k.status();
+    if (absl::Status s = CheckData(data, size); !s.ok()) return s;
+    auto text = attnkit::ConfigBinaryToText(*k, View(data, size));
+    if (!text.ok()) return text.status();
+    *out = attnkit::capi::NewBuffer(*text);
+    return absl::OkStatus();
+  });
+}
+
+}  // extern "C"

@@ -1,0 +1,16 @@
+# Install rules: headers, libattnkit.so.N, attnkitConfig.cmake (find_package(attnkit)), attnkit.pc.
+include(CMakePackageConfigHelpers)
+install(TARGETS attnkit EXPORT attnkitTargets
+  LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
+  ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+  RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+install(DIRECTORY "${PROJECT_SOURCE_DIR}/capi/include/attnkit" DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+install(EXPORT attnkitTargets NAMESPACE attnkit:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/attnkit)
+configure_package_config_file("${PROJECT_SOURCE_DIR}/cmake/attnkitConfig.cmake.in"
+  "${PROJECT_BINARY_DIR}/attnkitConfig.cmake" INSTALL_DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/attnkit)
+write_basic_package_version_file("${PROJECT_BINARY_DIR}/attnkitConfigVersion.cmake"
+  COMPATIBILITY SameMajorVersion)
+install(FILES "${PROJECT_BINARY_DIR}/attnkitConfig.cmake" "${PROJECT_BINARY_DIR}/attnkitConfigVersion.cmake"
+  DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/attnkit)
+configure_file("${PROJECT_SOURCE_DIR}/cmake/attnkit.pc.in" "${PROJECT_BINARY_DIR}/attnkit.pc" @ONLY)
+install(FILES "${PROJECT_BINARY_DIR}/attnkit.pc" DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)

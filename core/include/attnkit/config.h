@@ -1,0 +1,114 @@
+// Plain C++ views of the attnkit.v1 configuration messages. Parsing and validation (config_parser.h)
+// turn the protobuf messages into these structs once; compute code sees only these, never protobuf
+// (PyTorch bundles its own protobuf headers, which must not meet the system's).
+#ifndef ATTNKIT_CONFIG_H_
+#define ATTNKIT_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace attnkit {
+
+enum class EvictionAlgorithm { kH2O, kSnapKV, kRKV, kTOVA, kKNorm, kKeyDiff, kStreamingLLM };
+enum class RefinedAlgorithm { kNone, kKVCrush, kDiverseKV };
+enum class KVCrushAnchor { kAlternate, kZeros, kOnes, kMean, kRandom };
+enum class PoolingAlignment { kCentered, kForward };
+enum class BudgetAllocator { kUniform, kPyramidKV, kAdaKV, kCAKE };
+enum class Normalization { kReferenceCounters, kNormSum };
+
+const char* EvictionAlgorithmName(EvictionAlgorithm algorithm);
+
+struct EvictionOptions {
+  bool enabled = false;
+  EvictionAlgorithm algorithm = EvictionAlgorithm::kSnapKV;
+  // 1 for per-token granularity.
+  int group_size = 32;
+  bool per_group = true;
+  int start_tokens = 32;
+  int recent_tokens = 128;
+  int intermediate_tokens = 512;
+  // 0: no window (H2O and the window-free scorers).
+  int window_size = 0;
+  bool normalize_scores = false;
+  Normalization normalization = Normalization::kReferenceCounters;
+  RefinedAlgorithm refined_algorithm = RefinedAlgorithm::kNone;
+  int refined_tokens = 0;
+  KVCrushAnchor kvcrush_anchor = KVCrushAnchor::kAlternate;
+  uint64_t seed = 0;
+  double attention_mass_threshold = 0.9;
+  int pool_kernel = 7;
+  PoolingAlignment pool_alignment = PoolingAlignment::kCentered;
+  BudgetAllocator allocator = BudgetAllocator::kUniform;
+  double pyramid_min_ratio = 0.125;
+  double adakv_floor = 0.2;
+  double cake_tau1 = 1.0;
+  double cake_tau2 = 1.0;
+  bool per_head = false;
+  bool defer_eviction_to_decode = false;
+  bool rerotate_keys = false;
+
+  int max_cache_tokens() const { return start_tokens + intermediate_tokens + recent_tokens; }
+  // True when the refined size is decided per eviction by the attention-mass rule.
+  bool adaptive_refined() const {
+    return refined_algorithm != RefinedAlgorithm::kNone && refined_tokens == 0;
+  }
+};
+
+enum class SparseMode { kDense, kAShape, kTriShape, kXAttention };
+enum class HeadAggregation { kSum, kPerHead };
+
+struct SparseOptions {
+  SparseMode mode = SparseMode::kDense;
+  int block_size = 128;
+  int last_query_size = 100;
+  int recent_size = 1024;
+  int sink_size = 0;  // 0: one block
+  double threshold = 0.8;
+  int stride = 8;
+  HeadAggregation head_aggregation = HeadAggregation::kSum;
+  std::vector<double> per_head_thresholds;
+  int min_sparse_length = 0;
+};
+
+enum class VisualMethod { kCDPruner, kDivPrune, kRandom, kUniform };
+
+struct VisualOptions {
+  VisualMethod method = VisualMethod::kCDPruner;
+  int num_keep_tokens = 0;  // > 0, or keep_ratio > 0
+  double keep_ratio = 0.0;
+  double theta = 0.5;
+  bool positive_relevance = false;
+  bool global_budget = false;
+  bool gain_guard = false;
+  uint64_t seed = 0;
+};
+
+enum class DType { kFloat32, kFloat16, kBFloat16 };
+enum class DeviceKind { kCPU, kCUDA };
+
+struct RopeOptions {
+  double theta = 10000.0;
+  bool interleaved = false;
+};
+
+struct SessionOptions {
+  int num_layers = 0;
+  int num_heads = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;
+  int batch_size = 1;
+  DType dtype = DType::kFloat32;
+  DeviceKind device = DeviceKind::kCPU;
+  int device_index = 0;
+  int page_size = 16;
+  double scale = 0.0;  // resolved: 1/sqrt(head_dim) when the config says 0
+  EvictionOptions eviction;
+  SparseOptions sparse;
+  RopeOptions rope;
+  bool has_rope = false;
+};
+
+}  // namespace attnkit
+
+#endif  // ATTNKIT_CONFIG_H_

@@ -1,0 +1,19 @@
+// at::Tensor views of safetensors entries (copies: the tensors own their memory).
+#ifndef ATTNKIT_CORE_IO_TENSOR_IO_H_
+#define ATTNKIT_CORE_IO_TENSOR_IO_H_
+
+#include <ATen/core/Tensor.h>
+
+#include "absl/status/statusor.h"
+#include "attnkit/safetensors.h"
+
+namespace attnkit {
+
+// A new tensor holding a copy of `entry` (F64/F32/F16/BF16/I64/I32/I16/I8/U8/BOOL).
+at::Tensor ToTensor(const SafetensorsEntry& entry);
+// The named tensor of `file`, or NotFoundError.
+absl::StatusOr<at::Tensor> LoadTensor(const SafetensorsFile& file, absl::string_view name);
+
+}  // namespace attnkit
+
+#endif  // ATTNKIT_CORE_IO_TENSOR_IO_H_
