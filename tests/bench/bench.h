@@ -1,0 +1,41 @@
+// attnkit-bench SUBCOMMAND: each benchmark registers itself by name. Every benchmark prints its
+// figures and ends with one line "RESULT {json}" (times in ms, ratios, densities, bytes).
+#ifndef ATTNKIT_TESTS_BENCH_BENCH_H_
+#define ATTNKIT_TESTS_BENCH_BENCH_H_
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace attnkit::bench {
+
+// argv after the subcommand; returns the process exit code.
+using BenchMain = std::function<int(const std::vector<std::string>& args)>;
+bool RegisterBench(const std::string& name, const std::string& summary, BenchMain main);
+
+// Median wall time in milliseconds of `reps` runs of `fn` after `warmup` runs.
+double MedianMs(const std::function<void()>& fn, int reps, int warmup = 1);
+
+// Builds the RESULT line incrementally: Add("dense_ms", 12.5).
+class ResultJson {
+ public:
+  void Add(const std::string& key, double value);
+  void Add(const std::string& key, const std::string& value);
+  // Prints "RESULT {...}".
+  void Print() const;
+
+ private:
+  std::vector<std::string> fields_;
+};
+
+// A short description of the machine (CPU model, cores, threads used).
+std::string MachineDescription();
+
+}  // namespace attnkit::bench
+
+#define ATTNKIT_BENCH(name, summary, fn) \
+  static const bool attnkit_bench_registered_##fn = ::attnkit::bench::RegisterBench(name, summary, fn)
+
+#endif  // ATTNKIT_TESTS_BENCH_BENCH_H_

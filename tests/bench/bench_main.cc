@@ -1,0 +1,99 @@
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include <ATen/Parallel.h>
+
+#include "bench.h"
+
+namespace attnkit::bench {
+namespace {
+
+struct Entry {
+  std::string summary;
+  BenchMain main;
+};
+
+std::map<std::string, Entry>& Registry() {
+  static std::map<std::string, Entry> registry;
+  return registry;
+}
+
+std::string JsonEscape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '"' || c == '\\') out.push_back('\\');
+    if (static_cast<unsigned char>(c) >= 0x20) out.push_back(c);
+  }
+  return out;
+}
+
+}  // namespace
+
+bool RegisterBench(const std::string& name, const std::string& summary, BenchMain main) {
+  Registry()[name] = Entry{summary, std::move(main)};
+  return true;
+}
+
+double MedianMs(const std::function<void()>& fn, int reps, int warmup) {
+  for (int i = 0; i < warmup; ++i) fn();
+  std::vector<double> times;
+  for (int i = 0; i < reps; ++i) {
+    auto start = std::chrono::steady_clock::now();
+    fn();
+    times.push_back(
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+void ResultJson::Add(const std::string& key, double value) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.6g", value);
+  fields_.push_back("\"" + JsonEscape(key) + "\": " + buf);
+}
+
+void ResultJson::Add(const std::string& key, const std::string& value) {
+  fields_.push_back("\"" + JsonEscape(key) + "\": \"" + JsonEscape(value) + "\"");
+}
+
+void ResultJson::Print() const {
+  std::string out = "RESULT {";
+  for (size_t i = 0; i < fields_.size(); ++i) out += (i ? ", " : "") + fields_[i];
+  out += "}";
+  std::printf("%s\n", out.c_str());
+  std::fflush(stdout);
+}
+
+std::string MachineDescription() {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line, model = "unknown CPU";
+  while (std::getline(cpuinfo, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      model = line.substr(line.find(':') + 2);
+      break;
+    }
+  }
+  std::ostringstream out;
+  out << model << ", " << std::thread::hardware_concurrency() << " hardware threads, "
+      << at::get_num_threads() << " ATen threads";
+  return out.str();
+}
+
+}  // namespace attnkit::bench
+
+int main(int argc, char** argv) {
+  auto& registry = attnkit::bench::Registry();
+  if (argc < 2 || registry.count(argv[1]) == 0) {
+    std::fprintf(stderr, "usage: %s BENCHMARK [args]\n", argv[0]);
+    for (const auto& [name, entry] : registry) {
+      std::fprintf(stderr, "  %-10s %s\n", name.c_str(), entry.summary.c_str());
+    }
+    return 2;
+  }
+  std::printf("machine: %s\n", attnkit::bench::MachineDescription().c_str());
+  return registry[argv[1]].main(std::vector<std::string>(argv + 2, argv + argc));
+}

@@ -1,0 +1,25 @@
+// The conformance runner's plumbing: each case kind (the `kind` metadata of a case file) registers a
+// function that runs one case through the public API and says what differed.
+#ifndef ATTNKIT_TESTS_CONFORMANCE_CONFORMANCE_H_
+#define ATTNKIT_TESTS_CONFORMANCE_CONFORMANCE_H_
+
+#include <functional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "attnkit/safetensors.h"
+#include "util/json.h"
+
+namespace attnkit::conformance {
+
+// OK when the case passes; otherwise a status whose message says what differed and where.
+using CaseRunner = std::function<absl::Status(const SafetensorsFile& file, const JsonValue& config)>;
+
+bool RegisterKind(const std::string& kind, CaseRunner runner);
+
+}  // namespace attnkit::conformance
+
+#define ATTNKIT_CONFORMANCE_KIND(kind, runner) \
+  static const bool attnkit_registered_##runner = ::attnkit::conformance::RegisterKind(kind, runner)
+
+#endif  // ATTNKIT_TESTS_CONFORMANCE_CONFORMANCE_H_
