@@ -6,5 +6,7 @@
 
 #include "attnkit/attnkit_common.h"
 #include "attnkit/attnkit_config.h"
+#include "attnkit/attnkit_eviction.h"
+#include "attnkit/attnkit_session.h"
 
 #endif /* ATTNKIT_ATTNKIT_H_ */

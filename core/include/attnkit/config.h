@@ -14,7 +14,7 @@ enum class EvictionAlgorithm { kH2O, kSnapKV, kRKV, kTOVA, kKNorm, kKeyDiff, kSt
 enum class RefinedAlgorithm { kNone, kKVCrush, kDiverseKV };
 enum class KVCrushAnchor { kAlternate, kZeros, kOnes, kMean, kRandom };
 enum class PoolingAlignment { kCentered, kForward };
-enum class BudgetAllocator { kUniform, kPyramidKV, kAdaKV, kCAKE };
+enum class BudgetAllocator { kUniform, kPyramidKV, kAdaKV };
 enum class Normalization { kReferenceCounters, kNormSum };
 
 const char* EvictionAlgorithmName(EvictionAlgorithm algorithm);
@@ -42,8 +42,6 @@ struct EvictionOptions {
   BudgetAllocator allocator = BudgetAllocator::kUniform;
   double pyramid_min_ratio = 0.125;
   double adakv_floor = 0.2;
-  double cake_tau1 = 1.0;
-  double cake_tau2 = 1.0;
   bool per_head = false;
   bool defer_eviction_to_decode = false;
   bool rerotate_keys = false;

@@ -120,10 +120,17 @@ absl::StatusOr<EvictionOptions> ConvertEviction(const pb::EvictionConfig& c,
                       absl::StrCat("must not exceed intermediate_tokens (", o.intermediate_tokens,
                                    "), got ", o.refined_tokens));
   }
-  if (o.max_cache_tokens() <= 0) {
+  // Summed in 64 bits: the int sum of three large sizes would overflow (undefined behaviour).
+  const int64_t budget = int64_t{o.start_tokens} + o.intermediate_tokens + o.recent_tokens;
+  if (budget <= 0) {
     return FieldError(p, "start_tokens",
                       "at least one of start_tokens, intermediate_tokens and recent_tokens must be "
                       "greater than zero");
+  }
+  if (budget > INT32_MAX) {
+    return FieldError(p, "start_tokens",
+                      absl::StrCat("start_tokens + intermediate_tokens + recent_tokens must be at "
+                                   "most ", INT32_MAX, ", got ", budget));
   }
   const std::pair<const char*, int> sizes[] = {{"start_tokens", o.start_tokens},
                                                {"recent_tokens", o.recent_tokens},
@@ -206,23 +213,18 @@ absl::StatusOr<EvictionOptions> ConvertEviction(const pb::EvictionConfig& c,
   switch (b.allocator()) {
     case pb::BudgetAllocation::PYRAMIDKV: o.allocator = BudgetAllocator::kPyramidKV; break;
     case pb::BudgetAllocation::ADAKV: o.allocator = BudgetAllocator::kAdaKV; break;
-    case pb::BudgetAllocation::CAKE: o.allocator = BudgetAllocator::kCAKE; break;
     default: o.allocator = BudgetAllocator::kUniform; break;
   }
-  if (b.pyramid_min_ratio() < 0 || b.pyramid_min_ratio() > 1) {
+  if (!(b.pyramid_min_ratio() >= 0 && b.pyramid_min_ratio() <= 1)) {  // NaN fails too
     return FieldError(p, "budget.pyramid_min_ratio",
                       absl::StrCat("must be in (0, 1], got ", b.pyramid_min_ratio()));
   }
   o.pyramid_min_ratio = b.pyramid_min_ratio() == 0 ? 0.125 : b.pyramid_min_ratio();
-  if (b.adakv_floor() < 0 || b.adakv_floor() > 1) {
+  if (!(b.adakv_floor() >= 0 && b.adakv_floor() <= 1)) {
     return FieldError(p, "budget.adakv_floor",
                       absl::StrCat("must be in [0, 1], got ", b.adakv_floor()));
   }
   o.adakv_floor = b.adakv_floor() == 0 ? 0.2 : b.adakv_floor();
-  if (b.cake_tau1() < 0) return FieldError(p, "budget.cake_tau1", "must be positive");
-  if (b.cake_tau2() < 0) return FieldError(p, "budget.cake_tau2", "must be positive");
-  o.cake_tau1 = b.cake_tau1() == 0 ? 1.0 : b.cake_tau1();
-  o.cake_tau2 = b.cake_tau2() == 0 ? 1.0 : b.cake_tau2();
 
   o.per_head = c.per_head() || o.allocator == BudgetAllocator::kAdaKV;
   if (o.per_head && o.refined_algorithm != RefinedAlgorithm::kNone) {
@@ -365,8 +367,8 @@ absl::StatusOr<SessionOptions> ConvertSession(const pb::SessionConfig& c) {
   if (c.page_size() > 4096) {
     return FieldError("", "page_size", absl::StrCat("must be at most 4096, got ", c.page_size()));
   }
-  if (std::isnan(c.scale()) || c.scale() < 0) {
-    return FieldError("", "scale", absl::StrCat("must be non-negative, got ", c.scale()));
+  if (!(c.scale() >= 0 && std::isfinite(c.scale()))) {
+    return FieldError("", "scale", absl::StrCat("must be finite and non-negative, got ", c.scale()));
   }
   o.num_layers = c.num_layers();
   o.num_heads = c.num_heads();
@@ -380,15 +382,19 @@ absl::StatusOr<SessionOptions> ConvertSession(const pb::SessionConfig& c) {
   o.device_index = c.device_index();
   o.page_size = c.page_size() == 0 ? 16 : c.page_size();
   o.scale = c.scale() == 0 ? 1.0 / std::sqrt(static_cast<double>(c.head_dim())) : c.scale();
-  auto eviction = ConvertEviction(c.eviction(), "eviction.");
-  if (!eviction.ok()) return eviction.status();
-  o.eviction = *eviction;
+  // No eviction message: the session keeps the whole cache. (An empty message would fail the
+  // budget rule, which is about eviction configs, not about sessions that have none.)
+  if (c.has_eviction()) {
+    auto eviction = ConvertEviction(c.eviction(), "eviction.");
+    if (!eviction.ok()) return eviction.status();
+    o.eviction = *eviction;
+  }
   auto sparse = ConvertSparse(c.sparse_attention(), "sparse_attention.");
   if (!sparse.ok()) return sparse.status();
   o.sparse = *sparse;
   o.has_rope = c.has_rope();
   if (o.has_rope) {
-    if (std::isnan(c.rope().theta()) || c.rope().theta() < 0) {
+    if (!(c.rope().theta() >= 0 && std::isfinite(c.rope().theta()))) {
       return FieldError("", "rope.theta", absl::StrCat("must be positive, got ", c.rope().theta()));
     }
     o.rope.theta = c.rope().theta() == 0 ? 10000.0 : c.rope().theta();

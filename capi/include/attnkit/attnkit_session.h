@@ -1,0 +1,65 @@
+/* attnkit C ABI: the attention-wrapping session. A generation loop hands every layer's attention
+ * call to attnkit_session_attend(); the session owns the KV cache in fixed-size pages, computes
+ * attention, applies the eviction policy and frees pages, so the bytes held follow the budget. */
+#ifndef ATTNKIT_ATTNKIT_SESSION_H_
+#define ATTNKIT_ATTNKIT_SESSION_H_
+
+#include "attnkit/attnkit_common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A session for one batch of sequences. Not thread-safe: one thread at a time. */
+typedef struct attnkit_session attnkit_session;
+
+/* Creates a session from a serialized attnkit.v1.SessionConfig (`config`, `size` bytes, borrowed).
+ * On success *out is a new session the caller frees with attnkit_session_free(). */
+ATTNKIT_API attnkit_status* attnkit_session_create(const void* config, size_t size,
+                                                   attnkit_session** out);
+
+/* As attnkit_session_create() from textproto (`size` bytes, not necessarily NUL-terminated). */
+ATTNKIT_API attnkit_status* attnkit_session_create_from_text(const char* text, size_t size,
+                                                             attnkit_session** out);
+
+/* Frees `session` and its cache. NULL is a no-op. */
+ATTNKIT_API void attnkit_session_free(attnkit_session* session);
+
+/* One attention call of `layer` (layers in order within a step, starting at 0):
+ * q [batch, num_heads, tokens, head_dim], k and v [batch, num_kv_heads, tokens, head_dim] for the
+ * new tokens (RoPE applied), any strides (so [batch, tokens, heads, dim] buffers work without
+ * copies), float32/float16/bfloat16. Writes causal softmax(q K^T * scale) V over the cache and the
+ * new tokens into `out` (shape of q, any non-overlapping strides, floating dtype). A prompt of any
+ * length and single-token decode steps use the same call. Afterwards the layer evicts down to its
+ * budget when over it. All tensors are borrowed for the call. */
+ATTNKIT_API attnkit_status* attnkit_session_attend(attnkit_session* session, int32_t layer,
+                                                   const DLTensor* q, const DLTensor* k,
+                                                   const DLTensor* v, DLTensor* out);
+
+/* The session's statistics as a serialized attnkit.v1.SessionStats. *out is a new buffer the caller
+ * frees with attnkit_buffer_free(). */
+ATTNKIT_API attnkit_status* attnkit_session_stats(const attnkit_session* session,
+                                                  attnkit_buffer** out);
+
+/* Bytes of KV pages in use (keys and values, every layer) written to *out. */
+ATTNKIT_API attnkit_status* attnkit_session_bytes_held(const attnkit_session* session, int64_t* out);
+
+/* Original positions (0 = first prompt token) of the tokens cached for (layer, sequence, kv_head),
+ * in cache order. *out is a new array the caller frees with attnkit_int64_array_free(). */
+ATTNKIT_API attnkit_status* attnkit_session_positions(const attnkit_session* session, int32_t layer,
+                                                      int32_t sequence, int32_t kv_head,
+                                                      attnkit_int64_array** out);
+
+/* The RoPE position the host should give the next token of `sequence` (tokens seen, or the cache
+ * length when eviction.rerotate_keys is on). */
+ATTNKIT_API attnkit_status* attnkit_session_next_position(const attnkit_session* session,
+                                                          int32_t sequence, int64_t* out);
+
+/* Drops every cached token and policy state to start a new prompt; reserved pages are reused. */
+ATTNKIT_API attnkit_status* attnkit_session_reset(attnkit_session* session);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ATTNKIT_ATTNKIT_SESSION_H_ */

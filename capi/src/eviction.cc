@@ -1,0 +1,167 @@
+#include "attnkit/attnkit_eviction.h"
+
+#include <ATen/Functions.h>
+
+#include "absl/strings/str_cat.h"
+#include "attnkit/config_parser.h"
+#include "attnkit/eviction/eviction_policy.h"
+#include "capi_internal.h"
+
+struct attnkit_eviction_policy {
+  std::unique_ptr<attnkit::EvictionPolicy> policy;
+  int32_t num_kv_heads;
+};
+
+struct attnkit_kept_positions {
+  attnkit::KeptPositions rows;
+};
+
+using attnkit::capi::FromDLPack;
+using attnkit::capi::Guard;
+using attnkit::capi::TensorSpec;
+
+namespace {
+
+absl::Status Create(absl::string_view data, bool text, int32_t num_layers, int32_t num_heads,
+                    int32_t num_kv_heads, attnkit_eviction_policy** out) {
+  ATTNKIT_CHECK_ARG(out);
+  *out = nullptr;
+  auto options = attnkit::ParseEvictionConfig(data, text);
+  if (!options.ok()) return options.status();
+  auto policy = attnkit::EvictionPolicy::Create(*options, num_layers, num_heads, num_kv_heads);
+  if (!policy.ok()) return policy.status();
+  *out = new attnkit_eviction_policy{std::move(*policy), num_kv_heads};
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<int64_t>> Lengths(const int64_t* lengths, size_t num_lengths) {
+  if (lengths == nullptr && num_lengths > 0) {
+    return absl::InvalidArgumentError("lengths: must not be NULL when num_lengths > 0");
+  }
+  return std::vector<int64_t>(lengths, lengths + num_lengths);
+}
+
+absl::string_view View(const void* data, size_t size) {
+  return size == 0 ? absl::string_view() : absl::string_view(static_cast<const char*>(data), size);
+}
+
+}  // namespace
+
+extern "C" {
+
+attnkit_status* attnkit_eviction_policy_create(const void* config, size_t size, int32_t num_layers,
+                                               int32_t num_heads, int32_t num_kv_heads,
+                                               attnkit_eviction_policy** out) {
+  return Guard(__func__, [&]() -> absl::Status {
+    if (config == nullptr && size > 0) return absl::InvalidArgumentError("config: must not be NULL");
+    return Create(View(config, size), false, num_layers, num_heads, num_kv_heads, out);
+  });
+}
+
+attnkit_status* attnkit_eviction_policy_create_from_text(const char* text, size_t size,
+                                                         int32_t num_layers, int32_t num_heads,
+                                                         int32_t num_kv_heads,
+                                                         attnkit_eviction_policy** out) {
+  return Guard(__func__, [&]() -> absl::Status {
+    if (text == nullptr && size > 0) return absl::InvalidArgumentError("text: must not be NULL");
+    return Create(View(text, size), true, num_layers, num_heads, num_kv_heads, out);
+  });
+}
+
+void attnkit_eviction_policy_free(attnkit_eviction_policy* policy) { delete policy; }
+
+attnkit_status* attnkit_eviction_policy_observe(attnkit_eviction_policy* policy, int32_t layer,
+                                                const DLTensor* attention, const int64_t* lengths,
+                                                size_t num_lengths) {
+  return Guard(__func__, [&]() -> absl::Status {
+    ATTNKIT_CHECK_ARG(policy);
+    TensorSpec spec{"attention"};
+    spec.rank = 4;
+    auto weights = FromDLPack(attention, spec);
+    if (!weights.ok()) return weights.status();
+    auto lens = Lengths(lengths, num_lengths);
+    if (!lens.ok()) return lens.status();
+    return policy->policy->ObserveWeights(layer, *weights, *lens);
+  });
+}
+
+attnkit_status* attnkit_eviction_policy_select(attnkit_eviction_policy* policy, int32_t layer,
+                                               const DLTensor* keys, const int64_t* lengths,
+                                               size_t num_lengths, attnkit_kept_positions** out) {
+  return Guard(__func__, [&]() -> absl::Status {
+    ATTNKIT_CHECK_ARG(policy);
+    ATTNKIT_CHECK_ARG(out);
+    *out = nullptr;
+    auto lens = Lengths(lengths, num_lengths);
+    if (!lens.ok()) return lens.status();
+    at::Tensor key_tensor;
+    if (keys != nullptr) {
+      TensorSpec spec{"keys"};
+      auto k = FromDLPack(keys, spec);
+      if (!k.ok()) return k.status();
+      key_tensor = *k;
+      if (key_tensor.dim() == 4) {
+        if (key_tensor.size(0) != 1) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "keys: a rank-4 tensor must have batch 1, got shape ",
+              attnkit::capi::ShapeString(key_tensor.sizes())));
+        }
+        key_tensor = key_tensor.select(0, 0);
+      } else if (key_tensor.dim() != 3) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "keys: expected [num_kv_heads, cache_tokens, head_dim], got shape ",
+            attnkit::capi::ShapeString(key_tensor.sizes())));
+      }
+    }
+    auto kept = policy->policy->Select(layer, *lens, key_tensor);
+    if (!kept.ok()) return kept.status();
+    *out = new attnkit_kept_positions{std::move(*kept)};
+    return absl::OkStatus();
+  });
+}
+
+int32_t attnkit_eviction_policy_needs_keys(const attnkit_eviction_policy* policy) {
+  return policy != nullptr && policy->policy->needs().keys ? 1 : 0;
+}
+
+int32_t attnkit_eviction_policy_per_head(const attnkit_eviction_policy* policy) {
+  return policy != nullptr && policy->policy->per_head() ? 1 : 0;
+}
+
+attnkit_status* attnkit_eviction_policy_layer_budget(const attnkit_eviction_policy* policy,
+                                                     int32_t layer, int64_t* out) {
+  return Guard(__func__, [&]() -> absl::Status {
+    ATTNKIT_CHECK_ARG(policy);
+    ATTNKIT_CHECK_ARG(out);
+    if (layer < 0 || layer >= policy->policy->num_layers()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "layer: must be in [0, ", policy->policy->num_layers(), "), got ", layer));
+    }
+    *out = policy->policy->LayerBudget(layer);
+    return absl::OkStatus();
+  });
+}
+
+attnkit_status* attnkit_eviction_policy_reset(attnkit_eviction_policy* policy) {
+  return Guard(__func__, [&]() -> absl::Status {
+    ATTNKIT_CHECK_ARG(policy);
+    policy->policy->Reset();
+    return absl::OkStatus();
+  });
+}
+
+size_t attnkit_kept_positions_num_rows(const attnkit_kept_positions* kept) {
+  return kept == nullptr ? 0 : kept->rows.size();
+}
+
+const int64_t* attnkit_kept_positions_row(const attnkit_kept_positions* kept, size_t row,
+                                          size_t* size) {
+  if (size != nullptr) *size = 0;
+  if (kept == nullptr || row >= kept->rows.size()) return nullptr;
+  if (size != nullptr) *size = kept->rows[row].size();
+  return kept->rows[row].data();
+}
+
+void attnkit_kept_positions_free(attnkit_kept_positions* kept) { delete kept; }
+
+}  // extern "C"

@@ -1,0 +1,128 @@
+#include "attnkit/attnkit_session.h"
+
+#include "absl/strings/str_cat.h"
+#include "attnkit/config_parser.h"
+#include "attnkit/session/session.h"
+#include "capi_internal.h"
+
+struct attnkit_session {
+  std::unique_ptr<attnkit::Session> session;
+};
+
+using attnkit::capi::FromDLPack;
+using attnkit::capi::Guard;
+using attnkit::capi::TensorSpec;
+
+namespace {
+
+absl::Status Create(absl::string_view data, bool text, attnkit_session** out) {
+  ATTNKIT_CHECK_ARG(out);
+  *out = nullptr;
+  auto options = attnkit::ParseSessionConfig(data, text);
+  if (!options.ok()) return options.status();
+  auto session = attnkit::Session::Create(*options);
+  if (!session.ok()) return session.status();
+  *out = new attnkit_session{std::move(*session)};
+  return absl::OkStatus();
+}
+
+absl::string_view View(const void* data, size_t size) {
+  return size == 0 ? absl::string_view() : absl::string_view(static_cast<const char*>(data), size);
+}
+
+}  // namespace
+
+extern "C" {
+
+attnkit_status* attnkit_session_create(const void* config, size_t size, attnkit_session** out) {
+  return Guard(__func__, [&]() -> absl::Status {
+    if (config == nullptr && size > 0) return absl::InvalidArgumentError("config: must not be NULL");
+    return Create(View(config, size), false, out);
+  });
+}
+
+attnkit_status* attnkit_session_create_from_text(const char* text, size_t size,
+                                                 attnkit_session** out) {
+  return Guard(__func__, [&]() -> absl::Status {
+    if (text == nullptr && size > 0) return absl::InvalidArgumentError("text: must not be NULL");
+    return Create(View(text, size), true, out);
+  });
+}
+
+void attnkit_session_free(attnkit_session* session) { delete session; }
+
+attnkit_status* attnkit_session_attend(attnkit_session* session, int32_t layer, const DLTensor* q,
+                                       const DLTensor* k, const DLTensor* v, DLTensor* out) {
+  return Guard(__func__, [&]() -> absl::Status {
+    ATTNKIT_CHECK_ARG(session);
+    TensorSpec spec{"q"};
+    spec.rank = 4;
+    auto qt = FromDLPack(q, spec);
+    if (!qt.ok()) return qt.status();
+    spec.name = "k";
+    auto kt = FromDLPack(k, spec);
+    if (!kt.ok()) return kt.status();
+    spec.name = "v";
+    auto vt = FromDLPack(v, spec);
+    if (!vt.ok()) return vt.status();
+    spec.name = "out";
+    spec.is_output = true;
+    auto ot = FromDLPack(out, spec);
+    if (!ot.ok()) return ot.status();
+    return session->session->Attend(layer, *qt, *kt, *vt, *ot);
+  });
+}
+
+attnkit_status* attnkit_session_stats(const attnkit_session* session, attnkit_buffer** out) {
+  return Guard(__func__, [&]() -> absl::Status {
+    ATTNKIT_CHECK_ARG(session);
+    ATTNKIT_CHECK_ARG(out);
+    *out = attnkit::capi::NewBuffer(attnkit::SerializeSessionStats(session->session->Stats()));
+    return absl::OkStatus();
+  });
+}
+
+attnkit_status* attnkit_session_bytes_held(const attnkit_session* session, int64_t* out) {
+  return Guard(__func__, [&]() -> absl::Status {
+    ATTNKIT_CHECK_ARG(session);
+    ATTNKIT_CHECK_ARG(out);
+    *out = session->session->Stats().bytes_held;
+    return absl::OkStatus();
+  });
+}
+
+attnkit_status* attnkit_session_positions(const attnkit_session* session, int32_t layer,
+                                          int32_t sequence, int32_t kv_head,
+                                          attnkit_int64_array** out) {
+  return Guard(__func__, [&]() -> absl::Status {
+    ATTNKIT_CHECK_ARG(session);
+    ATTNKIT_CHECK_ARG(out);
+    *out = nullptr;
+    auto positions = session->session->Positions(layer, sequence, kv_head);
+    if (!positions.ok()) return positions.status();
+    *out = attnkit::capi::NewInt64Array(*positions);
+    return absl::OkStatus();
+  });
+}
+
+attnkit_status* attnkit_session_next_position(const attnkit_session* session, int32_t sequence,
+                                              int64_t* out) {
+  return Guard(__func__, [&]() -> absl::Status {
+    ATTNKIT_CHECK_ARG(session);
+    ATTNKIT_CHECK_ARG(out);
+    auto position = session->session->NextPosition(sequence);
+    if (!position.ok()) return position.status();
+    *out = *position;
+    return absl::OkStatus();
+  });
+}
+
+attnkit_status* attnkit_session_reset(attnkit_session* session) {
+  return Guard(__func__, [&]() -> absl::Status {
+    ATTNKIT_CHECK_ARG(session);
+    session->session->Reset();
+    return absl::OkStatus();
+  });
+}
+
+}  // extern "C"

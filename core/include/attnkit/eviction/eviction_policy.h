@@ -1,0 +1,84 @@
+// KV cache eviction policies (ALGORITHMS.md section 1): scorers (H2O, SnapKV, R-KV, TOVA, KNorm,
+// KeyDiff, StreamingLLM), selection with start/intermediate/recent areas at token or group
+// granularity, KVCrush/DiverseKV refinement, per-head selection and layer/head budget allocation.
+//
+// One EvictionPolicy serves every layer of one sequence; each layer has its own state. Per step and
+// layer the host appends the new keys/values to its cache, computes attention, calls Observe() with
+// the attention weights, then Select() with the cache length: when the cache holds more than the
+// layer's budget, Select() returns the positions to keep (and forgets the state of the others).
+#ifndef ATTNKIT_EVICTION_EVICTION_POLICY_H_
+#define ATTNKIT_EVICTION_EVICTION_POLICY_H_
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "absl/status/statusor.h"
+#include "attnkit/config.h"
+
+namespace attnkit {
+
+// What attention summary a policy needs from each attention call (so a fused kernel computes only
+// that, never the whole attention matrix).
+struct ObservationNeeds {
+  // Rows of the last `window_rows` queries ([H, r, K], r = min(window_rows, q_len)); 0: none.
+  int window_rows = 0;
+  // Column sums over all queries ([H, K]).
+  bool all_queries_sum = false;
+  // Keys of the cache at selection time.
+  bool keys = false;
+};
+
+// Attention of one step of one layer, summed over the batch of the sequence group.
+struct Observation {
+  // [H, r, K] float32: the attention rows of the last r queries, or undefined.
+  at::Tensor window_rows;
+  // [H, K] float32: sum of all queries' attention rows, or undefined.
+  at::Tensor all_queries_sum;
+  // Per kv head cache lengths for per-head policies (padded entries past a head's length are
+  // ignored); empty: every head has K tokens.
+  std::vector<int64_t> lengths;
+};
+
+// Kept positions (indices into the cache as it is, ascending) per row: one row for layer-wide
+// policies, num_kv_heads rows for per-head ones.
+using KeptPositions = std::vector<std::vector<int64_t>>;
+
+class EvictionPolicy {
+ public:
+  static absl::StatusOr<std::unique_ptr<EvictionPolicy>> Create(const EvictionOptions& options,
+                                                                int num_layers, int num_heads,
+                                                                int num_kv_heads);
+  virtual ~EvictionPolicy() = default;
+
+  virtual const EvictionOptions& options() const = 0;
+  virtual int num_layers() const = 0;
+  virtual ObservationNeeds needs() const = 0;
+  // True when every kv head keeps its own tokens.
+  virtual bool per_head() const = 0;
+  // Tokens a layer may hold (per kv head) after an eviction.
+  virtual int64_t LayerBudget(int layer) const = 0;
+
+  // Adds one step's attention to `layer`'s scores.
+  virtual absl::Status Observe(int layer, const Observation& observation) = 0;
+  // Same from full attention weights [B, H, q, K] (the policy-level C ABI and tests).
+  absl::Status ObserveWeights(int layer, const at::Tensor& attention,
+                              const std::vector<int64_t>& lengths = {});
+
+  // Decides what `layer` keeps. `lengths`: per kv head cache lengths (size 1 or num_kv_heads);
+  // `keys`: [Hkv, Kmax, d] float32 when needs().keys, else may be undefined. When no row is over
+  // budget, returns every position and changes nothing.
+  virtual absl::StatusOr<KeptPositions> Select(int layer, const std::vector<int64_t>& lengths,
+                                               const at::Tensor& keys) = 0;
+  // True when Select() would evict from some row.
+  virtual bool OverBudget(int layer, const std::vector<int64_t>& lengths) const = 0;
+
+  // Forgets every layer's state (a new prompt).
+  virtual void Reset() = 0;
+};
+
+}  // namespace attnkit
+
+#endif  // ATTNKIT_EVICTION_EVICTION_POLICY_H_

@@ -1,0 +1,48 @@
+// The attention-wrapping session: owns the KV cache of every layer in fixed-size pages, computes
+// attention for prefill and decode, feeds the eviction policy what it needs in the same pass, and
+// evicts (freeing pages) when a layer is over budget.
+#ifndef ATTNKIT_SESSION_SESSION_H_
+#define ATTNKIT_SESSION_SESSION_H_
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "absl/status/statusor.h"
+#include "attnkit/config.h"
+#include "attnkit/config_parser.h"
+
+namespace attnkit {
+
+class Session {
+ public:
+  static absl::StatusOr<std::unique_ptr<Session>> Create(const SessionOptions& options);
+  virtual ~Session() = default;
+
+  virtual const SessionOptions& options() const = 0;
+
+  // One attention call of `layer`: q [B, H, T, d], k and v [B, Hkv, T, d] (the T new tokens, any
+  // strides, float32/float16/bfloat16, RoPE already applied by the host); writes softmax(q K^T *
+  // scale) V over the cache plus the new tokens (causal, the new tokens being the last T) into
+  // `out` [B, H, T, d] (any strides, floating dtype). Layers are called in order within a step.
+  virtual absl::Status Attend(int layer, const at::Tensor& q, const at::Tensor& k,
+                              const at::Tensor& v, const at::Tensor& out) = 0;
+
+  // Original token positions (0 = first prompt token) held by (layer, sequence, kv head), in cache
+  // order.
+  virtual absl::StatusOr<std::vector<int64_t>> Positions(int layer, int sequence,
+                                                         int kv_head) const = 0;
+  // The RoPE position the host should give the next token of `sequence`: the number of tokens seen,
+  // or, with rerotate_keys, the cache length (kept keys are re-rotated to stay contiguous).
+  virtual absl::StatusOr<int64_t> NextPosition(int sequence) const = 0;
+
+  virtual SessionStatsView Stats() const = 0;
+  // Drops every cached token and policy state (a new prompt); pages stay reserved for reuse.
+  virtual void Reset() = 0;
+};
+
+}  // namespace attnkit
+
+#endif  // ATTNKIT_SESSION_SESSION_H_

@@ -1,0 +1,204 @@
+#include "attnkit/eviction/eviction_policy.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include <ATen/Functions.h>
+
+#include "absl/strings/str_cat.h"
+#include "eviction/scorers.h"
+#include "eviction/selection.h"
+
+namespace attnkit {
+namespace {
+
+using eviction::Areas;
+using eviction::HeadLayout;
+using eviction::LayerScores;
+
+// PyramidKV: intermediate budgets falling linearly from the first layer to the last with the given
+// last/first ratio and the configured mean, each rounded down to whole groups.
+std::vector<int64_t> IntermediateBudgets(const EvictionOptions& o, int num_layers) {
+  std::vector<int64_t> out(num_layers, o.intermediate_tokens);
+  if (o.allocator != BudgetAllocator::kPyramidKV || num_layers == 1) return out;
+  const double mean = o.intermediate_tokens;
+  const double first = 2.0 * mean / (1.0 + o.pyramid_min_ratio);
+  const double last = first * o.pyramid_min_ratio;
+  const int64_t g = o.group_size;
+  for (int l = 0; l < num_layers; ++l) {
+    const double budget = first + (last - first) * l / (num_layers - 1);
+    out[l] = static_cast<int64_t>(std::floor(budget / g)) * g;
+  }
+  return out;
+}
+
+class EvictionPolicyImpl : public EvictionPolicy {
+ public:
+  EvictionPolicyImpl(const EvictionOptions& options, int num_layers, const HeadLayout& layout)
+      : options_(options),
+        layout_(layout),
+        scorer_(eviction::MakeScorer(options, layout)),
+        layers_(num_layers),
+        intermediate_(IntermediateBudgets(options, num_layers)),
+        rng_(options.seed) {}
+
+  const EvictionOptions& options() const override { return options_; }
+  int num_layers() const override { return static_cast<int>(layers_.size()); }
+  ObservationNeeds needs() const override {
+    ObservationNeeds n = scorer_->needs();
+    if (options_.refined_algorithm == RefinedAlgorithm::kDiverseKV) n.keys = true;
+    return n;
+  }
+  bool per_head() const override { return layout_.per_head; }
+  int64_t LayerBudget(int layer) const override {
+    return options_.start_tokens + intermediate_[layer] + options_.recent_tokens;
+  }
+
+  absl::Status Observe(int layer, const Observation& obs) override {
+    if (absl::Status s = CheckLayer(layer); !s.ok()) return s;
+    const at::Tensor& any = obs.window_rows.defined() ? obs.window_rows : obs.all_queries_sum;
+    std::vector<int64_t> lengths = obs.lengths;
+    if (lengths.empty() && any.defined()) lengths.assign(1, any.size(-1));
+    auto rows = RowLengths(lengths);
+    if (!rows.ok()) return rows.status();
+    return scorer_->Observe(layers_[layer], obs, *rows);
+  }
+
+  bool OverBudget(int layer, const std::vector<int64_t>& lengths) const override {
+    if (layer < 0 || layer >= static_cast<int>(layers_.size())) return false;
+    for (int64_t len : lengths)
+      if (len > LayerBudget(layer)) return true;
+    return false;
+  }
+
+  absl::StatusOr<KeptPositions> Select(int layer, const std::vector<int64_t>& lengths,
+                                       const at::Tensor& keys) override {
+    if (absl::Status s = CheckLayer(layer); !s.ok()) return s;
+    auto rows_or = RowLengths(lengths);
+    if (!rows_or.ok()) return rows_or.status();
+    const std::vector<int64_t>& rows = *rows_or;
+    KeptPositions kept(rows.size());
+    if (!OverBudget(layer, rows)) {
+      for (size_t r = 0; r < rows.size(); ++r) {
+        kept[r].resize(rows[r]);
+        for (int64_t p = 0; p < rows[r]; ++p) kept[r][p] = p;
+      }
+      return kept;
+    }
+    if (needs().keys) {
+      if (!keys.defined() || keys.dim() != 3 || keys.size(0) != layout_.num_kv_heads ||
+          keys.size(1) < *std::max_element(rows.begin(), rows.end())) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "keys: ", EvictionAlgorithmName(options_.algorithm),
+            options_.refined_algorithm == RefinedAlgorithm::kDiverseKV ? " with DIVERSEKV" : "",
+            " needs the cached keys [num_kv_heads=", layout_.num_kv_heads,
+            ", cache tokens, head_dim]"));
+      }
+    }
+    const Areas areas{options_.start_tokens, intermediate_[layer], options_.recent_tokens};
+    LayerScores& state = layers_[layer];
+    if (options_.algorithm == EvictionAlgorithm::kStreamingLLM) {
+      for (size_t r = 0; r < rows.size(); ++r) kept[r] = eviction::SelectStreaming(rows[r], areas);
+      return kept;
+    }
+    auto scores = scorer_->Scores(state, rows, keys);
+    if (!scores.ok()) return scores.status();
+    if (options_.allocator == BudgetAllocator::kAdaKV) {
+      kept = eviction::SelectAdaKV(*scores, rows, areas, options_);
+    } else {
+      for (size_t r = 0; r < rows.size(); ++r) {
+        if (rows[r] <= LayerBudget(layer)) {
+          kept[r].resize(rows[r]);
+          for (int64_t p = 0; p < rows[r]; ++p) kept[r][p] = p;
+          continue;
+        }
+        at::Tensor row_keys = keys;
+        kept[r] = eviction::SelectRow((*scores)[r], rows[r], areas, options_, row_keys, rng_);
+      }
+    }
+    scorer_->Compact(state, kept);
+    return kept;
+  }
+
+  void Reset() override {
+    for (auto& layer : layers_) layer = LayerScores();
+    rng_.seed(options_.seed);
+  }
+
+ private:
+  absl::Status CheckLayer(int layer) const {
+    if (layer < 0 || layer >= static_cast<int>(layers_.size())) {
+      return absl::InvalidArgumentError(absl::StrCat("layer: must be in [0, ", layers_.size(),
+                                                     "), got ", layer));
+    }
+    return absl::OkStatus();
+  }
+
+  // Lengths per score row: one for layer-wide policies (all heads equal), one per kv head.
+  absl::StatusOr<std::vector<int64_t>> RowLengths(const std::vector<int64_t>& lengths) const {
+    if (lengths.empty()) return absl::InvalidArgumentError("lengths: at least one cache length");
+    for (int64_t len : lengths)
+      if (len < 0) return absl::InvalidArgumentError("lengths: must be non-negative");
+    if (!layout_.per_head) {
+      for (int64_t len : lengths) {
+        if (len != lengths[0]) {
+          return absl::InvalidArgumentError(
+              "lengths: a layer-wide policy needs every kv head to hold the same tokens");
+        }
+      }
+      return std::vector<int64_t>{lengths[0]};
+    }
+    if (lengths.size() == 1) return std::vector<int64_t>(layout_.num_kv_heads, lengths[0]);
+    if (static_cast<int>(lengths.size()) != layout_.num_kv_heads) {
+      return absl::InvalidArgumentError(absl::StrCat("lengths: expected 1 or num_kv_heads (",
+                                                     layout_.num_kv_heads, ") entries, got ",
+                                                     lengths.size()));
+    }
+    return lengths;
+  }
+
+  EvictionOptions options_;
+  HeadLayout layout_;
+  std::unique_ptr<eviction::Scorer> scorer_;
+  std::vector<LayerScores> layers_;
+  std::vector<int64_t> intermediate_;
+  std::mt19937_64 rng_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<EvictionPolicy>> EvictionPolicy::Create(
+    const EvictionOptions& options, int num_layers, int num_heads, int num_kv_heads) {
+  if (num_layers <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("num_layers: must be positive, got ", num_layers));
+  }
+  if (num_heads <= 0 || num_kv_heads <= 0 || num_heads % num_kv_heads != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "num_kv_heads: must be positive and divide num_heads (", num_heads, "), got ", num_kv_heads));
+  }
+  HeadLayout layout{num_heads, num_kv_heads, options.per_head};
+  return std::unique_ptr<EvictionPolicy>(new EvictionPolicyImpl(options, num_layers, layout));
+}
+
+absl::Status EvictionPolicy::ObserveWeights(int layer, const at::Tensor& attention,
+                                            const std::vector<int64_t>& lengths) {
+  if (!attention.defined() || attention.dim() != 4) {
+    return absl::InvalidArgumentError(
+        "attention: expected [batch, num_heads, queries, cache tokens] weights");
+  }
+  const ObservationNeeds n = needs();
+  Observation obs;
+  obs.lengths = lengths;
+  const at::Tensor summed = attention.to(at::kFloat).sum(0);  // [H, q, K]
+  if (n.window_rows > 0) {
+    const int64_t r = std::min<int64_t>(n.window_rows, summed.size(1));
+    obs.window_rows = summed.narrow(1, summed.size(1) - r, r);
+  }
+  if (n.all_queries_sum) obs.all_queries_sum = summed.sum(1);
+  if (!obs.window_rows.defined() && !obs.all_queries_sum.defined()) {
+    obs.all_queries_sum = summed.sum(1);  // shape carrier for scorers that ignore attention
+  }
+  return Observe(layer, obs);
+}
+
+}  // namespace attnkit

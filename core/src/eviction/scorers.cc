@@ -1,0 +1,426 @@
+#include "eviction/scorers.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include <ATen/Functions.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace attnkit::eviction {
+namespace {
+
+// float32 CPU contiguous copy-or-view of an observation tensor.
+at::Tensor HostFloat(const at::Tensor& t) { return t.to(at::kCPU, at::kFloat).contiguous(); }
+
+absl::Status CheckRows(const at::Tensor& t, const char* name, int num_heads, int rank) {
+  if (!t.defined()) return absl::InvalidArgumentError(absl::StrCat(name, ": missing"));
+  if (t.dim() != rank || t.size(0) != num_heads) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": expected ", rank, " dimensions with ",
+                                                   num_heads, " heads first"));
+  }
+  return absl::OkStatus();
+}
+
+// Sums the [H, K] per-head vectors into rows (all heads, or the heads of each kv head), keeping
+// only positions < the row's length.
+std::vector<std::vector<double>> ReduceHeads(const std::vector<std::vector<double>>& per_head,
+                                             const HeadLayout& layout,
+                                             const std::vector<int64_t>& row_lengths, bool mean) {
+  std::vector<std::vector<double>> rows(layout.rows());
+  for (int r = 0; r < layout.rows(); ++r) rows[r].assign(row_lengths[r], 0.0);
+  for (int h = 0; h < layout.num_heads; ++h) {
+    auto& row = rows[layout.RowOfHead(h)];
+    const auto& src = per_head[h];
+    for (size_t k = 0; k < row.size() && k < src.size(); ++k) row[k] += src[k];
+  }
+  if (mean) {
+    const double n = layout.HeadsPerRow();
+    for (auto& row : rows)
+      for (double& v : row) v /= n;
+  }
+  return rows;
+}
+
+// Drops the first S entries of each row (rows not longer than S become empty).
+void DropStart(std::vector<std::vector<double>>& rows, int start) {
+  for (auto& row : rows) {
+    if (static_cast<int64_t>(row.size()) > start) {
+      row.erase(row.begin(), row.begin() + start);
+    } else {
+      row.clear();
+    }
+  }
+}
+
+// Per-head [H][K] vectors of a [H, r, K] tensor summed over r.
+std::vector<std::vector<double>> SumRows(const at::Tensor& rows3) {
+  const at::Tensor t = HostFloat(rows3);
+  const int64_t H = t.size(0), R = t.size(1), K = t.size(2);
+  const float* p = t.data_ptr<float>();
+  std::vector<std::vector<double>> out(H, std::vector<double>(K, 0.0));
+  for (int64_t h = 0; h < H; ++h)
+    for (int64_t r = 0; r < R; ++r) {
+      const float* row = p + (h * R + r) * K;
+      for (int64_t k = 0; k < K; ++k) out[h][k] += row[k];
+    }
+  return out;
+}
+
+std::vector<std::vector<double>> FromMatrix(const at::Tensor& t2) {
+  const at::Tensor t = HostFloat(t2);
+  const int64_t H = t.size(0), K = t.size(1);
+  const float* p = t.data_ptr<float>();
+  std::vector<std::vector<double>> out(H);
+  for (int64_t h = 0; h < H; ++h) out[h].assign(p + h * K, p + (h + 1) * K);
+  return out;
+}
+
+void CompactRows(std::vector<std::vector<double>>& rows, const KeptPositions& kept, int start) {
+  for (size_t r = 0; r < rows.size() && r < kept.size(); ++r) {
+    std::vector<double> next;
+    next.reserve(kept[r].size());
+    for (int64_t p : kept[r]) {
+      const int64_t i = p - start;
+      if (i >= 0 && i < static_cast<int64_t>(rows[r].size())) next.push_back(rows[r][i]);
+    }
+    rows[r] = std::move(next);
+  }
+}
+
+// H2O (no window) and SnapKV (window, pooled on the first observation): accumulated attention,
+// optionally normalized by how many queries saw each token.
+class AccumulatingScorer : public Scorer {
+ public:
+  AccumulatingScorer(const EvictionOptions& options, const HeadLayout& layout)
+      : options_(options), layout_(layout) {}
+
+  ObservationNeeds needs() const override {
+    ObservationNeeds n;
+    if (options_.window_size > 0) {
+      n.window_rows = options_.window_size;
+    } else {
+      n.all_queries_sum = true;
+    }
+    return n;
+  }
+
+  absl::Status Observe(LayerScores& state, const Observation& obs,
+                       const std::vector<int64_t>& row_lengths) override {
+    std::vector<std::vector<double>> per_head;
+    if (options_.window_size > 0) {
+      if (absl::Status s = CheckRows(obs.window_rows, "window_rows", layout_.num_heads, 3); !s.ok())
+        return s;
+      per_head = SumRows(obs.window_rows);
+    } else {
+      if (absl::Status s = CheckRows(obs.all_queries_sum, "all_queries_sum", layout_.num_heads, 2);
+          !s.ok())
+        return s;
+      per_head = FromMatrix(obs.all_queries_sum);
+    }
+    const bool first = !state.observed;
+    if (first && options_.window_size > 0 && options_.pool_kernel > 1) {
+      for (int h = 0; h < layout_.num_heads; ++h) {
+        const int64_t len = row_lengths[layout_.RowOfHead(h)];
+        per_head[h].resize(std::min<int64_t>(len, per_head[h].size()));
+        per_head[h] = MaxPool(per_head[h], options_.pool_kernel, options_.pool_alignment);
+      }
+    }
+    auto rows = ReduceHeads(per_head, layout_, row_lengths, /*mean=*/false);
+    DropStart(rows, options_.start_tokens);
+    if (first) {
+      state.scores.assign(layout_.rows(), {});
+      state.counters.assign(layout_.rows(), {});
+    }
+    for (int r = 0; r < layout_.rows(); ++r) {
+      auto& prev = state.scores[r];
+      auto& fresh = rows[r];
+      if (fresh.size() < prev.size()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "the attention covers ", fresh.size() + options_.start_tokens,
+            " cached tokens but the policy tracks ", prev.size() + options_.start_tokens,
+            ": call Select() after every observed step and drop the tokens it evicts"));
+      }
+      const int64_t num_new = static_cast<int64_t>(fresh.size() - prev.size());
+      for (size_t i = 0; i < prev.size(); ++i) fresh[i] += prev[i];
+      prev = std::move(fresh);
+      if (options_.normalize_scores) UpdateCounters(state.counters[r], num_new, first);
+    }
+    state.observed = true;
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::vector<std::vector<double>>> Scores(LayerScores& state,
+                                                          const std::vector<int64_t>& row_lengths,
+                                                          const at::Tensor&) override {
+    std::vector<std::vector<double>> out = state.scores;
+    out.resize(layout_.rows());
+    for (int r = 0; r < layout_.rows(); ++r) {
+      const int64_t n = std::max<int64_t>(row_lengths[r] - options_.start_tokens, 0);
+      if (static_cast<int64_t>(out[r].size()) != n) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "scores cover ", out[r].size(), " tokens after the start area but the cache holds ", n,
+            ": observe every step before selecting"));
+      }
+      if (options_.normalize_scores) {
+        for (int64_t i = 0; i < n; ++i) out[r][i] /= state.counters[r][i];
+      }
+    }
+    return out;
+  }
+
+  void Compact(LayerScores& state, const KeptPositions& kept) override {
+    CompactRows(state.scores, kept, options_.start_tokens);
+    if (options_.normalize_scores) CompactRows(state.counters, kept, options_.start_tokens);
+  }
+
+ private:
+  // How many queries saw each token (ALGORITHMS.md 1.1). The first observation counts
+  // [m, m-1, ..., 1] (window w < m: [w]*(m-w) + [w, ..., 1]); each later one adds c = min(w, m)
+  // (m without a window; NORM_SUM: m) to every counter and appends [c, ..., 1], with the tokens
+  // beyond the last c counted c.
+  void UpdateCounters(std::vector<double>& counters, int64_t m, bool first) const {
+    const int64_t w = options_.window_size;
+    int64_t c = m;
+    if (w > 0 && !(options_.normalization == Normalization::kNormSum && !first)) c = std::min(w, m);
+    if (!first) {
+      for (double& v : counters) v += static_cast<double>(c);
+    }
+    for (int64_t i = 0; i < m; ++i) {
+      const int64_t from_end = m - i;  // m .. 1
+      counters.push_back(static_cast<double>(std::min(from_end, c)));
+    }
+  }
+
+  EvictionOptions options_;
+  HeadLayout layout_;
+};
+
+// R-KV: the last w attention rows, averaged and max-pooled when the layer evicts.
+class RkvScorer : public Scorer {
+ public:
+  RkvScorer(const EvictionOptions& options, const HeadLayout& layout)
+      : options_(options), layout_(layout) {}
+
+  ObservationNeeds needs() const override {
+    ObservationNeeds n;
+    n.window_rows = options_.window_size;
+    return n;
+  }
+
+  absl::Status Observe(LayerScores& state, const Observation& obs,
+                       const std::vector<int64_t>&) override {
+    if (absl::Status s = CheckRows(obs.window_rows, "window_rows", layout_.num_heads, 3); !s.ok())
+      return s;
+    at::Tensor rows = HostFloat(obs.window_rows);
+    if (!state.window.defined()) {
+      state.window = rows;
+    } else {
+      const int64_t grow = rows.size(2) - state.window.size(2);
+      if (grow < 0) {
+        return absl::FailedPreconditionError(
+            "the attention covers fewer keys than the previous step: call Select() after every "
+            "observed step and drop the tokens it evicts");
+      }
+      at::Tensor padded = at::constant_pad_nd(state.window, {0, grow}, 0.0);
+      state.window = at::cat({padded, rows}, 1);
+    }
+    if (state.window.size(1) > options_.window_size) {
+      state.window = state.window.narrow(1, state.window.size(1) - options_.window_size,
+                                         options_.window_size)
+                         .contiguous();
+    }
+    state.observed = true;
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::vector<std::vector<double>>> Scores(LayerScores& state,
+                                                          const std::vector<int64_t>& row_lengths,
+                                                          const at::Tensor&) override {
+    if (!state.window.defined()) {
+      return absl::FailedPreconditionError("R-KV has no attention rows: observe before selecting");
+    }
+    std::vector<std::vector<double>> per_head = SumRows(state.window);
+    const double count = static_cast<double>(state.window.size(1));
+    for (int h = 0; h < layout_.num_heads; ++h) {
+      const int64_t len = row_lengths[layout_.RowOfHead(h)];
+      per_head[h].resize(std::min<int64_t>(len, per_head[h].size()));
+      for (double& v : per_head[h]) v /= count;
+      if (options_.pool_kernel > 1) {
+        per_head[h] = MaxPool(per_head[h], options_.pool_kernel, options_.pool_alignment);
+      }
+    }
+    auto rows = ReduceHeads(per_head, layout_, row_lengths, /*mean=*/true);
+    DropStart(rows, options_.start_tokens);
+    state.window = at::Tensor();  // the reference forgets the rows once they are used
+    state.observed = false;
+    return rows;
+  }
+
+  void Compact(LayerScores&, const KeptPositions&) override {}
+
+ private:
+  EvictionOptions options_;
+  HeadLayout layout_;
+};
+
+// TOVA: the newest query's attention, averaged over heads; replaced every step.
+class TovaScorer : public Scorer {
+ public:
+  TovaScorer(const EvictionOptions& options, const HeadLayout& layout)
+      : options_(options), layout_(layout) {}
+  ObservationNeeds needs() const override {
+    ObservationNeeds n;
+    n.window_rows = 1;
+    return n;
+  }
+  absl::Status Observe(LayerScores& state, const Observation& obs,
+                       const std::vector<int64_t>& row_lengths) override {
+    if (absl::Status s = CheckRows(obs.window_rows, "window_rows", layout_.num_heads, 3); !s.ok())
+      return s;
+    const at::Tensor last = obs.window_rows.select(1, obs.window_rows.size(1) - 1);
+    auto rows = ReduceHeads(FromMatrix(last), layout_, row_lengths, /*mean=*/true);
+    DropStart(rows, options_.start_tokens);
+    state.scores = std::move(rows);
+    state.observed = true;
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::vector<std::vector<double>>> Scores(LayerScores& state,
+                                                          const std::vector<int64_t>& row_lengths,
+                                                          const at::Tensor&) override {
+    for (int r = 0; r < layout_.rows(); ++r) {
+      const size_t n = std::max<int64_t>(row_lengths[r] - options_.start_tokens, 0);
+      if (r >= static_cast<int>(state.scores.size()) || state.scores[r].size() != n) {
+        return absl::FailedPreconditionError("TOVA needs the step's attention: observe first");
+      }
+    }
+    return state.scores;
+  }
+  void Compact(LayerScores& state, const KeptPositions& kept) override {
+    CompactRows(state.scores, kept, options_.start_tokens);
+  }
+
+ private:
+  EvictionOptions options_;
+  HeadLayout layout_;
+};
+
+// KNorm (-||k||) and KeyDiff (-cos(k, mean normalized key)): scores from the keys alone.
+class KeyScorer : public Scorer {
+ public:
+  KeyScorer(const EvictionOptions& options, const HeadLayout& layout)
+      : options_(options), layout_(layout) {}
+  ObservationNeeds needs() const override {
+    ObservationNeeds n;
+    n.keys = true;
+    return n;
+  }
+  absl::Status Observe(LayerScores& state, const Observation&, const std::vector<int64_t>&) override {
+    state.observed = true;
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::vector<std::vector<double>>> Scores(LayerScores&,
+                                                          const std::vector<int64_t>& row_lengths,
+                                                          const at::Tensor& keys) override {
+    if (!keys.defined() || keys.dim() != 3 || keys.size(0) != layout_.num_kv_heads) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "keys: expected [num_kv_heads=", layout_.num_kv_heads, ", tokens, head_dim]"));
+    }
+    const at::Tensor k = HostFloat(keys);
+    const int64_t Hkv = k.size(0), K = k.size(1), d = k.size(2);
+    const float* p = k.data_ptr<float>();
+    std::vector<std::vector<double>> per_kv(Hkv, std::vector<double>(K, 0.0));
+    for (int64_t h = 0; h < Hkv; ++h) {
+      const int64_t len = std::min<int64_t>(K, row_lengths[layout_.per_head ? h : 0]);
+      std::vector<double> norms(len);
+      for (int64_t t = 0; t < len; ++t) {
+        double s = 0;
+        for (int64_t j = 0; j < d; ++j) s += double(p[(h * K + t) * d + j]) * p[(h * K + t) * d + j];
+        norms[t] = std::sqrt(s);
+      }
+      if (options_.algorithm == EvictionAlgorithm::kKNorm) {
+        for (int64_t t = 0; t < len; ++t) per_kv[h][t] = -norms[t];
+        continue;
+      }
+      std::vector<double> anchor(d, 0.0);
+      for (int64_t t = 0; t < len; ++t) {
+        if (norms[t] == 0) continue;
+        for (int64_t j = 0; j < d; ++j) anchor[j] += p[(h * K + t) * d + j] / norms[t];
+      }
+      double anchor_norm = 0;
+      for (double a : anchor) anchor_norm += a * a;
+      anchor_norm = std::sqrt(anchor_norm);
+      for (int64_t t = 0; t < len; ++t) {
+        if (norms[t] == 0 || anchor_norm == 0) continue;  // cos undefined: neutral score 0
+        double dot = 0;
+        for (int64_t j = 0; j < d; ++j) dot += p[(h * K + t) * d + j] * anchor[j];
+        per_kv[h][t] = -dot / (norms[t] * anchor_norm);
+      }
+    }
+    std::vector<std::vector<double>> rows(layout_.rows());
+    for (int r = 0; r < layout_.rows(); ++r) rows[r].assign(row_lengths[r], 0.0);
+    for (int64_t h = 0; h < Hkv; ++h) {
+      auto& row = rows[layout_.per_head ? h : 0];
+      for (size_t t = 0; t < row.size(); ++t) row[t] += per_kv[h][t];
+    }
+    if (!layout_.per_head) {
+      for (double& v : rows[0]) v /= static_cast<double>(Hkv);
+    }
+    DropStart(rows, options_.start_tokens);
+    return rows;
+  }
+  void Compact(LayerScores&, const KeptPositions&) override {}
+
+ private:
+  EvictionOptions options_;
+  HeadLayout layout_;
+};
+
+// StreamingLLM: positions only (selection keeps the start area and the newest tokens).
+class PositionScorer : public Scorer {
+ public:
+  ObservationNeeds needs() const override { return {}; }
+  absl::Status Observe(LayerScores& state, const Observation&, const std::vector<int64_t>&) override {
+    state.observed = true;
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::vector<std::vector<double>>> Scores(LayerScores&,
+                                                          const std::vector<int64_t>&,
+                                                          const at::Tensor&) override {
+    return std::vector<std::vector<double>>{};
+  }
+  void Compact(LayerScores&, const KeptPositions&) override {}
+};
+
+}  // namespace
+
+std::vector<double> MaxPool(const std::vector<double>& values, int kernel,
+                            PoolingAlignment alignment) {
+  const int64_t n = values.size();
+  std::vector<double> out(n);
+  const int64_t before = alignment == PoolingAlignment::kCentered ? kernel / 2 : 0;
+  const int64_t after = kernel - 1 - before;
+  for (int64_t i = 0; i < n; ++i) {
+    double m = -std::numeric_limits<double>::infinity();
+    const int64_t lo = std::max<int64_t>(0, i - before), hi = std::min<int64_t>(n - 1, i + after);
+    for (int64_t j = lo; j <= hi; ++j) m = std::max(m, values[j]);
+    out[i] = m;
+  }
+  return out;
+}
+
+std::unique_ptr<Scorer> MakeScorer(const EvictionOptions& options, const HeadLayout& layout) {
+  switch (options.algorithm) {
+    case EvictionAlgorithm::kH2O:
+    case EvictionAlgorithm::kSnapKV: return std::make_unique<AccumulatingScorer>(options, layout);
+    case EvictionAlgorithm::kRKV: return std::make_unique<RkvScorer>(options, layout);
+    case EvictionAlgorithm::kTOVA: return std::make_unique<TovaScorer>(options, layout);
+    case EvictionAlgorithm::kKNorm:
+    case EvictionAlgorithm::kKeyDiff: return std::make_unique<KeyScorer>(options, layout);
+    case EvictionAlgorithm::kStreamingLLM: return std::make_unique<PositionScorer>();
+  }
+  return nullptr;
+}
+
+}  // namespace attnkit::eviction

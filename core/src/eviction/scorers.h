@@ -1,0 +1,59 @@
+// Scorers: how important each cached token is. One class per family, chosen by
+// EvictionOptions::algorithm through MakeScorer(). Scores cover the positions after the start area
+// (position S + i has score i) and are kept per row: one row for the layer, or one per kv head.
+#ifndef ATTNKIT_CORE_EVICTION_SCORERS_H_
+#define ATTNKIT_CORE_EVICTION_SCORERS_H_
+
+#include <memory>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "absl/status/statusor.h"
+#include "attnkit/config.h"
+#include "attnkit/eviction/eviction_policy.h"
+
+namespace attnkit::eviction {
+
+// Per-layer state a scorer keeps between steps.
+struct LayerScores {
+  bool observed = false;
+  std::vector<std::vector<double>> scores;    // [rows][n]
+  std::vector<std::vector<double>> counters;  // [rows][n] (normalize_scores)
+  at::Tensor window;                          // R-KV: [H, rows, K] recent attention rows
+};
+
+// Shape facts every scorer needs.
+struct HeadLayout {
+  int num_heads = 0;
+  int num_kv_heads = 0;
+  bool per_head = false;
+  int rows() const { return per_head ? num_kv_heads : 1; }
+  // The score row a query head feeds.
+  int RowOfHead(int head) const { return per_head ? head / (num_heads / num_kv_heads) : 0; }
+  int HeadsPerRow() const { return per_head ? num_heads / num_kv_heads : num_heads; }
+};
+
+class Scorer {
+ public:
+  virtual ~Scorer() = default;
+  virtual ObservationNeeds needs() const = 0;
+  virtual absl::Status Observe(LayerScores& state, const Observation& observation,
+                               const std::vector<int64_t>& row_lengths) = 0;
+  // Token scores of positions S.. per row (row r has row_lengths[r] - S entries, none if <= S).
+  // Called only when the layer evicts.
+  virtual absl::StatusOr<std::vector<std::vector<double>>> Scores(
+      LayerScores& state, const std::vector<int64_t>& row_lengths, const at::Tensor& keys) = 0;
+  // Drops the state of evicted tokens; `kept` are per-row cache positions, ascending.
+  virtual void Compact(LayerScores& state, const KeptPositions& kept) = 0;
+};
+
+std::unique_ptr<Scorer> MakeScorer(const EvictionOptions& options, const HeadLayout& layout);
+
+// Max-pooling along a score vector: centered (padding kernel/2, padded values ignored) or forward
+// (each entry takes the max of itself and the kernel-1 entries after it).
+std::vector<double> MaxPool(const std::vector<double>& values, int kernel, PoolingAlignment alignment);
+
+}  // namespace attnkit::eviction
+
+#endif  // ATTNKIT_CORE_EVICTION_SCORERS_H_

@@ -1,0 +1,75 @@
+// Fixed-size pages of keys and values for one layer. A page holds page_size tokens of one
+// (sequence, kv head): page_size key rows, then page_size value rows, head_dim elements each.
+// Pages come from chunks that are never returned; released pages are reused first, so the bytes in
+// use follow the cache's budget while the reserve stays at its peak.
+#ifndef ATTNKIT_CORE_SESSION_PAGE_POOL_H_
+#define ATTNKIT_CORE_SESSION_PAGE_POOL_H_
+
+#include <cstdint>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+namespace attnkit::session {
+
+class PagePool {
+ public:
+  PagePool(int page_size, int head_dim, at::ScalarType dtype, at::Device device);
+
+  int32_t Allocate();
+  void Release(int32_t page);
+
+  char* Keys(int32_t page) const { return Base(page); }
+  char* Values(int32_t page) const { return Base(page) + half_bytes_; }
+  // Row `row` (< page_size) of a page's keys or values.
+  char* KeyRow(int32_t page, int64_t row) const { return Keys(page) + row * row_bytes_; }
+  char* ValueRow(int32_t page, int64_t row) const { return Values(page) + row * row_bytes_; }
+
+  int page_size() const { return page_size_; }
+  int head_dim() const { return head_dim_; }
+  at::ScalarType dtype() const { return dtype_; }
+  int64_t row_bytes() const { return row_bytes_; }
+  int64_t page_bytes() const { return 2 * half_bytes_; }
+  int64_t pages_in_use() const { return in_use_; }
+  int64_t pages_reserved() const { return static_cast<int64_t>(chunks_.size()) * pages_per_chunk_; }
+
+ private:
+  char* Base(int32_t page) const {
+    return chunk_ptrs_[page / pages_per_chunk_] + (page % pages_per_chunk_) * page_bytes();
+  }
+
+  int page_size_, head_dim_;
+  at::ScalarType dtype_;
+  at::Device device_;
+  int64_t row_bytes_, half_bytes_;
+  int32_t pages_per_chunk_;
+  std::vector<at::Tensor> chunks_;
+  std::vector<char*> chunk_ptrs_;
+  std::vector<int32_t> free_;
+  int64_t in_use_ = 0;
+};
+
+// The cache of one (sequence, kv head) of one layer.
+struct HeadCache {
+  std::vector<int32_t> pages;
+  int64_t length = 0;
+  std::vector<int64_t> origin;    // original token index of each cached token
+  std::vector<int64_t> rotated;   // RoPE position each cached key currently carries
+
+  char* KeyRow(const PagePool& pool, int64_t i) const {
+    return pool.KeyRow(pages[i / pool.page_size()], i % pool.page_size());
+  }
+  char* ValueRow(const PagePool& pool, int64_t i) const {
+    return pool.ValueRow(pages[i / pool.page_size()], i % pool.page_size());
+  }
+  // Makes room for `extra` more tokens.
+  void Reserve(PagePool& pool, int64_t extra);
+  // Keeps the tokens at `kept` (ascending indices), compacting them to the front and releasing the
+  // pages no longer needed.
+  void Compact(PagePool& pool, const std::vector<int64_t>& kept);
+  void Clear(PagePool& pool);
+};
+
+}  // namespace attnkit::session
+
+#endif  // ATTNKIT_CORE_SESSION_PAGE_POOL_H_

@@ -1,0 +1,474 @@
+#include "attnkit/session/session.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+
+#include <ATen/Functions.h>
+#include <ATen/Parallel.h>
+
+#include "absl/strings/str_cat.h"
+#include "attnkit/eviction/eviction_policy.h"
+#include "cpu/paged_attention.h"
+#include "session/page_pool.h"
+#include "session/rope.h"
+
+namespace attnkit {
+namespace {
+
+using session::HeadCache;
+using session::PagePool;
+using Clock = std::chrono::steady_clock;
+
+// Queries per call up to which the paged kernel runs; longer calls (prefill) gather the cache and
+// use BLAS-backed block products.
+constexpr int64_t kPagedKernelMaxQueries = 16;
+
+at::ScalarType StorageType(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat16: return at::kHalf;
+    case DType::kBFloat16: return at::kBFloat16;
+    default: return at::kFloat;
+  }
+}
+
+std::string Shape(at::IntArrayRef s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) absl::StrAppend(&out, i ? ", " : "", s[i]);
+  return out + "]";
+}
+
+double Seconds(Clock::time_point since) {
+  return std::chrono::duration<double>(Clock::now() - since).count();
+}
+
+struct LayerState {
+  std::unique_ptr<PagePool> pool;
+  std::vector<HeadCache> heads;  // [batch * num_kv_heads]
+  int64_t steps = 0;
+  int64_t evictions = 0;
+  int64_t evicted_tokens = 0;
+};
+
+class SessionImpl : public Session {
+ public:
+  explicit SessionImpl(const SessionOptions& o) : options_(o) {}
+
+  absl::Status Init() {
+    const SessionOptions& o = options_;
+    if (o.device != DeviceKind::kCPU) {
+      return absl::UnimplementedError(
+          "device: this session runs on CPU; CUDA sessions need the CUDA build (ATTNKIT_CUDA)");
+    }
+    layers_.resize(o.num_layers);
+    for (auto& layer : layers_) {
+      layer.pool = std::make_unique<PagePool>(o.page_size, o.head_dim, StorageType(o.dtype), at::kCPU);
+      layer.heads.resize(static_cast<size_t>(o.batch_size) * o.num_kv_heads);
+    }
+    if (o.eviction.enabled) {
+      if (o.eviction.rerotate_keys && o.eviction.per_head) {
+        return absl::InvalidArgumentError(
+            "eviction.rerotate_keys: needs every kv head to keep the same tokens (not per_head)");
+      }
+      for (int b = 0; b < o.batch_size; ++b) {
+        auto policy = EvictionPolicy::Create(o.eviction, o.num_layers, o.num_heads, o.num_kv_heads);
+        if (!policy.ok()) return policy.status();
+        policies_.push_back(std::move(*policy));
+      }
+    }
+    seen_.assign(o.batch_size, 0);
+    return absl::OkStatus();
+  }
+
+  const SessionOptions& options() const override { return options_; }
+
+  absl::Status Attend(int layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                      const at::Tensor& out) override {
+    if (absl::Status s = CheckCall(layer, q, k, v, out); !s.ok()) return s;
+    const SessionOptions& o = options_;
+    const int64_t B = o.batch_size, T = q.size(2), G = o.num_heads / o.num_kv_heads;
+    LayerState& state = layers_[layer];
+    auto t0 = Clock::now();
+    Append(state, k, v, layer);
+    const at::Tensor qf = q.to(at::kFloat).contiguous();  // [B, H, T, d]
+    at::Tensor result = at::empty({B, o.num_heads, T, o.head_dim}, at::kFloat);
+    const ObservationNeeds needs = policies_.empty() ? ObservationNeeds{} : policies_[0]->needs();
+    int64_t max_len = 0;
+    for (const HeadCache& h : state.heads) max_len = std::max(max_len, h.length);
+    const int64_t window = std::min<int64_t>(needs.window_rows, T);
+    at::Tensor window_rows, column_sums;
+    if (window > 0) window_rows = at::zeros({B, o.num_heads, window, max_len}, at::kFloat);
+    if (needs.all_queries_sum) column_sums = at::zeros({B, o.num_heads, max_len}, at::kFloat);
+
+    const int64_t groups = B * o.num_kv_heads;
+    if (T <= kPagedKernelMaxQueries) {
+      at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
+        std::vector<float> scratch;
+        for (int64_t gi = begin; gi < end; ++gi) {
+          const int64_t b = gi / o.num_kv_heads, kvh = gi % o.num_kv_heads;
+          const HeadCache& cache = state.heads[gi];
+          scratch.resize(static_cast<size_t>(G * T * cache.length));
+          kernels::PagedGroupArgs args;
+          RowAccess access{state.pool.get(), &cache};
+          args.length = cache.length;
+          args.row_ptr = &RowAccess::Row;
+          args.ctx = &access;
+          args.dtype = state.pool->dtype();
+          args.rows_per_query = static_cast<int>(G);
+          args.queries = T;
+          args.head_dim = o.head_dim;
+          args.scale = static_cast<float>(o.scale);
+          args.q = qf[b].narrow(0, kvh * G, G).data_ptr<float>();
+          args.out = result[b].narrow(0, kvh * G, G).data_ptr<float>();
+          // Observation buffers are laid out [G, window, max_len]; the kernel writes [G, window,
+          // length]: use a compact scratch copy when the head is shorter than max_len.
+          std::vector<float> rows_buf, sums_buf;
+          if (window > 0) {
+            rows_buf.resize(static_cast<size_t>(G * window * cache.length));
+            args.window_rows = rows_buf.data();
+            args.window = window;
+          }
+          if (column_sums.defined()) {
+            sums_buf.resize(static_cast<size_t>(G * cache.length));
+            args.column_sums = sums_buf.data();
+          }
+          args.scratch = scratch.data();
+          kernels::PagedGroupAttention(args);
+          CopyObservation(rows_buf, sums_buf, window, cache.length, max_len, G, b, kvh,
+                          window_rows, column_sums);
+        }
+      });
+    } else {
+      for (int64_t gi = 0; gi < groups; ++gi) {
+        const int64_t b = gi / o.num_kv_heads, kvh = gi % o.num_kv_heads;
+        PrefillGroup(state, gi, qf[b].narrow(0, kvh * G, G), result[b].narrow(0, kvh * G, G),
+                     window, window_rows.defined() ? window_rows[b].narrow(0, kvh * G, G) : at::Tensor(),
+                     column_sums.defined() ? column_sums[b].narrow(0, kvh * G, G) : at::Tensor());
+      }
+    }
+    out.copy_(result);
+    attention_seconds_ += Seconds(t0);
+
+    auto t1 = Clock::now();
+    if (!policies_.empty()) {
+      for (int64_t b = 0; b < B; ++b) {
+        if (absl::Status s = ObserveAndEvict(layer, b, window_rows, column_sums, T); !s.ok()) {
+          return s;
+        }
+      }
+    }
+    policy_seconds_ += Seconds(t1);
+    ++state.steps;
+    if (layer == 0) {
+      for (int64_t b = 0; b < B; ++b) seen_[b] += T;
+      ++steps_;
+    }
+    UpdatePeak();
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::vector<int64_t>> Positions(int layer, int sequence, int kv_head) const override {
+    if (layer < 0 || layer >= options_.num_layers) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("layer: must be in [0, ", options_.num_layers, "), got ", layer));
+    }
+    if (sequence < 0 || sequence >= options_.batch_size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sequence: must be in [0, ", options_.batch_size, "), got ", sequence));
+    }
+    if (kv_head < 0 || kv_head >= options_.num_kv_heads) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("kv_head: must be in [0, ", options_.num_kv_heads, "), got ", kv_head));
+    }
+    return layers_[layer].heads[sequence * options_.num_kv_heads + kv_head].origin;
+  }
+
+  absl::StatusOr<int64_t> NextPosition(int sequence) const override {
+    if (sequence < 0 || sequence >= options_.batch_size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sequence: must be in [0, ", options_.batch_size, "), got ", sequence));
+    }
+    if (options_.eviction.enabled && options_.eviction.rerotate_keys) {
+      return layers_[0].heads[sequence * options_.num_kv_heads].length;
+    }
+    return seen_[sequence];
+  }
+
+  SessionStatsView Stats() const override {
+    SessionStatsView s;
+    s.steps = steps_;
+    s.tokens_seen = seen_.empty() ? 0 : *std::max_element(seen_.begin(), seen_.end());
+    s.page_size = options_.page_size;
+    s.attention_seconds = attention_seconds_;
+    s.policy_seconds = policy_seconds_;
+    s.peak_bytes_held = peak_bytes_;
+    s.sparse_density = 1.0;
+    for (int l = 0; l < options_.num_layers; ++l) {
+      const LayerState& layer = layers_[l];
+      LayerStatsView ls{l, 0, layer.pool->pages_in_use() * layer.pool->page_bytes(),
+                        layer.evicted_tokens, layer.evictions};
+      for (size_t i = 0; i < layer.heads.size(); ++i) {
+        const HeadCache& h = layer.heads[i];
+        ls.tokens += h.length;
+        s.heads.push_back(HeadStatsView{l, static_cast<int>(i / options_.num_kv_heads),
+                                        static_cast<int>(i % options_.num_kv_heads), h.length,
+                                        static_cast<int64_t>(h.pages.size()) * layer.pool->page_bytes()});
+      }
+      s.tokens_held += ls.tokens;
+      s.bytes_held += ls.bytes;
+      s.bytes_reserved += layer.pool->pages_reserved() * layer.pool->page_bytes();
+      s.evictions += layer.evictions;
+      s.evicted_tokens += layer.evicted_tokens;
+      s.layers.push_back(ls);
+    }
+    return s;
+  }
+
+  void Reset() override {
+    for (auto& layer : layers_) {
+      for (auto& h : layer.heads) h.Clear(*layer.pool);
+      layer.steps = 0;
+    }
+    for (auto& p : policies_) p->Reset();
+    std::fill(seen_.begin(), seen_.end(), 0);
+  }
+
+ private:
+  struct RowAccess {
+    const PagePool* pool;
+    const HeadCache* cache;
+    static const void* Row(const void* ctx, int64_t token, bool value) {
+      const auto* self = static_cast<const RowAccess*>(ctx);
+      return value ? self->cache->ValueRow(*self->pool, token) : self->cache->KeyRow(*self->pool, token);
+    }
+  };
+
+  absl::Status CheckCall(int layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                         const at::Tensor& out) const {
+    const SessionOptions& o = options_;
+    if (layer < 0 || layer >= o.num_layers) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("layer: must be in [0, ", o.num_layers, "), got ", layer));
+    }
+    if (q.dim() != 4) return absl::InvalidArgumentError(absl::StrCat("q: expected rank 4 [batch, heads, tokens, head_dim], got ", Shape(q.sizes())));
+    const int64_t T = q.size(2);
+    const std::vector<int64_t> q_shape{o.batch_size, o.num_heads, T, o.head_dim};
+    const std::vector<int64_t> kv_shape{o.batch_size, o.num_kv_heads, T, o.head_dim};
+    if (q.sizes() != at::IntArrayRef(q_shape)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "q: expected [batch_size=", o.batch_size, ", num_heads=", o.num_heads,
+          ", tokens, head_dim=", o.head_dim, "], got ", Shape(q.sizes())));
+    }
+    if (T == 0) return absl::InvalidArgumentError("q: needs at least one token");
+    if (k.sizes() != at::IntArrayRef(kv_shape)) {
+      return absl::InvalidArgumentError(absl::StrCat("k: expected ", Shape(kv_shape),
+                                                     " (num_kv_heads and the tokens of q), got ",
+                                                     Shape(k.sizes())));
+    }
+    if (v.sizes() != at::IntArrayRef(kv_shape)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("v: expected ", Shape(kv_shape), ", got ", Shape(v.sizes())));
+    }
+    if (out.sizes() != at::IntArrayRef(q_shape)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("out: expected ", Shape(q_shape), " (the shape of q), got ", Shape(out.sizes())));
+    }
+    // Layers run in order within a step: layer l follows layer l-1 of the same step.
+    const int64_t steps = layers_[layer].steps;
+    if (layer > 0 && layers_[layer - 1].steps != steps + 1) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "layer: layer ", layer, " called for step ", steps, " before layer ", layer - 1,
+          " (layers run in order within a step, starting at layer 0)"));
+    }
+    if (layer == 0 && layers_.back().steps != steps && o.num_layers > 1) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "layer: layer 0 called for step ", steps + 1, " before layer ", o.num_layers - 1,
+          " finished step ", steps));
+    }
+    for (const auto& [t, name] : {std::pair<const at::Tensor*, const char*>{&q, "q"}, {&k, "k"}, {&v, "v"}}) {
+      if (at::isnan(*t).any().item<bool>() || at::isinf(*t).any().item<bool>()) {
+        return absl::InvalidArgumentError(absl::StrCat(name, ": contains NaN or infinity"));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // Copies the new tokens' keys and values into the pages.
+  void Append(LayerState& state, const at::Tensor& k, const at::Tensor& v, int layer) {
+    const SessionOptions& o = options_;
+    const int64_t T = k.size(2);
+    PagePool& pool = *state.pool;
+    const bool fast = k.scalar_type() == pool.dtype() && v.scalar_type() == pool.dtype() &&
+                      k.stride(3) == 1 && v.stride(3) == 1;
+    for (int64_t b = 0; b < o.batch_size; ++b) {
+      for (int64_t h = 0; h < o.num_kv_heads; ++h) {
+        HeadCache& cache = state.heads[b * o.num_kv_heads + h];
+        cache.Reserve(pool, T);
+        const int64_t position = seen_[b];
+        if (fast) {
+          const char* kb = static_cast<const char*>(k.data_ptr());
+          const char* vb = static_cast<const char*>(v.data_ptr());
+          const int64_t es = k.element_size();
+          for (int64_t t = 0; t < T; ++t) {
+            std::memcpy(cache.KeyRow(pool, cache.length + t),
+                        kb + (b * k.stride(0) + h * k.stride(1) + t * k.stride(2)) * es, pool.row_bytes());
+            std::memcpy(cache.ValueRow(pool, cache.length + t),
+                        vb + (b * v.stride(0) + h * v.stride(1) + t * v.stride(2)) * es, pool.row_bytes());
+          }
+        } else {
+          const at::Tensor ks = k[b][h].to(pool.dtype()).contiguous();
+          const at::Tensor vs = v[b][h].to(pool.dtype()).contiguous();
+          for (int64_t t = 0; t < T; ++t) {
+            std::memcpy(cache.KeyRow(pool, cache.length + t),
+                        static_cast<const char*>(ks.data_ptr()) + t * pool.row_bytes(), pool.row_bytes());
+            std::memcpy(cache.ValueRow(pool, cache.length + t),
+                        static_cast<const char*>(vs.data_ptr()) + t * pool.row_bytes(), pool.row_bytes());
+          }
+        }
+        for (int64_t t = 0; t < T; ++t) {
+          cache.origin.push_back(position + t);
+          cache.rotated.push_back(NextRotated(layer, b, t));
+        }
+        cache.length += T;
+      }
+    }
+  }
+
+  // The RoPE position the host gave the t-th new token.
+  int64_t NextRotated(int layer, int64_t b, int64_t t) const {
+    if (options_.eviction.enabled && options_.eviction.rerotate_keys) {
+      return layers_[layer].heads[b * options_.num_kv_heads].length + t;
+    }
+    return seen_[b] + t;
+  }
+
+  // Contiguous float keys or values [length, d] of a head.
+  at::Tensor Gather(const PagePool& pool, const HeadCache& cache, bool values) const {
+    at::Tensor out = at::empty({cache.length, options_.head_dim}, pool.dtype());
+    char* dst = static_cast<char*>(out.data_ptr());
+    const int64_t P = pool.page_size();
+    for (int64_t t = 0; t < cache.length; t += P) {
+      const int64_t n = std::min(P, cache.length - t);
+      const char* src = values ? cache.ValueRow(pool, t) : cache.KeyRow(pool, t);
+      std::memcpy(dst + t * pool.row_bytes(), src, n * pool.row_bytes());
+    }
+    return out.to(at::kFloat);
+  }
+
+  // Causal attention of a long query chunk, block by block of queries with BLAS products; only the
+  // observation the policy needs is kept.
+  void PrefillGroup(const LayerState& state, int64_t head_index, const at::Tensor& q,
+                    const at::Tensor& out, int64_t window, const at::Tensor& window_rows,
+                    const at::Tensor& column_sums) {
+    const HeadCache& cache = state.heads[head_index];
+    const int64_t L = cache.length, T = q.size(1), G = q.size(0);
+    const at::Tensor keys = Gather(*state.pool, cache, false);
+    const at::Tensor values = Gather(*state.pool, cache, true);
+    const at::Tensor kt = keys.t();
+    const int64_t block = std::max<int64_t>(16, std::min<int64_t>(T, (int64_t{4} << 20) / std::max<int64_t>(1, G * L)));
+    const at::Tensor key_index = at::arange(L, at::kLong);
+    for (int64_t q0 = 0; q0 < T; q0 += block) {
+      const int64_t n = std::min(block, T - q0);
+      at::Tensor scores = at::matmul(q.narrow(1, q0, n), kt).mul_(options_.scale);  // [G, n, L]
+      const at::Tensor limit = at::arange(L - T + q0, L - T + q0 + n, at::kLong).unsqueeze(1);
+      scores.masked_fill_(key_index.unsqueeze(0).gt(limit), -std::numeric_limits<float>::infinity());
+      at::Tensor probs = at::softmax(scores, -1);
+      out.narrow(1, q0, n).copy_(at::matmul(probs, values));
+      if (window_rows.defined()) {
+        const int64_t first_window = T - window;
+        const int64_t lo = std::max(q0, first_window), hi = q0 + n;
+        if (lo < hi) {
+          window_rows.narrow(1, lo - first_window, hi - lo).narrow(2, 0, L)
+              .copy_(probs.narrow(1, lo - q0, hi - lo));
+        }
+      }
+      if (column_sums.defined()) column_sums.narrow(1, 0, L).add_(probs.sum(1));
+    }
+  }
+
+  void CopyObservation(const std::vector<float>& rows, const std::vector<float>& sums,
+                       int64_t window, int64_t length, int64_t max_len, int64_t G, int64_t b,
+                       int64_t kvh, const at::Tensor& window_rows, const at::Tensor& column_sums) {
+    if (window_rows.defined()) {
+      float* dst = window_rows.data_ptr<float>();
+      for (int64_t g = 0; g < G; ++g)
+        for (int64_t w = 0; w < window; ++w) {
+          const int64_t head = kvh * G + g;
+          std::memcpy(dst + ((b * options_.num_heads + head) * window + w) * max_len,
+                      rows.data() + (g * window + w) * length, length * sizeof(float));
+        }
+    }
+    if (column_sums.defined()) {
+      float* dst = column_sums.data_ptr<float>();
+      for (int64_t g = 0; g < G; ++g) {
+        const int64_t head = kvh * G + g;
+        std::memcpy(dst + (b * options_.num_heads + head) * max_len, sums.data() + g * length,
+                    length * sizeof(float));
+      }
+    }
+  }
+
+  absl::Status ObserveAndEvict(int layer, int64_t b, const at::Tensor& window_rows,
+                               const at::Tensor& column_sums, int64_t T) {
+    const SessionOptions& o = options_;
+    EvictionPolicy& policy = *policies_[b];
+    LayerState& state = layers_[layer];
+    std::vector<int64_t> lengths(o.num_kv_heads);
+    for (int h = 0; h < o.num_kv_heads; ++h) lengths[h] = state.heads[b * o.num_kv_heads + h].length;
+    const int64_t max_len = *std::max_element(lengths.begin(), lengths.end());
+    Observation obs;
+    if (window_rows.defined()) obs.window_rows = window_rows[b].narrow(2, 0, max_len);
+    if (column_sums.defined()) obs.all_queries_sum = column_sums[b].narrow(1, 0, max_len);
+    if (policy.per_head()) obs.lengths = lengths;
+    if (absl::Status s = policy.Observe(layer, obs); !s.ok()) return s;
+    if (o.eviction.defer_eviction_to_decode && T > 1) return absl::OkStatus();
+    const std::vector<int64_t> select_lengths =
+        policy.per_head() ? lengths : std::vector<int64_t>{lengths[0]};
+    if (!policy.OverBudget(layer, select_lengths)) return absl::OkStatus();
+    at::Tensor keys;
+    if (policy.needs().keys) {
+      keys = at::zeros({o.num_kv_heads, max_len, o.head_dim}, at::kFloat);
+      for (int h = 0; h < o.num_kv_heads; ++h) {
+        const HeadCache& cache = state.heads[b * o.num_kv_heads + h];
+        keys[h].narrow(0, 0, cache.length).copy_(Gather(*state.pool, cache, false));
+      }
+    }
+    auto kept = policy.Select(layer, select_lengths, keys);
+    if (!kept.ok()) return kept.status();
+    for (int h = 0; h < o.num_kv_heads; ++h) {
+      HeadCache& cache = state.heads[b * o.num_kv_heads + h];
+      const std::vector<int64_t>& row = (*kept)[policy.per_head() ? h : 0];
+      const int64_t before = cache.length;
+      cache.Compact(*state.pool, row);
+      state.evicted_tokens += before - cache.length;
+      if (o.eviction.rerotate_keys) session::RerotateKeys(*state.pool, cache, o.rope, o.head_dim);
+    }
+    ++state.evictions;
+    return absl::OkStatus();
+  }
+
+  void UpdatePeak() {
+    int64_t bytes = 0;
+    for (const auto& layer : layers_) bytes += layer.pool->pages_in_use() * layer.pool->page_bytes();
+    peak_bytes_ = std::max(peak_bytes_, bytes);
+  }
+
+  SessionOptions options_;
+  std::vector<LayerState> layers_;
+  std::vector<std::unique_ptr<EvictionPolicy>> policies_;
+  std::vector<int64_t> seen_;
+  int64_t steps_ = 0;
+  int64_t peak_bytes_ = 0;
+  double attention_seconds_ = 0, policy_seconds_ = 0;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Session>> Session::Create(const SessionOptions& options) {
+  auto session = std::make_unique<SessionImpl>(options);
+  if (absl::Status s = session->Init(); !s.ok()) return s;
+  return std::unique_ptr<Session>(std::move(session));
+}
+
+}  // namespace attnkit

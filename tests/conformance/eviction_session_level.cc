@@ -1,0 +1,68 @@
+// Session level of the eviction cases: the session computes attention itself from q/k/v.
+#include <ATen/Functions.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "attnkit/attnkit.h"
+#include "dlpack_util.h"
+#include "eviction_config.h"
+#include "io/tensor_io.h"
+
+namespace attnkit::conformance {
+
+absl::Status SessionLevel(const SafetensorsFile& file, const std::string& eviction_textproto,
+                          int num_steps, int num_heads, int num_kv_heads, int head_dim) {
+  const std::string config =
+      absl::StrCat("num_layers: 1 num_heads: ", num_heads, " num_kv_heads: ", num_kv_heads,
+                   " head_dim: ", head_dim, " eviction { ", eviction_textproto, " }");
+  attnkit_session* raw = nullptr;
+  if (attnkit_status* s = attnkit_session_create_from_text(config.data(), config.size(), &raw)) {
+    absl::Status out = absl::InternalError(absl::StrCat("session create: ", attnkit_status_get_message(s)));
+    attnkit_status_free(s);
+    return out;
+  }
+  std::unique_ptr<attnkit_session, decltype(&attnkit_session_free)> session(raw, attnkit_session_free);
+  std::vector<std::string> differing;
+  for (int step = -1; step < num_steps; ++step) {
+    const std::string prefix = step < 0 ? "prefill" : absl::StrCat("step.", step);
+    auto q = LoadTensor(file, prefix + ".q");
+    auto k = LoadTensor(file, prefix + ".k");
+    auto v = LoadTensor(file, prefix + ".v");
+    auto expected = LoadTensor(file, step < 0 ? "kept.prefill" : absl::StrCat("kept.step.", step));
+    for (const auto* t : {&q, &k, &v, &expected})
+      if (!t->ok()) return t->status();
+    at::Tensor out = at::empty_like(*q);
+    testing::DLView qv(*q), kv(*k), vv(*v), ov(out);
+    if (attnkit_status* s = attnkit_session_attend(session.get(), 0, qv, kv, vv, ov)) {
+      absl::Status err = absl::InternalError(
+          absl::StrCat("session level, ", prefix, ": ", attnkit_status_get_message(s)));
+      attnkit_status_free(s);
+      return err;
+    }
+    for (int h = 0; h < num_kv_heads; ++h) {
+      attnkit_int64_array* positions = nullptr;
+      if (attnkit_status* s = attnkit_session_positions(session.get(), 0, 0, h, &positions)) {
+        absl::Status err = absl::InternalError(attnkit_status_get_message(s));
+        attnkit_status_free(s);
+        return err;
+      }
+      std::vector<int64_t> got(positions->data, positions->data + positions->size);
+      attnkit_int64_array_free(positions);
+      at::Tensor e = expected->to(at::kLong).contiguous();
+      std::vector<int64_t> want(e.data_ptr<int64_t>(), e.data_ptr<int64_t>() + e.numel());
+      if (got != want) {
+        differing.push_back(absl::StrCat(prefix, " (kv head ", h, ": kept [",
+                                         absl::StrJoin(got, ","), "], expected [",
+                                         absl::StrJoin(want, ","), "])"));
+        break;
+      }
+    }
+  }
+  if (!differing.empty()) {
+    return absl::InternalError(absl::StrCat("session level: ", differing.size(),
+                                            " steps differ, first: ", differing.front()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace attnkit::conformance
