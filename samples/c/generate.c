@@ -1,0 +1,357 @@
+/* attnkit C sample: a real generation loop over stories260k (llama2.c format) in plain C whose
+ * attention goes through attnkit_session_attend().
+ *
+ *   attnkit_generate [--model DIR] [--config FILE] [--tokens N]
+ *
+ * DIR holds stories260K.bin, tok512.bin and reference.json (default: $ATTNKIT_MODELS_DIR/stories260k
+ * or ../shared/models/stories260k beside the source tree). FILE is an attnkit.v1.SessionConfig
+ * textproto without the model shape, which the sample fills in (default:
+ * samples/configs/snapkv.textproto). Prints the text, the KV bytes attnkit holds, tokens per second
+ * and how many generated ids agree with the full-cache greedy run in reference.json. */
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "attnkit/attnkit.h"
+
+#ifndef ATTNKIT_SOURCE_DIR
+#define ATTNKIT_SOURCE_DIR "."
+#endif
+
+typedef struct {
+  int dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len;
+} Config;
+
+typedef struct {
+  float *token_embedding, *rms_att, *wq, *wk, *wv, *wo, *rms_ffn, *w1, *w2, *w3, *rms_final;
+  float* data;
+} Weights;
+
+typedef struct {
+  char** pieces;
+  int vocab_size;
+} Tokenizer;
+
+static void die(const char* what, const char* detail) {
+  fprintf(stderr, "attnkit_generate: %s%s%s\n", what, detail ? ": " : "", detail ? detail : "");
+  exit(1);
+}
+
+/* Exits with the status's message when `status` is an error. */
+static void check(attnkit_status* status, const char* what) {
+  if (status == NULL) return;
+  fprintf(stderr, "attnkit_generate: %s failed (code %d): %s\n", what,
+          (int)attnkit_status_get_code(status), attnkit_status_get_message(status));
+  attnkit_status_free(status);
+  exit(1);
+}
+
+static char* read_file(const char* path, size_t* size) {
+  FILE* f = fopen(path, "rb");
+  if (!f) die(path, strerror(errno));
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char* buf = malloc((size_t)n + 1);
+  if (!buf || fread(buf, 1, (size_t)n, f) != (size_t)n) die(path, "read failed");
+  buf[n] = '\0';
+  fclose(f);
+  if (size) *size = (size_t)n;
+  return buf;
+}
+
+static void load_model(const char* path, Config* c, Weights* w) {
+  size_t size = 0;
+  char* bytes = read_file(path, &size);
+  if (size < sizeof(int32_t) * 7) die(path, "too short for a llama2.c header");
+  int32_t header[7];
+  memcpy(header, bytes, sizeof(header));
+  c->dim = header[0];
+  c->hidden_dim = header[1];
+  c->n_layers = header[2];
+  c->n_heads = header[3];
+  c->n_kv_heads = header[4];
+  c->vocab_size = abs(header[5]);
+  c->seq_len = header[6];
+  const int head = c->dim / c->n_heads, kv_dim = head * c->n_kv_heads;
+  const size_t L = (size_t)c->n_layers, D = (size_t)c->dim, H = (size_t)c->hidden_dim;
+  const size_t floats = (size_t)c->vocab_size * D + L * D + L * D * D + 2 * L * kv_dim * D +
+                        L * D * D + L * D + 3 * L * D * H + D;
+  if (size < sizeof(header) + floats * sizeof(float)) die(path, "truncated weights");
+  w->data = malloc(floats * sizeof(float));
+  memcpy(w->data, bytes + sizeof(header), floats * sizeof(float));
+  free(bytes);
+  float* p = w->data;
+  w->token_embedding = p; p += (size_t)c->vocab_size * D;
+  w->rms_att = p; p += L * D;
+  w->wq = p; p += L * D * D;
+  w->wk = p; p += L * kv_dim * D;
+  w->wv = p; p += L * kv_dim * D;
+  w->wo = p; p += L * D * D;
+  w->rms_ffn = p; p += L * D;
+  w->w1 = p; p += L * H * D;
+  w->w2 = p; p += L * D * H;
+  w->w3 = p; p += L * H * D;
+  w->rms_final = p;
+}
+
+static void load_tokenizer(const char* path, int vocab_size, Tokenizer* t) {
+  size_t size = 0, at = 4;
+  char* bytes = read_file(path, &size);
+  t->vocab_size = vocab_size;
+  t->pieces = calloc((size_t)vocab_size, sizeof(char*));
+  for (int i = 0; i < vocab_size; ++i) {
+    int32_t len;
+    if (at + 8 > size) die(path, "truncated vocabulary");
+    memcpy(&len, bytes + at + 4, 4);
+    at += 8;
+    if (len < 0 || at + (size_t)len > size) die(path, "bad piece length");
+    t->pieces[i] = malloc((size_t)len + 1);
+    memcpy(t->pieces[i], bytes + at, (size_t)len);
+    t->pieces[i][len] = '\0';
+    at += (size_t)len;
+  }
+  free(bytes);
+}
+
+/* Reads the integer array `key` of reference.json ("key": [1, 2, ...]). */
+static int read_ids(const char* json, const char* key, int* out, int max) {
+  char pattern[64];
+  snprintf(pattern, sizeof(pattern), "\"%s\"", key);
+  const char* p = strstr(json, pattern);
+  if (!p || !(p = strchr(p, '['))) return 0;
+  int n = 0;
+  ++p;
+  while (*p && *p != ']' && n < max) {
+    char* end;
+    long v = strtol(p, &end, 10);
+    if (end == p) { ++p; continue; }
+    out[n++] = (int)v;
+    p = end;
+  }
+  return n;
+}
+
+static void rmsnorm(float* out, const float* x, const float* weight, int n) {
+  double ss = 0;
+  for (int i = 0; i < n; ++i) ss += (double)x[i] * x[i];
+  const float scale = 1.0f / sqrtf((float)(ss / n) + 1e-5f);
+  for (int i = 0; i < n; ++i) out[i] = weight[i] * (scale * x[i]);
+}
+
+/* out[rows] = w[rows][cols] x[cols] */
+static void matvec(float* out, const float* x, const float* w, int rows, int cols) {
+  for (int r = 0; r < rows; ++r) {
+    float acc = 0;
+    const float* wr = w + (size_t)r * cols;
+    for (int c = 0; c < cols; ++c) acc += wr[c] * x[c];
+    out[r] = acc;
+  }
+}
+
+/* RoPE on interleaved pairs (x[2i], x[2i+1]) of each head at position `pos`. */
+static void rope(float* x, int n, int head, int64_t pos) {
+  for (int i = 0; i < n; i += 2) {
+    const float freq = 1.0f / powf(10000.0f, (float)(i % head) / (float)head);
+    const float angle = (float)pos * freq, c = cosf(angle), s = sinf(angle);
+    const float a = x[i], b = x[i + 1];
+    x[i] = a * c - b * s;
+    x[i + 1] = a * s + b * c;
+  }
+}
+
+/* A float32 DLTensor of logical shape [1, heads, tokens, head_dim] over a buffer laid out
+ * [tokens, heads, head_dim]: strides, not copies. */
+typedef struct {
+  DLTensor t;
+  int64_t shape[4], strides[4];
+} View;
+
+static void make_view(View* v, float* data, int tokens, int heads, int head_dim) {
+  v->shape[0] = 1; v->shape[1] = heads; v->shape[2] = tokens; v->shape[3] = head_dim;
+  v->strides[0] = (int64_t)tokens * heads * head_dim;
+  v->strides[1] = head_dim;
+  v->strides[2] = (int64_t)heads * head_dim;
+  v->strides[3] = 1;
+  memset(&v->t, 0, sizeof(v->t));
+  v->t.data = data;
+  v->t.device.device_type = kDLCPU;
+  v->t.ndim = 4;
+  v->t.dtype.code = kDLFloat;
+  v->t.dtype.bits = 32;
+  v->t.dtype.lanes = 1;
+  v->t.shape = v->shape;
+  v->t.strides = v->strides;
+}
+
+/* Runs `tokens` tokens through the model (all layers), attention through attnkit; writes the logits
+ * of the last token. */
+static void forward(const Config* c, const Weights* w, attnkit_session* session, const int* ids,
+                    int tokens, float* logits) {
+  const int D = c->dim, head = D / c->n_heads, kv_dim = head * c->n_kv_heads, H = c->hidden_dim;
+  float* x = malloc(sizeof(float) * (size_t)tokens * D);
+  float* xb = malloc(sizeof(float) * D);
+  float* q = malloc(sizeof(float) * (size_t)tokens * D);
+  float* k = malloc(sizeof(float) * (size_t)tokens * kv_dim);
+  float* v = malloc(sizeof(float) * (size_t)tokens * kv_dim);
+  float* att = malloc(sizeof(float) * (size_t)tokens * D);
+  float* tmp = malloc(sizeof(float) * (size_t)(H > D ? H : D));
+  float* h1 = malloc(sizeof(float) * H);
+  float* h3 = malloc(sizeof(float) * H);
+  int64_t first_position = 0;
+  check(attnkit_session_next_position(session, 0, &first_position), "next_position");
+  for (int t = 0; t < tokens; ++t) {
+    memcpy(x + (size_t)t * D, w->token_embedding + (size_t)ids[t] * D, sizeof(float) * D);
+  }
+  for (int l = 0; l < c->n_layers; ++l) {
+    for (int t = 0; t < tokens; ++t) {
+      rmsnorm(xb, x + (size_t)t * D, w->rms_att + (size_t)l * D, D);
+      matvec(q + (size_t)t * D, xb, w->wq + (size_t)l * D * D, D, D);
+      matvec(k + (size_t)t * kv_dim, xb, w->wk + (size_t)l * kv_dim * D, kv_dim, D);
+      matvec(v + (size_t)t * kv_dim, xb, w->wv + (size_t)l * kv_dim * D, kv_dim, D);
+      rope(q + (size_t)t * D, D, head, first_position + t);
+      rope(k + (size_t)t * kv_dim, kv_dim, head, first_position + t);
+    }
+    View qv, kv, vv, ov;
+    make_view(&qv, q, tokens, c->n_heads, head);
+    make_view(&kv, k, tokens, c->n_kv_heads, head);
+    make_view(&vv, v, tokens, c->n_kv_heads, head);
+    make_view(&ov, att, tokens, c->n_heads, head);
+    check(attnkit_session_attend(session, l, &qv.t, &kv.t, &vv.t, &ov.t), "attend");
+    for (int t = 0; t < tokens; ++t) {
+      float* xt = x + (size_t)t * D;
+      matvec(tmp, att + (size_t)t * D, w->wo + (size_t)l * D * D, D, D);
+      for (int i = 0; i < D; ++i) xt[i] += tmp[i];
+      rmsnorm(xb, xt, w->rms_ffn + (size_t)l * D, D);
+      matvec(h1, xb, w->w1 + (size_t)l * H * D, H, D);
+      matvec(h3, xb, w->w3 + (size_t)l * H * D, H, D);
+      for (int i = 0; i < H; ++i) h1[i] = h1[i] / (1.0f + expf(-h1[i])) * h3[i];
+      matvec(tmp, h1, w->w2 + (size_t)l * D * H, D, H);
+      for (int i = 0; i < D; ++i) xt[i] += tmp[i];
+    }
+  }
+  rmsnorm(xb, x + (size_t)(tokens - 1) * D, w->rms_final, D);
+  matvec(logits, xb, w->token_embedding, c->vocab_size, D);
+  free(x); free(xb); free(q); free(k); free(v); free(att); free(tmp); free(h1); free(h3);
+}
+
+static int argmax(const float* v, int n) {
+  int best = 0;
+  for (int i = 1; i < n; ++i)
+    if (v[i] > v[best]) best = i;
+  return best;
+}
+
+static double now_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int main(int argc, char** argv) {
+  char model_dir[4096], config_path[4096];
+  const char* models = getenv("ATTNKIT_MODELS_DIR");
+  if (models && *models) {
+    snprintf(model_dir, sizeof(model_dir), "%s/stories260k", models);
+  } else {
+    snprintf(model_dir, sizeof(model_dir), "%s/../shared/models/stories260k", ATTNKIT_SOURCE_DIR);
+  }
+  snprintf(config_path, sizeof(config_path), "%s/samples/configs/snapkv.textproto", ATTNKIT_SOURCE_DIR);
+  int steps = 200;
+  for (int i = 1; i < argc; ++i) {
+    if (i + 1 < argc && strcmp(argv[i], "--model") == 0) {
+      snprintf(model_dir, sizeof(model_dir), "%s", argv[++i]);
+    } else if (i + 1 < argc && strcmp(argv[i], "--config") == 0) {
+      snprintf(config_path, sizeof(config_path), "%s", argv[++i]);
+    } else if (i + 1 < argc && strcmp(argv[i], "--tokens") == 0) {
+      steps = atoi(argv[++i]);
+      if (steps <= 0) die("--tokens", "expected a positive number");
+    } else {
+      fprintf(stderr, "usage: %s [--model DIR] [--config FILE] [--tokens N]\n", argv[0]);
+      return 2;
+    }
+  }
+  if (attnkit_abi_version() != ATTNKIT_ABI_VERSION) die("libattnkit", "ABI version mismatch");
+
+  char path[4200];
+  Config c;
+  Weights w;
+  Tokenizer tok;
+  snprintf(path, sizeof(path), "%s/stories260K.bin", model_dir);
+  load_model(path, &c, &w);
+  snprintf(path, sizeof(path), "%s/tok512.bin", model_dir);
+  load_tokenizer(path, c.vocab_size, &tok);
+  snprintf(path, sizeof(path), "%s/reference.json", model_dir);
+  char* reference = read_file(path, NULL);
+  int prompt[64], expected[1024];
+  const int prompt_len = read_ids(reference, "prompt_ids", prompt, 64);
+  const int expected_len = read_ids(reference, "greedy_ids_full_cache", expected, 1024);
+  free(reference);
+  if (prompt_len == 0) die(path, "no prompt_ids");
+  if (prompt_len + steps > c.seq_len) die("--tokens", "prompt + tokens exceed the model's context");
+
+  /* The session config: the file's policies merged with the model's shape (binary protos merge,
+   * the later message's scalars win). */
+  size_t text_size = 0;
+  char* text = read_file(config_path, &text_size);
+  attnkit_buffer *policies = NULL, *shape = NULL;
+  check(attnkit_config_text_to_binary(ATTNKIT_CONFIG_SESSION, text, text_size, &policies), config_path);
+  free(text);
+  char shape_text[256];
+  snprintf(shape_text, sizeof(shape_text),
+           "num_layers: %d num_heads: %d num_kv_heads: %d head_dim: %d "
+           "rope { theta: 10000 interleaved: true }",
+           c.n_layers, c.n_heads, c.n_kv_heads, c.dim / c.n_heads);
+  check(attnkit_config_text_to_binary(ATTNKIT_CONFIG_SESSION, shape_text, strlen(shape_text), &shape),
+        "model shape");
+  size_t config_size = policies->size + shape->size;
+  uint8_t* config = malloc(config_size + 1);
+  memcpy(config, policies->data, policies->size);
+  memcpy(config + policies->size, shape->data, shape->size);
+  attnkit_buffer_free(policies);
+  attnkit_buffer_free(shape);
+  attnkit_session* session = NULL;
+  check(attnkit_session_create(config, config_size, &session), config_path);
+  free(config);
+
+  float* logits = malloc(sizeof(float) * c.vocab_size);
+  int* generated = malloc(sizeof(int) * (size_t)steps);
+  const double start = now_seconds();
+  forward(&c, &w, session, prompt, prompt_len, logits);
+  int64_t peak = 0, held = 0;
+  for (int s = 0; s < steps; ++s) {
+    generated[s] = argmax(logits, c.vocab_size);
+    check(attnkit_session_bytes_held(session, &held), "bytes_held");
+    if (held > peak) peak = held;
+    if (s + 1 < steps) forward(&c, &w, session, &generated[s], 1, logits);
+  }
+  const double seconds = now_seconds() - start;
+
+  for (int i = 1; i < prompt_len; ++i) fputs(tok.pieces[prompt[i]], stdout);
+  for (int s = 0; s < steps; ++s) fputs(tok.pieces[generated[s]], stdout);
+  fputs("\n", stdout);
+
+  check(attnkit_session_bytes_held(session, &held), "bytes_held");
+  attnkit_int64_array* positions = NULL;
+  check(attnkit_session_positions(session, 0, 0, 0, &positions), "positions");
+  int compared = 0, agree = 0;
+  for (int s = 0; s < steps && prompt_len + s < expected_len; ++s, ++compared) {
+    agree += generated[s] == expected[prompt_len + s];
+  }
+  printf("generated %d tokens in %.3f s: %.1f tokens/s\n", steps, seconds, steps / seconds);
+  printf("kv cache: %lld bytes held at the end (peak %lld), %lld tokens per kv head of layer 0\n",
+         (long long)held, (long long)peak, (long long)positions->size);
+  printf("reference: %d of %d generated ids match the full-cache greedy run\n", agree, compared);
+  attnkit_int64_array_free(positions);
+  attnkit_session_free(session);
+  for (int i = 0; i < tok.vocab_size; ++i) free(tok.pieces[i]);
+  free(tok.pieces);
+  free(w.data);
+  free(logits);
+  free(generated);
+  return 0;
+}
