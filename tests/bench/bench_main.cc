@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <cstdlib>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -94,6 +95,11 @@ int main(int argc, char** argv) {
     }
     return 2;
   }
+  // Every contender (libtorch baselines and attnkit) runs with one intra-op thread per hardware
+  // thread; ATen's own default on this kind of VM is 1. ATTNKIT_BENCH_THREADS overrides.
+  const char* threads = std::getenv("ATTNKIT_BENCH_THREADS");
+  at::set_num_threads(threads != nullptr ? std::atoi(threads)
+                                         : static_cast<int>(std::thread::hardware_concurrency()));
   std::printf("machine: %s\n", attnkit::bench::MachineDescription().c_str());
   return registry[argv[1]].main(std::vector<std::string>(argv + 2, argv + argc));
 }

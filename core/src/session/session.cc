@@ -110,10 +110,15 @@ class SessionImpl : public Session {
           const HeadCache& cache = state.heads[gi];
           scratch.resize(static_cast<size_t>(G * T * cache.length));
           kernels::PagedGroupArgs args;
-          RowAccess access{state.pool.get(), &cache};
+          std::vector<const char*> page_keys(cache.pages.size()), page_values(cache.pages.size());
+          for (size_t p = 0; p < cache.pages.size(); ++p) {
+            page_keys[p] = state.pool->Keys(cache.pages[p]);
+            page_values[p] = state.pool->Values(cache.pages[p]);
+          }
+          args.page_keys = page_keys.data();
+          args.page_values = page_values.data();
+          args.page_size = o.page_size;
           args.length = cache.length;
-          args.row_ptr = &RowAccess::Row;
-          args.ctx = &access;
           args.dtype = state.pool->dtype();
           args.rows_per_query = static_cast<int>(G);
           args.queries = T;
@@ -235,15 +240,6 @@ class SessionImpl : public Session {
   }
 
  private:
-  struct RowAccess {
-    const PagePool* pool;
-    const HeadCache* cache;
-    static const void* Row(const void* ctx, int64_t token, bool value) {
-      const auto* self = static_cast<const RowAccess*>(ctx);
-      return value ? self->cache->ValueRow(*self->pool, token) : self->cache->KeyRow(*self->pool, token);
-    }
-  };
-
   absl::Status CheckCall(int layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                          const at::Tensor& out) const {
     const SessionOptions& o = options_;

@@ -1,0 +1,174 @@
+// attnkit-bench decode: one Llama-3-8B-like layer (32 query heads, 8 kv heads, head dim 128, fp32)
+// after an 8192-token prompt, 64 decode steps. In one run: (a) libtorch dense attention over the full
+// cache written the efficient way (queries grouped per kv head, no repeated keys), (b) the session
+// without eviction, (c) the session with SnapKV at a 1024-token budget, (d) a large memory copy.
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include <ATen/Functions.h>
+#include <ATen/Parallel.h>
+
+#include "attnkit/config_parser.h"
+#include "attnkit/session/session.h"
+#include "bench.h"
+
+namespace attnkit::bench {
+namespace {
+
+struct Shape {
+  int heads = 32, kv_heads = 8, dim = 128;
+  int64_t prompt = 8192;
+  int steps = 64;
+};
+
+std::unique_ptr<Session> MakeSession(const Shape& s, bool evict) {
+  std::string text = "num_layers: 1 num_heads: " + std::to_string(s.heads) +
+                     " num_kv_heads: " + std::to_string(s.kv_heads) +
+                     " head_dim: " + std::to_string(s.dim) + " page_size: 16";
+  if (evict) {
+    text += " eviction { enabled: true algorithm: SNAPKV granularity: PER_GROUP group_size: 32 "
+            "start_tokens: 32 intermediate_tokens: 864 recent_tokens: 128 window_size: 8 }";
+  }
+  auto options = ParseSessionConfig(text, true);
+  if (!options.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(options.status().message()).c_str());
+    std::exit(1);
+  }
+  return std::move(*Session::Create(*options));
+}
+
+struct SessionRun {
+  double step_ms = 0, policy_share = 0;
+  int64_t bytes_held = 0, tokens_held = 0;
+  double gb_per_s = 0;
+};
+
+SessionRun RunSession(const Shape& s, bool evict, const at::Tensor& prompt_q,
+                      const at::Tensor& prompt_k, const at::Tensor& prompt_v,
+                      const std::vector<at::Tensor>& step_qkv) {
+  auto session = MakeSession(s, evict);
+  at::Tensor out = at::empty_like(prompt_q);
+  if (absl::Status st = session->Attend(0, prompt_q, prompt_k, prompt_v, out); !st.ok()) {
+    std::fprintf(stderr, "prefill: %s\n", std::string(st.message()).c_str());
+    std::exit(1);
+  }
+  const SessionStatsView before = session->Stats();
+  at::Tensor step_out = at::empty({1, s.heads, 1, s.dim}, at::kFloat);
+  std::vector<double> times;
+  int64_t bytes_read = 0;
+  for (int i = 0; i < s.steps; ++i) {
+    const int64_t held = session->Stats().tokens_held;  // tokens over kv heads before the step
+    auto t0 = std::chrono::steady_clock::now();
+    absl::Status st = session->Attend(0, step_qkv[3 * i], step_qkv[3 * i + 1], step_qkv[3 * i + 2], step_out);
+    times.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    if (!st.ok()) {
+      std::fprintf(stderr, "decode: %s\n", std::string(st.message()).c_str());
+      std::exit(1);
+    }
+    bytes_read += (held + s.kv_heads) * s.dim * 4 * 2;  // keys and values read once
+  }
+  const SessionStatsView after = session->Stats();
+  SessionRun r;
+  double total = 0;
+  for (double t : times) total += t;
+  std::sort(times.begin(), times.end());
+  r.step_ms = times[times.size() / 2];
+  const double policy = after.policy_seconds - before.policy_seconds;
+  const double attention = after.attention_seconds - before.attention_seconds;
+  r.policy_share = policy / (policy + attention);
+  r.bytes_held = after.bytes_held;
+  r.tokens_held = after.tokens_held;
+  r.gb_per_s = bytes_read / (total * 1e-3) / 1e9;
+  return r;
+}
+
+int DecodeBench(const std::vector<std::string>& args) {
+  Shape s;
+  for (size_t i = 0; i + 1 < args.size(); i += 2) {
+    if (args[i] == "--prompt") s.prompt = std::stoll(args[i + 1]);
+    if (args[i] == "--steps") s.steps = std::stoi(args[i + 1]);
+  }
+  at::manual_seed(0);
+  std::printf("decode: %d query heads, %d kv heads, head dim %d, fp32, prompt %lld, %d steps\n",
+              s.heads, s.kv_heads, s.dim, static_cast<long long>(s.prompt), s.steps);
+  const at::Tensor prompt_q = at::randn({1, s.heads, s.prompt, s.dim});
+  const at::Tensor prompt_k = at::randn({1, s.kv_heads, s.prompt, s.dim});
+  const at::Tensor prompt_v = at::randn({1, s.kv_heads, s.prompt, s.dim});
+  std::vector<at::Tensor> steps;
+  for (int i = 0; i < s.steps; ++i) {
+    steps.push_back(at::randn({1, s.heads, 1, s.dim}));
+    steps.push_back(at::randn({1, s.kv_heads, 1, s.dim}));
+    steps.push_back(at::randn({1, s.kv_heads, 1, s.dim}));
+  }
+
+  // (a) libtorch dense over a growing full cache, queries grouped per kv head.
+  const int64_t capacity = s.prompt + s.steps;
+  at::Tensor K = at::empty({s.kv_heads, capacity, s.dim}), V = at::empty({s.kv_heads, capacity, s.dim});
+  K.narrow(1, 0, s.prompt).copy_(prompt_k[0]);
+  V.narrow(1, 0, s.prompt).copy_(prompt_v[0]);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(s.dim));
+  std::vector<double> dense_times;
+  for (int i = 0; i < s.steps; ++i) {
+    const int64_t len = s.prompt + i + 1;
+    auto t0 = std::chrono::steady_clock::now();
+    K.narrow(1, len - 1, 1).copy_(steps[3 * i + 1][0]);
+    V.narrow(1, len - 1, 1).copy_(steps[3 * i + 2][0]);
+    at::Tensor q = steps[3 * i][0].reshape({s.kv_heads, s.heads / s.kv_heads, s.dim});
+    at::Tensor scores = at::matmul(q, K.narrow(1, 0, len).transpose(1, 2)).mul_(scale);
+    at::Tensor out = at::matmul(at::softmax(scores, -1), V.narrow(1, 0, len));
+    (void)out;
+    dense_times.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(dense_times.begin(), dense_times.end());
+  const double dense_ms = dense_times[dense_times.size() / 2];
+  std::printf("(a) libtorch dense, full cache:       %8.3f ms/step\n", dense_ms);
+
+  const SessionRun full = RunSession(s, false, prompt_q, prompt_k, prompt_v, steps);
+  std::printf("(b) session, no eviction:            %8.3f ms/step, %lld KV bytes held, %.2f GB/s\n",
+              full.step_ms, static_cast<long long>(full.bytes_held), full.gb_per_s);
+  const SessionRun snap = RunSession(s, true, prompt_q, prompt_k, prompt_v, steps);
+  std::printf("(c) session, SnapKV 1024 budget:     %8.3f ms/step, %lld KV bytes held, %.2f GB/s, "
+              "policy %.1f %% of the step\n",
+              snap.step_ms, static_cast<long long>(snap.bytes_held), snap.gb_per_s,
+              100.0 * snap.policy_share);
+
+  // (d) memory bandwidth: copy 256 MiB (read + write counted).
+  const int64_t n = int64_t{64} << 20;
+  at::Tensor src = at::rand({n}), dst = at::empty({n});
+  const double copy_ms = MedianMs([&] { dst.copy_(src); }, 5);
+  const double copy_gbs = 2.0 * n * 4 / (copy_ms * 1e-3) / 1e9;
+  std::printf("(d) memory copy (256 MiB):           %8.3f ms, %.2f GB/s (read + write)\n", copy_ms, copy_gbs);
+
+  const int64_t page_bytes = 16 * s.dim * 4 * 2;
+  const int64_t budget_bytes = int64_t{1024} * s.dim * 4 * 2 * s.kv_heads;
+  std::printf("ratio (a)/(c): %.2f; (c) holds %lld bytes vs budget %lld + one page per kv head %lld\n",
+              dense_ms / snap.step_ms, static_cast<long long>(snap.bytes_held),
+              static_cast<long long>(budget_bytes), static_cast<long long>(page_bytes * s.kv_heads));
+  std::printf("bandwidth vs copy: (b) %.0f %%, (c) %.0f %%\n", 100.0 * full.gb_per_s / copy_gbs,
+              100.0 * snap.gb_per_s / copy_gbs);
+  ResultJson json;
+  json.Add("dense_ms", dense_ms);
+  json.Add("session_full_ms", full.step_ms);
+  json.Add("session_snapkv_ms", snap.step_ms);
+  json.Add("ratio_dense_over_snapkv", dense_ms / snap.step_ms);
+  json.Add("snapkv_policy_share", snap.policy_share);
+  json.Add("full_bytes_held", static_cast<double>(full.bytes_held));
+  json.Add("snapkv_bytes_held", static_cast<double>(snap.bytes_held));
+  json.Add("snapkv_budget_bytes", static_cast<double>(budget_bytes));
+  json.Add("snapkv_budget_plus_page_bytes", static_cast<double>(budget_bytes + page_bytes * s.kv_heads));
+  json.Add("copy_gb_per_s", copy_gbs);
+  json.Add("full_gb_per_s", full.gb_per_s);
+  json.Add("snapkv_gb_per_s", snap.gb_per_s);
+  json.Add("full_bandwidth_share", full.gb_per_s / copy_gbs);
+  json.Add("snapkv_bandwidth_share", snap.gb_per_s / copy_gbs);
+  json.Print();
+  return 0;
+}
+
+}  // namespace
+
+ATTNKIT_BENCH("decode", "session decode vs libtorch dense (Llama-3-8B-like layer, 8K prompt)", DecodeBench);
+
+}  // namespace attnkit::bench
