@@ -108,27 +108,27 @@ class AccumulatingScorer : public Scorer {
 
   absl::Status Observe(LayerScores& state, const Observation& obs,
                        const std::vector<int64_t>& row_lengths) override {
-    std::vector<std::vector<double>> per_head;
-    if (options_.window_size > 0) {
-      if (absl::Status s = CheckRows(obs.window_rows, "window_rows", layout_.num_heads, 3); !s.ok())
-        return s;
-      per_head = SumRows(obs.window_rows);
-    } else {
-      if (absl::Status s = CheckRows(obs.all_queries_sum, "all_queries_sum", layout_.num_heads, 2);
-          !s.ok())
-        return s;
-      per_head = FromMatrix(obs.all_queries_sum);
-    }
+    const bool windowed = options_.window_size > 0;
+    const at::Tensor& source = windowed ? obs.window_rows : obs.all_queries_sum;
+    if (absl::Status s = CheckRows(source, windowed ? "window_rows" : "all_queries_sum",
+                                   layout_.num_heads, windowed ? 3 : 2);
+        !s.ok())
+      return s;
     const bool first = !state.observed;
-    if (first && options_.window_size > 0 && options_.pool_kernel > 1) {
+    std::vector<std::vector<double>> rows;
+    if (first && windowed && options_.pool_kernel > 1) {
+      // The prompt: pool each head's window sums before summing heads (SnapKV).
+      std::vector<std::vector<double>> per_head = SumRows(source);
       for (int h = 0; h < layout_.num_heads; ++h) {
         const int64_t len = row_lengths[layout_.RowOfHead(h)];
         per_head[h].resize(std::min<int64_t>(len, per_head[h].size()));
         per_head[h] = MaxPool(per_head[h], options_.pool_kernel, options_.pool_alignment);
       }
+      rows = ReduceHeads(per_head, layout_, row_lengths, /*mean=*/false);
+      DropStart(rows, options_.start_tokens);
+    } else {
+      rows = SumIntoRows(source, row_lengths);
     }
-    auto rows = ReduceHeads(per_head, layout_, row_lengths, /*mean=*/false);
-    DropStart(rows, options_.start_tokens);
     if (first) {
       state.scores.assign(layout_.rows(), {});
       state.counters.assign(layout_.rows(), {});
@@ -176,6 +176,30 @@ class AccumulatingScorer : public Scorer {
   }
 
  private:
+  // Sums the attention of every head of each row over the observed queries, positions S.. only,
+  // straight from the float tensor ([H, K] or [H, r, K]) into the row sums.
+  std::vector<std::vector<double>> SumIntoRows(const at::Tensor& source,
+                                               const std::vector<int64_t>& row_lengths) const {
+    const at::Tensor t = HostFloat(source);
+    const int64_t H = t.size(0), R = t.dim() == 3 ? t.size(1) : 1, K = t.size(-1);
+    const int64_t S = options_.start_tokens;
+    const float* p = t.data_ptr<float>();
+    std::vector<std::vector<double>> rows(layout_.rows());
+    for (int r = 0; r < layout_.rows(); ++r) {
+      rows[r].assign(std::max<int64_t>(std::min(row_lengths[r], K) - S, 0), 0.0);
+    }
+    for (int64_t h = 0; h < H; ++h) {
+      std::vector<double>& row = rows[layout_.RowOfHead(static_cast<int>(h))];
+      const int64_t n = static_cast<int64_t>(row.size());
+      for (int64_t q = 0; q < R; ++q) {
+        const float* src = p + (h * R + q) * K + S;
+        double* dst = row.data();
+        for (int64_t k = 0; k < n; ++k) dst[k] += src[k];
+      }
+    }
+    return rows;
+  }
+
   // How many queries saw each token (ALGORITHMS.md 1.1). The first observation counts
   // [m, m-1, ..., 1] (window w < m: [w]*(m-w) + [w, ..., 1]); each later one adds c = min(w, m)
   // (m without a window; NORM_SUM: m) to every counter and appends [c, ..., 1], with the tokens

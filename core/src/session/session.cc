@@ -283,7 +283,7 @@ class SessionImpl : public Session {
           " finished step ", steps));
     }
     for (const auto& [t, name] : {std::pair<const at::Tensor*, const char*>{&q, "q"}, {&k, "k"}, {&v, "v"}}) {
-      if (at::isnan(*t).any().item<bool>() || at::isinf(*t).any().item<bool>()) {
+      if (!at::isfinite(*t).all().item<bool>()) {
         return absl::InvalidArgumentError(absl::StrCat(name, ": contains NaN or infinity"));
       }
     }
