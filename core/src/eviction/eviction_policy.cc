@@ -57,6 +57,10 @@ class EvictionPolicyImpl : public EvictionPolicy {
   absl::Status Observe(int layer, const Observation& obs) override {
     if (absl::Status s = CheckLayer(layer); !s.ok()) return s;
     const at::Tensor& any = obs.window_rows.defined() ? obs.window_rows : obs.all_queries_sum;
+    const ObservationNeeds n = scorer_->needs();
+    if (n.window_rows == 0 && !n.all_queries_sum && !any.defined()) {
+      return absl::OkStatus();  // position- or key-based scorers learn nothing from attention
+    }
     std::vector<int64_t> lengths = obs.lengths;
     if (lengths.empty() && any.defined()) lengths.assign(1, any.size(-1));
     auto rows = RowLengths(lengths);

@@ -1,0 +1,228 @@
+// The session against a plain ATen reference: attention (prefill and decode, GQA, dtypes, strided
+// inputs), eviction at session level (batches, per head, pages freed), reset and bad input.
+#include <cmath>
+
+#include <ATen/Functions.h>
+#include <ATen/TensorOperators.h>
+#include <gtest/gtest.h>
+
+#include "attnkit/config_parser.h"
+#include "attnkit/session/session.h"
+#include "session/rope.h"
+
+namespace attnkit {
+namespace {
+
+std::unique_ptr<Session> MakeSession(const std::string& text) {
+  auto options = ParseSessionConfig(text, true);
+  EXPECT_TRUE(options.ok()) << options.status();
+  auto session = Session::Create(*options);
+  EXPECT_TRUE(session.ok()) << session.status();
+  return std::move(*session);
+}
+
+// Reference: causal attention of q [B, H, T, d] over keys/values [B, Hkv, L, d] (queries are the
+// last T positions), GQA by repeating kv heads.
+at::Tensor ReferenceAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  const int64_t H = q.size(1), Hkv = k.size(1), T = q.size(2), L = k.size(2);
+  at::Tensor kr = k.repeat_interleave(H / Hkv, 1), vr = v.repeat_interleave(H / Hkv, 1);
+  at::Tensor s = at::matmul(q, kr.transpose(-1, -2)).div(std::sqrt(static_cast<double>(q.size(3))));
+  at::Tensor limit = at::arange(L - T, L).unsqueeze(1);
+  s.masked_fill_(at::arange(L).unsqueeze(0).gt(limit), -INFINITY);
+  return at::matmul(at::softmax(s, -1), vr);
+}
+
+const char* kShape = "num_layers: 2 num_heads: 4 num_kv_heads: 2 head_dim: 16 page_size: 4 ";
+
+TEST(SessionTest, PrefillAndDecodeMatchReferenceAttention) {
+  auto session = MakeSession(kShape);
+  at::manual_seed(1);
+  for (int64_t prompt : {1, 5, 40}) {  // 40 > the paged-kernel query limit: the prefill path
+    session->Reset();
+    at::Tensor keys = at::randn({1, 2, prompt, 16}), values = at::randn({1, 2, prompt, 16});
+    at::Tensor q = at::randn({1, 4, prompt, 16});
+    for (int step = 0; step < 6; ++step) {
+      at::Tensor k_new = step == 0 ? keys : at::randn({1, 2, 1, 16});
+      at::Tensor v_new = step == 0 ? values : at::randn({1, 2, 1, 16});
+      at::Tensor q_new = step == 0 ? q : at::randn({1, 4, 1, 16});
+      if (step > 0) {
+        keys = at::cat({keys, k_new}, 2);
+        values = at::cat({values, v_new}, 2);
+      }
+      at::Tensor expected = ReferenceAttention(q_new, keys, values);
+      for (int layer = 0; layer < 2; ++layer) {
+        at::Tensor out = at::empty_like(q_new);
+        ASSERT_TRUE(session->Attend(layer, q_new, k_new, v_new, out).ok());
+        EXPECT_LT((out - expected).abs().max().item<float>(), 1e-5) << prompt << " " << step;
+      }
+    }
+  }
+}
+
+TEST(SessionTest, StridedInputsNeedNoCopiesAndGiveTheSameResult) {
+  at::manual_seed(2);
+  // [B, T, H, d] buffers viewed as [B, H, T, d].
+  at::Tensor q = at::randn({1, 7, 4, 16}).transpose(1, 2);
+  at::Tensor k = at::randn({1, 7, 2, 16}).transpose(1, 2);
+  at::Tensor v = at::randn({1, 7, 2, 16}).transpose(1, 2);
+  at::Tensor out = at::empty({1, 7, 4, 16}).transpose(1, 2);
+  auto a = MakeSession(kShape), b = MakeSession(kShape);
+  ASSERT_TRUE(a->Attend(0, q, k, v, out).ok());
+  at::Tensor out2 = at::empty({1, 4, 7, 16});
+  ASSERT_TRUE(b->Attend(0, q.contiguous(), k.contiguous(), v.contiguous(), out2).ok());
+  EXPECT_TRUE(at::allclose(out, out2, 0, 0));
+  EXPECT_LT((out - ReferenceAttention(q, k, v)).abs().max().item<float>(), 1e-5);
+}
+
+TEST(SessionTest, HalfPrecisionInputsAndStorage) {
+  at::manual_seed(3);
+  at::Tensor q = at::randn({1, 4, 9, 16}), k = at::randn({1, 2, 9, 16}), v = at::randn({1, 2, 9, 16});
+  const at::Tensor expected = ReferenceAttention(q, k, v);
+  for (const char* dtype : {"FLOAT32", "FLOAT16", "BFLOAT16"}) {
+    for (at::ScalarType input : {at::kHalf, at::kBFloat16, at::kFloat}) {
+      auto session = MakeSession(std::string(kShape) + "dtype: " + dtype);
+      at::Tensor out = at::empty({1, 4, 9, 16}, input);
+      ASSERT_TRUE(session->Attend(0, q.to(input), k.to(input), v.to(input), out).ok());
+      EXPECT_LT((out.to(at::kFloat) - expected).abs().max().item<float>(), 5e-2) << dtype;
+    }
+  }
+}
+
+TEST(SessionTest, EvictionKeepsTheBudgetAndFreesPages) {
+  auto session = MakeSession(std::string(kShape) +
+                             "eviction { enabled: true algorithm: SNAPKV granularity: PER_TOKEN "
+                             "start_tokens: 2 intermediate_tokens: 8 recent_tokens: 2 }");
+  at::manual_seed(4);
+  ASSERT_TRUE(session->Attend(0, at::randn({1, 4, 30, 16}), at::randn({1, 2, 30, 16}),
+                              at::randn({1, 2, 30, 16}), at::empty({1, 4, 30, 16})).ok());
+  const int64_t after_layer0 = session->Stats().layers[0].bytes;
+  ASSERT_TRUE(session->Attend(1, at::randn({1, 4, 30, 16}), at::randn({1, 2, 30, 16}),
+                              at::randn({1, 2, 30, 16}), at::empty({1, 4, 30, 16})).ok());
+  SessionStatsView stats = session->Stats();
+  // 12 tokens per kv head in pages of 4 = 3 pages of 4 x 16 floats x (k + v).
+  const int64_t page_bytes = 4 * 16 * 4 * 2;
+  EXPECT_EQ(stats.layers[0].bytes, after_layer0);
+  EXPECT_EQ(stats.layers[0].tokens, 2 * 12);
+  EXPECT_EQ(stats.layers[0].bytes, 2 * 3 * page_bytes);
+  EXPECT_LT(stats.layers[0].bytes, stats.bytes_reserved);
+  EXPECT_EQ(stats.evicted_tokens, 2 * 2 * 18);
+  for (int step = 0; step < 10; ++step) {
+    for (int layer = 0; layer < 2; ++layer) {
+      ASSERT_TRUE(session->Attend(layer, at::randn({1, 4, 1, 16}), at::randn({1, 2, 1, 16}),
+                                  at::randn({1, 2, 1, 16}), at::empty({1, 4, 1, 16})).ok());
+      EXPECT_LE(session->Stats().layers[layer].bytes, 2 * (12 * 16 * 4 * 2 + page_bytes));
+    }
+  }
+  auto positions = session->Positions(0, 0, 0);
+  ASSERT_TRUE(positions.ok());
+  EXPECT_EQ(positions->size(), 12u);
+  EXPECT_EQ((*positions)[0], 0);
+  EXPECT_EQ(positions->back(), 39);
+}
+
+TEST(SessionTest, BatchSequencesKeepTheirOwnTokens) {
+  const std::string eviction =
+      "eviction { enabled: true algorithm: H2O granularity: PER_TOKEN start_tokens: 1 "
+      "intermediate_tokens: 4 recent_tokens: 1 }";
+  auto batch = MakeSession(std::string(kShape) + "batch_size: 2 " + eviction);
+  auto single0 = MakeSession(std::string(kShape) + eviction);
+  auto single1 = MakeSession(std::string(kShape) + eviction);
+  at::manual_seed(5);
+  at::Tensor q = at::randn({2, 4, 20, 16}).mul(3), k = at::randn({2, 2, 20, 16}), v = at::randn({2, 2, 20, 16});
+  at::Tensor out = at::empty({2, 4, 20, 16});
+  ASSERT_TRUE(batch->Attend(0, q, k, v, out).ok());
+  at::Tensor out0 = at::empty({1, 4, 20, 16}), out1 = at::empty({1, 4, 20, 16});
+  ASSERT_TRUE(single0->Attend(0, q.narrow(0, 0, 1), k.narrow(0, 0, 1), v.narrow(0, 0, 1), out0).ok());
+  ASSERT_TRUE(single1->Attend(0, q.narrow(0, 1, 1), k.narrow(0, 1, 1), v.narrow(0, 1, 1), out1).ok());
+  EXPECT_EQ(*batch->Positions(0, 0, 0), *single0->Positions(0, 0, 0));
+  EXPECT_EQ(*batch->Positions(0, 1, 0), *single1->Positions(0, 0, 0));
+  EXPECT_NE(*batch->Positions(0, 0, 0), *batch->Positions(0, 1, 0));
+  EXPECT_TRUE(at::allclose(out.narrow(0, 1, 1), out1, 1e-6, 1e-6));
+}
+
+TEST(SessionTest, PerHeadEvictionHoldsDifferentTokensPerKvHead) {
+  auto session = MakeSession(std::string(kShape) +
+                             "eviction { enabled: true algorithm: H2O granularity: PER_TOKEN "
+                             "start_tokens: 0 intermediate_tokens: 4 recent_tokens: 0 per_head: true }");
+  at::manual_seed(6);
+  ASSERT_TRUE(session->Attend(0, at::randn({1, 4, 16, 16}).mul(4), at::randn({1, 2, 16, 16}),
+                              at::randn({1, 2, 16, 16}), at::empty({1, 4, 16, 16})).ok());
+  auto h0 = session->Positions(0, 0, 0), h1 = session->Positions(0, 0, 1);
+  ASSERT_TRUE(h0.ok() && h1.ok());
+  EXPECT_EQ(h0->size(), 4u);
+  EXPECT_EQ(h1->size(), 4u);
+  EXPECT_NE(*h0, *h1);
+  ASSERT_TRUE(session->Attend(1, at::randn({1, 4, 16, 16}), at::randn({1, 2, 16, 16}),
+                              at::randn({1, 2, 16, 16}), at::empty({1, 4, 16, 16})).ok());
+  // Decode keeps working with different tokens per head.
+  for (int layer = 0; layer < 2; ++layer) {
+    auto s = session->Attend(layer, at::randn({1, 4, 1, 16}), at::randn({1, 2, 1, 16}),
+                             at::randn({1, 2, 1, 16}), at::empty({1, 4, 1, 16}));
+    ASSERT_TRUE(s.ok()) << s;
+  }
+}
+
+TEST(SessionTest, ResetStartsANewPrompt) {
+  auto session = MakeSession(kShape);
+  at::manual_seed(7);
+  at::Tensor q = at::randn({1, 4, 6, 16}), k = at::randn({1, 2, 6, 16}), v = at::randn({1, 2, 6, 16});
+  at::Tensor first = at::empty_like(q), second = at::empty_like(q), scratch = at::empty_like(q);
+  ASSERT_TRUE(session->Attend(0, q, k, v, first).ok());
+  ASSERT_TRUE(session->Attend(1, q, k, v, scratch).ok());
+  session->Reset();
+  EXPECT_EQ(*session->NextPosition(0), 0);
+  ASSERT_TRUE(session->Attend(0, q, k, v, second).ok());
+  EXPECT_TRUE(at::equal(first, second));
+}
+
+TEST(SessionTest, BadInputIsRejectedWithClearErrors) {
+  auto session = MakeSession(kShape);
+  at::Tensor q = at::randn({1, 4, 3, 16}), k = at::randn({1, 2, 3, 16}), v = at::randn({1, 2, 3, 16});
+  at::Tensor out = at::empty_like(q);
+  auto expect_error = [&](absl::Status s, absl::StatusCode code, const char* needle) {
+    EXPECT_EQ(s.code(), code) << s;
+    EXPECT_NE(s.message().find(needle), std::string::npos) << s;
+  };
+  expect_error(session->Attend(2, q, k, v, out), absl::StatusCode::kInvalidArgument, "layer");
+  expect_error(session->Attend(0, q, at::randn({1, 2, 4, 16}), v, out),
+               absl::StatusCode::kInvalidArgument, "k: expected [1, 2, 3, 16]");
+  expect_error(session->Attend(0, at::randn({1, 3, 3, 16}), k, v, out),
+               absl::StatusCode::kInvalidArgument, "num_heads=4");
+  expect_error(session->Attend(1, q, k, v, out), absl::StatusCode::kFailedPrecondition,
+               "before layer 0");
+  at::Tensor nan_q = q.clone();
+  nan_q[0][1][2][3] = NAN;
+  expect_error(session->Attend(0, nan_q, k, v, out), absl::StatusCode::kInvalidArgument, "q: contains NaN");
+  expect_error(session->Attend(0, q, k, v, at::empty({1, 4, 2, 16})), absl::StatusCode::kInvalidArgument,
+               "out");
+  // Nothing was cached by the rejected calls.
+  EXPECT_EQ(session->Stats().tokens_held, 0);
+}
+
+TEST(SessionTest, RerotatedKeysEqualKeysRotatedAtTheirNewPositions) {
+  RopeOptions rope;
+  rope.theta = 10000;
+  for (bool interleaved : {true, false}) {
+    rope.interleaved = interleaved;
+    at::Tensor x = at::randn({16});
+    at::Tensor at_9 = x.clone(), at_3 = x.clone(), direct = x.clone();
+    session::RotateRow(at_9.data_ptr(), at::kFloat, 16, 9, rope);       // position 9
+    session::RotateRow(at_9.data_ptr(), at::kFloat, 16, 3 - 9, rope);   // re-rotated to 3
+    session::RotateRow(direct.data_ptr(), at::kFloat, 16, 3, rope);
+    EXPECT_LT((at_9 - direct).abs().max().item<float>(), 1e-5);
+  }
+  auto session = MakeSession(std::string(kShape) +
+                             "rope { theta: 10000 } eviction { enabled: true algorithm: STREAMING_LLM "
+                             "granularity: PER_TOKEN start_tokens: 2 intermediate_tokens: 0 "
+                             "recent_tokens: 4 rerotate_keys: true }");
+  for (int step = 0; step < 10; ++step) {
+    for (int layer = 0; layer < 2; ++layer) {
+      ASSERT_TRUE(session->Attend(layer, at::randn({1, 4, 1, 16}), at::randn({1, 2, 1, 16}),
+                                  at::randn({1, 2, 1, 16}), at::empty({1, 4, 1, 16})).ok());
+    }
+  }
+  EXPECT_EQ(*session->NextPosition(0), 6);  // the cache length: positions stay contiguous
+}
+
+}  // namespace
+}  // namespace attnkit
