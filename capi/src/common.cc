@@ -106,14 +106,21 @@ absl::StatusOr<at::Tensor> FromDLPack(const DLTensor* t, const TensorSpec& spec)
       return absl::InvalidArgumentError(
           absl::StrCat(name, ": negative size ", sizes[i], " in dimension ", i));
     }
-    numel *= sizes[i];
+    // A lying shape must not wrap around (signed overflow is undefined behaviour).
+    if (__builtin_mul_overflow(numel, sizes[i], &numel)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, ": shape ", ShapeString(sizes), " has too many elements"));
+    }
   }
   std::vector<int64_t> strides(t->ndim);
   if (t->strides == nullptr) {
     int64_t s = 1;
     for (int i = t->ndim - 1; i >= 0; --i) {
       strides[i] = s;
-      s *= std::max<int64_t>(sizes[i], 1);
+      if (__builtin_mul_overflow(s, std::max<int64_t>(sizes[i], 1), &s)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(name, ": shape ", ShapeString(sizes), " has too many elements"));
+      }
     }
   } else {
     for (int i = 0; i < t->ndim; ++i) {
@@ -142,7 +149,11 @@ absl::StatusOr<at::Tensor> FromDLPack(const DLTensor* t, const TensorSpec& spec)
             name, ": output strides ", ShapeString(strides), " for shape ", ShapeString(sizes),
             " overlap (distinct elements would share memory)"));
       }
-      span = strides[i] * sizes[i];
+      if (__builtin_mul_overflow(strides[i], sizes[i], &span)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            name, ": output strides ", ShapeString(strides), " for shape ", ShapeString(sizes),
+            " span more than 2^63 elements"));
+      }
     }
   }
   char* base = static_cast<char*>(t->data) + t->byte_offset;

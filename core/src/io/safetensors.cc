@@ -6,6 +6,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "util/json.h"
 #include "util/status_macros.h"
 
@@ -143,9 +144,13 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Parse(std::string contents) {
                                             ") run past the ", data.size(), " data bytes"));
     }
     const uint64_t bytes = static_cast<uint64_t>(*end - *begin);
-    if (bytes != numel * SafetensorsDTypeSize(out.dtype)) {
-      return TensorError(name, absl::StrCat("holds ", bytes, " bytes but its shape and dtype need ",
-                                            numel * SafetensorsDTypeSize(out.dtype)));
+    // numel may be up to 2^62: numel * size could wrap to the byte count, so divide instead.
+    const uint64_t element_size = SafetensorsDTypeSize(out.dtype);
+    if (bytes % element_size != 0 || bytes / element_size != numel) {
+      return TensorError(name, absl::StrCat("holds ", bytes, " bytes but its shape ",
+                                            absl::StrJoin(out.shape, "x"), " of ",
+                                            SafetensorsDTypeName(out.dtype), " needs ", numel,
+                                            " elements"));
     }
     out.data = data.substr(*begin, bytes);
     if (bytes > 0) ranges.emplace_back(*begin, *end);

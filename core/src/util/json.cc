@@ -1,6 +1,7 @@
 #include "util/json.h"
 
 #include <cerrno>
+#include <cmath>
 #include <cstdlib>
 
 #include "absl/strings/numbers.h"
@@ -63,20 +64,41 @@ class JsonParser {
     return ParseNumber(out);
   }
 
+  bool IsDigit() const { return pos_ < text_.size() && text_[pos_] >= '0' && text_[pos_] <= '9'; }
+  size_t SkipDigits() {
+    const size_t start = pos_;
+    while (IsDigit()) ++pos_;
+    return pos_ - start;
+  }
+
+  // RFC 8259: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?, nothing else (no "+1", "01", "1.",
+  // ".5", "nan"), and finite.
   absl::Status ParseNumber(JsonValue* out) {
     const size_t start = pos_;
     if (pos_ < text_.size() && text_[pos_] == '-') ++pos_;
-    size_t digits = 0;
-    while (pos_ < text_.size() && ((text_[pos_] >= '0' && text_[pos_] <= '9') ||
-                                   text_[pos_] == '.' || text_[pos_] == 'e' ||
-                                   text_[pos_] == 'E' || text_[pos_] == '+' || text_[pos_] == '-')) {
-      ++pos_;
-      ++digits;
+    if (!IsDigit()) {
+      return pos_ == start ? Error("expected a value") : Error("malformed number");
     }
-    if (digits == 0) return Error("expected a value");
+    if (text_[pos_] == '0') {
+      ++pos_;
+      if (IsDigit()) return Error("malformed number (leading zero)");
+    } else {
+      SkipDigits();
+    }
+    if (pos_ < text_.size() && text_[pos_] == '.') {
+      ++pos_;
+      if (SkipDigits() == 0) return Error("malformed number (no digits after '.')");
+    }
+    if (pos_ < text_.size() && (text_[pos_] == 'e' || text_[pos_] == 'E')) {
+      ++pos_;
+      if (pos_ < text_.size() && (text_[pos_] == '+' || text_[pos_] == '-')) ++pos_;
+      if (SkipDigits() == 0) return Error("malformed number (no exponent digits)");
+    }
     out->type_ = JsonValue::Type::kNumber;
     out->string_ = std::string(text_.substr(start, pos_ - start));
-    if (!absl::SimpleAtod(out->string_, &out->number_)) return Error("malformed number");
+    if (!absl::SimpleAtod(out->string_, &out->number_) || !std::isfinite(out->number_)) {
+      return Error("number out of range");
+    }
     return absl::OkStatus();
   }
 
@@ -111,6 +133,8 @@ class JsonParser {
             if (absl::Status s = ParseHex4(&low); !s.ok()) return s;
             if (low < 0xDC00 || low > 0xDFFF) return Error("bad low surrogate");
             code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00);
+          } else if (code >= 0xDC00 && code <= 0xDFFF) {
+            return Error("unpaired low surrogate");  // would be invalid UTF-8
           }
           AppendUtf8(code, out);
           break;
