@@ -1,0 +1,259 @@
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "attnkit/attnkit_visual.h"
+#include "attnkit/config_parser.h"
+#include "attnkit/visual/visual_pruner.h"
+#include "capi_internal.h"
+
+struct attnkit_visual_pruner {
+  std::unique_ptr<attnkit::VisualPruner> pruner;
+};
+
+struct attnkit_visual_selection {
+  std::vector<int64_t> image_sizes;
+  std::vector<std::vector<int64_t>> kept;
+};
+
+using attnkit::capi::Guard;
+
+namespace {
+
+absl::Status Create(absl::string_view data, bool text, attnkit_visual_pruner** out) {
+  auto options = attnkit::ParseVisualPruningConfig(data, text);
+  if (!options.ok()) return options.status();
+  auto pruner = attnkit::VisualPruner::Create(*options);
+  if (!pruner.ok()) return pruner.status();
+  *out = new attnkit_visual_pruner{std::move(*pruner)};
+  return absl::OkStatus();
+}
+
+absl::string_view View(const void* data, size_t size) {
+  return size == 0 ? absl::string_view() : absl::string_view(static_cast<const char*>(data), size);
+}
+
+std::string Dims(const at::Tensor& t) { return attnkit::capi::ShapeString(t.sizes()); }
+
+// Checks the three tensors (C-level names in every message) and splits them into images:
+// `sizes` empty means the batched form ([N, .] or [num_images, N, .]).
+absl::Status Select(const attnkit_visual_pruner* pruner, const DLTensor* image_embeds,
+                    const DLTensor* image_features, const DLTensor* text_embeds,
+                    const std::vector<int64_t>* ragged_sizes, attnkit_visual_selection** out) {
+  ATTNKIT_CHECK_ARG(out);
+  *out = nullptr;
+  ATTNKIT_CHECK_ARG(pruner);
+  const bool cdpruner = pruner->pruner->options().method == attnkit::VisualMethod::kCDPruner;
+  const bool ragged = ragged_sizes != nullptr;
+  const char* feature_shape = ragged ? "[sum N_i, Dv]" : "[N, Dv] or [num_images, N, Dv]";
+  const char* embed_shape = ragged ? "[sum N_i, C]" : "[N, C] or [num_images, N, C]";
+
+  auto features =
+      attnkit::capi::FromDLPack(image_features, attnkit::capi::TensorSpec{"image_features"});
+  if (!features.ok()) return features.status();
+  const int64_t rank = features->dim();
+  if ((ragged && rank != 2) || (!ragged && rank != 2 && rank != 3)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("image_features: expected shape ", feature_shape, ", got ", Dims(*features)));
+  }
+  at::Tensor embeds;
+  if (image_embeds != nullptr || cdpruner) {
+    if (image_embeds == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "image_embeds: must not be NULL for CDPRUNER (expected shape ", embed_shape, ")"));
+    }
+    auto e = attnkit::capi::FromDLPack(image_embeds, attnkit::capi::TensorSpec{"image_embeds"});
+    if (!e.ok()) return e.status();
+    embeds = *e;
+    bool ok = embeds.dim() == rank && embeds.size(-1) >= 1;
+    for (int64_t d = 0; ok && d + 1 < rank; ++d) ok = embeds.size(d) == features->size(d);
+    if (!ok) {
+      return absl::InvalidArgumentError(absl::StrCat("image_embeds: expected shape ", embed_shape,
+                                                     " with the leading sizes of image_features ",
+                                                     Dims(*features), ", got ", Dims(embeds)));
+    }
+  }
+  at::Tensor text;
+  if (text_embeds != nullptr || cdpruner) {
+    const std::string c = embeds.defined() ? absl::StrCat(embeds.size(-1)) : std::string("C");
+    if (text_embeds == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("text_embeds: must not be NULL for CDPRUNER (expected shape [M, ", c, "])"));
+    }
+    auto t = attnkit::capi::FromDLPack(text_embeds, attnkit::capi::TensorSpec{"text_embeds"});
+    if (!t.ok()) return t.status();
+    text = *t;
+    if (text.dim() != 2 || text.size(0) < 1 ||
+        (embeds.defined() && text.size(1) != embeds.size(-1))) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("text_embeds: expected shape [M, ", c, "] with M >= 1, got ", Dims(text)));
+    }
+  }
+  if (features->size(-1) < 1 || features->size(-2) < 1 || (rank == 3 && features->size(0) < 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("image_features: expected shape ", feature_shape,
+                                                   " with every size >= 1, got ", Dims(*features)));
+  }
+
+  std::vector<attnkit::VisualImage> images;
+  std::vector<int64_t> sizes;
+  if (ragged) {
+    int64_t offset = 0;
+    for (size_t i = 0; i < ragged_sizes->size(); ++i) {
+      const int64_t n = (*ragged_sizes)[i];
+      if (n < 1) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("image_sizes[", i, "]: must be >= 1, got ", n));
+      }
+      offset += n;
+    }
+    if (offset != features->size(0)) {
+      return absl::InvalidArgumentError(absl::StrCat("image_sizes: sum to ", offset,
+                                                     ", but image_features has ", features->size(0),
+                                                     " rows (expected shape [sum N_i, Dv])"));
+    }
+    offset = 0;
+    for (int64_t n : *ragged_sizes) {
+      attnkit::VisualImage im;
+      im.features = features->narrow(0, offset, n);
+      if (embeds.defined()) im.embeds = embeds.narrow(0, offset, n);
+      images.push_back(std::move(im));
+      sizes.push_back(n);
+      offset += n;
+    }
+  } else if (rank == 2) {
+    images.push_back(attnkit::VisualImage{embeds, *features});
+    sizes.push_back(features->size(0));
+  } else {
+    for (int64_t i = 0; i < features->size(0); ++i) {
+      attnkit::VisualImage im;
+      im.features = features->select(0, i);
+      if (embeds.defined()) im.embeds = embeds.select(0, i);
+      images.push_back(std::move(im));
+      sizes.push_back(features->size(1));
+    }
+  }
+  auto kept = pruner->pruner->Select(images, text);
+  if (!kept.ok()) return kept.status();
+  *out = new attnkit_visual_selection{std::move(sizes), std::move(*kept)};
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+extern "C" {
+
+attnkit_status* attnkit_visual_pruner_create(const void* data, size_t size,
+                                             attnkit_visual_pruner** out) {
+  return Guard(__func__, [&]() -> absl::Status {
+    ATTNKIT_CHECK_ARG(out);
+    *out = nullptr;
+    if (data == nullptr && size > 0) return absl::InvalidArgumentError("data: must not be NULL");
+    return Create(View(data, size), /*text=*/false, out);
+  });
+}
+
+attnkit_status* attnkit_visual_pruner_create_from_text(const char* text, size_t size,
+                                                       attnkit_visual_pruner** out) {
+  return Guard(__func__, [&]() -> absl::Status {
+    ATTNKIT_CHECK_ARG(out);
+    *out = nullptr;
+    if (text == nullptr && size > 0) return absl::InvalidArgumentError("text: must not be NULL");
+    return Create(View(text, size), /*text=*/true, out);
+  });
+}
+
+void attnkit_visual_pruner_free(attnkit_visual_pruner* pruner) { delete pruner; }
+
+attnkit_status* attnkit_visual_pruner_select(const attnkit_visual_pruner* pruner,
+                                             const DLTensor* image_embeds,
+                                             const DLTensor* image_features,
+                                             const DLTensor* text_embeds,
+                                             attnkit_visual_selection** out) {
+  return Guard(__func__, [&]() -> absl::Status {
+    return Select(pruner, image_embeds, image_features, text_embeds, nullptr, out);
+  });
+}
+
+attnkit_status* attnkit_visual_pruner_select_ragged(const attnkit_visual_pruner* pruner,
+                                                    const DLTensor* image_embeds,
+                                                    const DLTensor* image_features,
+                                                    const int64_t* image_sizes, size_t num_images,
+                                                    const DLTensor* text_embeds,
+                                                    attnkit_visual_selection** out) {
+  return Guard(__func__, [&]() -> absl::Status {
+    ATTNKIT_CHECK_ARG(out);
+    *out = nullptr;
+    ATTNKIT_CHECK_ARG(image_sizes);
+    if (num_images == 0) return absl::InvalidArgumentError("num_images: must be >= 1");
+    const std::vector<int64_t> sizes(image_sizes, image_sizes + num_images);
+    return Select(pruner, image_embeds, image_features, text_embeds, &sizes, out);
+  });
+}
+
+size_t attnkit_visual_selection_num_images(const attnkit_visual_selection* selection) {
+  return selection == nullptr ? 0 : selection->kept.size();
+}
+
+size_t attnkit_visual_selection_image_size(const attnkit_visual_selection* selection,
+                                           size_t image) {
+  if (selection == nullptr || image >= selection->image_sizes.size()) return 0;
+  return static_cast<size_t>(selection->image_sizes[image]);
+}
+
+size_t attnkit_visual_selection_num_kept(const attnkit_visual_selection* selection, size_t image) {
+  if (selection == nullptr || image >= selection->kept.size()) return 0;
+  return selection->kept[image].size();
+}
+
+const int64_t* attnkit_visual_selection_indices(const attnkit_visual_selection* selection,
+                                                size_t image) {
+  if (selection == nullptr || image >= selection->kept.size() || selection->kept[image].empty()) {
+    return nullptr;
+  }
+  return selection->kept[image].data();
+}
+
+attnkit_status* attnkit_visual_selection_flat_indices(const attnkit_visual_selection* selection,
+                                                      attnkit_int64_array** out) {
+  return Guard(__func__, [&]() -> absl::Status {
+    ATTNKIT_CHECK_ARG(out);
+    *out = nullptr;
+    ATTNKIT_CHECK_ARG(selection);
+    std::vector<int64_t> flat;
+    int64_t offset = 0;
+    for (size_t i = 0; i < selection->kept.size(); ++i) {
+      for (int64_t idx : selection->kept[i]) flat.push_back(offset + idx);
+      offset += selection->image_sizes[i];
+    }
+    *out = attnkit::capi::NewInt64Array(flat);
+    return absl::OkStatus();
+  });
+}
+
+attnkit_status* attnkit_visual_selection_kept_positions(const attnkit_visual_selection* selection,
+                                                        const uint8_t* image_token_mask,
+                                                        size_t prompt_length,
+                                                        attnkit_int64_array** out) {
+  return Guard(__func__, [&]() -> absl::Status {
+    ATTNKIT_CHECK_ARG(out);
+    *out = nullptr;
+    ATTNKIT_CHECK_ARG(selection);
+    if (image_token_mask == nullptr && prompt_length > 0) {
+      return absl::InvalidArgumentError("image_token_mask: must not be NULL");
+    }
+    auto positions =
+        attnkit::KeptPromptPositions(absl::Span<const uint8_t>(image_token_mask, prompt_length),
+                                     selection->image_sizes, selection->kept);
+    if (!positions.ok()) return positions.status();
+    *out = attnkit::capi::NewInt64Array(*positions);
+    return absl::OkStatus();
+  });
+}
+
+void attnkit_visual_selection_free(attnkit_visual_selection* selection) { delete selection; }
+
+}  // extern "C"
