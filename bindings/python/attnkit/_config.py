@@ -1,0 +1,59 @@
+"""Configs cross the C ABI as serialized protos or textproto; this turns what users pass into those."""
+
+from google.protobuf import message as _message
+
+from attnkit import _attnkit
+
+# Message full name -> the C ABI's attnkit_config_kind.
+KINDS = {
+    "attnkit.v1.EvictionConfig": _attnkit.CONFIG_EVICTION,
+    "attnkit.v1.SparseAttentionConfig": _attnkit.CONFIG_SPARSE_ATTENTION,
+    "attnkit.v1.VisualPruningConfig": _attnkit.CONFIG_VISUAL_PRUNING,
+    "attnkit.v1.SessionConfig": _attnkit.CONFIG_SESSION,
+}
+
+
+def to_wire(config, message_name):
+    """``config`` as the C ABI takes it: bytes (a message of type ``message_name`` or serialized
+    bytes) or str (textproto). Anything else, or a message of another type, is a TypeError."""
+    if isinstance(config, _message.Message):
+        name = config.DESCRIPTOR.full_name
+        if name != message_name:
+            raise TypeError(f"config: expected {message_name}, got {name}")
+        return config.SerializeToString()
+    if isinstance(config, (bytes, bytearray, memoryview, str)):
+        return config
+    raise TypeError(f"config: expected {message_name}, bytes or a textproto str, "
+                    f"got {type(config).__name__}")
+
+
+def _kind_of(message_class):
+    return KINDS[message_class.DESCRIPTOR.full_name]
+
+
+def validate(config, message_class):
+    """Raises attnkit.InvalidArgument (naming the field) when ``config`` is not a valid
+    ``message_class``; the library's one validation, shared with every language."""
+    name = message_class.DESCRIPTOR.full_name
+    _attnkit.config_validate(KINDS[name], to_wire(config, name))
+
+
+def parse(config, message_class):
+    """``config`` (message, bytes or textproto) as a ``message_class`` instance, parsed by the
+    library (so textproto is read exactly as the C ABI reads it). Not validated."""
+    name = message_class.DESCRIPTOR.full_name
+    wire = to_wire(config, name)
+    if isinstance(wire, str):
+        wire = _attnkit.config_text_to_binary(KINDS[name], wire)
+    result = message_class()
+    result.ParseFromString(bytes(wire))
+    return result
+
+
+def to_text(config, message_class):
+    """``config`` as textproto, printed by the library."""
+    name = message_class.DESCRIPTOR.full_name
+    wire = to_wire(config, name)
+    if isinstance(wire, str):
+        wire = _attnkit.config_text_to_binary(KINDS[name], wire)
+    return _attnkit.config_binary_to_text(KINDS[name], bytes(wire))

@@ -1,0 +1,57 @@
+"""attnkit.Session: the attention-wrapping session (attnkit_session)."""
+
+from attnkit import _attnkit, _config, _tensors
+from attnkit._handle import Handle
+from attnkit.v1 import session_pb2
+
+
+class Session(Handle):
+    """A session for one batch of sequences: owns the KV cache of every layer in pages, computes
+    attention and applies the eviction policy.
+
+    ``config`` is an ``attnkit_pb2.SessionConfig``, its serialized bytes, or textproto (str).
+    Invalid configs raise ``attnkit.InvalidArgument`` naming the field. One thread at a time uses a
+    session (calls from other threads wait); the GIL is released while the library works.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, config):
+        self._native = _attnkit.Session(_config.to_wire(config, "attnkit.v1.SessionConfig"))
+
+    def attend(self, layer, q, k, v, out=None):
+        """One attention call of ``layer`` (layers in order within a step).
+
+        q ``[batch, num_heads, tokens, head_dim]``, k and v ``[batch, num_kv_heads, tokens,
+        head_dim]`` (RoPE applied): any objects with ``__dlpack__`` (numpy, torch) or the buffer
+        protocol, float32/float16/bfloat16, any strides, borrowed without copies. Returns ``out``
+        (shape of q): the given writable tensor, or a new float32 numpy array.
+        """
+        if out is None:
+            out = _tensors.float_output(_tensors.shape_of(q, "q"), q)
+        self._native.attend(layer, q, k, v, out)
+        return out
+
+    def stats(self):
+        """The statistics as an ``attnkit_pb2.SessionStats``."""
+        stats = session_pb2.SessionStats()
+        stats.ParseFromString(self._native.stats())
+        return stats
+
+    @property
+    def bytes_held(self):
+        """Bytes of KV pages in use (keys and values, every layer)."""
+        return self._native.bytes_held()
+
+    def positions(self, layer, sequence=0, kv_head=0):
+        """Original positions (0 = first prompt token) cached for (layer, sequence, kv_head), in
+        cache order, as an int64 numpy array."""
+        return _tensors.int64_array(self._native.positions(layer, sequence, kv_head))
+
+    def next_position(self, sequence=0):
+        """The RoPE position the next token of ``sequence`` takes."""
+        return self._native.next_position(sequence)
+
+    def reset(self):
+        """Drops every cached token and policy state (a new prompt)."""
+        self._native.reset()

@@ -1,0 +1,83 @@
+"""The decode loop on the real model (stories260k): the Python sample's forward pass through
+attnkit.Session, against reference.json and against the C sample's output."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import unittest
+
+from _support import BUILD_DIR, SOURCE_DIR, attnkit, models_dir, np
+
+MODELS = models_dir()
+SAMPLE = os.path.join(SOURCE_DIR, "samples", "python", "generate.py")
+CONFIGS = os.path.join(SOURCE_DIR, "samples", "configs")
+
+
+def load_sample():
+    spec = importlib.util.spec_from_file_location("attnkit_sample_generate", SAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def without_timing(output):
+    return [line for line in output.splitlines() if not line.startswith(b"generated ")]
+
+
+@unittest.skipIf(MODELS is None, "../shared/models/stories260k is absent (set ATTNKIT_MODELS_DIR)")
+class DecodeLoop(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.sample = load_sample()
+        cls.model_dir = os.path.join(MODELS, "stories260k")
+        cls.model = cls.sample.Model(os.path.join(cls.model_dir, "stories260K.bin"))
+        with open(os.path.join(cls.model_dir, "reference.json"), encoding="utf-8") as f:
+            cls.reference = json.load(f)
+
+    def decode(self, config_file, steps):
+        config = self.sample.session_config(os.path.join(CONFIGS, config_file), self.model)
+        prompt = self.reference["prompt_ids"]
+        generated = []
+        with attnkit.Session(config) as session:
+            logits = self.sample.forward(self.model, session, prompt)
+            for _ in range(steps):
+                generated.append(int(np.argmax(logits)))
+                logits = self.sample.forward(self.model, session, generated[-1:])
+            return generated, session.bytes_held, len(session.positions(0))
+
+    def test_full_cache_matches_reference_greedy_ids(self):
+        steps = 100
+        generated, held, tokens = self.decode("full_cache.textproto", steps)
+        prompt = self.reference["prompt_ids"]
+        expected = self.reference["greedy_ids_full_cache"][len(prompt):len(prompt) + steps]
+        self.assertEqual(generated, expected)
+        self.assertEqual(tokens, len(prompt) + steps)  # the last token is attended too
+        self.assertGreater(held, 0)
+
+    def test_snapkv_holds_the_budget(self):
+        generated, held, tokens = self.decode("snapkv.textproto", 160)
+        # Budget: start 4 + intermediate 64 + recent 32, evicted in groups of 4.
+        self.assertLessEqual(tokens, 100)
+        self.assertGreater(tokens, 90)
+        self.assertEqual(len(generated), 160)
+
+    def test_python_sample_prints_what_the_c_sample_prints(self):
+        c_sample = os.path.join(BUILD_DIR, "samples", "c", "attnkit_generate")
+        if not BUILD_DIR or not os.path.exists(c_sample):
+            self.skipTest(f"the C sample is not built ({c_sample})")
+        env = dict(os.environ, ATTNKIT_MODELS_DIR=MODELS)
+        for config, steps in (("full_cache.textproto", 100), ("snapkv.textproto", 400)):
+            args = ["--model", self.model_dir, "--config", os.path.join(CONFIGS, config),
+                    "--tokens", str(steps)]
+            c_out = subprocess.run([c_sample] + args, check=True, capture_output=True, env=env)
+            py_out = subprocess.run([sys.executable, SAMPLE] + args, check=True,
+                                    capture_output=True, env=env)
+            with self.subTest(config=config):
+                self.assertEqual(without_timing(py_out.stdout), without_timing(c_out.stdout))
+                self.assertEqual(len(without_timing(py_out.stdout)), 3)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
