@@ -16,6 +16,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-14 libclang-rt-14-dev
   swig
+  python3-dev python3-numpy python3-protobuf python3-venv python3-setuptools python3-wheel python3-pip
 )
 
 sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -53,7 +54,9 @@ use_openblas() {
 configure() {
   local launcher=()
   command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
+  # Every language binding whose toolchain the deps step installs is built and tested by default.
   cmake -S "$here" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE="${ATTNKIT_BUILD_TYPE:-Release}" \
+    -DATTNKIT_BUILD_PYTHON=ON \
     "${launcher[@]}" ${ATTNKIT_CMAKE_ARGS:-}
 }
 
