@@ -99,6 +99,12 @@ inline void DotRows(const float* q, int rows, const float* k, int d, float* scor
   }
 }
 
+// Asks for the first lines of the next page, whose address the hardware prefetcher cannot guess.
+inline void Prefetch(const char* page, int64_t bytes) {
+  if (page == nullptr) return;
+  for (int64_t off = 0; off < std::min<int64_t>(bytes, 1024); off += 64) __builtin_prefetch(page + off);
+}
+
 inline void Axpy(float alpha, const float* x, float* y, int n) {
 #pragma omp simd
   for (int i = 0; i < n; ++i) y[i] += alpha * x[i];
@@ -115,6 +121,7 @@ void Run(const PagedGroupArgs& a) {
   for (int64_t t0 = 0, page = 0; t0 < L; t0 += P, ++page) {
     const int64_t n = std::min<int64_t>(P, L - t0);
     const char* keys = a.page_keys[page];
+    Prefetch(t0 + P < L ? a.page_keys[page + 1] : nullptr, P * d * sizeof(Storage));
     for (int64_t i = 0; i < n; ++i) {
       const float* k = AsFloat<Storage>(keys + i * d * sizeof(Storage), d, convert.data());
       DotRows(a.q, rows, k, d, dots.data());
@@ -143,6 +150,7 @@ void Run(const PagedGroupArgs& a) {
   for (int64_t t0 = 0, page = 0; t0 < L; t0 += P, ++page) {
     const int64_t n = std::min<int64_t>(P, L - t0);
     const char* values = a.page_values[page];
+    Prefetch(t0 + P < L ? a.page_values[page + 1] : nullptr, P * d * sizeof(Storage));
     for (int64_t i = 0; i < n; ++i) {
       const float* v = AsFloat<Storage>(values + i * d * sizeof(Storage), d, convert.data());
       for (int r = 0; r < rows; ++r) {

@@ -46,6 +46,7 @@ double Seconds(Clock::time_point since) {
 struct LayerState {
   std::unique_ptr<PagePool> pool;
   std::vector<HeadCache> heads;  // [batch * num_kv_heads]
+  std::vector<int64_t> seen;     // tokens appended per sequence
   int64_t steps = 0;
   int64_t evictions = 0;
   int64_t evicted_tokens = 0;
@@ -65,6 +66,7 @@ class SessionImpl : public Session {
     for (auto& layer : layers_) {
       layer.pool = std::make_unique<PagePool>(o.page_size, o.head_dim, StorageType(o.dtype), at::kCPU);
       layer.heads.resize(static_cast<size_t>(o.batch_size) * o.num_kv_heads);
+      layer.seen.assign(o.batch_size, 0);
     }
     if (o.eviction.enabled) {
       if (o.eviction.rerotate_keys && o.eviction.per_head) {
@@ -233,6 +235,7 @@ class SessionImpl : public Session {
   void Reset() override {
     for (auto& layer : layers_) {
       for (auto& h : layer.heads) h.Clear(*layer.pool);
+      std::fill(layer.seen.begin(), layer.seen.end(), 0);
       layer.steps = 0;
     }
     for (auto& p : policies_) p->Reset();
@@ -301,7 +304,7 @@ class SessionImpl : public Session {
       for (int64_t h = 0; h < o.num_kv_heads; ++h) {
         HeadCache& cache = state.heads[b * o.num_kv_heads + h];
         cache.Reserve(pool, T);
-        const int64_t position = seen_[b];
+        const int64_t position = state.seen[b];
         if (fast) {
           const char* kb = static_cast<const char*>(k.data_ptr());
           const char* vb = static_cast<const char*>(v.data_ptr());
@@ -328,6 +331,7 @@ class SessionImpl : public Session {
         }
         cache.length += T;
       }
+      state.seen[b] += T;
     }
   }
 
@@ -336,7 +340,7 @@ class SessionImpl : public Session {
     if (options_.eviction.enabled && options_.eviction.rerotate_keys) {
       return layers_[layer].heads[b * options_.num_kv_heads].length + t;
     }
-    return seen_[b] + t;
+    return layers_[layer].seen[b] + t;
   }
 
   // Contiguous float keys or values [length, d] of a head.

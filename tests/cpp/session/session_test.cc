@@ -113,11 +113,13 @@ TEST(SessionTest, EvictionKeepsTheBudgetAndFreesPages) {
       EXPECT_LE(session->Stats().layers[layer].bytes, 2 * (12 * 16 * 4 * 2 + page_bytes));
     }
   }
-  auto positions = session->Positions(0, 0, 0);
-  ASSERT_TRUE(positions.ok());
-  EXPECT_EQ(positions->size(), 12u);
-  EXPECT_EQ((*positions)[0], 0);
-  EXPECT_EQ(positions->back(), 39);
+  for (int layer = 0; layer < 2; ++layer) {
+    auto positions = session->Positions(layer, 0, 0);
+    ASSERT_TRUE(positions.ok());
+    EXPECT_EQ(positions->size(), 12u);
+    EXPECT_EQ((*positions)[0], 0);
+    EXPECT_EQ(positions->back(), 39) << "layer " << layer;
+  }
 }
 
 TEST(SessionTest, BatchSequencesKeepTheirOwnTokens) {

@@ -1,0 +1,146 @@
+// The session and eviction-policy C ABI: ownership, argument checks and error codes as a C host
+// sees them (linked against libattnkit only).
+#include <cstring>
+#include <string>
+
+#include <ATen/Functions.h>
+#include <gtest/gtest.h>
+
+#include "attnkit/attnkit.h"
+#include "dlpack_util.h"
+
+namespace {
+
+using attnkit::testing::DLView;
+
+struct Status {
+  attnkit_status* s;
+  ~Status() { attnkit_status_free(s); }
+  attnkit_status_code code() const { return attnkit_status_get_code(s); }
+  std::string message() const { return attnkit_status_get_message(s); }
+};
+
+const char kConfig[] =
+    "num_layers: 1 num_heads: 4 num_kv_heads: 2 head_dim: 8 "
+    "eviction { enabled: true algorithm: H2O granularity: PER_TOKEN start_tokens: 1 "
+    "intermediate_tokens: 2 recent_tokens: 1 }";
+
+attnkit_session* NewSession() {
+  attnkit_session* session = nullptr;
+  Status st{attnkit_session_create_from_text(kConfig, std::strlen(kConfig), &session)};
+  EXPECT_EQ(st.s, nullptr) << st.message();
+  return session;
+}
+
+TEST(SessionCapiTest, CreatesFromBytesAndTextAndRejectsBadConfigs) {
+  attnkit_buffer* bytes = nullptr;
+  Status conv{attnkit_config_text_to_binary(ATTNKIT_CONFIG_SESSION, kConfig, std::strlen(kConfig), &bytes)};
+  ASSERT_EQ(conv.s, nullptr);
+  attnkit_session* session = nullptr;
+  Status created{attnkit_session_create(bytes->data, bytes->size, &session)};
+  EXPECT_EQ(created.s, nullptr);
+  EXPECT_NE(session, nullptr);
+  attnkit_session_free(session);
+  attnkit_buffer_free(bytes);
+
+  const char bad[] = "num_layers: 1 num_heads: 4 num_kv_heads: 3 head_dim: 8";
+  session = reinterpret_cast<attnkit_session*>(0x1);
+  Status rejected{attnkit_session_create_from_text(bad, std::strlen(bad), &session)};
+  EXPECT_EQ(rejected.code(), ATTNKIT_INVALID_ARGUMENT);
+  EXPECT_EQ(rejected.message().rfind("num_kv_heads:", 0), 0u) << rejected.message();
+  EXPECT_EQ(session, nullptr);
+  const char garbage[] = "\xff\x01\x02 not a proto";
+  Status garbled{attnkit_session_create(garbage, sizeof(garbage), &session)};
+  EXPECT_EQ(garbled.code(), ATTNKIT_INVALID_ARGUMENT);
+  Status null_out{attnkit_session_create_from_text(kConfig, std::strlen(kConfig), nullptr)};
+  EXPECT_EQ(null_out.code(), ATTNKIT_INVALID_ARGUMENT);
+  attnkit_session_free(nullptr);
+}
+
+TEST(SessionCapiTest, AttendChecksEveryTensor) {
+  attnkit_session* session = NewSession();
+  at::Tensor q = at::randn({1, 4, 3, 8}), k = at::randn({1, 2, 3, 8}), v = at::randn({1, 2, 3, 8});
+  at::Tensor out = at::empty({1, 4, 3, 8});
+  DLView qv(q), kv(k), vv(v), ov(out);
+  at::Tensor q_long = at::ones({1, 4, 3, 8}, at::kLong);
+  DLView qlv(q_long);
+  Status wrong_dtype{attnkit_session_attend(session, 0, qlv, kv, vv, ov)};
+  EXPECT_EQ(wrong_dtype.code(), ATTNKIT_INVALID_ARGUMENT);
+  EXPECT_NE(wrong_dtype.message().find("q: expected float32, float16 or bfloat16"), std::string::npos)
+      << wrong_dtype.message();
+  Status null_v{attnkit_session_attend(session, 0, qv, kv, nullptr, ov)};
+  EXPECT_NE(null_v.message().find("v: must not be NULL"), std::string::npos);
+  at::Tensor overlapping = at::empty({1, 4, 1, 8}).expand({1, 4, 3, 8});
+  DLView overlap_view(overlapping);
+  Status overlap{attnkit_session_attend(session, 0, qv, kv, vv, overlap_view)};
+  EXPECT_NE(overlap.message().find("out: output strides"), std::string::npos) << overlap.message();
+  Status null_session{attnkit_session_attend(nullptr, 0, qv, kv, vv, ov)};
+  EXPECT_EQ(null_session.code(), ATTNKIT_INVALID_ARGUMENT);
+
+  Status ok{attnkit_session_attend(session, 0, qv, kv, vv, ov)};
+  EXPECT_EQ(ok.s, nullptr) << ok.message();
+  attnkit_buffer* stats = nullptr;
+  Status st{attnkit_session_stats(session, &stats)};
+  ASSERT_EQ(st.s, nullptr);
+  EXPECT_GT(stats->size, 0u);
+  attnkit_buffer_free(stats);
+  int64_t held = 0;
+  Status bytes{attnkit_session_bytes_held(session, &held)};
+  EXPECT_GT(held, 0);
+  attnkit_int64_array* positions = nullptr;
+  Status pos{attnkit_session_positions(session, 0, 0, 1, &positions)};
+  ASSERT_EQ(pos.s, nullptr);
+  EXPECT_EQ(positions->size, 3u);
+  attnkit_int64_array_free(positions);
+  Status bad_head{attnkit_session_positions(session, 0, 0, 2, &positions)};
+  EXPECT_NE(bad_head.message().find("kv_head"), std::string::npos);
+  Status reset{attnkit_session_reset(session)};
+  EXPECT_EQ(reset.s, nullptr);
+  Status held_after{attnkit_session_bytes_held(session, &held)};
+  EXPECT_EQ(held, 0);
+  attnkit_session_free(session);
+}
+
+TEST(EvictionPolicyCapiTest, ObserveSelectAndKeptPositions) {
+  const char config[] = "enabled: true algorithm: H2O granularity: PER_TOKEN start_tokens: 1 "
+                        "intermediate_tokens: 2 recent_tokens: 1";
+  attnkit_eviction_policy* policy = nullptr;
+  Status created{attnkit_eviction_policy_create_from_text(config, std::strlen(config), 1, 2, 1, &policy)};
+  ASSERT_EQ(created.s, nullptr) << created.message();
+  EXPECT_EQ(attnkit_eviction_policy_needs_keys(policy), 0);
+  EXPECT_EQ(attnkit_eviction_policy_per_head(policy), 0);
+  int64_t budget = 0;
+  Status b{attnkit_eviction_policy_layer_budget(policy, 0, &budget)};
+  EXPECT_EQ(budget, 4);
+  Status bad_layer{attnkit_eviction_policy_layer_budget(policy, 1, &budget)};
+  EXPECT_EQ(bad_layer.code(), ATTNKIT_INVALID_ARGUMENT);
+
+  at::Tensor attention = at::softmax(at::randn({1, 2, 6, 6}), -1);
+  DLView av(attention);
+  Status observed{attnkit_eviction_policy_observe(policy, 0, av, nullptr, 0)};
+  ASSERT_EQ(observed.s, nullptr) << observed.message();
+  at::Tensor flat = at::ones({6, 6});
+  DLView fv(flat);
+  Status wrong_rank{attnkit_eviction_policy_observe(policy, 0, fv, nullptr, 0)};
+  EXPECT_NE(wrong_rank.message().find("attention: expected rank 4"), std::string::npos);
+  const int64_t length = 6;
+  attnkit_kept_positions* kept = nullptr;
+  Status selected{attnkit_eviction_policy_select(policy, 0, nullptr, &length, 1, &kept)};
+  ASSERT_EQ(selected.s, nullptr) << selected.message();
+  ASSERT_EQ(attnkit_kept_positions_num_rows(kept), 1u);
+  size_t n = 0;
+  const int64_t* row = attnkit_kept_positions_row(kept, 0, &n);
+  ASSERT_EQ(n, 4u);
+  EXPECT_EQ(row[0], 0);
+  EXPECT_EQ(row[3], 5);
+  EXPECT_EQ(attnkit_kept_positions_row(kept, 1, &n), nullptr);
+  EXPECT_EQ(n, 0u);
+  attnkit_kept_positions_free(kept);
+  Status null_lengths{attnkit_eviction_policy_select(policy, 0, nullptr, nullptr, 1, &kept)};
+  EXPECT_NE(null_lengths.message().find("lengths"), std::string::npos);
+  attnkit_kept_positions_free(nullptr);
+  attnkit_eviction_policy_free(policy);
+  attnkit_eviction_policy_free(nullptr);
+}
+
+}  // namespace
