@@ -1,0 +1,129 @@
+using System;
+using System.Linq;
+using Xunit;
+
+namespace AttnKit.Tests
+{
+    [Trait("Category", "session")]
+    public class SessionTests
+    {
+        private const int Heads = 4, KvHeads = 2, HeadDim = 8;
+
+        // Causal softmax(q K^T / sqrt(d)) V for one layer, all tokens seen so far, GQA; row-major
+        // [heads, tokens, dim] queries and [kv_heads, tokens, dim] keys/values.
+        private static float[] Reference(float[] q, float[] k, float[] v, int queries, int keys)
+        {
+            var output = new float[Heads * queries * HeadDim];
+            double scale = 1.0 / Math.Sqrt(HeadDim);
+            for (int h = 0; h < Heads; ++h)
+            {
+                int kvh = h / (Heads / KvHeads);
+                for (int i = 0; i < queries; ++i)
+                {
+                    int visible = keys - queries + i + 1;
+                    var scores = new double[visible];
+                    for (int j = 0; j < visible; ++j)
+                    {
+                        double dot = 0;
+                        for (int d = 0; d < HeadDim; ++d)
+                            dot += q[(h * queries + i) * HeadDim + d] * k[(kvh * keys + j) * HeadDim + d];
+                        scores[j] = dot * scale;
+                    }
+                    double max = scores.Max(), sum = scores.Sum(s => Math.Exp(s - max));
+                    for (int d = 0; d < HeadDim; ++d)
+                    {
+                        double acc = 0;
+                        for (int j = 0; j < visible; ++j) acc += Math.Exp(scores[j] - max) / sum * v[(kvh * keys + j) * HeadDim + d];
+                        output[(h * queries + i) * HeadDim + d] = (float)acc;
+                    }
+                }
+            }
+            return output;
+        }
+
+        // The first `count` tokens of each kv head of a [kv_heads, tokens, dim] array.
+        private static float[] Slice(float[] kv, int count, int tokens)
+        {
+            var slice = new float[KvHeads * count * HeadDim];
+            for (int h = 0; h < KvHeads; ++h)
+                Array.Copy(kv, h * tokens * HeadDim, slice, h * count * HeadDim, count * HeadDim);
+            return slice;
+        }
+
+        private static void AssertClose(float[] expected, float[] actual)
+        {
+            Assert.Equal(expected.Length, actual.Length);
+            for (int i = 0; i < expected.Length; ++i)
+                Assert.True(Math.Abs(expected[i] - actual[i]) < 1e-5, $"element {i}: {expected[i]} vs {actual[i]}");
+        }
+
+        [Fact]
+        public void PrefillThenDecodeMatchesAReferenceAttention()
+        {
+            using var session = Session.FromText(TestSupport.SessionText(layers: 1, heads: Heads, kvHeads: KvHeads, headDim: HeadDim));
+            const int prompt = 5;
+            float[] q = TestSupport.Random(Heads * prompt * HeadDim, 11);
+            float[] k = TestSupport.Random(KvHeads * (prompt + 1) * HeadDim, 12);
+            float[] v = TestSupport.Random(KvHeads * (prompt + 1) * HeadDim, 13);
+            // Prefill: the first `prompt` tokens of k and v (per kv head), as strided views.
+            var output = new float[q.Length];
+            long[] kvStrides = { KvHeads * (prompt + 1) * HeadDim, (prompt + 1) * HeadDim, HeadDim, 1 };
+            session.Attend(0, new TensorView(q, 1, Heads, prompt, HeadDim),
+                           new TensorView(k.AsSpan(), new long[] { 1, KvHeads, prompt, HeadDim }, kvStrides),
+                           new TensorView(v.AsSpan(), new long[] { 1, KvHeads, prompt, HeadDim }, kvStrides),
+                           new TensorView(output, 1, Heads, prompt, HeadDim));
+            float[] expected = Reference(q, Slice(k, prompt, prompt + 1), Slice(v, prompt, prompt + 1), prompt, prompt);
+            AssertClose(expected, output);
+
+            // Decode: token `prompt` (the last of each kv head's rows).
+            float[] q1 = TestSupport.Random(Heads * HeadDim, 14);
+            var output1 = new float[q1.Length];
+            session.Attend(0, new TensorView(q1, 1, Heads, 1, HeadDim),
+                           new TensorView(k.AsSpan(prompt * HeadDim), new long[] { 1, KvHeads, 1, HeadDim }, kvStrides),
+                           new TensorView(v.AsSpan(prompt * HeadDim), new long[] { 1, KvHeads, 1, HeadDim }, kvStrides),
+                           new TensorView(output1, 1, Heads, 1, HeadDim));
+            AssertClose(Reference(q1, k, v, 1, prompt + 1), output1);
+
+            Assert.Equal(Enumerable.Range(0, prompt + 1).Select(i => (long)i).ToArray(), session.Positions(0, 0, 1));
+            Assert.Equal(prompt + 1, session.NextPosition());
+            Assert.True(session.BytesHeld > 0);
+            var stats = session.Stats();
+            Assert.Equal(2, stats.Steps);
+            Assert.Equal(prompt + 1, stats.TokensSeen);
+            Assert.Equal(session.BytesHeld, stats.BytesHeld);
+            Assert.Equal(stats, AttnKit.Proto.SessionStats.Parser.ParseFrom(session.StatsBytes()));
+
+            session.Reset();
+            Assert.Equal(0, session.NextPosition());
+            Assert.Empty(session.Positions(0));
+        }
+
+        [Fact]
+        public void EvictionKeepsTheCacheWithinBudget()
+        {
+            using var session = Session.FromText(TestSupport.SessionText(layers: 2, heads: Heads, kvHeads: KvHeads, headDim: HeadDim,
+                eviction: "page_size: 4 eviction { enabled: true algorithm: H2O granularity: PER_TOKEN start_tokens: 2 intermediate_tokens: 4 recent_tokens: 4 }"));
+            var output = new float[Heads * HeadDim];
+            long maxHeld = 0;
+            for (int step = 0; step < 40; ++step)
+            {
+                for (int layer = 0; layer < 2; ++layer)
+                {
+                    session.Attend(layer, new TensorView(TestSupport.Random(Heads * HeadDim, 100 * step + layer), 1, Heads, 1, HeadDim),
+                                   new TensorView(TestSupport.Random(KvHeads * HeadDim, 7 + step), 1, KvHeads, 1, HeadDim),
+                                   new TensorView(TestSupport.Random(KvHeads * HeadDim, 9 + step), 1, KvHeads, 1, HeadDim),
+                                   new TensorView(output, 1, Heads, 1, HeadDim));
+                }
+                maxHeld = Math.Max(maxHeld, session.BytesHeld);
+            }
+            long[] kept = session.Positions(0);
+            Assert.True(kept.Length <= 10, string.Join(", ", kept));
+            Assert.True(kept.Take(2).SequenceEqual(new long[] { 0, 1 }), string.Join(", ", kept));
+            Assert.Equal(39, kept[^1]);
+            var stats = session.Stats();
+            Assert.True(stats.Evictions > 0);
+            Assert.Equal(40, stats.TokensSeen);
+            Assert.True(maxHeld < 2L * 2 * KvHeads * 40 * HeadDim * 4, $"held {maxHeld} bytes");
+        }
+    }
+}

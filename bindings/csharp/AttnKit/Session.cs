@@ -1,0 +1,103 @@
+using System;
+using AttnKit.Native;
+using AttnKit.Proto;
+using Google.Protobuf;
+
+namespace AttnKit
+{
+    /// <summary>
+    /// The attention-wrapping session (attnkit_session): owns the KV cache of every layer in pages,
+    /// computes attention for each layer's call and applies the eviction policy, so the bytes held
+    /// follow the budget. One thread at a time.
+    /// </summary>
+    public sealed class Session : IDisposable
+    {
+        private readonly NativeHandle _handle;
+
+        /// <summary>From a serialized attnkit.v1.SessionConfig.</summary>
+        public Session(ReadOnlySpan<byte> config)
+        {
+            Library.EnsureLoaded();
+            AttnKitNative.attnkit_session_create(config, out IntPtr session);
+            _handle = Own(session);
+        }
+
+        /// <summary>From a generated SessionConfig message.</summary>
+        public Session(SessionConfig config)
+            : this((config ?? throw new ArgumentNullException(nameof(config))).ToByteArray())
+        {
+        }
+
+        private Session(IntPtr session) => _handle = Own(session);
+
+        /// <summary>From a SessionConfig in textproto.</summary>
+        public static Session FromText(string textproto)
+        {
+            Library.EnsureLoaded();
+            AttnKitNative.attnkit_session_create_from_text(textproto, out IntPtr session);
+            return new Session(session);
+        }
+
+        /// <summary>
+        /// One attention call of <paramref name="layer"/> (layers in order within a step):
+        /// q [batch, heads, tokens, head_dim], k and v [batch, kv_heads, tokens, head_dim] for the new
+        /// tokens (RoPE applied); writes the attention output into <paramref name="output"/> (q's shape).
+        /// </summary>
+        public void Attend(int layer, TensorView q, TensorView k, TensorView v, TensorView output)
+        {
+            using var lease = _handle.Acquire(this);
+            AttnKitNative.attnkit_session_attend(lease.Pointer, layer, q, k, v, output);
+        }
+
+        /// <summary>Statistics as a serialized attnkit.v1.SessionStats.</summary>
+        public byte[] StatsBytes()
+        {
+            using var lease = _handle.Acquire(this);
+            AttnKitNative.attnkit_session_stats(lease.Pointer, out byte[] stats);
+            return stats;
+        }
+
+        /// <summary>Statistics as the generated SessionStats message.</summary>
+        public SessionStats Stats() => SessionStats.Parser.ParseFrom(StatsBytes());
+
+        /// <summary>Bytes of KV pages in use (keys and values, every layer).</summary>
+        public long BytesHeld
+        {
+            get
+            {
+                using var lease = _handle.Acquire(this);
+                AttnKitNative.attnkit_session_bytes_held(lease.Pointer, out long bytes);
+                return bytes;
+            }
+        }
+
+        /// <summary>Original positions of the tokens cached for (layer, sequence, kv head), in cache order.</summary>
+        public long[] Positions(int layer, int sequence = 0, int kvHead = 0)
+        {
+            using var lease = _handle.Acquire(this);
+            AttnKitNative.attnkit_session_positions(lease.Pointer, layer, sequence, kvHead, out long[] positions);
+            return positions;
+        }
+
+        /// <summary>The RoPE position to give the next token of <paramref name="sequence"/>.</summary>
+        public long NextPosition(int sequence = 0)
+        {
+            using var lease = _handle.Acquire(this);
+            AttnKitNative.attnkit_session_next_position(lease.Pointer, sequence, out long position);
+            return position;
+        }
+
+        /// <summary>Drops every cached token and policy state to start a new prompt.</summary>
+        public void Reset()
+        {
+            using var lease = _handle.Acquire(this);
+            AttnKitNative.attnkit_session_reset(lease.Pointer);
+        }
+
+        /// <summary>Frees the session and its cache; later calls throw ObjectDisposedException.</summary>
+        public void Dispose() => _handle.Dispose();
+
+        private static NativeHandle Own(IntPtr session) =>
+            new(session, static pointer => AttnKitNative.attnkit_session_free(pointer));
+    }
+}
