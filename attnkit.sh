@@ -54,9 +54,12 @@ use_openblas() {
 configure() {
   local launcher=()
   command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
-  # Every language binding whose toolchain the deps step installs is built and tested by default.
+  # Every language binding whose toolchain is here is built and tested by default (the deps step
+  # installs the Debian ones; the .NET SDK comes with the machine).
+  local csharp=OFF
+  command -v dotnet >/dev/null && csharp=ON
   cmake -S "$here" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE="${ATTNKIT_BUILD_TYPE:-Release}" \
-    -DATTNKIT_BUILD_PYTHON=ON \
+    -DATTNKIT_BUILD_PYTHON=ON -DATTNKIT_BUILD_CSHARP="$csharp" \
     "${launcher[@]}" ${ATTNKIT_CMAKE_ARGS:-}
 }
 
