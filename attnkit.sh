@@ -52,6 +52,8 @@ use_openblas() {
 }
 
 configure() {
+  # ccache keyed on paths relative to the checkout, so clones elsewhere (CI) reuse its entries.
+  export CCACHE_BASEDIR="$here" CCACHE_NOHASHDIR=true
   local launcher=()
   command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
   # Every language binding whose toolchain is here is built and tested by default (the deps step
