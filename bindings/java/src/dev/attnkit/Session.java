@@ -1,0 +1,100 @@
+package dev.attnkit;
+
+import com.google.protobuf.InvalidProtocolBufferException;
+import dev.attnkit.internal.AttnKitNative;
+import dev.attnkit.proto.SessionConfig;
+import dev.attnkit.proto.SessionStats;
+
+/**
+ * An attention-wrapping session for one batch of sequences: hand it every layer's attention call
+ * ({@link #attend}); it owns the KV cache in fixed-size pages, computes attention, applies the
+ * eviction policy and frees pages, so the bytes held follow the budget.
+ *
+ * <p>Not thread-safe: one thread at a time (the C ABI's rule). Close it when done (try with
+ * resources); double close is a no-op, any other use after close throws IllegalStateException.
+ */
+public final class Session implements AutoCloseable {
+  private final NativeHandle handle;
+
+  private Session(long pointer) {
+    handle = NativeHandle.own(this, "Session", pointer, AttnKitNative::attnkit_session_free);
+  }
+
+  /** A session from a typed configuration (model shape + policies). */
+  public static Session create(SessionConfig config) {
+    return create(config.toByteArray());
+  }
+
+  /** A session from a serialized attnkit.v1.SessionConfig. */
+  public static Session create(byte[] config) {
+    AttnKit.load();
+    long[] created = new long[1];
+    AttnKitNative.attnkit_session_create(config, created);
+    return new Session(created[0]);
+  }
+
+  /** A session from an attnkit.v1.SessionConfig in textproto. */
+  public static Session fromText(String text) {
+    AttnKit.load();
+    long[] created = new long[1];
+    AttnKitNative.attnkit_session_create_from_text(text, created);
+    return new Session(created[0]);
+  }
+
+  /**
+   * One attention call of {@code layer} (layers in order within a step, from 0): q [batch, heads,
+   * tokens, head_dim], k and v [batch, kv_heads, tokens, head_dim] for the new tokens (RoPE
+   * applied), any strides; writes causal attention over the cache and the new tokens into {@code
+   * out} (q's shape), then evicts the layer down to its budget.
+   */
+  public void attend(int layer, Tensor q, Tensor k, Tensor v, Tensor out) {
+    handle.run(p -> AttnKitNative.attnkit_session_attend(p, layer, q, k, v, out));
+  }
+
+  /** The session's statistics. */
+  public SessionStats stats() {
+    byte[][] bytes = new byte[1][];
+    handle.run(p -> AttnKitNative.attnkit_session_stats(p, bytes));
+    try {
+      return SessionStats.parseFrom(bytes[0]);
+    } catch (InvalidProtocolBufferException e) {
+      throw new AttnKitException(AttnKitException.Code.INTERNAL, "SessionStats does not parse: " + e, e);
+    }
+  }
+
+  /** Bytes of KV pages in use (keys and values, every layer). */
+  public long bytesHeld() {
+    long[] held = new long[1];
+    handle.run(p -> AttnKitNative.attnkit_session_bytes_held(p, held));
+    return held[0];
+  }
+
+  /** Original positions (0 = first prompt token) cached for (layer, sequence, kv head), in order. */
+  public long[] positions(int layer, int sequence, int kvHead) {
+    long[][] positions = new long[1][];
+    handle.run(p -> AttnKitNative.attnkit_session_positions(p, layer, sequence, kvHead, positions));
+    return positions[0];
+  }
+
+  /** The RoPE position to give the next token of {@code sequence}. */
+  public long nextPosition(int sequence) {
+    long[] position = new long[1];
+    handle.run(p -> AttnKitNative.attnkit_session_next_position(p, sequence, position));
+    return position[0];
+  }
+
+  /** Drops every cached token and policy state to start a new prompt. */
+  public void reset() {
+    handle.run(AttnKitNative::attnkit_session_reset);
+  }
+
+  public boolean isClosed() {
+    return handle.isClosed();
+  }
+
+  /** Frees the session and its cache; a second close does nothing. */
+  @Override
+  public void close() {
+    handle.close();
+  }
+}
