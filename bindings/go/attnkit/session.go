@@ -1,0 +1,130 @@
+package attnkit
+
+import (
+	"runtime"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/attnkit/attnkit/bindings/go/attnkitpb"
+	"github.com/attnkit/attnkit/bindings/go/internal/capi"
+)
+
+// Session wraps a generation loop's attention: it owns the KV cache of every layer, computes
+// attention and applies the eviction and sparse attention policies of its SessionConfig. Close it
+// when done.
+type Session struct {
+	h handle
+}
+
+// NewSession creates a session from a typed config (model shape and policies).
+func NewSession(config *attnkitpb.SessionConfig) (*Session, error) {
+	if abiErr != nil {
+		return nil, abiErr
+	}
+	if config == nil {
+		return nil, newError(InvalidArgument, "NewSession: nil config")
+	}
+	bytes, err := marshal(config)
+	if err != nil {
+		return nil, err
+	}
+	var ptr uintptr
+	if err := fromCapi(capi.Attnkit_session_create(bytes, &ptr)); err != nil {
+		return nil, err
+	}
+	return newSession(ptr), nil
+}
+
+// NewSessionFromText creates a session from an attnkit.v1.SessionConfig textproto.
+func NewSessionFromText(text string) (*Session, error) {
+	if abiErr != nil {
+		return nil, abiErr
+	}
+	var ptr uintptr
+	if err := fromCapi(capi.Attnkit_session_create_from_text(text, &ptr)); err != nil {
+		return nil, err
+	}
+	return newSession(ptr), nil
+}
+
+func newSession(ptr uintptr) *Session {
+	s := &Session{}
+	s.h.set(ptr, capi.Attnkit_session_free, "Session")
+	runtime.SetFinalizer(s, (*Session).Close)
+	return s
+}
+
+// Close frees the session and its cache. Closing again returns nil.
+func (s *Session) Close() error {
+	runtime.SetFinalizer(s, nil)
+	return s.h.close()
+}
+
+// Attend runs one attention call of layer (layers in order within a step, from 0): q is
+// [batch, heads, tokens, head_dim], k and v [batch, kv_heads, tokens, head_dim] for the new tokens
+// (RoPE applied); out (q's shape) receives causal attention over the cache and the new tokens.
+// Afterwards the layer evicts down to its budget when over it.
+func (s *Session) Attend(layer int, q, k, v, out Tensor) error {
+	tensors, err := describeAll([]string{"q", "k", "v", "out"}, []Tensor{q, k, v, out}, true)
+	if err != nil {
+		return err
+	}
+	return s.h.use("Attend", func(ptr uintptr) error {
+		return fromCapi(capi.Attnkit_session_attend(ptr, layer, tensors[0], tensors[1], tensors[2], tensors[3]))
+	})
+}
+
+// Stats returns the session's statistics.
+func (s *Session) Stats() (*attnkitpb.SessionStats, error) {
+	stats := &attnkitpb.SessionStats{}
+	err := s.h.use("Stats", func(ptr uintptr) error {
+		var bytes []byte
+		if err := fromCapi(capi.Attnkit_session_stats(ptr, &bytes)); err != nil {
+			return err
+		}
+		if err := proto.Unmarshal(bytes, stats); err != nil {
+			return newError(Internal, "reading SessionStats: %v", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return stats, nil
+}
+
+// BytesHeld returns the bytes of KV pages in use (keys and values, every layer).
+func (s *Session) BytesHeld() (int64, error) {
+	held := []int64{0}
+	err := s.h.use("BytesHeld", func(ptr uintptr) error {
+		return fromCapi(capi.Attnkit_session_bytes_held(ptr, held))
+	})
+	return held[0], err
+}
+
+// Positions returns the original positions (0 = first prompt token) of the tokens cached for
+// (layer, sequence, kvHead), in cache order.
+func (s *Session) Positions(layer, sequence, kvHead int) ([]int64, error) {
+	var positions []int64
+	err := s.h.use("Positions", func(ptr uintptr) error {
+		return fromCapi(capi.Attnkit_session_positions(ptr, layer, sequence, kvHead, &positions))
+	})
+	if err != nil {
+		return nil, err
+	}
+	return positions, nil
+}
+
+// NextPosition returns the RoPE position of the next token of sequence.
+func (s *Session) NextPosition(sequence int) (int64, error) {
+	position := []int64{0}
+	err := s.h.use("NextPosition", func(ptr uintptr) error {
+		return fromCapi(capi.Attnkit_session_next_position(ptr, sequence, position))
+	})
+	return position[0], err
+}
+
+// Reset drops every cached token and policy state to start a new prompt.
+func (s *Session) Reset() error {
+	return s.h.use("Reset", func(ptr uintptr) error { return fromCapi(capi.Attnkit_session_reset(ptr)) })
+}

@@ -1,0 +1,260 @@
+package main
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"os"
+	"regexp"
+	"strconv"
+
+	"github.com/attnkit/attnkit/bindings/go/attnkit"
+)
+
+// Config is the llama2.c header.
+type Config struct {
+	Dim, HiddenDim, NumLayers, NumHeads, NumKVHeads, VocabSize, SeqLen int
+}
+
+// Weights are views into one float32 array, in the llama2.c legacy order.
+type Weights struct {
+	TokenEmbedding, RMSAtt, WQ, WK, WV, WO, RMSFFN, W1, W2, W3, RMSFinal []float32
+}
+
+// Model is stories260k: its shape and weights.
+type Model struct {
+	Config
+	Weights
+}
+
+// LoadModel reads a llama2.c legacy .bin checkpoint.
+func LoadModel(path string) (*Model, error) {
+	bytes, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if len(bytes) < 28 {
+		return nil, fmt.Errorf("%s: too short for a llama2.c header", path)
+	}
+	header := make([]int, 7)
+	for i := range header {
+		header[i] = int(int32(binary.LittleEndian.Uint32(bytes[4*i:])))
+	}
+	vocab := header[5]
+	if vocab < 0 {
+		vocab = -vocab
+	}
+	c := Config{Dim: header[0], HiddenDim: header[1], NumLayers: header[2], NumHeads: header[3],
+		NumKVHeads: header[4], VocabSize: vocab, SeqLen: header[6]}
+	head := c.Dim / c.NumHeads
+	kvDim := head * c.NumKVHeads
+	L, D, H := c.NumLayers, c.Dim, c.HiddenDim
+	floats := c.VocabSize*D + L*D + L*D*D + 2*L*kvDim*D + L*D*D + L*D + 3*L*D*H + D
+	if len(bytes) < 28+4*floats {
+		return nil, fmt.Errorf("%s: truncated weights", path)
+	}
+	data := make([]float32, floats)
+	for i := range data {
+		data[i] = math.Float32frombits(binary.LittleEndian.Uint32(bytes[28+4*i:]))
+	}
+	take := func(n int) []float32 {
+		part := data[:n:n]
+		data = data[n:]
+		return part
+	}
+	m := &Model{Config: c}
+	m.TokenEmbedding = take(c.VocabSize * D)
+	m.RMSAtt = take(L * D)
+	m.WQ = take(L * D * D)
+	m.WK = take(L * kvDim * D)
+	m.WV = take(L * kvDim * D)
+	m.WO = take(L * D * D)
+	m.RMSFFN = take(L * D)
+	m.W1 = take(L * H * D)
+	m.W2 = take(L * D * H)
+	m.W3 = take(L * H * D)
+	m.RMSFinal = take(D)
+	return m, nil
+}
+
+// LoadTokenizer reads tok512.bin: the byte pieces of every token.
+func LoadTokenizer(path string, vocabSize int) ([][]byte, error) {
+	bytes, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pieces := make([][]byte, vocabSize)
+	at := 4
+	for i := range pieces {
+		if at+8 > len(bytes) {
+			return nil, fmt.Errorf("%s: truncated vocabulary", path)
+		}
+		length := int(int32(binary.LittleEndian.Uint32(bytes[at+4:])))
+		at += 8
+		if length < 0 || at+length > len(bytes) {
+			return nil, fmt.Errorf("%s: bad piece length", path)
+		}
+		pieces[i] = bytes[at : at+length]
+		at += length
+	}
+	return pieces, nil
+}
+
+// ReadIDs reads the integer array key of reference.json.
+func ReadIDs(json []byte, key string) []int {
+	match := regexp.MustCompile(`"` + regexp.QuoteMeta(key) + `"\s*:\s*\[([^\]]*)\]`).FindSubmatch(json)
+	if match == nil {
+		return nil
+	}
+	var ids []int
+	for _, field := range regexp.MustCompile(`-?\d+`).FindAll(match[1], -1) {
+		id, _ := strconv.Atoi(string(field))
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// The float32 arithmetic below follows samples/c/generate.c operation for operation (float math
+// functions as float64 rounded to float32, which matches the C library's float functions), so the
+// two samples produce the same tokens.
+
+func rmsnorm(out, x, weight []float32) {
+	ss := 0.0
+	for _, v := range x {
+		ss += float64(v) * float64(v)
+	}
+	scale := 1 / float32(math.Sqrt(float64(float32(ss/float64(len(x)))+1e-5)))
+	for i := range out {
+		out[i] = weight[i] * (scale * x[i])
+	}
+}
+
+// matvec: out[rows] = w[rows][cols] x[cols].
+func matvec(out, x, w []float32, rows, cols int) {
+	for r := 0; r < rows; r++ {
+		var acc float32
+		wr := w[r*cols : (r+1)*cols]
+		for c, v := range wr {
+			acc += v * x[c]
+		}
+		out[r] = acc
+	}
+}
+
+// rope rotates interleaved pairs (x[2i], x[2i+1]) of each head at position pos.
+func rope(x []float32, head int, pos int64) {
+	for i := 0; i < len(x); i += 2 {
+		freq := 1 / float32(math.Pow(10000, float64(float32(i%head)/float32(head))))
+		angle := float32(pos) * freq
+		c, s := float32(math.Cos(float64(angle))), float32(math.Sin(float64(angle)))
+		a, b := x[i], x[i+1]
+		x[i] = a*c - b*s
+		x[i+1] = a*s + b*c
+	}
+}
+
+// view is a [1, heads, tokens, headDim] tensor over a [tokens, heads, headDim] buffer: strides,
+// not copies.
+func view(data []float32, tokens, heads, headDim int) *attnkit.Float32Tensor {
+	return attnkit.NewTensor(data, 1, int64(heads), int64(tokens), int64(headDim)).
+		WithStrides(int64(tokens*heads*headDim), int64(headDim), int64(heads*headDim), 1)
+}
+
+// Forward runs tokens through every layer, attention through session, and writes the logits of the
+// last token.
+func (m *Model) Forward(session *attnkit.Session, ids []int, logits []float32) error {
+	D, head, H, tokens := m.Dim, m.Dim/m.NumHeads, m.HiddenDim, len(ids)
+	kvDim := head * m.NumKVHeads
+	x := make([]float32, tokens*D)
+	xb := make([]float32, D)
+	q := make([]float32, tokens*D)
+	k := make([]float32, tokens*kvDim)
+	v := make([]float32, tokens*kvDim)
+	att := make([]float32, tokens*D)
+	tmp := make([]float32, D)
+	h1 := make([]float32, H)
+	h3 := make([]float32, H)
+	firstPosition, err := session.NextPosition(0)
+	if err != nil {
+		return err
+	}
+	for t, id := range ids {
+		copy(x[t*D:(t+1)*D], m.TokenEmbedding[id*D:(id+1)*D])
+	}
+	for l := 0; l < m.NumLayers; l++ {
+		for t := 0; t < tokens; t++ {
+			rmsnorm(xb, x[t*D:(t+1)*D], m.RMSAtt[l*D:(l+1)*D])
+			matvec(q[t*D:(t+1)*D], xb, m.WQ[l*D*D:], D, D)
+			matvec(k[t*kvDim:(t+1)*kvDim], xb, m.WK[l*kvDim*D:], kvDim, D)
+			matvec(v[t*kvDim:(t+1)*kvDim], xb, m.WV[l*kvDim*D:], kvDim, D)
+			rope(q[t*D:(t+1)*D], head, firstPosition+int64(t))
+			rope(k[t*kvDim:(t+1)*kvDim], head, firstPosition+int64(t))
+		}
+		err := session.Attend(l, view(q, tokens, m.NumHeads, head), view(k, tokens, m.NumKVHeads, head),
+			view(v, tokens, m.NumKVHeads, head), view(att, tokens, m.NumHeads, head))
+		if err != nil {
+			return err
+		}
+		for t := 0; t < tokens; t++ {
+			xt := x[t*D : (t+1)*D]
+			matvec(tmp, att[t*D:(t+1)*D], m.WO[l*D*D:], D, D)
+			for i := range xt {
+				xt[i] += tmp[i]
+			}
+			rmsnorm(xb, xt, m.RMSFFN[l*D:(l+1)*D])
+			matvec(h1, xb, m.W1[l*H*D:], H, D)
+			matvec(h3, xb, m.W3[l*H*D:], H, D)
+			for i := range h1 {
+				h1[i] = h1[i] / (1 + float32(math.Exp(float64(-h1[i])))) * h3[i]
+			}
+			matvec(tmp, h1, m.W2[l*D*H:], D, H)
+			for i := range xt {
+				xt[i] += tmp[i]
+			}
+		}
+	}
+	rmsnorm(xb, x[(tokens-1)*D:], m.RMSFinal)
+	matvec(logits, xb, m.TokenEmbedding, m.VocabSize, D)
+	return nil
+}
+
+func argmax(values []float32) int {
+	best := 0
+	for i, v := range values {
+		if v > values[best] {
+			best = i
+		}
+	}
+	return best
+}
+
+// Generation is the result of a greedy run.
+type Generation struct {
+	IDs       []int
+	PeakBytes int64
+}
+
+// Generate runs the prompt, then steps greedy tokens.
+func (m *Model) Generate(session *attnkit.Session, prompt []int, steps int) (*Generation, error) {
+	logits := make([]float32, m.VocabSize)
+	if err := m.Forward(session, prompt, logits); err != nil {
+		return nil, err
+	}
+	g := &Generation{IDs: make([]int, steps)}
+	for s := 0; s < steps; s++ {
+		g.IDs[s] = argmax(logits)
+		held, err := session.BytesHeld()
+		if err != nil {
+			return nil, err
+		}
+		if held > g.PeakBytes {
+			g.PeakBytes = held
+		}
+		if s+1 < steps {
+			if err := m.Forward(session, g.IDs[s:s+1], logits); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return g, nil
+}
