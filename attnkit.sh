@@ -18,6 +18,7 @@ packages=(
   swig
   python3-dev python3-numpy python3-protobuf python3-venv python3-setuptools python3-wheel python3-pip
   default-jdk-headless junit5 libprotobuf-java
+  golang-go protoc-gen-go golang-google-protobuf-dev
 )
 
 sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -62,7 +63,8 @@ configure() {
   local csharp=OFF
   command -v dotnet >/dev/null && csharp=ON
   cmake -S "$here" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE="${ATTNKIT_BUILD_TYPE:-Release}" \
-    -DATTNKIT_BUILD_PYTHON=ON -DATTNKIT_BUILD_JAVA=ON -DATTNKIT_BUILD_CSHARP="$csharp" \
+    -DATTNKIT_BUILD_PYTHON=ON -DATTNKIT_BUILD_JAVA=ON -DATTNKIT_BUILD_GO=ON \
+    -DATTNKIT_BUILD_CSHARP="$csharp" \
     "${launcher[@]}" ${ATTNKIT_CMAKE_ARGS:-}
 }
 
