@@ -1,0 +1,78 @@
+// Block masks of sparse prefill attention (ALGORITHMS.md section 2): dense, A-shape, Tri-shape and
+// the XAttention block selection. A mask is a bool tensor [heads or 1, q_blocks, k_blocks] on CPU;
+// entry (h, r, c) says whether query block r of head h attends to key block c. Queries are the last
+// q_len positions of k_len keys; blocks are counted from query 0 and key 0, and every mask is
+// block-causal: nothing right of the diagonal block r + offset (offset = k_blocks - q_blocks).
+// Thread-safe: these are pure functions.
+#ifndef ATTNKIT_SPARSE_MASKS_H_
+#define ATTNKIT_SPARSE_MASKS_H_
+
+#include <cstdint>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "absl/status/statusor.h"
+
+namespace attnkit::sparse {
+
+// The block grid of q_len queries over k_len keys.
+struct BlockGrid {
+  int64_t q_len = 0;
+  int64_t k_len = 0;
+  int64_t block = 0;
+  int64_t q_blocks = 0;  // ceil(q_len / block)
+  int64_t k_blocks = 0;  // ceil(k_len / block)
+  int64_t offset = 0;    // k_blocks - q_blocks
+
+  // InvalidArgumentError unless block >= 1 and 0 <= q_len <= k_len.
+  static absl::StatusOr<BlockGrid> Make(int64_t q_len, int64_t k_len, int64_t block);
+  // The diagonal key block of query block `row`.
+  int64_t Diagonal(int64_t row) const { return row + offset; }
+  // Number of block-causal (row, col) pairs: the blocks of a dense causal mask.
+  int64_t CausalBlocks() const;
+};
+
+// Every block-causal block: [1, q_blocks, k_blocks].
+at::Tensor CausalBlockMask(const BlockGrid& grid);
+
+// The number of last query-block rows made dense by `last_query_size` (the dense tail):
+// ceil((min(last_query_size, q_len) + q_blocks * block - q_len) / block), at most q_blocks.
+int64_t DenseTailRows(const BlockGrid& grid, int64_t last_query_size);
+
+// Sets every block-causal block of the dense-tail rows of `mask` ([h, q_blocks, k_blocks] bool,
+// compact) to true.
+void ApplyDenseTail(at::Tensor& mask, const BlockGrid& grid, int64_t last_query_size);
+
+// A-shape: every row keeps the sink blocks (ceil(sink_size / block), at least one) and the blocks
+// c with r + offset - recent_size / block < c <= r + offset. Dense when q_len <= recent_size.
+// [1, q_blocks, k_blocks].
+at::Tensor AShapeMask(const BlockGrid& grid, int64_t sink_size, int64_t recent_size);
+
+// Tri-shape: A-shape plus the dense tail of the last `last_query_size` queries.
+at::Tensor TriShapeMask(const BlockGrid& grid, int64_t sink_size, int64_t recent_size,
+                        int64_t last_query_size);
+
+// XAttention selection from block scores [h, q_blocks, k_blocks] (float32, any h >= 1): per row,
+// in float64, keep block 0 and the diagonal block, then the other blocks by descending score (ties:
+// lower index first) while the mass already kept (without the candidate) is below
+// threshold * row total; then clear everything right of the diagonal and apply the dense tail when
+// last_query_size > 0. As in the reference (and its conformance cases), block 0's mass counts as
+// kept up front only when the reference's diagonal window of the row's chunk starts right of block
+// 0 (offset > 0, or a later chunk of max(2048, next_pow2(k_len)) tokens, at most 2^28 / that);
+// otherwise block 0 is a plain candidate (still always kept) and each candidate is compared with
+// the mass kept before the previous candidate (the reference's cumulative sum lags by one
+// position), so the best other block is always taken. `thresholds` has one entry (all heads) or h
+// entries, each in (0, 1]. Returns bool [h, qb, kb].
+absl::StatusOr<at::Tensor> SelectXAttentionBlocks(const at::Tensor& block_scores,
+                                                  const BlockGrid& grid,
+                                                  const std::vector<double>& thresholds,
+                                                  int64_t last_query_size);
+
+// Selected blocks / block-causal blocks, averaged over the mask's heads (1 for a dense mask;
+// 1 when there is no causal block at all). Counts only block-causal entries of `mask`.
+double MaskDensity(const at::Tensor& mask, const BlockGrid& grid);
+
+}  // namespace attnkit::sparse
+
+#endif  // ATTNKIT_SPARSE_MASKS_H_

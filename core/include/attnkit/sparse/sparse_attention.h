@@ -1,0 +1,70 @@
+// Sparse prefill attention (C++ API, not ABI-stable): block masks (dense, A-shape, Tri-shape,
+// XAttention) and the block-sparse attention kernel, configured by SparseOptions (config.h, parsed
+// from attnkit.v1.SparseAttentionConfig). The C ABI over it is attnkit/attnkit_sparse.h.
+//
+// Tensors are per sequence (no batch dimension): q [H, Lq, d], k [Hkv, Lk, d], v [Hkv, Lk, dv],
+// float32, float16 or bfloat16 with any strides, Hkv dividing H (GQA), Lq <= Lk: the queries are
+// the last Lq positions of the Lk keys (a prefill chunk over a cache that already holds Lk - Lq
+// tokens). Masks are bool [1 or H, ceil(Lq / B), ceil(Lk / B)] with B = block_size (masks.h). CPU
+// kernels; tensors on another device are computed on CPU copies and the result is moved back.
+//
+// Thread safety: a SparseAttention is immutable after Create(); its const methods may be called
+// from several threads at once (each call parallelizes internally with at::parallel_for).
+#ifndef ATTNKIT_SPARSE_SPARSE_ATTENTION_H_
+#define ATTNKIT_SPARSE_SPARSE_ATTENTION_H_
+
+#include <memory>
+
+#include <ATen/core/Tensor.h>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "attnkit/config.h"
+#include "attnkit/sparse/masks.h"
+
+namespace attnkit::sparse {
+
+class SparseAttention {
+ public:
+  // Checks `options` (block_size >= 1, stride dividing block_size for XAttention, thresholds in
+  // (0, 1], non-negative sizes; recent_size a multiple of block_size for A-/Tri-shape).
+  static absl::StatusOr<std::unique_ptr<SparseAttention>> Create(const SparseOptions& options);
+
+  const SparseOptions& options() const { return options_; }
+
+  // The number of mask heads BuildMask returns for `num_heads` query heads: num_heads for
+  // XAttention with PER_HEAD aggregation, 1 otherwise.
+  int64_t MaskHeads(int64_t num_heads) const;
+
+  // The block mask for q [H, Lq, d] and k [Hkv, Lk, d]: bool [MaskHeads(H), ceil(Lq/B), ceil(Lk/B)]
+  // on CPU. Dense (every block-causal block) when Lq < min_sparse_length or mode is DENSE;
+  // Tri-shape and A-shape only read the lengths; XAttention estimates block scores from q and k.
+  absl::StatusOr<at::Tensor> BuildMask(const at::Tensor& q, const at::Tensor& k) const;
+
+  // The block mask from lengths only (DENSE, A_SHAPE, TRI_SHAPE; FailedPrecondition for XATTENTION,
+  // which needs q and k). [1, ceil(q_len/B), ceil(k_len/B)].
+  absl::StatusOr<at::Tensor> BuildStaticMask(int64_t q_len, int64_t k_len) const;
+
+  // Block-sparse causal attention of q, k, v restricted to `mask` (bool or uint8, shape
+  // [1 or H, ceil(Lq/B), ceil(Lk/B)]); `scale` multiplies q.k (pass 1/sqrt(d) for the usual
+  // scaling; must be finite). Returns float32 [H, Lq, dv].
+  absl::StatusOr<at::Tensor> Attention(const at::Tensor& q, const at::Tensor& k,
+                                       const at::Tensor& v, const at::Tensor& mask,
+                                       double scale) const;
+
+  // BuildMask + Attention. When `density` is not null it receives MaskDensity of the mask used
+  // (1.0 when attention stayed dense).
+  absl::StatusOr<at::Tensor> Prefill(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                     double scale, double* density = nullptr) const;
+
+ private:
+  explicit SparseAttention(const SparseOptions& options) : options_(options) {}
+  absl::StatusOr<at::Tensor> XAttentionMask(const at::Tensor& q, const at::Tensor& k,
+                                            const BlockGrid& grid) const;
+
+  SparseOptions options_;
+};
+
+}  // namespace attnkit::sparse
+
+#endif  // ATTNKIT_SPARSE_SPARSE_ATTENTION_H_
