@@ -8,5 +8,7 @@
 #include "attnkit/attnkit_config.h"
 #include "attnkit/attnkit_eviction.h"
 #include "attnkit/attnkit_session.h"
+#include "attnkit/attnkit_sparse.h"
+#include "attnkit/attnkit_visual.h"
 
 #endif /* ATTNKIT_ATTNKIT_H_ */

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "attnkit/eviction/eviction_policy.h"
+#include "attnkit/sparse/sparse_attention.h"
 #include "cpu/paged_attention.h"
 #include "session/page_pool.h"
 #include "session/rope.h"
@@ -67,6 +68,11 @@ class SessionImpl : public Session {
       layer.pool = std::make_unique<PagePool>(o.page_size, o.head_dim, StorageType(o.dtype), at::kCPU);
       layer.heads.resize(static_cast<size_t>(o.batch_size) * o.num_kv_heads);
       layer.seen.assign(o.batch_size, 0);
+    }
+    if (o.sparse.mode != SparseMode::kDense) {
+      auto sparse = sparse::SparseAttention::Create(o.sparse);
+      if (!sparse.ok()) return sparse.status();
+      sparse_ = std::move(*sparse);
     }
     if (o.eviction.enabled) {
       if (o.eviction.rerotate_keys && o.eviction.per_head) {
@@ -147,7 +153,16 @@ class SessionImpl : public Session {
         }
       });
     } else {
-      for (int64_t gi = 0; gi < groups; ++gi) {
+      bool equal_lengths = true;
+      for (const HeadCache& h : state.heads) equal_lengths &= h.length == state.heads[0].length;
+      const bool sparse = sparse_ != nullptr && equal_lengths && T >= o.sparse.min_sparse_length;
+      for (int64_t b = 0; sparse && b < B; ++b) {
+        if (absl::Status s = SparsePrefill(state, b, qf[b], result[b], window, window_rows, column_sums);
+            !s.ok()) {
+          return s;
+        }
+      }
+      for (int64_t gi = 0; !sparse && gi < groups; ++gi) {
         const int64_t b = gi / o.num_kv_heads, kvh = gi % o.num_kv_heads;
         PrefillGroup(state, gi, qf[b].narrow(0, kvh * G, G), result[b].narrow(0, kvh * G, G),
                      window, window_rows.defined() ? window_rows[b].narrow(0, kvh * G, G) : at::Tensor(),
@@ -210,7 +225,7 @@ class SessionImpl : public Session {
     s.attention_seconds = attention_seconds_;
     s.policy_seconds = policy_seconds_;
     s.peak_bytes_held = peak_bytes_;
-    s.sparse_density = 1.0;
+    s.sparse_density = sparse_density_;
     for (int l = 0; l < options_.num_layers; ++l) {
       const LayerState& layer = layers_[l];
       LayerStatsView ls{l, 0, layer.pool->pages_in_use() * layer.pool->page_bytes(),
@@ -358,33 +373,65 @@ class SessionImpl : public Session {
 
   // Causal attention of a long query chunk, block by block of queries with BLAS products; only the
   // observation the policy needs is kept.
+  // Causal attention of a long query chunk, block by block of queries with BLAS products over the
+  // keys each block can see; only the observation the policy needs is kept. Rows before
+  // `first_row` are skipped, and `out` may be undefined (observation only, after sparse prefill).
   void PrefillGroup(const LayerState& state, int64_t head_index, const at::Tensor& q,
                     const at::Tensor& out, int64_t window, const at::Tensor& window_rows,
-                    const at::Tensor& column_sums) {
+                    const at::Tensor& column_sums, int64_t first_row = 0) {
     const HeadCache& cache = state.heads[head_index];
     const int64_t L = cache.length, T = q.size(1), G = q.size(0);
     const at::Tensor keys = Gather(*state.pool, cache, false);
     const at::Tensor values = Gather(*state.pool, cache, true);
-    const at::Tensor kt = keys.t();
     const int64_t block = std::max<int64_t>(16, std::min<int64_t>(T, (int64_t{4} << 20) / std::max<int64_t>(1, G * L)));
-    const at::Tensor key_index = at::arange(L, at::kLong);
-    for (int64_t q0 = 0; q0 < T; q0 += block) {
+    for (int64_t q0 = first_row; q0 < T; q0 += block) {
       const int64_t n = std::min(block, T - q0);
-      at::Tensor scores = at::matmul(q.narrow(1, q0, n), kt).mul_(options_.scale);  // [G, n, L]
+      const int64_t visible = L - T + q0 + n;  // keys the last row of the block sees
+      at::Tensor scores = at::matmul(q.narrow(1, q0, n), keys.narrow(0, 0, visible).t()).mul_(options_.scale);
       const at::Tensor limit = at::arange(L - T + q0, L - T + q0 + n, at::kLong).unsqueeze(1);
-      scores.masked_fill_(key_index.unsqueeze(0).gt(limit), -std::numeric_limits<float>::infinity());
-      at::Tensor probs = at::softmax(scores, -1);
-      out.narrow(1, q0, n).copy_(at::matmul(probs, values));
+      scores.masked_fill_(at::arange(visible, at::kLong).unsqueeze(0).gt(limit),
+                          -std::numeric_limits<float>::infinity());
+      at::Tensor probs = at::softmax(scores, -1);  // [G, n, visible]
+      if (out.defined()) out.narrow(1, q0, n).copy_(at::matmul(probs, values.narrow(0, 0, visible)));
       if (window_rows.defined()) {
         const int64_t first_window = T - window;
         const int64_t lo = std::max(q0, first_window), hi = q0 + n;
         if (lo < hi) {
-          window_rows.narrow(1, lo - first_window, hi - lo).narrow(2, 0, L)
+          window_rows.narrow(1, lo - first_window, hi - lo).narrow(2, 0, visible)
               .copy_(probs.narrow(1, lo - q0, hi - lo));
         }
       }
-      if (column_sums.defined()) column_sums.narrow(1, 0, L).add_(probs.sum(1));
+      if (column_sums.defined()) column_sums.narrow(1, 0, visible).add_(probs.sum(1));
     }
+  }
+
+  // Sparse prefill of sequence b (every kv head holding the same tokens): the block-sparse kernel
+  // computes the output; the policy's observation is computed densely for the rows it needs (the
+  // window's last queries, or every row for column sums).
+  absl::Status SparsePrefill(const LayerState& state, int64_t b, const at::Tensor& q,
+                             const at::Tensor& out, int64_t window, const at::Tensor& window_rows,
+                             const at::Tensor& column_sums) {
+    const SessionOptions& o = options_;
+    std::vector<at::Tensor> keys, values;
+    for (int h = 0; h < o.num_kv_heads; ++h) {
+      const HeadCache& cache = state.heads[b * o.num_kv_heads + h];
+      keys.push_back(Gather(*state.pool, cache, false));
+      values.push_back(Gather(*state.pool, cache, true));
+    }
+    double density = 1.0;
+    auto result = sparse_->Prefill(q, at::stack(keys), at::stack(values), o.scale, &density);
+    if (!result.ok()) return result.status();
+    out.copy_(*result);
+    sparse_density_ = density;
+    if (!window_rows.defined() && !column_sums.defined()) return absl::OkStatus();
+    const int64_t G = o.num_heads / o.num_kv_heads, T = q.size(1);
+    for (int64_t kvh = 0; kvh < o.num_kv_heads; ++kvh) {
+      PrefillGroup(state, b * o.num_kv_heads + kvh, q.narrow(0, kvh * G, G), at::Tensor(), window,
+                   window_rows.defined() ? window_rows[b].narrow(0, kvh * G, G) : at::Tensor(),
+                   column_sums.defined() ? column_sums[b].narrow(0, kvh * G, G) : at::Tensor(),
+                   column_sums.defined() ? 0 : T - window);
+    }
+    return absl::OkStatus();
   }
 
   void CopyObservation(const std::vector<float>& rows, const std::vector<float>& sums,
@@ -461,6 +508,8 @@ class SessionImpl : public Session {
   int64_t steps_ = 0;
   int64_t peak_bytes_ = 0;
   double attention_seconds_ = 0, policy_seconds_ = 0;
+  std::unique_ptr<sparse::SparseAttention> sparse_;
+  double sparse_density_ = 1.0;
 };
 
 }  // namespace

@@ -8,6 +8,7 @@
 
 #include "attnkit/config_parser.h"
 #include "attnkit/session/session.h"
+#include "attnkit/sparse/sparse_attention.h"
 #include "session/rope.h"
 
 namespace attnkit {
@@ -224,6 +225,35 @@ TEST(SessionTest, RerotatedKeysEqualKeysRotatedAtTheirNewPositions) {
     }
   }
   EXPECT_EQ(*session->NextPosition(0), 6);  // the cache length: positions stay contiguous
+}
+
+TEST(SessionTest, SparsePrefillUsesTheBlockSparseKernelAndKeepsTheObservationExact) {
+  const std::string sparse =
+      "sparse_attention { mode: TRI_SHAPE block_size: 16 recent_size: 32 last_query_size: 8 } ";
+  const std::string eviction =
+      "eviction { enabled: true algorithm: SNAPKV granularity: PER_TOKEN start_tokens: 4 "
+      "intermediate_tokens: 16 recent_tokens: 8 }";
+  auto sparse_session = MakeSession(std::string(kShape) + sparse + eviction);
+  auto dense_session = MakeSession(std::string(kShape) + eviction);
+  at::manual_seed(8);
+  at::Tensor q = at::randn({1, 4, 100, 16}), k = at::randn({1, 2, 100, 16}), v = at::randn({1, 2, 100, 16});
+  at::Tensor out = at::empty_like(q), dense_out = at::empty_like(q);
+  ASSERT_TRUE(sparse_session->Attend(0, q, k, v, out).ok());
+  ASSERT_TRUE(dense_session->Attend(0, q, k, v, dense_out).ok());
+  SparseOptions options;
+  options.mode = SparseMode::kTriShape;
+  options.block_size = 16;
+  options.recent_size = 32;
+  options.last_query_size = 8;
+  auto kernel = sparse::SparseAttention::Create(options);
+  ASSERT_TRUE(kernel.ok());
+  auto expected = (*kernel)->Prefill(q[0], k[0], v[0], 0.25);
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  EXPECT_LT((out[0] - *expected).abs().max().item<float>(), 1e-5);
+  EXPECT_GT((out - dense_out).abs().max().item<float>(), 1e-3);  // sparse really skipped blocks
+  EXPECT_LT(sparse_session->Stats().sparse_density, 1.0);
+  // SnapKV's window rows are exact either way: same kept tokens.
+  EXPECT_EQ(*sparse_session->Positions(0, 0, 0), *dense_session->Positions(0, 0, 0));
 }
 
 }  // namespace
