@@ -1,0 +1,101 @@
+// attnkit's CUDA kernels behind ATen tensors (C++ API, not ABI-stable): block-sparse causal
+// attention over per-(head, query block) lists of key blocks, the fused XAttention block estimate,
+// A-shape/Tri-shape block lists built on the device, and fused decode attention over a paged cache
+// that accumulates the eviction scores. Every tensor argument must be on one CUDA device; results
+// stay there and are computed on the device's current stream. Inputs: bfloat16 or float16, head dim
+// 64 or 128, GQA (query head h reads kv head h / (H / Hkv)); accumulation is float32.
+//
+// Defined only in builds with CUDA (ATTNKIT_WITH_CUDA is defined for everything that links
+// attnkit_core then); guard calls with #ifdef ATTNKIT_WITH_CUDA and check Available() at run time.
+// Shapes follow attnkit/sparse/sparse_attention.h: per sequence, q [H, Lq, d], k [Hkv, Lk, d],
+// v [Hkv, Lk, d], queries are the last Lq of the Lk positions, blocks counted from query 0 and key 0.
+// Thread safety: pure functions; concurrent calls are fine (each launches on the current stream).
+#ifndef ATTNKIT_CUDA_KERNELS_H_
+#define ATTNKIT_CUDA_KERNELS_H_
+
+#include <cstdint>
+#include <utility>
+
+#include <ATen/core/Tensor.h>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace attnkit::cuda {
+
+// True when a CUDA device is visible to this process (the kernels are compiled in whenever this
+// header's functions exist).
+bool Available();
+
+// A block mask as lists: indices int32 [mask_heads, q_blocks, max_list] (ascending key blocks,
+// entries past counts[h, r] unused), counts int32 [mask_heads, q_blocks]; mask_heads is 1 (shared
+// by all heads) or H. On the CUDA device of the attention inputs.
+struct BlockLists {
+  at::Tensor indices;
+  at::Tensor counts;
+};
+
+// bool or uint8 mask [mask_heads, q_blocks, k_blocks] (any device) -> lists on `device` (CUDA).
+absl::StatusOr<BlockLists> MaskToBlockLists(const at::Tensor& mask, at::Device device);
+
+// A-shape (tri_shape = false) or Tri-shape lists built on `device` from the lengths alone, with the
+// rules of attnkit/sparse/masks.h (sink blocks ceil(sink_size / block), at least one; the recent
+// window of recent_size / block blocks ending at the diagonal; the dense tail of last_query_size
+// queries for Tri-shape; dense when q_len <= recent_size). When `mask` is not null it receives the
+// same mask as bool [1, q_blocks, k_blocks] on `device`.
+absl::StatusOr<BlockLists> ShapeBlockLists(int64_t q_len, int64_t k_len, int64_t block_size,
+                                           int64_t sink_size, int64_t recent_size,
+                                           int64_t last_query_size, bool tri_shape,
+                                           at::Device device, at::Tensor* mask = nullptr);
+
+// Block-sparse causal attention restricted to `lists` (block_size a multiple of 128; `scale` > 0
+// multiplies q.k). Token-level causal inside the selected blocks (bottom-right aligned); a query
+// that sees no key gets zeros. Returns [H, Lq, d] in q's dtype. Any strides with a unit inner
+// stride are read in place; other layouts are copied first.
+absl::StatusOr<at::Tensor> BlockSparseAttention(const at::Tensor& q, const at::Tensor& k,
+                                                const at::Tensor& v, const BlockLists& lists,
+                                                int64_t block_size, double scale);
+
+// Plain ATen reference of BlockSparseAttention on any device: expands the bool block mask
+// [1 or H, q_blocks, k_blocks] to tokens, materializes the scores in float32 and applies softmax.
+// Returns float32 [H, Lq, d]. For tests.
+absl::StatusOr<at::Tensor> BlockSparseAttentionReference(const at::Tensor& q, const at::Tensor& k,
+                                                         const at::Tensor& v,
+                                                         const at::Tensor& mask,
+                                                         int64_t block_size, double scale);
+
+// The XAttention block estimate (ALGORITHMS.md section 2 steps 1-4, per head): float32
+// [H, ceil(Lq/B), ceil(Lk/B)] with the semantics of core/kernels/cpu/xattention_estimate.h.
+// block_size / stride must be a multiple of 8.
+absl::StatusOr<at::Tensor> XAttentionEstimate(const at::Tensor& q, const at::Tensor& k,
+                                              int64_t block_size, int64_t stride);
+
+// A paged KV cache on the device, in the session's page layout (core/src/session/page_pool.h):
+// page p of kv head g starts at the device address page_ptrs[g, p] and holds page_size key rows,
+// then page_size value rows, of head_dim elements each.
+struct PagedCache {
+  at::Tensor page_ptrs;  // int64 [Hkv, max_pages] on the CUDA device
+  at::Tensor lengths;    // int32 [Hkv] on the CUDA device: cached tokens per kv head
+  int64_t max_length = 0;  // >= every entry of lengths (host-side bound; sizes the launch)
+  int64_t page_size = 0;
+  int64_t head_dim = 0;
+  at::ScalarType dtype = at::kBFloat16;
+};
+
+// One decode step: q [H, d] (one token per query head) against the cache. Returns [H, d] in q's
+// dtype. When `scores` is not null (float32 [Hkv, >= max_length], CUDA, unit inner stride), adds to
+// scores[g, j] the attention probability of token j summed over kv head g's query heads (the
+// per-step observation of H2O-style scorers). At most 8 query heads per kv head.
+absl::StatusOr<at::Tensor> PagedDecodeAttention(const at::Tensor& q, const PagedCache& cache,
+                                                double scale, at::Tensor* scores = nullptr);
+
+// Plain ATen reference of one decode step over contiguous k, v [Hkv, L, d]: returns the float32
+// output [H, d] and the float32 scores [Hkv, L] (probabilities summed over each group).
+absl::StatusOr<std::pair<at::Tensor, at::Tensor>> DenseDecodeReference(const at::Tensor& q,
+                                                                       const at::Tensor& k,
+                                                                       const at::Tensor& v,
+                                                                       double scale);
+
+}  // namespace attnkit::cuda
+
+#endif  // ATTNKIT_CUDA_KERNELS_H_

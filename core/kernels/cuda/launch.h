@@ -1,0 +1,98 @@
+// Host-side launchers of the CUDA kernels: raw device pointers, strides in elements, a stream.
+// No Torch and no Abseil here, so nvcc compiles only the kernels; the ATen-facing entry points with
+// their checks live in api.cc (attnkit/cuda/kernels.h). Each launcher returns the launch's
+// cudaError_t (cudaGetLastError after the launch). Internal to core/kernels/cuda.
+#ifndef ATTNKIT_CORE_KERNELS_CUDA_LAUNCH_H_
+#define ATTNKIT_CORE_KERNELS_CUDA_LAUNCH_H_
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace attnkit::cuda_kernels {
+
+enum class DType { kBFloat16, kFloat16 };
+
+// Block-sparse causal attention (FlashAttention-2 style: 128 query rows per CTA, 8 warps, 64-key
+// tiles double-buffered with cp.async, mma.sync m16n8k16, online softmax in fp32, nothing
+// materialized). q [H, Lq, D], k/v [Hkv, Lk, D] (inner stride 1, row stride and head stride
+// given), out [H, Lq, D] in the input dtype. The mask is, per (mask head, query block), a list of
+// key blocks: indices [mask_heads, q_blocks, max_list] int32, counts [mask_heads, q_blocks] int32;
+// mask_heads is 1 (shared) or H. Entries outside [0, k_blocks) or right of the causal diagonal are
+// skipped. block_size must be a multiple of 128; D is 64 or 128.
+struct AttentionArgs {
+  const void* q;
+  const void* k;
+  const void* v;
+  void* out;
+  int64_t q_head_stride, q_row_stride;
+  int64_t k_head_stride, k_row_stride;
+  int64_t v_head_stride, v_row_stride;
+  int64_t o_head_stride, o_row_stride;
+  int num_heads, group;  // group = H / Hkv
+  int q_len, k_len, head_dim;
+  int block_size;
+  const int32_t* indices;
+  const int32_t* counts;
+  int mask_heads, q_blocks, max_list;
+  float scale;
+};
+cudaError_t LaunchBlockSparseAttention(const AttentionArgs& args, DType dtype,
+                                       cudaStream_t stream);
+
+// XAttention block estimate (ALGORITHMS.md section 2 steps 1-4), fused: per CTA 128 reshaped query
+// rows; pass 1 computes each row's softmax max and sum over its causal reshaped keys, pass 2
+// recomputes the scores and adds the probabilities into the (B/S) x (B/S) cells with one atomicAdd
+// per warp and cell. `out` [H, q_blocks, k_blocks] float32 must be zeroed by the caller.
+struct EstimateArgs {
+  const void* q;
+  const void* k;
+  float* out;
+  int64_t q_head_stride, q_row_stride;
+  int64_t k_head_stride, k_row_stride;
+  int num_heads, group;
+  int q_len, k_len, head_dim;
+  int block_size, stride;
+  int q_blocks, k_blocks;
+};
+cudaError_t LaunchXAttentionEstimate(const EstimateArgs& args, DType dtype, cudaStream_t stream);
+
+// A-shape / Tri-shape block lists built on the device: for each query block r, block 0 .. sink
+// blocks, the recent window (r + off - recent_blocks, r + off], and every causal block when r is in
+// the dense tail (rows >= q_blocks - tail_rows); ascending. indices [q_blocks, k_blocks], counts
+// [q_blocks]. Also writes the same as a bool mask [q_blocks, k_blocks] when `mask` is not null.
+cudaError_t LaunchShapeBlockLists(int q_blocks, int k_blocks, int sink_blocks, int recent_blocks,
+                                  int tail_rows, bool dense, int32_t* indices, int32_t* counts,
+                                  bool* mask, cudaStream_t stream);
+
+// Bool/uint8 mask [mask_heads, q_blocks, k_blocks] (contiguous) to ascending lists: indices
+// [mask_heads, q_blocks, k_blocks] int32 (tail unspecified), counts [mask_heads, q_blocks].
+cudaError_t LaunchMaskToLists(const uint8_t* mask, int rows, int k_blocks, int32_t* indices,
+                              int32_t* counts, cudaStream_t stream);
+
+// Decode attention over a paged cache, one query token per head, fused with the eviction scores.
+// Page p of kv head g starts at page_ptrs[g * max_pages + p] (a device address): page_size key
+// rows then page_size value rows of D elements. lengths [Hkv] int32 on the device; max_length an
+// upper bound of them (sizes the grid). out [H, D] in the input dtype. When `scores` is not null
+// ([Hkv, scores_stride] float32), scores[g, j] += sum over the group's query heads of the
+// attention probability of token j. Workspace: see DecodeWorkspaceFloats.
+struct DecodeArgs {
+  const void* q;  // [H, D], row stride q_stride
+  int64_t q_stride;
+  const int64_t* page_ptrs;
+  int max_pages;
+  const int32_t* lengths;
+  int max_length, page_size;
+  int num_heads, group, head_dim;
+  void* out;  // [H, D] contiguous
+  float* scores;
+  int64_t scores_stride;
+  float scale;
+  float* workspace;
+};
+int64_t DecodeWorkspaceFloats(int num_heads, int head_dim, int max_length);
+cudaError_t LaunchPagedDecode(const DecodeArgs& args, DType dtype, cudaStream_t stream);
+
+}  // namespace attnkit::cuda_kernels
+
+#endif  // ATTNKIT_CORE_KERNELS_CUDA_LAUNCH_H_
