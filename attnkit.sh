@@ -3,7 +3,7 @@
 #   ./attnkit.sh deps        install missing Debian packages (apt-get update first)
 #   ./attnkit.sh build       configure + build (build/ by default, ATTNKIT_BUILD_DIR overrides)
 #   ./attnkit.sh generate    the main job: the C sample over stories260k (extra args pass through)
-#   ./attnkit.sh test        everything: deps, build, ctest (all labels but bench)
+#   ./attnkit.sh test        everything: deps, build, the sanitizer pass, ctest (all labels but bench)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 build_dir="${ATTNKIT_BUILD_DIR:-$here/build}"
@@ -74,6 +74,15 @@ case "${1:-}" in
   deps) deps ;;
   build) build ;;
   generate) shift; deps; configure; cmake --build "$build_dir" -j "$jobs" --target attnkit_generate; "$build_dir/samples/c/attnkit_generate" "$@" ;;
-  test) shift; build; ctest --test-dir "$build_dir" --output-on-failure -LE bench -j "$jobs" "$@" ;;
+  test)
+    shift
+    build
+    # The ASan+UBSan pass over the C++ and C ABI tests first (its own build dir), then every test of
+    # the main build, whose summary closes the output. ATTNKIT_SANITIZE_PASS=0 skips the former.
+    if [ "${ATTNKIT_SANITIZE_PASS:-1}" != 0 ]; then
+      ATTNKIT_SANITIZE_BUILD_DIR="${build_dir}-sanitize" "$here/tests/sanitize.sh"
+    fi
+    ctest --test-dir "$build_dir" --output-on-failure -LE bench -j "$jobs" "$@"
+    ;;
   *) sed -n '2,7p' "$0"; exit 2 ;;
 esac

@@ -1,5 +1,7 @@
 #include "attnkit/attnkit_config.h"
 
+#include <cstring>
+
 #include "absl/strings/str_cat.h"
 #include "attnkit/config_parser.h"
 #include "capi_internal.h"
@@ -8,15 +10,19 @@ using attnkit::capi::Guard;
 
 namespace {
 
-absl::StatusOr<attnkit::ConfigKind> Kind(attnkit_config_kind kind) {
-  switch (kind) {
+// A C caller may pass any int as the enum; reading such a value as attnkit_config_kind is undefined
+// in C++, so the caller's bits are read as an int first.
+absl::StatusOr<attnkit::ConfigKind> Kind(const attnkit_config_kind& kind) {
+  int32_t raw = 0;
+  static_assert(sizeof(attnkit_config_kind) == sizeof(int32_t), "C enums are int-sized here");
+  std::memcpy(&raw, &kind, sizeof(raw));
+  switch (raw) {
     case ATTNKIT_CONFIG_EVICTION: return attnkit::ConfigKind::kEviction;
     case ATTNKIT_CONFIG_SPARSE_ATTENTION: return attnkit::ConfigKind::kSparseAttention;
     case ATTNKIT_CONFIG_VISUAL_PRUNING: return attnkit::ConfigKind::kVisualPruning;
     case ATTNKIT_CONFIG_SESSION: return attnkit::ConfigKind::kSession;
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("kind: unknown config kind ", static_cast<int>(kind)));
+  return absl::InvalidArgumentError(absl::StrCat("kind: unknown config kind ", raw));
 }
 
 absl::Status CheckData(const void* data, size_t size) {
