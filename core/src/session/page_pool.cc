@@ -17,11 +17,13 @@ PagePool::PagePool(int page_size, int head_dim, at::ScalarType dtype, at::Device
 
 int32_t PagePool::Allocate() {
   if (free_.empty()) {
-    at::Tensor chunk = at::empty({pages_per_chunk_ * page_bytes()},
-                                 at::TensorOptions().dtype(at::kByte).device(device_));
-    const int32_t first = static_cast<int32_t>(chunks_.size()) * pages_per_chunk_;
-    chunks_.push_back(chunk);
-    chunk_ptrs_.push_back(static_cast<char*>(chunk.data_ptr()));
+    const int32_t first = static_cast<int32_t>(key_chunks_.size()) * pages_per_chunk_;
+    for (auto* chunks : {&key_chunks_, &value_chunks_}) {
+      at::Tensor chunk = at::empty({pages_per_chunk_ * half_bytes_},
+                                   at::TensorOptions().dtype(at::kByte).device(device_));
+      chunks_.push_back(chunk);
+      chunks->push_back(static_cast<char*>(chunk.data_ptr()));
+    }
     for (int32_t p = first + pages_per_chunk_ - 1; p >= first; --p) free_.push_back(p);
   }
   const int32_t page = free_.back();

@@ -1,5 +1,7 @@
 // Fixed-size pages of keys and values for one layer. A page holds page_size tokens of one
-// (sequence, kv head): page_size key rows, then page_size value rows, head_dim elements each.
+// (sequence, kv head): page_size key rows and page_size value rows, head_dim elements each. Keys
+// and values live in separate chunks, so the key rows of pages allocated in a row are contiguous
+// and the attention kernel's key pass and value pass each stream through memory.
 // Pages come from chunks that are never returned; released pages are reused first, so the bytes in
 // use follow the cache's budget while the reserve stays at its peak.
 #ifndef ATTNKIT_CORE_SESSION_PAGE_POOL_H_
@@ -19,8 +21,8 @@ class PagePool {
   int32_t Allocate();
   void Release(int32_t page);
 
-  char* Keys(int32_t page) const { return Base(page); }
-  char* Values(int32_t page) const { return Base(page) + half_bytes_; }
+  char* Keys(int32_t page) const { return Base(key_chunks_, page); }
+  char* Values(int32_t page) const { return Base(value_chunks_, page); }
   // Row `row` (< page_size) of a page's keys or values.
   char* KeyRow(int32_t page, int64_t row) const { return Keys(page) + row * row_bytes_; }
   char* ValueRow(int32_t page, int64_t row) const { return Values(page) + row * row_bytes_; }
@@ -31,11 +33,11 @@ class PagePool {
   int64_t row_bytes() const { return row_bytes_; }
   int64_t page_bytes() const { return 2 * half_bytes_; }
   int64_t pages_in_use() const { return in_use_; }
-  int64_t pages_reserved() const { return static_cast<int64_t>(chunks_.size()) * pages_per_chunk_; }
+  int64_t pages_reserved() const { return static_cast<int64_t>(key_chunks_.size()) * pages_per_chunk_; }
 
  private:
-  char* Base(int32_t page) const {
-    return chunk_ptrs_[page / pages_per_chunk_] + (page % pages_per_chunk_) * page_bytes();
+  char* Base(const std::vector<char*>& chunks, int32_t page) const {
+    return chunks[page / pages_per_chunk_] + (page % pages_per_chunk_) * half_bytes_;
   }
 
   int page_size_, head_dim_;
@@ -43,8 +45,8 @@ class PagePool {
   at::Device device_;
   int64_t row_bytes_, half_bytes_;
   int32_t pages_per_chunk_;
-  std::vector<at::Tensor> chunks_;
-  std::vector<char*> chunk_ptrs_;
+  std::vector<at::Tensor> chunks_;  // owners of the memory below
+  std::vector<char*> key_chunks_, value_chunks_;
   std::vector<int32_t> free_;
   int64_t in_use_ = 0;
 };
