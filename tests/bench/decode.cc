@@ -71,8 +71,6 @@ SessionRun RunSession(const Shape& s, bool evict, const at::Tensor& prompt_q,
   }
   const SessionStatsView after = session->Stats();
   SessionRun r;
-  double total = 0;
-  for (double t : times) total += t;
   std::sort(times.begin(), times.end());
   r.step_ms = times[times.size() / 2];
   const double policy = after.policy_seconds - before.policy_seconds;
