@@ -80,6 +80,7 @@ struct VisualOptions {
   bool global_budget = false;
   bool gain_guard = false;
   uint64_t seed = 0;
+  bool fast_kernel = false;  // BLAS GEMMs instead of the reference's exact rounding
 };
 
 enum class DType { kFloat32, kFloat16, kBFloat16 };

@@ -338,6 +338,7 @@ absl::StatusOr<VisualOptions> ConvertVisual(const pb::VisualPruningConfig& c,
   o.global_budget = c.budget_scope() == pb::GLOBAL;
   o.gain_guard = c.gain_guard();
   o.seed = c.seed();
+  o.fast_kernel = c.fast_kernel();
   return o;
 }
 

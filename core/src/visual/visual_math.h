@@ -14,6 +14,10 @@ at::Tensor NormalizeRows(const at::Tensor& x);
 // (rel - min) / (max - min + 1e-6). embeds [N, C], text [M, C] float32; returns [N] float32.
 at::Tensor Relevance(const at::Tensor& embeds, const at::Tensor& text, bool positive);
 
+// Relevance by the same formula evaluated as one GEMV against the mean normalized text embedding
+// (the fast_kernel path; equal up to rounding).
+at::Tensor RelevanceFast(const at::Tensor& embeds, const at::Tensor& text, bool positive);
+
 // exp(alpha * rel) with alpha = theta / (2 (1 - theta)) when theta != 1; rel itself otherwise.
 at::Tensor ApplyTheta(const at::Tensor& relevance, double theta);
 

@@ -200,10 +200,15 @@ absl::StatusOr<std::vector<std::vector<int64_t>>> VisualPruner::Select(
       std::vector<at::Tensor> sims(problems.size()), rels(problems.size());
       for (size_t p = 0; p < problems.size(); ++p) {
         at::Tensor rel = visual::ApplyTheta(
-            visual::ExactRelevance(problems[p].embeds, text, options_.positive_relevance, threads),
+            options_.fast_kernel
+                ? visual::RelevanceFast(problems[p].embeds, text, options_.positive_relevance)
+                : visual::ExactRelevance(problems[p].embeds, text, options_.positive_relevance,
+                                         threads),
             options_.theta);
         ATTNKIT_RETURN_IF_ERROR(CheckFinite(rel, "relevance (image_embeds)"));
-        at::Tensor sim = visual::ExactSimilarity(problems[p].features, threads);
+        at::Tensor sim = options_.fast_kernel
+                             ? visual::CosineSimilarity(problems[p].features).contiguous()
+                             : visual::ExactSimilarity(problems[p].features, threads);
         ATTNKIT_RETURN_IF_ERROR(CheckFinite(at::diagonal(sim), "similarity (image_features)"));
         // L's diagonal overflows iff some (r_a * S_aa) * r_a does.
         ATTNKIT_RETURN_IF_ERROR(CheckFinite(rel * at::diagonal(sim) * rel, "kernel"));
