@@ -11,7 +11,7 @@ jobs="${ATTNKIT_JOBS:-$(nproc)}"
 
 packages=(
   build-essential cmake ninja-build ccache pkg-config
-  libtorch-dev libopenblas0-pthread
+  libtorch-dev libopenblas0-pthread libopenblas0-openmp
   libprotobuf-dev protobuf-compiler libabsl-dev libdlpack-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-14 libclang-rt-14-dev
@@ -40,10 +40,13 @@ deps() {
 # wins in auto mode, but an alternative left in manual mode on the reference BLAS (about 5 GFLOP/s
 # instead of about 285 for an fp32 matmul here) would stay: point both at OpenBLAS when they do not.
 use_openblas() {
+  # The OpenMP build of OpenBLAS, not the pthread one: attnkit and ATen run their parallel work in
+  # OpenMP regions, whose threads spin after each region; a pthread OpenBLAS then fights them for
+  # the cores (measured here: CDPruner's kernel build 2x slower). The OpenMP build shares the pool.
   local arch lib target current
   arch="$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-multiarch)"
-  for lib in libblas.so.3 liblapack.so.3; do
-    target="/usr/lib/$arch/openblas-pthread/$lib"
+  for lib in libblas.so.3 liblapack.so.3 libopenblas.so.0; do
+    target="/usr/lib/$arch/openblas-openmp/$lib"
     [ -e "$target" ] || continue
     current="$(readlink -f "/etc/alternatives/$lib-$arch" 2>/dev/null || true)"
     if [ "$current" != "$(readlink -f "$target")" ]; then
