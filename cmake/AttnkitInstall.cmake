@@ -12,5 +12,8 @@ write_basic_package_version_file("${PROJECT_BINARY_DIR}/attnkitConfigVersion.cma
   COMPATIBILITY SameMajorVersion)
 install(FILES "${PROJECT_BINARY_DIR}/attnkitConfig.cmake" "${PROJECT_BINARY_DIR}/attnkitConfigVersion.cmake"
   DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/attnkit)
+# Relocatable: the prefix is found from the .pc file's own folder, so `cmake --install --prefix X`
+# works wherever X is.
+file(RELATIVE_PATH ATTNKIT_PC_TO_PREFIX "/prefix/${CMAKE_INSTALL_LIBDIR}/pkgconfig" "/prefix")
 configure_file("${PROJECT_SOURCE_DIR}/cmake/attnkit.pc.in" "${PROJECT_BINARY_DIR}/attnkit.pc" @ONLY)
 install(FILES "${PROJECT_BINARY_DIR}/attnkit.pc" DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
