@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "attnkit/attnkit_common.h"
 
 struct attnkit_status {
@@ -52,6 +53,11 @@ absl::StatusOr<at::Tensor> FromDLPack(const DLTensor* tensor, const TensorSpec& 
 
 // "[2, 4, 128, 64]"
 std::string ShapeString(at::IntArrayRef shape);
+
+// A caller's (data, size) bytes as a view; size 0 is the empty view whatever data is.
+inline absl::string_view ByteView(const void* data, size_t size) {
+  return size == 0 ? absl::string_view() : absl::string_view(static_cast<const char*>(data), size);
+}
 
 // Copies into a new library-owned array.
 attnkit_int64_array* NewInt64Array(const std::vector<int64_t>& values);

@@ -30,9 +30,6 @@ absl::Status CheckData(const void* data, size_t size) {
   return absl::OkStatus();
 }
 
-absl::string_view View(const void* data, size_t size) {
-  return size == 0 ? absl::string_view() : absl::string_view(static_cast<const char*>(data), size);
-}
 
 }  // namespace
 
@@ -43,7 +40,7 @@ attnkit_status* attnkit_config_validate(attnkit_config_kind kind, const void* da
     auto k = Kind(kind);
     if (!k.ok()) return k.status();
     if (absl::Status s = CheckData(data, size); !s.ok()) return s;
-    return attnkit::ValidateConfig(*k, View(data, size), /*text=*/false).status();
+    return attnkit::ValidateConfig(*k, attnkit::capi::ByteView(data, size), /*text=*/false).status();
   });
 }
 
@@ -53,7 +50,7 @@ attnkit_status* attnkit_config_validate_text(attnkit_config_kind kind, const cha
     auto k = Kind(kind);
     if (!k.ok()) return k.status();
     if (absl::Status s = CheckData(text, size); !s.ok()) return s;
-    return attnkit::ValidateConfig(*k, View(text, size), /*text=*/true).status();
+    return attnkit::ValidateConfig(*k, attnkit::capi::ByteView(text, size), /*text=*/true).status();
   });
 }
 
@@ -65,7 +62,7 @@ attnkit_status* attnkit_config_text_to_binary(attnkit_config_kind kind, const ch
     auto k = Kind(kind);
     if (!k.ok()) return k.status();
     if (absl::Status s = CheckData(text, size); !s.ok()) return s;
-    auto bytes = attnkit::ConfigTextToBinary(*k, View(text, size));
+    auto bytes = attnkit::ConfigTextToBinary(*k, attnkit::capi::ByteView(text, size));
     if (!bytes.ok()) return bytes.status();
     *out = attnkit::capi::NewBuffer(*bytes);
     return absl::OkStatus();
@@ -80,7 +77,7 @@ attnkit_status* attnkit_config_binary_to_text(attnkit_config_kind kind, const vo
     auto k = Kind(kind);
     if (!k.ok()) return k.status();
     if (absl::Status s = CheckData(data, size); !s.ok()) return s;
-    auto text = attnkit::ConfigBinaryToText(*k, View(data, size));
+    auto text = attnkit::ConfigBinaryToText(*k, attnkit::capi::ByteView(data, size));
     if (!text.ok()) return text.status();
     *out = attnkit::capi::NewBuffer(*text);
     return absl::OkStatus();

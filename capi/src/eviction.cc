@@ -41,9 +41,6 @@ absl::StatusOr<std::vector<int64_t>> Lengths(const int64_t* lengths, size_t num_
   return std::vector<int64_t>(lengths, lengths + num_lengths);
 }
 
-absl::string_view View(const void* data, size_t size) {
-  return size == 0 ? absl::string_view() : absl::string_view(static_cast<const char*>(data), size);
-}
 
 }  // namespace
 
@@ -54,7 +51,7 @@ attnkit_status* attnkit_eviction_policy_create(const void* config, size_t size, 
                                                attnkit_eviction_policy** out) {
   return Guard(__func__, [&]() -> absl::Status {
     if (config == nullptr && size > 0) return absl::InvalidArgumentError("config: must not be NULL");
-    return Create(View(config, size), false, num_layers, num_heads, num_kv_heads, out);
+    return Create(attnkit::capi::ByteView(config, size), false, num_layers, num_heads, num_kv_heads, out);
   });
 }
 
@@ -64,7 +61,7 @@ attnkit_status* attnkit_eviction_policy_create_from_text(const char* text, size_
                                                          attnkit_eviction_policy** out) {
   return Guard(__func__, [&]() -> absl::Status {
     if (text == nullptr && size > 0) return absl::InvalidArgumentError("text: must not be NULL");
-    return Create(View(text, size), true, num_layers, num_heads, num_kv_heads, out);
+    return Create(attnkit::capi::ByteView(text, size), true, num_layers, num_heads, num_kv_heads, out);
   });
 }
 

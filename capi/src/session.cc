@@ -26,9 +26,6 @@ absl::Status Create(absl::string_view data, bool text, attnkit_session** out) {
   return absl::OkStatus();
 }
 
-absl::string_view View(const void* data, size_t size) {
-  return size == 0 ? absl::string_view() : absl::string_view(static_cast<const char*>(data), size);
-}
 
 }  // namespace
 
@@ -37,7 +34,7 @@ extern "C" {
 attnkit_status* attnkit_session_create(const void* config, size_t size, attnkit_session** out) {
   return Guard(__func__, [&]() -> absl::Status {
     if (config == nullptr && size > 0) return absl::InvalidArgumentError("config: must not be NULL");
-    return Create(View(config, size), false, out);
+    return Create(attnkit::capi::ByteView(config, size), false, out);
   });
 }
 
@@ -45,7 +42,7 @@ attnkit_status* attnkit_session_create_from_text(const char* text, size_t size,
                                                  attnkit_session** out) {
   return Guard(__func__, [&]() -> absl::Status {
     if (text == nullptr && size > 0) return absl::InvalidArgumentError("text: must not be NULL");
-    return Create(View(text, size), true, out);
+    return Create(attnkit::capi::ByteView(text, size), true, out);
   });
 }
 

@@ -29,8 +29,7 @@ absl::Status Create(const void* data, size_t size, bool text, attnkit_sparse_att
   ATTNKIT_CHECK_ARG(out);
   *out = nullptr;
   if (data == nullptr && size > 0) return absl::InvalidArgumentError("data: must not be NULL");
-  const absl::string_view view =
-      size == 0 ? absl::string_view() : absl::string_view(static_cast<const char*>(data), size);
+  const absl::string_view view = attnkit::capi::ByteView(data, size);
   auto options = attnkit::ParseSparseAttentionConfig(view, text);
   if (!options.ok()) return options.status();
   auto impl = attnkit::sparse::SparseAttention::Create(*options);

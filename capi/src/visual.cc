@@ -33,9 +33,6 @@ absl::Status Create(absl::string_view data, bool text, attnkit_visual_pruner** o
   return absl::OkStatus();
 }
 
-absl::string_view View(const void* data, size_t size) {
-  return size == 0 ? absl::string_view() : absl::string_view(static_cast<const char*>(data), size);
-}
 
 std::string Dims(const at::Tensor& t) { return attnkit::capi::ShapeString(t.sizes()); }
 
@@ -152,7 +149,7 @@ attnkit_status* attnkit_visual_pruner_create(const void* data, size_t size,
     ATTNKIT_CHECK_ARG(out);
     *out = nullptr;
     if (data == nullptr && size > 0) return absl::InvalidArgumentError("data: must not be NULL");
-    return Create(View(data, size), /*text=*/false, out);
+    return Create(attnkit::capi::ByteView(data, size), /*text=*/false, out);
   });
 }
 
@@ -162,7 +159,7 @@ attnkit_status* attnkit_visual_pruner_create_from_text(const char* text, size_t 
     ATTNKIT_CHECK_ARG(out);
     *out = nullptr;
     if (text == nullptr && size > 0) return absl::InvalidArgumentError("text: must not be NULL");
-    return Create(View(text, size), /*text=*/true, out);
+    return Create(attnkit::capi::ByteView(text, size), /*text=*/true, out);
   });
 }
 
