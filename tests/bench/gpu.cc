@@ -6,7 +6,10 @@
 // cache: ATen dense decode (matmul, softmax, matmul; it yields the probabilities the eviction
 // scorers need), SDPA (GQA) where available, attnkit's fused decode with score accumulation over
 // the full 32K cache and over a 2K-token cache (the SnapKV 2K budget). GPU times are medians of CUDA
-// event timings after warm-up. Ends with RESULT {json}. Built as a message when CUDA is off.
+// event timings after warm-up; decode steps are timed 20 back to back (per-step figure) and the
+// fused decode also alone; its K/V bandwidth is set against the spec peak (memory clock x bus width)
+// and a measured device-to-device copy. Ends with RESULT {json}. Built as a message when CUDA is
+// off.
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -57,6 +60,14 @@ double GpuMs(const std::function<void()>& fn, int reps, int warmup = 1) {
   cudaEventDestroy(b);
   std::sort(ms.begin(), ms.end());
   return ms[ms.size() / 2];
+}
+
+// Per-call time of `batch` back-to-back calls between one pair of events (the host enqueues ahead
+// of the GPU, as in a decode loop), median over `reps`.
+double GpuMsBatched(const std::function<void()>& fn, int reps, int batch) {
+  return GpuMs([&] {
+    for (int i = 0; i < batch; ++i) fn();
+  }, reps, 1) / batch;
 }
 
 template <typename T>
@@ -213,45 +224,85 @@ int Run(const std::vector<std::string>& args) {
     cuda::PagedCache small = make_cache(budget, pool_b, k_b, v_b);
     at::Tensor kc = k_full.contiguous(), vc = v_full.contiguous();
     at::Tensor scores = at::zeros({kKvHeads, L}, opts.dtype(at::kFloat));
-    const double dense_ms = GpuMs([&] {
+    constexpr int kBatch = 20;
+    const double dense_ms = GpuMsBatched([&] {
       at::Tensor s = at::matmul(q.view({kKvHeads, kHeads / kKvHeads, 1, kDim}),
                                 kc.unsqueeze(1).transpose(-1, -2)).mul_(scale);
       at::Tensor pr = at::softmax(s, -1, at::kFloat);
       at::Tensor o = at::matmul(pr.to(at::kBFloat16), vc.unsqueeze(1));
       scores.add_(pr.sum({1, 2}));
-    }, 50, 5);
+    }, 11, kBatch);
     double sdpa_ms = -1;
     try {
       at::Tensor q4 = q.view({1, kHeads, 1, kDim}), k4 = kc.unsqueeze(0), v4 = vc.unsqueeze(0);
-      sdpa_ms = GpuMs([&] {
+      sdpa_ms = GpuMsBatched([&] {
         at::scaled_dot_product_attention(q4, k4, v4, {}, 0.0, false, scale, /*enable_gqa=*/true);
-      }, 50, 5);
+      }, 11, kBatch);
     } catch (const std::exception& e) {
       std::printf("SDPA decode (GQA) unavailable: %s\n", e.what());
     }
     at::Tensor fused_out;
-    const double fused_full_ms = GpuMs([&] {
+    const double fused_full_ms = GpuMsBatched([&] {
       fused_out = Must(cuda::PagedDecodeAttention(q, full, scale, &scores), "decode");
+    }, 11, kBatch);
+    const double fused_full_latency_ms = GpuMs([&] {
+      Must(cuda::PagedDecodeAttention(q, full, scale, &scores), "decode");
     }, 50, 5);
+    std::string sweep;
+    for (int64_t split : {128, 256, 512, 1024}) {
+      const double ms = GpuMsBatched([&] {
+        Must(cuda::PagedDecodeAttention(q, full, scale, &scores, split), "decode split");
+      }, 11, kBatch);
+      absl::StrAppend(&sweep, sweep.empty() ? "" : ", ", split, ": ", ms * 1000, " us");
+      result.Add(absl::StrCat("decode_fused_full_split", split, "_ms"), ms);
+    }
     at::Tensor scores_b = at::zeros({kKvHeads, budget}, opts.dtype(at::kFloat));
-    const double fused_b_ms = GpuMs([&] {
+    const double fused_b_ms = GpuMsBatched([&] {
       Must(cuda::PagedDecodeAttention(q, small, scale, &scores_b), "decode 2k");
-    }, 50, 5);
+    }, 11, kBatch);
     auto ref = Must(cuda::DenseDecodeReference(q, kc, vc, scale), "decode reference");
     const double err = RelErr(fused_out, ref.first);
     const double bytes = 2.0 * kKvHeads * L * kDim * 2;
     const double bw = bytes / fused_full_ms / 1e6;  // GB/s
+    const double sdpa_bw = sdpa_ms > 0 ? bytes / sdpa_ms / 1e6 : -1;
+
+    // Reference bandwidths: the spec peak (memory clock x bus width x 2, double data rate) and a
+    // measured device-to-device copy of 2 GiB (bytes read + bytes written per second).
+    int mem_khz = 0;
+    cudaDeviceGetAttribute(&mem_khz, cudaDevAttrMemoryClockRate, 0);
+    const double peak_gbps = 2.0 * mem_khz * 1e3 * (prop.memoryBusWidth / 8.0) / 1e9;
+    double copy_gbps = -1;
+    {
+      const int64_t n = int64_t{2} << 30;
+      at::Tensor src = at::empty({n}, at::TensorOptions().device(dev).dtype(at::kByte)).fill_(1);
+      at::Tensor dst = at::empty_like(src);
+      cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+      const double copy_ms = GpuMs([&] {
+        cudaMemcpyAsync(dst.data_ptr(), src.data_ptr(), n, cudaMemcpyDeviceToDevice, stream);
+      }, 11, 2);
+      copy_gbps = 2.0 * n / copy_ms / 1e6;
+    }
     std::printf(
-        "decode L=%lld: ATen dense %.3f ms | SDPA %.3f ms | attnkit fused (+scores) full %.3f ms "
-        "(%.0f GB/s of K/V, rel err %.1e) | fused %lld-token budget %.3f ms (%.1fx faster than "
+        "decode L=%lld (per step, %d steps back to back): ATen dense %.3f ms | SDPA %.3f ms (%.0f "
+        "GB/s) | attnkit fused (+scores) full %.4f ms = %.0f GB/s of K/V, %.1f%% of the %.0f GB/s "
+        "peak (memory clock %d kHz x %d bits x 2), %.1f%% of the %.0f GB/s measured D2D copy; "
+        "rel err %.1e; one isolated call %.4f ms\n"
+        "          fused by split size: %s | fused %lld-token budget %.4f ms (%.1fx faster than "
         "ATen dense, %.1fx than fused full)\n",
-        static_cast<long long>(L), dense_ms, sdpa_ms, fused_full_ms, bw, err,
-        static_cast<long long>(budget), fused_b_ms, dense_ms / fused_b_ms,
-        fused_full_ms / fused_b_ms);
+        static_cast<long long>(L), kBatch, dense_ms, sdpa_ms, sdpa_bw, fused_full_ms, bw,
+        100 * bw / peak_gbps, peak_gbps, mem_khz, prop.memoryBusWidth, 100 * bw / copy_gbps,
+        copy_gbps, err, fused_full_latency_ms, sweep.c_str(), static_cast<long long>(budget),
+        fused_b_ms, dense_ms / fused_b_ms, fused_full_ms / fused_b_ms);
     result.Add("decode_dense_aten_ms", dense_ms);
     result.Add("decode_sdpa_ms", sdpa_ms);
+    result.Add("decode_sdpa_gbps", sdpa_bw);
     result.Add("decode_fused_full_ms", fused_full_ms);
+    result.Add("decode_fused_full_latency_ms", fused_full_latency_ms);
     result.Add("decode_fused_full_gbps", bw);
+    result.Add("decode_peak_gbps", peak_gbps);
+    result.Add("decode_copy_gbps", copy_gbps);
+    result.Add("decode_fused_frac_of_peak", bw / peak_gbps);
+    result.Add("decode_fused_frac_of_copy", bw / copy_gbps);
     result.Add("decode_fused_full_rel_err", err);
     result.Add("decode_fused_2k_ms", fused_b_ms);
     result.Add("decode_speedup_2k_vs_dense", dense_ms / fused_b_ms);

@@ -299,6 +299,13 @@ absl::StatusOr<at::Tensor> XAttentionEstimate(const at::Tensor& q_in, const at::
   a.stride = static_cast<int>(stride);
   a.q_blocks = static_cast<int>(qb);
   a.k_blocks = static_cast<int>(kb);
+  // One-pass scratch (log2 partial sums per reshaped row and cell); none for the two-pass path.
+  a.scratch_rows = ck::EstimateScratchRows(a);
+  at::Tensor scratch;
+  if (a.scratch_rows > 0) {
+    scratch = at::empty({H * a.scratch_rows * kb}, q.options().dtype(at::kFloat));
+    a.scratch = scratch.data_ptr<float>();
+  }
   const auto stream = c10::cuda::getCurrentCUDAStream(device.index()).stream();
   absl::Status st =
       LaunchStatus(ck::LaunchXAttentionEstimate(a, *dtype, stream), "XAttentionEstimate");
@@ -307,7 +314,8 @@ absl::StatusOr<at::Tensor> XAttentionEstimate(const at::Tensor& q_in, const at::
 }
 
 absl::StatusOr<at::Tensor> PagedDecodeAttention(const at::Tensor& q_in, const PagedCache& cache,
-                                                double scale, at::Tensor* scores) {
+                                                double scale, at::Tensor* scores,
+                                                int64_t split_tokens) {
   if (!q_in.defined()) return absl::InvalidArgumentError("q is undefined");
   const at::Device device = q_in.device();
   if (absl::Status st = CheckAllCuda({{&q_in, "q"}, {&cache.page_ptrs, "cache.page_ptrs"},
@@ -347,6 +355,9 @@ absl::StatusOr<at::Tensor> PagedDecodeAttention(const at::Tensor& q_in, const Pa
   }
   if (!std::isfinite(scale) || scale <= 0)
     return absl::InvalidArgumentError("scale must be finite and > 0");
+  if (split_tokens < 0 || split_tokens > 1024 || split_tokens % 64 != 0)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "split_tokens must be 0 or a multiple of 64 up to 1024, got ", split_tokens));
   c10::cuda::CUDAGuard guard(device);
   const at::Tensor q = KernelLayout(q_in);
   const at::Tensor ptrs = pp.contiguous(), lengths = cache.lengths.contiguous();
@@ -371,6 +382,7 @@ absl::StatusOr<at::Tensor> PagedDecodeAttention(const at::Tensor& q_in, const Pa
   a.scores_stride = scores != nullptr ? scores->stride(0) : 0;
   a.scale = static_cast<float>(scale);
   a.workspace = ws.data_ptr<float>();
+  a.split_tokens = static_cast<int>(split_tokens);
   const auto stream = c10::cuda::getCurrentCUDAStream(device.index()).stream();
   absl::Status st = LaunchStatus(ck::LaunchPagedDecode(a, *dtype, stream), "PagedDecodeAttention");
   if (!st.ok()) return st;

@@ -41,9 +41,12 @@ cudaError_t LaunchBlockSparseAttention(const AttentionArgs& args, DType dtype,
                                        cudaStream_t stream);
 
 // XAttention block estimate (ALGORITHMS.md section 2 steps 1-4), fused: per CTA 128 reshaped query
-// rows; pass 1 computes each row's softmax max and sum over its causal reshaped keys, pass 2
-// recomputes the scores and adds the probabilities into the (B/S) x (B/S) cells with one atomicAdd
-// per warp and cell. `out` [H, q_blocks, k_blocks] float32 must be zeroed by the caller.
+// rows. When the cell width B/S divides 128 and `scratch` is given, one pass over the scores: the
+// log2 of each (reshaped row, cell) partial sum goes to `scratch` ([H, scratch_rows, k_blocks]
+// float32, scratch_rows >= EstimateScratchRows) with the rows' online max/sum in registers, and each
+// warp reduces its rows' entries into the cells at the end. Otherwise two passes: row max/sum, then
+// the scores again, normalized and added into the cells. One atomicAdd per warp, cell and block
+// row. `out` [H, q_blocks, k_blocks] float32 must be zeroed by the caller.
 struct EstimateArgs {
   const void* q;
   const void* k;
@@ -54,7 +57,12 @@ struct EstimateArgs {
   int q_len, k_len, head_dim;
   int block_size, stride;
   int q_blocks, k_blocks;
+  float* scratch;        // may be null: two passes
+  int64_t scratch_rows;  // rows per head in scratch
 };
+// Rows per head the one-pass scratch needs (0 when the two-pass kernel is used); the scratch holds
+// num_heads * rows * k_blocks floats and needs no initialization.
+int64_t EstimateScratchRows(const EstimateArgs& args);
 cudaError_t LaunchXAttentionEstimate(const EstimateArgs& args, DType dtype, cudaStream_t stream);
 
 // A-shape / Tri-shape block lists built on the device: for each query block r, block 0 .. sink
@@ -75,7 +83,8 @@ cudaError_t LaunchMaskToLists(const uint8_t* mask, int rows, int k_blocks, int32
 // rows then page_size value rows of D elements. lengths [Hkv] int32 on the device; max_length an
 // upper bound of them (sizes the grid). out [H, D] in the input dtype. When `scores` is not null
 // ([Hkv, scores_stride] float32), scores[g, j] += sum over the group's query heads of the
-// attention probability of token j. Workspace: see DecodeWorkspaceFloats.
+// attention probability of token j. Two launches: split-K partials (online softmax), then the
+// combine fused with the score accumulation. Workspace: see DecodeWorkspaceFloats.
 struct DecodeArgs {
   const void* q;  // [H, D], row stride q_stride
   int64_t q_stride;
@@ -89,6 +98,7 @@ struct DecodeArgs {
   int64_t scores_stride;
   float scale;
   float* workspace;
+  int split_tokens;  // tokens per split CTA: 0 picks from the device, else a multiple of 64 <= 1024
 };
 int64_t DecodeWorkspaceFloats(int num_heads, int head_dim, int max_length);
 cudaError_t LaunchPagedDecode(const DecodeArgs& args, DType dtype, cudaStream_t stream);

@@ -12,15 +12,15 @@
 namespace attnkit::testing {
 namespace {
 
-// head dim, page size, group, lengths (one per kv head)
-using Case = std::tuple<int64_t, int64_t, int64_t, std::vector<int64_t>>;
+// head dim, page size, group, lengths (one per kv head), tokens per split (0: the device's pick)
+using Case = std::tuple<int64_t, int64_t, int64_t, std::vector<int64_t>, int64_t>;
 class PagedDecodeCuda : public ::testing::TestWithParam<std::tuple<Case, at::ScalarType>> {};
 
 TEST_P(PagedDecodeCuda, MatchesReference) {
   ATTNKIT_REQUIRE_GPU();
 #ifdef ATTNKIT_WITH_CUDA
   const auto [c, dtype] = GetParam();
-  const auto [d, page_size, group, lengths] = c;
+  const auto [d, page_size, group, lengths, split_tokens] = c;
   const int64_t Hkv = static_cast<int64_t>(lengths.size()), H = Hkv * group;
   int64_t max_len = 0, total_pages = 0, max_pages = 1;
   for (int64_t len : lengths) {
@@ -73,7 +73,7 @@ TEST_P(PagedDecodeCuda, MatchesReference) {
   cache.head_dim = d;
   cache.dtype = dtype;
   PoisonAllocator(H * d, dtype);
-  auto out = cuda::PagedDecodeAttention(q, cache, 1 / std::sqrt(double(d)), &scores);
+  auto out = cuda::PagedDecodeAttention(q, cache, 1 / std::sqrt(double(d)), &scores, split_tokens);
   ASSERT_TRUE(out.ok()) << out.status();
   EXPECT_FALSE(at::isnan(*out).any().item<bool>());
   const double tol = dtype == at::kBFloat16 ? 1e-2 : 3e-3;
@@ -94,9 +94,13 @@ TEST_P(PagedDecodeCuda, MatchesReference) {
 INSTANTIATE_TEST_SUITE_P(
     Cases, PagedDecodeCuda,
     ::testing::Combine(
-        ::testing::Values(Case{128, 16, 4, {1000, 777}}, Case{128, 64, 8, {5000, 1, 4096}},
-                          Case{64, 32, 2, {300, 0, 2049, 64}}, Case{128, 128, 4, {32768, 20000}},
-                          Case{64, 16, 1, {70000}}),
+        ::testing::Values(Case{128, 16, 4, {1000, 777}, 0}, Case{128, 64, 8, {5000, 1, 4096}, 0},
+                          Case{64, 32, 2, {300, 0, 2049, 64}, 0},
+                          Case{128, 128, 4, {32768, 20000}, 0}, Case{64, 16, 1, {70000}, 0},
+                          // fixed split sizes; one token per page; 3 heads per kv head (kernel
+                          // built for 4); 8 heads with 1024-token splits
+                          Case{128, 64, 4, {32768, 5000}, 64}, Case{128, 1, 4, {2500, 1300}, 128},
+                          Case{128, 32, 3, {4000, 100}, 0}, Case{64, 64, 8, {9000, 3}, 1024}),
         ::testing::Values(at::kBFloat16, at::kHalf)));
 
 TEST(PagedDecodeCudaTest, RejectsBadArguments) {
@@ -115,6 +119,10 @@ TEST(PagedDecodeCudaTest, RejectsBadArguments) {
   EXPECT_EQ(cuda::PagedDecodeAttention(at::randn({36, 128}, o.dtype(at::kBFloat16)), cache, 0.1)
                 .status().code(),
             absl::StatusCode::kInvalidArgument);  // 18 heads per kv head
+  EXPECT_EQ(cuda::PagedDecodeAttention(q, cache, 0.1, nullptr, 100).status().code(),
+            absl::StatusCode::kInvalidArgument);  // not a multiple of 64
+  EXPECT_EQ(cuda::PagedDecodeAttention(q, cache, 0.1, nullptr, 2048).status().code(),
+            absl::StatusCode::kInvalidArgument);  // over 1024
   cache.max_length = 65;  // more than 4 pages of 16
   EXPECT_EQ(cuda::PagedDecodeAttention(q, cache, 0.1).status().code(),
             absl::StatusCode::kInvalidArgument);

@@ -85,9 +85,12 @@ struct PagedCache {
 // One decode step: q [H, d] (one token per query head) against the cache. Returns [H, d] in q's
 // dtype. When `scores` is not null (float32 [Hkv, >= max_length], CUDA, unit inner stride), adds to
 // scores[g, j] the attention probability of token j summed over kv head g's query heads (the
-// per-step observation of H2O-style scorers). At most 8 query heads per kv head.
+// per-step observation of H2O-style scorers). At most 8 query heads per kv head. `split_tokens`
+// sets the tokens per split-K work item (a multiple of 64, at most 1024); 0 picks it from the
+// device's size (about two waves of work items).
 absl::StatusOr<at::Tensor> PagedDecodeAttention(const at::Tensor& q, const PagedCache& cache,
-                                                double scale, at::Tensor* scores = nullptr);
+                                                double scale, at::Tensor* scores = nullptr,
+                                                int64_t split_tokens = 0);
 
 // Plain ATen reference of one decode step over contiguous k, v [Hkv, L, d]: returns the float32
 // output [H, d] and the float32 scores [Hkv, L] (probabilities summed over each group).
