@@ -91,9 +91,14 @@ class SessionImpl : public Session {
 
   const SessionOptions& options() const override { return options_; }
 
-  absl::Status Attend(int layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                      const at::Tensor& out) override {
-    if (absl::Status s = CheckCall(layer, q, k, v, out); !s.ok()) return s;
+  absl::Status Attend(int layer, const at::Tensor& q_in, const at::Tensor& k_in,
+                      const at::Tensor& v_in, const at::Tensor& out) override {
+    if (absl::Status s = CheckCall(layer, q_in, k_in, v_in, out); !s.ok()) return s;
+    // The session computes on the host: device inputs (a CUDA build's DLPack tensors) are copied
+    // over, and `out.copy_` below writes back to wherever `out` lives.
+    const at::Tensor q = q_in.is_cpu() ? q_in : q_in.cpu();
+    const at::Tensor k = k_in.is_cpu() ? k_in : k_in.cpu();
+    const at::Tensor v = v_in.is_cpu() ? v_in : v_in.cpu();
     const SessionOptions& o = options_;
     const int64_t B = o.batch_size, T = q.size(2), G = o.num_heads / o.num_kv_heads;
     LayerState& state = layers_[layer];
