@@ -42,10 +42,10 @@ attnkit_status* Guard(const char* function, Body&& body) noexcept {
 // What an entry point accepts for one tensor argument.
 struct TensorSpec {
   const char* name;
-  int rank = -1;                  // -1: any
-  bool is_output = false;         // outputs must not overlap themselves
-  bool allow_int64 = false;       // index tensors
-  bool float_only = true;         // float32/float16/bfloat16
+  int rank = -1;             // -1: any
+  bool is_output = false;    // outputs must not overlap themselves
+  bool allow_int64 = false;  // index tensors
+  bool float_only = true;    // float32/float16/bfloat16
 };
 
 // A borrowed at::Tensor viewing `tensor` (no copy), after every check of `spec`.
@@ -66,10 +66,10 @@ attnkit_buffer* NewBuffer(const std::string& bytes);
 }  // namespace attnkit::capi
 
 // Checks an argument pointer; returns INVALID_ARGUMENT naming it when NULL.
-#define ATTNKIT_CHECK_ARG(ptr)                                                              \
-  do {                                                                                      \
-    if ((ptr) == nullptr)                                                                   \
-      return ::absl::InvalidArgumentError(std::string(#ptr) + ": must not be NULL");        \
+#define ATTNKIT_CHECK_ARG(ptr)                                                       \
+  do {                                                                               \
+    if ((ptr) == nullptr)                                                            \
+      return ::absl::InvalidArgumentError(std::string(#ptr) + ": must not be NULL"); \
   } while (0)
 
 #endif  // ATTNKIT_CAPI_SRC_CAPI_INTERNAL_H_

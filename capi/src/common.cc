@@ -73,15 +73,16 @@ absl::StatusOr<at::Tensor> FromDLPack(const DLTensor* t, const TensorSpec& spec)
     scalar = c10::ScalarType::Long;
   } else {
     return absl::InvalidArgumentError(absl::StrCat(
-        name, ": expected ", spec.allow_int64 ? "int64" : "float32, float16 or bfloat16",
-        ", got ", DLTypeName(d)));
+        name, ": expected ", spec.allow_int64 ? "int64" : "float32, float16 or bfloat16", ", got ",
+        DLTypeName(d)));
   }
   if (spec.float_only && scalar == c10::ScalarType::Long) {
     return absl::InvalidArgumentError(name + ": expected a floating-point tensor, got int64");
   }
   at::Device device(at::kCPU);
   switch (t->device.device_type) {
-    case kDLCPU: break;
+    case kDLCPU:
+      break;
     case kDLCUDA:
 #ifdef ATTNKIT_WITH_CUDA
       device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(t->device.device_id));
@@ -91,13 +92,13 @@ absl::StatusOr<at::Tensor> FromDLPack(const DLTensor* t, const TensorSpec& spec)
           name + ": is on a CUDA device, but this attnkit was built without CUDA");
 #endif
     default:
-      return absl::InvalidArgumentError(absl::StrCat(
-          name, ": device type ", static_cast<int>(t->device.device_type),
-          " is not supported (expected CPU", 
+      return absl::InvalidArgumentError(absl::StrCat(name, ": device type ",
+                                                     static_cast<int>(t->device.device_type),
+                                                     " is not supported (expected CPU",
 #ifdef ATTNKIT_WITH_CUDA
-          " or CUDA"
+                                                     " or CUDA"
 #endif
-          ")"));
+                                                     ")"));
   }
   std::vector<int64_t> sizes(t->shape, t->shape + t->ndim);
   int64_t numel = 1;
@@ -126,9 +127,8 @@ absl::StatusOr<at::Tensor> FromDLPack(const DLTensor* t, const TensorSpec& spec)
     for (int i = 0; i < t->ndim; ++i) {
       strides[i] = t->strides[i];
       if (strides[i] < 0) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(name, ": negative stride ", strides[i], " in dimension ", i,
-                         " is not supported"));
+        return absl::InvalidArgumentError(absl::StrCat(name, ": negative stride ", strides[i],
+                                                       " in dimension ", i, " is not supported"));
       }
     }
   }
@@ -145,14 +145,14 @@ absl::StatusOr<at::Tensor> FromDLPack(const DLTensor* t, const TensorSpec& spec)
     for (int i : order) {
       if (sizes[i] == 1) continue;
       if (strides[i] < span) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            name, ": output strides ", ShapeString(strides), " for shape ", ShapeString(sizes),
-            " overlap (distinct elements would share memory)"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(name, ": output strides ", ShapeString(strides), " for shape ",
+                         ShapeString(sizes), " overlap (distinct elements would share memory)"));
       }
       if (__builtin_mul_overflow(strides[i], sizes[i], &span)) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            name, ": output strides ", ShapeString(strides), " for shape ", ShapeString(sizes),
-            " span more than 2^63 elements"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(name, ": output strides ", ShapeString(strides), " for shape ",
+                         ShapeString(sizes), " span more than 2^63 elements"));
       }
     }
   }
@@ -164,7 +164,8 @@ absl::StatusOr<at::Tensor> FromDLPack(const DLTensor* t, const TensorSpec& spec)
 
 attnkit_int64_array* NewInt64Array(const std::vector<int64_t>& values) {
   auto* out = new attnkit_int64_array{nullptr, values.size()};
-  out->data = static_cast<int64_t*>(std::malloc(std::max<size_t>(values.size(), 1) * sizeof(int64_t)));
+  out->data =
+      static_cast<int64_t*>(std::malloc(std::max<size_t>(values.size(), 1) * sizeof(int64_t)));
   if (out->data == nullptr) {
     delete out;
     throw std::bad_alloc();

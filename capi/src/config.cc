@@ -17,10 +17,14 @@ absl::StatusOr<attnkit::ConfigKind> Kind(const attnkit_config_kind& kind) {
   static_assert(sizeof(attnkit_config_kind) == sizeof(int32_t), "C enums are int-sized here");
   std::memcpy(&raw, &kind, sizeof(raw));
   switch (raw) {
-    case ATTNKIT_CONFIG_EVICTION: return attnkit::ConfigKind::kEviction;
-    case ATTNKIT_CONFIG_SPARSE_ATTENTION: return attnkit::ConfigKind::kSparseAttention;
-    case ATTNKIT_CONFIG_VISUAL_PRUNING: return attnkit::ConfigKind::kVisualPruning;
-    case ATTNKIT_CONFIG_SESSION: return attnkit::ConfigKind::kSession;
+    case ATTNKIT_CONFIG_EVICTION:
+      return attnkit::ConfigKind::kEviction;
+    case ATTNKIT_CONFIG_SPARSE_ATTENTION:
+      return attnkit::ConfigKind::kSparseAttention;
+    case ATTNKIT_CONFIG_VISUAL_PRUNING:
+      return attnkit::ConfigKind::kVisualPruning;
+    case ATTNKIT_CONFIG_SESSION:
+      return attnkit::ConfigKind::kSession;
   }
   return absl::InvalidArgumentError(absl::StrCat("kind: unknown config kind ", raw));
 }
@@ -29,7 +33,6 @@ absl::Status CheckData(const void* data, size_t size) {
   if (data == nullptr && size > 0) return absl::InvalidArgumentError("data: must not be NULL");
   return absl::OkStatus();
 }
-
 
 }  // namespace
 
@@ -40,7 +43,8 @@ attnkit_status* attnkit_config_validate(attnkit_config_kind kind, const void* da
     auto k = Kind(kind);
     if (!k.ok()) return k.status();
     if (absl::Status s = CheckData(data, size); !s.ok()) return s;
-    return attnkit::ValidateConfig(*k, attnkit::capi::ByteView(data, size), /*text=*/false).status();
+    return attnkit::ValidateConfig(*k, attnkit::capi::ByteView(data, size), /*text=*/false)
+        .status();
   });
 }
 

@@ -41,7 +41,6 @@ absl::StatusOr<std::vector<int64_t>> Lengths(const int64_t* lengths, size_t num_
   return std::vector<int64_t>(lengths, lengths + num_lengths);
 }
 
-
 }  // namespace
 
 extern "C" {
@@ -50,8 +49,10 @@ attnkit_status* attnkit_eviction_policy_create(const void* config, size_t size, 
                                                int32_t num_heads, int32_t num_kv_heads,
                                                attnkit_eviction_policy** out) {
   return Guard(__func__, [&]() -> absl::Status {
-    if (config == nullptr && size > 0) return absl::InvalidArgumentError("config: must not be NULL");
-    return Create(attnkit::capi::ByteView(config, size), false, num_layers, num_heads, num_kv_heads, out);
+    if (config == nullptr && size > 0)
+      return absl::InvalidArgumentError("config: must not be NULL");
+    return Create(attnkit::capi::ByteView(config, size), false, num_layers, num_heads, num_kv_heads,
+                  out);
   });
 }
 
@@ -61,7 +62,8 @@ attnkit_status* attnkit_eviction_policy_create_from_text(const char* text, size_
                                                          attnkit_eviction_policy** out) {
   return Guard(__func__, [&]() -> absl::Status {
     if (text == nullptr && size > 0) return absl::InvalidArgumentError("text: must not be NULL");
-    return Create(attnkit::capi::ByteView(text, size), true, num_layers, num_heads, num_kv_heads, out);
+    return Create(attnkit::capi::ByteView(text, size), true, num_layers, num_heads, num_kv_heads,
+                  out);
   });
 }
 
@@ -99,15 +101,15 @@ attnkit_status* attnkit_eviction_policy_select(attnkit_eviction_policy* policy, 
       key_tensor = *k;
       if (key_tensor.dim() == 4) {
         if (key_tensor.size(0) != 1) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "keys: a rank-4 tensor must have batch 1, got shape ",
-              attnkit::capi::ShapeString(key_tensor.sizes())));
+          return absl::InvalidArgumentError(
+              absl::StrCat("keys: a rank-4 tensor must have batch 1, got shape ",
+                           attnkit::capi::ShapeString(key_tensor.sizes())));
         }
         key_tensor = key_tensor.select(0, 0);
       } else if (key_tensor.dim() != 3) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "keys: expected [num_kv_heads, cache_tokens, head_dim], got shape ",
-            attnkit::capi::ShapeString(key_tensor.sizes())));
+        return absl::InvalidArgumentError(
+            absl::StrCat("keys: expected [num_kv_heads, cache_tokens, head_dim], got shape ",
+                         attnkit::capi::ShapeString(key_tensor.sizes())));
       }
     }
     auto kept = policy->policy->Select(layer, *lens, key_tensor);
@@ -131,8 +133,8 @@ attnkit_status* attnkit_eviction_policy_layer_budget(const attnkit_eviction_poli
     ATTNKIT_CHECK_ARG(policy);
     ATTNKIT_CHECK_ARG(out);
     if (layer < 0 || layer >= policy->policy->num_layers()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "layer: must be in [0, ", policy->policy->num_layers(), "), got ", layer));
+      return absl::InvalidArgumentError(
+          absl::StrCat("layer: must be in [0, ", policy->policy->num_layers(), "), got ", layer));
     }
     *out = policy->policy->LayerBudget(layer);
     return absl::OkStatus();

@@ -26,14 +26,14 @@ absl::Status Create(absl::string_view data, bool text, attnkit_session** out) {
   return absl::OkStatus();
 }
 
-
 }  // namespace
 
 extern "C" {
 
 attnkit_status* attnkit_session_create(const void* config, size_t size, attnkit_session** out) {
   return Guard(__func__, [&]() -> absl::Status {
-    if (config == nullptr && size > 0) return absl::InvalidArgumentError("config: must not be NULL");
+    if (config == nullptr && size > 0)
+      return absl::InvalidArgumentError("config: must not be NULL");
     return Create(attnkit::capi::ByteView(config, size), false, out);
   });
 }

@@ -33,7 +33,6 @@ absl::Status Create(absl::string_view data, bool text, attnkit_visual_pruner** o
   return absl::OkStatus();
 }
 
-
 std::string Dims(const at::Tensor& t) { return attnkit::capi::ShapeString(t.sizes()); }
 
 // Checks the three tensors (C-level names in every message) and splits them into images:

@@ -3,11 +3,11 @@
  *
  *   attnkit_generate [--model DIR] [--config FILE] [--tokens N]
  *
- * DIR holds stories260K.bin, tok512.bin and reference.json (default: $ATTNKIT_MODELS_DIR/stories260k
- * or ../shared/models/stories260k beside the source tree). FILE is an attnkit.v1.SessionConfig
- * textproto without the model shape, which the sample fills in (default:
- * samples/configs/snapkv.textproto). Prints the text, the KV bytes attnkit holds, tokens per second
- * and how many generated ids agree with the full-cache greedy run in reference.json. */
+ * DIR holds stories260K.bin, tok512.bin and reference.json (default:
+ * $ATTNKIT_MODELS_DIR/stories260k or ../shared/models/stories260k beside the source tree). FILE is
+ * an attnkit.v1.SessionConfig textproto without the model shape, which the sample fills in
+ * (default: samples/configs/snapkv.textproto). Prints the text, the KV bytes attnkit holds, tokens
+ * per second and how many generated ids agree with the full-cache greedy run in reference.json. */
 #include <errno.h>
 #include <math.h>
 #include <stdint.h>
@@ -86,16 +86,26 @@ static void load_model(const char* path, Config* c, Weights* w) {
   memcpy(w->data, bytes + sizeof(header), floats * sizeof(float));
   free(bytes);
   float* p = w->data;
-  w->token_embedding = p; p += (size_t)c->vocab_size * D;
-  w->rms_att = p; p += L * D;
-  w->wq = p; p += L * D * D;
-  w->wk = p; p += L * kv_dim * D;
-  w->wv = p; p += L * kv_dim * D;
-  w->wo = p; p += L * D * D;
-  w->rms_ffn = p; p += L * D;
-  w->w1 = p; p += L * H * D;
-  w->w2 = p; p += L * D * H;
-  w->w3 = p; p += L * H * D;
+  w->token_embedding = p;
+  p += (size_t)c->vocab_size * D;
+  w->rms_att = p;
+  p += L * D;
+  w->wq = p;
+  p += L * D * D;
+  w->wk = p;
+  p += L * kv_dim * D;
+  w->wv = p;
+  p += L * kv_dim * D;
+  w->wo = p;
+  p += L * D * D;
+  w->rms_ffn = p;
+  p += L * D;
+  w->w1 = p;
+  p += L * H * D;
+  w->w2 = p;
+  p += L * D * H;
+  w->w3 = p;
+  p += L * H * D;
   w->rms_final = p;
 }
 
@@ -129,7 +139,10 @@ static int read_ids(const char* json, const char* key, int* out, int max) {
   while (*p && *p != ']' && n < max) {
     char* end;
     long v = strtol(p, &end, 10);
-    if (end == p) { ++p; continue; }
+    if (end == p) {
+      ++p;
+      continue;
+    }
     out[n++] = (int)v;
     p = end;
   }
@@ -172,7 +185,10 @@ typedef struct {
 } View;
 
 static void make_view(View* v, float* data, int tokens, int heads, int head_dim) {
-  v->shape[0] = 1; v->shape[1] = heads; v->shape[2] = tokens; v->shape[3] = head_dim;
+  v->shape[0] = 1;
+  v->shape[1] = heads;
+  v->shape[2] = tokens;
+  v->shape[3] = head_dim;
   v->strides[0] = (int64_t)tokens * heads * head_dim;
   v->strides[1] = head_dim;
   v->strides[2] = (int64_t)heads * head_dim;
@@ -236,7 +252,15 @@ static void forward(const Config* c, const Weights* w, attnkit_session* session,
   }
   rmsnorm(xb, x + (size_t)(tokens - 1) * D, w->rms_final, D);
   matvec(logits, xb, w->token_embedding, c->vocab_size, D);
-  free(x); free(xb); free(q); free(k); free(v); free(att); free(tmp); free(h1); free(h3);
+  free(x);
+  free(xb);
+  free(q);
+  free(k);
+  free(v);
+  free(att);
+  free(tmp);
+  free(h1);
+  free(h3);
 }
 
 static int argmax(const float* v, int n) {
@@ -260,7 +284,8 @@ int main(int argc, char** argv) {
   } else {
     snprintf(model_dir, sizeof(model_dir), "%s/../shared/models/stories260k", ATTNKIT_SOURCE_DIR);
   }
-  snprintf(config_path, sizeof(config_path), "%s/samples/configs/snapkv.textproto", ATTNKIT_SOURCE_DIR);
+  snprintf(config_path, sizeof(config_path), "%s/samples/configs/snapkv.textproto",
+           ATTNKIT_SOURCE_DIR);
   int steps = 200;
   for (int i = 1; i < argc; ++i) {
     if (i + 1 < argc && strcmp(argv[i], "--model") == 0) {
@@ -299,15 +324,17 @@ int main(int argc, char** argv) {
   size_t text_size = 0;
   char* text = read_file(config_path, &text_size);
   attnkit_buffer *policies = NULL, *shape = NULL;
-  check(attnkit_config_text_to_binary(ATTNKIT_CONFIG_SESSION, text, text_size, &policies), config_path);
+  check(attnkit_config_text_to_binary(ATTNKIT_CONFIG_SESSION, text, text_size, &policies),
+        config_path);
   free(text);
   char shape_text[256];
   snprintf(shape_text, sizeof(shape_text),
            "num_layers: %d num_heads: %d num_kv_heads: %d head_dim: %d "
            "rope { theta: 10000 interleaved: true }",
            c.n_layers, c.n_heads, c.n_kv_heads, c.dim / c.n_heads);
-  check(attnkit_config_text_to_binary(ATTNKIT_CONFIG_SESSION, shape_text, strlen(shape_text), &shape),
-        "model shape");
+  check(
+      attnkit_config_text_to_binary(ATTNKIT_CONFIG_SESSION, shape_text, strlen(shape_text), &shape),
+      "model shape");
   size_t config_size = policies->size + shape->size;
   uint8_t* config = malloc(config_size + 1);
   memcpy(config, policies->data, policies->size);

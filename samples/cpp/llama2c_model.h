@@ -22,7 +22,8 @@
 namespace attnkit::samples {
 
 struct Llama2c {
-  int dim = 0, hidden_dim = 0, n_layers = 0, n_heads = 0, n_kv_heads = 0, vocab_size = 0, seq_len = 0;
+  int dim = 0, hidden_dim = 0, n_layers = 0, n_heads = 0, n_kv_heads = 0, vocab_size = 0,
+      seq_len = 0;
   at::Tensor embedding, rms_final;  // [V, D], [D]
   std::vector<at::Tensor> rms_att, wq, wk, wv, wo, rms_ffn, w1, w2, w3;
   std::vector<std::string> pieces;
@@ -86,7 +87,8 @@ struct Llama2c {
     const int64_t T = x.size(0), hd = x.size(2);
     at::Tensor i = at::arange(0, hd, 2, at::kFloat);
     at::Tensor freq = at::pow(10000.0, i.div(static_cast<double>(hd))).reciprocal();  // [hd/2]
-    at::Tensor angle = at::arange(first, first + T, at::kFloat).unsqueeze(1).mul(freq);  // [T, hd/2]
+    at::Tensor angle =
+        at::arange(first, first + T, at::kFloat).unsqueeze(1).mul(freq);  // [T, hd/2]
     at::Tensor c = angle.cos().unsqueeze(1), s = angle.sin().unsqueeze(1);
     at::Tensor pairs = x.reshape({T, x.size(1), hd / 2, 2});
     at::Tensor a = pairs.select(3, 0), b = pairs.select(3, 1);
@@ -107,8 +109,9 @@ struct Llama2c {
       at::Tensor k = Rope(at::matmul(xb, wk[l].t()).reshape({T, n_kv_heads, hd}), *first);
       at::Tensor v = at::matmul(xb, wv[l].t()).reshape({T, n_kv_heads, hd});
       at::Tensor out = at::empty({T, n_heads, hd});
-      absl::Status s = session.Attend(l, q.permute({1, 0, 2}).unsqueeze(0), k.permute({1, 0, 2}).unsqueeze(0),
-                                      v.permute({1, 0, 2}).unsqueeze(0), out.permute({1, 0, 2}).unsqueeze(0));
+      absl::Status s =
+          session.Attend(l, q.permute({1, 0, 2}).unsqueeze(0), k.permute({1, 0, 2}).unsqueeze(0),
+                         v.permute({1, 0, 2}).unsqueeze(0), out.permute({1, 0, 2}).unsqueeze(0));
       if (!s.ok()) return s;
       x = x.add(at::matmul(out.reshape({T, dim}), wo[l].t()));
       at::Tensor h = RmsNorm(x, rms_ffn[l]);
@@ -119,7 +122,8 @@ struct Llama2c {
   }
 
   // Greedy generation of `steps` tokens after `prompt`.
-  absl::StatusOr<std::vector<int64_t>> Generate(Session& session, const std::vector<int64_t>& prompt,
+  absl::StatusOr<std::vector<int64_t>> Generate(Session& session,
+                                                const std::vector<int64_t>& prompt,
                                                 int steps) const {
     std::vector<int64_t> out;
     auto logits = Forward(session, prompt);

@@ -35,7 +35,8 @@ std::string MachineDescription();
 
 }  // namespace attnkit::bench
 
-#define ATTNKIT_BENCH(name, summary, fn) \
-  static const bool attnkit_bench_registered_##fn = ::attnkit::bench::RegisterBench(name, summary, fn)
+#define ATTNKIT_BENCH(name, summary, fn)            \
+  static const bool attnkit_bench_registered_##fn = \
+      ::attnkit::bench::RegisterBench(name, summary, fn)
 
 #endif  // ATTNKIT_TESTS_BENCH_BENCH_H_

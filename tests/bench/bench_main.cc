@@ -45,7 +45,8 @@ double MedianMs(const std::function<void()>& fn, int reps, int warmup) {
     auto start = std::chrono::steady_clock::now();
     fn();
     times.push_back(
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+            .count());
   }
   std::sort(times.begin(), times.end());
   return times[times.size() / 2];

@@ -1,7 +1,8 @@
 // attnkit-bench decode: one Llama-3-8B-like layer (32 query heads, 8 kv heads, head dim 128, fp32)
-// after an 8192-token prompt, 64 decode steps. In one run: (a) libtorch dense attention over the full
-// cache written the efficient way (queries grouped per kv head, no repeated keys), (b) the session
-// without eviction, (c) the session with SnapKV at a 1024-token budget, (d) a large memory copy.
+// after an 8192-token prompt, 64 decode steps. In one run: (a) libtorch dense attention over the
+// full cache written the efficient way (queries grouped per kv head, no repeated keys), (b) the
+// session without eviction, (c) the session with SnapKV at a 1024-token budget, (d) a large memory
+// copy.
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -28,8 +29,9 @@ std::unique_ptr<Session> MakeSession(const Shape& s, bool evict) {
                      " num_kv_heads: " + std::to_string(s.kv_heads) +
                      " head_dim: " + std::to_string(s.dim) + " page_size: 16";
   if (evict) {
-    text += " eviction { enabled: true algorithm: SNAPKV granularity: PER_GROUP group_size: 32 "
-            "start_tokens: 32 intermediate_tokens: 864 recent_tokens: 128 window_size: 8 }";
+    text +=
+        " eviction { enabled: true algorithm: SNAPKV granularity: PER_GROUP group_size: 32 "
+        "start_tokens: 32 intermediate_tokens: 864 recent_tokens: 128 window_size: 8 }";
   }
   auto options = ParseSessionConfig(text, true);
   if (!options.ok()) {
@@ -61,8 +63,10 @@ SessionRun RunSession(const Shape& s, bool evict, const at::Tensor& prompt_q,
   for (int i = 0; i < s.steps; ++i) {
     const int64_t held = session->Stats().tokens_held;  // tokens over kv heads before the step
     auto t0 = std::chrono::steady_clock::now();
-    absl::Status st = session->Attend(0, step_qkv[3 * i], step_qkv[3 * i + 1], step_qkv[3 * i + 2], step_out);
-    times.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    absl::Status st =
+        session->Attend(0, step_qkv[3 * i], step_qkv[3 * i + 1], step_qkv[3 * i + 2], step_out);
+    times.push_back(
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     if (!st.ok()) {
       std::fprintf(stderr, "decode: %s\n", std::string(st.message()).c_str());
       std::exit(1);
@@ -105,7 +109,8 @@ int DecodeBench(const std::vector<std::string>& args) {
   // (a) libtorch dense over a growing full cache, queries grouped per kv head. libtorch's small
   // decode products can be faster on one thread than on all of them: measure both, keep the best.
   const int64_t capacity = s.prompt + s.steps;
-  at::Tensor K = at::empty({s.kv_heads, capacity, s.dim}), V = at::empty({s.kv_heads, capacity, s.dim});
+  at::Tensor K = at::empty({s.kv_heads, capacity, s.dim}),
+             V = at::empty({s.kv_heads, capacity, s.dim});
   const double scale = 1.0 / std::sqrt(static_cast<double>(s.dim));
   auto dense_run = [&]() {
     K.narrow(1, 0, s.prompt).copy_(prompt_k[0]);
@@ -120,7 +125,8 @@ int DecodeBench(const std::vector<std::string>& args) {
       at::Tensor scores = at::matmul(q, K.narrow(1, 0, len).transpose(1, 2)).mul_(scale);
       at::Tensor out = at::matmul(at::softmax(scores, -1), V.narrow(1, 0, len));
       (void)out;
-      times.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      times.push_back(
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     }
     std::sort(times.begin(), times.end());
     return times[times.size() / 2];
@@ -131,8 +137,9 @@ int DecodeBench(const std::vector<std::string>& args) {
   const double dense_one_thread = dense_run();
   at::set_num_threads(threads);
   const double dense_ms = std::min(dense_all_threads, dense_one_thread);
-  std::printf("(a) libtorch dense, full cache:       %8.3f ms/step (%d threads %.3f, 1 thread %.3f)\n",
-              dense_ms, threads, dense_all_threads, dense_one_thread);
+  std::printf(
+      "(a) libtorch dense, full cache:       %8.3f ms/step (%d threads %.3f, 1 thread %.3f)\n",
+      dense_ms, threads, dense_all_threads, dense_one_thread);
 
   // (d) memory bandwidth: copying 256 MiB (read + write counted, as STREAM does). This VM's figure
   // varies from run to run, so it is taken before, between and after the sessions and the best is
@@ -148,19 +155,22 @@ int DecodeBench(const std::vector<std::string>& args) {
   measure_copy();
   const SessionRun snap = RunSession(s, true, prompt_q, prompt_k, prompt_v, steps);
   measure_copy();
-  std::printf("(c) session, SnapKV 1024 budget:     %8.3f ms/step, %lld KV bytes held, %.2f GB/s, "
-              "policy %.1f %% of the step\n",
-              snap.step_ms, static_cast<long long>(snap.bytes_held), snap.gb_per_s,
-              100.0 * snap.policy_share);
+  std::printf(
+      "(c) session, SnapKV 1024 budget:     %8.3f ms/step, %lld KV bytes held, %.2f GB/s, "
+      "policy %.1f %% of the step\n",
+      snap.step_ms, static_cast<long long>(snap.bytes_held), snap.gb_per_s,
+      100.0 * snap.policy_share);
 
   const double copy_gbs = 2.0 * n * 4 / (copy_ms * 1e-3) / 1e9;
-  std::printf("(d) memory copy (256 MiB), best of 3: %8.3f ms, %.2f GB/s (read + write)\n", copy_ms, copy_gbs);
+  std::printf("(d) memory copy (256 MiB), best of 3: %8.3f ms, %.2f GB/s (read + write)\n", copy_ms,
+              copy_gbs);
 
   const int64_t page_bytes = 16 * s.dim * 4 * 2;
   const int64_t budget_bytes = int64_t{1024} * s.dim * 4 * 2 * s.kv_heads;
-  std::printf("ratio (a)/(c): %.2f; (c) holds %lld bytes vs budget %lld + one page per kv head %lld\n",
-              dense_ms / snap.step_ms, static_cast<long long>(snap.bytes_held),
-              static_cast<long long>(budget_bytes), static_cast<long long>(page_bytes * s.kv_heads));
+  std::printf(
+      "ratio (a)/(c): %.2f; (c) holds %lld bytes vs budget %lld + one page per kv head %lld\n",
+      dense_ms / snap.step_ms, static_cast<long long>(snap.bytes_held),
+      static_cast<long long>(budget_bytes), static_cast<long long>(page_bytes * s.kv_heads));
   std::printf("bandwidth vs copy: (b) %.0f %%, (c) %.0f %%\n", 100.0 * full.gb_per_s / copy_gbs,
               100.0 * snap.gb_per_s / copy_gbs);
   ResultJson json;
@@ -172,7 +182,8 @@ int DecodeBench(const std::vector<std::string>& args) {
   json.Add("full_bytes_held", static_cast<double>(full.bytes_held));
   json.Add("snapkv_bytes_held", static_cast<double>(snap.bytes_held));
   json.Add("snapkv_budget_bytes", static_cast<double>(budget_bytes));
-  json.Add("snapkv_budget_plus_page_bytes", static_cast<double>(budget_bytes + page_bytes * s.kv_heads));
+  json.Add("snapkv_budget_plus_page_bytes",
+           static_cast<double>(budget_bytes + page_bytes * s.kv_heads));
   json.Add("copy_gb_per_s", copy_gbs);
   json.Add("full_gb_per_s", full.gb_per_s);
   json.Add("snapkv_gb_per_s", snap.gb_per_s);
@@ -184,6 +195,7 @@ int DecodeBench(const std::vector<std::string>& args) {
 
 }  // namespace
 
-ATTNKIT_BENCH("decode", "session decode vs libtorch dense (Llama-3-8B-like layer, 8K prompt)", DecodeBench);
+ATTNKIT_BENCH("decode", "session decode vs libtorch dense (Llama-3-8B-like layer, 8K prompt)",
+              DecodeBench);
 
 }  // namespace attnkit::bench

@@ -1,15 +1,15 @@
 // attnkit-bench gpu: the CUDA kernels on the GPU (issue 10). 32 query heads, 8 kv heads, head dim
-// 128, bf16, lengths 32K/64K/128K by default (--lengths 32768,65536). Per length: PyTorch SDPA dense
-// causal with its flash backend (K/V expanded to 32 heads) as the baseline, attnkit's block-sparse
-// kernel with the full causal mask, with the Tri-shape mask (sink 128, recent 4096, last 100), and
-// the XAttention estimate alone (stride 8, block 128). Decode: one step over a 32K-token paged
-// cache: ATen dense decode (matmul, softmax, matmul; it yields the probabilities the eviction
-// scorers need), SDPA (GQA) where available, attnkit's fused decode with score accumulation over
-// the full 32K cache and over a 2K-token cache (the SnapKV 2K budget). GPU times are medians of CUDA
-// event timings after warm-up; decode steps are timed 20 back to back (per-step figure) and the
-// fused decode also alone; its K/V bandwidth is set against the spec peak (memory clock x bus width)
-// and a measured device-to-device copy. Ends with RESULT {json}. Built as a message when CUDA is
-// off.
+// 128, bf16, lengths 32K/64K/128K by default (--lengths 32768,65536). Per length: PyTorch SDPA
+// dense causal with its flash backend (K/V expanded to 32 heads) as the baseline, attnkit's
+// block-sparse kernel with the full causal mask, with the Tri-shape mask (sink 128, recent 4096,
+// last 100), and the XAttention estimate alone (stride 8, block 128). Decode: one step over a
+// 32K-token paged cache: ATen dense decode (matmul, softmax, matmul; it yields the probabilities
+// the eviction scorers need), SDPA (GQA) where available, attnkit's fused decode with score
+// accumulation over the full 32K cache and over a 2K-token cache (the SnapKV 2K budget). GPU times
+// are medians of CUDA event timings after warm-up; decode steps are timed 20 back to back (per-step
+// figure) and the fused decode also alone; its K/V bandwidth is set against the spec peak (memory
+// clock x bus width) and a measured device-to-device copy. Ends with RESULT {json}. Built as a
+// message when CUDA is off.
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -65,15 +65,19 @@ double GpuMs(const std::function<void()>& fn, int reps, int warmup = 1) {
 // Per-call time of `batch` back-to-back calls between one pair of events (the host enqueues ahead
 // of the GPU, as in a decode loop), median over `reps`.
 double GpuMsBatched(const std::function<void()>& fn, int reps, int batch) {
-  return GpuMs([&] {
-    for (int i = 0; i < batch; ++i) fn();
-  }, reps, 1) / batch;
+  return GpuMs(
+             [&] {
+               for (int i = 0; i < batch; ++i) fn();
+             },
+             reps, 1) /
+         batch;
 }
 
 template <typename T>
 T Must(absl::StatusOr<T> v, const char* what) {
   if (!v.ok()) {
-    std::fprintf(stderr, "gpu bench: %s failed: %s\n", what, std::string(v.status().message()).c_str());
+    std::fprintf(stderr, "gpu bench: %s failed: %s\n", what,
+                 std::string(v.status().message()).c_str());
     std::exit(1);
   }
   return *std::move(v);
@@ -134,9 +138,9 @@ int Run(const std::vector<std::string>& args) {
       ctx.setSDPUseMath(false);
       ctx.setSDPUseCuDNN(false);
       try {
-        sdpa_ms = GpuMs([&] {
-          sdpa_out = at::scaled_dot_product_attention(q4, k4, v4, {}, 0.0, true, scale);
-        }, r);
+        sdpa_ms = GpuMs(
+            [&] { sdpa_out = at::scaled_dot_product_attention(q4, k4, v4, {}, 0.0, true, scale); },
+            r);
       } catch (const std::exception& e) {
         std::printf("SDPA flash failed: %s\n", e.what());
       }
@@ -149,27 +153,29 @@ int Run(const std::vector<std::string>& args) {
     auto grid = Must(sparse::BlockGrid::Make(L, L, kBlock), "grid");
     auto full = Must(cuda::MaskToBlockLists(sparse::CausalBlockMask(grid), dev), "lists");
     at::Tensor full_out;
-    const double full_ms = GpuMs([&] {
-      full_out = Must(cuda::BlockSparseAttention(q, k, v, full, kBlock, scale), "attention");
-    }, r);
+    const double full_ms = GpuMs(
+        [&] {
+          full_out = Must(cuda::BlockSparseAttention(q, k, v, full, kBlock, scale), "attention");
+        },
+        r);
     const double full_err = sdpa_out.defined() ? RelErr(full_out, sdpa_out.squeeze(0)) : -1;
 
     at::Tensor tri_mask;
     cuda::BlockLists tri;
-    const double tri_build_ms = GpuMs([&] {
-      tri = Must(cuda::ShapeBlockLists(L, L, kBlock, 128, 4096, 100, true, dev, &tri_mask),
-                 "tri lists");
-    }, r);
-    const double tri_ms = GpuMs([&] {
-      Must(cuda::BlockSparseAttention(q, k, v, tri, kBlock, scale), "tri attention");
-    }, r);
+    const double tri_build_ms = GpuMs(
+        [&] {
+          tri = Must(cuda::ShapeBlockLists(L, L, kBlock, 128, 4096, 100, true, dev, &tri_mask),
+                     "tri lists");
+        },
+        r);
+    const double tri_ms = GpuMs(
+        [&] { Must(cuda::BlockSparseAttention(q, k, v, tri, kBlock, scale), "tri attention"); }, r);
     const double tri_blocks = tri_mask.sum().item<double>();
     const double tri_density = tri_blocks / static_cast<double>(grid.CausalBlocks());
     const double block_flops = 4.0 * kDim * kHeads * kBlock * kBlock;
 
-    const double est_ms = GpuMs([&] {
-      Must(cuda::XAttentionEstimate(q, k, kBlock, 8), "estimate");
-    }, r);
+    const double est_ms =
+        GpuMs([&] { Must(cuda::XAttentionEstimate(q, k, kBlock, 8), "estimate"); }, r);
 
     std::printf(
         "L=%-7lld sdpa flash %9.2f ms (%5.1f TFLOP/s) | attnkit full %9.2f ms (%5.1f TFLOP/s, "
@@ -225,41 +231,46 @@ int Run(const std::vector<std::string>& args) {
     at::Tensor kc = k_full.contiguous(), vc = v_full.contiguous();
     at::Tensor scores = at::zeros({kKvHeads, L}, opts.dtype(at::kFloat));
     constexpr int kBatch = 20;
-    const double dense_ms = GpuMsBatched([&] {
-      at::Tensor s = at::matmul(q.view({kKvHeads, kHeads / kKvHeads, 1, kDim}),
-                                kc.unsqueeze(1).transpose(-1, -2)).mul_(scale);
-      at::Tensor pr = at::softmax(s, -1, at::kFloat);
-      at::Tensor o = at::matmul(pr.to(at::kBFloat16), vc.unsqueeze(1));
-      scores.add_(pr.sum({1, 2}));
-    }, 11, kBatch);
+    const double dense_ms = GpuMsBatched(
+        [&] {
+          at::Tensor s = at::matmul(q.view({kKvHeads, kHeads / kKvHeads, 1, kDim}),
+                                    kc.unsqueeze(1).transpose(-1, -2))
+                             .mul_(scale);
+          at::Tensor pr = at::softmax(s, -1, at::kFloat);
+          at::Tensor o = at::matmul(pr.to(at::kBFloat16), vc.unsqueeze(1));
+          scores.add_(pr.sum({1, 2}));
+        },
+        11, kBatch);
     double sdpa_ms = -1;
     try {
       at::Tensor q4 = q.view({1, kHeads, 1, kDim}), k4 = kc.unsqueeze(0), v4 = vc.unsqueeze(0);
-      sdpa_ms = GpuMsBatched([&] {
-        at::scaled_dot_product_attention(q4, k4, v4, {}, 0.0, false, scale, /*enable_gqa=*/true);
-      }, 11, kBatch);
+      sdpa_ms = GpuMsBatched(
+          [&] {
+            at::scaled_dot_product_attention(q4, k4, v4, {}, 0.0, false, scale,
+                                             /*enable_gqa=*/true);
+          },
+          11, kBatch);
     } catch (const std::exception& e) {
       std::printf("SDPA decode (GQA) unavailable: %s\n", e.what());
     }
     at::Tensor fused_out;
-    const double fused_full_ms = GpuMsBatched([&] {
-      fused_out = Must(cuda::PagedDecodeAttention(q, full, scale, &scores), "decode");
-    }, 11, kBatch);
-    const double fused_full_latency_ms = GpuMs([&] {
-      Must(cuda::PagedDecodeAttention(q, full, scale, &scores), "decode");
-    }, 50, 5);
+    const double fused_full_ms = GpuMsBatched(
+        [&] { fused_out = Must(cuda::PagedDecodeAttention(q, full, scale, &scores), "decode"); },
+        11, kBatch);
+    const double fused_full_latency_ms =
+        GpuMs([&] { Must(cuda::PagedDecodeAttention(q, full, scale, &scores), "decode"); }, 50, 5);
     std::string sweep;
     for (int64_t split : {128, 256, 512, 1024}) {
-      const double ms = GpuMsBatched([&] {
-        Must(cuda::PagedDecodeAttention(q, full, scale, &scores, split), "decode split");
-      }, 11, kBatch);
+      const double ms = GpuMsBatched(
+          [&] { Must(cuda::PagedDecodeAttention(q, full, scale, &scores, split), "decode split"); },
+          11, kBatch);
       absl::StrAppend(&sweep, sweep.empty() ? "" : ", ", split, ": ", ms * 1000, " us");
       result.Add(absl::StrCat("decode_fused_full_split", split, "_ms"), ms);
     }
     at::Tensor scores_b = at::zeros({kKvHeads, budget}, opts.dtype(at::kFloat));
-    const double fused_b_ms = GpuMsBatched([&] {
-      Must(cuda::PagedDecodeAttention(q, small, scale, &scores_b), "decode 2k");
-    }, 11, kBatch);
+    const double fused_b_ms = GpuMsBatched(
+        [&] { Must(cuda::PagedDecodeAttention(q, small, scale, &scores_b), "decode 2k"); }, 11,
+        kBatch);
     auto ref = Must(cuda::DenseDecodeReference(q, kc, vc, scale), "decode reference");
     const double err = RelErr(fused_out, ref.first);
     const double bytes = 2.0 * kKvHeads * L * kDim * 2;
@@ -277,9 +288,11 @@ int Run(const std::vector<std::string>& args) {
       at::Tensor src = at::empty({n}, at::TensorOptions().device(dev).dtype(at::kByte)).fill_(1);
       at::Tensor dst = at::empty_like(src);
       cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
-      const double copy_ms = GpuMs([&] {
-        cudaMemcpyAsync(dst.data_ptr(), src.data_ptr(), n, cudaMemcpyDeviceToDevice, stream);
-      }, 11, 2);
+      const double copy_ms = GpuMs(
+          [&] {
+            cudaMemcpyAsync(dst.data_ptr(), src.data_ptr(), n, cudaMemcpyDeviceToDevice, stream);
+          },
+          11, 2);
       copy_gbps = 2.0 * n / copy_ms / 1e6;
     }
     std::printf(
@@ -313,8 +326,9 @@ int Run(const std::vector<std::string>& args) {
 }
 #else
 int Run(const std::vector<std::string>&) {
-  std::printf("gpu bench: attnkit was built without CUDA (configure with -DATTNKIT_CUDA=ON; see "
-              "scripts/gpu_build.sh)\nRESULT {\"error\": \"built without CUDA\"}\n");
+  std::printf(
+      "gpu bench: attnkit was built without CUDA (configure with -DATTNKIT_CUDA=ON; see "
+      "scripts/gpu_build.sh)\nRESULT {\"error\": \"built without CUDA\"}\n");
   return 1;
 }
 #endif

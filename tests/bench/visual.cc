@@ -142,7 +142,8 @@ int VisualBench(const std::vector<std::string>& args) {
     options.fast_kernel = true;
     auto fast_pruner = VisualPruner::Create(options);
     if (!fast_pruner.ok()) return 1;
-    const double fast_total_ms = MedianMs([&] { (void)(*fast_pruner)->Select(images, text); }, reps_here);
+    const double fast_total_ms =
+        MedianMs([&] { (void)(*fast_pruner)->Select(images, text); }, reps_here);
     const double fast_ratio = fast_total_ms / floor_ms;
 
     const double ratio = total_ms / floor_ms;

@@ -31,10 +31,10 @@ class Status {
   attnkit_status* status_;
 };
 
-#define EXPECT_OK(expr)                                       \
-  do {                                                        \
-    Status s_(expr);                                          \
-    EXPECT_TRUE(s_.ok()) << #expr << ": " << s_.message();    \
+#define EXPECT_OK(expr)                                    \
+  do {                                                     \
+    Status s_(expr);                                       \
+    EXPECT_TRUE(s_.ok()) << #expr << ": " << s_.message(); \
   } while (0)
 
 // INVALID_ARGUMENT whose message contains every one of `parts`.
@@ -133,8 +133,8 @@ TEST(TensorCheckTest, WrongDType) {
   const struct {
     at::ScalarType type;
     const char* got;
-  } cases[] = {{at::kDouble, "float64"}, {at::kLong, "int64"}, {at::kInt, "int32"},
-               {at::kBool, "uint8"}};
+  } cases[] = {
+      {at::kDouble, "float64"}, {at::kLong, "int64"}, {at::kInt, "int32"}, {at::kBool, "uint8"}};
   for (const auto& c : cases) {
     SCOPED_TRACE(c.got);
     at::Tensor t = at::zeros({2, 2}, at::TensorOptions().dtype(c.type));
@@ -163,9 +163,9 @@ TEST(TensorCheckTest, WrongDevice) {
   at::Tensor t = Floats({2, 2});
   DLView opencl(t);
   opencl.get()->device = {kDLOpenCL, 0};
-  ExpectInvalid(attnkit_tensor_check(opencl, "k", 2, 0),
-                {"k", "device type " + std::to_string(static_cast<int>(kDLOpenCL)),
-                 "is not supported"});
+  ExpectInvalid(
+      attnkit_tensor_check(opencl, "k", 2, 0),
+      {"k", "device type " + std::to_string(static_cast<int>(kDLOpenCL)), "is not supported"});
   DLView cuda_host(t);
   cuda_host.get()->device = {kDLCUDAHost, 0};
   ExpectInvalid(attnkit_tensor_check(cuda_host, "k", 2, 0), {"k", "not supported"});
@@ -243,13 +243,13 @@ TEST(TensorCheckTest, OverlappingOutputRejected) {
 TEST(TensorCheckTest, LegalLayoutsAccepted) {
   at::Tensor base = Floats({4, 6, 8});
   const std::vector<at::Tensor> layouts = {
-      base,                                    // contiguous
-      base.transpose(0, 2),                    // transposed
-      base.permute({1, 2, 0}),                 // permuted
-      base.slice(1, 1, 5),                     // sliced rows
-      base.slice(2, 0, 8, 2),                  // every other column (stride 2)
-      base.select(0, 3).unsqueeze(0),          // a size-1 dimension
-      base.narrow(0, 1, 2).transpose(1, 2),    // sliced and transposed
+      base,                                  // contiguous
+      base.transpose(0, 2),                  // transposed
+      base.permute({1, 2, 0}),               // permuted
+      base.slice(1, 1, 5),                   // sliced rows
+      base.slice(2, 0, 8, 2),                // every other column (stride 2)
+      base.select(0, 3).unsqueeze(0),        // a size-1 dimension
+      base.narrow(0, 1, 2).transpose(1, 2),  // sliced and transposed
   };
   for (size_t i = 0; i < layouts.size(); ++i) {
     SCOPED_TRACE(i);
@@ -364,7 +364,8 @@ TEST(ConfigTest, GarbageRejectedNeverCrashes) {
 TEST(ConfigTest, RoundTrip) {
   const std::string bytes = ToBinary(ATTNKIT_CONFIG_SESSION, kSessionText);
   attnkit_buffer* text = nullptr;
-  EXPECT_OK(attnkit_config_binary_to_text(ATTNKIT_CONFIG_SESSION, bytes.data(), bytes.size(), &text));
+  EXPECT_OK(
+      attnkit_config_binary_to_text(ATTNKIT_CONFIG_SESSION, bytes.data(), bytes.size(), &text));
   ASSERT_NE(text, nullptr);
   const std::string printed(reinterpret_cast<const char*>(text->data), text->size);
   attnkit_buffer_free(text);
@@ -408,15 +409,17 @@ TEST(ConfigTest, BadKindAndNullArguments) {
   ExpectInvalid(attnkit_config_binary_to_text(static_cast<attnkit_config_kind>(-1), "", 0, &out),
                 {"kind: unknown config kind -1"});
 
-  ExpectInvalid(attnkit_config_validate(ATTNKIT_CONFIG_SESSION, nullptr, 4), {"data: must not be NULL"});
+  ExpectInvalid(attnkit_config_validate(ATTNKIT_CONFIG_SESSION, nullptr, 4),
+                {"data: must not be NULL"});
   ExpectInvalid(attnkit_config_validate_text(ATTNKIT_CONFIG_SESSION, nullptr, 4),
                 {"data: must not be NULL"});
   ExpectInvalid(attnkit_config_text_to_binary(ATTNKIT_CONFIG_SESSION, nullptr, 4, &out),
                 {"data: must not be NULL"});
   ExpectInvalid(attnkit_config_binary_to_text(ATTNKIT_CONFIG_SESSION, nullptr, 4, &out),
                 {"data: must not be NULL"});
-  ExpectInvalid(attnkit_config_text_to_binary(ATTNKIT_CONFIG_SESSION, text.data(), text.size(), nullptr),
-                {"out: must not be NULL"});
+  ExpectInvalid(
+      attnkit_config_text_to_binary(ATTNKIT_CONFIG_SESSION, text.data(), text.size(), nullptr),
+      {"out: must not be NULL"});
   ExpectInvalid(attnkit_config_binary_to_text(ATTNKIT_CONFIG_SESSION, "", 0, nullptr),
                 {"out: must not be NULL"});
 }

@@ -34,7 +34,8 @@ attnkit_session* NewSession() {
 
 TEST(SessionCapiTest, CreatesFromBytesAndTextAndRejectsBadConfigs) {
   attnkit_buffer* bytes = nullptr;
-  Status conv{attnkit_config_text_to_binary(ATTNKIT_CONFIG_SESSION, kConfig, std::strlen(kConfig), &bytes)};
+  Status conv{
+      attnkit_config_text_to_binary(ATTNKIT_CONFIG_SESSION, kConfig, std::strlen(kConfig), &bytes)};
   ASSERT_EQ(conv.s, nullptr);
   attnkit_session* session = nullptr;
   Status created{attnkit_session_create(bytes->data, bytes->size, &session)};
@@ -66,7 +67,8 @@ TEST(SessionCapiTest, AttendChecksEveryTensor) {
   DLView qlv(q_long);
   Status wrong_dtype{attnkit_session_attend(session, 0, qlv, kv, vv, ov)};
   EXPECT_EQ(wrong_dtype.code(), ATTNKIT_INVALID_ARGUMENT);
-  EXPECT_NE(wrong_dtype.message().find("q: expected float32, float16 or bfloat16"), std::string::npos)
+  EXPECT_NE(wrong_dtype.message().find("q: expected float32, float16 or bfloat16"),
+            std::string::npos)
       << wrong_dtype.message();
   Status null_v{attnkit_session_attend(session, 0, qv, kv, nullptr, ov)};
   EXPECT_NE(null_v.message().find("v: must not be NULL"), std::string::npos);
@@ -102,10 +104,12 @@ TEST(SessionCapiTest, AttendChecksEveryTensor) {
 }
 
 TEST(EvictionPolicyCapiTest, ObserveSelectAndKeptPositions) {
-  const char config[] = "enabled: true algorithm: H2O granularity: PER_TOKEN start_tokens: 1 "
-                        "intermediate_tokens: 2 recent_tokens: 1";
+  const char config[] =
+      "enabled: true algorithm: H2O granularity: PER_TOKEN start_tokens: 1 "
+      "intermediate_tokens: 2 recent_tokens: 1";
   attnkit_eviction_policy* policy = nullptr;
-  Status created{attnkit_eviction_policy_create_from_text(config, std::strlen(config), 1, 2, 1, &policy)};
+  Status created{
+      attnkit_eviction_policy_create_from_text(config, std::strlen(config), 1, 2, 1, &policy)};
   ASSERT_EQ(created.s, nullptr) << created.message();
   EXPECT_EQ(attnkit_eviction_policy_needs_keys(policy), 0);
   EXPECT_EQ(attnkit_eviction_policy_per_head(policy), 0);

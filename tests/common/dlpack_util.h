@@ -20,14 +20,30 @@ class DLView {
                   tensor.is_cuda() ? static_cast<int32_t>(tensor.device().index()) : 0};
     dl_.ndim = static_cast<int32_t>(tensor.dim());
     switch (tensor.scalar_type()) {
-      case at::kFloat: dl_.dtype = {kDLFloat, 32, 1}; break;
-      case at::kHalf: dl_.dtype = {kDLFloat, 16, 1}; break;
-      case at::kBFloat16: dl_.dtype = {kDLBfloat, 16, 1}; break;
-      case at::kLong: dl_.dtype = {kDLInt, 64, 1}; break;
-      case at::kInt: dl_.dtype = {kDLInt, 32, 1}; break;
-      case at::kDouble: dl_.dtype = {kDLFloat, 64, 1}; break;
-      case at::kBool: dl_.dtype = {kDLUInt, 8, 1}; break;
-      default: dl_.dtype = {kDLUInt, 8, 1}; break;
+      case at::kFloat:
+        dl_.dtype = {kDLFloat, 32, 1};
+        break;
+      case at::kHalf:
+        dl_.dtype = {kDLFloat, 16, 1};
+        break;
+      case at::kBFloat16:
+        dl_.dtype = {kDLBfloat, 16, 1};
+        break;
+      case at::kLong:
+        dl_.dtype = {kDLInt, 64, 1};
+        break;
+      case at::kInt:
+        dl_.dtype = {kDLInt, 32, 1};
+        break;
+      case at::kDouble:
+        dl_.dtype = {kDLFloat, 64, 1};
+        break;
+      case at::kBool:
+        dl_.dtype = {kDLUInt, 8, 1};
+        break;
+      default:
+        dl_.dtype = {kDLUInt, 8, 1};
+        break;
     }
     dl_.shape = shape_.data();
     dl_.strides = strides_.data();

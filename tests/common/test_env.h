@@ -21,7 +21,9 @@ inline std::string SharedSubdir(const char* env_override, const char* sub) {
 #endif
 }
 
-inline std::string ConformanceDir() { return SharedSubdir("ATTNKIT_CONFORMANCE_DIR", "conformance"); }
+inline std::string ConformanceDir() {
+  return SharedSubdir("ATTNKIT_CONFORMANCE_DIR", "conformance");
+}
 inline std::string ModelsDir() { return SharedSubdir("ATTNKIT_MODELS_DIR", "models"); }
 
 inline bool PathExists(const std::string& path) {
@@ -32,10 +34,10 @@ inline bool PathExists(const std::string& path) {
 }  // namespace attnkit::testing
 
 // Skips the current GoogleTest test, saying which dependency is absent.
-#define ATTNKIT_SKIP_IF_MISSING(path)                                                    \
-  do {                                                                                   \
-    if (!::attnkit::testing::PathExists(path))                                           \
-      GTEST_SKIP() << "skipped: " << (path) << " is absent (set ATTNKIT_SHARED_DIR)";     \
+#define ATTNKIT_SKIP_IF_MISSING(path)                                                 \
+  do {                                                                                \
+    if (!::attnkit::testing::PathExists(path))                                        \
+      GTEST_SKIP() << "skipped: " << (path) << " is absent (set ATTNKIT_SHARED_DIR)"; \
   } while (0)
 
 #endif  // ATTNKIT_TESTS_COMMON_TEST_ENV_H_

@@ -1,5 +1,5 @@
-// The conformance runner's plumbing: each case kind (the `kind` metadata of a case file) registers a
-// function that runs one case through the public API and says what differed.
+// The conformance runner's plumbing: each case kind (the `kind` metadata of a case file) registers
+// a function that runs one case through the public API and says what differed.
 #ifndef ATTNKIT_TESTS_CONFORMANCE_CONFORMANCE_H_
 #define ATTNKIT_TESTS_CONFORMANCE_CONFORMANCE_H_
 
@@ -13,7 +13,8 @@
 namespace attnkit::conformance {
 
 // OK when the case passes; otherwise a status whose message says what differed and where.
-using CaseRunner = std::function<absl::Status(const SafetensorsFile& file, const JsonValue& config)>;
+using CaseRunner =
+    std::function<absl::Status(const SafetensorsFile& file, const JsonValue& config)>;
 
 bool RegisterKind(const std::string& kind, CaseRunner runner);
 

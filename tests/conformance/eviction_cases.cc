@@ -37,8 +37,8 @@ absl::Status Compare(const std::vector<int64_t>& got, const at::Tensor& expected
   at::Tensor e = expected.to(at::kLong).contiguous();
   std::vector<int64_t> want(e.data_ptr<int64_t>(), e.data_ptr<int64_t>() + e.numel());
   if (got != want) {
-    return absl::InternalError(absl::StrCat(where, ": kept [", Positions(got), "], expected [",
-                                            Positions(want), "]"));
+    return absl::InternalError(
+        absl::StrCat(where, ": kept [", Positions(got), "], expected [", Positions(want), "]"));
   }
   return absl::OkStatus();
 }
@@ -72,7 +72,7 @@ absl::Status PolicyLevel(const SafetensorsFile& file, const CaseData& c) {
   std::unique_ptr<attnkit_eviction_policy, decltype(&attnkit_eviction_policy_free)> policy(
       raw, attnkit_eviction_policy_free);
 
-  at::Tensor keys;  // [1, Hkv, L, d], the cache as the policy left it
+  at::Tensor keys;              // [1, Hkv, L, d], the cache as the policy left it
   std::vector<int64_t> origin;  // original position of each cached token
   for (int step = -1; step < c.num_steps; ++step) {
     const std::string prefix = step < 0 ? "prefill" : absl::StrCat("step.", step);
@@ -114,8 +114,7 @@ absl::Status RunEvictionCase(const SafetensorsFile& file, const JsonValue& confi
   auto c = ReadCase(file, config);
   if (!c.ok()) return c.status();
   if (absl::Status s = PolicyLevel(file, *c); !s.ok()) return s;
-  return SessionLevel(file, c->textproto, c->num_steps, c->num_heads, c->num_kv_heads,
-                      c->head_dim);
+  return SessionLevel(file, c->textproto, c->num_steps, c->num_heads, c->num_kv_heads, c->head_dim);
 }
 
 }  // namespace

@@ -29,27 +29,32 @@ absl::StatusOr<int64_t> Int(const JsonValue& config, const char* key, bool null_
 }  // namespace
 
 absl::StatusOr<std::string> EvictionTextproto(const JsonValue& config) {
-  static const char* kKnown[] = {"algorithm",         "granularity",      "group_size",
-                                 "start_tokens",      "recent_tokens",    "intermediate_tokens",
-                                 "refined_algorithm", "refined_tokens",   "kvcrush_anchor",
+  static const char* kKnown[] = {"algorithm",         "granularity",    "group_size",
+                                 "start_tokens",      "recent_tokens",  "intermediate_tokens",
+                                 "refined_algorithm", "refined_tokens", "kvcrush_anchor",
                                  "normalize_scores",  "window_size"};
   for (const auto& [key, value] : config.object()) {
     bool known = false;
     for (const char* k : kKnown) known |= key == k;
     if (!known) return absl::InvalidArgumentError(absl::StrCat("config: unknown key ", key));
   }
-  auto algorithm = Enum(config, "algorithm", {{"h2o", "H2O"}, {"snapkv", "SNAPKV"}, {"rkv", "RKV"}}, false);
+  auto algorithm =
+      Enum(config, "algorithm", {{"h2o", "H2O"}, {"snapkv", "SNAPKV"}, {"rkv", "RKV"}}, false);
   auto granularity =
       Enum(config, "granularity", {{"per_token", "PER_TOKEN"}, {"per_group", "PER_GROUP"}}, false);
-  auto refined = Enum(config, "refined_algorithm", {{"kvcrush", "KVCRUSH"}, {"diversekv", "DIVERSEKV"}}, true);
+  auto refined =
+      Enum(config, "refined_algorithm", {{"kvcrush", "KVCRUSH"}, {"diversekv", "DIVERSEKV"}}, true);
   auto anchor = Enum(config, "kvcrush_anchor",
-                     {{"alternate", "ALTERNATE"}, {"zeros", "ZEROS"}, {"ones", "ONES"},
-                      {"mean", "MEAN"}, {"random", "RANDOM"}},
+                     {{"alternate", "ALTERNATE"},
+                      {"zeros", "ZEROS"},
+                      {"ones", "ONES"},
+                      {"mean", "MEAN"},
+                      {"random", "RANDOM"}},
                      false);
   for (const auto* s : {&algorithm, &granularity, &refined, &anchor})
     if (!s->ok()) return s->status();
-  std::string out = absl::StrCat("enabled: true\nalgorithm: ", *algorithm,
-                                 "\ngranularity: ", *granularity, "\n");
+  std::string out =
+      absl::StrCat("enabled: true\nalgorithm: ", *algorithm, "\ngranularity: ", *granularity, "\n");
   for (const char* key : {"group_size", "start_tokens", "recent_tokens", "intermediate_tokens"}) {
     auto v = Int(config, key, false);
     if (!v.ok()) return v.status();

@@ -17,11 +17,13 @@ absl::Status SessionLevel(const SafetensorsFile& file, const std::string& evicti
                    " head_dim: ", head_dim, " eviction { ", eviction_textproto, " }");
   attnkit_session* raw = nullptr;
   if (attnkit_status* s = attnkit_session_create_from_text(config.data(), config.size(), &raw)) {
-    absl::Status out = absl::InternalError(absl::StrCat("session create: ", attnkit_status_get_message(s)));
+    absl::Status out =
+        absl::InternalError(absl::StrCat("session create: ", attnkit_status_get_message(s)));
     attnkit_status_free(s);
     return out;
   }
-  std::unique_ptr<attnkit_session, decltype(&attnkit_session_free)> session(raw, attnkit_session_free);
+  std::unique_ptr<attnkit_session, decltype(&attnkit_session_free)> session(raw,
+                                                                            attnkit_session_free);
   std::vector<std::string> differing;
   for (int step = -1; step < num_steps; ++step) {
     const std::string prefix = step < 0 ? "prefill" : absl::StrCat("step.", step);

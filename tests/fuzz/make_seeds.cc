@@ -1,6 +1,6 @@
-// Writes the seed corpus of safetensors_fuzzer into a folder: small valid files covering every dtype,
-// metadata, empty and rank-0 tensors, escapes and padding, plus a few near-misses. Generated at build
-// time so no binary data is committed.
+// Writes the seed corpus of safetensors_fuzzer into a folder: small valid files covering every
+// dtype, metadata, empty and rank-0 tensors, escapes and padding, plus a few near-misses. Generated
+// at build time so no binary data is committed.
 #include <cstdint>
 #include <fstream>
 #include <iostream>
@@ -40,12 +40,13 @@ int main(int argc, char** argv) {
     seeds.push_back(File("{" + Entry("t", d.dtype, "[2, 3]", 0, 6 * d.size) + "}",
                          std::string(6 * d.size, '\x01')));
   }
-  seeds.push_back(File("{\"__metadata__\": {\"kind\": \"eviction\", \"config\": "
-                       "\"{\\\"algorithm\\\": \\\"snapkv\\\", \\\"window_size\\\": null}\"}, " +
-                           Entry("prefill.q", "F32", "[1, 2, 2, 2]", 0, 32) + ", " +
-                           Entry("kept.prefill", "I64", "[2]", 32, 48) + ", " +
-                           Entry("mask", "BOOL", "[2, 2]", 48, 52) + "}",
-                       std::string(52, '\x3f')));
+  seeds.push_back(
+      File("{\"__metadata__\": {\"kind\": \"eviction\", \"config\": "
+           "\"{\\\"algorithm\\\": \\\"snapkv\\\", \\\"window_size\\\": null}\"}, " +
+               Entry("prefill.q", "F32", "[1, 2, 2, 2]", 0, 32) + ", " +
+               Entry("kept.prefill", "I64", "[2]", 32, 48) + ", " +
+               Entry("mask", "BOOL", "[2, 2]", 48, 52) + "}",
+           std::string(52, '\x3f')));
   seeds.push_back(File("{" + Entry("scalar", "F32", "[]", 0, 4) + ", " +
                            Entry("empty", "F16", "[0, 7]", 4, 4) + "}        ",
                        std::string(4, '\0')));
@@ -54,9 +55,9 @@ int main(int argc, char** argv) {
   seeds.push_back(File("{\"__metadata__\": {}}", ""));
   seeds.push_back(File("{\"a\": [1, -2.5e3, true, false, null, {\"b\": []}]}", ""));
   // Near-misses: the fuzzer mutates toward both sides of each check.
-  seeds.push_back(File("{" + Entry("a", "F32", "[4]", 0, 16) + ", " + Entry("b", "F32", "[4]", 8, 24) +
-                           "}",
-                       std::string(24, 'x')));
+  seeds.push_back(
+      File("{" + Entry("a", "F32", "[4]", 0, 16) + ", " + Entry("b", "F32", "[4]", 8, 24) + "}",
+           std::string(24, 'x')));
   seeds.push_back(File("{" + Entry("t", "F32", "[3]", 0, 8) + "}", std::string(8, 'x')));
   seeds.push_back(File("{" + Entry("t", "F8", "[3]", 0, 3) + "}", "xyz"));
   seeds.push_back(File("{" + Entry("t", "F32", "[4611686018427387904, 2]", 0, 0) + "}", ""));

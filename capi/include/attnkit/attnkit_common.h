@@ -1,13 +1,13 @@
 /* attnkit C ABI: status, versions, library-owned buffers and the tensor convention.
  *
  * Conventions for every attnkit_* function:
- * - A fallible call returns attnkit_status*: NULL on success, otherwise a status the caller owns and
- *   frees with attnkit_status_free(). No error state is kept per thread.
- * - Inputs are borrowed for the duration of the call only; outputs are written into caller tensors or
- *   returned as library-owned objects with their own free function. Every *_free(NULL) is a no-op.
- * - Tensors cross as DLPack DLTensor (dlpack/dlpack.h), borrowed: data may be CPU (or CUDA where the
- *   library was built with it), dtype float32, float16 or bfloat16 unless a function says otherwise,
- *   any strides (strides == NULL means compact row-major). byte_offset is honoured.
+ * - A fallible call returns attnkit_status*: NULL on success, otherwise a status the caller owns
+ * and frees with attnkit_status_free(). No error state is kept per thread.
+ * - Inputs are borrowed for the duration of the call only; outputs are written into caller tensors
+ * or returned as library-owned objects with their own free function. Every *_free(NULL) is a no-op.
+ * - Tensors cross as DLPack DLTensor (dlpack/dlpack.h), borrowed: data may be CPU (or CUDA where
+ * the library was built with it), dtype float32, float16 or bfloat16 unless a function says
+ * otherwise, any strides (strides == NULL means compact row-major). byte_offset is honoured.
  * - One object is used by one thread at a time; distinct objects are independent.
  */
 #ifndef ATTNKIT_ATTNKIT_COMMON_H_
@@ -90,7 +90,8 @@ typedef struct attnkit_buffer {
 /* Frees a buffer's data and the buffer. NULL is a no-op. */
 ATTNKIT_API void attnkit_buffer_free(attnkit_buffer* buffer);
 
-/* A library-owned array of int64 (kept positions, indices). Free with attnkit_int64_array_free(). */
+/* A library-owned array of int64 (kept positions, indices). Free with attnkit_int64_array_free().
+ */
 typedef struct attnkit_int64_array {
   int64_t* data;
   size_t size;
@@ -100,8 +101,8 @@ typedef struct attnkit_int64_array {
 ATTNKIT_API void attnkit_int64_array_free(attnkit_int64_array* array);
 
 /* Checks `tensor` the way every entry point does (non-NULL, data non-NULL unless empty, supported
- * dtype and device, rank `expected_rank` when >= 0, no overlapping strides when `is_output`); `name`
- * is used in the message. Returns NULL when it would be accepted. For tests and bindings. */
+ * dtype and device, rank `expected_rank` when >= 0, no overlapping strides when `is_output`);
+ * `name` is used in the message. Returns NULL when it would be accepted. For tests and bindings. */
 ATTNKIT_API attnkit_status* attnkit_tensor_check(const DLTensor* tensor, const char* name,
                                                  int32_t expected_rank, int32_t is_output);
 

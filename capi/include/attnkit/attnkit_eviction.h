@@ -1,9 +1,9 @@
 /* attnkit C ABI: KV cache eviction policies for hosts that keep their own cache and kernels.
  *
  * Per step and layer: append the new keys/values to your cache, compute attention, pass the
- * attention weights to attnkit_eviction_policy_observe(), then call attnkit_eviction_policy_select():
- * it returns the cache positions to keep (all of them while the layer is within budget). Keep exactly
- * those, in that order, before the next step. */
+ * attention weights to attnkit_eviction_policy_observe(), then call
+ * attnkit_eviction_policy_select(): it returns the cache positions to keep (all of them while the
+ * layer is within budget). Keep exactly those, in that order, before the next step. */
 #ifndef ATTNKIT_ATTNKIT_EVICTION_H_
 #define ATTNKIT_ATTNKIT_EVICTION_H_
 
@@ -23,17 +23,20 @@ typedef struct attnkit_eviction_policy attnkit_eviction_policy;
 typedef struct attnkit_kept_positions attnkit_kept_positions;
 
 /* Creates a policy from a serialized attnkit.v1.EvictionConfig (`config`, `size` bytes, borrowed)
- * for a model of `num_layers` layers, `num_heads` query heads and `num_kv_heads` kv heads. On success
- * *out is a new policy the caller frees with attnkit_eviction_policy_free(). */
+ * for a model of `num_layers` layers, `num_heads` query heads and `num_kv_heads` kv heads. On
+ * success *out is a new policy the caller frees with attnkit_eviction_policy_free(). */
 ATTNKIT_API attnkit_status* attnkit_eviction_policy_create(const void* config, size_t size,
                                                            int32_t num_layers, int32_t num_heads,
                                                            int32_t num_kv_heads,
                                                            attnkit_eviction_policy** out);
 
-/* As attnkit_eviction_policy_create() from textproto (`size` bytes, not necessarily NUL-terminated). */
-ATTNKIT_API attnkit_status* attnkit_eviction_policy_create_from_text(
-    const char* text, size_t size, int32_t num_layers, int32_t num_heads, int32_t num_kv_heads,
-    attnkit_eviction_policy** out);
+/* As attnkit_eviction_policy_create() from textproto (`size` bytes, not necessarily
+ * NUL-terminated). */
+ATTNKIT_API attnkit_status* attnkit_eviction_policy_create_from_text(const char* text, size_t size,
+                                                                     int32_t num_layers,
+                                                                     int32_t num_heads,
+                                                                     int32_t num_kv_heads,
+                                                                     attnkit_eviction_policy** out);
 
 /* Frees `policy`. NULL is a no-op. */
 ATTNKIT_API void attnkit_eviction_policy_free(attnkit_eviction_policy* policy);
@@ -77,8 +80,8 @@ ATTNKIT_API size_t attnkit_kept_positions_num_rows(const attnkit_kept_positions*
 
 /* Row `row`'s positions, valid until `kept` is freed; *size receives the count. NULL (and *size 0)
  * when `row` is out of range. */
-ATTNKIT_API const int64_t* attnkit_kept_positions_row(const attnkit_kept_positions* kept, size_t row,
-                                                      size_t* size);
+ATTNKIT_API const int64_t* attnkit_kept_positions_row(const attnkit_kept_positions* kept,
+                                                      size_t row, size_t* size);
 
 /* Frees `kept`. NULL is a no-op. */
 ATTNKIT_API void attnkit_kept_positions_free(attnkit_kept_positions* kept);

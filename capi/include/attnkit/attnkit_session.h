@@ -42,7 +42,8 @@ ATTNKIT_API attnkit_status* attnkit_session_stats(const attnkit_session* session
                                                   attnkit_buffer** out);
 
 /* Bytes of KV pages in use (keys and values, every layer) written to *out. */
-ATTNKIT_API attnkit_status* attnkit_session_bytes_held(const attnkit_session* session, int64_t* out);
+ATTNKIT_API attnkit_status* attnkit_session_bytes_held(const attnkit_session* session,
+                                                       int64_t* out);
 
 /* Original positions (0 = first prompt token) of the tokens cached for (layer, sequence, kv_head),
  * in cache order. *out is a new array the caller frees with attnkit_int64_array_free(). */

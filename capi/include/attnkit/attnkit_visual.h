@@ -19,7 +19,8 @@ extern "C" {
 #endif
 
 /* A visual token pruner: an immutable configuration. Unlike most attnkit objects, a pruner may be
- * used by several threads at once (select keeps no state). Free with attnkit_visual_pruner_free(). */
+ * used by several threads at once (select keeps no state). Free with attnkit_visual_pruner_free().
+ */
 typedef struct attnkit_visual_pruner attnkit_visual_pruner;
 
 /* The kept tokens of every image of one select call: per image, the kept token indices, local to

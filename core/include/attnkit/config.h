@@ -1,6 +1,7 @@
-// Plain C++ views of the attnkit.v1 configuration messages. Parsing and validation (config_parser.h)
-// turn the protobuf messages into these structs once; compute code sees only these, never protobuf
-// (PyTorch bundles its own protobuf headers, which must not meet the system's).
+// Plain C++ views of the attnkit.v1 configuration messages. Parsing and validation
+// (config_parser.h) turn the protobuf messages into these structs once; compute code sees only
+// these, never protobuf (PyTorch bundles its own protobuf headers, which must not meet the
+// system's).
 #ifndef ATTNKIT_CONFIG_H_
 #define ATTNKIT_CONFIG_H_
 

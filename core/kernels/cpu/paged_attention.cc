@@ -44,7 +44,8 @@ inline __m256 Exp8(__m256 x) {
   y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
   y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
   y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
-  __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
+  __m256i e =
+      _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
   y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
   return _mm256_andnot_ps(below, y);
 }
@@ -84,7 +85,8 @@ inline void DotRows(const float* q, int rows, const float* k, int d, float* scor
     }
     for (; r < rows; ++r) {
       __m256 a = _mm256_setzero_ps();
-      for (int j = 0; j < d; j += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(q + r * d + j), _mm256_loadu_ps(k + j), a);
+      for (int j = 0; j < d; j += 8)
+        a = _mm256_fmadd_ps(_mm256_loadu_ps(q + r * d + j), _mm256_loadu_ps(k + j), a);
       scores[r] = HorizontalSum(a);
     }
     return;
@@ -102,7 +104,8 @@ inline void DotRows(const float* q, int rows, const float* k, int d, float* scor
 // Asks for the first lines of the next page, whose address the hardware prefetcher cannot guess.
 inline void Prefetch(const char* page, int64_t bytes) {
   if (page == nullptr) return;
-  for (int64_t off = 0; off < std::min<int64_t>(bytes, 1024); off += 64) __builtin_prefetch(page + off);
+  for (int64_t off = 0; off < std::min<int64_t>(bytes, 1024); off += 64)
+    __builtin_prefetch(page + off);
 }
 
 inline void Axpy(float alpha, const float* x, float* y, int n) {
@@ -193,9 +196,12 @@ void ExpInPlace(float* values, int64_t n) {
 
 void PagedGroupAttention(const PagedGroupArgs& args) {
   switch (args.dtype) {
-    case at::kHalf: return Run<c10::Half>(args);
-    case at::kBFloat16: return Run<c10::BFloat16>(args);
-    default: return Run<float>(args);
+    case at::kHalf:
+      return Run<c10::Half>(args);
+    case at::kBFloat16:
+      return Run<c10::BFloat16>(args);
+    default:
+      return Run<float>(args);
   }
 }
 

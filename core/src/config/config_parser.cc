@@ -70,12 +70,12 @@ absl::Status CheckEnum(bool (*is_valid)(int), int value, absl::string_view prefi
 }
 
 absl::Status NonNegative(int64_t value, absl::string_view prefix, absl::string_view field) {
-  if (value < 0) return FieldError(prefix, field, absl::StrCat("must be non-negative, got ", value));
+  if (value < 0)
+    return FieldError(prefix, field, absl::StrCat("must be non-negative, got ", value));
   return absl::OkStatus();
 }
 
-absl::StatusOr<EvictionOptions> ConvertEviction(const pb::EvictionConfig& c,
-                                                absl::string_view p) {
+absl::StatusOr<EvictionOptions> ConvertEviction(const pb::EvictionConfig& c, absl::string_view p) {
   EvictionOptions o;
   ATTNKIT_RETURN_IF_ERROR(CheckEnum<pb::EvictionAlgorithm>(pb::EvictionAlgorithm_IsValid,
                                                            c.algorithm(), p, "algorithm"));
@@ -94,15 +94,30 @@ absl::StatusOr<EvictionOptions> ConvertEviction(const pb::EvictionConfig& c,
 
   o.enabled = c.enabled();
   switch (c.algorithm()) {
-    case pb::H2O: o.algorithm = EvictionAlgorithm::kH2O; break;
+    case pb::H2O:
+      o.algorithm = EvictionAlgorithm::kH2O;
+      break;
     case pb::EVICTION_ALGORITHM_UNSPECIFIED:
-    case pb::SNAPKV: o.algorithm = EvictionAlgorithm::kSnapKV; break;
-    case pb::RKV: o.algorithm = EvictionAlgorithm::kRKV; break;
-    case pb::TOVA: o.algorithm = EvictionAlgorithm::kTOVA; break;
-    case pb::KNORM: o.algorithm = EvictionAlgorithm::kKNorm; break;
-    case pb::KEYDIFF: o.algorithm = EvictionAlgorithm::kKeyDiff; break;
-    case pb::STREAMING_LLM: o.algorithm = EvictionAlgorithm::kStreamingLLM; break;
-    default: break;
+    case pb::SNAPKV:
+      o.algorithm = EvictionAlgorithm::kSnapKV;
+      break;
+    case pb::RKV:
+      o.algorithm = EvictionAlgorithm::kRKV;
+      break;
+    case pb::TOVA:
+      o.algorithm = EvictionAlgorithm::kTOVA;
+      break;
+    case pb::KNORM:
+      o.algorithm = EvictionAlgorithm::kKNorm;
+      break;
+    case pb::KEYDIFF:
+      o.algorithm = EvictionAlgorithm::kKeyDiff;
+      break;
+    case pb::STREAMING_LLM:
+      o.algorithm = EvictionAlgorithm::kStreamingLLM;
+      break;
+    default:
+      break;
   }
   o.per_group = c.granularity() != pb::PER_TOKEN;
   ATTNKIT_RETURN_IF_ERROR(NonNegative(c.group_size(), p, "group_size"));
@@ -130,7 +145,8 @@ absl::StatusOr<EvictionOptions> ConvertEviction(const pb::EvictionConfig& c,
   if (budget > INT32_MAX) {
     return FieldError(p, "start_tokens",
                       absl::StrCat("start_tokens + intermediate_tokens + recent_tokens must be at "
-                                   "most ", INT32_MAX, ", got ", budget));
+                                   "most ",
+                                   INT32_MAX, ", got ", budget));
   }
   const std::pair<const char*, int> sizes[] = {{"start_tokens", o.start_tokens},
                                                {"recent_tokens", o.recent_tokens},
@@ -138,14 +154,14 @@ absl::StatusOr<EvictionOptions> ConvertEviction(const pb::EvictionConfig& c,
                                                {"refined.refined_tokens", o.refined_tokens}};
   for (const auto& [name, value] : sizes) {
     if (value % o.group_size != 0) {
-      return FieldError(p, name,
-                        absl::StrCat("must be divisible by group_size (", o.group_size, "), got ",
-                                     value));
+      return FieldError(
+          p, name,
+          absl::StrCat("must be divisible by group_size (", o.group_size, "), got ", value));
     }
   }
 
-  const bool windowed = o.algorithm == EvictionAlgorithm::kSnapKV ||
-                        o.algorithm == EvictionAlgorithm::kRKV;
+  const bool windowed =
+      o.algorithm == EvictionAlgorithm::kSnapKV || o.algorithm == EvictionAlgorithm::kRKV;
   ATTNKIT_RETURN_IF_ERROR(NonNegative(c.window_size(), p, "window_size"));
   if (!windowed && c.window_size() != 0) {
     return FieldError(p, "window_size",
@@ -155,12 +171,12 @@ absl::StatusOr<EvictionOptions> ConvertEviction(const pb::EvictionConfig& c,
   o.window_size = windowed ? (c.window_size() == 0 ? 8 : c.window_size()) : 0;
 
   o.normalize_scores = c.normalize_scores();
-  const bool accumulating = o.algorithm == EvictionAlgorithm::kH2O ||
-                            o.algorithm == EvictionAlgorithm::kSnapKV;
+  const bool accumulating =
+      o.algorithm == EvictionAlgorithm::kH2O || o.algorithm == EvictionAlgorithm::kSnapKV;
   if (o.normalize_scores && !accumulating) {
-    return FieldError(p, "normalize_scores",
-                      absl::StrCat("only applies to H2O and SNAPKV, not ",
-                                   EvictionAlgorithmName(o.algorithm)));
+    return FieldError(
+        p, "normalize_scores",
+        absl::StrCat("only applies to H2O and SNAPKV, not ", EvictionAlgorithmName(o.algorithm)));
   }
   o.normalization = c.normalization() == pb::EvictionConfig::NORM_SUM
                         ? Normalization::kNormSum
@@ -170,16 +186,32 @@ absl::StatusOr<EvictionOptions> ConvertEviction(const pb::EvictionConfig& c,
   }
 
   switch (c.refined().algorithm()) {
-    case pb::KVCRUSH: o.refined_algorithm = RefinedAlgorithm::kKVCrush; break;
-    case pb::DIVERSEKV: o.refined_algorithm = RefinedAlgorithm::kDiverseKV; break;
-    default: o.refined_algorithm = RefinedAlgorithm::kNone; break;
+    case pb::KVCRUSH:
+      o.refined_algorithm = RefinedAlgorithm::kKVCrush;
+      break;
+    case pb::DIVERSEKV:
+      o.refined_algorithm = RefinedAlgorithm::kDiverseKV;
+      break;
+    default:
+      o.refined_algorithm = RefinedAlgorithm::kNone;
+      break;
   }
   switch (c.refined().kvcrush_anchor()) {
-    case pb::ZEROS: o.kvcrush_anchor = KVCrushAnchor::kZeros; break;
-    case pb::ONES: o.kvcrush_anchor = KVCrushAnchor::kOnes; break;
-    case pb::MEAN: o.kvcrush_anchor = KVCrushAnchor::kMean; break;
-    case pb::RANDOM: o.kvcrush_anchor = KVCrushAnchor::kRandom; break;
-    default: o.kvcrush_anchor = KVCrushAnchor::kAlternate; break;
+    case pb::ZEROS:
+      o.kvcrush_anchor = KVCrushAnchor::kZeros;
+      break;
+    case pb::ONES:
+      o.kvcrush_anchor = KVCrushAnchor::kOnes;
+      break;
+    case pb::MEAN:
+      o.kvcrush_anchor = KVCrushAnchor::kMean;
+      break;
+    case pb::RANDOM:
+      o.kvcrush_anchor = KVCrushAnchor::kRandom;
+      break;
+    default:
+      o.kvcrush_anchor = KVCrushAnchor::kAlternate;
+      break;
   }
   o.seed = c.refined().seed();
   if (o.refined_algorithm == RefinedAlgorithm::kKVCrush && !o.per_group &&
@@ -211,9 +243,15 @@ absl::StatusOr<EvictionOptions> ConvertEviction(const pb::EvictionConfig& c,
 
   const auto& b = c.budget();
   switch (b.allocator()) {
-    case pb::BudgetAllocation::PYRAMIDKV: o.allocator = BudgetAllocator::kPyramidKV; break;
-    case pb::BudgetAllocation::ADAKV: o.allocator = BudgetAllocator::kAdaKV; break;
-    default: o.allocator = BudgetAllocator::kUniform; break;
+    case pb::BudgetAllocation::PYRAMIDKV:
+      o.allocator = BudgetAllocator::kPyramidKV;
+      break;
+    case pb::BudgetAllocation::ADAKV:
+      o.allocator = BudgetAllocator::kAdaKV;
+      break;
+    default:
+      o.allocator = BudgetAllocator::kUniform;
+      break;
   }
   if (!(b.pyramid_min_ratio() >= 0 && b.pyramid_min_ratio() <= 1)) {  // NaN fails too
     return FieldError(p, "budget.pyramid_min_ratio",
@@ -245,14 +283,22 @@ absl::StatusOr<SparseOptions> ConvertSparse(const pb::SparseAttentionConfig& c,
   SparseOptions o;
   ATTNKIT_RETURN_IF_ERROR(
       CheckEnum<pb::SparseAttentionMode>(pb::SparseAttentionMode_IsValid, c.mode(), p, "mode"));
-  ATTNKIT_RETURN_IF_ERROR(CheckEnum<pb::HeadAggregation>(
-      pb::HeadAggregation_IsValid, c.xattention().head_aggregation(), p,
-      "xattention.head_aggregation"));
+  ATTNKIT_RETURN_IF_ERROR(CheckEnum<pb::HeadAggregation>(pb::HeadAggregation_IsValid,
+                                                         c.xattention().head_aggregation(), p,
+                                                         "xattention.head_aggregation"));
   switch (c.mode()) {
-    case pb::A_SHAPE: o.mode = SparseMode::kAShape; break;
-    case pb::TRI_SHAPE: o.mode = SparseMode::kTriShape; break;
-    case pb::XATTENTION: o.mode = SparseMode::kXAttention; break;
-    default: o.mode = SparseMode::kDense; break;
+    case pb::A_SHAPE:
+      o.mode = SparseMode::kAShape;
+      break;
+    case pb::TRI_SHAPE:
+      o.mode = SparseMode::kTriShape;
+      break;
+    case pb::XATTENTION:
+      o.mode = SparseMode::kXAttention;
+      break;
+    default:
+      o.mode = SparseMode::kDense;
+      break;
   }
   if (c.block_size() < 0 || c.block_size() > 4096) {
     return FieldError(p, "block_size", absl::StrCat("must be in [1, 4096], got ", c.block_size()));
@@ -266,9 +312,9 @@ absl::StatusOr<SparseOptions> ConvertSparse(const pb::SparseAttentionConfig& c,
   o.recent_size = c.recent_size() == 0 ? 1024 : c.recent_size();
   if ((o.mode == SparseMode::kTriShape || o.mode == SparseMode::kAShape) &&
       o.recent_size % o.block_size != 0) {
-    return FieldError(p, "recent_size",
-                      absl::StrCat("must be a multiple of block_size (", o.block_size, "), got ",
-                                   o.recent_size));
+    return FieldError(
+        p, "recent_size",
+        absl::StrCat("must be a multiple of block_size (", o.block_size, "), got ", o.recent_size));
   }
   ATTNKIT_RETURN_IF_ERROR(NonNegative(c.sink_size(), p, "sink_size"));
   o.sink_size = c.sink_size();
@@ -278,15 +324,16 @@ absl::StatusOr<SparseOptions> ConvertSparse(const pb::SparseAttentionConfig& c,
   const auto& x = c.xattention();
   const double threshold = x.threshold();
   if (std::isnan(threshold) || threshold < 0 || threshold > 1) {
-    return FieldError(p, "xattention.threshold", absl::StrCat("must be in (0, 1], got ", threshold));
+    return FieldError(p, "xattention.threshold",
+                      absl::StrCat("must be in (0, 1], got ", threshold));
   }
   o.threshold = threshold == 0 ? 0.8 : threshold;
   ATTNKIT_RETURN_IF_ERROR(NonNegative(x.stride(), p, "xattention.stride"));
   o.stride = x.stride() == 0 ? 8 : x.stride();
   if (o.mode == SparseMode::kXAttention && o.block_size % o.stride != 0) {
     return FieldError(p, "xattention.stride",
-                      absl::StrCat("block_size (", o.block_size, ") must be a multiple of stride, got ",
-                                   o.stride));
+                      absl::StrCat("block_size (", o.block_size,
+                                   ") must be a multiple of stride, got ", o.stride));
   }
   o.head_aggregation =
       x.head_aggregation() == pb::PER_HEAD ? HeadAggregation::kPerHead : HeadAggregation::kSum;
@@ -304,18 +351,25 @@ absl::StatusOr<SparseOptions> ConvertSparse(const pb::SparseAttentionConfig& c,
   return o;
 }
 
-absl::StatusOr<VisualOptions> ConvertVisual(const pb::VisualPruningConfig& c,
-                                            absl::string_view p) {
+absl::StatusOr<VisualOptions> ConvertVisual(const pb::VisualPruningConfig& c, absl::string_view p) {
   VisualOptions o;
   ATTNKIT_RETURN_IF_ERROR(
       CheckEnum<pb::VisualPruningMethod>(pb::VisualPruningMethod_IsValid, c.method(), p, "method"));
   ATTNKIT_RETURN_IF_ERROR(
       CheckEnum<pb::BudgetScope>(pb::BudgetScope_IsValid, c.budget_scope(), p, "budget_scope"));
   switch (c.method()) {
-    case pb::DIVPRUNE: o.method = VisualMethod::kDivPrune; break;
-    case pb::RANDOM_SUBSET: o.method = VisualMethod::kRandom; break;
-    case pb::UNIFORM_GRID: o.method = VisualMethod::kUniform; break;
-    default: o.method = VisualMethod::kCDPruner; break;
+    case pb::DIVPRUNE:
+      o.method = VisualMethod::kDivPrune;
+      break;
+    case pb::RANDOM_SUBSET:
+      o.method = VisualMethod::kRandom;
+      break;
+    case pb::UNIFORM_GRID:
+      o.method = VisualMethod::kUniform;
+      break;
+    default:
+      o.method = VisualMethod::kCDPruner;
+      break;
   }
   ATTNKIT_RETURN_IF_ERROR(NonNegative(c.num_keep_tokens(), p, "num_keep_tokens"));
   const double ratio = c.keep_ratio();
@@ -355,9 +409,9 @@ absl::StatusOr<SessionOptions> ConvertSession(const pb::SessionConfig& c) {
   ATTNKIT_RETURN_IF_ERROR(positive(c.num_kv_heads(), "num_kv_heads"));
   ATTNKIT_RETURN_IF_ERROR(positive(c.head_dim(), "head_dim"));
   if (c.num_heads() % c.num_kv_heads() != 0) {
-    return FieldError("", "num_kv_heads",
-                      absl::StrCat("must divide num_heads (", c.num_heads(), "), got ",
-                                   c.num_kv_heads()));
+    return FieldError(
+        "", "num_kv_heads",
+        absl::StrCat("must divide num_heads (", c.num_heads(), "), got ", c.num_kv_heads()));
   }
   if (c.head_dim() > 1024) {
     return FieldError("", "head_dim", absl::StrCat("must be at most 1024, got ", c.head_dim()));
@@ -369,7 +423,8 @@ absl::StatusOr<SessionOptions> ConvertSession(const pb::SessionConfig& c) {
     return FieldError("", "page_size", absl::StrCat("must be at most 4096, got ", c.page_size()));
   }
   if (!(c.scale() >= 0 && std::isfinite(c.scale()))) {
-    return FieldError("", "scale", absl::StrCat("must be finite and non-negative, got ", c.scale()));
+    return FieldError("", "scale",
+                      absl::StrCat("must be finite and non-negative, got ", c.scale()));
   }
   o.num_layers = c.num_layers();
   o.num_heads = c.num_heads();
@@ -424,10 +479,14 @@ auto ParseAndConvert(absl::string_view data, bool text, Converter convert)
 
 std::unique_ptr<google::protobuf::Message> NewMessage(ConfigKind kind) {
   switch (kind) {
-    case ConfigKind::kEviction: return std::make_unique<pb::EvictionConfig>();
-    case ConfigKind::kSparseAttention: return std::make_unique<pb::SparseAttentionConfig>();
-    case ConfigKind::kVisualPruning: return std::make_unique<pb::VisualPruningConfig>();
-    case ConfigKind::kSession: return std::make_unique<pb::SessionConfig>();
+    case ConfigKind::kEviction:
+      return std::make_unique<pb::EvictionConfig>();
+    case ConfigKind::kSparseAttention:
+      return std::make_unique<pb::SparseAttentionConfig>();
+    case ConfigKind::kVisualPruning:
+      return std::make_unique<pb::VisualPruningConfig>();
+    case ConfigKind::kSession:
+      return std::make_unique<pb::SessionConfig>();
   }
   return nullptr;
 }
@@ -436,13 +495,20 @@ std::unique_ptr<google::protobuf::Message> NewMessage(ConfigKind kind) {
 
 const char* EvictionAlgorithmName(EvictionAlgorithm algorithm) {
   switch (algorithm) {
-    case EvictionAlgorithm::kH2O: return "H2O";
-    case EvictionAlgorithm::kSnapKV: return "SNAPKV";
-    case EvictionAlgorithm::kRKV: return "RKV";
-    case EvictionAlgorithm::kTOVA: return "TOVA";
-    case EvictionAlgorithm::kKNorm: return "KNORM";
-    case EvictionAlgorithm::kKeyDiff: return "KEYDIFF";
-    case EvictionAlgorithm::kStreamingLLM: return "STREAMING_LLM";
+    case EvictionAlgorithm::kH2O:
+      return "H2O";
+    case EvictionAlgorithm::kSnapKV:
+      return "SNAPKV";
+    case EvictionAlgorithm::kRKV:
+      return "RKV";
+    case EvictionAlgorithm::kTOVA:
+      return "TOVA";
+    case EvictionAlgorithm::kKNorm:
+      return "KNORM";
+    case EvictionAlgorithm::kKeyDiff:
+      return "KEYDIFF";
+    case EvictionAlgorithm::kStreamingLLM:
+      return "STREAMING_LLM";
   }
   return "?";
 }
@@ -469,10 +535,18 @@ absl::StatusOr<SessionOptions> ParseSessionConfig(absl::string_view data, bool t
 absl::StatusOr<std::string> ValidateConfig(ConfigKind kind, absl::string_view data, bool text) {
   absl::Status status;
   switch (kind) {
-    case ConfigKind::kEviction: status = ParseEvictionConfig(data, text).status(); break;
-    case ConfigKind::kSparseAttention: status = ParseSparseAttentionConfig(data, text).status(); break;
-    case ConfigKind::kVisualPruning: status = ParseVisualPruningConfig(data, text).status(); break;
-    case ConfigKind::kSession: status = ParseSessionConfig(data, text).status(); break;
+    case ConfigKind::kEviction:
+      status = ParseEvictionConfig(data, text).status();
+      break;
+    case ConfigKind::kSparseAttention:
+      status = ParseSparseAttentionConfig(data, text).status();
+      break;
+    case ConfigKind::kVisualPruning:
+      status = ParseVisualPruningConfig(data, text).status();
+      break;
+    case ConfigKind::kSession:
+      status = ParseSessionConfig(data, text).status();
+      break;
   }
   if (!status.ok()) return status;
   return text ? ConfigTextToBinary(kind, data) : std::string(data);

@@ -132,8 +132,8 @@ class EvictionPolicyImpl : public EvictionPolicy {
  private:
   absl::Status CheckLayer(int layer) const {
     if (layer < 0 || layer >= static_cast<int>(layers_.size())) {
-      return absl::InvalidArgumentError(absl::StrCat("layer: must be in [0, ", layers_.size(),
-                                                     "), got ", layer));
+      return absl::InvalidArgumentError(
+          absl::StrCat("layer: must be in [0, ", layers_.size(), "), got ", layer));
     }
     return absl::OkStatus();
   }
@@ -174,11 +174,13 @@ class EvictionPolicyImpl : public EvictionPolicy {
 absl::StatusOr<std::unique_ptr<EvictionPolicy>> EvictionPolicy::Create(
     const EvictionOptions& options, int num_layers, int num_heads, int num_kv_heads) {
   if (num_layers <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat("num_layers: must be positive, got ", num_layers));
+    return absl::InvalidArgumentError(
+        absl::StrCat("num_layers: must be positive, got ", num_layers));
   }
   if (num_heads <= 0 || num_kv_heads <= 0 || num_heads % num_kv_heads != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "num_kv_heads: must be positive and divide num_heads (", num_heads, "), got ", num_kv_heads));
+    return absl::InvalidArgumentError(
+        absl::StrCat("num_kv_heads: must be positive and divide num_heads (", num_heads, "), got ",
+                     num_kv_heads));
   }
   HeadLayout layout{num_heads, num_kv_heads, options.per_head};
   return std::unique_ptr<EvictionPolicy>(new EvictionPolicyImpl(options, num_layers, layout));

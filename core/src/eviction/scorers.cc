@@ -17,8 +17,8 @@ at::Tensor HostFloat(const at::Tensor& t) { return t.to(at::kCPU, at::kFloat).co
 absl::Status CheckRows(const at::Tensor& t, const char* name, int num_heads, int rank) {
   if (!t.defined()) return absl::InvalidArgumentError(absl::StrCat(name, ": missing"));
   if (t.dim() != rank || t.size(0) != num_heads) {
-    return absl::InvalidArgumentError(absl::StrCat(name, ": expected ", rank, " dimensions with ",
-                                                   num_heads, " heads first"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ": expected ", rank, " dimensions with ", num_heads, " heads first"));
   }
   return absl::OkStatus();
 }
@@ -251,9 +251,9 @@ class RkvScorer : public Scorer {
       state.window = at::cat({padded, rows}, 1);
     }
     if (state.window.size(1) > options_.window_size) {
-      state.window = state.window.narrow(1, state.window.size(1) - options_.window_size,
-                                         options_.window_size)
-                         .contiguous();
+      state.window =
+          state.window.narrow(1, state.window.size(1) - options_.window_size, options_.window_size)
+              .contiguous();
     }
     state.observed = true;
     return absl::OkStatus();
@@ -340,7 +340,8 @@ class KeyScorer : public Scorer {
     n.keys = true;
     return n;
   }
-  absl::Status Observe(LayerScores& state, const Observation&, const std::vector<int64_t>&) override {
+  absl::Status Observe(LayerScores& state, const Observation&,
+                       const std::vector<int64_t>&) override {
     state.observed = true;
     return absl::OkStatus();
   }
@@ -360,7 +361,8 @@ class KeyScorer : public Scorer {
       std::vector<double> norms(len);
       for (int64_t t = 0; t < len; ++t) {
         double s = 0;
-        for (int64_t j = 0; j < d; ++j) s += double(p[(h * K + t) * d + j]) * p[(h * K + t) * d + j];
+        for (int64_t j = 0; j < d; ++j)
+          s += double(p[(h * K + t) * d + j]) * p[(h * K + t) * d + j];
         norms[t] = std::sqrt(s);
       }
       if (options_.algorithm == EvictionAlgorithm::kKNorm) {
@@ -405,12 +407,12 @@ class KeyScorer : public Scorer {
 class PositionScorer : public Scorer {
  public:
   ObservationNeeds needs() const override { return {}; }
-  absl::Status Observe(LayerScores& state, const Observation&, const std::vector<int64_t>&) override {
+  absl::Status Observe(LayerScores& state, const Observation&,
+                       const std::vector<int64_t>&) override {
     state.observed = true;
     return absl::OkStatus();
   }
-  absl::StatusOr<std::vector<std::vector<double>>> Scores(LayerScores&,
-                                                          const std::vector<int64_t>&,
+  absl::StatusOr<std::vector<std::vector<double>>> Scores(LayerScores&, const std::vector<int64_t>&,
                                                           const at::Tensor&) override {
     return std::vector<std::vector<double>>{};
   }
@@ -437,12 +439,17 @@ std::vector<double> MaxPool(const std::vector<double>& values, int kernel,
 std::unique_ptr<Scorer> MakeScorer(const EvictionOptions& options, const HeadLayout& layout) {
   switch (options.algorithm) {
     case EvictionAlgorithm::kH2O:
-    case EvictionAlgorithm::kSnapKV: return std::make_unique<AccumulatingScorer>(options, layout);
-    case EvictionAlgorithm::kRKV: return std::make_unique<RkvScorer>(options, layout);
-    case EvictionAlgorithm::kTOVA: return std::make_unique<TovaScorer>(options, layout);
+    case EvictionAlgorithm::kSnapKV:
+      return std::make_unique<AccumulatingScorer>(options, layout);
+    case EvictionAlgorithm::kRKV:
+      return std::make_unique<RkvScorer>(options, layout);
+    case EvictionAlgorithm::kTOVA:
+      return std::make_unique<TovaScorer>(options, layout);
     case EvictionAlgorithm::kKNorm:
-    case EvictionAlgorithm::kKeyDiff: return std::make_unique<KeyScorer>(options, layout);
-    case EvictionAlgorithm::kStreamingLLM: return std::make_unique<PositionScorer>();
+    case EvictionAlgorithm::kKeyDiff:
+      return std::make_unique<KeyScorer>(options, layout);
+    case EvictionAlgorithm::kStreamingLLM:
+      return std::make_unique<PositionScorer>();
   }
   return nullptr;
 }

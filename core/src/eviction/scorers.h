@@ -52,7 +52,8 @@ std::unique_ptr<Scorer> MakeScorer(const EvictionOptions& options, const HeadLay
 
 // Max-pooling along a score vector: centered (padding kernel/2, padded values ignored) or forward
 // (each entry takes the max of itself and the kernel-1 entries after it).
-std::vector<double> MaxPool(const std::vector<double>& values, int kernel, PoolingAlignment alignment);
+std::vector<double> MaxPool(const std::vector<double>& values, int kernel,
+                            PoolingAlignment alignment);
 
 }  // namespace attnkit::eviction
 

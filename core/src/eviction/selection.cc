@@ -70,10 +70,18 @@ std::vector<int64_t> KvCrush(const std::vector<double>& refined, int64_t g, int6
     for (int64_t gi = 0; gi < groups; ++gi) {
       int anchor = 0;
       switch (anchor_mode) {
-        case KVCrushAnchor::kZeros: anchor = 0; break;
-        case KVCrushAnchor::kOnes: anchor = 1; break;
-        case KVCrushAnchor::kAlternate: anchor = gi % 2; break;
-        case KVCrushAnchor::kRandom: anchor = coin(rng) ? 1 : 0; break;
+        case KVCrushAnchor::kZeros:
+          anchor = 0;
+          break;
+        case KVCrushAnchor::kOnes:
+          anchor = 1;
+          break;
+        case KVCrushAnchor::kAlternate:
+          anchor = gi % 2;
+          break;
+        case KVCrushAnchor::kRandom:
+          anchor = coin(rng) ? 1 : 0;
+          break;
         case KVCrushAnchor::kMean: {
           int ones = 0;
           for (int64_t j = 0; j < g; ++j) ones += bits[gi * g + j];
@@ -92,11 +100,21 @@ std::vector<int64_t> KvCrush(const std::vector<double>& refined, int64_t g, int6
     for (int64_t i = 0; i < count; ++i) {
       int anchor = 0;
       switch (anchor_mode) {
-        case KVCrushAnchor::kZeros: anchor = 0; break;
-        case KVCrushAnchor::kOnes: anchor = 1; break;
-        case KVCrushAnchor::kAlternate: anchor = i % 2; break;  // alternates over keepable tokens
-        case KVCrushAnchor::kRandom: anchor = coin(rng) ? 1 : 0; break;
-        case KVCrushAnchor::kMean: anchor = bits[keepable[i]]; break;  // rejected by validation
+        case KVCrushAnchor::kZeros:
+          anchor = 0;
+          break;
+        case KVCrushAnchor::kOnes:
+          anchor = 1;
+          break;
+        case KVCrushAnchor::kAlternate:
+          anchor = i % 2;
+          break;  // alternates over keepable tokens
+        case KVCrushAnchor::kRandom:
+          anchor = coin(rng) ? 1 : 0;
+          break;
+        case KVCrushAnchor::kMean:
+          anchor = bits[keepable[i]];
+          break;  // rejected by validation
       }
       distance[keepable[i]] = bits[keepable[i]] != anchor ? 1.0 : 0.0;
     }
@@ -154,8 +172,8 @@ std::vector<int64_t> DiverseKv(const std::vector<double>& refined, int64_t g,
 
 std::vector<int64_t> TopK(const std::vector<double>& values, int64_t k, bool largest) {
   // The reference's choice among tied scores is whatever torch.topk's CPU kernel does, so do the
-  // same: std::partial_sort when k * 64 <= n, else std::nth_element on (value, index) pairs in index
-  // order, with a value-only comparison. Ties are common (max-pooled scores share values).
+  // same: std::partial_sort when k * 64 <= n, else std::nth_element on (value, index) pairs in
+  // index order, with a value-only comparison. Ties are common (max-pooled scores share values).
   const int64_t n = values.size();
   k = std::max<int64_t>(0, std::min<int64_t>(k, n));
   if (k == 0) return {};
@@ -189,8 +207,9 @@ std::vector<int64_t> IntegerLinspace(int64_t end, int64_t steps) {
   const double step = static_cast<double>(end) / static_cast<double>(steps - 1);
   const int64_t halfway = steps / 2;
   for (int64_t i = 0; i < steps; ++i) {
-    const double v = i < halfway ? step * static_cast<double>(i)
-                                 : static_cast<double>(end) - step * static_cast<double>(steps - i - 1);
+    const double v = i < halfway
+                         ? step * static_cast<double>(i)
+                         : static_cast<double>(end) - step * static_cast<double>(steps - i - 1);
     out.push_back(static_cast<int64_t>(v));
   }
   return out;
@@ -230,7 +249,8 @@ std::vector<int64_t> SelectRow(const std::vector<double>& scores, int64_t cache_
     for (int64_t u : coarse_units) kept_units.push_back(u + s);
   }
   if (i > 0 && refined > 0) {
-    std::vector<double> refined_scores(padded.begin(), padded.begin() + evictable * (per_group ? g : 1));
+    std::vector<double> refined_scores(padded.begin(),
+                                       padded.begin() + evictable * (per_group ? g : 1));
     for (int64_t u : coarse_units) {
       for (int64_t j = 0; j < (per_group ? g : 1); ++j) {
         refined_scores[u * (per_group ? g : 1) + j] = kNegInf;
@@ -301,10 +321,12 @@ std::vector<std::vector<int64_t>> SelectAdaKV(const std::vector<std::vector<doub
     for (int64_t u = 0; u < evictable[h]; ++u)
       if (!taken[h][u]) pool.push_back({units[h][u], {h, u}});
   remaining = std::max<int64_t>(0, std::min<int64_t>(remaining, pool.size()));
-  std::partial_sort(pool.begin(), pool.begin() + remaining, pool.end(), [](const auto& a, const auto& b) {
-    return a.first > b.first || (a.first == b.first && a.second < b.second);
-  });
-  for (int64_t j = 0; j < remaining; ++j) kept_units[pool[j].second.first].push_back(pool[j].second.second);
+  std::partial_sort(pool.begin(), pool.begin() + remaining, pool.end(),
+                    [](const auto& a, const auto& b) {
+                      return a.first > b.first || (a.first == b.first && a.second < b.second);
+                    });
+  for (int64_t j = 0; j < remaining; ++j)
+    kept_units[pool[j].second.first].push_back(pool[j].second.second);
   std::vector<std::vector<int64_t>> out(heads);
   for (int64_t h = 0; h < heads; ++h) {
     std::vector<int64_t> all;

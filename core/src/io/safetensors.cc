@@ -38,31 +38,45 @@ absl::Status TensorError(const std::string& name, absl::string_view what) {
 int SafetensorsDTypeSize(SafetensorsDType dtype) {
   switch (dtype) {
     case SafetensorsDType::kF64:
-    case SafetensorsDType::kI64: return 8;
+    case SafetensorsDType::kI64:
+      return 8;
     case SafetensorsDType::kF32:
-    case SafetensorsDType::kI32: return 4;
+    case SafetensorsDType::kI32:
+      return 4;
     case SafetensorsDType::kF16:
     case SafetensorsDType::kBF16:
-    case SafetensorsDType::kI16: return 2;
+    case SafetensorsDType::kI16:
+      return 2;
     case SafetensorsDType::kI8:
     case SafetensorsDType::kU8:
-    case SafetensorsDType::kBool: return 1;
+    case SafetensorsDType::kBool:
+      return 1;
   }
   return 1;
 }
 
 const char* SafetensorsDTypeName(SafetensorsDType dtype) {
   switch (dtype) {
-    case SafetensorsDType::kF64: return "F64";
-    case SafetensorsDType::kF32: return "F32";
-    case SafetensorsDType::kF16: return "F16";
-    case SafetensorsDType::kBF16: return "BF16";
-    case SafetensorsDType::kI64: return "I64";
-    case SafetensorsDType::kI32: return "I32";
-    case SafetensorsDType::kI16: return "I16";
-    case SafetensorsDType::kI8: return "I8";
-    case SafetensorsDType::kU8: return "U8";
-    case SafetensorsDType::kBool: return "BOOL";
+    case SafetensorsDType::kF64:
+      return "F64";
+    case SafetensorsDType::kF32:
+      return "F32";
+    case SafetensorsDType::kF16:
+      return "F16";
+    case SafetensorsDType::kBF16:
+      return "BF16";
+    case SafetensorsDType::kI64:
+      return "I64";
+    case SafetensorsDType::kI32:
+      return "I32";
+    case SafetensorsDType::kI16:
+      return "I16";
+    case SafetensorsDType::kI8:
+      return "I8";
+    case SafetensorsDType::kU8:
+      return "U8";
+    case SafetensorsDType::kBool:
+      return "BOOL";
   }
   return "?";
 }
@@ -78,8 +92,8 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Parse(std::string contents) {
   file.buffer_ = std::make_unique<std::string>(std::move(contents));
   const std::string& buf = *file.buffer_;
   if (buf.size() < 8) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("safetensors: file of ", buf.size(), " bytes is shorter than its 8-byte header length"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "safetensors: file of ", buf.size(), " bytes is shorter than its 8-byte header length"));
   }
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | static_cast<uint8_t>(buf[i]);
@@ -93,13 +107,15 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Parse(std::string contents) {
     return absl::InvalidArgumentError(
         absl::StrCat("safetensors: header is not valid JSON: ", header.status().message()));
   }
-  if (!header->is_object()) return absl::InvalidArgumentError("safetensors: header is not an object");
+  if (!header->is_object())
+    return absl::InvalidArgumentError("safetensors: header is not an object");
 
   const absl::string_view data = absl::string_view(buf).substr(8 + header_len);
   std::vector<std::pair<uint64_t, uint64_t>> ranges;
   for (const auto& [name, entry] : header->object()) {
     if (name == "__metadata__") {
-      if (!entry.is_object()) return absl::InvalidArgumentError("safetensors: __metadata__ is not an object");
+      if (!entry.is_object())
+        return absl::InvalidArgumentError("safetensors: __metadata__ is not an object");
       for (const auto& [key, value] : entry.object()) {
         if (!value.is_string()) {
           return absl::InvalidArgumentError(
@@ -127,7 +143,8 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Parse(std::string contents) {
     uint64_t numel = 1;
     for (const JsonValue& d : shape->array()) {
       auto dim = JsonInt(d, "shape");
-      if (!dim.ok() || *dim < 0) return TensorError(name, "shape entries must be non-negative integers");
+      if (!dim.ok() || *dim < 0)
+        return TensorError(name, "shape entries must be non-negative integers");
       out.shape.push_back(*dim);
       if (*dim != 0 && numel > (uint64_t{1} << 62) / static_cast<uint64_t>(*dim)) {
         return TensorError(name, "shape is too large");
@@ -140,17 +157,17 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Parse(std::string contents) {
       return TensorError(name, "data_offsets must be integers with 0 <= begin <= end");
     }
     if (static_cast<uint64_t>(*end) > data.size()) {
-      return TensorError(name, absl::StrCat("data_offsets [", *begin, ", ", *end,
-                                            ") run past the ", data.size(), " data bytes"));
+      return TensorError(name, absl::StrCat("data_offsets [", *begin, ", ", *end, ") run past the ",
+                                            data.size(), " data bytes"));
     }
     const uint64_t bytes = static_cast<uint64_t>(*end - *begin);
     // numel may be up to 2^62: numel * size could wrap to the byte count, so divide instead.
     const uint64_t element_size = SafetensorsDTypeSize(out.dtype);
     if (bytes % element_size != 0 || bytes / element_size != numel) {
-      return TensorError(name, absl::StrCat("holds ", bytes, " bytes but its shape ",
-                                            absl::StrJoin(out.shape, "x"), " of ",
-                                            SafetensorsDTypeName(out.dtype), " needs ", numel,
-                                            " elements"));
+      return TensorError(
+          name,
+          absl::StrCat("holds ", bytes, " bytes but its shape ", absl::StrJoin(out.shape, "x"),
+                       " of ", SafetensorsDTypeName(out.dtype), " needs ", numel, " elements"));
     }
     out.data = data.substr(*begin, bytes);
     if (bytes > 0) ranges.emplace_back(*begin, *end);
@@ -159,8 +176,8 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Parse(std::string contents) {
   std::sort(ranges.begin(), ranges.end());
   for (size_t i = 1; i < ranges.size(); ++i) {
     if (ranges[i].first < ranges[i - 1].second) {
-      return absl::InvalidArgumentError(absl::StrCat("safetensors: data ranges overlap at byte ",
-                                                     ranges[i].first));
+      return absl::InvalidArgumentError(
+          absl::StrCat("safetensors: data ranges overlap at byte ", ranges[i].first));
     }
   }
   return file;

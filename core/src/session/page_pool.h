@@ -33,7 +33,9 @@ class PagePool {
   int64_t row_bytes() const { return row_bytes_; }
   int64_t page_bytes() const { return 2 * half_bytes_; }
   int64_t pages_in_use() const { return in_use_; }
-  int64_t pages_reserved() const { return static_cast<int64_t>(key_chunks_.size()) * pages_per_chunk_; }
+  int64_t pages_reserved() const {
+    return static_cast<int64_t>(key_chunks_.size()) * pages_per_chunk_;
+  }
 
  private:
   char* Base(const std::vector<char*>& chunks, int32_t page) const {
@@ -55,8 +57,8 @@ class PagePool {
 struct HeadCache {
   std::vector<int32_t> pages;
   int64_t length = 0;
-  std::vector<int64_t> origin;    // original token index of each cached token
-  std::vector<int64_t> rotated;   // RoPE position each cached key currently carries
+  std::vector<int64_t> origin;   // original token index of each cached token
+  std::vector<int64_t> rotated;  // RoPE position each cached key currently carries
 
   char* KeyRow(const PagePool& pool, int64_t i) const {
     return pool.KeyRow(pages[i / pool.page_size()], i % pool.page_size());

@@ -29,9 +29,12 @@ void Rotate(T* x, int d, int64_t delta, const RopeOptions& rope) {
 void RotateRow(void* row, at::ScalarType dtype, int head_dim, int64_t delta,
                const RopeOptions& rope) {
   switch (dtype) {
-    case at::kHalf: return Rotate(static_cast<c10::Half*>(row), head_dim, delta, rope);
-    case at::kBFloat16: return Rotate(static_cast<c10::BFloat16*>(row), head_dim, delta, rope);
-    default: return Rotate(static_cast<float*>(row), head_dim, delta, rope);
+    case at::kHalf:
+      return Rotate(static_cast<c10::Half*>(row), head_dim, delta, rope);
+    case at::kBFloat16:
+      return Rotate(static_cast<c10::BFloat16*>(row), head_dim, delta, rope);
+    default:
+      return Rotate(static_cast<float*>(row), head_dim, delta, rope);
   }
 }
 

@@ -28,9 +28,12 @@ constexpr int64_t kPagedKernelMaxQueries = 16;
 
 at::ScalarType StorageType(DType dtype) {
   switch (dtype) {
-    case DType::kFloat16: return at::kHalf;
-    case DType::kBFloat16: return at::kBFloat16;
-    default: return at::kFloat;
+    case DType::kFloat16:
+      return at::kHalf;
+    case DType::kBFloat16:
+      return at::kBFloat16;
+    default:
+      return at::kFloat;
   }
 }
 
@@ -65,7 +68,8 @@ class SessionImpl : public Session {
     }
     layers_.resize(o.num_layers);
     for (auto& layer : layers_) {
-      layer.pool = std::make_unique<PagePool>(o.page_size, o.head_dim, StorageType(o.dtype), at::kCPU);
+      layer.pool =
+          std::make_unique<PagePool>(o.page_size, o.head_dim, StorageType(o.dtype), at::kCPU);
       layer.heads.resize(static_cast<size_t>(o.batch_size) * o.num_kv_heads);
       layer.seen.assign(o.batch_size, 0);
     }
@@ -153,8 +157,8 @@ class SessionImpl : public Session {
           }
           args.scratch = scratch.data();
           kernels::PagedGroupAttention(args);
-          CopyObservation(rows_buf, sums_buf, window, cache.length, max_len, G, b, kvh,
-                          window_rows, column_sums);
+          CopyObservation(rows_buf, sums_buf, window, cache.length, max_len, G, b, kvh, window_rows,
+                          column_sums);
         }
       });
     } else {
@@ -162,7 +166,8 @@ class SessionImpl : public Session {
       for (const HeadCache& h : state.heads) equal_lengths &= h.length == state.heads[0].length;
       const bool sparse = sparse_ != nullptr && equal_lengths && T >= o.sparse.min_sparse_length;
       for (int64_t b = 0; sparse && b < B; ++b) {
-        if (absl::Status s = SparsePrefill(state, b, qf[b], result[b], window, window_rows, column_sums);
+        if (absl::Status s =
+                SparsePrefill(state, b, qf[b], result[b], window, window_rows, column_sums);
             !s.ok()) {
           return s;
         }
@@ -170,7 +175,8 @@ class SessionImpl : public Session {
       for (int64_t gi = 0; !sparse && gi < groups; ++gi) {
         const int64_t b = gi / o.num_kv_heads, kvh = gi % o.num_kv_heads;
         PrefillGroup(state, gi, qf[b].narrow(0, kvh * G, G), result[b].narrow(0, kvh * G, G),
-                     window, window_rows.defined() ? window_rows[b].narrow(0, kvh * G, G) : at::Tensor(),
+                     window,
+                     window_rows.defined() ? window_rows[b].narrow(0, kvh * G, G) : at::Tensor(),
                      column_sums.defined() ? column_sums[b].narrow(0, kvh * G, G) : at::Tensor());
       }
     }
@@ -195,7 +201,8 @@ class SessionImpl : public Session {
     return absl::OkStatus();
   }
 
-  absl::StatusOr<std::vector<int64_t>> Positions(int layer, int sequence, int kv_head) const override {
+  absl::StatusOr<std::vector<int64_t>> Positions(int layer, int sequence,
+                                                 int kv_head) const override {
     if (layer < 0 || layer >= options_.num_layers) {
       return absl::InvalidArgumentError(
           absl::StrCat("layer: must be in [0, ", options_.num_layers, "), got ", layer));
@@ -238,9 +245,10 @@ class SessionImpl : public Session {
       for (size_t i = 0; i < layer.heads.size(); ++i) {
         const HeadCache& h = layer.heads[i];
         ls.tokens += h.length;
-        s.heads.push_back(HeadStatsView{l, static_cast<int>(i / options_.num_kv_heads),
-                                        static_cast<int>(i % options_.num_kv_heads), h.length,
-                                        static_cast<int64_t>(h.pages.size()) * layer.pool->page_bytes()});
+        s.heads.push_back(
+            HeadStatsView{l, static_cast<int>(i / options_.num_kv_heads),
+                          static_cast<int>(i % options_.num_kv_heads), h.length,
+                          static_cast<int64_t>(h.pages.size()) * layer.pool->page_bytes()});
       }
       s.tokens_held += ls.tokens;
       s.bytes_held += ls.bytes;
@@ -270,14 +278,16 @@ class SessionImpl : public Session {
       return absl::InvalidArgumentError(
           absl::StrCat("layer: must be in [0, ", o.num_layers, "), got ", layer));
     }
-    if (q.dim() != 4) return absl::InvalidArgumentError(absl::StrCat("q: expected rank 4 [batch, heads, tokens, head_dim], got ", Shape(q.sizes())));
+    if (q.dim() != 4)
+      return absl::InvalidArgumentError(absl::StrCat(
+          "q: expected rank 4 [batch, heads, tokens, head_dim], got ", Shape(q.sizes())));
     const int64_t T = q.size(2);
     const std::vector<int64_t> q_shape{o.batch_size, o.num_heads, T, o.head_dim};
     const std::vector<int64_t> kv_shape{o.batch_size, o.num_kv_heads, T, o.head_dim};
     if (q.sizes() != at::IntArrayRef(q_shape)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "q: expected [batch_size=", o.batch_size, ", num_heads=", o.num_heads,
-          ", tokens, head_dim=", o.head_dim, "], got ", Shape(q.sizes())));
+      return absl::InvalidArgumentError(
+          absl::StrCat("q: expected [batch_size=", o.batch_size, ", num_heads=", o.num_heads,
+                       ", tokens, head_dim=", o.head_dim, "], got ", Shape(q.sizes())));
     }
     if (T == 0) return absl::InvalidArgumentError("q: needs at least one token");
     if (k.sizes() != at::IntArrayRef(kv_shape)) {
@@ -290,22 +300,23 @@ class SessionImpl : public Session {
           absl::StrCat("v: expected ", Shape(kv_shape), ", got ", Shape(v.sizes())));
     }
     if (out.sizes() != at::IntArrayRef(q_shape)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("out: expected ", Shape(q_shape), " (the shape of q), got ", Shape(out.sizes())));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "out: expected ", Shape(q_shape), " (the shape of q), got ", Shape(out.sizes())));
     }
     // Layers run in order within a step: layer l follows layer l-1 of the same step.
     const int64_t steps = layers_[layer].steps;
     if (layer > 0 && layers_[layer - 1].steps != steps + 1) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "layer: layer ", layer, " called for step ", steps, " before layer ", layer - 1,
-          " (layers run in order within a step, starting at layer 0)"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("layer: layer ", layer, " called for step ", steps, " before layer ",
+                       layer - 1, " (layers run in order within a step, starting at layer 0)"));
     }
     if (layer == 0 && layers_.back().steps != steps && o.num_layers > 1) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "layer: layer 0 called for step ", steps + 1, " before layer ", o.num_layers - 1,
-          " finished step ", steps));
+      return absl::FailedPreconditionError(
+          absl::StrCat("layer: layer 0 called for step ", steps + 1, " before layer ",
+                       o.num_layers - 1, " finished step ", steps));
     }
-    for (const auto& [t, name] : {std::pair<const at::Tensor*, const char*>{&q, "q"}, {&k, "k"}, {&v, "v"}}) {
+    for (const auto& [t, name] :
+         {std::pair<const at::Tensor*, const char*>{&q, "q"}, {&k, "k"}, {&v, "v"}}) {
       if (!at::isfinite(*t).all().item<bool>()) {
         return absl::InvalidArgumentError(absl::StrCat(name, ": contains NaN or infinity"));
       }
@@ -331,18 +342,22 @@ class SessionImpl : public Session {
           const int64_t es = k.element_size();
           for (int64_t t = 0; t < T; ++t) {
             std::memcpy(cache.KeyRow(pool, cache.length + t),
-                        kb + (b * k.stride(0) + h * k.stride(1) + t * k.stride(2)) * es, pool.row_bytes());
+                        kb + (b * k.stride(0) + h * k.stride(1) + t * k.stride(2)) * es,
+                        pool.row_bytes());
             std::memcpy(cache.ValueRow(pool, cache.length + t),
-                        vb + (b * v.stride(0) + h * v.stride(1) + t * v.stride(2)) * es, pool.row_bytes());
+                        vb + (b * v.stride(0) + h * v.stride(1) + t * v.stride(2)) * es,
+                        pool.row_bytes());
           }
         } else {
           const at::Tensor ks = k[b][h].to(pool.dtype()).contiguous();
           const at::Tensor vs = v[b][h].to(pool.dtype()).contiguous();
           for (int64_t t = 0; t < T; ++t) {
             std::memcpy(cache.KeyRow(pool, cache.length + t),
-                        static_cast<const char*>(ks.data_ptr()) + t * pool.row_bytes(), pool.row_bytes());
+                        static_cast<const char*>(ks.data_ptr()) + t * pool.row_bytes(),
+                        pool.row_bytes());
             std::memcpy(cache.ValueRow(pool, cache.length + t),
-                        static_cast<const char*>(vs.data_ptr()) + t * pool.row_bytes(), pool.row_bytes());
+                        static_cast<const char*>(vs.data_ptr()) + t * pool.row_bytes(),
+                        pool.row_bytes());
           }
         }
         for (int64_t t = 0; t < T; ++t) {
@@ -388,21 +403,25 @@ class SessionImpl : public Session {
     const int64_t L = cache.length, T = q.size(1), G = q.size(0);
     const at::Tensor keys = Gather(*state.pool, cache, false);
     const at::Tensor values = Gather(*state.pool, cache, true);
-    const int64_t block = std::max<int64_t>(16, std::min<int64_t>(T, (int64_t{4} << 20) / std::max<int64_t>(1, G * L)));
+    const int64_t block = std::max<int64_t>(
+        16, std::min<int64_t>(T, (int64_t{4} << 20) / std::max<int64_t>(1, G * L)));
     for (int64_t q0 = first_row; q0 < T; q0 += block) {
       const int64_t n = std::min(block, T - q0);
       const int64_t visible = L - T + q0 + n;  // keys the last row of the block sees
-      at::Tensor scores = at::matmul(q.narrow(1, q0, n), keys.narrow(0, 0, visible).t()).mul_(options_.scale);
+      at::Tensor scores =
+          at::matmul(q.narrow(1, q0, n), keys.narrow(0, 0, visible).t()).mul_(options_.scale);
       const at::Tensor limit = at::arange(L - T + q0, L - T + q0 + n, at::kLong).unsqueeze(1);
       scores.masked_fill_(at::arange(visible, at::kLong).unsqueeze(0).gt(limit),
                           -std::numeric_limits<float>::infinity());
       at::Tensor probs = at::softmax(scores, -1);  // [G, n, visible]
-      if (out.defined()) out.narrow(1, q0, n).copy_(at::matmul(probs, values.narrow(0, 0, visible)));
+      if (out.defined())
+        out.narrow(1, q0, n).copy_(at::matmul(probs, values.narrow(0, 0, visible)));
       if (window_rows.defined()) {
         const int64_t first_window = T - window;
         const int64_t lo = std::max(q0, first_window), hi = q0 + n;
         if (lo < hi) {
-          window_rows.narrow(1, lo - first_window, hi - lo).narrow(2, 0, visible)
+          window_rows.narrow(1, lo - first_window, hi - lo)
+              .narrow(2, 0, visible)
               .copy_(probs.narrow(1, lo - q0, hi - lo));
         }
       }
@@ -467,7 +486,8 @@ class SessionImpl : public Session {
     EvictionPolicy& policy = *policies_[b];
     LayerState& state = layers_[layer];
     std::vector<int64_t> lengths(o.num_kv_heads);
-    for (int h = 0; h < o.num_kv_heads; ++h) lengths[h] = state.heads[b * o.num_kv_heads + h].length;
+    for (int h = 0; h < o.num_kv_heads; ++h)
+      lengths[h] = state.heads[b * o.num_kv_heads + h].length;
     const int64_t max_len = *std::max_element(lengths.begin(), lengths.end());
     Observation obs;
     if (window_rows.defined()) obs.window_rows = window_rows[b].narrow(2, 0, max_len);
@@ -502,7 +522,8 @@ class SessionImpl : public Session {
 
   void UpdatePeak() {
     int64_t bytes = 0;
-    for (const auto& layer : layers_) bytes += layer.pool->pages_in_use() * layer.pool->page_bytes();
+    for (const auto& layer : layers_)
+      bytes += layer.pool->pages_in_use() * layer.pool->page_bytes();
     peak_bytes_ = std::max(peak_bytes_, bytes);
   }
 

@@ -28,8 +28,8 @@ class JsonParser {
     return absl::InvalidArgumentError(absl::StrCat("JSON at byte ", pos_, ": ", what));
   }
   void SkipSpace() {
-    while (pos_ < text_.size() &&
-           (text_[pos_] == ' ' || text_[pos_] == '\t' || text_[pos_] == '\n' || text_[pos_] == '\r'))
+    while (pos_ < text_.size() && (text_[pos_] == ' ' || text_[pos_] == '\t' ||
+                                   text_[pos_] == '\n' || text_[pos_] == '\r'))
       ++pos_;
   }
   bool Consume(absl::string_view literal) {
@@ -116,14 +116,30 @@ class JsonParser {
       if (pos_ >= text_.size()) return Error("unterminated escape");
       const char e = text_[pos_++];
       switch (e) {
-        case '"': out->push_back('"'); break;
-        case '\\': out->push_back('\\'); break;
-        case '/': out->push_back('/'); break;
-        case 'b': out->push_back('\b'); break;
-        case 'f': out->push_back('\f'); break;
-        case 'n': out->push_back('\n'); break;
-        case 'r': out->push_back('\r'); break;
-        case 't': out->push_back('\t'); break;
+        case '"':
+          out->push_back('"');
+          break;
+        case '\\':
+          out->push_back('\\');
+          break;
+        case '/':
+          out->push_back('/');
+          break;
+        case 'b':
+          out->push_back('\b');
+          break;
+        case 'f':
+          out->push_back('\f');
+          break;
+        case 'n':
+          out->push_back('\n');
+          break;
+        case 'r':
+          out->push_back('\r');
+          break;
+        case 't':
+          out->push_back('\t');
+          break;
         case 'u': {
           uint32_t code = 0;
           if (absl::Status s = ParseHex4(&code); !s.ok()) return s;
@@ -139,7 +155,8 @@ class JsonParser {
           AppendUtf8(code, out);
           break;
         }
-        default: return Error("unknown escape");
+        default:
+          return Error("unknown escape");
       }
     }
   }
@@ -149,10 +166,14 @@ class JsonParser {
     for (int i = 0; i < 4; ++i) {
       const char h = text_[pos_++];
       *code <<= 4;
-      if (h >= '0' && h <= '9') *code |= h - '0';
-      else if (h >= 'a' && h <= 'f') *code |= h - 'a' + 10;
-      else if (h >= 'A' && h <= 'F') *code |= h - 'A' + 10;
-      else return Error("bad hex digit");
+      if (h >= '0' && h <= '9')
+        *code |= h - '0';
+      else if (h >= 'a' && h <= 'f')
+        *code |= h - 'a' + 10;
+      else if (h >= 'A' && h <= 'F')
+        *code |= h - 'A' + 10;
+      else
+        return Error("bad hex digit");
     }
     return absl::OkStatus();
   }

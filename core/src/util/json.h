@@ -1,5 +1,5 @@
-// A small, strict JSON reader for the headers attnkit reads (safetensors, conformance configs, model
-// configs). Bounded nesting depth, no exceptions, every error with its byte offset.
+// A small, strict JSON reader for the headers attnkit reads (safetensors, conformance configs,
+// model configs). Bounded nesting depth, no exceptions, every error with its byte offset.
 #ifndef ATTNKIT_CORE_UTIL_JSON_H_
 #define ATTNKIT_CORE_UTIL_JSON_H_
 

@@ -8,10 +8,10 @@
 #define ATTNKIT_STATUS_CONCAT_INNER(a, b) a##b
 #define ATTNKIT_STATUS_CONCAT(a, b) ATTNKIT_STATUS_CONCAT_INNER(a, b)
 
-#define ATTNKIT_RETURN_IF_ERROR(expr)                                   \
-  do {                                                                  \
-    ::absl::Status attnkit_status_ = (expr);                            \
-    if (!attnkit_status_.ok()) return attnkit_status_;                  \
+#define ATTNKIT_RETURN_IF_ERROR(expr)                  \
+  do {                                                 \
+    ::absl::Status attnkit_status_ = (expr);           \
+    if (!attnkit_status_.ok()) return attnkit_status_; \
   } while (0)
 
 // ATTNKIT_ASSIGN_OR_RETURN(auto x, StatusOrExpr());

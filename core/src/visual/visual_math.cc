@@ -26,7 +26,7 @@ at::Tensor Relevance(const at::Tensor& embeds, const at::Tensor& text, bool posi
 at::Tensor RelevanceFast(const at::Tensor& embeds, const at::Tensor& text, bool positive) {
   // mean_m cos(e_n, t_m) = (e_n . mean_m t_m/|t_m|) / |e_n|: one pass for the norms and one GEMV,
   // no normalized copy of the [N, C] embeddings.
-  at::Tensor mean_text = NormalizeRows(text).mean(0);                        // [C]
+  at::Tensor mean_text = NormalizeRows(text).mean(0);                                // [C]
   at::Tensor norms = at::linalg_vector_norm(embeds, 2, at::IntArrayRef{-1}, false);  // [N]
   at::Tensor rel = at::mv(embeds, mean_text) / at::where(norms == 0, at::ones_like(norms), norms);
   if (!positive) rel = at::neg(rel);

@@ -48,7 +48,8 @@ TEST(BlasTest, OpenBlasIsLoaded) {
     // Debian's reference BLAS lives in .../blas/libblas.so.3.
     EXPECT_EQ(path.find("/blas/libblas.so"), std::string::npos)
         << "the reference BLAS is loaded; run `./attnkit.sh deps` (sets the libblas.so.3 "
-           "alternative to OpenBLAS). Mapped:" << listing;
+           "alternative to OpenBLAS). Mapped:"
+        << listing;
   }
   EXPECT_TRUE(openblas) << "OpenBLAS is not loaded; run `./attnkit.sh deps`. Mapped:" << listing;
   std::printf("BLAS libraries mapped:%s\n", listing.c_str());
@@ -63,7 +64,8 @@ TEST(BlasTest, MatmulIsFast) {
   for (int i = 0; i < 3; ++i) {
     const auto start = std::chrono::steady_clock::now();
     c = at::matmul(a, b);
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    best = std::min(
+        best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
   const double gflops = 2.0 * n * n * n / best / 1e9;
   // The reference BLAS does about 5 GFLOP/s here, OpenBLAS on 2 cores about 100-280: 15 leaves room
@@ -74,9 +76,9 @@ TEST(BlasTest, MatmulIsFast) {
               gflops, at::get_num_threads(), minimum);
   EXPECT_GE(gflops, minimum) << "matmul runs at reference-BLAS speed; run `./attnkit.sh deps`";
   // The result is right, not just fast.
-  EXPECT_TRUE(at::allclose(c.slice(0, 0, 8), at::mm(a.slice(0, 0, 8).to(at::kDouble),
-                                                     b.to(at::kDouble)).to(at::kFloat),
-                           1e-3, 1e-3));
+  EXPECT_TRUE(at::allclose(
+      c.slice(0, 0, 8), at::mm(a.slice(0, 0, 8).to(at::kDouble), b.to(at::kDouble)).to(at::kFloat),
+      1e-3, 1e-3));
 }
 
 }  // namespace

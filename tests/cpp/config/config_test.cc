@@ -1,6 +1,6 @@
 // Every rule of core/src/config/config_parser.cc, from bytes and from textproto: each one is
-// INVALID_ARGUMENT with a message that starts with the field's path; legal edge values are accepted;
-// unset fields resolve to the reference's defaults; garbage is rejected, never a crash.
+// INVALID_ARGUMENT with a message that starts with the field's path; legal edge values are
+// accepted; unset fields resolve to the reference's defaults; garbage is rejected, never a crash.
 #include "attnkit/config_parser.h"
 
 #include <cmath>
@@ -77,7 +77,8 @@ void ExpectAccepted(const Message& message) {
   EXPECT_TRUE(ValidateConfig(kind, message.SerializeAsString(), false).ok())
       << ValidateConfig(kind, message.SerializeAsString(), false).status();
   EXPECT_TRUE(ValidateConfig(kind, ToText(message), true).ok())
-      << ValidateConfig(kind, ToText(message), true).status() << "\n" << ToText(message);
+      << ValidateConfig(kind, ToText(message), true).status() << "\n"
+      << ToText(message);
 }
 
 template <typename Message>
@@ -245,8 +246,7 @@ TEST(EvictionConfigTest, EveryRuleRejectedNamingTheField) {
       {"pooling.kernel_size", [](M* c) { c->mutable_pooling()->set_kernel_size(-7); }},
       {"pooling.kernel_size", [](M* c) { c->mutable_pooling()->set_kernel_size(6); }},
       {"budget.pyramid_min_ratio", [](M* c) { c->mutable_budget()->set_pyramid_min_ratio(1.5); }},
-      {"budget.pyramid_min_ratio",
-       [](M* c) { c->mutable_budget()->set_pyramid_min_ratio(-0.5); }},
+      {"budget.pyramid_min_ratio", [](M* c) { c->mutable_budget()->set_pyramid_min_ratio(-0.5); }},
       {"budget.pyramid_min_ratio", [](M* c) { c->mutable_budget()->set_pyramid_min_ratio(kNaN); }},
       {"budget.adakv_floor", [](M* c) { c->mutable_budget()->set_adakv_floor(1.01); }},
       {"budget.adakv_floor", [](M* c) { c->mutable_budget()->set_adakv_floor(-0.2); }},
@@ -272,64 +272,65 @@ TEST(EvictionConfigTest, EveryRuleRejectedNamingTheField) {
 
 TEST(EvictionConfigTest, LegalEdgeValuesAccepted) {
   using M = pb::EvictionConfig;
-  CheckAccepted<M>(ValidEviction(), {
-      [](M* c) { c->set_enabled(false); },
-      [](M* c) { c->set_start_tokens(0); },  // one area is enough
-      [](M* c) {
-        c->set_start_tokens(0);
-        c->set_intermediate_tokens(0);
-      },
-      [](M* c) {
-        c->set_granularity(pb::PER_TOKEN);  // group_size is ignored for per-token
-        c->set_group_size(7);
-        c->set_start_tokens(3);
-        c->set_recent_tokens(5);
-        c->set_intermediate_tokens(11);
-      },
-      [](M* c) {
-        c->set_algorithm(pb::RKV);
-        c->set_window_size(16);
-      },
-      [](M* c) {
-        c->set_algorithm(pb::H2O);
-        c->set_normalize_scores(true);
-        c->set_normalization(pb::EvictionConfig::NORM_SUM);
-      },
-      [](M* c) {
-        c->set_granularity(pb::PER_TOKEN);
-        c->mutable_refined()->set_algorithm(pb::KVCRUSH);
-        c->mutable_refined()->set_kvcrush_anchor(pb::ZEROS);
-        c->mutable_refined()->set_refined_tokens(100);
-      },
-      [](M* c) {
-        c->mutable_refined()->set_algorithm(pb::KVCRUSH);
-        c->mutable_refined()->set_kvcrush_anchor(pb::MEAN);
-        c->mutable_refined()->set_refined_tokens(512);  // == intermediate_tokens
-        c->mutable_refined()->set_attention_mass_threshold(1.0);
-      },
-      [](M* c) {
-        c->mutable_pooling()->set_kernel_size(6);
-        c->mutable_pooling()->set_alignment(pb::Pooling::FORWARD);
-      },
-      [](M* c) { c->mutable_pooling()->set_kernel_size(1); },
-      [](M* c) {
-        c->mutable_budget()->set_allocator(pb::BudgetAllocation::PYRAMIDKV);
-        c->mutable_budget()->set_pyramid_min_ratio(1.0);
-      },
-      [](M* c) {
-        c->mutable_budget()->set_allocator(pb::BudgetAllocation::ADAKV);
-        c->mutable_budget()->set_adakv_floor(1.0);
-      },
-      [](M* c) {
-        c->set_algorithm(pb::STREAMING_LLM);
-        c->set_defer_eviction_to_decode(true);
-        c->set_rerotate_keys(true);  // needs rope only inside a SessionConfig
-      },
-      [](M* c) {
-        c->set_algorithm(pb::KEYDIFF);
-        c->set_per_head(true);
-      },
-  });
+  CheckAccepted<M>(ValidEviction(),
+                   {
+                       [](M* c) { c->set_enabled(false); },
+                       [](M* c) { c->set_start_tokens(0); },  // one area is enough
+                       [](M* c) {
+                         c->set_start_tokens(0);
+                         c->set_intermediate_tokens(0);
+                       },
+                       [](M* c) {
+                         c->set_granularity(pb::PER_TOKEN);  // group_size is ignored for per-token
+                         c->set_group_size(7);
+                         c->set_start_tokens(3);
+                         c->set_recent_tokens(5);
+                         c->set_intermediate_tokens(11);
+                       },
+                       [](M* c) {
+                         c->set_algorithm(pb::RKV);
+                         c->set_window_size(16);
+                       },
+                       [](M* c) {
+                         c->set_algorithm(pb::H2O);
+                         c->set_normalize_scores(true);
+                         c->set_normalization(pb::EvictionConfig::NORM_SUM);
+                       },
+                       [](M* c) {
+                         c->set_granularity(pb::PER_TOKEN);
+                         c->mutable_refined()->set_algorithm(pb::KVCRUSH);
+                         c->mutable_refined()->set_kvcrush_anchor(pb::ZEROS);
+                         c->mutable_refined()->set_refined_tokens(100);
+                       },
+                       [](M* c) {
+                         c->mutable_refined()->set_algorithm(pb::KVCRUSH);
+                         c->mutable_refined()->set_kvcrush_anchor(pb::MEAN);
+                         c->mutable_refined()->set_refined_tokens(512);  // == intermediate_tokens
+                         c->mutable_refined()->set_attention_mass_threshold(1.0);
+                       },
+                       [](M* c) {
+                         c->mutable_pooling()->set_kernel_size(6);
+                         c->mutable_pooling()->set_alignment(pb::Pooling::FORWARD);
+                       },
+                       [](M* c) { c->mutable_pooling()->set_kernel_size(1); },
+                       [](M* c) {
+                         c->mutable_budget()->set_allocator(pb::BudgetAllocation::PYRAMIDKV);
+                         c->mutable_budget()->set_pyramid_min_ratio(1.0);
+                       },
+                       [](M* c) {
+                         c->mutable_budget()->set_allocator(pb::BudgetAllocation::ADAKV);
+                         c->mutable_budget()->set_adakv_floor(1.0);
+                       },
+                       [](M* c) {
+                         c->set_algorithm(pb::STREAMING_LLM);
+                         c->set_defer_eviction_to_decode(true);
+                         c->set_rerotate_keys(true);  // needs rope only inside a SessionConfig
+                       },
+                       [](M* c) {
+                         c->set_algorithm(pb::KEYDIFF);
+                         c->set_per_head(true);
+                       },
+                   });
 }
 
 TEST(EvictionConfigTest, UnsetFieldsResolveToReferenceDefaults) {
@@ -370,9 +371,10 @@ TEST(EvictionConfigTest, UnsetFieldsResolveToReferenceDefaults) {
 
 TEST(EvictionConfigTest, ResolvedValues) {
   // Window-free scorers get window 0; per-token granularity means groups of one.
-  auto h2o = ParseEvictionConfig("algorithm: H2O granularity: PER_TOKEN group_size: 8 "
-                                 "start_tokens: 4 recent_tokens: 4",
-                                 true);
+  auto h2o = ParseEvictionConfig(
+      "algorithm: H2O granularity: PER_TOKEN group_size: 8 "
+      "start_tokens: 4 recent_tokens: 4",
+      true);
   ASSERT_TRUE(h2o.ok()) << h2o.status();
   EXPECT_EQ(h2o->algorithm, EvictionAlgorithm::kH2O);
   EXPECT_EQ(h2o->window_size, 0);
@@ -400,7 +402,8 @@ TEST(EvictionConfigTest, ResolvedValues) {
   EXPECT_DOUBLE_EQ(adakv->adakv_floor, 0.5);
 
   auto forward = ParseEvictionConfig(
-      "algorithm: RKV window_size: 3 start_tokens: 32 pooling { kernel_size: 4 alignment: FORWARD }",
+      "algorithm: RKV window_size: 3 start_tokens: 32 pooling { kernel_size: 4 alignment: FORWARD "
+      "}",
       true);
   ASSERT_TRUE(forward.ok()) << forward.status();
   EXPECT_EQ(forward->window_size, 3);
@@ -473,21 +476,33 @@ TEST(SparseAttentionConfigTest, EveryRuleRejectedNamingTheField) {
 TEST(SparseAttentionConfigTest, LegalEdgeValuesAccepted) {
   using M = pb::SparseAttentionConfig;
   CheckAccepted<M>(ValidSparse(), {
-      [](M* c) { c->set_mode(pb::DENSE); c->set_recent_size(1000); },  // only shapes need blocks
-      [](M* c) { c->set_block_size(4096); c->set_recent_size(8192); },
-      [](M* c) { c->set_block_size(1); c->set_recent_size(3); },
-      [](M* c) { c->set_last_query_size(0); },
-      [](M* c) {
-        c->set_mode(pb::XATTENTION);
-        c->set_block_size(64);
-        c->mutable_xattention()->set_stride(16);
-        c->mutable_xattention()->set_threshold(1.0);
-        c->mutable_xattention()->set_head_aggregation(pb::PER_HEAD);
-        c->mutable_xattention()->add_per_head_thresholds(1.0);
-        c->mutable_xattention()->add_per_head_thresholds(0.01);
-      },
-      [](M* c) { c->set_sink_size(100); c->set_min_sparse_length(8192); },
-  });
+                                      [](M* c) {
+                                        c->set_mode(pb::DENSE);
+                                        c->set_recent_size(1000);
+                                      },  // only shapes need blocks
+                                      [](M* c) {
+                                        c->set_block_size(4096);
+                                        c->set_recent_size(8192);
+                                      },
+                                      [](M* c) {
+                                        c->set_block_size(1);
+                                        c->set_recent_size(3);
+                                      },
+                                      [](M* c) { c->set_last_query_size(0); },
+                                      [](M* c) {
+                                        c->set_mode(pb::XATTENTION);
+                                        c->set_block_size(64);
+                                        c->mutable_xattention()->set_stride(16);
+                                        c->mutable_xattention()->set_threshold(1.0);
+                                        c->mutable_xattention()->set_head_aggregation(pb::PER_HEAD);
+                                        c->mutable_xattention()->add_per_head_thresholds(1.0);
+                                        c->mutable_xattention()->add_per_head_thresholds(0.01);
+                                      },
+                                      [](M* c) {
+                                        c->set_sink_size(100);
+                                        c->set_min_sparse_length(8192);
+                                      },
+                                  });
 }
 
 TEST(SparseAttentionConfigTest, UnsetFieldsResolveToReferenceDefaults) {
@@ -552,18 +567,18 @@ TEST(VisualPruningConfigTest, EveryRuleRejectedNamingTheField) {
 TEST(VisualPruningConfigTest, LegalEdgeValuesAccepted) {
   using M = pb::VisualPruningConfig;
   CheckAccepted<M>(ValidVisual(), {
-      [](M* c) {
-        c->set_num_keep_tokens(0);
-        c->set_keep_ratio(1.0);
-      },
-      [](M* c) { c->set_theta(0.0); },
-      [](M* c) { c->set_theta(1.0); },
-      [](M* c) {
-        c->set_method(pb::RANDOM_SUBSET);
-        c->set_seed(~uint64_t{0});
-        c->set_budget_scope(pb::GLOBAL);
-      },
-  });
+                                      [](M* c) {
+                                        c->set_num_keep_tokens(0);
+                                        c->set_keep_ratio(1.0);
+                                      },
+                                      [](M* c) { c->set_theta(0.0); },
+                                      [](M* c) { c->set_theta(1.0); },
+                                      [](M* c) {
+                                        c->set_method(pb::RANDOM_SUBSET);
+                                        c->set_seed(~uint64_t{0});
+                                        c->set_budget_scope(pb::GLOBAL);
+                                      },
+                                  });
 }
 
 TEST(VisualPruningConfigTest, UnsetFieldsResolveToReferenceDefaults) {
@@ -660,34 +675,36 @@ TEST(SessionConfigTest, EveryRuleRejectedNamingTheField) {
 
 TEST(SessionConfigTest, LegalEdgeValuesAccepted) {
   using M = pb::SessionConfig;
-  CheckAccepted<M>(ValidSession(), {
-      [](M* c) { c->clear_eviction(); },  // a session without eviction keeps the whole cache
-      [](M* c) { c->set_head_dim(15); },  // odd head_dim is fine without rope
-      [](M* c) {
-        c->set_num_kv_heads(8);
-        c->set_head_dim(1024);
-        c->set_page_size(4096);
-        c->set_batch_size(3);
-        c->set_dtype(pb::BFLOAT16);
-        c->set_device(pb::CUDA);
-        c->set_device_index(1);
-        c->set_scale(0.5);
-      },
-      [](M* c) {
-        c->mutable_rope();  // present, theta 0 = default
-        c->mutable_eviction()->set_rerotate_keys(true);
-      },
-      [](M* c) {
-        c->mutable_eviction()->set_enabled(false);
-        c->mutable_eviction()->set_rerotate_keys(true);  // only checked when eviction is on
-      },
-      [](M* c) {
-        auto* x = c->mutable_sparse_attention()->mutable_xattention();
-        c->mutable_sparse_attention()->set_mode(pb::XATTENTION);
-        x->set_head_aggregation(pb::PER_HEAD);
-        for (int i = 0; i < 8; ++i) x->add_per_head_thresholds(0.1 * (i + 1) + 0.05);
-      },
-  });
+  CheckAccepted<M>(
+      ValidSession(),
+      {
+          [](M* c) { c->clear_eviction(); },  // a session without eviction keeps the whole cache
+          [](M* c) { c->set_head_dim(15); },  // odd head_dim is fine without rope
+          [](M* c) {
+            c->set_num_kv_heads(8);
+            c->set_head_dim(1024);
+            c->set_page_size(4096);
+            c->set_batch_size(3);
+            c->set_dtype(pb::BFLOAT16);
+            c->set_device(pb::CUDA);
+            c->set_device_index(1);
+            c->set_scale(0.5);
+          },
+          [](M* c) {
+            c->mutable_rope();  // present, theta 0 = default
+            c->mutable_eviction()->set_rerotate_keys(true);
+          },
+          [](M* c) {
+            c->mutable_eviction()->set_enabled(false);
+            c->mutable_eviction()->set_rerotate_keys(true);  // only checked when eviction is on
+          },
+          [](M* c) {
+            auto* x = c->mutable_sparse_attention()->mutable_xattention();
+            c->mutable_sparse_attention()->set_mode(pb::XATTENTION);
+            x->set_head_aggregation(pb::PER_HEAD);
+            for (int i = 0; i < 8; ++i) x->add_per_head_thresholds(0.1 * (i + 1) + 0.05);
+          },
+      });
 }
 
 TEST(SessionConfigTest, UnsetFieldsResolveToReferenceDefaults) {
@@ -795,9 +812,14 @@ TEST(ConfigRoundTripTest, EveryKind) {
 
 TEST(ConfigGarbageTest, MalformedTextRejectedWithPosition) {
   const std::string texts[] = {
-      "num_layers: ",          "num_layers: five",   "{{{{",
-      "no_such_field: 1",      "eviction { start_tokens: 1", "algorithm: NOT_AN_ALGORITHM",
-      "num_layers: 99999999999999999999", "\xff\xfe\x00garbage",
+      "num_layers: ",
+      "num_layers: five",
+      "{{{{",
+      "no_such_field: 1",
+      "eviction { start_tokens: 1",
+      "algorithm: NOT_AN_ALGORITHM",
+      "num_layers: 99999999999999999999",
+      "\xff\xfe\x00garbage",
   };
   for (const std::string& text : texts) {
     SCOPED_TRACE(text);
@@ -807,12 +829,12 @@ TEST(ConfigGarbageTest, MalformedTextRejectedWithPosition) {
       EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
       EXPECT_THAT(std::string(status.message()), StartsWith("config: not a valid textproto"));
       EXPECT_THAT(std::string(status.message()), HasSubstr("line 1 column"));
-      EXPECT_EQ(ConfigTextToBinary(kind, text).status().code(),
-                absl::StatusCode::kInvalidArgument);
+      EXPECT_EQ(ConfigTextToBinary(kind, text).status().code(), absl::StatusCode::kInvalidArgument);
     }
   }
   // Unknown enum numbers in text name the field (proto3 enums are open on the wire, not in text).
-  const absl::Status enum_number = ValidateConfig(ConfigKind::kEviction, "algorithm: 99", true).status();
+  const absl::Status enum_number =
+      ValidateConfig(ConfigKind::kEviction, "algorithm: 99", true).status();
   EXPECT_EQ(enum_number.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(enum_number.message()), HasSubstr("algorithm"));
 }
@@ -822,15 +844,16 @@ TEST(ConfigGarbageTest, MalformedBytesRejected) {
       std::string("\x08", 1),              // varint tag without its value
       std::string("\x5a\x05\x08\x01", 4),  // sub-message longer than the input
       std::string("\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", 11),  // 11-byte varint
-      std::string("\x00\x00", 2),          // field number 0
-      std::string("\x0f", 1),              // wire type 7
+      std::string("\x00\x00", 2),                                       // field number 0
+      std::string("\x0f", 1),                                           // wire type 7
   };
   for (const std::string& data : bytes) {
     for (ConfigKind kind : {ConfigKind::kEviction, ConfigKind::kSparseAttention,
                             ConfigKind::kVisualPruning, ConfigKind::kSession}) {
       const absl::Status status = ValidateConfig(kind, data, false).status();
       EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
-      EXPECT_THAT(std::string(status.message()), StartsWith("config: not a valid serialized attnkit.v1."));
+      EXPECT_THAT(std::string(status.message()),
+                  StartsWith("config: not a valid serialized attnkit.v1."));
       EXPECT_EQ(ConfigBinaryToText(kind, data).status().code(), absl::StatusCode::kInvalidArgument);
     }
   }

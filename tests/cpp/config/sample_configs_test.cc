@@ -12,7 +12,8 @@ namespace attnkit {
 namespace {
 
 TEST(SampleConfigsTest, EveryConfigValidates) {
-  const std::filesystem::path dir = std::filesystem::path(ATTNKIT_SOURCE_DIR) / "samples" / "configs";
+  const std::filesystem::path dir =
+      std::filesystem::path(ATTNKIT_SOURCE_DIR) / "samples" / "configs";
   int checked = 0;
   for (const auto& entry : std::filesystem::directory_iterator(dir)) {
     if (entry.path().extension() != ".textproto") continue;
@@ -23,8 +24,9 @@ TEST(SampleConfigsTest, EveryConfigValidates) {
     if (text.str().find("method:") != std::string::npos) {
       status = ParseVisualPruningConfig(text.str(), true).status();
     } else {
-      status = ParseSessionConfig(text.str() + "\nnum_layers: 2 num_heads: 8 num_kv_heads: 4 head_dim: 64 "
-                                               "rope { theta: 10000 }",
+      status = ParseSessionConfig(text.str() +
+                                      "\nnum_layers: 2 num_heads: 8 num_kv_heads: 4 head_dim: 64 "
+                                      "rope { theta: 10000 }",
                                   true)
                    .status();
     }

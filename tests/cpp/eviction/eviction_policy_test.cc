@@ -35,8 +35,8 @@ at::Tensor Weights(int heads, int64_t T, int64_t K, int seed) {
   return at::softmax(s, -1);
 }
 
-std::vector<int64_t> RunSteps(EvictionPolicy& p, int64_t prompt, int steps, int heads, const at::Tensor& keys,
-                         std::vector<int64_t>* first_kept = nullptr) {
+std::vector<int64_t> RunSteps(EvictionPolicy& p, int64_t prompt, int steps, int heads,
+                              const at::Tensor& keys, std::vector<int64_t>* first_kept = nullptr) {
   int64_t len = prompt;
   std::vector<int64_t> kept;
   for (int step = -1; step < steps; ++step) {
@@ -54,9 +54,11 @@ std::vector<int64_t> RunSteps(EvictionPolicy& p, int64_t prompt, int steps, int 
 
 TEST(EvictionPolicyTest, PerTokenKvCrushKeepsBudgetWithEveryAnchor) {
   for (const char* anchor : {"ZEROS", "ONES", "ALTERNATE", "RANDOM"}) {
-    auto p = Make(std::string("algorithm: H2O granularity: PER_TOKEN start_tokens: 4 intermediate_tokens: 16 "
-                              "recent_tokens: 8 refined { algorithm: KVCRUSH refined_tokens: 8 kvcrush_anchor: ") +
-                  anchor + " }");
+    auto p = Make(
+        std::string(
+            "algorithm: H2O granularity: PER_TOKEN start_tokens: 4 intermediate_tokens: 16 "
+            "recent_tokens: 8 refined { algorithm: KVCRUSH refined_tokens: 8 kvcrush_anchor: ") +
+        anchor + " }");
     std::vector<int64_t> prompt_kept;
     RunSteps(*p, 48, 0, 4, at::Tensor(), &prompt_kept);
     ASSERT_EQ(prompt_kept.size(), 28u) << anchor;
@@ -68,7 +70,8 @@ TEST(EvictionPolicyTest, PerTokenKvCrushKeepsBudgetWithEveryAnchor) {
 
 TEST(EvictionPolicyTest, PerTokenKvCrushMeanAnchorIsRejected) {
   auto o = ParseEvictionConfig(
-      "algorithm: H2O granularity: PER_TOKEN start_tokens: 4 intermediate_tokens: 8 recent_tokens: 4 "
+      "algorithm: H2O granularity: PER_TOKEN start_tokens: 4 intermediate_tokens: 8 recent_tokens: "
+      "4 "
       "refined { algorithm: KVCRUSH kvcrush_anchor: MEAN }",
       true);
   ASSERT_FALSE(o.ok());
@@ -78,19 +81,25 @@ TEST(EvictionPolicyTest, PerTokenKvCrushMeanAnchorIsRejected) {
 TEST(EvictionPolicyTest, RandomAnchorIsSeeded) {
   const std::string base =
       "algorithm: H2O granularity: PER_GROUP group_size: 2 start_tokens: 2 intermediate_tokens: 20 "
-      "recent_tokens: 2 refined { algorithm: KVCRUSH refined_tokens: 12 kvcrush_anchor: RANDOM seed: ";
+      "recent_tokens: 2 refined { algorithm: KVCRUSH refined_tokens: 12 kvcrush_anchor: RANDOM "
+      "seed: ";
   auto a = Make(base + "1 }"), b = Make(base + "1 }");
   EXPECT_EQ(RunSteps(*a, 64, 10, 4, at::Tensor()), RunSteps(*b, 64, 10, 4, at::Tensor()));
 }
 
 TEST(EvictionPolicyTest, StreamingLlmKeepsStartAndNewest) {
-  auto p = Make("algorithm: STREAMING_LLM granularity: PER_TOKEN start_tokens: 4 intermediate_tokens: 0 recent_tokens: 8");
+  auto p = Make(
+      "algorithm: STREAMING_LLM granularity: PER_TOKEN start_tokens: 4 intermediate_tokens: 0 "
+      "recent_tokens: 8");
   std::vector<int64_t> kept = RunSteps(*p, 40, 0, 4, at::Tensor());
   EXPECT_EQ(kept, (std::vector<int64_t>{0, 1, 2, 3, 32, 33, 34, 35, 36, 37, 38, 39}));
 }
 
 TEST(EvictionPolicyTest, TovaKeepsWhatTheLastQueryAttends) {
-  auto p = Make("algorithm: TOVA granularity: PER_TOKEN start_tokens: 0 intermediate_tokens: 2 recent_tokens: 1", 1, 2, 1);
+  auto p = Make(
+      "algorithm: TOVA granularity: PER_TOKEN start_tokens: 0 intermediate_tokens: 2 "
+      "recent_tokens: 1",
+      1, 2, 1);
   // 6 tokens; the last query attends tokens 1 and 3 most.
   at::Tensor w = at::zeros({1, 2, 1, 6});
   w[0][0][0][1] = 0.5;
@@ -105,16 +114,22 @@ TEST(EvictionPolicyTest, TovaKeepsWhatTheLastQueryAttends) {
 
 TEST(EvictionPolicyTest, KNormKeepsLowNormKeysAndKeyDiffKeepsDistinctiveKeys) {
   at::Tensor keys = at::ones({1, 8, 4});  // one kv head, 8 tokens
-  keys[0][2] *= 0.1;                       // low norm
+  keys[0][2] *= 0.1;                      // low norm
   keys[0][5] *= 0.2;
-  auto knorm = Make("algorithm: KNORM granularity: PER_TOKEN start_tokens: 0 intermediate_tokens: 2 recent_tokens: 1", 1, 1, 1);
+  auto knorm = Make(
+      "algorithm: KNORM granularity: PER_TOKEN start_tokens: 0 intermediate_tokens: 2 "
+      "recent_tokens: 1",
+      1, 1, 1);
   auto kept = knorm->Select(0, {8}, keys);
   ASSERT_TRUE(kept.ok()) << kept.status();
   EXPECT_EQ((*kept)[0], (std::vector<int64_t>{2, 5, 7}));
 
   at::Tensor diverse = at::ones({1, 8, 4});
   diverse[0][3] = at::tensor({1.0f, -1.0f, 1.0f, -1.0f});  // orthogonal to the others
-  auto keydiff = Make("algorithm: KEYDIFF granularity: PER_TOKEN start_tokens: 0 intermediate_tokens: 1 recent_tokens: 1", 1, 1, 1);
+  auto keydiff = Make(
+      "algorithm: KEYDIFF granularity: PER_TOKEN start_tokens: 0 intermediate_tokens: 1 "
+      "recent_tokens: 1",
+      1, 1, 1);
   kept = keydiff->Select(0, {8}, diverse);
   ASSERT_TRUE(kept.ok()) << kept.status();
   EXPECT_EQ((*kept)[0], (std::vector<int64_t>{3, 7}));
@@ -125,8 +140,10 @@ TEST(EvictionPolicyTest, KNormKeepsLowNormKeysAndKeyDiffKeepsDistinctiveKeys) {
 }
 
 TEST(EvictionPolicyTest, PerHeadSelectionKeepsDifferentTokensPerKvHead) {
-  auto p = Make("algorithm: H2O granularity: PER_TOKEN start_tokens: 0 intermediate_tokens: 2 recent_tokens: 0 per_head: true",
-                1, 2, 2);
+  auto p = Make(
+      "algorithm: H2O granularity: PER_TOKEN start_tokens: 0 intermediate_tokens: 2 recent_tokens: "
+      "0 per_head: true",
+      1, 2, 2);
   at::Tensor w = at::full({1, 2, 1, 6}, 0.01);
   w[0][0][0][1] = 0.9;  // head 0 (kv head 0) likes tokens 1, 4
   w[0][0][0][4] = 0.8;
@@ -141,8 +158,11 @@ TEST(EvictionPolicyTest, PerHeadSelectionKeepsDifferentTokensPerKvHead) {
 }
 
 TEST(EvictionPolicyTest, AdaKvAllocatesAcrossHeadsOfALayer) {
-  auto p = Make("algorithm: H2O granularity: PER_TOKEN start_tokens: 0 intermediate_tokens: 4 recent_tokens: 0 "
-                "budget { allocator: ADAKV }", 1, 2, 2);
+  auto p = Make(
+      "algorithm: H2O granularity: PER_TOKEN start_tokens: 0 intermediate_tokens: 4 recent_tokens: "
+      "0 "
+      "budget { allocator: ADAKV }",
+      1, 2, 2);
   at::Tensor w = at::full({1, 2, 1, 10}, 0.001);
   for (int t = 0; t < 7; ++t) w[0][0][0][t] = 0.1 + 0.01 * t;  // head 0 spreads attention widely
   w[0][1][0][9] = 0.9;                                         // head 1 concentrates on one token
@@ -155,8 +175,10 @@ TEST(EvictionPolicyTest, AdaKvAllocatesAcrossHeadsOfALayer) {
 }
 
 TEST(EvictionPolicyTest, PyramidKvBudgetsFallWithDepthAndKeepTheMean) {
-  auto p = Make("algorithm: SNAPKV group_size: 4 start_tokens: 4 intermediate_tokens: 64 recent_tokens: 8 "
-                "budget { allocator: PYRAMIDKV pyramid_min_ratio: 0.25 }", 4);
+  auto p = Make(
+      "algorithm: SNAPKV group_size: 4 start_tokens: 4 intermediate_tokens: 64 recent_tokens: 8 "
+      "budget { allocator: PYRAMIDKV pyramid_min_ratio: 0.25 }",
+      4);
   int64_t sum = 0;
   for (int l = 0; l < 4; ++l) {
     sum += p->LayerBudget(l) - 12;
@@ -167,15 +189,20 @@ TEST(EvictionPolicyTest, PyramidKvBudgetsFallWithDepthAndKeepTheMean) {
 }
 
 TEST(EvictionPolicyTest, NormSumCountersDifferOnlyForMultiTokenSteps) {
-  const std::string base = "algorithm: H2O granularity: PER_TOKEN start_tokens: 0 intermediate_tokens: 6 "
-                           "recent_tokens: 2 normalize_scores: true ";
+  const std::string base =
+      "algorithm: H2O granularity: PER_TOKEN start_tokens: 0 intermediate_tokens: 6 "
+      "recent_tokens: 2 normalize_scores: true ";
   auto reference = Make(base), norm_sum = Make(base + "normalization: NORM_SUM");
   // Single-token decode steps: identical choices.
-  EXPECT_EQ(RunSteps(*reference, 16, 12, 4, at::Tensor()), RunSteps(*norm_sum, 16, 12, 4, at::Tensor()));
+  EXPECT_EQ(RunSteps(*reference, 16, 12, 4, at::Tensor()),
+            RunSteps(*norm_sum, 16, 12, 4, at::Tensor()));
 }
 
 TEST(EvictionPolicyTest, MisuseIsAnError) {
-  auto p = Make("algorithm: H2O granularity: PER_TOKEN start_tokens: 0 intermediate_tokens: 2 recent_tokens: 0", 2);
+  auto p = Make(
+      "algorithm: H2O granularity: PER_TOKEN start_tokens: 0 intermediate_tokens: 2 recent_tokens: "
+      "0",
+      2);
   EXPECT_EQ(p->ObserveWeights(2, Weights(4, 1, 4, 0)).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(p->ObserveWeights(0, at::ones({4, 4})).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(p->ObserveWeights(0, Weights(3, 1, 4, 0)).code(), absl::StatusCode::kInvalidArgument);
@@ -189,7 +216,9 @@ TEST(EvictionPolicyTest, MisuseIsAnError) {
 }
 
 TEST(EvictionPolicyTest, ResetForgetsScores) {
-  auto a = Make("algorithm: SNAPKV granularity: PER_TOKEN start_tokens: 2 intermediate_tokens: 6 recent_tokens: 2");
+  auto a = Make(
+      "algorithm: SNAPKV granularity: PER_TOKEN start_tokens: 2 intermediate_tokens: 6 "
+      "recent_tokens: 2");
   const std::vector<int64_t> first = RunSteps(*a, 20, 5, 4, at::Tensor());
   a->Reset();
   EXPECT_EQ(RunSteps(*a, 20, 5, 4, at::Tensor()), first);

@@ -1,5 +1,5 @@
-// The strict JSON reader (core/src/util/json.h): values, exact integers, escapes, and every error with
-// its byte offset; every JSON file of ../shared/models parses.
+// The strict JSON reader (core/src/util/json.h): values, exact integers, escapes, and every error
+// with its byte offset; every JSON file of ../shared/models parses.
 #include "util/json.h"
 
 #include <filesystem>
@@ -62,8 +62,8 @@ TEST(JsonTest, ExactIntegers) {
   EXPECT_EQ(*exact, INT64_MAX);  // beyond 2^53: not through double
   EXPECT_EQ(*JsonInt(ParseOk("-9223372036854775808"), "n"), INT64_MIN);
   EXPECT_EQ(*JsonInt(ParseOk("9007199254740993"), "n"), 9007199254740993);
-  for (const char* not_int : {"1.5", "1e3", "1.0", "\"1\"", "true", "null", "[1]",
-                              "9223372036854775808"}) {
+  for (const char* not_int :
+       {"1.5", "1e3", "1.0", "\"1\"", "true", "null", "[1]", "9223372036854775808"}) {
     SCOPED_TRACE(not_int);
     auto value = JsonInt(ParseOk(not_int), "offset");
     EXPECT_EQ(value.status().code(), absl::StatusCode::kInvalidArgument);
@@ -110,16 +110,15 @@ TEST(JsonTest, NumbersFollowTheGrammar) {
     auto value = JsonValue::Parse(bad);
     EXPECT_FALSE(value.ok()) << bad << " parsed as " << (value.ok() ? value->number() : 0);
   }
-  for (const char* good : {"0", "-0", "10", "1.25", "1e5", "1E-5", "-2.5e+3", "123456789012345678901234567890"}) {
+  for (const char* good :
+       {"0", "-0", "10", "1.25", "1e5", "1E-5", "-2.5e+3", "123456789012345678901234567890"}) {
     SCOPED_TRACE(good);
     EXPECT_TRUE(JsonValue::Parse(good).ok()) << JsonValue::Parse(good).status();
   }
 }
 
 TEST(JsonTest, NestingIsBounded) {
-  const auto nested = [](int depth) {
-    return std::string(depth, '[') + std::string(depth, ']');
-  };
+  const auto nested = [](int depth) { return std::string(depth, '[') + std::string(depth, ']'); };
   EXPECT_TRUE(JsonValue::Parse(nested(60)).ok());
   ExpectError(nested(100), "nested too deeply");
   ExpectError(nested(100000), "nested too deeply");  // no stack overflow

@@ -38,11 +38,11 @@ std::string FloatBytes(const std::vector<float>& values) {
 
 // A valid two-tensor file with metadata.
 std::string ValidFile() {
-  return File(
-      R"({"__metadata__": {"kind": "test", "config": "{\"a\": 1}"},)"
-      R"( "w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]},)"
-      R"( "ids": {"dtype": "I64", "shape": [2], "data_offsets": [24, 40]}})",
-      FloatBytes({1, 2, 3, 4, 5, 6}) + std::string("\x07\0\0\0\0\0\0\0\xff\xff\xff\xff\xff\xff\xff\xff", 16));
+  return File(R"({"__metadata__": {"kind": "test", "config": "{\"a\": 1}"},)"
+              R"( "w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]},)"
+              R"( "ids": {"dtype": "I64", "shape": [2], "data_offsets": [24, 40]}})",
+              FloatBytes({1, 2, 3, 4, 5, 6}) +
+                  std::string("\x07\0\0\0\0\0\0\0\xff\xff\xff\xff\xff\xff\xff\xff", 16));
 }
 
 void ExpectCorrupt(const std::string& contents, const std::string& message_part) {
@@ -120,11 +120,11 @@ TEST(SafetensorsTest, EveryDTypeAndEdgeShapes) {
   EXPECT_TRUE(SafetensorsFile::Parse(File(Tensor("U8", "[2]", "[0, 2]") + "    ", "ab")).ok());
   EXPECT_TRUE(SafetensorsFile::Parse(File(Tensor("U8", "[2]", "[2, 4]"), "abcdefgh")).ok());
   // Adjacent ranges do not overlap.
-  EXPECT_TRUE(SafetensorsFile::Parse(
-                  File(R"({"a": {"dtype": "U8", "shape": [2], "data_offsets": [0, 2]},)"
-                       R"( "b": {"dtype": "U8", "shape": [2], "data_offsets": [2, 4]}})",
-                       "abcd"))
-                  .ok());
+  EXPECT_TRUE(
+      SafetensorsFile::Parse(File(R"({"a": {"dtype": "U8", "shape": [2], "data_offsets": [0, 2]},)"
+                                  R"( "b": {"dtype": "U8", "shape": [2], "data_offsets": [2, 4]}})",
+                                  "abcd"))
+          .ok());
 }
 
 TEST(SafetensorsTest, TruncatedFiles) {
@@ -220,11 +220,28 @@ TEST(SafetensorsTest, HeaderNotAnObject) {
 
 TEST(SafetensorsTest, BadJson) {
   const char* headers[] = {
-      "",          "{",          R"({"a": )",        R"({"a" 1})",      R"({"a": 1,})",
-      "{} x",      "{'a': 1}",   R"({"a": tru})",    R"({"a": "\q"})", R"({"a": "\u12"})",
-      R"({"a": 01})", R"({"a": +1})", R"({"a": 1.})",   R"({"a": .5})",  R"({"a": nan})",
-      R"({"a": 1e})", R"({"a": -})",  R"({"a": 1e999})", R"({"a": 1, "a": 2})",
-      "{\"a\": \"tab\there\"}", R"({"a": "\udc00"})", R"({"a": "\ud800x"})",
+      "",
+      "{",
+      R"({"a": )",
+      R"({"a" 1})",
+      R"({"a": 1,})",
+      "{} x",
+      "{'a': 1}",
+      R"({"a": tru})",
+      R"({"a": "\q"})",
+      R"({"a": "\u12"})",
+      R"({"a": 01})",
+      R"({"a": +1})",
+      R"({"a": 1.})",
+      R"({"a": .5})",
+      R"({"a": nan})",
+      R"({"a": 1e})",
+      R"({"a": -})",
+      R"({"a": 1e999})",
+      R"({"a": 1, "a": 2})",
+      "{\"a\": \"tab\there\"}",
+      R"({"a": "\udc00"})",
+      R"({"a": "\ud800x"})",
   };
   for (const char* header : headers) {
     SCOPED_TRACE(header);
@@ -233,8 +250,8 @@ TEST(SafetensorsTest, BadJson) {
 }
 
 TEST(SafetensorsTest, DeepNestingRejected) {
-  std::string deep = R"({"__metadata__": {"k": )" + std::string(5000, '[') + std::string(5000, ']') +
-                     "}}";
+  std::string deep =
+      R"({"__metadata__": {"k": )" + std::string(5000, '[') + std::string(5000, ']') + "}}";
   ExpectCorrupt(File(deep), "nested too deeply");
   std::string objects = "{\"a\":";
   for (int i = 0; i < 1000; ++i) objects += "{\"a\":";
@@ -269,7 +286,8 @@ TEST(SafetensorsTest, RandomCorruptionNeverCrashes) {
 TEST(SafetensorsTest, ReadMissingFile) {
   auto file = SafetensorsFile::Read("/nonexistent/attnkit/x.safetensors");
   EXPECT_EQ(file.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(std::string(file.status().message()), HasSubstr("/nonexistent/attnkit/x.safetensors"));
+  EXPECT_THAT(std::string(file.status().message()),
+              HasSubstr("/nonexistent/attnkit/x.safetensors"));
 }
 
 TEST(SafetensorsTest, ReadErrorNamesThePath) {

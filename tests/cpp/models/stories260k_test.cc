@@ -16,8 +16,8 @@ namespace {
 
 std::unique_ptr<Session> MakeSession(const samples::Llama2c& m, const std::string& policies) {
   const std::string text = absl::StrCat("num_layers: ", m.n_layers, " num_heads: ", m.n_heads,
-                                        " num_kv_heads: ", m.n_kv_heads, " head_dim: ", m.head_dim(),
-                                        " page_size: 16 ", policies);
+                                        " num_kv_heads: ", m.n_kv_heads,
+                                        " head_dim: ", m.head_dim(), " page_size: 16 ", policies);
   auto options = ParseSessionConfig(text, true);
   EXPECT_TRUE(options.ok()) << options.status();
   return std::move(*Session::Create(*options));
@@ -48,13 +48,15 @@ TEST(Stories260kTest, FullCacheMatchesReferenceAndSnapKvStaysWithinBudget) {
   auto full_session = MakeSession(*model, "");
   auto full = model->Generate(*full_session, prompt, kSteps);
   ASSERT_TRUE(full.ok()) << full.status();
-  for (int i = 0; i < 100; ++i) ASSERT_EQ((*full)[i], reference[prompt.size() + i]) << "token " << i;
+  for (int i = 0; i < 100; ++i)
+    ASSERT_EQ((*full)[i], reference[prompt.size() + i]) << "token " << i;
 
   // 128 tokens per kv head: start 4 + intermediate 96 + recent 28, groups of 4.
-  auto snap_session = MakeSession(*model,
-                                  "eviction { enabled: true algorithm: SNAPKV granularity: PER_GROUP "
-                                  "group_size: 4 start_tokens: 4 intermediate_tokens: 96 "
-                                  "recent_tokens: 28 }");
+  auto snap_session =
+      MakeSession(*model,
+                  "eviction { enabled: true algorithm: SNAPKV granularity: PER_GROUP "
+                  "group_size: 4 start_tokens: 4 intermediate_tokens: 96 "
+                  "recent_tokens: 28 }");
   auto snap = model->Generate(*snap_session, prompt, kSteps);
   ASSERT_TRUE(snap.ok()) << snap.status();
   const SessionStatsView stats = snap_session->Stats();
@@ -72,12 +74,13 @@ TEST(Stories260kTest, FullCacheMatchesReferenceAndSnapKvStaysWithinBudget) {
   snap_ids.insert(snap_ids.end(), snap->begin(), snap->end());
   const double full_nll = MeanNll(*model, full_ids, prompt.size());
   const double snap_nll = MeanNll(*model, snap_ids, prompt.size());
-  std::printf("stories260k, %d generated tokens: SnapKV(128) agrees with the full cache on %d ids "
-              "(%.1f %%); mean NLL under the full-cache model: full-cache run %.4f, SnapKV run %.4f "
-              "(uniform would be %.4f); SnapKV holds %lld of %lld bytes at the end\n",
-              kSteps, agree, 100.0 * agree / kSteps, full_nll, snap_nll, std::log(512.0),
-              static_cast<long long>(stats.bytes_held),
-              static_cast<long long>(full_session->Stats().bytes_held));
+  std::printf(
+      "stories260k, %d generated tokens: SnapKV(128) agrees with the full cache on %d ids "
+      "(%.1f %%); mean NLL under the full-cache model: full-cache run %.4f, SnapKV run %.4f "
+      "(uniform would be %.4f); SnapKV holds %lld of %lld bytes at the end\n",
+      kSteps, agree, 100.0 * agree / kSteps, full_nll, snap_nll, std::log(512.0),
+      static_cast<long long>(stats.bytes_held),
+      static_cast<long long>(full_session->Stats().bytes_held));
   // The compressed run must stay a plausible continuation: far from uniform text.
   EXPECT_LT(snap_nll, full_nll + 1.5);
   EXPECT_LT(stats.bytes_held, full_session->Stats().bytes_held / 2);

@@ -77,7 +77,8 @@ TEST(SessionTest, StridedInputsNeedNoCopiesAndGiveTheSameResult) {
 
 TEST(SessionTest, HalfPrecisionInputsAndStorage) {
   at::manual_seed(3);
-  at::Tensor q = at::randn({1, 4, 9, 16}), k = at::randn({1, 2, 9, 16}), v = at::randn({1, 2, 9, 16});
+  at::Tensor q = at::randn({1, 4, 9, 16}), k = at::randn({1, 2, 9, 16}),
+             v = at::randn({1, 2, 9, 16});
   const at::Tensor expected = ReferenceAttention(q, k, v);
   for (const char* dtype : {"FLOAT32", "FLOAT16", "BFLOAT16"}) {
     for (at::ScalarType input : {at::kHalf, at::kBFloat16, at::kFloat}) {
@@ -94,11 +95,15 @@ TEST(SessionTest, EvictionKeepsTheBudgetAndFreesPages) {
                              "eviction { enabled: true algorithm: SNAPKV granularity: PER_TOKEN "
                              "start_tokens: 2 intermediate_tokens: 8 recent_tokens: 2 }");
   at::manual_seed(4);
-  ASSERT_TRUE(session->Attend(0, at::randn({1, 4, 30, 16}), at::randn({1, 2, 30, 16}),
-                              at::randn({1, 2, 30, 16}), at::empty({1, 4, 30, 16})).ok());
+  ASSERT_TRUE(session
+                  ->Attend(0, at::randn({1, 4, 30, 16}), at::randn({1, 2, 30, 16}),
+                           at::randn({1, 2, 30, 16}), at::empty({1, 4, 30, 16}))
+                  .ok());
   const int64_t after_layer0 = session->Stats().layers[0].bytes;
-  ASSERT_TRUE(session->Attend(1, at::randn({1, 4, 30, 16}), at::randn({1, 2, 30, 16}),
-                              at::randn({1, 2, 30, 16}), at::empty({1, 4, 30, 16})).ok());
+  ASSERT_TRUE(session
+                  ->Attend(1, at::randn({1, 4, 30, 16}), at::randn({1, 2, 30, 16}),
+                           at::randn({1, 2, 30, 16}), at::empty({1, 4, 30, 16}))
+                  .ok());
   SessionStatsView stats = session->Stats();
   // 12 tokens per kv head in pages of 4 = 3 pages of 4 x 16 floats x (k + v).
   const int64_t page_bytes = 4 * 16 * 4 * 2;
@@ -109,8 +114,10 @@ TEST(SessionTest, EvictionKeepsTheBudgetAndFreesPages) {
   EXPECT_EQ(stats.evicted_tokens, 2 * 2 * 18);
   for (int step = 0; step < 10; ++step) {
     for (int layer = 0; layer < 2; ++layer) {
-      ASSERT_TRUE(session->Attend(layer, at::randn({1, 4, 1, 16}), at::randn({1, 2, 1, 16}),
-                                  at::randn({1, 2, 1, 16}), at::empty({1, 4, 1, 16})).ok());
+      ASSERT_TRUE(session
+                      ->Attend(layer, at::randn({1, 4, 1, 16}), at::randn({1, 2, 1, 16}),
+                               at::randn({1, 2, 1, 16}), at::empty({1, 4, 1, 16}))
+                      .ok());
       EXPECT_LE(session->Stats().layers[layer].bytes, 2 * (12 * 16 * 4 * 2 + page_bytes));
     }
   }
@@ -131,12 +138,15 @@ TEST(SessionTest, BatchSequencesKeepTheirOwnTokens) {
   auto single0 = MakeSession(std::string(kShape) + eviction);
   auto single1 = MakeSession(std::string(kShape) + eviction);
   at::manual_seed(5);
-  at::Tensor q = at::randn({2, 4, 20, 16}).mul(3), k = at::randn({2, 2, 20, 16}), v = at::randn({2, 2, 20, 16});
+  at::Tensor q = at::randn({2, 4, 20, 16}).mul(3), k = at::randn({2, 2, 20, 16}),
+             v = at::randn({2, 2, 20, 16});
   at::Tensor out = at::empty({2, 4, 20, 16});
   ASSERT_TRUE(batch->Attend(0, q, k, v, out).ok());
   at::Tensor out0 = at::empty({1, 4, 20, 16}), out1 = at::empty({1, 4, 20, 16});
-  ASSERT_TRUE(single0->Attend(0, q.narrow(0, 0, 1), k.narrow(0, 0, 1), v.narrow(0, 0, 1), out0).ok());
-  ASSERT_TRUE(single1->Attend(0, q.narrow(0, 1, 1), k.narrow(0, 1, 1), v.narrow(0, 1, 1), out1).ok());
+  ASSERT_TRUE(
+      single0->Attend(0, q.narrow(0, 0, 1), k.narrow(0, 0, 1), v.narrow(0, 0, 1), out0).ok());
+  ASSERT_TRUE(
+      single1->Attend(0, q.narrow(0, 1, 1), k.narrow(0, 1, 1), v.narrow(0, 1, 1), out1).ok());
   EXPECT_EQ(*batch->Positions(0, 0, 0), *single0->Positions(0, 0, 0));
   EXPECT_EQ(*batch->Positions(0, 1, 0), *single1->Positions(0, 0, 0));
   EXPECT_NE(*batch->Positions(0, 0, 0), *batch->Positions(0, 1, 0));
@@ -144,19 +154,24 @@ TEST(SessionTest, BatchSequencesKeepTheirOwnTokens) {
 }
 
 TEST(SessionTest, PerHeadEvictionHoldsDifferentTokensPerKvHead) {
-  auto session = MakeSession(std::string(kShape) +
-                             "eviction { enabled: true algorithm: H2O granularity: PER_TOKEN "
-                             "start_tokens: 0 intermediate_tokens: 4 recent_tokens: 0 per_head: true }");
+  auto session =
+      MakeSession(std::string(kShape) +
+                  "eviction { enabled: true algorithm: H2O granularity: PER_TOKEN "
+                  "start_tokens: 0 intermediate_tokens: 4 recent_tokens: 0 per_head: true }");
   at::manual_seed(6);
-  ASSERT_TRUE(session->Attend(0, at::randn({1, 4, 16, 16}).mul(4), at::randn({1, 2, 16, 16}),
-                              at::randn({1, 2, 16, 16}), at::empty({1, 4, 16, 16})).ok());
+  ASSERT_TRUE(session
+                  ->Attend(0, at::randn({1, 4, 16, 16}).mul(4), at::randn({1, 2, 16, 16}),
+                           at::randn({1, 2, 16, 16}), at::empty({1, 4, 16, 16}))
+                  .ok());
   auto h0 = session->Positions(0, 0, 0), h1 = session->Positions(0, 0, 1);
   ASSERT_TRUE(h0.ok() && h1.ok());
   EXPECT_EQ(h0->size(), 4u);
   EXPECT_EQ(h1->size(), 4u);
   EXPECT_NE(*h0, *h1);
-  ASSERT_TRUE(session->Attend(1, at::randn({1, 4, 16, 16}), at::randn({1, 2, 16, 16}),
-                              at::randn({1, 2, 16, 16}), at::empty({1, 4, 16, 16})).ok());
+  ASSERT_TRUE(session
+                  ->Attend(1, at::randn({1, 4, 16, 16}), at::randn({1, 2, 16, 16}),
+                           at::randn({1, 2, 16, 16}), at::empty({1, 4, 16, 16}))
+                  .ok());
   // Decode keeps working with different tokens per head.
   for (int layer = 0; layer < 2; ++layer) {
     auto s = session->Attend(layer, at::randn({1, 4, 1, 16}), at::randn({1, 2, 1, 16}),
@@ -168,7 +183,8 @@ TEST(SessionTest, PerHeadEvictionHoldsDifferentTokensPerKvHead) {
 TEST(SessionTest, ResetStartsANewPrompt) {
   auto session = MakeSession(kShape);
   at::manual_seed(7);
-  at::Tensor q = at::randn({1, 4, 6, 16}), k = at::randn({1, 2, 6, 16}), v = at::randn({1, 2, 6, 16});
+  at::Tensor q = at::randn({1, 4, 6, 16}), k = at::randn({1, 2, 6, 16}),
+             v = at::randn({1, 2, 6, 16});
   at::Tensor first = at::empty_like(q), second = at::empty_like(q), scratch = at::empty_like(q);
   ASSERT_TRUE(session->Attend(0, q, k, v, first).ok());
   ASSERT_TRUE(session->Attend(1, q, k, v, scratch).ok());
@@ -180,7 +196,8 @@ TEST(SessionTest, ResetStartsANewPrompt) {
 
 TEST(SessionTest, BadInputIsRejectedWithClearErrors) {
   auto session = MakeSession(kShape);
-  at::Tensor q = at::randn({1, 4, 3, 16}), k = at::randn({1, 2, 3, 16}), v = at::randn({1, 2, 3, 16});
+  at::Tensor q = at::randn({1, 4, 3, 16}), k = at::randn({1, 2, 3, 16}),
+             v = at::randn({1, 2, 3, 16});
   at::Tensor out = at::empty_like(q);
   auto expect_error = [&](absl::Status s, absl::StatusCode code, const char* needle) {
     EXPECT_EQ(s.code(), code) << s;
@@ -195,9 +212,10 @@ TEST(SessionTest, BadInputIsRejectedWithClearErrors) {
                "before layer 0");
   at::Tensor nan_q = q.clone();
   nan_q[0][1][2][3] = NAN;
-  expect_error(session->Attend(0, nan_q, k, v, out), absl::StatusCode::kInvalidArgument, "q: contains NaN");
-  expect_error(session->Attend(0, q, k, v, at::empty({1, 4, 2, 16})), absl::StatusCode::kInvalidArgument,
-               "out");
+  expect_error(session->Attend(0, nan_q, k, v, out), absl::StatusCode::kInvalidArgument,
+               "q: contains NaN");
+  expect_error(session->Attend(0, q, k, v, at::empty({1, 4, 2, 16})),
+               absl::StatusCode::kInvalidArgument, "out");
   // Nothing was cached by the rejected calls.
   EXPECT_EQ(session->Stats().tokens_held, 0);
 }
@@ -209,19 +227,22 @@ TEST(SessionTest, RerotatedKeysEqualKeysRotatedAtTheirNewPositions) {
     rope.interleaved = interleaved;
     at::Tensor x = at::randn({16});
     at::Tensor at_9 = x.clone(), at_3 = x.clone(), direct = x.clone();
-    session::RotateRow(at_9.data_ptr(), at::kFloat, 16, 9, rope);       // position 9
-    session::RotateRow(at_9.data_ptr(), at::kFloat, 16, 3 - 9, rope);   // re-rotated to 3
+    session::RotateRow(at_9.data_ptr(), at::kFloat, 16, 9, rope);      // position 9
+    session::RotateRow(at_9.data_ptr(), at::kFloat, 16, 3 - 9, rope);  // re-rotated to 3
     session::RotateRow(direct.data_ptr(), at::kFloat, 16, 3, rope);
     EXPECT_LT((at_9 - direct).abs().max().item<float>(), 1e-5);
   }
-  auto session = MakeSession(std::string(kShape) +
-                             "rope { theta: 10000 } eviction { enabled: true algorithm: STREAMING_LLM "
-                             "granularity: PER_TOKEN start_tokens: 2 intermediate_tokens: 0 "
-                             "recent_tokens: 4 rerotate_keys: true }");
+  auto session =
+      MakeSession(std::string(kShape) +
+                  "rope { theta: 10000 } eviction { enabled: true algorithm: STREAMING_LLM "
+                  "granularity: PER_TOKEN start_tokens: 2 intermediate_tokens: 0 "
+                  "recent_tokens: 4 rerotate_keys: true }");
   for (int step = 0; step < 10; ++step) {
     for (int layer = 0; layer < 2; ++layer) {
-      ASSERT_TRUE(session->Attend(layer, at::randn({1, 4, 1, 16}), at::randn({1, 2, 1, 16}),
-                                  at::randn({1, 2, 1, 16}), at::empty({1, 4, 1, 16})).ok());
+      ASSERT_TRUE(session
+                      ->Attend(layer, at::randn({1, 4, 1, 16}), at::randn({1, 2, 1, 16}),
+                               at::randn({1, 2, 1, 16}), at::empty({1, 4, 1, 16}))
+                      .ok());
     }
   }
   EXPECT_EQ(*session->NextPosition(0), 6);  // the cache length: positions stay contiguous
@@ -236,7 +257,8 @@ TEST(SessionTest, SparsePrefillUsesTheBlockSparseKernelAndKeepsTheObservationExa
   auto sparse_session = MakeSession(std::string(kShape) + sparse + eviction);
   auto dense_session = MakeSession(std::string(kShape) + eviction);
   at::manual_seed(8);
-  at::Tensor q = at::randn({1, 4, 100, 16}), k = at::randn({1, 2, 100, 16}), v = at::randn({1, 2, 100, 16});
+  at::Tensor q = at::randn({1, 4, 100, 16}), k = at::randn({1, 2, 100, 16}),
+             v = at::randn({1, 2, 100, 16});
   at::Tensor out = at::empty_like(q), dense_out = at::empty_like(q);
   ASSERT_TRUE(sparse_session->Attend(0, q, k, v, out).ok());
   ASSERT_TRUE(dense_session->Attend(0, q, k, v, dense_out).ok());

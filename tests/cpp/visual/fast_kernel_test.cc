@@ -23,7 +23,8 @@ TEST(VisualFastKernelTest, RelevanceFastEqualsTheReferenceFormula) {
 TEST(VisualFastKernelTest, PicksMatchTheExactPathWhenGainsAreWellSeparated) {
   at::manual_seed(4);
   // k well below the feature rank: no near-tied gains, both paths must agree.
-  at::Tensor embeds = at::randn({120, 64}), features = at::randn({120, 96}), text = at::randn({6, 64});
+  at::Tensor embeds = at::randn({120, 64}), features = at::randn({120, 96}),
+             text = at::randn({6, 64});
   VisualOptions options;
   options.num_keep_tokens = 16;
   auto exact = VisualPruner::Create(options);
