@@ -429,33 +429,53 @@ static Handle* handle_alloc(PyTypeObject* type, const char* kind, void (*free_fn
 /* ------------------------------------------------------------------------------------------------
  * Session */
 
-static void session_free(void* p) { attnkit_session_free((attnkit_session*)p); }
+/* A C object created from a config argument (attnkit_pb2 message, bytes or textproto): `create`
+ * calls the object's _create or _create_from_text with the GIL released. */
+typedef attnkit_status* (*CreateFromConfig)(const ConfigArg* config, void** out);
 
-static PyObject* session_new(PyTypeObject* type, PyObject* args, PyObject* kwargs) {
+static PyObject* handle_new_from_config(PyTypeObject* type, PyObject* args, PyObject* kwargs,
+                                        const char* kind, void (*free_fn)(void*), int needs_lock,
+                                        CreateFromConfig create) {
   static char* keywords[] = {"config", NULL};
+  char format[64];
   PyObject* config_obj;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:Session", keywords, &config_obj)) return NULL;
+  PyOS_snprintf(format, sizeof(format), "O:%s", kind);
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, format, keywords, &config_obj)) return NULL;
   ConfigArg config;
   if (config_from_object(&config, config_obj) != 0) return NULL;
-  Handle* self = handle_alloc(type, "Session", session_free, 1);
+  Handle* self = handle_alloc(type, kind, free_fn, needs_lock);
   if (self == NULL) {
     config_release(&config);
     return NULL;
   }
-  attnkit_session* session = NULL;
+  void* handle = NULL;
   attnkit_status* status;
   Py_BEGIN_ALLOW_THREADS
-  status = config.is_text
-               ? attnkit_session_create_from_text(config.data, (size_t)config.size, &session)
-               : attnkit_session_create(config.data, (size_t)config.size, &session);
+  status = create(&config, &handle);
   Py_END_ALLOW_THREADS
   config_release(&config);
   if (status != NULL) {
     Py_DECREF(self);
     return raise_status(status);
   }
-  self->handle = session;
+  self->handle = handle;
   return (PyObject*)self;
+}
+
+static void session_free(void* p) { attnkit_session_free((attnkit_session*)p); }
+
+static attnkit_status* session_create_from_config(const ConfigArg* config, void** out) {
+  attnkit_session* object = NULL;
+  attnkit_status* status =
+      config->is_text ? attnkit_session_create_from_text(config->data, (size_t)config->size, &object)
+                      : attnkit_session_create(config->data, (size_t)config->size, &object);
+  *out = object;
+  return status;
+}
+
+static PyObject* session_new(PyTypeObject* type, PyObject* args, PyObject* kwargs) {
+  return handle_new_from_config(type, args, kwargs, "Session", session_free, 1,
+                                session_create_from_config);
 }
 
 static PyObject* session_attend(Handle* self, PyObject* args) {
@@ -736,33 +756,18 @@ ATTNKIT_PY_HANDLE_TYPE(EvictionPolicyType, "EvictionPolicy",
 
 static void sparse_free(void* p) { attnkit_sparse_attention_free((attnkit_sparse_attention*)p); }
 
+static attnkit_status* sparse_create_from_config(const ConfigArg* config, void** out) {
+  attnkit_sparse_attention* object = NULL;
+  attnkit_status* status =
+      config->is_text ? attnkit_sparse_attention_create_from_text(config->data, (size_t)config->size, &object)
+                      : attnkit_sparse_attention_create(config->data, (size_t)config->size, &object);
+  *out = object;
+  return status;
+}
+
 static PyObject* sparse_new(PyTypeObject* type, PyObject* args, PyObject* kwargs) {
-  static char* keywords[] = {"config", NULL};
-  PyObject* config_obj;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:SparseAttention", keywords, &config_obj)) {
-    return NULL;
-  }
-  ConfigArg config;
-  if (config_from_object(&config, config_obj) != 0) return NULL;
-  Handle* self = handle_alloc(type, "SparseAttention", sparse_free, 0);
-  if (self == NULL) {
-    config_release(&config);
-    return NULL;
-  }
-  attnkit_sparse_attention* sparse = NULL;
-  attnkit_status* status;
-  Py_BEGIN_ALLOW_THREADS
-  status = config.is_text
-               ? attnkit_sparse_attention_create_from_text(config.data, (size_t)config.size, &sparse)
-               : attnkit_sparse_attention_create(config.data, (size_t)config.size, &sparse);
-  Py_END_ALLOW_THREADS
-  config_release(&config);
-  if (status != NULL) {
-    Py_DECREF(self);
-    return raise_status(status);
-  }
-  self->handle = sparse;
-  return (PyObject*)self;
+  return handle_new_from_config(type, args, kwargs, "SparseAttention", sparse_free, 0,
+                                sparse_create_from_config);
 }
 
 static PyObject* sparse_mask_shape(Handle* self, PyObject* args) {
@@ -975,33 +980,18 @@ ATTNKIT_PY_HANDLE_TYPE(VisualSelectionType, "VisualSelection",
                        "attnkit_visual_selection (returned by VisualPruner.select).",
                        selection_methods);
 
+static attnkit_status* pruner_create_from_config(const ConfigArg* config, void** out) {
+  attnkit_visual_pruner* object = NULL;
+  attnkit_status* status =
+      config->is_text ? attnkit_visual_pruner_create_from_text(config->data, (size_t)config->size, &object)
+                      : attnkit_visual_pruner_create(config->data, (size_t)config->size, &object);
+  *out = object;
+  return status;
+}
+
 static PyObject* pruner_new(PyTypeObject* type, PyObject* args, PyObject* kwargs) {
-  static char* keywords[] = {"config", NULL};
-  PyObject* config_obj;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:VisualPruner", keywords, &config_obj)) {
-    return NULL;
-  }
-  ConfigArg config;
-  if (config_from_object(&config, config_obj) != 0) return NULL;
-  Handle* self = handle_alloc(type, "VisualPruner", pruner_free, 0);
-  if (self == NULL) {
-    config_release(&config);
-    return NULL;
-  }
-  attnkit_visual_pruner* pruner = NULL;
-  attnkit_status* status;
-  Py_BEGIN_ALLOW_THREADS
-  status = config.is_text
-               ? attnkit_visual_pruner_create_from_text(config.data, (size_t)config.size, &pruner)
-               : attnkit_visual_pruner_create(config.data, (size_t)config.size, &pruner);
-  Py_END_ALLOW_THREADS
-  config_release(&config);
-  if (status != NULL) {
-    Py_DECREF(self);
-    return raise_status(status);
-  }
-  self->handle = pruner;
-  return (PyObject*)self;
+  return handle_new_from_config(type, args, kwargs, "VisualPruner", pruner_free, 0,
+                                pruner_create_from_config);
 }
 
 static PyObject* wrap_selection(attnkit_visual_selection* selection) {
