@@ -83,7 +83,7 @@ attnkit_status* attnkit_session_bytes_held(const attnkit_session* session, int64
   return Guard(__func__, [&]() -> absl::Status {
     ATTNKIT_CHECK_ARG(session);
     ATTNKIT_CHECK_ARG(out);
-    *out = session->session->Stats().bytes_held;
+    *out = session->session->BytesHeld();
     return absl::OkStatus();
   });
 }

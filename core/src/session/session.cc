@@ -229,6 +229,13 @@ class SessionImpl : public Session {
     return seen_[sequence];
   }
 
+  int64_t BytesHeld() const override {
+    int64_t bytes = 0;
+    for (const auto& layer : layers_)
+      bytes += layer.pool->pages_in_use() * layer.pool->page_bytes();
+    return bytes;
+  }
+
   SessionStatsView Stats() const override {
     SessionStatsView s;
     s.steps = steps_;
@@ -520,12 +527,7 @@ class SessionImpl : public Session {
     return absl::OkStatus();
   }
 
-  void UpdatePeak() {
-    int64_t bytes = 0;
-    for (const auto& layer : layers_)
-      bytes += layer.pool->pages_in_use() * layer.pool->page_bytes();
-    peak_bytes_ = std::max(peak_bytes_, bytes);
-  }
+  void UpdatePeak() { peak_bytes_ = std::max(peak_bytes_, BytesHeld()); }
 
   SessionOptions options_;
   std::vector<LayerState> layers_;

@@ -39,6 +39,8 @@ class Session {
   virtual absl::StatusOr<int64_t> NextPosition(int sequence) const = 0;
 
   virtual SessionStatsView Stats() const = 0;
+  // Bytes of KV pages in use over every layer (Stats().bytes_held without building the stats).
+  virtual int64_t BytesHeld() const = 0;
   // Drops every cached token and policy state (a new prompt); pages stay reserved for reuse.
   virtual void Reset() = 0;
 };
