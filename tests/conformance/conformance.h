@@ -7,6 +7,8 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "attnkit/attnkit_common.h"
 #include "attnkit/safetensors.h"
 #include "util/json.h"
 
@@ -17,6 +19,10 @@ using CaseRunner =
     std::function<absl::Status(const SafetensorsFile& file, const JsonValue& config)>;
 
 bool RegisterKind(const std::string& kind, CaseRunner runner);
+
+// Takes a C ABI status (NULL = OK) and frees it; the message is prefixed with "`what`: " when
+// `what` is not empty.
+absl::Status FromC(attnkit_status* status, absl::string_view what = "");
 
 }  // namespace attnkit::conformance
 

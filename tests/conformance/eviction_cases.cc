@@ -20,16 +20,6 @@ namespace {
 
 using testing::DLView;
 
-struct StatusGuard {
-  attnkit_status* status;
-  ~StatusGuard() { attnkit_status_free(status); }
-  absl::Status ToAbsl(absl::string_view what) const {
-    if (status == nullptr) return absl::OkStatus();
-    return absl::Status(static_cast<absl::StatusCode>(attnkit_status_get_code(status)),
-                        absl::StrCat(what, ": ", attnkit_status_get_message(status)));
-  }
-};
-
 std::string Positions(const std::vector<int64_t>& v) { return absl::StrJoin(v, ","); }
 
 absl::Status Compare(const std::vector<int64_t>& got, const at::Tensor& expected,
@@ -66,9 +56,13 @@ absl::StatusOr<CaseData> ReadCase(const SafetensorsFile& file, const JsonValue& 
 
 absl::Status PolicyLevel(const SafetensorsFile& file, const CaseData& c) {
   attnkit_eviction_policy* raw = nullptr;
-  StatusGuard created{attnkit_eviction_policy_create_from_text(
-      c.textproto.data(), c.textproto.size(), 1, c.num_heads, c.num_kv_heads, &raw)};
-  if (absl::Status s = created.ToAbsl("create"); !s.ok()) return s;
+  if (absl::Status s =
+          FromC(attnkit_eviction_policy_create_from_text(c.textproto.data(), c.textproto.size(), 1,
+                                                         c.num_heads, c.num_kv_heads, &raw),
+                "create");
+      !s.ok()) {
+    return s;
+  }
   std::unique_ptr<attnkit_eviction_policy, decltype(&attnkit_eviction_policy_free)> policy(
       raw, attnkit_eviction_policy_free);
 
@@ -86,14 +80,21 @@ absl::Status PolicyLevel(const SafetensorsFile& file, const CaseData& c) {
     for (int64_t i = 0; i < k->size(2); ++i) origin.push_back(first_new + i);
     keys = keys.defined() ? at::cat({keys, *k}, 2) : *k;
     DLView attn_view(*attn);
-    StatusGuard observed{attnkit_eviction_policy_observe(policy.get(), 0, attn_view, nullptr, 0)};
-    if (absl::Status s = observed.ToAbsl(prefix + " observe"); !s.ok()) return s;
+    if (absl::Status s =
+            FromC(attnkit_eviction_policy_observe(policy.get(), 0, attn_view, nullptr, 0),
+                  prefix + " observe");
+        !s.ok()) {
+      return s;
+    }
     const int64_t length = keys.size(2);
     DLView key_view(keys);
     attnkit_kept_positions* kept = nullptr;
-    StatusGuard selected{
-        attnkit_eviction_policy_select(policy.get(), 0, key_view, &length, 1, &kept)};
-    if (absl::Status s = selected.ToAbsl(prefix + " select"); !s.ok()) return s;
+    if (absl::Status s =
+            FromC(attnkit_eviction_policy_select(policy.get(), 0, key_view, &length, 1, &kept),
+                  prefix + " select");
+        !s.ok()) {
+      return s;
+    }
     size_t n = 0;
     const int64_t* row = attnkit_kept_positions_row(kept, 0, &n);
     std::vector<int64_t> kept_positions(row, row + n);

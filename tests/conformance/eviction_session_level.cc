@@ -5,6 +5,7 @@
 #include "absl/strings/str_join.h"
 #include "attnkit/attnkit.h"
 #include "dlpack_util.h"
+#include "conformance.h"
 #include "eviction_config.h"
 #include "io/tensor_io.h"
 
@@ -16,11 +17,10 @@ absl::Status SessionLevel(const SafetensorsFile& file, const std::string& evicti
       absl::StrCat("num_layers: 1 num_heads: ", num_heads, " num_kv_heads: ", num_kv_heads,
                    " head_dim: ", head_dim, " eviction { ", eviction_textproto, " }");
   attnkit_session* raw = nullptr;
-  if (attnkit_status* s = attnkit_session_create_from_text(config.data(), config.size(), &raw)) {
-    absl::Status out =
-        absl::InternalError(absl::StrCat("session create: ", attnkit_status_get_message(s)));
-    attnkit_status_free(s);
-    return out;
+  if (absl::Status s = FromC(attnkit_session_create_from_text(config.data(), config.size(), &raw),
+                             "session create");
+      !s.ok()) {
+    return s;
   }
   std::unique_ptr<attnkit_session, decltype(&attnkit_session_free)> session(raw,
                                                                             attnkit_session_free);
@@ -35,18 +35,17 @@ absl::Status SessionLevel(const SafetensorsFile& file, const std::string& evicti
       if (!t->ok()) return t->status();
     at::Tensor out = at::empty_like(*q);
     testing::DLView qv(*q), kv(*k), vv(*v), ov(out);
-    if (attnkit_status* s = attnkit_session_attend(session.get(), 0, qv, kv, vv, ov)) {
-      absl::Status err = absl::InternalError(
-          absl::StrCat("session level, ", prefix, ": ", attnkit_status_get_message(s)));
-      attnkit_status_free(s);
-      return err;
+    if (absl::Status s = FromC(attnkit_session_attend(session.get(), 0, qv, kv, vv, ov),
+                               "session level, " + prefix);
+        !s.ok()) {
+      return s;
     }
     for (int h = 0; h < num_kv_heads; ++h) {
       attnkit_int64_array* positions = nullptr;
-      if (attnkit_status* s = attnkit_session_positions(session.get(), 0, 0, h, &positions)) {
-        absl::Status err = absl::InternalError(attnkit_status_get_message(s));
-        attnkit_status_free(s);
-        return err;
+      if (absl::Status s =
+              FromC(attnkit_session_positions(session.get(), 0, 0, h, &positions), "positions");
+          !s.ok()) {
+        return s;
       }
       std::vector<int64_t> got(positions->data, positions->data + positions->size);
       attnkit_int64_array_free(positions);

@@ -17,6 +17,15 @@ std::map<std::string, CaseRunner>& Registry() {
   return registry;
 }
 
+absl::Status FromC(attnkit_status* status, absl::string_view what) {
+  if (status == nullptr) return absl::OkStatus();
+  std::string message = attnkit_status_get_message(status);
+  if (!what.empty()) message = std::string(what) + ": " + message;
+  absl::Status out(static_cast<absl::StatusCode>(attnkit_status_get_code(status)), message);
+  attnkit_status_free(status);
+  return out;
+}
+
 bool RegisterKind(const std::string& kind, CaseRunner runner) {
   Registry()[kind] = std::move(runner);
   return true;

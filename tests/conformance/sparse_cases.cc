@@ -42,14 +42,6 @@ absl::StatusOr<at::Tensor> LoadSparse(const SafetensorsFile& file, const std::st
   return t;
 }
 
-absl::Status FromC(attnkit_status* status) {
-  if (status == nullptr) return absl::OkStatus();
-  absl::Status s(static_cast<absl::StatusCode>(attnkit_status_get_code(status)),
-                 attnkit_status_get_message(status));
-  attnkit_status_free(status);
-  return s;
-}
-
 struct MappedConfig {
   std::string text;
   int64_t block_size = 128;

@@ -74,14 +74,6 @@ struct SelectionDeleter {
   void operator()(attnkit_visual_selection* s) const { attnkit_visual_selection_free(s); }
 };
 
-absl::Status FromC(attnkit_status* status, const char* what) {
-  if (status == nullptr) return absl::OkStatus();
-  absl::Status s(static_cast<absl::StatusCode>(attnkit_status_get_code(status)),
-                 absl::StrCat(what, ": ", attnkit_status_get_message(status)));
-  attnkit_status_free(status);
-  return s;
-}
-
 absl::Status RunVisualCase(const SafetensorsFile& file, const JsonValue& config) {
   auto text = ToTextproto(config);
   if (!text.ok()) return text.status();
