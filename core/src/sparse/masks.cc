@@ -2,13 +2,16 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <vector>
 
 #include <ATen/Functions.h>
+#include <ATen/TensorOperators.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "util/status_macros.h"
 
 namespace attnkit::sparse {
 namespace {
@@ -42,6 +45,29 @@ int64_t ReferenceChunkRows(const BlockGrid& grid) {
 // window starts right of it.
 bool SinkCounted(const BlockGrid& grid, int64_t row, int64_t rows_per_chunk) {
   return grid.offset + (row / rows_per_chunk) * rows_per_chunk > 0;
+}
+
+// The argument checks shared by both selections.
+absl::Status CheckSelectionArgs(const at::Tensor& block_scores, const BlockGrid& grid,
+                                const std::vector<double>& thresholds) {
+  if (!block_scores.defined() || block_scores.dim() != 3 || block_scores.size(0) < 1 ||
+      block_scores.size(1) != grid.q_blocks || block_scores.size(2) != grid.k_blocks) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "block_scores: expected shape [heads, ", grid.q_blocks, ", ", grid.k_blocks, "], got ",
+        block_scores.defined() ? absl::StrCat("[", absl::StrJoin(block_scores.sizes(), ", "), "]")
+                               : "an undefined tensor"));
+  }
+  const int64_t heads = block_scores.size(0);
+  if (thresholds.size() != 1 && static_cast<int64_t>(thresholds.size()) != heads) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("thresholds: expected 1 or ", heads, " entries, got ", thresholds.size()));
+  }
+  for (double t : thresholds) {
+    if (!(t > 0 && t <= 1)) {
+      return absl::InvalidArgumentError(absl::StrCat("threshold: must be in (0, 1], got ", t));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -118,24 +144,12 @@ absl::StatusOr<at::Tensor> SelectXAttentionBlocks(const at::Tensor& block_scores
                                                   const BlockGrid& grid,
                                                   const std::vector<double>& thresholds,
                                                   int64_t last_query_size) {
-  if (!block_scores.defined() || block_scores.dim() != 3 || block_scores.size(0) < 1 ||
-      block_scores.size(1) != grid.q_blocks || block_scores.size(2) != grid.k_blocks) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "block_scores: expected shape [heads, ", grid.q_blocks, ", ", grid.k_blocks, "], got ",
-        block_scores.defined() ? absl::StrCat("[", absl::StrJoin(block_scores.sizes(), ", "), "]")
-                               : "an undefined tensor"));
+  ATTNKIT_RETURN_IF_ERROR(CheckSelectionArgs(block_scores, grid, thresholds));
+  if (!block_scores.is_cpu()) {
+    return SelectXAttentionBlocksTensorOps(block_scores, grid, thresholds, last_query_size);
   }
   const int64_t heads = block_scores.size(0);
-  if (thresholds.size() != 1 && static_cast<int64_t>(thresholds.size()) != heads) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("thresholds: expected 1 or ", heads, " entries, got ", thresholds.size()));
-  }
-  for (double t : thresholds) {
-    if (!(t > 0 && t <= 1)) {
-      return absl::InvalidArgumentError(absl::StrCat("threshold: must be in (0, 1], got ", t));
-    }
-  }
-  const at::Tensor scores = block_scores.to(at::kFloat).cpu().contiguous();
+  const at::Tensor scores = block_scores.to(at::kFloat).contiguous();
   const float* sp = scores.data_ptr<float>();
   at::Tensor mask = EmptyMask(heads, grid);
   bool* mp = mask.data_ptr<bool>();
@@ -184,10 +198,85 @@ absl::StatusOr<at::Tensor> SelectXAttentionBlocks(const at::Tensor& block_scores
   return mask;
 }
 
+absl::StatusOr<at::Tensor> SelectXAttentionBlocksTensorOps(const at::Tensor& block_scores,
+                                                           const BlockGrid& grid,
+                                                           const std::vector<double>& thresholds,
+                                                           int64_t last_query_size) {
+  ATTNKIT_RETURN_IF_ERROR(CheckSelectionArgs(block_scores, grid, thresholds));
+  const int64_t heads = block_scores.size(0), R = grid.q_blocks, K = grid.k_blocks;
+  const at::Device device = block_scores.device();
+  const auto longs = at::TensorOptions().dtype(at::kLong);
+  if (R == 0 || K == 0) return EmptyMask(heads, grid).to(device);
+  // Per-row facts from the grid, built on the host ([R] entries) and moved over once.
+  const int64_t rows_per_chunk = ReferenceChunkRows(grid);
+  at::Tensor diag_host = at::empty({R}, longs), sink_host = at::empty({R}, at::kBool);
+  for (int64_t r = 0; r < R; ++r) {
+    diag_host.data_ptr<int64_t>()[r] = grid.Diagonal(r);
+    sink_host.data_ptr<bool>()[r] = grid.Diagonal(r) != 0 && SinkCounted(grid, r, rows_per_chunk);
+  }
+  std::vector<double> per_head(heads);
+  for (int64_t h = 0; h < heads; ++h) per_head[h] = thresholds.size() == 1 ? thresholds[0] : thresholds[h];
+  const at::Tensor threshold =
+      at::tensor(per_head, at::TensorOptions().dtype(at::kDouble)).to(device).view({heads, 1});
+  const at::Tensor diag = diag_host.to(device), sink = sink_host.to(device);
+
+  const at::Tensor s = block_scores.to(at::kDouble);                                // [h, R, K]
+  const at::Tensor required = s.sum(-1) * threshold;                                // [h, R]
+  const at::Tensor col = at::arange(K, longs.device(device)).view({1, K});
+  const at::Tensor is_diag = col.eq(diag.view({R, 1}));                              // [R, K]
+  const at::Tensor excluded = is_diag.logical_or(col.eq(0).logical_and(sink.view({R, 1})));
+  const at::Tensor at_diag = s.gather(2, diag.view({1, R, 1}).expand({heads, R, 1})).squeeze(2);
+  const at::Tensor kept0 =
+      at_diag + at::where(sink.view({1, R}), s.select(2, 0), at::zeros_like(at_diag));  // [h, R]
+  // Candidates in descending order, ties by ascending column (a stable sort); the excluded
+  // columns (the diagonal, and block 0 when counted) sort last as -inf and are never taken.
+  const at::Tensor candidates =
+      s.masked_fill(excluded.unsqueeze(0), -std::numeric_limits<double>::infinity());
+  auto [values, order] = at::sort(candidates, /*stable=*/true, /*dim=*/2, /*descending=*/true);
+  const at::Tensor valid = values.isfinite();
+  values = values.masked_fill(valid.logical_not(), 0.0);
+  const at::Tensor before = values.cumsum(2) - values;  // mass of the candidates before this one
+  // With block 0 counted, candidate i is compared with everything kept so far; otherwise with the
+  // mass kept before the previous candidate, and the first candidate is always compared with 0.
+  const at::Tensor counted = kept0.unsqueeze(2) + before;
+  at::Tensor lagged = at::cat({at::zeros_like(before.narrow(2, 0, 1)),
+                               kept0.unsqueeze(2) + before.narrow(2, 0, K - 1)},
+                              2);
+  lagged = at::where(sink.view({1, R, 1}), counted, lagged);
+  // Taken while the lagged mass stays below the requirement (a prefix of the order).
+  const at::Tensor take = lagged.lt(required.unsqueeze(2))
+                              .logical_and(valid)
+                              .to(at::kInt)
+                              .cumprod(2)
+                              .to(at::kBool);
+  at::Tensor mask = at::zeros({heads, R, K}, at::TensorOptions().dtype(at::kBool).device(device));
+  mask.scatter_(2, order, take);
+  mask.select(2, 0).fill_(true);
+  mask.logical_or_(is_diag.unsqueeze(0));
+  mask.logical_and_(col.le(diag.view({R, 1})).unsqueeze(0));  // nothing right of the diagonal
+  if (last_query_size > 0 && DenseTailRows(grid, last_query_size) > 0) {
+    at::Tensor tail = EmptyMask(1, grid);
+    ApplyDenseTail(tail, grid, last_query_size);
+    mask.logical_or_(tail.to(device));
+  }
+  return mask;
+}
+
 double MaskDensity(const at::Tensor& mask, const BlockGrid& grid) {
   const int64_t causal = grid.CausalBlocks();
   if (causal == 0 || !mask.defined() || mask.dim() != 3 || mask.size(0) < 1) return 1.0;
-  const at::Tensor m = mask.to(at::kBool).cpu().contiguous();
+  if (!mask.is_cpu()) {
+    // Reduced where the mask lives: only the count crosses over.
+    const at::Device device = mask.device();
+    const auto longs = at::TensorOptions().dtype(at::kLong).device(device);
+    const at::Tensor rows = at::arange(grid.q_blocks, longs).view({grid.q_blocks, 1});
+    const at::Tensor causal_mask =
+        at::arange(grid.k_blocks, longs).view({1, grid.k_blocks}).le(rows + grid.offset);
+    const int64_t kept =
+        mask.to(at::kBool).logical_and(causal_mask.unsqueeze(0)).sum().item<int64_t>();
+    return static_cast<double>(kept) / static_cast<double>(causal * mask.size(0));
+  }
+  const at::Tensor m = mask.to(at::kBool).contiguous();
   const bool* p = m.data_ptr<bool>();
   int64_t kept = 0;
   for (int64_t h = 0; h < m.size(0); ++h) {

@@ -1,16 +1,22 @@
 #include "attnkit/sparse/sparse_attention.h"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <utility>
 #include <vector>
 
 #include <ATen/Functions.h>
+#include <ATen/TensorOperators.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "cpu/block_sparse_attention.h"
 #include "cpu/xattention_estimate.h"
 #include "util/status_macros.h"
+#ifdef ATTNKIT_WITH_CUDA
+#include "attnkit/cuda/kernels.h"
+#endif
 
 namespace attnkit::sparse {
 namespace {
@@ -34,6 +40,61 @@ absl::Status CheckQK(const at::Tensor& q, const at::Tensor& k) {
   return absl::OkStatus();
 }
 
+
+#ifdef ATTNKIT_WITH_CUDA
+// Whether attnkit's CUDA kernels take these inputs: one CUDA device, bfloat16 or float16
+// throughout, head dim 64 or 128 (values too), blocks a multiple of 128.
+bool CudaKernelsTake(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     int64_t block_size) {
+  const at::ScalarType dtype = q.scalar_type();
+  return q.is_cuda() && (dtype == at::kBFloat16 || dtype == at::kHalf) &&
+         k.scalar_type() == dtype && v.scalar_type() == dtype && k.device() == q.device() &&
+         v.device() == q.device() && (q.size(2) == 64 || q.size(2) == 128) &&
+         v.size(2) == q.size(2) && block_size % 128 == 0;
+}
+#endif
+
+}  // namespace
+
+absl::StatusOr<at::Tensor> BlockSparseAttentionTensorOps(const at::Tensor& q, const at::Tensor& k,
+                                                         const at::Tensor& v,
+                                                         const at::Tensor& mask_in,
+                                                         int64_t block_size, double scale) {
+  ATTNKIT_RETURN_IF_ERROR(
+      kernels::CheckBlockSparseInputs(q, k, v, mask_in, block_size, scale));
+  const int64_t H = q.size(0), Lq = q.size(1), Lk = k.size(1), G = H / k.size(0);
+  const at::Device device = q.device();
+  const auto longs = at::TensorOptions().dtype(at::kLong).device(device);
+  const at::Tensor kf = k.to(at::kFloat).repeat_interleave(G, 0);
+  const at::Tensor vf = v.to(at::kFloat).repeat_interleave(G, 0);
+  const at::Tensor mask = mask_in.to(at::kBool);
+  at::Tensor out = at::empty({H, Lq, v.size(2)}, q.options().dtype(at::kFloat));
+  // Query chunks of whole blocks whose scores stay under about 256 MiB.
+  const int64_t budget_rows = (int64_t{64} << 20) / std::max<int64_t>(1, H * Lk);
+  const int64_t chunk = std::max<int64_t>(1, budget_rows / block_size) * block_size;
+  const at::Tensor cols = at::arange(Lk, longs).view({1, Lk});
+  for (int64_t q0 = 0; q0 < Lq; q0 += chunk) {
+    const int64_t n = std::min(chunk, Lq - q0);
+    const int64_t r0 = q0 / block_size, r1 = (q0 + n + block_size - 1) / block_size;
+    const at::Tensor allowed = mask.narrow(1, r0, r1 - r0)
+                                   .repeat_interleave(block_size, 1)
+                                   .narrow(1, 0, n)
+                                   .repeat_interleave(block_size, 2)
+                                   .narrow(2, 0, Lk)
+                                   .logical_and(cols.le(at::arange(q0, q0 + n, longs).view({n, 1}) +
+                                                        (Lk - Lq))
+                                                    .unsqueeze(0));
+    at::Tensor scores = at::matmul(q.narrow(1, q0, n).to(at::kFloat), kf.transpose(1, 2));
+    scores.mul_(scale).masked_fill_(allowed.logical_not(),
+                                    -std::numeric_limits<float>::infinity());
+    at::Tensor probs = at::softmax(scores, -1);
+    probs.masked_fill_(probs.isnan(), 0.0f);  // rows that see no key give zeros
+    out.narrow(1, q0, n).copy_(at::matmul(probs, vf));
+  }
+  return out;
+}
+
+namespace {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<SparseAttention>> SparseAttention::Create(
@@ -104,14 +165,30 @@ absl::StatusOr<at::Tensor> SparseAttention::BuildMask(const at::Tensor& q,
                                                       const at::Tensor& k) const {
   ATTNKIT_RETURN_IF_ERROR(CheckQK(q, k));
   const int64_t q_len = q.size(1), k_len = k.size(1);
-  if (options_.mode != SparseMode::kXAttention) return BuildStaticMask(q_len, k_len);
+  if (options_.mode != SparseMode::kXAttention) {
+#ifdef ATTNKIT_WITH_CUDA
+    const bool shaped =
+        options_.mode == SparseMode::kAShape || options_.mode == SparseMode::kTriShape;
+    if (q.is_cuda() && shaped && q_len >= options_.min_sparse_length) {
+      // Built on the device from the lengths.
+      at::Tensor mask;
+      ATTNKIT_RETURN_IF_ERROR(ShapeLists(q_len, k_len, q.device(), &mask).status());
+      return mask;
+    }
+#endif
+    ATTNKIT_ASSIGN_OR_RETURN(at::Tensor mask, BuildStaticMask(q_len, k_len));
+    return mask.to(q.device());
+  }
   ATTNKIT_ASSIGN_OR_RETURN(BlockGrid grid, BlockGrid::Make(q_len, k_len, options_.block_size));
   ATTNKIT_RETURN_IF_ERROR(
       kernels::CheckXAttentionInputs(q, k, options_.block_size, options_.stride));
   const int64_t mask_heads = MaskHeads(q.size(0));
   // Short prompts and single-query decode steps stay dense (as the reference does for q_len 1).
   if (q_len < options_.min_sparse_length || q_len <= 1) {
-    return CausalBlockMask(grid).expand({mask_heads, grid.q_blocks, grid.k_blocks}).contiguous();
+    return CausalBlockMask(grid)
+        .expand({mask_heads, grid.q_blocks, grid.k_blocks})
+        .contiguous()
+        .to(q.device());
   }
   return XAttentionMask(q, k, grid);
 }
@@ -129,8 +206,27 @@ absl::StatusOr<at::Tensor> SparseAttention::XAttentionMask(const at::Tensor& q, 
     }
     thresholds = options_.per_head_thresholds;
   }
-  ATTNKIT_ASSIGN_OR_RETURN(at::Tensor scores, kernels::XAttentionEstimateCpu(
-                                                  q, k, options_.block_size, options_.stride));
+  at::Tensor scores;
+  if (q.is_cpu()) {
+    ATTNKIT_ASSIGN_OR_RETURN(
+        scores, kernels::XAttentionEstimateCpu(q, k, options_.block_size, options_.stride));
+  } else {
+    // On the inputs' device: the fused CUDA kernel where it applies (bfloat16/float16, cell
+    // width block/stride a multiple of 8), else the ATen reference there.
+#ifdef ATTNKIT_WITH_CUDA
+    const at::ScalarType dtype = q.scalar_type();
+    if (q.is_cuda() && (dtype == at::kBFloat16 || dtype == at::kHalf) &&
+        k.scalar_type() == dtype && (q.size(2) == 64 || q.size(2) == 128) &&
+        (options_.block_size / options_.stride) % 8 == 0) {
+      ATTNKIT_ASSIGN_OR_RETURN(
+          scores, cuda::XAttentionEstimate(q, k, options_.block_size, options_.stride));
+    }
+#endif
+    if (!scores.defined()) {
+      ATTNKIT_ASSIGN_OR_RETURN(scores, kernels::XAttentionEstimateReference(
+                                           q, k, options_.block_size, options_.stride));
+    }
+  }
   if (options_.head_aggregation == HeadAggregation::kSum) scores = scores.sum(0, /*keepdim=*/true);
   return SelectXAttentionBlocks(scores, grid, thresholds, options_.last_query_size);
 }
@@ -138,12 +234,53 @@ absl::StatusOr<at::Tensor> SparseAttention::XAttentionMask(const at::Tensor& q, 
 absl::StatusOr<at::Tensor> SparseAttention::Attention(const at::Tensor& q, const at::Tensor& k,
                                                       const at::Tensor& v, const at::Tensor& mask,
                                                       double scale) const {
-  return kernels::BlockSparseAttentionCpu(q, k, v, mask, options_.block_size, scale);
+  if (q.is_cpu()) return kernels::BlockSparseAttentionCpu(q, k, v, mask, options_.block_size, scale);
+  ATTNKIT_RETURN_IF_ERROR(
+      kernels::CheckBlockSparseInputs(q, k, v, mask, options_.block_size, scale));
+#ifdef ATTNKIT_WITH_CUDA
+  if (CudaKernelsTake(q, k, v, options_.block_size)) {
+    ATTNKIT_ASSIGN_OR_RETURN(cuda::BlockLists lists, cuda::MaskToBlockLists(mask, q.device()));
+    ATTNKIT_ASSIGN_OR_RETURN(
+        at::Tensor out, cuda::BlockSparseAttention(q, k, v, lists, options_.block_size, scale));
+    return out.to(at::kFloat);
+  }
+#endif
+  return BlockSparseAttentionTensorOps(q, k, v, mask, options_.block_size, scale);
 }
+
+#ifdef ATTNKIT_WITH_CUDA
+absl::StatusOr<cuda::BlockLists> SparseAttention::ShapeLists(int64_t q_len, int64_t k_len,
+                                                             at::Device device,
+                                                             at::Tensor* mask) const {
+  return cuda::ShapeBlockLists(q_len, k_len, options_.block_size, options_.sink_size,
+                               options_.recent_size, options_.last_query_size,
+                               options_.mode == SparseMode::kTriShape, device, mask);
+}
+#endif
 
 absl::StatusOr<at::Tensor> SparseAttention::Prefill(const at::Tensor& q, const at::Tensor& k,
                                                     const at::Tensor& v, double scale,
                                                     double* density) const {
+#ifdef ATTNKIT_WITH_CUDA
+  // A-shape and Tri-shape on the CUDA kernels: the lists come straight from the lengths.
+  if ((options_.mode == SparseMode::kAShape || options_.mode == SparseMode::kTriShape) &&
+      CudaKernelsTake(q, k, v, options_.block_size) && q.size(1) >= options_.min_sparse_length) {
+    ATTNKIT_RETURN_IF_ERROR(CheckQK(q, k));
+    ATTNKIT_ASSIGN_OR_RETURN(BlockGrid grid,
+                             BlockGrid::Make(q.size(1), k.size(1), options_.block_size));
+    ATTNKIT_ASSIGN_OR_RETURN(cuda::BlockLists lists,
+                             ShapeLists(q.size(1), k.size(1), q.device(), nullptr));
+    ATTNKIT_ASSIGN_OR_RETURN(
+        at::Tensor out, cuda::BlockSparseAttention(q, k, v, lists, options_.block_size, scale));
+    if (density != nullptr) {
+      const int64_t causal = grid.CausalBlocks();
+      *density = causal == 0 ? 1.0
+                             : static_cast<double>(lists.counts.sum().item<int64_t>()) /
+                                   static_cast<double>(causal);
+    }
+    return out.to(at::kFloat);
+  }
+#endif
   ATTNKIT_ASSIGN_OR_RETURN(at::Tensor mask, BuildMask(q, k));
   ATTNKIT_ASSIGN_OR_RETURN(at::Tensor out, Attention(q, k, v, mask.to(q.device()), scale));
   if (density != nullptr) {

@@ -2,6 +2,7 @@
 // min_sparse_length, per-head XAttention), Prefill = BuildMask + Attention, density, bad inputs.
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include <ATen/Context.h>
 #include <ATen/Functions.h>
@@ -161,6 +162,36 @@ TEST(SparseAttention, RejectsBadInputs) {
             absl::StatusCode::kInvalidArgument);
   auto x = Make(XAttention(64, 8, 0.9, HeadAggregation::kSum));
   EXPECT_EQ(x->BuildMask(q.to(at::kLong), k).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// The ATen formulation the CUDA path falls back to (float32, other head dims or blocks) equals the
+// CPU kernel: GQA, q_len < k_len, per-head masks, chunking over query blocks, rows with no key.
+TEST(SparseAttention, TensorOpsAttentionMatchesTheCpuKernel) {
+  at::manual_seed(3);
+  struct Case {
+    int64_t heads, kv_heads, q_len, k_len, dim, block, mask_heads;
+  };
+  for (const Case& c : std::vector<Case>{{4, 2, 200, 300, 32, 64, 1},
+                                         {4, 4, 130, 130, 16, 16, 4},
+                                         {8, 2, 1000, 1000, 64, 128, 8},
+                                         {2, 1, 5, 700, 8, 32, 1}}) {
+    const at::Tensor q = at::randn({c.heads, c.q_len, c.dim});
+    const at::Tensor k = at::randn({c.kv_heads, c.k_len, c.dim});
+    const at::Tensor v = at::randn({c.kv_heads, c.k_len, c.dim});
+    const int64_t qb = (c.q_len + c.block - 1) / c.block, kb = (c.k_len + c.block - 1) / c.block;
+    at::Tensor mask = at::rand({c.mask_heads, qb, kb}).lt(0.4);
+    mask.select(2, kb - 1).fill_(false);  // some rows see no key at all
+    const double scale = 1.0 / std::sqrt(static_cast<double>(c.dim));
+    auto cpu = kernels::BlockSparseAttentionCpu(q, k, v, mask, c.block, scale);
+    auto ops = BlockSparseAttentionTensorOps(q, k, v, mask, c.block, scale);
+    ASSERT_TRUE(cpu.ok()) << cpu.status();
+    ASSERT_TRUE(ops.ok()) << ops.status();
+    EXPECT_LT((*cpu - *ops).abs().max().item<float>(), 1e-4) << "q_len " << c.q_len;
+  }
+  EXPECT_FALSE(BlockSparseAttentionTensorOps(at::randn({2, 4, 8}), at::randn({3, 4, 8}),
+                                             at::randn({3, 4, 8}), at::ones({1, 1, 1}, at::kBool),
+                                             64, 1.0)
+                   .ok());
 }
 
 }  // namespace

@@ -63,14 +63,25 @@ at::Tensor TriShapeMask(const BlockGrid& grid, int64_t sink_size, int64_t recent
 // otherwise block 0 is a plain candidate (still always kept) and each candidate is compared with
 // the mass kept before the previous candidate (the reference's cumulative sum lags by one
 // position), so the best other block is always taken. `thresholds` has one entry (all heads) or h
-// entries, each in (0, 1]. Returns bool [h, qb, kb].
+// entries, each in (0, 1]. Returns bool [h, qb, kb] on the scores' device.
 absl::StatusOr<at::Tensor> SelectXAttentionBlocks(const at::Tensor& block_scores,
                                                   const BlockGrid& grid,
                                                   const std::vector<double>& thresholds,
                                                   int64_t last_query_size);
 
+// The same selection written as tensor operations (a stable descending sort, a float64 cumulative
+// sum and a scatter per row), for scores on any device; the result is on the scores' device.
+// SelectXAttentionBlocks uses it for scores that are not on the CPU (the CPU loop stays the
+// reference). The sums are accumulated in another order than the loop's, so a candidate whose
+// lagged mass equals the required mass to the last bits of a double may be decided differently.
+absl::StatusOr<at::Tensor> SelectXAttentionBlocksTensorOps(const at::Tensor& block_scores,
+                                                           const BlockGrid& grid,
+                                                           const std::vector<double>& thresholds,
+                                                           int64_t last_query_size);
+
 // Selected blocks / block-causal blocks, averaged over the mask's heads (1 for a dense mask;
-// 1 when there is no causal block at all). Counts only block-causal entries of `mask`.
+// 1 when there is no causal block at all). Counts only block-causal entries of `mask` (on any
+// device; a device mask is reduced there and only the count comes back).
 double MaskDensity(const at::Tensor& mask, const BlockGrid& grid);
 
 }  // namespace attnkit::sparse

@@ -5,8 +5,15 @@
 // Tensors are per sequence (no batch dimension): q [H, Lq, d], k [Hkv, Lk, d], v [Hkv, Lk, dv],
 // float32, float16 or bfloat16 with any strides, Hkv dividing H (GQA), Lq <= Lk: the queries are
 // the last Lq positions of the Lk keys (a prefill chunk over a cache that already holds Lk - Lq
-// tokens). Masks are bool [1 or H, ceil(Lq / B), ceil(Lk / B)] with B = block_size (masks.h). CPU
-// kernels; tensors on another device are computed on CPU copies and the result is moved back.
+// tokens). Masks are bool [1 or H, ceil(Lq / B), ceil(Lk / B)] with B = block_size (masks.h).
+//
+// Devices: CPU tensors run the CPU kernels. CUDA tensors (in a build with ATTNKIT_CUDA) stay on
+// their device: bfloat16/float16 inputs with head dim 64 or 128 and block_size a multiple of 128
+// run attnkit's CUDA kernels (masks, A-/Tri-shape block lists and the XAttention estimate built on
+// the device, the block-sparse kernel reading the lists); other CUDA inputs (float32, other head
+// dims or blocks) run the same semantics as ATen operations on the device
+// (BlockSparseAttentionTensorOps, the estimate's ATen reference, SelectXAttentionBlocksTensorOps).
+// Masks and results are returned on the inputs' device.
 //
 // Thread safety: a SparseAttention is immutable after Create(); its const methods may be called
 // from several threads at once (each call parallelizes internally with at::parallel_for).
@@ -21,6 +28,9 @@
 #include "absl/status/statusor.h"
 #include "attnkit/config.h"
 #include "attnkit/sparse/masks.h"
+#ifdef ATTNKIT_WITH_CUDA
+#include "attnkit/cuda/kernels.h"
+#endif
 
 namespace attnkit::sparse {
 
@@ -37,7 +47,7 @@ class SparseAttention {
   int64_t MaskHeads(int64_t num_heads) const;
 
   // The block mask for q [H, Lq, d] and k [Hkv, Lk, d]: bool [MaskHeads(H), ceil(Lq/B), ceil(Lk/B)]
-  // on CPU. Dense (every block-causal block) when Lq < min_sparse_length or mode is DENSE;
+  // on q's device. Dense (every block-causal block) when Lq < min_sparse_length or mode is DENSE;
   // Tri-shape and A-shape only read the lengths; XAttention estimates block scores from q and k.
   absl::StatusOr<at::Tensor> BuildMask(const at::Tensor& q, const at::Tensor& k) const;
 
@@ -59,11 +69,24 @@ class SparseAttention {
 
  private:
   explicit SparseAttention(const SparseOptions& options) : options_(options) {}
+#ifdef ATTNKIT_WITH_CUDA
+  // A-/Tri-shape block lists built on `device` (and the bool mask when `mask` is not null).
+  absl::StatusOr<cuda::BlockLists> ShapeLists(int64_t q_len, int64_t k_len, at::Device device,
+                                              at::Tensor* mask) const;
+#endif
   absl::StatusOr<at::Tensor> XAttentionMask(const at::Tensor& q, const at::Tensor& k,
                                             const BlockGrid& grid) const;
 
   SparseOptions options_;
 };
+
+// Block-sparse causal attention as plain ATen operations on q's device (chunks of query blocks,
+// scores materialized per chunk, at most about 256 MiB at a time): the semantics of Attention()
+// for inputs no kernel takes. Returns float32 [H, Lq, dv]. Also the reference tests use.
+absl::StatusOr<at::Tensor> BlockSparseAttentionTensorOps(const at::Tensor& q, const at::Tensor& k,
+                                                         const at::Tensor& v,
+                                                         const at::Tensor& mask,
+                                                         int64_t block_size, double scale);
 
 }  // namespace attnkit::sparse
 
