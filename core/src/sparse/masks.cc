@@ -215,15 +215,16 @@ absl::StatusOr<at::Tensor> SelectXAttentionBlocksTensorOps(const at::Tensor& blo
     sink_host.data_ptr<bool>()[r] = grid.Diagonal(r) != 0 && SinkCounted(grid, r, rows_per_chunk);
   }
   std::vector<double> per_head(heads);
-  for (int64_t h = 0; h < heads; ++h) per_head[h] = thresholds.size() == 1 ? thresholds[0] : thresholds[h];
+  for (int64_t h = 0; h < heads; ++h)
+    per_head[h] = thresholds.size() == 1 ? thresholds[0] : thresholds[h];
   const at::Tensor threshold =
       at::tensor(per_head, at::TensorOptions().dtype(at::kDouble)).to(device).view({heads, 1});
   const at::Tensor diag = diag_host.to(device), sink = sink_host.to(device);
 
-  const at::Tensor s = block_scores.to(at::kDouble);                                // [h, R, K]
-  const at::Tensor required = s.sum(-1) * threshold;                                // [h, R]
+  const at::Tensor s = block_scores.to(at::kDouble);  // [h, R, K]
+  const at::Tensor required = s.sum(-1) * threshold;  // [h, R]
   const at::Tensor col = at::arange(K, longs.device(device)).view({1, K});
-  const at::Tensor is_diag = col.eq(diag.view({R, 1}));                              // [R, K]
+  const at::Tensor is_diag = col.eq(diag.view({R, 1}));  // [R, K]
   const at::Tensor excluded = is_diag.logical_or(col.eq(0).logical_and(sink.view({R, 1})));
   const at::Tensor at_diag = s.gather(2, diag.view({1, R, 1}).expand({heads, R, 1})).squeeze(2);
   const at::Tensor kept0 =
@@ -239,16 +240,12 @@ absl::StatusOr<at::Tensor> SelectXAttentionBlocksTensorOps(const at::Tensor& blo
   // With block 0 counted, candidate i is compared with everything kept so far; otherwise with the
   // mass kept before the previous candidate, and the first candidate is always compared with 0.
   const at::Tensor counted = kept0.unsqueeze(2) + before;
-  at::Tensor lagged = at::cat({at::zeros_like(before.narrow(2, 0, 1)),
-                               kept0.unsqueeze(2) + before.narrow(2, 0, K - 1)},
-                              2);
+  at::Tensor lagged = at::cat(
+      {at::zeros_like(before.narrow(2, 0, 1)), kept0.unsqueeze(2) + before.narrow(2, 0, K - 1)}, 2);
   lagged = at::where(sink.view({1, R, 1}), counted, lagged);
   // Taken while the lagged mass stays below the requirement (a prefix of the order).
-  const at::Tensor take = lagged.lt(required.unsqueeze(2))
-                              .logical_and(valid)
-                              .to(at::kInt)
-                              .cumprod(2)
-                              .to(at::kBool);
+  const at::Tensor take =
+      lagged.lt(required.unsqueeze(2)).logical_and(valid).to(at::kInt).cumprod(2).to(at::kBool);
   at::Tensor mask = at::zeros({heads, R, K}, at::TensorOptions().dtype(at::kBool).device(device));
   mask.scatter_(2, order, take);
   mask.select(2, 0).fill_(true);

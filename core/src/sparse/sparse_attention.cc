@@ -40,7 +40,6 @@ absl::Status CheckQK(const at::Tensor& q, const at::Tensor& k) {
   return absl::OkStatus();
 }
 
-
 #ifdef ATTNKIT_WITH_CUDA
 // Whether attnkit's CUDA kernels take these inputs: one CUDA device, bfloat16 or float16
 // throughout, head dim 64 or 128 (values too), blocks a multiple of 128.
@@ -60,8 +59,7 @@ absl::StatusOr<at::Tensor> BlockSparseAttentionTensorOps(const at::Tensor& q, co
                                                          const at::Tensor& v,
                                                          const at::Tensor& mask_in,
                                                          int64_t block_size, double scale) {
-  ATTNKIT_RETURN_IF_ERROR(
-      kernels::CheckBlockSparseInputs(q, k, v, mask_in, block_size, scale));
+  ATTNKIT_RETURN_IF_ERROR(kernels::CheckBlockSparseInputs(q, k, v, mask_in, block_size, scale));
   const int64_t H = q.size(0), Lq = q.size(1), Lk = k.size(1), G = H / k.size(0);
   const at::Device device = q.device();
   const auto longs = at::TensorOptions().dtype(at::kLong).device(device);
@@ -76,17 +74,16 @@ absl::StatusOr<at::Tensor> BlockSparseAttentionTensorOps(const at::Tensor& q, co
   for (int64_t q0 = 0; q0 < Lq; q0 += chunk) {
     const int64_t n = std::min(chunk, Lq - q0);
     const int64_t r0 = q0 / block_size, r1 = (q0 + n + block_size - 1) / block_size;
-    const at::Tensor allowed = mask.narrow(1, r0, r1 - r0)
-                                   .repeat_interleave(block_size, 1)
-                                   .narrow(1, 0, n)
-                                   .repeat_interleave(block_size, 2)
-                                   .narrow(2, 0, Lk)
-                                   .logical_and(cols.le(at::arange(q0, q0 + n, longs).view({n, 1}) +
-                                                        (Lk - Lq))
-                                                    .unsqueeze(0));
+    const at::Tensor allowed =
+        mask.narrow(1, r0, r1 - r0)
+            .repeat_interleave(block_size, 1)
+            .narrow(1, 0, n)
+            .repeat_interleave(block_size, 2)
+            .narrow(2, 0, Lk)
+            .logical_and(
+                cols.le(at::arange(q0, q0 + n, longs).view({n, 1}) + (Lk - Lq)).unsqueeze(0));
     at::Tensor scores = at::matmul(q.narrow(1, q0, n).to(at::kFloat), kf.transpose(1, 2));
-    scores.mul_(scale).masked_fill_(allowed.logical_not(),
-                                    -std::numeric_limits<float>::infinity());
+    scores.mul_(scale).masked_fill_(allowed.logical_not(), -std::numeric_limits<float>::infinity());
     at::Tensor probs = at::softmax(scores, -1);
     probs.masked_fill_(probs.isnan(), 0.0f);  // rows that see no key give zeros
     out.narrow(1, q0, n).copy_(at::matmul(probs, vf));
@@ -94,8 +91,7 @@ absl::StatusOr<at::Tensor> BlockSparseAttentionTensorOps(const at::Tensor& q, co
   return out;
 }
 
-namespace {
-}  // namespace
+namespace {}  // namespace
 
 absl::StatusOr<std::unique_ptr<SparseAttention>> SparseAttention::Create(
     const SparseOptions& options) {
@@ -215,16 +211,15 @@ absl::StatusOr<at::Tensor> SparseAttention::XAttentionMask(const at::Tensor& q, 
     // width block/stride a multiple of 8), else the ATen reference there.
 #ifdef ATTNKIT_WITH_CUDA
     const at::ScalarType dtype = q.scalar_type();
-    if (q.is_cuda() && (dtype == at::kBFloat16 || dtype == at::kHalf) &&
-        k.scalar_type() == dtype && (q.size(2) == 64 || q.size(2) == 128) &&
-        (options_.block_size / options_.stride) % 8 == 0) {
+    if (q.is_cuda() && (dtype == at::kBFloat16 || dtype == at::kHalf) && k.scalar_type() == dtype &&
+        (q.size(2) == 64 || q.size(2) == 128) && (options_.block_size / options_.stride) % 8 == 0) {
       ATTNKIT_ASSIGN_OR_RETURN(
           scores, cuda::XAttentionEstimate(q, k, options_.block_size, options_.stride));
     }
 #endif
     if (!scores.defined()) {
-      ATTNKIT_ASSIGN_OR_RETURN(scores, kernels::XAttentionEstimateReference(
-                                           q, k, options_.block_size, options_.stride));
+      ATTNKIT_ASSIGN_OR_RETURN(
+          scores, kernels::XAttentionEstimateReference(q, k, options_.block_size, options_.stride));
     }
   }
   if (options_.head_aggregation == HeadAggregation::kSum) scores = scores.sum(0, /*keepdim=*/true);
@@ -234,7 +229,8 @@ absl::StatusOr<at::Tensor> SparseAttention::XAttentionMask(const at::Tensor& q, 
 absl::StatusOr<at::Tensor> SparseAttention::Attention(const at::Tensor& q, const at::Tensor& k,
                                                       const at::Tensor& v, const at::Tensor& mask,
                                                       double scale) const {
-  if (q.is_cpu()) return kernels::BlockSparseAttentionCpu(q, k, v, mask, options_.block_size, scale);
+  if (q.is_cpu())
+    return kernels::BlockSparseAttentionCpu(q, k, v, mask, options_.block_size, scale);
   ATTNKIT_RETURN_IF_ERROR(
       kernels::CheckBlockSparseInputs(q, k, v, mask, options_.block_size, scale));
 #ifdef ATTNKIT_WITH_CUDA

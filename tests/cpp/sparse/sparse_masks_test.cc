@@ -197,9 +197,9 @@ TEST(SparseMasks, XAttentionTensorOpsSelectionMatchesTheLoop) {
     std::vector<double> thresholds;
   };
   const std::vector<Case> cases = {
-      {1024, 1024, 64, 100, {0.9}},      {1536, 2500, 64, 50, {0.7}},
-      {3000, 3000, 128, 0, {0.95}},      {100, 100, 16, 0, {1.0}},
-      {64, 64, 64, 10, {0.5}},           {4096, 4096, 16, 100, {0.8, 0.6, 0.99}},
+      {1024, 1024, 64, 100, {0.9}}, {1536, 2500, 64, 50, {0.7}},
+      {3000, 3000, 128, 0, {0.95}}, {100, 100, 16, 0, {1.0}},
+      {64, 64, 64, 10, {0.5}},      {4096, 4096, 16, 100, {0.8, 0.6, 0.99}},
       {8192, 8192, 16, 0, {0.9}},  // several reference chunks: block 0 counted in later ones
   };
   for (const Case& c : cases) {
@@ -211,16 +211,20 @@ TEST(SparseMasks, XAttentionTensorOpsSelectionMatchesTheLoop) {
       if (variant == 1) scores = (scores * 4).floor() / 4;  // many exact ties
       if (variant == 2) scores = scores.pow(8);             // a few heavy blocks per row
       auto loop = attnkit::sparse::SelectXAttentionBlocks(scores, *grid, c.thresholds, c.last);
-      auto ops = attnkit::sparse::SelectXAttentionBlocksTensorOps(scores, *grid, c.thresholds, c.last);
+      auto ops =
+          attnkit::sparse::SelectXAttentionBlocksTensorOps(scores, *grid, c.thresholds, c.last);
       ASSERT_TRUE(loop.ok()) << loop.status();
       ASSERT_TRUE(ops.ok()) << ops.status();
-      EXPECT_TRUE(loop->equal(*ops)) << "q_len " << c.q_len << " k_len " << c.k_len << " block "
-                                     << c.block << " variant " << variant << ": "
-                                     << loop->ne(*ops).sum().item<int64_t>() << " blocks differ";
-      EXPECT_DOUBLE_EQ(attnkit::sparse::MaskDensity(*loop, *grid), attnkit::sparse::MaskDensity(*ops, *grid));
+      EXPECT_TRUE(loop->equal(*ops))
+          << "q_len " << c.q_len << " k_len " << c.k_len << " block " << c.block << " variant "
+          << variant << ": " << loop->ne(*ops).sum().item<int64_t>() << " blocks differ";
+      EXPECT_DOUBLE_EQ(attnkit::sparse::MaskDensity(*loop, *grid),
+                       attnkit::sparse::MaskDensity(*ops, *grid));
     }
   }
   auto grid = attnkit::sparse::BlockGrid::Make(128, 128, 64);
-  EXPECT_FALSE(attnkit::sparse::SelectXAttentionBlocksTensorOps(at::rand({1, 3, 2}), *grid, {0.9}, 0).ok());
-  EXPECT_FALSE(attnkit::sparse::SelectXAttentionBlocksTensorOps(at::rand({1, 2, 2}), *grid, {1.5}, 0).ok());
+  EXPECT_FALSE(
+      attnkit::sparse::SelectXAttentionBlocksTensorOps(at::rand({1, 3, 2}), *grid, {0.9}, 0).ok());
+  EXPECT_FALSE(
+      attnkit::sparse::SelectXAttentionBlocksTensorOps(at::rand({1, 2, 2}), *grid, {1.5}, 0).ok());
 }

@@ -85,8 +85,8 @@ class SparseAttention {
 // for inputs no kernel takes. Returns float32 [H, Lq, dv]. Also the reference tests use.
 absl::StatusOr<at::Tensor> BlockSparseAttentionTensorOps(const at::Tensor& q, const at::Tensor& k,
                                                          const at::Tensor& v,
-                                                         const at::Tensor& mask,
-                                                         int64_t block_size, double scale);
+                                                         const at::Tensor& mask, int64_t block_size,
+                                                         double scale);
 
 }  // namespace attnkit::sparse
 
