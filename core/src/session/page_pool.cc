@@ -7,15 +7,41 @@
 
 namespace attnkit::session {
 
-PagePool::PagePool(int page_size, int head_dim, at::ScalarType dtype, at::Device device)
-    : page_size_(page_size), head_dim_(head_dim), dtype_(dtype), device_(device) {
+PagePool::PagePool(int page_size, int head_dim, at::ScalarType dtype, at::Device device, bool arena)
+    : page_size_(page_size), head_dim_(head_dim), dtype_(dtype), device_(device), arena_(arena) {
   row_bytes_ = static_cast<int64_t>(head_dim) * c10::elementSize(dtype);
   half_bytes_ = row_bytes_ * page_size;
   // About 2 MiB per chunk, at least one page.
   pages_per_chunk_ = static_cast<int32_t>(std::max<int64_t>(1, (int64_t{2} << 20) / page_bytes()));
 }
 
+void PagePool::Grow(int64_t min_pages) {
+  const int64_t pages = std::max<int64_t>({min_pages, 2 * arena_pages_, pages_per_chunk_});
+  at::Tensor next =
+      at::empty({pages * page_bytes()}, at::TensorOptions().dtype(at::kByte).device(device_));
+  if (arena_pages_ > 0) next.narrow(0, 0, arena_tensor_.numel()).copy_(arena_tensor_);
+  arena_tensor_ = next;
+  for (int64_t p = pages - 1; p >= arena_pages_; --p) free_.push_back(static_cast<int32_t>(p));
+  // Lowest ids first: the free list pops from the back, the new pages were pushed descending
+  // after the released ones, so reuse still comes first.
+  std::rotate(free_.begin(), free_.end() - (pages - arena_pages_), free_.end());
+  arena_pages_ = pages;
+}
+
+void PagePool::EnsureFree(int64_t pages) {
+  if (arena_ && static_cast<int64_t>(free_.size()) < pages) {
+    Grow(arena_pages_ + pages - static_cast<int64_t>(free_.size()));
+  }
+}
+
+at::Tensor PagePool::Rows() const {
+  if (arena_pages_ == 0)
+    return at::empty({0, head_dim_}, at::TensorOptions().dtype(dtype_).device(device_));
+  return arena_tensor_.view(dtype_).view({arena_pages_ * 2 * page_size_, head_dim_});
+}
+
 int32_t PagePool::Allocate() {
+  if (free_.empty() && arena_) Grow(arena_pages_ + 1);
   if (free_.empty()) {
     const int32_t first = static_cast<int32_t>(key_chunks_.size()) * pages_per_chunk_;
     for (auto* chunks : {&key_chunks_, &value_chunks_}) {
@@ -42,15 +68,44 @@ void HeadCache::Reserve(PagePool& pool, int64_t extra) {
   while (static_cast<int64_t>(pages.size()) < needed) pages.push_back(pool.Allocate());
 }
 
+std::vector<int64_t> HeadCache::RowIndices(const PagePool& pool, bool values) const {
+  std::vector<int64_t> rows(length);
+  const int64_t P = pool.page_size();
+  for (int64_t i = 0; i < length; ++i) {
+    const int32_t page = pages[i / P];
+    rows[i] = values ? pool.ValueRowIndex(page, i % P) : pool.KeyRowIndex(page, i % P);
+  }
+  return rows;
+}
+
 void HeadCache::Compact(PagePool& pool, const std::vector<int64_t>& kept) {
   const int64_t row = pool.row_bytes();
+  std::vector<int64_t> from_rows, to_rows;  // arena pools: keys then values
+  const int64_t P = pool.page_size();
   for (size_t i = 0; i < kept.size(); ++i) {
     const int64_t from = kept[i];
     if (from == static_cast<int64_t>(i)) continue;
-    std::memcpy(KeyRow(pool, i), KeyRow(pool, from), row);
-    std::memcpy(ValueRow(pool, i), ValueRow(pool, from), row);
+    if (pool.arena()) {
+      const int32_t src = pages[from / P], dst = pages[i / P];
+      from_rows.push_back(pool.KeyRowIndex(src, from % P));
+      to_rows.push_back(pool.KeyRowIndex(dst, i % P));
+      from_rows.push_back(pool.ValueRowIndex(src, from % P));
+      to_rows.push_back(pool.ValueRowIndex(dst, i % P));
+    } else {
+      std::memcpy(KeyRow(pool, i), KeyRow(pool, from), row);
+      std::memcpy(ValueRow(pool, i), ValueRow(pool, from), row);
+    }
     origin[i] = origin[from];
     rotated[i] = rotated[from];
+  }
+  if (!from_rows.empty()) {
+    // Kept indices ascend, so every destination row precedes (or is) its source: gather all
+    // sources first, then scatter, and no row is overwritten before it is read.
+    const auto longs = at::TensorOptions().dtype(at::kLong);
+    const at::Tensor src = at::tensor(from_rows, longs).to(pool.device());
+    const at::Tensor dst = at::tensor(to_rows, longs).to(pool.device());
+    at::Tensor rows = pool.Rows();
+    rows.index_copy_(0, dst, rows.index_select(0, src));
   }
   length = static_cast<int64_t>(kept.size());
   origin.resize(length);

@@ -4,6 +4,12 @@
 // and the attention kernel's key pass and value pass each stream through memory.
 // Pages come from chunks that are never returned; released pages are reused first, so the bytes in
 // use follow the cache's budget while the reserve stays at its peak.
+//
+// Arena layout (`arena` = true; every pool on a device other than the CPU): one tensor holds all
+// pages, page p at byte p * page_bytes() with its key rows then its value rows (the layout of
+// attnkit::cuda::PagedCache), so tensor operations can address rows by index (Rows(), KeyRowIndex,
+// ValueRowIndex). The arena doubles when it runs out of pages; page ids stay valid, addresses
+// do not (take them again after Allocate()).
 #ifndef ATTNKIT_CORE_SESSION_PAGE_POOL_H_
 #define ATTNKIT_CORE_SESSION_PAGE_POOL_H_
 
@@ -16,13 +22,20 @@ namespace attnkit::session {
 
 class PagePool {
  public:
-  PagePool(int page_size, int head_dim, at::ScalarType dtype, at::Device device);
+  PagePool(int page_size, int head_dim, at::ScalarType dtype, at::Device device,
+           bool arena = false);
 
   int32_t Allocate();
   void Release(int32_t page);
 
-  char* Keys(int32_t page) const { return Base(key_chunks_, page); }
-  char* Values(int32_t page) const { return Base(value_chunks_, page); }
+  char* Keys(int32_t page) const {
+    return arena_ ? ArenaBase() + page * page_bytes() : Base(key_chunks_, page);
+  }
+  char* Values(int32_t page) const {
+    return arena_ ? ArenaBase() + page * page_bytes() + half_bytes_ : Base(value_chunks_, page);
+  }
+  // Makes sure `pages` more pages can be allocated without growing the arena more than once.
+  void EnsureFree(int64_t pages);
   // Row `row` (< page_size) of a page's keys or values.
   char* KeyRow(int32_t page, int64_t row) const { return Keys(page) + row * row_bytes_; }
   char* ValueRow(int32_t page, int64_t row) const { return Values(page) + row * row_bytes_; }
@@ -34,13 +47,27 @@ class PagePool {
   int64_t page_bytes() const { return 2 * half_bytes_; }
   int64_t pages_in_use() const { return in_use_; }
   int64_t pages_reserved() const {
-    return static_cast<int64_t>(key_chunks_.size()) * pages_per_chunk_;
+    return arena_ ? arena_pages_ : static_cast<int64_t>(key_chunks_.size()) * pages_per_chunk_;
+  }
+  bool arena() const { return arena_; }
+  at::Device device() const { return device_; }
+  // Arena pools: every row of every page as a [pages_reserved() * 2 * page_size, head_dim] tensor
+  // of dtype() (a view of the arena), and the index of a page's key or value row in it.
+  at::Tensor Rows() const;
+  int64_t KeyRowIndex(int32_t page, int64_t row) const {
+    return static_cast<int64_t>(page) * 2 * page_size_ + row;
+  }
+  int64_t ValueRowIndex(int32_t page, int64_t row) const {
+    return (static_cast<int64_t>(page) * 2 + 1) * page_size_ + row;
   }
 
  private:
   char* Base(const std::vector<char*>& chunks, int32_t page) const {
     return chunks[page / pages_per_chunk_] + (page % pages_per_chunk_) * half_bytes_;
   }
+
+  char* ArenaBase() const { return static_cast<char*>(arena_tensor_.data_ptr()); }
+  void Grow(int64_t min_pages);
 
   int page_size_, head_dim_;
   at::ScalarType dtype_;
@@ -50,6 +77,9 @@ class PagePool {
   std::vector<at::Tensor> chunks_;  // owners of the memory below
   std::vector<char*> key_chunks_, value_chunks_;
   std::vector<int32_t> free_;
+  bool arena_ = false;
+  at::Tensor arena_tensor_;  // arena pools: [arena_pages_ * page_bytes()] bytes
+  int64_t arena_pages_ = 0;
   int64_t in_use_ = 0;
 };
 
@@ -69,8 +99,10 @@ struct HeadCache {
   // Makes room for `extra` more tokens.
   void Reserve(PagePool& pool, int64_t extra);
   // Keeps the tokens at `kept` (ascending indices), compacting them to the front and releasing the
-  // pages no longer needed.
+  // pages no longer needed. Arena pools move the rows with two tensor operations on their device.
   void Compact(PagePool& pool, const std::vector<int64_t>& kept);
+  // Arena pools: the row indices (PagePool::Rows) of tokens [0, length) of the keys or values.
+  std::vector<int64_t> RowIndices(const PagePool& pool, bool values) const;
   void Clear(PagePool& pool);
 };
 

@@ -7,6 +7,7 @@
 
 #include <ATen/Functions.h>
 #include <ATen/Parallel.h>
+#include <ATen/TensorOperators.h>
 
 #include "absl/strings/str_cat.h"
 #include "attnkit/eviction/eviction_policy.h"
@@ -14,6 +15,11 @@
 #include "cpu/paged_attention.h"
 #include "session/page_pool.h"
 #include "session/rope.h"
+#include "util/status_macros.h"
+#include "session/session_testing.h"
+#ifdef ATTNKIT_WITH_CUDA
+#include "attnkit/cuda/kernels.h"
+#endif
 
 namespace attnkit {
 namespace {
@@ -56,20 +62,44 @@ struct LayerState {
   int64_t evicted_tokens = 0;
 };
 
+// Two code paths. The host path (CPU sessions): pages in separate key/value chunks, the paged
+// AVX2 decode kernel, BLAS block products for prefill. The tensor path (CUDA sessions; on the CPU
+// only for tests): pages in one arena on the session's device, every step as tensor operations
+// there (rows appended and compacted by index), decode through the fused CUDA kernel and prefill
+// through the block-sparse CUDA kernel where they apply. Both feed the policy the same
+// observation; the policy's counters live on the host, so each step's observation rows (and, when
+// a policy reads keys, the keys at eviction time) are copied over, while keys and values stay on
+// the device.
 class SessionImpl : public Session {
  public:
-  explicit SessionImpl(const SessionOptions& o) : options_(o) {}
+  SessionImpl(const SessionOptions& o, bool tensor_path) : options_(o), tensor_path_(tensor_path) {}
 
   absl::Status Init() {
     const SessionOptions& o = options_;
-    if (o.device != DeviceKind::kCPU) {
+    if (o.device == DeviceKind::kCUDA) {
+#ifdef ATTNKIT_WITH_CUDA
+      if (!cuda::Available()) {
+        return absl::FailedPreconditionError(
+            "device: CUDA was requested, but no CUDA device is visible to this process");
+      }
+      device_ = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(o.device_index));
+      tensor_path_ = true;
+      // Prefill without a sparse mode still runs on the block-sparse kernel (every causal block).
+      SparseOptions dense;
+      dense.mode = SparseMode::kDense;
+      dense.block_size = 128;
+      auto engine = sparse::SparseAttention::Create(dense);
+      if (!engine.ok()) return engine.status();
+      dense_ = std::move(*engine);
+#else
       return absl::UnimplementedError(
-          "device: this session runs on CPU; CUDA sessions need the CUDA build (ATTNKIT_CUDA)");
+          "device: CUDA sessions need a build with CUDA (ATTNKIT_CUDA=ON); this one has none");
+#endif
     }
     layers_.resize(o.num_layers);
     for (auto& layer : layers_) {
-      layer.pool =
-          std::make_unique<PagePool>(o.page_size, o.head_dim, StorageType(o.dtype), at::kCPU);
+      layer.pool = std::make_unique<PagePool>(o.page_size, o.head_dim, StorageType(o.dtype),
+                                              device_, /*arena=*/tensor_path_);
       layer.heads.resize(static_cast<size_t>(o.batch_size) * o.num_kv_heads);
       layer.seen.assign(o.batch_size, 0);
     }
@@ -98,6 +128,7 @@ class SessionImpl : public Session {
   absl::Status Attend(int layer, const at::Tensor& q_in, const at::Tensor& k_in,
                       const at::Tensor& v_in, const at::Tensor& out) override {
     if (absl::Status s = CheckCall(layer, q_in, k_in, v_in, out); !s.ok()) return s;
+    if (tensor_path_) return AttendTensors(layer, q_in, k_in, v_in, out);
     // The session computes on the host: device inputs (a CUDA build's DLPack tensors) are copied
     // over, and `out.copy_` below writes back to wherever `out` lives.
     const at::Tensor q = q_in.is_cpu() ? q_in : q_in.cpu();
@@ -166,8 +197,8 @@ class SessionImpl : public Session {
       for (const HeadCache& h : state.heads) equal_lengths &= h.length == state.heads[0].length;
       const bool sparse = sparse_ != nullptr && equal_lengths && T >= o.sparse.min_sparse_length;
       for (int64_t b = 0; sparse && b < B; ++b) {
-        if (absl::Status s =
-                SparsePrefill(state, b, qf[b], result[b], window, window_rows, column_sums);
+        if (absl::Status s = SparsePrefill(state, b, *sparse_, qf[b], result[b], window,
+                                           window_rows, column_sums);
             !s.ok()) {
           return s;
         }
@@ -182,7 +213,14 @@ class SessionImpl : public Session {
     }
     out.copy_(result);
     attention_seconds_ += Seconds(t0);
+    return FinishStep(layer, window_rows, column_sums, T);
+  }
 
+  // The policy's part of a step (observe, evict when over budget) and the step's bookkeeping.
+  absl::Status FinishStep(int layer, const at::Tensor& window_rows, const at::Tensor& column_sums,
+                          int64_t T) {
+    const int64_t B = options_.batch_size;
+    LayerState& state = layers_[layer];
     auto t1 = Clock::now();
     if (!policies_.empty()) {
       for (int64_t b = 0; b < B; ++b) {
@@ -339,6 +377,7 @@ class SessionImpl : public Session {
     const bool fast = k.scalar_type() == pool.dtype() && v.scalar_type() == pool.dtype() &&
                       k.stride(3) == 1 && v.stride(3) == 1;
     for (int64_t b = 0; b < o.batch_size; ++b) {
+      const int64_t rotated_base = NextRotated(layer, b);
       for (int64_t h = 0; h < o.num_kv_heads; ++h) {
         HeadCache& cache = state.heads[b * o.num_kv_heads + h];
         cache.Reserve(pool, T);
@@ -369,7 +408,7 @@ class SessionImpl : public Session {
         }
         for (int64_t t = 0; t < T; ++t) {
           cache.origin.push_back(position + t);
-          cache.rotated.push_back(NextRotated(layer, b, t));
+          cache.rotated.push_back(rotated_base + t);
         }
         cache.length += T;
       }
@@ -377,16 +416,181 @@ class SessionImpl : public Session {
     }
   }
 
-  // The RoPE position the host gave the t-th new token.
-  int64_t NextRotated(int layer, int64_t b, int64_t t) const {
+  // The RoPE position the host gave the first new token of sequence b (taken before any kv head's
+  // cache grows: every kv head's new tokens carry the same positions).
+  int64_t NextRotated(int layer, int64_t b) const {
     if (options_.eviction.enabled && options_.eviction.rerotate_keys) {
-      return layers_[layer].heads[b * options_.num_kv_heads].length + t;
+      return layers_[layer].heads[b * options_.num_kv_heads].length;
     }
-    return layers_[layer].seen[b] + t;
+    return layers_[layer].seen[b];
   }
 
-  // Contiguous float keys or values [length, d] of a head.
+  // Tensor path: the new tokens' keys and values written into their rows of the arena, one
+  // index_copy_ for the keys and one for the values.
+  void AppendTensors(LayerState& state, const at::Tensor& k, const at::Tensor& v, int layer) {
+    const SessionOptions& o = options_;
+    const int64_t T = k.size(2), P = o.page_size;
+    PagePool& pool = *state.pool;
+    int64_t new_pages = 0;
+    for (const HeadCache& h : state.heads) {
+      new_pages +=
+          std::max<int64_t>(0, (h.length + T + P - 1) / P - static_cast<int64_t>(h.pages.size()));
+    }
+    pool.EnsureFree(new_pages);
+    std::vector<int64_t> key_rows, value_rows;
+    key_rows.reserve(state.heads.size() * T);
+    value_rows.reserve(state.heads.size() * T);
+    for (int64_t b = 0; b < o.batch_size; ++b) {
+      const int64_t rotated_base = NextRotated(layer, b);
+      for (int64_t h = 0; h < o.num_kv_heads; ++h) {
+        HeadCache& cache = state.heads[b * o.num_kv_heads + h];
+        cache.Reserve(pool, T);
+        for (int64_t t = 0; t < T; ++t) {
+          const int64_t i = cache.length + t;
+          key_rows.push_back(pool.KeyRowIndex(cache.pages[i / P], i % P));
+          value_rows.push_back(pool.ValueRowIndex(cache.pages[i / P], i % P));
+          cache.origin.push_back(state.seen[b] + t);
+          cache.rotated.push_back(rotated_base + t);
+        }
+        cache.length += T;
+      }
+      state.seen[b] += T;
+    }
+    const auto longs = at::TensorOptions().dtype(at::kLong);
+    at::Tensor rows = pool.Rows();
+    // [B, Hkv, T, d] in storage dtype, flattened in the order the row indices were listed.
+    rows.index_copy_(0, at::tensor(key_rows, longs).to(device_),
+                     k.to(device_, pool.dtype()).contiguous().view({-1, o.head_dim}));
+    rows.index_copy_(0, at::tensor(value_rows, longs).to(device_),
+                     v.to(device_, pool.dtype()).contiguous().view({-1, o.head_dim}));
+  }
+
+  // Tensor path of Attend: everything on device_ (inputs elsewhere are copied there once).
+  absl::Status AttendTensors(int layer, const at::Tensor& q_in, const at::Tensor& k_in,
+                             const at::Tensor& v_in, const at::Tensor& out) {
+    const SessionOptions& o = options_;
+    const int64_t B = o.batch_size, T = q_in.size(2), G = o.num_heads / o.num_kv_heads;
+    LayerState& state = layers_[layer];
+    auto t0 = Clock::now();
+    AppendTensors(state, k_in, v_in, layer);
+    const auto floats = at::TensorOptions().dtype(at::kFloat).device(device_);
+    const at::Tensor q = q_in.to(device_);
+    at::Tensor result = at::empty({B, o.num_heads, T, o.head_dim}, floats);
+    const ObservationNeeds needs = policies_.empty() ? ObservationNeeds{} : policies_[0]->needs();
+    int64_t max_len = 0;
+    for (const HeadCache& h : state.heads) max_len = std::max(max_len, h.length);
+    const int64_t window = std::min<int64_t>(needs.window_rows, T);
+    at::Tensor window_rows, column_sums;
+    if (window > 0) window_rows = at::zeros({B, o.num_heads, window, max_len}, floats);
+    if (needs.all_queries_sum) column_sums = at::zeros({B, o.num_heads, max_len}, floats);
+    bool equal_lengths = true;
+    for (const HeadCache& h : state.heads) equal_lengths &= h.length == state.heads[0].length;
+    const sparse::SparseAttention* engine = sparse_ != nullptr && T >= o.sparse.min_sparse_length
+                                                ? sparse_.get()
+                                            : T > kPagedKernelMaxQueries ? dense_.get()
+                                                                         : nullptr;
+    bool done = false;
+#ifdef ATTNKIT_WITH_CUDA
+    if (T == 1 && DecodeKernelTakes()) {
+      for (int64_t b = 0; b < B; ++b) {
+        ATTNKIT_RETURN_IF_ERROR(DecodeCuda(state, b, q[b], result[b], window_rows, column_sums));
+      }
+      done = true;
+    }
+#endif
+    if (!done && engine != nullptr && equal_lengths && T > 1) {
+      for (int64_t b = 0; b < B; ++b) {
+        ATTNKIT_RETURN_IF_ERROR(
+            SparsePrefill(state, b, *engine, q[b], result[b], window, window_rows, column_sums));
+      }
+      done = true;
+    }
+    if (!done) {
+      const at::Tensor qf = q.to(at::kFloat);
+      for (int64_t gi = 0; gi < B * o.num_kv_heads; ++gi) {
+        const int64_t b = gi / o.num_kv_heads, kvh = gi % o.num_kv_heads;
+        PrefillGroup(state, gi, qf[b].narrow(0, kvh * G, G), result[b].narrow(0, kvh * G, G),
+                     window,
+                     window_rows.defined() ? window_rows[b].narrow(0, kvh * G, G) : at::Tensor(),
+                     column_sums.defined() ? column_sums[b].narrow(0, kvh * G, G) : at::Tensor());
+      }
+    }
+    out.copy_(result);
+    attention_seconds_ += Seconds(t0);
+    return FinishStep(layer, window_rows, column_sums, T);
+  }
+
+#ifdef ATTNKIT_WITH_CUDA
+  // The fused CUDA decode kernel takes the step: bfloat16/float16 storage, head dim 64 or 128, at
+  // most 8 query heads per kv head.
+  bool DecodeKernelTakes() const {
+    const SessionOptions& o = options_;
+    const at::ScalarType dtype = StorageType(o.dtype);
+    return device_.is_cuda() && (dtype == at::kBFloat16 || dtype == at::kHalf) &&
+           (o.head_dim == 64 || o.head_dim == 128) && o.num_heads / o.num_kv_heads <= 8 &&
+           o.scale > 0;
+  }
+
+  // One decode token of sequence b through cuda::PagedDecodeAttention over the arena's pages.
+  // With a policy observing, every query head gets its own row of page pointers (its kv head's
+  // pages), so the kernel's score rows are the per-head probabilities the policy reads.
+  absl::Status DecodeCuda(const LayerState& state, int64_t b, const at::Tensor& q_b,
+                          const at::Tensor& result_b, const at::Tensor& window_rows,
+                          const at::Tensor& column_sums) {
+    const SessionOptions& o = options_;
+    const PagePool& pool = *state.pool;
+    const int64_t G = o.num_heads / o.num_kv_heads;
+    const bool observe = window_rows.defined() || column_sums.defined();
+    const int64_t rows = observe ? o.num_heads : o.num_kv_heads;
+    int64_t max_pages = 1, max_len = 0;
+    for (int64_t h = 0; h < o.num_kv_heads; ++h) {
+      const HeadCache& cache = state.heads[b * o.num_kv_heads + h];
+      max_pages = std::max<int64_t>(max_pages, cache.pages.size());
+      max_len = std::max(max_len, cache.length);
+    }
+    std::vector<int64_t> ptrs(rows * max_pages, 0);
+    std::vector<int32_t> lengths(rows);
+    for (int64_t r = 0; r < rows; ++r) {
+      const HeadCache& cache = state.heads[b * o.num_kv_heads + (observe ? r / G : r)];
+      for (size_t p = 0; p < cache.pages.size(); ++p) {
+        ptrs[r * max_pages + p] = reinterpret_cast<int64_t>(pool.Keys(cache.pages[p]));
+      }
+      lengths[r] = static_cast<int32_t>(cache.length);
+    }
+    cuda::PagedCache cache;
+    cache.page_ptrs =
+        at::tensor(ptrs, at::TensorOptions().dtype(at::kLong)).view({rows, max_pages}).to(device_);
+    cache.lengths = at::tensor(lengths, at::TensorOptions().dtype(at::kInt)).to(device_);
+    cache.max_length = max_len;
+    cache.page_size = o.page_size;
+    cache.head_dim = o.head_dim;
+    cache.dtype = pool.dtype();
+    at::Tensor scores;
+    if (observe) {
+      scores = at::zeros({rows, max_len}, at::TensorOptions().dtype(at::kFloat).device(device_));
+    }
+    auto step = cuda::PagedDecodeAttention(q_b.select(1, 0).to(pool.dtype()), cache, o.scale,
+                                           observe ? &scores : nullptr);
+    if (!step.ok()) return step.status();
+    result_b.select(1, 0).copy_(*step);
+    if (window_rows.defined()) window_rows[b].select(1, 0).narrow(1, 0, max_len).copy_(scores);
+    if (column_sums.defined()) column_sums[b].narrow(1, 0, max_len).copy_(scores);
+    return absl::OkStatus();
+  }
+#endif
+
+  // Contiguous float keys or values [length, d] of a head, on the pool's device.
   at::Tensor Gather(const PagePool& pool, const HeadCache& cache, bool values) const {
+    return GatherStored(pool, cache, values).to(at::kFloat);
+  }
+
+  // The same in the storage dtype.
+  at::Tensor GatherStored(const PagePool& pool, const HeadCache& cache, bool values) const {
+    if (pool.arena()) {
+      const at::Tensor rows =
+          at::tensor(cache.RowIndices(pool, values), at::TensorOptions().dtype(at::kLong));
+      return pool.Rows().index_select(0, rows.to(pool.device()));
+    }
     at::Tensor out = at::empty({cache.length, options_.head_dim}, pool.dtype());
     char* dst = static_cast<char*>(out.data_ptr());
     const int64_t P = pool.page_size();
@@ -395,11 +599,9 @@ class SessionImpl : public Session {
       const char* src = values ? cache.ValueRow(pool, t) : cache.KeyRow(pool, t);
       std::memcpy(dst + t * pool.row_bytes(), src, n * pool.row_bytes());
     }
-    return out.to(at::kFloat);
+    return out;
   }
 
-  // Causal attention of a long query chunk, block by block of queries with BLAS products; only the
-  // observation the policy needs is kept.
   // Causal attention of a long query chunk, block by block of queries with BLAS products over the
   // keys each block can see; only the observation the policy needs is kept. Rows before
   // `first_row` are skipped, and `out` may be undefined (observation only, after sparse prefill).
@@ -417,8 +619,9 @@ class SessionImpl : public Session {
       const int64_t visible = L - T + q0 + n;  // keys the last row of the block sees
       at::Tensor scores =
           at::matmul(q.narrow(1, q0, n), keys.narrow(0, 0, visible).t()).mul_(options_.scale);
-      const at::Tensor limit = at::arange(L - T + q0, L - T + q0 + n, at::kLong).unsqueeze(1);
-      scores.masked_fill_(at::arange(visible, at::kLong).unsqueeze(0).gt(limit),
+      const auto longs = at::TensorOptions().dtype(at::kLong).device(q.device());
+      const at::Tensor limit = at::arange(L - T + q0, L - T + q0 + n, longs).unsqueeze(1);
+      scores.masked_fill_(at::arange(visible, longs).unsqueeze(0).gt(limit),
                           -std::numeric_limits<float>::infinity());
       at::Tensor probs = at::softmax(scores, -1);  // [G, n, visible]
       if (out.defined())
@@ -439,25 +642,32 @@ class SessionImpl : public Session {
   // Sparse prefill of sequence b (every kv head holding the same tokens): the block-sparse kernel
   // computes the output; the policy's observation is computed densely for the rows it needs (the
   // window's last queries, or every row for column sums).
-  absl::Status SparsePrefill(const LayerState& state, int64_t b, const at::Tensor& q,
+  // `engine` is the configured sparse attention, or (tensor path) the dense one on the device's
+  // block-sparse kernel. The tensor path hands it q, keys and values in the storage dtype (what
+  // the CUDA kernels read); the host path in float32.
+  absl::Status SparsePrefill(const LayerState& state, int64_t b,
+                             const sparse::SparseAttention& engine, const at::Tensor& q_in,
                              const at::Tensor& out, int64_t window, const at::Tensor& window_rows,
                              const at::Tensor& column_sums) {
     const SessionOptions& o = options_;
+    const PagePool& pool = *state.pool;
     std::vector<at::Tensor> keys, values;
     for (int h = 0; h < o.num_kv_heads; ++h) {
       const HeadCache& cache = state.heads[b * o.num_kv_heads + h];
-      keys.push_back(Gather(*state.pool, cache, false));
-      values.push_back(Gather(*state.pool, cache, true));
+      keys.push_back(tensor_path_ ? GatherStored(pool, cache, false) : Gather(pool, cache, false));
+      values.push_back(tensor_path_ ? GatherStored(pool, cache, true) : Gather(pool, cache, true));
     }
+    const at::Tensor q = tensor_path_ ? q_in.to(pool.dtype()) : q_in;
     double density = 1.0;
-    auto result = sparse_->Prefill(q, at::stack(keys), at::stack(values), o.scale, &density);
+    auto result = engine.Prefill(q, at::stack(keys), at::stack(values), o.scale, &density);
     if (!result.ok()) return result.status();
     out.copy_(*result);
-    sparse_density_ = density;
+    if (&engine == sparse_.get()) sparse_density_ = density;
     if (!window_rows.defined() && !column_sums.defined()) return absl::OkStatus();
     const int64_t G = o.num_heads / o.num_kv_heads, T = q.size(1);
+    const at::Tensor qf = q_in.to(at::kFloat);
     for (int64_t kvh = 0; kvh < o.num_kv_heads; ++kvh) {
-      PrefillGroup(state, b * o.num_kv_heads + kvh, q.narrow(0, kvh * G, G), at::Tensor(), window,
+      PrefillGroup(state, b * o.num_kv_heads + kvh, qf.narrow(0, kvh * G, G), at::Tensor(), window,
                    window_rows.defined() ? window_rows[b].narrow(0, kvh * G, G) : at::Tensor(),
                    column_sums.defined() ? column_sums[b].narrow(0, kvh * G, G) : at::Tensor(),
                    column_sums.defined() ? 0 : T - window);
@@ -507,7 +717,8 @@ class SessionImpl : public Session {
     if (!policy.OverBudget(layer, select_lengths)) return absl::OkStatus();
     at::Tensor keys;
     if (policy.needs().keys) {
-      keys = at::zeros({o.num_kv_heads, max_len, o.head_dim}, at::kFloat);
+      keys = at::zeros({o.num_kv_heads, max_len, o.head_dim},
+                       at::TensorOptions().dtype(at::kFloat).device(device_));
       for (int h = 0; h < o.num_kv_heads; ++h) {
         const HeadCache& cache = state.heads[b * o.num_kv_heads + h];
         keys[h].narrow(0, 0, cache.length).copy_(Gather(*state.pool, cache, false));
@@ -537,15 +748,35 @@ class SessionImpl : public Session {
   int64_t peak_bytes_ = 0;
   double attention_seconds_ = 0, policy_seconds_ = 0;
   std::unique_ptr<sparse::SparseAttention> sparse_;
+  std::unique_ptr<sparse::SparseAttention> dense_;  // tensor path on CUDA: dense prefill engine
   double sparse_density_ = 1.0;
+  bool tensor_path_ = false;
+  at::Device device_{at::kCPU};
 };
+
+absl::StatusOr<std::unique_ptr<Session>> MakeSession(const SessionOptions& options,
+                                                     bool tensor_path) {
+  auto session = std::make_unique<SessionImpl>(options, tensor_path);
+  if (absl::Status s = session->Init(); !s.ok()) return s;
+  return std::unique_ptr<Session>(std::move(session));
+}
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Session>> Session::Create(const SessionOptions& options) {
-  auto session = std::make_unique<SessionImpl>(options);
-  if (absl::Status s = session->Init(); !s.ok()) return s;
-  return std::unique_ptr<Session>(std::move(session));
+  return MakeSession(options, /*tensor_path=*/false);
 }
+
+namespace session {
+
+absl::StatusOr<std::unique_ptr<Session>> CreateTensorPathSessionForTesting(
+    const SessionOptions& options) {
+  if (options.device != DeviceKind::kCPU) {
+    return absl::InvalidArgumentError("device: the testing entry runs the tensor path on the CPU");
+  }
+  return MakeSession(options, /*tensor_path=*/true);
+}
+
+}  // namespace session
 
 }  // namespace attnkit

@@ -246,6 +246,26 @@ TEST(SessionTest, RerotatedKeysEqualKeysRotatedAtTheirNewPositions) {
     }
   }
   EXPECT_EQ(*session->NextPosition(0), 6);  // the cache length: positions stay contiguous
+
+  // Every kv head's keys carry the same positions: with the same keys, values and queries in both
+  // kv heads, both groups' outputs agree after evictions and re-rotations (a prompt chunk of 5
+  // tokens, then single tokens).
+  auto twin = MakeSession(std::string(kShape) +
+                          "rope { theta: 10000 } eviction { enabled: true algorithm: "
+                          "STREAMING_LLM granularity: PER_TOKEN start_tokens: 2 "
+                          "intermediate_tokens: 0 recent_tokens: 4 rerotate_keys: true }");
+  for (int step = 0; step < 8; ++step) {
+    const int64_t T = step == 0 ? 5 : 1;
+    const at::Tensor k = at::randn({1, 1, T, 16}).expand({1, 2, T, 16});
+    const at::Tensor v = at::randn({1, 1, T, 16}).expand({1, 2, T, 16});
+    const at::Tensor q = at::randn({1, 2, T, 16}).repeat({1, 2, 1, 1});
+    for (int layer = 0; layer < 2; ++layer) {
+      at::Tensor out = at::empty({1, 4, T, 16});
+      ASSERT_TRUE(twin->Attend(layer, q, k, v, out).ok());
+      EXPECT_LT((out.narrow(1, 0, 2) - out.narrow(1, 2, 2)).abs().max().item<float>(), 1e-6)
+          << "step " << step << " layer " << layer;
+    }
+  }
 }
 
 TEST(SessionTest, SparsePrefillUsesTheBlockSparseKernelAndKeepsTheObservationExact) {
