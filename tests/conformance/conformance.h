@@ -6,6 +6,8 @@
 #include <functional>
 #include <string>
 
+#include <ATen/core/Tensor.h>
+
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "attnkit/attnkit_common.h"
@@ -23,6 +25,15 @@ bool RegisterKind(const std::string& kind, CaseRunner runner);
 // Takes a C ABI status (NULL = OK) and frees it; the message is prefixed with "`what`: " when
 // `what` is not empty.
 absl::Status FromC(attnkit_status* status, absl::string_view what = "");
+
+// The device the cases hand their tensors to attnkit on (--device cpu|cuda[:N]; CPU by default):
+// inputs and outputs are allocated there, and outputs are copied back to the host to compare.
+at::Device CaseDevice();
+// `t` on CaseDevice() (the same tensor when it is already there).
+at::Tensor OnCaseDevice(const at::Tensor& t);
+// Text for the SessionConfig of session-level cases: "device: CUDA device_index: N " on a CUDA
+// case device, "" otherwise.
+std::string SessionDeviceText();
 
 }  // namespace attnkit::conformance
 

@@ -79,7 +79,8 @@ absl::Status PolicyLevel(const SafetensorsFile& file, const CaseData& c) {
     const int64_t first_new = origin.empty() ? 0 : origin.back() + 1;
     for (int64_t i = 0; i < k->size(2); ++i) origin.push_back(first_new + i);
     keys = keys.defined() ? at::cat({keys, *k}, 2) : *k;
-    DLView attn_view(*attn);
+    const at::Tensor attn_on_device = OnCaseDevice(*attn);
+    DLView attn_view(attn_on_device);
     if (absl::Status s =
             FromC(attnkit_eviction_policy_observe(policy.get(), 0, attn_view, nullptr, 0),
                   prefix + " observe");
@@ -87,7 +88,8 @@ absl::Status PolicyLevel(const SafetensorsFile& file, const CaseData& c) {
       return s;
     }
     const int64_t length = keys.size(2);
-    DLView key_view(keys);
+    const at::Tensor keys_on_device = OnCaseDevice(keys);
+    DLView key_view(keys_on_device);
     attnkit_kept_positions* kept = nullptr;
     if (absl::Status s =
             FromC(attnkit_eviction_policy_select(policy.get(), 0, key_view, &length, 1, &kept),

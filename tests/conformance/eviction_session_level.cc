@@ -13,9 +13,9 @@ namespace attnkit::conformance {
 
 absl::Status SessionLevel(const SafetensorsFile& file, const std::string& eviction_textproto,
                           int num_steps, int num_heads, int num_kv_heads, int head_dim) {
-  const std::string config =
-      absl::StrCat("num_layers: 1 num_heads: ", num_heads, " num_kv_heads: ", num_kv_heads,
-                   " head_dim: ", head_dim, " eviction { ", eviction_textproto, " }");
+  const std::string config = absl::StrCat(
+      SessionDeviceText(), "num_layers: 1 num_heads: ", num_heads, " num_kv_heads: ", num_kv_heads,
+      " head_dim: ", head_dim, " eviction { ", eviction_textproto, " }");
   attnkit_session* raw = nullptr;
   if (absl::Status s = FromC(attnkit_session_create_from_text(config.data(), config.size(), &raw),
                              "session create");
@@ -33,8 +33,9 @@ absl::Status SessionLevel(const SafetensorsFile& file, const std::string& evicti
     auto expected = LoadTensor(file, step < 0 ? "kept.prefill" : absl::StrCat("kept.step.", step));
     for (const auto* t : {&q, &k, &v, &expected})
       if (!t->ok()) return t->status();
-    at::Tensor out = at::empty_like(*q);
-    testing::DLView qv(*q), kv(*k), vv(*v), ov(out);
+    const at::Tensor qd = OnCaseDevice(*q), kd = OnCaseDevice(*k), vd = OnCaseDevice(*v);
+    at::Tensor out = at::empty_like(qd);
+    testing::DLView qv(qd), kv(kd), vv(vd), ov(out);
     if (absl::Status s = FromC(attnkit_session_attend(session.get(), 0, qv, kv, vv, ov),
                                "session level, " + prefix);
         !s.ok()) {

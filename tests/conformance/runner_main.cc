@@ -1,6 +1,10 @@
 // attnkit-conformance DIR...: runs every *.safetensors case found below the given folders through
 // attnkit's public API, prints PASS/FAIL per case and "N passed, M failed"; exits non-zero when any
 // case failed or none was found. An unknown kind or config value is a failure, never a skip.
+//
+//   attnkit-conformance [--device cpu|cuda|cuda:N] DIR...
+// --device cuda hands every tensor to attnkit on that CUDA device (session-level cases create a
+// CUDA session); it needs a build with CUDA and a GPU.
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -8,9 +12,30 @@
 #include <string>
 #include <vector>
 
+#include <ATen/ops/empty.h>
+
 #include "conformance.h"
 
 namespace attnkit::conformance {
+
+namespace {
+at::Device& MutableCaseDevice() {
+  static at::Device device(at::kCPU);
+  return device;
+}
+}  // namespace
+
+at::Device CaseDevice() { return MutableCaseDevice(); }
+
+at::Tensor OnCaseDevice(const at::Tensor& t) {
+  return t.device() == CaseDevice() ? t : t.to(CaseDevice());
+}
+
+std::string SessionDeviceText() {
+  if (!CaseDevice().is_cuda()) return "";
+  return "device: CUDA device_index: " +
+         std::to_string(CaseDevice().has_index() ? CaseDevice().index() : 0) + " ";
+}
 
 std::map<std::string, CaseRunner>& Registry() {
   static std::map<std::string, CaseRunner> registry;
@@ -54,12 +79,37 @@ absl::Status RunCase(const std::string& path) {
 
 int main(int argc, char** argv) {
   namespace fs = std::filesystem;
-  if (argc < 2) {
-    std::fprintf(stderr, "usage: %s DIR...\n", argv[0]);
+  int first = 1;
+  if (argc > 2 && std::string(argv[1]) == "--device") {
+    const std::string name = argv[2];
+    if (name == "cpu") {
+      attnkit::conformance::MutableCaseDevice() = at::Device(at::kCPU);
+    } else if (name == "cuda" || name.rfind("cuda:", 0) == 0) {
+#ifdef ATTNKIT_WITH_CUDA
+      const int index = name == "cuda" ? 0 : std::atoi(name.c_str() + 5);
+      attnkit::conformance::MutableCaseDevice() =
+          at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(index));
+      // Fails here, with the runtime's message, when no such device is visible.
+      (void)at::empty({1}, at::TensorOptions().device(attnkit::conformance::CaseDevice()));
+#else
+      std::fprintf(stderr, "attnkit-conformance: --device %s needs a build with CUDA\n",
+                   name.c_str());
+      return 2;
+#endif
+    } else {
+      std::fprintf(stderr, "attnkit-conformance: --device expects cpu, cuda or cuda:N, got %s\n",
+                   name.c_str());
+      return 2;
+    }
+    first = 3;
+  }
+  if (argc <= first) {
+    std::fprintf(stderr, "usage: %s [--device cpu|cuda|cuda:N] DIR...\n", argv[0]);
     return 2;
   }
+  std::printf("device: %s\n", attnkit::conformance::CaseDevice().str().c_str());
   std::vector<std::string> cases;
-  for (int i = 1; i < argc; ++i) {
+  for (int i = first; i < argc; ++i) {
     std::error_code ec;
     if (fs::is_regular_file(argv[i], ec)) {
       cases.push_back(argv[i]);

@@ -132,6 +132,8 @@ absl::Status RunSparseCase(const SafetensorsFile& file, const JsonValue& config)
     k = at::zeros({1, 1, expected->size(1) * b, 1}, at::TensorOptions().dtype(at::kFloat));
   }
   if (q.dim() != 4 || k.dim() != 4) return absl::InvalidArgumentError("q, k: expected rank 4");
+  q = OnCaseDevice(q);
+  k = OnCaseDevice(k);
 
   int64_t mask_heads = 0, q_blocks = 0, k_blocks = 0;
   if (absl::Status s = FromC(attnkit_sparse_attention_mask_shape(
@@ -139,15 +141,16 @@ absl::Status RunSparseCase(const SafetensorsFile& file, const JsonValue& config)
       !s.ok()) {
     return s;
   }
-  at::Tensor mask =
-      at::zeros({q.size(0), mask_heads, q_blocks, k_blocks}, at::TensorOptions().dtype(at::kBool));
+  at::Tensor device_mask = at::zeros({q.size(0), mask_heads, q_blocks, k_blocks},
+                                     at::TensorOptions().dtype(at::kBool).device(CaseDevice()));
   {
-    DLView qv(q), kv(k), mv(mask);
+    DLView qv(q), kv(k), mv(device_mask);
     if (absl::Status s = FromC(attnkit_sparse_attention_build_mask(sparse.get(), qv, kv, mv));
         !s.ok()) {
       return absl::InternalError(absl::StrCat("build_mask: ", s.message()));
     }
   }
+  const at::Tensor mask = device_mask.cpu();
   if (mask.size(2) != expected->size(0) || mask.size(3) != expected->size(1)) {
     return absl::InvalidArgumentError(
         absl::StrCat("block_mask: shape [", mask.size(2), ", ", mask.size(3),
@@ -173,17 +176,18 @@ absl::Status RunSparseCase(const SafetensorsFile& file, const JsonValue& config)
   if (!vt.ok()) return vt.status();
   auto want = LoadSparse(file, "output", SafetensorsDType::kF32, at::kFloat);
   if (!want.ok()) return want.status();
-  v = *vt;
-  at::Tensor out = at::zeros(want->sizes(), at::TensorOptions().dtype(at::kFloat));
+  v = OnCaseDevice(*vt);
+  at::Tensor device_out =
+      at::zeros(want->sizes(), at::TensorOptions().dtype(at::kFloat).device(CaseDevice()));
   {
-    DLView qv(q), kv(k), vv(v), mv(mask), ov(out);
+    DLView qv(q), kv(k), vv(v), mv(device_mask), ov(device_out);
     if (absl::Status s = FromC(attnkit_sparse_attention_attention(sparse.get(), qv, kv, vv, mv,
                                                                   /*scale=*/0.0, ov));
         !s.ok()) {
       return absl::InternalError(absl::StrCat("attention: ", s.message()));
     }
   }
-  const double err = (out - *want).abs().max().item<double>();
+  const double err = (device_out.cpu() - *want).abs().max().item<double>();
   if (!(err <= 1e-4)) {
     return absl::InvalidArgumentError(absl::StrCat("output: max abs error ", err, " > 1e-4"));
   }

@@ -94,7 +94,9 @@ absl::Status RunVisualCase(const SafetensorsFile& file, const JsonValue& config)
     return s;
   }
   std::unique_ptr<attnkit_visual_pruner, PrunerDeleter> pruner(raw_pruner);
-  testing::DLView e(*embeds), f(*features), t(*text_embeds);
+  const at::Tensor embeds_d = OnCaseDevice(*embeds), features_d = OnCaseDevice(*features),
+                   text_d = OnCaseDevice(*text_embeds);
+  testing::DLView e(embeds_d), f(features_d), t(text_d);
   attnkit_visual_selection* raw_selection = nullptr;
   if (absl::Status s = FromC(attnkit_visual_pruner_select(pruner.get(), e, f, t, &raw_selection),
                              "attnkit_visual_pruner_select");
