@@ -40,6 +40,21 @@ at::Tensor PagePool::Rows() const {
   return arena_tensor_.view(dtype_).view({arena_pages_ * 2 * page_size_, head_dim_});
 }
 
+void PagePool::FlushMoves() {
+  if (pending_from_.empty()) return;
+  // All sources are gathered before any destination is written, so a row that is both (a kept
+  // token moving into the place of one that moves further forward) is read first. One host-to-
+  // device copy for both index lists.
+  const int64_t n = static_cast<int64_t>(pending_from_.size());
+  pending_from_.insert(pending_from_.end(), pending_to_.begin(), pending_to_.end());
+  const at::Tensor index =
+      at::tensor(pending_from_, at::TensorOptions().dtype(at::kLong)).to(device_);
+  at::Tensor rows = Rows();
+  rows.index_copy_(0, index.narrow(0, n, n), rows.index_select(0, index.narrow(0, 0, n)));
+  pending_from_.clear();
+  pending_to_.clear();
+}
+
 int32_t PagePool::Allocate() {
   if (free_.empty() && arena_) Grow(arena_pages_ + 1);
   if (free_.empty()) {
@@ -80,17 +95,14 @@ std::vector<int64_t> HeadCache::RowIndices(const PagePool& pool, bool values) co
 
 void HeadCache::Compact(PagePool& pool, const std::vector<int64_t>& kept) {
   const int64_t row = pool.row_bytes();
-  std::vector<int64_t> from_rows, to_rows;  // arena pools: keys then values
   const int64_t P = pool.page_size();
   for (size_t i = 0; i < kept.size(); ++i) {
     const int64_t from = kept[i];
     if (from == static_cast<int64_t>(i)) continue;
     if (pool.arena()) {
       const int32_t src = pages[from / P], dst = pages[i / P];
-      from_rows.push_back(pool.KeyRowIndex(src, from % P));
-      to_rows.push_back(pool.KeyRowIndex(dst, i % P));
-      from_rows.push_back(pool.ValueRowIndex(src, from % P));
-      to_rows.push_back(pool.ValueRowIndex(dst, i % P));
+      pool.QueueMove(pool.KeyRowIndex(src, from % P), pool.KeyRowIndex(dst, i % P));
+      pool.QueueMove(pool.ValueRowIndex(src, from % P), pool.ValueRowIndex(dst, i % P));
     } else {
       std::memcpy(KeyRow(pool, i), KeyRow(pool, from), row);
       std::memcpy(ValueRow(pool, i), ValueRow(pool, from), row);
@@ -98,15 +110,7 @@ void HeadCache::Compact(PagePool& pool, const std::vector<int64_t>& kept) {
     origin[i] = origin[from];
     rotated[i] = rotated[from];
   }
-  if (!from_rows.empty()) {
-    // Kept indices ascend, so every destination row precedes (or is) its source: gather all
-    // sources first, then scatter, and no row is overwritten before it is read.
-    const auto longs = at::TensorOptions().dtype(at::kLong);
-    const at::Tensor src = at::tensor(from_rows, longs).to(pool.device());
-    const at::Tensor dst = at::tensor(to_rows, longs).to(pool.device());
-    at::Tensor rows = pool.Rows();
-    rows.index_copy_(0, dst, rows.index_select(0, src));
-  }
+
   length = static_cast<int64_t>(kept.size());
   origin.resize(length);
   rotated.resize(length);

@@ -36,6 +36,13 @@ class PagePool {
   }
   // Makes sure `pages` more pages can be allocated without growing the arena more than once.
   void EnsureFree(int64_t pages);
+  // Arena pools: row moves queued by HeadCache::Compact, run as one gather and one scatter on the
+  // device (sources are read before any destination is written). A no-op for other pools.
+  void QueueMove(int64_t from_row, int64_t to_row) {
+    pending_from_.push_back(from_row);
+    pending_to_.push_back(to_row);
+  }
+  void FlushMoves();
   // Row `row` (< page_size) of a page's keys or values.
   char* KeyRow(int32_t page, int64_t row) const { return Keys(page) + row * row_bytes_; }
   char* ValueRow(int32_t page, int64_t row) const { return Values(page) + row * row_bytes_; }
@@ -78,6 +85,7 @@ class PagePool {
   std::vector<char*> key_chunks_, value_chunks_;
   std::vector<int32_t> free_;
   bool arena_ = false;
+  std::vector<int64_t> pending_from_, pending_to_;
   at::Tensor arena_tensor_;  // arena pools: [arena_pages_ * page_bytes()] bytes
   int64_t arena_pages_ = 0;
   int64_t in_use_ = 0;
@@ -99,7 +107,8 @@ struct HeadCache {
   // Makes room for `extra` more tokens.
   void Reserve(PagePool& pool, int64_t extra);
   // Keeps the tokens at `kept` (ascending indices), compacting them to the front and releasing the
-  // pages no longer needed. Arena pools move the rows with two tensor operations on their device.
+  // pages no longer needed. Arena pools queue the row moves (PagePool::FlushMoves runs them): the
+  // released pages must not be reused before the flush.
   void Compact(PagePool& pool, const std::vector<int64_t>& kept);
   // Arena pools: the row indices (PagePool::Rows) of tokens [0, length) of the keys or values.
   std::vector<int64_t> RowIndices(const PagePool& pool, bool values) const;

@@ -360,9 +360,15 @@ class SessionImpl : public Session {
           absl::StrCat("layer: layer 0 called for step ", steps + 1, " before layer ",
                        o.num_layers - 1, " finished step ", steps));
     }
+    // One device round trip for the three checks.
+    const at::Tensor finite =
+        at::stack({at::isfinite(q).all(), at::isfinite(k).all().to(q.device()),
+                   at::isfinite(v).all().to(q.device())})
+            .cpu();
+    int index = 0;
     for (const auto& [t, name] :
          {std::pair<const at::Tensor*, const char*>{&q, "q"}, {&k, "k"}, {&v, "v"}}) {
-      if (!at::isfinite(*t).all().item<bool>()) {
+      if (!finite[index++].item<bool>()) {
         return absl::InvalidArgumentError(absl::StrCat(name, ": contains NaN or infinity"));
       }
     }
@@ -732,7 +738,10 @@ class SessionImpl : public Session {
       const int64_t before = cache.length;
       cache.Compact(*state.pool, row);
       state.evicted_tokens += before - cache.length;
-      if (o.eviction.rerotate_keys) session::RerotateKeys(*state.pool, cache, o.rope, o.head_dim);
+    }
+    state.pool->FlushMoves();  // arena pools: every head's rows in one gather and one scatter
+    for (int h = 0; o.eviction.rerotate_keys && h < o.num_kv_heads; ++h) {
+      session::RerotateKeys(*state.pool, state.heads[b * o.num_kv_heads + h], o.rope, o.head_dim);
     }
     ++state.evictions;
     return absl::OkStatus();
