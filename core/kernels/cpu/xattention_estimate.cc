@@ -30,6 +30,14 @@ int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 at::Tensor StridedReshape(const at::Tensor& x, int64_t rows, int64_t stride, bool reverse,
                           double multiplier) {
   const int64_t heads = x.size(0), len = x.size(1), dim = x.size(2);
+  if (!x.is_cpu()) {
+    // Tensors elsewhere (the reference on a CUDA device): the same rows as tensor operations.
+    at::Tensor padded = at::constant_pad_nd(x.to(at::kFloat), {0, 0, 0, rows - len});
+    at::Tensor grouped = padded.reshape({heads, rows / stride, stride, dim});
+    if (reverse) grouped = grouped.flip({2});
+    at::Tensor out = grouped.reshape({heads, rows / stride, stride * dim});
+    return multiplier == 1.0 ? out.contiguous() : out.mul(multiplier).contiguous();
+  }
   const at::Tensor src = x.to(at::kFloat).contiguous();
   at::Tensor out = at::empty({heads, rows / stride, stride * dim}, src.options());
   const float* sp = src.data_ptr<float>();
