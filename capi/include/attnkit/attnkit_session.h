@@ -31,7 +31,10 @@ ATTNKIT_API void attnkit_session_free(attnkit_session* session);
  * copies), float32/float16/bfloat16. Writes causal softmax(q K^T * scale) V over the cache and the
  * new tokens into `out` (shape of q, any non-overlapping strides, floating dtype). A prompt of any
  * length and single-token decode steps use the same call. Afterwards the layer evicts down to its
- * budget when over it. All tensors are borrowed for the call. */
+ * budget when over it. All tensors are borrowed for the call.
+ * Devices: tensors may be CPU or (in a CUDA build) CUDA DLPack tensors. A session created with
+ * `device: CUDA` keeps its cache on that GPU and computes there (CPU inputs are copied over); a CPU
+ * session copies CUDA inputs to the host. `out` is written where it lives. */
 ATTNKIT_API attnkit_status* attnkit_session_attend(attnkit_session* session, int32_t layer,
                                                    const DLTensor* q, const DLTensor* k,
                                                    const DLTensor* v, DLTensor* out);

@@ -1,6 +1,11 @@
 // The attention-wrapping session: owns the KV cache of every layer in fixed-size pages, computes
 // attention for prefill and decode, feeds the eviction policy what it needs in the same pass, and
 // evicts (freeing pages) when a layer is over budget.
+//
+// Devices (SessionOptions::device): a CPU session keeps its pages in host memory (tensors on a
+// CUDA device are copied to the host and the result back). A CUDA session keeps them in one arena
+// on its device and computes there (see SessionConfig.device in session.proto); the results are
+// the CPU session's within the storage dtype's precision, and the same tokens are kept.
 #ifndef ATTNKIT_SESSION_SESSION_H_
 #define ATTNKIT_SESSION_SESSION_H_
 
