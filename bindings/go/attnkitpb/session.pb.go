@@ -184,10 +184,16 @@ type SessionConfig struct {
 	NumKvHeads int32 `protobuf:"varint,3,opt,name=num_kv_heads,json=numKvHeads,proto3" json:"num_kv_heads,omitempty"` // divides num_heads (GQA)
 	HeadDim    int32 `protobuf:"varint,4,opt,name=head_dim,json=headDim,proto3" json:"head_dim,omitempty"`
 	// Sequences attended together; every call's batch dimension must equal it. 0 means 1.
-	BatchSize   int32  `protobuf:"varint,5,opt,name=batch_size,json=batchSize,proto3" json:"batch_size,omitempty"`
-	Dtype       DType  `protobuf:"varint,6,opt,name=dtype,proto3,enum=attnkit.v1.DType" json:"dtype,omitempty"` // storage of the cache; inputs of any supported dtype are converted
+	BatchSize int32 `protobuf:"varint,5,opt,name=batch_size,json=batchSize,proto3" json:"batch_size,omitempty"`
+	Dtype     DType `protobuf:"varint,6,opt,name=dtype,proto3,enum=attnkit.v1.DType" json:"dtype,omitempty"` // storage of the cache; inputs of any supported dtype are converted
+	// Where the cache lives and attention runs. CUDA (a build with ATTNKIT_CUDA=ON and a visible GPU):
+	// pages in one arena on that device, decode through the fused CUDA kernel and prefill through
+	// the block-sparse kernel (bfloat16/float16 storage, head dim 64 or 128, at most 8 query heads
+	// per kv head; ATen on the device otherwise); inputs elsewhere are copied there, outputs written
+	// wherever `out` lives. The eviction policy's counters and selection stay on the host: each
+	// step's observation rows come over, keys and values do not.
 	Device      Device `protobuf:"varint,7,opt,name=device,proto3,enum=attnkit.v1.Device" json:"device,omitempty"`
-	DeviceIndex int32  `protobuf:"varint,8,opt,name=device_index,json=deviceIndex,proto3" json:"device_index,omitempty"`
+	DeviceIndex int32  `protobuf:"varint,8,opt,name=device_index,json=deviceIndex,proto3" json:"device_index,omitempty"` // the CUDA device's ordinal
 	// Tokens per cache page; 0 means 16.
 	PageSize int32 `protobuf:"varint,9,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// Softmax scale; 0 means 1/sqrt(head_dim).
