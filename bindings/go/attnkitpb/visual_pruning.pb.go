@@ -141,6 +141,9 @@ type VisualPruningConfig struct {
 	// false (default): relevance and similarity are computed with the reference implementation's
 	// rounding, so the picks equal the reference's bit for bit. true: BLAS GEMMs, faster; picks can
 	// differ from the reference where the DPP gains are near-ties (e.g. k beyond the feature rank).
+	// With true, inputs on a CUDA device are selected on that device (the kernel by cuBLAS GEMMs,
+	// the greedy loop as tensor operations there; only the picks come back); with false they are
+	// copied to the host, where the reference's rounding is reproduced.
 	FastKernel bool `protobuf:"varint,9,opt,name=fast_kernel,json=fastKernel,proto3" json:"fast_kernel,omitempty"` // NEXT TAG: 10
 }
 

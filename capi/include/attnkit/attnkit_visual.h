@@ -7,7 +7,11 @@
  * global budget (config budget_scope). Results are library-owned attnkit_visual_selection objects.
  *
  * Tensors follow attnkit_common.h (DLPack, borrowed, float32/float16/bfloat16, CPU or CUDA where
- * built with it, any strides); computation is in float32.
+ * built with it, any strides); computation is in float32. By default (fast_kernel false) on the
+ * host with the reference's rounding, so the picks equal the reference's (CUDA inputs are copied
+ * over); with fast_kernel on the device of image_features (CUDA: cuBLAS GEMMs and the greedy loop
+ * on the GPU, only the picks are copied back), where picks can differ from the reference's on
+ * near-tied DPP gains.
  */
 #ifndef ATTNKIT_ATTNKIT_VISUAL_H_
 #define ATTNKIT_ATTNKIT_VISUAL_H_

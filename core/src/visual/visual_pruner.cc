@@ -18,6 +18,7 @@
 #include "cpu/visual_linalg.h"
 #include "util/status_macros.h"
 #include "visual/cdpruner_kernel.h"
+#include "visual/visual_device.h"
 #include "visual/visual_math.h"
 
 namespace attnkit {
@@ -28,21 +29,11 @@ std::string Shape(const at::Tensor& t) {
 }
 
 absl::Status CheckFinite(const at::Tensor& t, const std::string& what) {
-  if (!at::isfinite(t).all().item<bool>()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        what,
-        " has non-finite values (non-finite inputs, or a kernel that overflows float32: "
-        "theta too close to 1)"));
-  }
+  if (!at::isfinite(t).all().item<bool>()) return visual::NonFiniteError(what);
   return absl::OkStatus();
 }
 
-// One selection problem: the tokens of one image, or of all images pooled for a global budget.
-struct Problem {
-  at::Tensor embeds;    // [N, C] float32 (undefined for methods that do not use it)
-  at::Tensor features;  // [N, Dv] float32
-  int64_t k = 0;
-};
+using Problem = visual::SelectionProblem;
 
 // Sorted indices of `order`'s first `count` entries; an error when an index repeats (a numerical
 // breakdown of the greedy, e.g. a gain that overflowed).
@@ -105,9 +96,17 @@ absl::StatusOr<int64_t> VisualPruner::Budget(int64_t num_tokens) const {
   return std::clamp<int64_t>(static_cast<int64_t>(k), 1, num_tokens);
 }
 
-absl::StatusOr<std::vector<std::vector<int64_t>>> VisualPruner::Select(
-    absl::Span<const VisualImage> images, const at::Tensor& text_embeds) const {
-  const bool cdpruner = options_.method == VisualMethod::kCDPruner;
+namespace {
+
+// VisualPruner::Select. CPU inputs are selected on the host (the exact kernels over float32
+// copies); inputs on a CUDA device, or any device with `force_device`, with ATen ops on the device
+// of the first image's features (visual_device.h).
+absl::StatusOr<std::vector<std::vector<int64_t>>> SelectImpl(const VisualPruner& pruner,
+                                                             absl::Span<const VisualImage> images,
+                                                             const at::Tensor& text_embeds,
+                                                             bool force_device) {
+  const VisualOptions& options = pruner.options();
+  const bool cdpruner = options.method == VisualMethod::kCDPruner;
   if (images.empty()) return absl::InvalidArgumentError("images: at least one image is required");
   // Shapes.
   std::vector<int64_t> sizes;
@@ -125,7 +124,7 @@ absl::StatusOr<std::vector<std::vector<int64_t>>> VisualPruner::Select(
       return absl::InvalidArgumentError(name + ".features: expected a floating-point tensor");
     }
     const int64_t n = im.features.size(0);
-    if (dv >= 0 && im.features.size(1) != dv && options_.global_budget) {
+    if (dv >= 0 && im.features.size(1) != dv && options.global_budget) {
       return absl::InvalidArgumentError(absl::StrCat(
           name, ".features: expected shape [", n, ", ", dv,
           "] (Dv shared by all images for a global budget), got ", Shape(im.features)));
@@ -160,26 +159,34 @@ absl::StatusOr<std::vector<std::vector<int64_t>>> VisualPruner::Select(
   // Problems: one per image, or one over all images.
   const int64_t total = std::accumulate(sizes.begin(), sizes.end(), int64_t{0});
   std::vector<Problem> problems;
-  // Selection runs on the CPU in float32 (inputs on CUDA are copied over).
+  // Selection runs in float32: on the host when the first image's features are on the CPU (the
+  // exact kernels; inputs on other devices are copied over), else on their CUDA device (the other
+  // inputs are moved there, and only the picks come back).
+  // The exact mode (fast_kernel false) reproduces the reference's rounding only on the host, so it
+  // runs there whatever the device; fast_kernel on CUDA inputs selects on their device.
+  const bool on_device = force_device || (images[0].features.is_cuda() && options.fast_kernel);
+  const at::Device device = on_device ? images[0].features.device() : at::Device(at::kCPU);
   auto prepare = [&](const at::Tensor& t) {
-    return t.to(at::TensorOptions().device(at::kCPU).dtype(at::kFloat)).contiguous();
+    return t.to(at::TensorOptions().device(device).dtype(at::kFloat)).contiguous();
   };
   const int threads = kernels::VisualThreads();
-  if (options_.global_budget) {
+  if (options.global_budget) {
     Problem p;
-    ATTNKIT_ASSIGN_OR_RETURN(p.k, Budget(total));
+    ATTNKIT_ASSIGN_OR_RETURN(p.k, pruner.Budget(total));
+    // Each image is converted before the concatenation, so the images may differ in device and
+    // dtype (the values are the same as converting the concatenation).
     std::vector<at::Tensor> feats, embs;
     for (const VisualImage& im : images) {
-      feats.push_back(im.features);
-      if (cdpruner) embs.push_back(im.embeds);
+      feats.push_back(prepare(im.features));
+      if (cdpruner) embs.push_back(prepare(im.embeds));
     }
-    p.features = prepare(images.size() == 1 ? feats[0] : at::cat(feats, 0));
-    if (cdpruner) p.embeds = prepare(images.size() == 1 ? embs[0] : at::cat(embs, 0));
+    p.features = images.size() == 1 ? feats[0] : at::cat(feats, 0);
+    if (cdpruner) p.embeds = images.size() == 1 ? embs[0] : at::cat(embs, 0);
     problems.push_back(std::move(p));
   } else {
     for (size_t i = 0; i < images.size(); ++i) {
       Problem p;
-      auto k = Budget(sizes[i]);
+      auto k = pruner.Budget(sizes[i]);
       if (!k.ok()) {
         return absl::InvalidArgumentError(absl::StrCat(k.status().message(), " (image ", i, ")"));
       }
@@ -192,21 +199,25 @@ absl::StatusOr<std::vector<std::vector<int64_t>>> VisualPruner::Select(
 
   // Selection per problem; the picks of problem p land in picks[p].
   std::vector<std::vector<int64_t>> picks(problems.size());
-  switch (options_.method) {
+  switch (options.method) {
     case VisualMethod::kCDPruner: {
       at::Tensor text = prepare(text_embeds);
+      if (on_device) {
+        ATTNKIT_ASSIGN_OR_RETURN(picks, visual::SelectCdprunerOnDevice(problems, text, options));
+        break;
+      }
       ATTNKIT_RETURN_IF_ERROR(CheckFinite(text, "text_embeds"));
       // Kernels (GEMMs, multithreaded inside) one problem at a time; greedy loops in parallel.
       std::vector<at::Tensor> sims(problems.size()), rels(problems.size());
       for (size_t p = 0; p < problems.size(); ++p) {
         at::Tensor rel = visual::ApplyTheta(
-            options_.fast_kernel
-                ? visual::RelevanceFast(problems[p].embeds, text, options_.positive_relevance)
-                : visual::ExactRelevance(problems[p].embeds, text, options_.positive_relevance,
+            options.fast_kernel
+                ? visual::RelevanceFast(problems[p].embeds, text, options.positive_relevance)
+                : visual::ExactRelevance(problems[p].embeds, text, options.positive_relevance,
                                          threads),
-            options_.theta);
+            options.theta);
         ATTNKIT_RETURN_IF_ERROR(CheckFinite(rel, "relevance (image_embeds)"));
-        at::Tensor sim = options_.fast_kernel
+        at::Tensor sim = options.fast_kernel
                              ? visual::CosineSimilarity(problems[p].features).contiguous()
                              : visual::ExactSimilarity(problems[p].features, threads);
         ATTNKIT_RETURN_IF_ERROR(CheckFinite(at::diagonal(sim), "similarity (image_features)"));
@@ -222,7 +233,7 @@ absl::StatusOr<std::vector<std::vector<int64_t>>> VisualPruner::Select(
         picks[p].resize(k);
         counts[p] =
             kernels::DppGreedyMap(sims[p].data_ptr<float>(), rels[p].data_ptr<float>(), n, n, k,
-                                  options_.gain_guard, work.data(), picks[p].data(), threads);
+                                  options.gain_guard, work.data(), picks[p].data(), threads);
       };
       if (problems.size() == 1) {
         // One selection: its steps are split over the threads (for large N).
@@ -239,6 +250,10 @@ absl::StatusOr<std::vector<std::vector<int64_t>>> VisualPruner::Select(
       break;
     }
     case VisualMethod::kDivPrune: {
+      if (on_device) {
+        ATTNKIT_ASSIGN_OR_RETURN(picks, visual::SelectDivPruneOnDevice(problems));
+        break;
+      }
       for (size_t p = 0; p < problems.size(); ++p) {
         at::Tensor sim = visual::ExactSimilarity(problems[p].features, threads);
         ATTNKIT_RETURN_IF_ERROR(CheckFinite(at::diagonal(sim), "similarity (image_features)"));
@@ -250,8 +265,9 @@ absl::StatusOr<std::vector<std::vector<int64_t>>> VisualPruner::Select(
       break;
     }
     case VisualMethod::kRandom: {
-      // One generator, consumed problem by problem: a partial Fisher-Yates shuffle.
-      std::mt19937_64 gen(options_.seed);
+      // One generator, consumed problem by problem: a partial Fisher-Yates shuffle. A host RNG:
+      // the same picks whatever the device.
+      std::mt19937_64 gen(options.seed);
       for (size_t p = 0; p < problems.size(); ++p) {
         const int64_t n = problems[p].features.size(0), k = problems[p].k;
         std::vector<int64_t> perm(n);
@@ -276,7 +292,7 @@ absl::StatusOr<std::vector<std::vector<int64_t>>> VisualPruner::Select(
 
   // Back to per-image local indices.
   std::vector<std::vector<int64_t>> result(images.size());
-  if (options_.global_budget) {
+  if (options.global_budget) {
     ATTNKIT_ASSIGN_OR_RETURN(std::vector<int64_t> all,
                              Sorted(picks[0].data(), static_cast<int64_t>(picks[0].size()), total));
     size_t image = 0;
@@ -292,6 +308,19 @@ absl::StatusOr<std::vector<std::vector<int64_t>>> VisualPruner::Select(
     }
   }
   return result;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<std::vector<int64_t>>> VisualPruner::Select(
+    absl::Span<const VisualImage> images, const at::Tensor& text_embeds) const {
+  return SelectImpl(*this, images, text_embeds, /*force_device=*/false);
+}
+
+absl::StatusOr<std::vector<std::vector<int64_t>>> visual::SelectOnDeviceForTesting(
+    const VisualPruner& pruner, absl::Span<const VisualImage> images,
+    const at::Tensor& text_embeds) {
+  return SelectImpl(pruner, images, text_embeds, /*force_device=*/true);
 }
 
 absl::StatusOr<std::vector<int64_t>> KeptPromptPositions(

@@ -24,7 +24,7 @@
 namespace attnkit {
 
 // One image of a selection call. Tensors are borrowed for the call; any float dtype (computed in
-// float32), CPU or CUDA, any strides.
+// float32), CPU or CUDA, any strides. Select() runs where the first image's features are (below).
 struct VisualImage {
   // [N, C]: projector output, the relevance side (compared with the text embeddings).
   at::Tensor embeds;
@@ -52,6 +52,14 @@ class VisualPruner {
   // Zero-norm rows (embeddings, features or text) are handled as vectors orthogonal to everything
   // (cosine 0) instead of the reference's 0/0; non-finite inputs, or a kernel that overflows
   // float32 (theta close to 1), are InvalidArgumentError. Returned indices are never NaN-derived.
+  //
+  // Where it runs: without fast_kernel, on the CPU with the reference's rounding (inputs elsewhere
+  // are copied over), so the picks equal the reference's bit for bit. With fast_kernel and the
+  // first image's features on a CUDA device, on that device (the other inputs are moved there):
+  // the kernel by GEMMs and the greedy loops as k steps of tensor ops, with one copy of the picks
+  // back to the host and no synchronization per step; as with fast_kernel on the CPU, the picks
+  // can differ from the reference's where the DPP gains are near-ties (e.g. k beyond the feature
+  // rank). The random and uniform baselines give the same picks everywhere.
   absl::StatusOr<std::vector<std::vector<int64_t>>> Select(absl::Span<const VisualImage> images,
                                                            const at::Tensor& text_embeds) const;
 
