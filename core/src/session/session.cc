@@ -203,13 +203,7 @@ class SessionImpl : public Session {
           return s;
         }
       }
-      for (int64_t gi = 0; !sparse && gi < groups; ++gi) {
-        const int64_t b = gi / o.num_kv_heads, kvh = gi % o.num_kv_heads;
-        PrefillGroup(state, gi, qf[b].narrow(0, kvh * G, G), result[b].narrow(0, kvh * G, G),
-                     window,
-                     window_rows.defined() ? window_rows[b].narrow(0, kvh * G, G) : at::Tensor(),
-                     column_sums.defined() ? column_sums[b].narrow(0, kvh * G, G) : at::Tensor());
-      }
+      if (!sparse) DenseGroups(state, qf, result, window, window_rows, column_sums);
     }
     out.copy_(result);
     attention_seconds_ += Seconds(t0);
@@ -377,43 +371,52 @@ class SessionImpl : public Session {
 
   // Copies the new tokens' keys and values into the pages.
   void Append(LayerState& state, const at::Tensor& k, const at::Tensor& v, int layer) {
-    const SessionOptions& o = options_;
     const int64_t T = k.size(2);
     PagePool& pool = *state.pool;
     const bool fast = k.scalar_type() == pool.dtype() && v.scalar_type() == pool.dtype() &&
                       k.stride(3) == 1 && v.stride(3) == 1;
+    AppendEach(state, layer, T, [&](int64_t b, int64_t h, HeadCache& cache) {
+      if (fast) {
+        const char* kb = static_cast<const char*>(k.data_ptr());
+        const char* vb = static_cast<const char*>(v.data_ptr());
+        const int64_t es = k.element_size();
+        for (int64_t t = 0; t < T; ++t) {
+          std::memcpy(cache.KeyRow(pool, cache.length + t),
+                      kb + (b * k.stride(0) + h * k.stride(1) + t * k.stride(2)) * es,
+                      pool.row_bytes());
+          std::memcpy(cache.ValueRow(pool, cache.length + t),
+                      vb + (b * v.stride(0) + h * v.stride(1) + t * v.stride(2)) * es,
+                      pool.row_bytes());
+        }
+      } else {
+        const at::Tensor ks = k[b][h].to(pool.dtype()).contiguous();
+        const at::Tensor vs = v[b][h].to(pool.dtype()).contiguous();
+        for (int64_t t = 0; t < T; ++t) {
+          std::memcpy(cache.KeyRow(pool, cache.length + t),
+                      static_cast<const char*>(ks.data_ptr()) + t * pool.row_bytes(),
+                      pool.row_bytes());
+          std::memcpy(cache.ValueRow(pool, cache.length + t),
+                      static_cast<const char*>(vs.data_ptr()) + t * pool.row_bytes(),
+                      pool.row_bytes());
+        }
+      }
+    });
+  }
+
+  // The bookkeeping of appending T tokens to every (sequence, kv head): pages reserved, then
+  // write(b, h, cache) stores the rows at [cache.length, cache.length + T), then the tokens'
+  // original and RoPE positions are recorded and the lengths advance.
+  template <typename Write>
+  void AppendEach(LayerState& state, int layer, int64_t T, Write write) {
+    const SessionOptions& o = options_;
     for (int64_t b = 0; b < o.batch_size; ++b) {
       const int64_t rotated_base = NextRotated(layer, b);
       for (int64_t h = 0; h < o.num_kv_heads; ++h) {
         HeadCache& cache = state.heads[b * o.num_kv_heads + h];
-        cache.Reserve(pool, T);
-        const int64_t position = state.seen[b];
-        if (fast) {
-          const char* kb = static_cast<const char*>(k.data_ptr());
-          const char* vb = static_cast<const char*>(v.data_ptr());
-          const int64_t es = k.element_size();
-          for (int64_t t = 0; t < T; ++t) {
-            std::memcpy(cache.KeyRow(pool, cache.length + t),
-                        kb + (b * k.stride(0) + h * k.stride(1) + t * k.stride(2)) * es,
-                        pool.row_bytes());
-            std::memcpy(cache.ValueRow(pool, cache.length + t),
-                        vb + (b * v.stride(0) + h * v.stride(1) + t * v.stride(2)) * es,
-                        pool.row_bytes());
-          }
-        } else {
-          const at::Tensor ks = k[b][h].to(pool.dtype()).contiguous();
-          const at::Tensor vs = v[b][h].to(pool.dtype()).contiguous();
-          for (int64_t t = 0; t < T; ++t) {
-            std::memcpy(cache.KeyRow(pool, cache.length + t),
-                        static_cast<const char*>(ks.data_ptr()) + t * pool.row_bytes(),
-                        pool.row_bytes());
-            std::memcpy(cache.ValueRow(pool, cache.length + t),
-                        static_cast<const char*>(vs.data_ptr()) + t * pool.row_bytes(),
-                        pool.row_bytes());
-          }
-        }
+        cache.Reserve(*state.pool, T);
+        write(b, h, cache);
         for (int64_t t = 0; t < T; ++t) {
-          cache.origin.push_back(position + t);
+          cache.origin.push_back(state.seen[b] + t);
           cache.rotated.push_back(rotated_base + t);
         }
         cache.length += T;
@@ -446,22 +449,13 @@ class SessionImpl : public Session {
     std::vector<int64_t> key_rows, value_rows;
     key_rows.reserve(state.heads.size() * T);
     value_rows.reserve(state.heads.size() * T);
-    for (int64_t b = 0; b < o.batch_size; ++b) {
-      const int64_t rotated_base = NextRotated(layer, b);
-      for (int64_t h = 0; h < o.num_kv_heads; ++h) {
-        HeadCache& cache = state.heads[b * o.num_kv_heads + h];
-        cache.Reserve(pool, T);
-        for (int64_t t = 0; t < T; ++t) {
-          const int64_t i = cache.length + t;
-          key_rows.push_back(pool.KeyRowIndex(cache.pages[i / P], i % P));
-          value_rows.push_back(pool.ValueRowIndex(cache.pages[i / P], i % P));
-          cache.origin.push_back(state.seen[b] + t);
-          cache.rotated.push_back(rotated_base + t);
-        }
-        cache.length += T;
+    AppendEach(state, layer, T, [&](int64_t, int64_t, HeadCache& cache) {
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t i = cache.length + t;
+        key_rows.push_back(pool.KeyRowIndex(cache.pages[i / P], i % P));
+        value_rows.push_back(pool.ValueRowIndex(cache.pages[i / P], i % P));
       }
-      state.seen[b] += T;
-    }
+    });
     const auto longs = at::TensorOptions().dtype(at::kLong);
     at::Tensor rows = pool.Rows();
     // [B, Hkv, T, d] in storage dtype, flattened in the order the row indices were listed.
@@ -475,7 +469,7 @@ class SessionImpl : public Session {
   absl::Status AttendTensors(int layer, const at::Tensor& q_in, const at::Tensor& k_in,
                              const at::Tensor& v_in, const at::Tensor& out) {
     const SessionOptions& o = options_;
-    const int64_t B = o.batch_size, T = q_in.size(2), G = o.num_heads / o.num_kv_heads;
+    const int64_t B = o.batch_size, T = q_in.size(2);
     LayerState& state = layers_[layer];
     auto t0 = Clock::now();
     AppendTensors(state, k_in, v_in, layer);
@@ -511,16 +505,7 @@ class SessionImpl : public Session {
       }
       done = true;
     }
-    if (!done) {
-      const at::Tensor qf = q.to(at::kFloat);
-      for (int64_t gi = 0; gi < B * o.num_kv_heads; ++gi) {
-        const int64_t b = gi / o.num_kv_heads, kvh = gi % o.num_kv_heads;
-        PrefillGroup(state, gi, qf[b].narrow(0, kvh * G, G), result[b].narrow(0, kvh * G, G),
-                     window,
-                     window_rows.defined() ? window_rows[b].narrow(0, kvh * G, G) : at::Tensor(),
-                     column_sums.defined() ? column_sums[b].narrow(0, kvh * G, G) : at::Tensor());
-      }
-    }
+    if (!done) DenseGroups(state, q.to(at::kFloat), result, window, window_rows, column_sums);
     out.copy_(result);
     attention_seconds_ += Seconds(t0);
     return FinishStep(layer, window_rows, column_sums, T);
@@ -606,6 +591,19 @@ class SessionImpl : public Session {
       std::memcpy(dst + t * pool.row_bytes(), src, n * pool.row_bytes());
     }
     return out;
+  }
+
+  // PrefillGroup over every (sequence, kv head): qf float32 [B, H, T, d], result [B, H, T, d].
+  void DenseGroups(const LayerState& state, const at::Tensor& qf, const at::Tensor& result,
+                   int64_t window, const at::Tensor& window_rows, const at::Tensor& column_sums) {
+    const SessionOptions& o = options_;
+    const int64_t G = o.num_heads / o.num_kv_heads;
+    for (int64_t gi = 0; gi < o.batch_size * o.num_kv_heads; ++gi) {
+      const int64_t b = gi / o.num_kv_heads, kvh = gi % o.num_kv_heads;
+      PrefillGroup(state, gi, qf[b].narrow(0, kvh * G, G), result[b].narrow(0, kvh * G, G), window,
+                   window_rows.defined() ? window_rows[b].narrow(0, kvh * G, G) : at::Tensor(),
+                   column_sums.defined() ? column_sums[b].narrow(0, kvh * G, G) : at::Tensor());
+    }
   }
 
   // Causal attention of a long query chunk, block by block of queries with BLAS products over the
