@@ -2,7 +2,8 @@
 // device path, whose GEMMs sum in another order): the picks must be equal where every greedy step
 // has a clear winner; after a near-tie they may part, but every step must still be a greedy step up
 // to rounding and the DPP objectives must agree. Everything here is float64 on the CPU, from the
-// same formulas as core/src/visual/visual_math.h.
+// same formulas as core/src/visual/visual_math.h. Also the inputs and options the visual tests
+// share.
 #ifndef ATTNKIT_TESTS_COMMON_VISUAL_SELECTION_UTIL_H_
 #define ATTNKIT_TESTS_COMMON_VISUAL_SELECTION_UTIL_H_
 
@@ -10,6 +11,8 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
 #include <gtest/gtest.h>
+
+#include "attnkit/config.h"
 
 #include <algorithm>
 #include <cmath>
@@ -19,6 +22,42 @@
 #include <vector>
 
 namespace attnkit::testing {
+
+using Indices = std::vector<int64_t>;
+using Selection = std::vector<Indices>;
+
+// A CDPruner configuration keeping k tokens.
+inline VisualOptions Cdp(int64_t k, double theta = 0.5) {
+  VisualOptions o;
+  o.num_keep_tokens = static_cast<int>(k);
+  o.theta = theta;
+  return o;
+}
+
+// Random image embeddings [n, c], features [n, dv] and text embeddings [m, c] on the CPU.
+struct Inputs {
+  at::Tensor embeds, features, text;
+};
+inline Inputs Random(int64_t n, int64_t c, int64_t dv, int64_t m, uint64_t seed) {
+  at::manual_seed(seed);
+  return {at::randn({n, c}), at::randn({n, dv}), at::randn({m, c})};
+}
+
+inline Indices Sorted(Indices v) {
+  std::sort(v.begin(), v.end());
+  return v;
+}
+
+// Per-image picks of a global budget as indices into the images' concatenation.
+inline Indices Flatten(const Selection& picks, const std::vector<int64_t>& sizes) {
+  Indices flat;
+  int64_t offset = 0;
+  for (size_t i = 0; i < sizes.size() && i < picks.size(); ++i) {
+    for (int64_t idx : picks[i]) flat.push_back(offset + idx);
+    offset += sizes[i];
+  }
+  return flat;
+}
 
 // x / ||x|| per row, zero rows stay zero (float64).
 inline at::Tensor NormalizeRows64(const at::Tensor& x) {

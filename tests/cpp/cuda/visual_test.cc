@@ -25,20 +25,10 @@
 namespace attnkit::testing {
 namespace {
 
-using Indices = std::vector<int64_t>;
-using Selection = std::vector<Indices>;
-
 std::unique_ptr<VisualPruner> Make(const VisualOptions& options) {
   auto p = VisualPruner::Create(options);
   EXPECT_TRUE(p.ok()) << p.status();
   return p.ok() ? std::move(*p) : nullptr;
-}
-
-VisualOptions Cdp(int64_t k, double theta = 0.5) {
-  VisualOptions o;
-  o.num_keep_tokens = static_cast<int>(k);
-  o.theta = theta;
-  return o;
 }
 
 std::vector<VisualImage> ToCuda(const std::vector<VisualImage>& images) {
@@ -79,19 +69,6 @@ Selections SelectBoth(const VisualOptions& options, const std::vector<VisualImag
     }
   }
   return {*cpu, *cuda};
-}
-
-Indices Sorted(Indices v) {
-  std::sort(v.begin(), v.end());
-  return v;
-}
-
-struct Inputs {
-  at::Tensor embeds, features, text;  // on the CPU
-};
-Inputs Random(int64_t n, int64_t c, int64_t dv, int64_t m, uint64_t seed) {
-  at::manual_seed(seed);
-  return {at::randn({n, c}), at::randn({n, dv}), at::randn({m, c})};
 }
 
 TEST(VisualCudaTest, CdprunerMatchesTheExactCpuPath) {
@@ -160,15 +137,8 @@ TEST(VisualCudaTest, BudgetsGuardAndHalfInputs) {
   VisualOptions o = Cdp(40);
   o.global_budget = true;
   got = SelectBoth(o, images, text);
-  Indices cpu_flat, cuda_flat;
-  int64_t offset = 0;
-  for (size_t i = 0; i < sizes.size(); ++i) {
-    for (int64_t idx : got.cpu[i]) cpu_flat.push_back(offset + idx);
-    for (int64_t idx : got.cuda[i]) cuda_flat.push_back(offset + idx);
-    offset += sizes[i];
-  }
   ExpectSamePicks(
-      cpu_flat, cuda_flat,
+      Flatten(got.cpu, sizes), Flatten(got.cuda, sizes),
       KernelFloat64(
           at::cat({images[0].embeds, images[1].embeds, images[2].embeds, images[3].embeds}),
           at::cat({images[0].features, images[1].features, images[2].features, images[3].features}),

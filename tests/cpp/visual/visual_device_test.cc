@@ -29,19 +29,16 @@
 namespace attnkit {
 namespace {
 
-using Indices = std::vector<int64_t>;
-using Selection = std::vector<Indices>;
+using testing::Cdp;
+using testing::Indices;
+using testing::Inputs;
+using testing::Random;
+using testing::Selection;
+using testing::Sorted;
 
 using testing::ExpectSamePicks;
 constexpr double kSeparated = testing::kSeparatedGains;
 constexpr double kMaxShortfall = testing::kMaxGreedyShortfall;
-
-VisualOptions Cdp(int64_t k, double theta = 0.5) {
-  VisualOptions o;
-  o.num_keep_tokens = static_cast<int>(k);
-  o.theta = theta;
-  return o;
-}
 
 std::unique_ptr<VisualPruner> Make(const VisualOptions& options) {
   auto p = VisualPruner::Create(options);
@@ -74,19 +71,6 @@ Indices DeviceOrder(const at::Tensor& embeds, const at::Tensor& features, const 
   auto r = visual::SelectCdprunerOnDevice({p}, text.to(at::kFloat), options);
   EXPECT_TRUE(r.ok()) << r.status();
   return r.ok() ? r->at(0) : Indices{};
-}
-
-Indices Sorted(Indices v) {
-  std::sort(v.begin(), v.end());
-  return v;
-}
-
-struct Inputs {
-  at::Tensor embeds, features, text;
-};
-Inputs Random(int64_t n, int64_t c, int64_t dv, int64_t m, uint64_t seed) {
-  at::manual_seed(seed);
-  return {at::randn({n, c}), at::randn({n, dv}), at::randn({m, c})};
 }
 
 struct Shape {
@@ -257,13 +241,8 @@ TEST(VisualDevice, PerImageAndGlobalBudgets) {
     VisualOptions o = Cdp(40, theta);
     o.global_budget = true;
     Selections got = SelectBoth(o, images, text);
-    Indices host_flat, device_flat;
-    int64_t offset = 0;
-    for (size_t i = 0; i < sizes.size(); ++i) {
-      for (int64_t idx : got.host[i]) host_flat.push_back(offset + idx);
-      for (int64_t idx : got.device[i]) device_flat.push_back(offset + idx);
-      offset += sizes[i];
-    }
+    const Indices host_flat = testing::Flatten(got.host, sizes);
+    const Indices device_flat = testing::Flatten(got.device, sizes);
     at::Tensor pooled64 = testing::KernelFloat64(
         at::cat({images[0].embeds, images[1].embeds, images[2].embeds, images[3].embeds}),
         at::cat({images[0].features, images[1].features, images[2].features, images[3].features}),

@@ -16,6 +16,7 @@
 #include "visual/cdpruner_kernel.h"
 #include "visual/visual_math.h"
 #include "visual/visual_reference.h"
+#include "visual_selection_util.h"
 
 namespace attnkit {
 namespace {
@@ -28,20 +29,9 @@ std::unique_ptr<VisualPruner> Make(VisualOptions o) {
   return p.ok() ? std::move(*p) : nullptr;
 }
 
-VisualOptions Cdp(int k, double theta = 0.5) {
-  VisualOptions o;
-  o.num_keep_tokens = k;
-  o.theta = theta;
-  return o;
-}
-
-struct Inputs {
-  at::Tensor embeds, features, text;
-};
-Inputs Random(int64_t n, int64_t c, int64_t dv, int64_t m, uint64_t seed) {
-  at::manual_seed(seed);
-  return {at::randn({n, c}), at::randn({n, dv}), at::randn({m, c})};
-}
+using testing::Cdp;
+using testing::Inputs;
+using testing::Random;
 
 Indices Reference(const Inputs& in, int64_t k, double theta, bool guard = false) {
   at::Tensor kernel = visual::ReferenceKernel(in.embeds, in.features, in.text, theta, false);
