@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <functional>
 #include <thread>
 #include <type_traits>
@@ -287,6 +289,71 @@ float AtenOrderSum(const float* x, int64_t n) {
   for (int64_t i = vec_size * 8; i < n; ++i) total = total + x[i];
   for (int l = 0; l < 8; ++l) total = total + p[0][l];
   return total;
+}
+
+namespace {
+
+constexpr float kExpLog2e = 1.442695040888963407359924681001892137426645954152985934135449406931f;
+constexpr float kExpLn2Hi = 0.693145751953125f;         // ln 2, upper bits (exact products)
+constexpr float kExpLn2Lo = 1.428606765330187045e-06f;  // ln 2 - kExpLn2Hi
+constexpr float kExpPoly[6] = {0.000198527617612853646278381f, 0.00139304355252534151077271f,
+                               0.00833336077630519866943359f,  0.0416664853692054748535156f,
+                               0.166666671633720397949219f,    0.5f};
+
+// 2^q as a float, for -126 <= q <= 127.
+inline float Pow2(int32_t q) {
+  const uint32_t bits = static_cast<uint32_t>(q + 0x7f) << 23;
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+
+float ExpScalar(float x) {
+  if (std::isnan(x)) return x;
+  if (x < -104.0f) return 0.0f;
+  if (100.0f < x) return std::numeric_limits<float>::infinity();
+  const int32_t q = static_cast<int32_t>(std::nearbyint(x * kExpLog2e));
+  const float qf = static_cast<float>(q);
+  float s = std::fma(qf, -kExpLn2Hi, x);
+  s = std::fma(qf, -kExpLn2Lo, s);
+  float u = kExpPoly[0];
+  for (int i = 1; i < 6; ++i) u = std::fma(u, s, kExpPoly[i]);
+  u = 1.0f + std::fma(s * s, u, s);
+  // 2^q in two factors: q reaches -150, below the smallest normal float's exponent.
+  const int32_t h = q >> 1;
+  return (u * Pow2(h)) * Pow2(q - h);
+}
+
+}  // namespace
+
+void ExpU10(const float* x, int64_t n, float* out) {
+  int64_t i = 0;
+#ifdef ATTNKIT_VISUAL_AVX2
+  const __m256 log2e = _mm256_set1_ps(kExpLog2e);
+  const __m256 neg_hi = _mm256_set1_ps(-kExpLn2Hi), neg_lo = _mm256_set1_ps(-kExpLn2Lo);
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256i bias = _mm256_set1_epi32(0x7f);
+  for (; i + 8 <= n; i += 8) {
+    const __m256 d = _mm256_loadu_ps(x + i);
+    const __m256i q = _mm256_cvtps_epi32(_mm256_mul_ps(d, log2e));  // round to nearest even
+    const __m256 qf = _mm256_cvtepi32_ps(q);
+    __m256 s = _mm256_fmadd_ps(qf, neg_hi, d);
+    s = _mm256_fmadd_ps(qf, neg_lo, s);
+    __m256 u = _mm256_set1_ps(kExpPoly[0]);
+    for (int p = 1; p < 6; ++p) u = _mm256_fmadd_ps(u, s, _mm256_set1_ps(kExpPoly[p]));
+    u = _mm256_add_ps(one, _mm256_fmadd_ps(_mm256_mul_ps(s, s), u, s));
+    const __m256i h = _mm256_srai_epi32(q, 1);
+    const __m256 p0 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(h, bias), 23));
+    const __m256 p1 =
+        _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(q, h), bias), 23));
+    u = _mm256_mul_ps(_mm256_mul_ps(u, p0), p1);
+    u = _mm256_andnot_ps(_mm256_cmp_ps(d, _mm256_set1_ps(-104.0f), _CMP_LT_OQ), u);
+    u = _mm256_blendv_ps(u, _mm256_set1_ps(std::numeric_limits<float>::infinity()),
+                         _mm256_cmp_ps(_mm256_set1_ps(100.0f), d, _CMP_LT_OQ));
+    _mm256_storeu_ps(out + i, u);
+  }
+#endif
+  for (; i < n; ++i) out[i] = ExpScalar(x[i]);
 }
 
 }  // namespace attnkit::kernels

@@ -43,6 +43,13 @@ void SequentialDotGemm(const float* a, int64_t lda, const float* bt, int64_t ldb
 // 8 lanes. Rows shorter than 8 are summed as scalars with the same 4-way interleave.
 float AtenOrderSum(const float* x, int64_t n);
 
+// out[i] = exp(x[i]) for i < n (out may alias x), rounded as ATen's vectorized CPU exp of the
+// reference (SLEEF's expf_u10 with fused multiply-adds: q = rint(x / ln 2), s = x - q ln 2 in two
+// fused steps, a degree-5 polynomial by Horner's rule in fused steps, 1 + (s*s * u + s), times
+// 2^q; 0 below -104, +inf above 100), so that the result does not depend on the libtorch build.
+// Within 1 ulp of the true exp. Reference implementation: at::exp.
+void ExpU10(const float* x, int64_t n, float* out);
+
 }  // namespace attnkit::kernels
 
 #endif  // ATTNKIT_KERNELS_CPU_VISUAL_LINALG_H_

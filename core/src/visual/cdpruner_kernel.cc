@@ -46,4 +46,16 @@ at::Tensor ExactSimilarity(const at::Tensor& features, int num_threads) {
   return s;
 }
 
+at::Tensor ExactApplyTheta(const at::Tensor& relevance, double theta) {
+  if (theta == 1.0) return relevance;
+  const float alpha = static_cast<float>(theta / (2 * (1 - theta)));
+  const int64_t n = relevance.numel();
+  at::Tensor out = at::empty({n}, relevance.options());
+  const float* r = relevance.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  for (int64_t i = 0; i < n; ++i) o[i] = r[i] * alpha;
+  kernels::ExpU10(o, n, o);
+  return out;
+}
+
 }  // namespace attnkit::visual

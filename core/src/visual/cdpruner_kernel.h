@@ -17,6 +17,11 @@ at::Tensor ExactRelevance(const at::Tensor& embeds, const at::Tensor& text, bool
 // (symmetric) GEMM of the normalized rows.
 at::Tensor ExactSimilarity(const at::Tensor& features, int num_threads);
 
+// exp(alpha * relevance) with alpha = theta / (2 (1 - theta)) rounded to float, as the
+// reference's scalar product and exp (kernels::ExpU10); `relevance` itself when theta is 1.
+// Contiguous float32 CPU [N].
+at::Tensor ExactApplyTheta(const at::Tensor& relevance, double theta);
+
 }  // namespace attnkit::visual
 
 #endif  // ATTNKIT_CORE_VISUAL_CDPRUNER_KERNEL_H_

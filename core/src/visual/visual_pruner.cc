@@ -210,12 +210,14 @@ absl::StatusOr<std::vector<std::vector<int64_t>>> SelectImpl(const VisualPruner&
       // Kernels (GEMMs, multithreaded inside) one problem at a time; greedy loops in parallel.
       std::vector<at::Tensor> sims(problems.size()), rels(problems.size());
       for (size_t p = 0; p < problems.size(); ++p) {
-        at::Tensor rel = visual::ApplyTheta(
-            options.fast_kernel
-                ? visual::RelevanceFast(problems[p].embeds, text, options.positive_relevance)
-                : visual::ExactRelevance(problems[p].embeds, text, options.positive_relevance,
-                                         threads),
-            options.theta);
+        at::Tensor rel = options.fast_kernel
+                             ? visual::ApplyTheta(visual::RelevanceFast(problems[p].embeds, text,
+                                                                        options.positive_relevance),
+                                                  options.theta)
+                             : visual::ExactApplyTheta(
+                                   visual::ExactRelevance(problems[p].embeds, text,
+                                                          options.positive_relevance, threads),
+                                   options.theta);
         ATTNKIT_RETURN_IF_ERROR(CheckFinite(rel, "relevance (image_embeds)"));
         at::Tensor sim = options.fast_kernel
                              ? visual::CosineSimilarity(problems[p].features).contiguous()

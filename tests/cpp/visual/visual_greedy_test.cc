@@ -8,11 +8,14 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
+#include <cstring>
 #include <limits>
 #include <tuple>
 #include <vector>
 
 #include "cpu/visual_linalg.h"
+#include "visual/cdpruner_kernel.h"
 #include "visual/visual_math.h"
 #include "visual/visual_reference.h"
 
@@ -231,6 +234,81 @@ TEST(AtenOrderSum, OrderAndValue) {
                 1e-4 * std::sqrt(static_cast<double>(n)))
         << "n=" << n;
   }
+}
+
+// Distance in units in the last place between two finite floats of the same sign.
+int64_t UlpDistance(float a, float b) {
+  int32_t ia, ib;
+  std::memcpy(&ia, &a, sizeof(a));
+  std::memcpy(&ib, &b, sizeof(b));
+  return std::abs(static_cast<int64_t>(ia) - static_cast<int64_t>(ib));
+}
+
+TEST(ExpU10, WithinOneUlpOfATenAndSameOnVectorAndScalarPaths) {
+  // Every float in [-104, 100] on a fine grid (2^21 points), plus random values near 0.
+  const int64_t n = int64_t{1} << 21;
+  at::Tensor x = at::linspace(-104.0, 100.0, n, at::kFloat);
+  x = at::cat({x, at::randn({4099}) * 0.5});
+  const int64_t total = x.numel();
+  at::Tensor out = at::empty_like(x);
+  kernels::ExpU10(x.data_ptr<float>(), total, out.data_ptr<float>());
+  at::Tensor ref = at::exp(x);
+  const float* xv = x.data_ptr<float>();
+  const float* o = out.data_ptr<float>();
+  const float* r = ref.data_ptr<float>();
+  int64_t differ = 0, worst = 0;
+  for (int64_t i = 0; i < total; ++i) {
+    const int64_t ulp = UlpDistance(o[i], r[i]);
+    differ += ulp != 0;
+    worst = std::max(worst, ulp);
+    if (i % 977 == 0 || i >= total - 9) {
+      // One element alone takes the scalar path: it must round as the 8-wide path.
+      float single;
+      kernels::ExpU10(xv + i, 1, &single);
+      ASSERT_EQ(UlpDistance(single, o[i]), 0) << "x=" << xv[i];
+    }
+  }
+  EXPECT_LE(worst, 1);
+  // Informational: where at::exp of this libtorch build is not SLEEF's u10 (bit differences).
+  std::printf("ExpU10 vs at::exp: %lld of %lld values differ (max %lld ulp)\n",
+              static_cast<long long>(differ), static_cast<long long>(total),
+              static_cast<long long>(worst));
+}
+
+TEST(ExpU10, SpecialValues) {
+  const float inf = std::numeric_limits<float>::infinity();
+  const float in[8] = {
+      0.0f, -0.0f, -inf, inf, -104.5f, 100.5f, std::numeric_limits<float>::quiet_NaN(), 1.0f};
+  for (int64_t n : {8, 1}) {  // the 8-wide path, then each value on the scalar path
+    for (int64_t start = 0; start < 8; start += n) {
+      float out[8];
+      kernels::ExpU10(in + start, n, out);
+      for (int64_t j = 0; j < n; ++j) {
+        const int64_t i = start + j;
+        const float want = i == 7 ? std::exp(1.0f) : std::exp(in[i]);
+        if (std::isnan(want)) {
+          EXPECT_TRUE(std::isnan(out[j])) << i;
+        } else if (i == 7) {
+          EXPECT_LE(UlpDistance(out[j], want), 1);
+        } else {
+          EXPECT_EQ(out[j], want) << "x=" << in[i];
+        }
+      }
+    }
+  }
+}
+
+TEST(ExactApplyTheta, MatchesApplyTheta) {
+  at::manual_seed(29);
+  at::Tensor rel = at::rand({1001});
+  for (double theta : {0.2, 0.5, 0.8, 0.95}) {
+    at::Tensor exact = visual::ExactApplyTheta(rel, theta);
+    at::Tensor ref = visual::ApplyTheta(rel, theta);
+    for (int64_t i = 0; i < rel.numel(); ++i) {
+      ASSERT_LE(UlpDistance(exact[i].item<float>(), ref[i].item<float>()), 1) << theta << " " << i;
+    }
+  }
+  EXPECT_TRUE(visual::ExactApplyTheta(rel, 1.0).is_same(rel));
 }
 
 }  // namespace
