@@ -174,6 +174,7 @@ std::vector<int64_t> TopK(const std::vector<double>& values, int64_t k, bool lar
   // The reference's choice among tied scores is whatever torch.topk's CPU kernel does, so do the
   // same: std::partial_sort when k * 64 <= n, else std::nth_element on (value, index) pairs in
   // index order, with a value-only comparison. Ties are common (max-pooled scores share values).
+  // torch then sorts the first k - 1; that orders the set without changing it, so it is skipped.
   const int64_t n = values.size();
   k = std::max<int64_t>(0, std::min<int64_t>(k, n));
   if (k == 0) return {};
@@ -190,10 +191,8 @@ std::vector<int64_t> TopK(const std::vector<double>& values, int64_t k, bool lar
     }
   } else if (largest) {
     std::nth_element(queue.begin(), queue.begin() + k - 1, queue.end(), greater);
-    std::sort(queue.begin(), queue.begin() + k - 1, greater);
   } else {
     std::nth_element(queue.begin(), queue.begin() + k - 1, queue.end(), less);
-    std::sort(queue.begin(), queue.begin() + k - 1, less);
   }
   std::vector<int64_t> out(k);
   for (int64_t j = 0; j < k; ++j) out[j] = queue[j].second;

@@ -35,8 +35,9 @@ std::vector<std::vector<int64_t>> SelectAdaKV(const std::vector<std::vector<doub
                                               const std::vector<int64_t>& cache_lens,
                                               const Areas& areas, const EvictionOptions& options);
 
-// Indices of the k largest (or smallest) values in torch.topk's CPU order, ties included: the
-// reference's choices among equal scores are reproduced exactly.
+// Indices of the k largest (or smallest) values: the set torch.topk's CPU kernel picks, ties
+// included (the reference's choices among equal scores are reproduced exactly), in no particular
+// order (every caller uses it as a set; ordering the k would cost a sort per call).
 std::vector<int64_t> TopK(const std::vector<double>& values, int64_t k, bool largest = true);
 
 // torch.linspace(0, end, steps, dtype=long) exactly (double step, symmetric halves, truncation).
