@@ -40,6 +40,14 @@ at::Tensor PagePool::Rows() const {
   return arena_tensor_.view(dtype_).view({arena_pages_ * 2 * page_size_, head_dim_});
 }
 
+at::Tensor IndexTensor(const std::vector<int64_t>& values, at::Device device) {
+  const auto longs = at::TensorOptions().dtype(at::kLong);
+  if (device.is_cpu()) return at::tensor(values, longs);
+  at::Tensor staging = at::empty({static_cast<int64_t>(values.size())}, longs.pinned_memory(true));
+  std::memcpy(staging.data_ptr<int64_t>(), values.data(), values.size() * sizeof(int64_t));
+  return staging.to(device, /*non_blocking=*/true);
+}
+
 void PagePool::FlushMoves() {
   if (pending_from_.empty()) return;
   // All sources are gathered before any destination is written, so a row that is both (a kept
@@ -47,8 +55,7 @@ void PagePool::FlushMoves() {
   // device copy for both index lists.
   const int64_t n = static_cast<int64_t>(pending_from_.size());
   pending_from_.insert(pending_from_.end(), pending_to_.begin(), pending_to_.end());
-  const at::Tensor index =
-      at::tensor(pending_from_, at::TensorOptions().dtype(at::kLong)).to(device_);
+  const at::Tensor index = IndexTensor(pending_from_, device_);
   at::Tensor rows = Rows();
   rows.index_copy_(0, index.narrow(0, n, n), rows.index_select(0, index.narrow(0, 0, n)));
   pending_from_.clear();

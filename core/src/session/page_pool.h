@@ -20,6 +20,11 @@
 
 namespace attnkit::session {
 
+// `values` as an int64 tensor on `device`: on the CPU a plain tensor; on a GPU one non-blocking
+// copy from pinned staging memory (the caching host allocator keeps the staging buffer until the
+// copy has run), so the host goes on enqueueing work instead of waiting for the transfer.
+at::Tensor IndexTensor(const std::vector<int64_t>& values, at::Device device);
+
 class PagePool {
  public:
   PagePool(int page_size, int head_dim, at::ScalarType dtype, at::Device device,

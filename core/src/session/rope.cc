@@ -51,11 +51,9 @@ void RerotateArenaKeys(const PagePool& pool, HeadCache& cache, const RopeOptions
     second[j] = rope.interleaved ? 2 * j + 1 : j + half;
   }
   const at::Device device = pool.device();
-  const auto longs = at::TensorOptions().dtype(at::kLong);
   const auto doubles = at::TensorOptions().dtype(at::kDouble);
-  const at::Tensor index = at::tensor(rows, longs).to(device);
-  const at::Tensor a = at::tensor(first, longs).to(device),
-                   b = at::tensor(second, longs).to(device);
+  const at::Tensor index = IndexTensor(rows, device);
+  const at::Tensor a = IndexTensor(first, device), b = IndexTensor(second, device);
   at::Tensor all = pool.Rows();
   const at::Tensor x = all.index_select(0, index).to(at::kFloat);
   const at::Tensor angle = at::tensor(deltas, doubles).to(device).view({-1, 1}) *

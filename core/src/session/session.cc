@@ -354,15 +354,17 @@ class SessionImpl : public Session {
           absl::StrCat("layer: layer 0 called for step ", steps + 1, " before layer ",
                        o.num_layers - 1, " finished step ", steps));
     }
-    // One device round trip for the three checks.
-    const at::Tensor finite =
-        at::stack({at::isfinite(q).all(), at::isfinite(k).all().to(q.device()),
-                   at::isfinite(v).all().to(q.device())})
-            .cpu();
-    int index = 0;
+    // Device inputs: one reduction over the three and one round trip (each launch and each wait
+    // costs a GPU caller tens of microseconds per layer); they are told apart only when something
+    // is not finite.
+    if (!q.is_cpu()) {
+      const at::Tensor all =
+          at::cat({q.reshape(-1), k.to(q.device()).reshape(-1), v.to(q.device()).reshape(-1)});
+      if (at::isfinite(all).all().item<bool>()) return absl::OkStatus();
+    }
     for (const auto& [t, name] :
          {std::pair<const at::Tensor*, const char*>{&q, "q"}, {&k, "k"}, {&v, "v"}}) {
-      if (!finite[index++].item<bool>()) {
+      if (!at::isfinite(*t).all().item<bool>()) {
         return absl::InvalidArgumentError(absl::StrCat(name, ": contains NaN or infinity"));
       }
     }
@@ -447,7 +449,7 @@ class SessionImpl : public Session {
     }
     pool.EnsureFree(new_pages);
     std::vector<int64_t> key_rows, value_rows;
-    key_rows.reserve(state.heads.size() * T);
+    key_rows.reserve(2 * state.heads.size() * T);
     value_rows.reserve(state.heads.size() * T);
     AppendEach(state, layer, T, [&](int64_t, int64_t, HeadCache& cache) {
       for (int64_t t = 0; t < T; ++t) {
@@ -456,12 +458,14 @@ class SessionImpl : public Session {
         value_rows.push_back(pool.ValueRowIndex(cache.pages[i / P], i % P));
       }
     });
-    const auto longs = at::TensorOptions().dtype(at::kLong);
+    const int64_t n = static_cast<int64_t>(key_rows.size());
+    key_rows.insert(key_rows.end(), value_rows.begin(), value_rows.end());
+    const at::Tensor index = session::IndexTensor(key_rows, device_);  // keys' rows, values' rows
     at::Tensor rows = pool.Rows();
     // [B, Hkv, T, d] in storage dtype, flattened in the order the row indices were listed.
-    rows.index_copy_(0, at::tensor(key_rows, longs).to(device_),
+    rows.index_copy_(0, index.narrow(0, 0, n),
                      k.to(device_, pool.dtype()).contiguous().view({-1, o.head_dim}));
-    rows.index_copy_(0, at::tensor(value_rows, longs).to(device_),
+    rows.index_copy_(0, index.narrow(0, n, n),
                      v.to(device_, pool.dtype()).contiguous().view({-1, o.head_dim}));
   }
 
@@ -539,19 +543,19 @@ class SessionImpl : public Session {
       max_pages = std::max<int64_t>(max_pages, cache.pages.size());
       max_len = std::max(max_len, cache.length);
     }
-    std::vector<int64_t> ptrs(rows * max_pages, 0);
-    std::vector<int32_t> lengths(rows);
+    // The page pointers [rows, max_pages], then the lengths [rows]: one transfer.
+    std::vector<int64_t> table(rows * (max_pages + 1), 0);
     for (int64_t r = 0; r < rows; ++r) {
       const HeadCache& cache = state.heads[b * o.num_kv_heads + (observe ? r / G : r)];
       for (size_t p = 0; p < cache.pages.size(); ++p) {
-        ptrs[r * max_pages + p] = reinterpret_cast<int64_t>(pool.Keys(cache.pages[p]));
+        table[r * max_pages + p] = reinterpret_cast<int64_t>(pool.Keys(cache.pages[p]));
       }
-      lengths[r] = static_cast<int32_t>(cache.length);
+      table[rows * max_pages + r] = cache.length;
     }
+    const at::Tensor device_table = session::IndexTensor(table, device_);
     cuda::PagedCache cache;
-    cache.page_ptrs =
-        at::tensor(ptrs, at::TensorOptions().dtype(at::kLong)).view({rows, max_pages}).to(device_);
-    cache.lengths = at::tensor(lengths, at::TensorOptions().dtype(at::kInt)).to(device_);
+    cache.page_ptrs = device_table.narrow(0, 0, rows * max_pages).view({rows, max_pages});
+    cache.lengths = device_table.narrow(0, rows * max_pages, rows).to(at::kInt);
     cache.max_length = max_len;
     cache.page_size = o.page_size;
     cache.head_dim = o.head_dim;
@@ -578,9 +582,8 @@ class SessionImpl : public Session {
   // The same in the storage dtype.
   at::Tensor GatherStored(const PagePool& pool, const HeadCache& cache, bool values) const {
     if (pool.arena()) {
-      const at::Tensor rows =
-          at::tensor(cache.RowIndices(pool, values), at::TensorOptions().dtype(at::kLong));
-      return pool.Rows().index_select(0, rows.to(pool.device()));
+      return pool.Rows().index_select(
+          0, session::IndexTensor(cache.RowIndices(pool, values), pool.device()));
     }
     at::Tensor out = at::empty({cache.length, options_.head_dim}, pool.dtype());
     char* dst = static_cast<char*>(out.data_ptr());

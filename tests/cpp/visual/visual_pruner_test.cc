@@ -67,9 +67,9 @@ TEST(VisualPruner, CdprunerThetaZeroIsTheGreedyMapOfTheSimilarity) {
   // (ExactPiecesMatchATenPieces checks it against ATen's).
   Inputs in = Random(60, 24, 80, 5, 17);
   const at::Tensor sim = visual::ExactSimilarity(in.features, 2);
-  EXPECT_TRUE(at::equal(visual::ExactApplyTheta(visual::ExactRelevance(in.embeds, in.text, false, 2),
-                                                0.0),
-                        at::ones({60})));
+  EXPECT_TRUE(
+      at::equal(visual::ExactApplyTheta(visual::ExactRelevance(in.embeds, in.text, false, 2), 0.0),
+                at::ones({60})));
   for (int64_t k : {1, 10, 40}) {
     Indices want = visual::ReferenceGreedyMap(sim, k, false);
     std::sort(want.begin(), want.end());
