@@ -354,10 +354,10 @@ class SessionImpl : public Session {
           absl::StrCat("layer: layer 0 called for step ", steps + 1, " before layer ",
                        o.num_layers - 1, " finished step ", steps));
     }
-    // Device inputs: one reduction over the three and one round trip (each launch and each wait
-    // costs a GPU caller tens of microseconds per layer); they are told apart only when something
-    // is not finite.
-    if (!q.is_cpu()) {
+    // Small device inputs (decode steps): one reduction over the three and one round trip (each
+    // launch and each wait costs a GPU caller tens of microseconds per layer); they are told apart
+    // only when something is not finite. Prompts are checked one by one, without the copy.
+    if (!q.is_cpu() && q.numel() + k.numel() + v.numel() <= (int64_t{1} << 20)) {
       const at::Tensor all =
           at::cat({q.reshape(-1), k.to(q.device()).reshape(-1), v.to(q.device()).reshape(-1)});
       if (at::isfinite(all).all().item<bool>()) return absl::OkStatus();
@@ -448,19 +448,18 @@ class SessionImpl : public Session {
           std::max<int64_t>(0, (h.length + T + P - 1) / P - static_cast<int64_t>(h.pages.size()));
     }
     pool.EnsureFree(new_pages);
-    std::vector<int64_t> key_rows, value_rows;
-    key_rows.reserve(2 * state.heads.size() * T);
-    value_rows.reserve(state.heads.size() * T);
+    // The keys' row indices, then the values': [B, Hkv, T] each, in AppendEach's order.
+    const int64_t n = static_cast<int64_t>(state.heads.size()) * T;
+    std::vector<int64_t> rows_index(2 * n);
+    int64_t next = 0;
     AppendEach(state, layer, T, [&](int64_t, int64_t, HeadCache& cache) {
-      for (int64_t t = 0; t < T; ++t) {
+      for (int64_t t = 0; t < T; ++t, ++next) {
         const int64_t i = cache.length + t;
-        key_rows.push_back(pool.KeyRowIndex(cache.pages[i / P], i % P));
-        value_rows.push_back(pool.ValueRowIndex(cache.pages[i / P], i % P));
+        rows_index[next] = pool.KeyRowIndex(cache.pages[i / P], i % P);
+        rows_index[n + next] = pool.ValueRowIndex(cache.pages[i / P], i % P);
       }
     });
-    const int64_t n = static_cast<int64_t>(key_rows.size());
-    key_rows.insert(key_rows.end(), value_rows.begin(), value_rows.end());
-    const at::Tensor index = session::IndexTensor(key_rows, device_);  // keys' rows, values' rows
+    const at::Tensor index = session::IndexTensor(rows_index, device_);
     at::Tensor rows = pool.Rows();
     // [B, Hkv, T, d] in storage dtype, flattened in the order the row indices were listed.
     rows.index_copy_(0, index.narrow(0, 0, n),
