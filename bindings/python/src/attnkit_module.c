@@ -1,13 +1,13 @@
 /* attnkit._attnkit: the CPython extension over attnkit's C ABI (libattnkit only, no C++).
  *
  * The module is deliberately thin: it turns Python objects into the C ABI's arguments (configs as
- * bytes or str, tensors as DLTensor views of objects with __dlpack__ or the buffer protocol, without
- * copies), releases the GIL around every library call, and turns attnkit_status into the exception
- * the pure-Python package registers with set_error_factory(). Everything idiomatic (typed configs,
- * context managers, numpy outputs) lives in the package `attnkit`.
+ * bytes or str, tensors as DLTensor views of objects with __dlpack__ or the buffer protocol,
+ * without copies), releases the GIL around every library call, and turns attnkit_status into the
+ * exception the pure-Python package registers with set_error_factory(). Everything idiomatic (typed
+ * configs, context managers, numpy outputs) lives in the package `attnkit`.
  *
- * Threads: the Session and EvictionPolicy C objects are one-thread-at-a-time, so each wrapper holds a
- * lock that a call takes after releasing the GIL (two Python threads on one object wait for each
+ * Threads: the Session and EvictionPolicy C objects are one-thread-at-a-time, so each wrapper holds
+ * a lock that a call takes after releasing the GIL (two Python threads on one object wait for each
  * other instead of racing). SparseAttention, VisualPruner and selections may be used by several
  * threads at once and have no lock. close() while a call of another thread is in flight frees the C
  * object when that call returns. */
@@ -61,8 +61,8 @@ static PyObject* raise_code(int code, const char* message) {
 
 /* Raises the exception for `status` and frees it. Returns NULL for `return raise_status(s);`. */
 static PyObject* raise_status(attnkit_status* status) {
-  PyObject* result = raise_code((int)attnkit_status_get_code(status),
-                                attnkit_status_get_message(status));
+  PyObject* result =
+      raise_code((int)attnkit_status_get_code(status), attnkit_status_get_message(status));
   attnkit_status_free(status);
   return result;
 }
@@ -94,11 +94,11 @@ static PyObject* set_error_factory(PyObject* module, PyObject* factory) {
 
 typedef struct {
   const char* name;
-  int present;               /* 0 for None (optional arguments) */
-  DLTensor tensor;           /* what the C ABI sees */
-  PyObject* capsule;         /* the consumed "used_dltensor" capsule, or NULL */
-  DLManagedTensor* managed;  /* its tensor; its deleter is called on release */
-  Py_buffer view;            /* the buffer-protocol path */
+  int present;              /* 0 for None (optional arguments) */
+  DLTensor tensor;          /* what the C ABI sees */
+  PyObject* capsule;        /* the consumed "used_dltensor" capsule, or NULL */
+  DLManagedTensor* managed; /* its tensor; its deleter is called on release */
+  Py_buffer view;           /* the buffer-protocol path */
   int has_view;
   int64_t shape[ATTNKIT_PY_MAX_RANK];
   int64_t strides[ATTNKIT_PY_MAX_RANK];
@@ -133,10 +133,30 @@ static int dtype_from_format(const char* format, Py_ssize_t itemsize, DLDataType
   out->lanes = 1;
   out->bits = (uint8_t)(itemsize * 8);
   switch (format[0]) {
-    case 'e': case 'f': case 'd': out->code = kDLFloat; break;
-    case 'b': case 'h': case 'i': case 'l': case 'q': case 'n': out->code = kDLInt; break;
-    case 'B': case 'H': case 'I': case 'L': case 'Q': case 'N': case '?': out->code = kDLUInt; break;
-    default: return 0;
+    case 'e':
+    case 'f':
+    case 'd':
+      out->code = kDLFloat;
+      break;
+    case 'b':
+    case 'h':
+    case 'i':
+    case 'l':
+    case 'q':
+    case 'n':
+      out->code = kDLInt;
+      break;
+    case 'B':
+    case 'H':
+    case 'I':
+    case 'L':
+    case 'Q':
+    case 'N':
+    case '?':
+      out->code = kDLUInt;
+      break;
+    default:
+      return 0;
   }
   return 1;
 }
@@ -159,9 +179,10 @@ static int tensor_from_buffer(TensorArg* arg, PyObject* obj, int writable) {
     PyErr_Restore(type, value, traceback);
     if (PyErr_ExceptionMatches(PyExc_BufferError) || PyErr_ExceptionMatches(PyExc_TypeError)) {
       PyErr_Clear();
-      PyErr_Format(PyExc_TypeError,
-                   "%s: expected a tensor (an object with __dlpack__ or the buffer protocol), got %s",
-                   arg->name, Py_TYPE(obj)->tp_name);
+      PyErr_Format(
+          PyExc_TypeError,
+          "%s: expected a tensor (an object with __dlpack__ or the buffer protocol), got %s",
+          arg->name, Py_TYPE(obj)->tp_name);
     }
     return -1;
   }
@@ -179,8 +200,10 @@ static int tensor_from_buffer(TensorArg* arg, PyObject* obj, int writable) {
   }
   for (int i = 0; i < v->ndim; ++i) {
     if (v->strides[i] % v->itemsize != 0) {
-      raise_invalid_argument("%s: stride %zd bytes in dimension %d is not a multiple of the %zd-byte "
-                             "element", arg->name, v->strides[i], i, v->itemsize);
+      raise_invalid_argument(
+          "%s: stride %zd bytes in dimension %d is not a multiple of the %zd-byte "
+          "element",
+          arg->name, v->strides[i], i, v->itemsize);
       return -1;
     }
     arg->shape[i] = v->shape[i];
@@ -226,8 +249,9 @@ static int tensor_from_object(TensorArg* arg, PyObject* obj, const char* name, i
     }
     if (!PyCapsule_IsValid(capsule, "dltensor")) {
       Py_DECREF(capsule);
-      PyErr_Format(PyExc_TypeError, "%s: %s.__dlpack__() did not return an unused \"dltensor\" capsule",
-                   name, Py_TYPE(obj)->tp_name);
+      PyErr_Format(PyExc_TypeError,
+                   "%s: %s.__dlpack__() did not return an unused \"dltensor\" capsule", name,
+                   Py_TYPE(obj)->tp_name);
       return -1;
     }
     DLManagedTensor* managed = (DLManagedTensor*)PyCapsule_GetPointer(capsule, "dltensor");
@@ -264,7 +288,8 @@ static int config_from_object(ConfigArg* arg, PyObject* obj) {
   }
   if (PyObject_GetBuffer(obj, &arg->view, PyBUF_SIMPLE) != 0) {
     PyErr_Clear();
-    PyErr_Format(PyExc_TypeError, "config: expected bytes (serialized proto) or str (textproto), got %s",
+    PyErr_Format(PyExc_TypeError,
+                 "config: expected bytes (serialized proto) or str (textproto), got %s",
                  Py_TYPE(obj)->tp_name);
     return -1;
   }
@@ -315,13 +340,12 @@ static int int64_list(PyObject* obj, const char* name, int64_t** out, size_t* si
  * Handles: one wrapper layout for every C object. */
 
 typedef struct {
-  PyObject_HEAD
-  void* handle;
+  PyObject_HEAD void* handle;
   void (*free_fn)(void*);
-  const char* kind;         /* "Session", ... for messages */
-  PyThread_type_lock lock;  /* NULL when the C object allows concurrent calls */
-  Py_ssize_t active;        /* calls in flight with the GIL released */
-  int closing;              /* close() came during a call: the last call frees */
+  const char* kind;        /* "Session", ... for messages */
+  PyThread_type_lock lock; /* NULL when the C object allows concurrent calls */
+  Py_ssize_t active;       /* calls in flight with the GIL released */
+  int closing;             /* close() came during a call: the last call frees */
   PyObject* weakrefs;
 } Handle;
 
@@ -329,8 +353,7 @@ static void handle_free_now(Handle* self) {
   if (self->handle != NULL && self->free_fn != NULL) {
     void* handle = self->handle;
     self->handle = NULL;
-    Py_BEGIN_ALLOW_THREADS
-    self->free_fn(handle);
+    Py_BEGIN_ALLOW_THREADS self->free_fn(handle);
     Py_END_ALLOW_THREADS
   }
   self->handle = NULL;
@@ -353,13 +376,13 @@ static void handle_end(Handle* self) {
 }
 
 /* Runs `statement` without the GIL, holding the object's lock when it has one. */
-#define ATTNKIT_PY_CALL(self, statement)                                  \
-  do {                                                                    \
-    Py_BEGIN_ALLOW_THREADS                                                \
-    if ((self)->lock != NULL) PyThread_acquire_lock((self)->lock, WAIT_LOCK); \
-    statement;                                                            \
-    if ((self)->lock != NULL) PyThread_release_lock((self)->lock);        \
-    Py_END_ALLOW_THREADS                                                  \
+#define ATTNKIT_PY_CALL(self, statement)                           \
+  do {                                                             \
+    Py_BEGIN_ALLOW_THREADS if ((self)->lock != NULL)               \
+        PyThread_acquire_lock((self)->lock, WAIT_LOCK);            \
+    statement;                                                     \
+    if ((self)->lock != NULL) PyThread_release_lock((self)->lock); \
+    Py_END_ALLOW_THREADS                                           \
   } while (0)
 
 static int handle_init_common(Handle* self, const char* kind, void (*free_fn)(void*),
@@ -403,16 +426,16 @@ static PyGetSetDef handle_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-#define ATTNKIT_PY_HANDLE_TYPE(c_name, py_name, doc, methods)                                   \
-  static PyTypeObject c_name = {                                                                \
-      PyVarObject_HEAD_INIT(NULL, 0).tp_name = "attnkit._attnkit." py_name,                     \
-      .tp_basicsize = sizeof(Handle),                                                           \
-      .tp_dealloc = (destructor)handle_dealloc,                                                 \
-      .tp_flags = Py_TPFLAGS_DEFAULT,                                                           \
-      .tp_doc = doc,                                                                            \
-      .tp_weaklistoffset = offsetof(Handle, weakrefs),                                          \
-      .tp_methods = methods,                                                                    \
-      .tp_getset = handle_getset,                                                               \
+#define ATTNKIT_PY_HANDLE_TYPE(c_name, py_name, doc, methods)               \
+  static PyTypeObject c_name = {                                            \
+      PyVarObject_HEAD_INIT(NULL, 0).tp_name = "attnkit._attnkit." py_name, \
+      .tp_basicsize = sizeof(Handle),                                       \
+      .tp_dealloc = (destructor)handle_dealloc,                             \
+      .tp_flags = Py_TPFLAGS_DEFAULT,                                       \
+      .tp_doc = doc,                                                        \
+      .tp_weaklistoffset = offsetof(Handle, weakrefs),                      \
+      .tp_methods = methods,                                                \
+      .tp_getset = handle_getset,                                           \
   }
 
 static Handle* handle_alloc(PyTypeObject* type, const char* kind, void (*free_fn)(void*),
@@ -450,10 +473,8 @@ static PyObject* handle_new_from_config(PyTypeObject* type, PyObject* args, PyOb
   }
   void* handle = NULL;
   attnkit_status* status;
-  Py_BEGIN_ALLOW_THREADS
-  status = create(&config, &handle);
-  Py_END_ALLOW_THREADS
-  config_release(&config);
+  Py_BEGIN_ALLOW_THREADS status = create(&config, &handle);
+  Py_END_ALLOW_THREADS config_release(&config);
   if (status != NULL) {
     Py_DECREF(self);
     return raise_status(status);
@@ -467,8 +488,9 @@ static void session_free(void* p) { attnkit_session_free((attnkit_session*)p); }
 static attnkit_status* session_create_from_config(const ConfigArg* config, void** out) {
   attnkit_session* object = NULL;
   attnkit_status* status =
-      config->is_text ? attnkit_session_create_from_text(config->data, (size_t)config->size, &object)
-                      : attnkit_session_create(config->data, (size_t)config->size, &object);
+      config->is_text
+          ? attnkit_session_create_from_text(config->data, (size_t)config->size, &object)
+          : attnkit_session_create(config->data, (size_t)config->size, &object);
   *out = object;
   return status;
 }
@@ -494,9 +516,9 @@ static PyObject* session_attend(Handle* self, PyObject* args) {
       tensor_from_object(&v, v_obj, "v", 0, 0) == 0 &&
       tensor_from_object(&out, out_obj, "out", 1, 0) == 0 && handle_begin(self) == 0) {
     attnkit_status* status;
-    ATTNKIT_PY_CALL(self, status = attnkit_session_attend((attnkit_session*)self->handle, layer,
-                                                          &q.tensor, &k.tensor, &v.tensor,
-                                                          &out.tensor));
+    ATTNKIT_PY_CALL(
+        self, status = attnkit_session_attend((attnkit_session*)self->handle, layer, &q.tensor,
+                                              &k.tensor, &v.tensor, &out.tensor));
     handle_end(self);
     if (status != NULL) {
       raise_status(status);
@@ -609,15 +631,13 @@ static PyObject* eviction_new(PyTypeObject* type, PyObject* args, PyObject* kwar
   }
   attnkit_eviction_policy* policy = NULL;
   attnkit_status* status;
-  Py_BEGIN_ALLOW_THREADS
-  status = config.is_text
-               ? attnkit_eviction_policy_create_from_text(config.data, (size_t)config.size,
-                                                          num_layers, num_heads, num_kv_heads,
-                                                          &policy)
-               : attnkit_eviction_policy_create(config.data, (size_t)config.size, num_layers,
-                                                num_heads, num_kv_heads, &policy);
-  Py_END_ALLOW_THREADS
-  config_release(&config);
+  Py_BEGIN_ALLOW_THREADS status =
+      config.is_text
+          ? attnkit_eviction_policy_create_from_text(config.data, (size_t)config.size, num_layers,
+                                                     num_heads, num_kv_heads, &policy)
+          : attnkit_eviction_policy_create(config.data, (size_t)config.size, num_layers, num_heads,
+                                           num_kv_heads, &policy);
+  Py_END_ALLOW_THREADS config_release(&config);
   if (status != NULL) {
     Py_DECREF(self);
     return raise_status(status);
@@ -632,7 +652,8 @@ static PyObject* eviction_observe(Handle* self, PyObject* args) {
   if (!PyArg_ParseTuple(args, "iO|O:observe", &layer, &attention_obj, &lengths_obj)) return NULL;
   int64_t* lengths = NULL;
   size_t num_lengths = 0;
-  if (int64_list(lengths_obj, "lengths: expected a sequence of ints", &lengths, &num_lengths) != 0) {
+  if (int64_list(lengths_obj, "lengths: expected a sequence of ints", &lengths, &num_lengths) !=
+      0) {
     return NULL;
   }
   TensorArg attention;
@@ -657,7 +678,8 @@ static PyObject* eviction_select(Handle* self, PyObject* args) {
   if (!PyArg_ParseTuple(args, "iOO:select", &layer, &keys_obj, &lengths_obj)) return NULL;
   int64_t* lengths = NULL;
   size_t num_lengths = 0;
-  if (int64_list(lengths_obj, "lengths: expected a sequence of ints", &lengths, &num_lengths) != 0) {
+  if (int64_list(lengths_obj, "lengths: expected a sequence of ints", &lengths, &num_lengths) !=
+      0) {
     return NULL;
   }
   TensorArg keys;
@@ -704,8 +726,8 @@ static PyObject* eviction_needs_keys(Handle* self, PyObject* unused) {
 static PyObject* eviction_per_head(Handle* self, PyObject* unused) {
   if (handle_begin(self) != 0) return NULL;
   int32_t value;
-  ATTNKIT_PY_CALL(self, value = attnkit_eviction_policy_per_head(
-                            (const attnkit_eviction_policy*)self->handle));
+  ATTNKIT_PY_CALL(
+      self, value = attnkit_eviction_policy_per_head((const attnkit_eviction_policy*)self->handle));
   handle_end(self);
   return PyBool_FromLong(value);
 }
@@ -726,7 +748,8 @@ static PyObject* eviction_layer_budget(Handle* self, PyObject* args) {
 static PyObject* eviction_reset(Handle* self, PyObject* unused) {
   if (handle_begin(self) != 0) return NULL;
   attnkit_status* status;
-  ATTNKIT_PY_CALL(self, status = attnkit_eviction_policy_reset((attnkit_eviction_policy*)self->handle));
+  ATTNKIT_PY_CALL(self,
+                  status = attnkit_eviction_policy_reset((attnkit_eviction_policy*)self->handle));
   handle_end(self);
   if (status != NULL) return raise_status(status);
   Py_RETURN_NONE;
@@ -759,8 +782,9 @@ static void sparse_free(void* p) { attnkit_sparse_attention_free((attnkit_sparse
 static attnkit_status* sparse_create_from_config(const ConfigArg* config, void** out) {
   attnkit_sparse_attention* object = NULL;
   attnkit_status* status =
-      config->is_text ? attnkit_sparse_attention_create_from_text(config->data, (size_t)config->size, &object)
-                      : attnkit_sparse_attention_create(config->data, (size_t)config->size, &object);
+      config->is_text
+          ? attnkit_sparse_attention_create_from_text(config->data, (size_t)config->size, &object)
+          : attnkit_sparse_attention_create(config->data, (size_t)config->size, &object);
   *out = object;
   return status;
 }
@@ -953,8 +977,8 @@ static PyObject* selection_kept_positions(Handle* self, PyObject* args) {
   attnkit_int64_array* positions = NULL;
   attnkit_status* status;
   ATTNKIT_PY_CALL(self, status = attnkit_visual_selection_kept_positions(
-                            (const attnkit_visual_selection*)self->handle,
-                            (const uint8_t*)mask.buf, (size_t)mask.len, &positions));
+                            (const attnkit_visual_selection*)self->handle, (const uint8_t*)mask.buf,
+                            (size_t)mask.len, &positions));
   handle_end(self);
   PyBuffer_Release(&mask);
   if (status != NULL) return raise_status(status);
@@ -983,8 +1007,9 @@ ATTNKIT_PY_HANDLE_TYPE(VisualSelectionType, "VisualSelection",
 static attnkit_status* pruner_create_from_config(const ConfigArg* config, void** out) {
   attnkit_visual_pruner* object = NULL;
   attnkit_status* status =
-      config->is_text ? attnkit_visual_pruner_create_from_text(config->data, (size_t)config->size, &object)
-                      : attnkit_visual_pruner_create(config->data, (size_t)config->size, &object);
+      config->is_text
+          ? attnkit_visual_pruner_create_from_text(config->data, (size_t)config->size, &object)
+          : attnkit_visual_pruner_create(config->data, (size_t)config->size, &object);
   *out = object;
   return status;
 }
@@ -1032,9 +1057,9 @@ static PyObject* pruner_select(Handle* self, PyObject* args) {
                                 pruner, tensor_ptr(&embeds), &features.tensor, sizes, num_images,
                                 tensor_ptr(&text), &selection));
     } else {
-      ATTNKIT_PY_CALL(self, status = attnkit_visual_pruner_select(pruner, tensor_ptr(&embeds),
-                                                                  &features.tensor,
-                                                                  tensor_ptr(&text), &selection));
+      ATTNKIT_PY_CALL(
+          self, status = attnkit_visual_pruner_select(pruner, tensor_ptr(&embeds), &features.tensor,
+                                                      tensor_ptr(&text), &selection));
     }
     handle_end(self);
     result = status != NULL ? raise_status(status) : wrap_selection(selection);
@@ -1084,13 +1109,12 @@ static PyObject* config_validate(PyObject* module, PyObject* args) {
   ConfigArg config;
   if (config_from_object(&config, config_obj) != 0) return NULL;
   attnkit_status* status;
-  Py_BEGIN_ALLOW_THREADS
-  status = config.is_text ? attnkit_config_validate_text((attnkit_config_kind)kind, config.data,
-                                                         (size_t)config.size)
-                          : attnkit_config_validate((attnkit_config_kind)kind, config.data,
-                                                    (size_t)config.size);
-  Py_END_ALLOW_THREADS
-  config_release(&config);
+  Py_BEGIN_ALLOW_THREADS status =
+      config.is_text
+          ? attnkit_config_validate_text((attnkit_config_kind)kind, config.data,
+                                         (size_t)config.size)
+          : attnkit_config_validate((attnkit_config_kind)kind, config.data, (size_t)config.size);
+  Py_END_ALLOW_THREADS config_release(&config);
   if (status != NULL) return raise_status(status);
   Py_RETURN_NONE;
 }
@@ -1147,7 +1171,8 @@ static PyObject* tensor_check(PyObject* module, PyObject* args) {
 }
 
 /* describe_tensor(tensor) -> dict: the DLTensor the module hands to the library (data pointer after
- * byte_offset, shape, strides in elements, dtype, device, which protocol). For tests of zero copy. */
+ * byte_offset, shape, strides in elements, dtype, device, which protocol). For tests of zero copy.
+ */
 static PyObject* describe_tensor(PyObject* module, PyObject* obj) {
   TensorArg arg;
   PyObject* result = NULL;
@@ -1198,9 +1223,15 @@ static PyMethodDef module_methods[] = {
 };
 
 static struct PyModuleDef attnkit_module = {
-    PyModuleDef_HEAD_INIT, "attnkit._attnkit",
-    "attnkit's C ABI for Python; use the package `attnkit`, not this module.", -1, module_methods,
-    NULL, NULL, NULL, NULL,
+    PyModuleDef_HEAD_INIT,
+    "attnkit._attnkit",
+    "attnkit's C ABI for Python; use the package `attnkit`, not this module.",
+    -1,
+    module_methods,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
 };
 
 static int add_type(PyObject* module, PyTypeObject* type, const char* name, newfunc tp_new) {
@@ -1221,8 +1252,10 @@ PyMODINIT_FUNC PyInit__attnkit(void) {
       PyModule_AddIntConstant(module, "HAVE_SPARSE", ATTNKIT_PY_HAVE_SPARSE) != 0 ||
       PyModule_AddIntConstant(module, "HAVE_VISUAL", ATTNKIT_PY_HAVE_VISUAL) != 0 ||
       PyModule_AddIntConstant(module, "CONFIG_EVICTION", ATTNKIT_CONFIG_EVICTION) != 0 ||
-      PyModule_AddIntConstant(module, "CONFIG_SPARSE_ATTENTION", ATTNKIT_CONFIG_SPARSE_ATTENTION) != 0 ||
-      PyModule_AddIntConstant(module, "CONFIG_VISUAL_PRUNING", ATTNKIT_CONFIG_VISUAL_PRUNING) != 0 ||
+      PyModule_AddIntConstant(module, "CONFIG_SPARSE_ATTENTION", ATTNKIT_CONFIG_SPARSE_ATTENTION) !=
+          0 ||
+      PyModule_AddIntConstant(module, "CONFIG_VISUAL_PRUNING", ATTNKIT_CONFIG_VISUAL_PRUNING) !=
+          0 ||
       PyModule_AddIntConstant(module, "CONFIG_SESSION", ATTNKIT_CONFIG_SESSION) != 0 ||
       add_type(module, &SessionType, "Session", session_new) != 0 ||
       add_type(module, &EvictionPolicyType, "EvictionPolicy", eviction_new) != 0) {

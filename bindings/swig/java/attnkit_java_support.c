@@ -9,7 +9,8 @@ jint attnkit_java_throw_status(JNIEnv* env, attnkit_status* status) {
   if (status == NULL) return 0;
   const attnkit_status_code code = attnkit_status_get_code(status);
   /* An exception raised while preparing the arguments explains the failure better. */
-  if (!(*env)->ExceptionCheck(env)) attnkit_java_throw(env, code, attnkit_status_get_message(status));
+  if (!(*env)->ExceptionCheck(env))
+    attnkit_java_throw(env, code, attnkit_status_get_message(status));
   attnkit_status_free(status);
   return (jint)code;
 }
@@ -105,7 +106,8 @@ void attnkit_java_tensor_acquire(JNIEnv* env, jobject tensor, int is_output,
   tensor_fields fields;
   if (!tensor_fields_get(env, tensor, &fields)) return;
   if (is_output && (*env)->GetBooleanField(env, tensor, fields.read_only)) {
-    attnkit_java_throw(env, ATTNKIT_INVALID_ARGUMENT, "an output tensor is over a read-only buffer");
+    attnkit_java_throw(env, ATTNKIT_INVALID_ARGUMENT,
+                       "an output tensor is over a read-only buffer");
     return;
   }
   attnkit_swig_tensor_desc* desc = &out->desc;
@@ -113,7 +115,8 @@ void attnkit_java_tensor_acquire(JNIEnv* env, jobject tensor, int is_output,
   jlongArray strides = (jlongArray)(*env)->GetObjectField(env, tensor, fields.strides);
   const jsize ndim = shape ? (*env)->GetArrayLength(env, shape) : 0;
   if (ndim > ATTNKIT_SWIG_MAX_DIMS || (strides && (*env)->GetArrayLength(env, strides) != ndim)) {
-    attnkit_java_throw(env, ATTNKIT_INVALID_ARGUMENT, "tensor rank above 8 or strides of another rank");
+    attnkit_java_throw(env, ATTNKIT_INVALID_ARGUMENT,
+                       "tensor rank above 8 or strides of another rank");
     return;
   }
   desc->ndim = ndim;

@@ -13,8 +13,8 @@ namespace attnkit::kernels {
 inline int64_t DppGreedyMapWorkSize(int64_t n, int64_t k) { return (k + 1) * n; }
 
 // Greedy MAP of the DPP with kernel L (n x n), exactly
-// as the reference (ALGORITHMS.md 3.4): d2 = diag(L); per step j = argmax d2 (first on ties, NaN
-// counts as largest like torch.argmax); e = (L[j] - sum_t c_t[j] c_t) / sqrt(d2[j] + 1e-5) (for
+// as the reference (docs/algorithms.md 3.4): d2 = diag(L); per step j = argmax d2 (first on ties,
+// NaN counts as largest like torch.argmax); e = (L[j] - sum_t c_t[j] c_t) / sqrt(d2[j] + 1e-5) (for
 // the first step L[j] / sqrt(L[j,j] + 1e-5)); c_i = e; d2 -= e*e; d2[j] = -inf. The sum over t
 // adds the rounded products in pick order (no FMA), as the reference's einsum; the update rounds
 // e*e before subtracting.

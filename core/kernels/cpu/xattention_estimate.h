@@ -1,4 +1,4 @@
-// The XAttention block-importance estimate on CPU (ALGORITHMS.md section 2, steps 1-4) and its
+// The XAttention block-importance estimate on CPU (docs/algorithms.md section 2, steps 1-4) and its
 // plain ATen reference. Internal to core: the public entry is attnkit/sparse/sparse_attention.h.
 //
 // q [H, Lq, d], k [Hkv, Lk, d] (float32, float16 or bfloat16, any strides; Hkv divides H; Lq <= Lk,

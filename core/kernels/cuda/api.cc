@@ -36,18 +36,18 @@ absl::Status LaunchStatus(cudaError_t err, const char* what) {
 absl::StatusOr<ck::DType> KernelDType(const at::Tensor& t, const char* name) {
   if (t.scalar_type() == at::kBFloat16) return ck::DType::kBFloat16;
   if (t.scalar_type() == at::kHalf) return ck::DType::kFloat16;
-  return absl::InvalidArgumentError(
-      absl::StrCat(name, " must be bfloat16 or float16, got ", std::string(c10::toString(t.scalar_type()))));
+  return absl::InvalidArgumentError(absl::StrCat(name, " must be bfloat16 or float16, got ",
+                                                 std::string(c10::toString(t.scalar_type()))));
 }
 
 absl::Status CheckCuda(const at::Tensor& t, const char* name, const at::Device& device) {
   if (!t.defined()) return absl::InvalidArgumentError(absl::StrCat(name, " is undefined"));
   if (!t.is_cuda())
-    return absl::InvalidArgumentError(absl::StrCat(name, " must be on a CUDA device, got ",
-                                                   t.device().str()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, " must be on a CUDA device, got ", t.device().str()));
   if (t.device() != device)
-    return absl::InvalidArgumentError(absl::StrCat(name, " is on ", t.device().str(),
-                                                   ", expected ", device.str()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, " is on ", t.device().str(), ", expected ", device.str()));
   return absl::OkStatus();
 }
 
@@ -94,11 +94,11 @@ absl::StatusOr<BlockLists> MaskToBlockLists(const at::Tensor& mask, at::Device d
   BlockLists lists{at::empty({m.size(0), m.size(1), std::max<int64_t>(kb, 1)}, opts),
                    at::empty({m.size(0), m.size(1)}, opts)};
   const auto stream = c10::cuda::getCurrentCUDAStream(device.index()).stream();
-  absl::Status st = LaunchStatus(
-      ck::LaunchMaskToLists(m.data_ptr<uint8_t>(), static_cast<int>(rows), static_cast<int>(kb),
-                            lists.indices.data_ptr<int32_t>(), lists.counts.data_ptr<int32_t>(),
-                            stream),
-      "MaskToBlockLists");
+  absl::Status st =
+      LaunchStatus(ck::LaunchMaskToLists(m.data_ptr<uint8_t>(), static_cast<int>(rows),
+                                         static_cast<int>(kb), lists.indices.data_ptr<int32_t>(),
+                                         lists.counts.data_ptr<int32_t>(), stream),
+                   "MaskToBlockLists");
   if (!st.ok()) return st;
   return lists;
 }
@@ -109,8 +109,8 @@ absl::StatusOr<BlockLists> ShapeBlockLists(int64_t q_len, int64_t k_len, int64_t
                                            at::Device device, at::Tensor* mask) {
   if (block_size < 1) return absl::InvalidArgumentError("block_size must be >= 1");
   if (q_len < 0 || q_len > k_len)
-    return absl::InvalidArgumentError(absl::StrCat("need 0 <= q_len <= k_len, got q_len ", q_len,
-                                                   " and k_len ", k_len));
+    return absl::InvalidArgumentError(
+        absl::StrCat("need 0 <= q_len <= k_len, got q_len ", q_len, " and k_len ", k_len));
   if (sink_size < 0 || recent_size < 0 || last_query_size < 0)
     return absl::InvalidArgumentError("sink_size, recent_size and last_query_size must be >= 0");
   if (!device.is_cuda()) return absl::InvalidArgumentError("device must be a CUDA device");
@@ -147,12 +147,19 @@ absl::StatusOr<at::Tensor> BlockSparseAttention(const at::Tensor& q_in, const at
                                                 int64_t block_size, double scale) {
   if (!q_in.defined()) return absl::InvalidArgumentError("q is undefined");
   const at::Device device = q_in.device();
-  if (absl::Status st = CheckAllCuda({{&q_in, "q"}, {&k_in, "k"}, {&v_in, "v"},
-                         {&lists.indices, "lists.indices"}, {&lists.counts, "lists.counts"}}, device); !st.ok()) return st;
+  if (absl::Status st = CheckAllCuda({{&q_in, "q"},
+                                      {&k_in, "k"},
+                                      {&v_in, "v"},
+                                      {&lists.indices, "lists.indices"},
+                                      {&lists.counts, "lists.counts"}},
+                                     device);
+      !st.ok())
+    return st;
   if (q_in.dim() != 3 || k_in.dim() != 3 || v_in.dim() != 3)
-    return absl::InvalidArgumentError(absl::StrCat("q, k, v must be [H, Lq, d], [Hkv, Lk, d], "
-                                                   "[Hkv, Lk, d]; got ", Shape(q_in), ", ",
-                                                   Shape(k_in), ", ", Shape(v_in)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("q, k, v must be [H, Lq, d], [Hkv, Lk, d], "
+                     "[Hkv, Lk, d]; got ",
+                     Shape(q_in), ", ", Shape(k_in), ", ", Shape(v_in)));
   auto dtype = KernelDType(q_in, "q");
   if (!dtype.ok()) return dtype.status();
   if (k_in.scalar_type() != q_in.scalar_type() || v_in.scalar_type() != q_in.scalar_type())
@@ -165,8 +172,8 @@ absl::StatusOr<at::Tensor> BlockSparseAttention(const at::Tensor& q_in, const at
     return absl::InvalidArgumentError(absl::StrCat("k and v must be [", Hkv, ", ", Lk, ", ", d,
                                                    "]; got ", Shape(k_in), " and ", Shape(v_in)));
   if (Hkv < 1 || H % Hkv != 0)
-    return absl::InvalidArgumentError(absl::StrCat("kv heads (", Hkv,
-                                                   ") must divide query heads (", H, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("kv heads (", Hkv, ") must divide query heads (", H, ")"));
   if (Lq > Lk)
     return absl::InvalidArgumentError(absl::StrCat("Lq (", Lq, ") must be <= Lk (", Lk, ")"));
   if (block_size < 128 || block_size % 128 != 0)
@@ -180,9 +187,9 @@ absl::StatusOr<at::Tensor> BlockSparseAttention(const at::Tensor& q_in, const at
   if (idx.scalar_type() != at::kInt || cnt.scalar_type() != at::kInt || idx.dim() != 3 ||
       cnt.dim() != 2 || (idx.size(0) != 1 && idx.size(0) != H) || idx.size(1) != qb ||
       cnt.size(0) != idx.size(0) || cnt.size(1) != qb)
-    return absl::InvalidArgumentError(absl::StrCat(
-        "lists must be int32 indices [1 or ", H, ", ", qb, ", n] and counts [1 or ", H, ", ", qb,
-        "]; got ", Shape(idx), " and ", Shape(cnt)));
+    return absl::InvalidArgumentError(absl::StrCat("lists must be int32 indices [1 or ", H, ", ",
+                                                   qb, ", n] and counts [1 or ", H, ", ", qb,
+                                                   "]; got ", Shape(idx), " and ", Shape(cnt)));
   if (Lk > (int64_t{1} << 30) || H * Hkv > (int64_t{1} << 30))
     return absl::InvalidArgumentError("sequence too long for the CUDA kernel");
   c10::cuda::CUDAGuard guard(device);
@@ -224,8 +231,8 @@ absl::StatusOr<at::Tensor> BlockSparseAttention(const at::Tensor& q_in, const at
 
 absl::StatusOr<at::Tensor> BlockSparseAttentionReference(const at::Tensor& q, const at::Tensor& k,
                                                          const at::Tensor& v,
-                                                         const at::Tensor& mask,
-                                                         int64_t block_size, double scale) {
+                                                         const at::Tensor& mask, int64_t block_size,
+                                                         double scale) {
   if (q.dim() != 3 || k.dim() != 3 || v.dim() != 3 || mask.dim() != 3)
     return absl::InvalidArgumentError("q, k, v and mask must be 3-D");
   const int64_t H = q.size(0), Lq = q.size(1), Hkv = k.size(0), Lk = k.size(1);
@@ -267,15 +274,15 @@ absl::StatusOr<at::Tensor> XAttentionEstimate(const at::Tensor& q_in, const at::
   if (d != 64 && d != 128)
     return absl::InvalidArgumentError(absl::StrCat("head dim must be 64 or 128, got ", d));
   if (k_in.size(2) != d)
-    return absl::InvalidArgumentError(absl::StrCat("k must be [Hkv, Lk, ", d, "], got ",
-                                                   Shape(k_in)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("k must be [Hkv, Lk, ", d, "], got ", Shape(k_in)));
   if (Hkv < 1 || H % Hkv != 0)
     return absl::InvalidArgumentError("kv heads must divide query heads");
   if (Lq > Lk) return absl::InvalidArgumentError("Lq must be <= Lk");
   if (stride < 1 || block_size % stride != 0 || (block_size / stride) % 8 != 0)
-    return absl::InvalidArgumentError(absl::StrCat(
-        "block_size / stride must be a whole multiple of 8 on CUDA; got block_size ", block_size,
-        " and stride ", stride));
+    return absl::InvalidArgumentError(
+        absl::StrCat("block_size / stride must be a whole multiple of 8 on CUDA; got block_size ",
+                     block_size, " and stride ", stride));
   if (Lk > (int64_t{1} << 30)) return absl::InvalidArgumentError("sequence too long");
   c10::cuda::CUDAGuard guard(device);
   const at::Tensor q = KernelLayout(q_in), k = KernelLayout(k_in);
@@ -318,26 +325,28 @@ absl::StatusOr<at::Tensor> PagedDecodeAttention(const at::Tensor& q_in, const Pa
                                                 int64_t split_tokens) {
   if (!q_in.defined()) return absl::InvalidArgumentError("q is undefined");
   const at::Device device = q_in.device();
-  if (absl::Status st = CheckAllCuda({{&q_in, "q"}, {&cache.page_ptrs, "cache.page_ptrs"},
-                         {&cache.lengths, "cache.lengths"}}, device); !st.ok()) return st;
+  if (absl::Status st = CheckAllCuda(
+          {{&q_in, "q"}, {&cache.page_ptrs, "cache.page_ptrs"}, {&cache.lengths, "cache.lengths"}},
+          device);
+      !st.ok())
+    return st;
   auto dtype = KernelDType(q_in, "q");
   if (!dtype.ok()) return dtype.status();
   if (cache.dtype != q_in.scalar_type())
     return absl::InvalidArgumentError("the cache's dtype must be q's dtype");
   if (q_in.dim() != 2 || q_in.size(1) != cache.head_dim)
-    return absl::InvalidArgumentError(absl::StrCat("q must be [H, ", cache.head_dim, "], got ",
-                                                   Shape(q_in)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("q must be [H, ", cache.head_dim, "], got ", Shape(q_in)));
   const int64_t H = q_in.size(0), d = cache.head_dim;
   if (d != 64 && d != 128)
     return absl::InvalidArgumentError(absl::StrCat("head dim must be 64 or 128, got ", d));
   const at::Tensor& pp = cache.page_ptrs;
   if (pp.scalar_type() != at::kLong || pp.dim() != 2 || pp.size(0) < 1 || H % pp.size(0) != 0)
-    return absl::InvalidArgumentError(absl::StrCat(
-        "cache.page_ptrs must be int64 [Hkv, max_pages] with Hkv dividing ", H, ", got ",
-        Shape(pp)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("cache.page_ptrs must be int64 [Hkv, max_pages] with Hkv dividing ", H,
+                     ", got ", Shape(pp)));
   const int64_t Hkv = pp.size(0);
-  if (H / Hkv > 8)
-    return absl::InvalidArgumentError("at most 8 query heads per kv head on CUDA");
+  if (H / Hkv > 8) return absl::InvalidArgumentError("at most 8 query heads per kv head on CUDA");
   if (cache.lengths.scalar_type() != at::kInt || cache.lengths.dim() != 1 ||
       cache.lengths.size(0) != Hkv)
     return absl::InvalidArgumentError(absl::StrCat("cache.lengths must be int32 [", Hkv, "]"));
@@ -350,21 +359,20 @@ absl::StatusOr<at::Tensor> PagedDecodeAttention(const at::Tensor& q_in, const Pa
     if (!st.ok()) return st;
     if (scores->scalar_type() != at::kFloat || scores->dim() != 2 || scores->size(0) != Hkv ||
         scores->size(1) < cache.max_length || scores->stride(1) != 1)
-      return absl::InvalidArgumentError(absl::StrCat("scores must be float32 [", Hkv, ", >= ",
-                                                     cache.max_length, "] with unit inner stride"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "scores must be float32 [", Hkv, ", >= ", cache.max_length, "] with unit inner stride"));
   }
   if (!std::isfinite(scale) || scale <= 0)
     return absl::InvalidArgumentError("scale must be finite and > 0");
   if (split_tokens < 0 || split_tokens > 1024 || split_tokens % 64 != 0)
-    return absl::InvalidArgumentError(absl::StrCat(
-        "split_tokens must be 0 or a multiple of 64 up to 1024, got ", split_tokens));
+    return absl::InvalidArgumentError(
+        absl::StrCat("split_tokens must be 0 or a multiple of 64 up to 1024, got ", split_tokens));
   c10::cuda::CUDAGuard guard(device);
   const at::Tensor q = KernelLayout(q_in);
   const at::Tensor ptrs = pp.contiguous(), lengths = cache.lengths.contiguous();
   at::Tensor out = at::empty({H, d}, q.options().memory_format(at::MemoryFormat::Contiguous));
-  const int64_t ws_floats =
-      ck::DecodeWorkspaceFloats(static_cast<int>(H), static_cast<int>(d),
-                                static_cast<int>(cache.max_length));
+  const int64_t ws_floats = ck::DecodeWorkspaceFloats(static_cast<int>(H), static_cast<int>(d),
+                                                      static_cast<int>(cache.max_length));
   at::Tensor ws = at::empty({ws_floats}, q.options().dtype(at::kFloat));
   ck::DecodeArgs a{};
   a.q = q.data_ptr();
@@ -393,8 +401,7 @@ absl::StatusOr<std::pair<at::Tensor, at::Tensor>> DenseDecodeReference(const at:
                                                                        const at::Tensor& k,
                                                                        const at::Tensor& v,
                                                                        double scale) {
-  if (q.dim() != 2 || k.dim() != 3 || v.dim() != 3 || k.size(0) < 1 ||
-      q.size(0) % k.size(0) != 0)
+  if (q.dim() != 2 || k.dim() != 3 || v.dim() != 3 || k.size(0) < 1 || q.size(0) % k.size(0) != 0)
     return absl::InvalidArgumentError("q [H, d], k and v [Hkv, L, d] with Hkv dividing H");
   const int64_t H = q.size(0), Hkv = k.size(0), G = H / Hkv, d = q.size(1);
   at::Tensor qf = q.to(at::kFloat).view({Hkv, G, d});

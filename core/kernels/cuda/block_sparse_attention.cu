@@ -36,8 +36,7 @@ __global__ void __launch_bounds__(kThreads, 1) BlockSparseAttentionKernel(Attent
   const int max_key = min(m_last + off, p.k_len - 1);
   const int qblock = m0 / p.block_size;
   const int mh = p.mask_heads == 1 ? 0 : h;
-  const int32_t* list =
-      p.indices + (static_cast<int64_t>(mh) * p.q_blocks + qblock) * p.max_list;
+  const int32_t* list = p.indices + (static_cast<int64_t>(mh) * p.q_blocks + qblock) * p.max_list;
   const int n_list = p.counts[mh * p.q_blocks + qblock];
   const int sub = p.block_size / kBN;
   const int total = n_list * sub;
@@ -83,10 +82,10 @@ __global__ void __launch_bounds__(kThreads, 1) BlockSparseAttentionKernel(Attent
     const int tn = next_valid(t + 1);
     if (tn < total) {
       const int n0n = tile_start(tn);
-      LoadTile<T, kBN, D, kThreads>(s_k + (stage ^ 1) * kTileBytes, k, p.k_row_stride, n0n,
-                                    p.k_len, tid);
-      LoadTile<T, kBN, D, kThreads>(s_v + (stage ^ 1) * kTileBytes, v, p.v_row_stride, n0n,
-                                    p.k_len, tid);
+      LoadTile<T, kBN, D, kThreads>(s_k + (stage ^ 1) * kTileBytes, k, p.k_row_stride, n0n, p.k_len,
+                                    tid);
+      LoadTile<T, kBN, D, kThreads>(s_v + (stage ^ 1) * kTileBytes, v, p.v_row_stride, n0n, p.k_len,
+                                    tid);
     }
     CpAsyncCommit();
     CpAsyncWait<1>();
@@ -197,8 +196,8 @@ __global__ void __launch_bounds__(kThreads, 1) BlockSparseAttentionKernel(Attent
           Op::Pack(o[n][0] * inv0, o[n][1] * inv0);
     }
     if (row_g + 8 < p.q_len) {
-      *reinterpret_cast<uint32_t*>(out + static_cast<int64_t>(row_g + 8) * p.o_row_stride +
-                                   col) = Op::Pack(o[n][2] * inv1, o[n][3] * inv1);
+      *reinterpret_cast<uint32_t*>(out + static_cast<int64_t>(row_g + 8) * p.o_row_stride + col) =
+          Op::Pack(o[n][2] * inv1, o[n][3] * inv1);
     }
   }
 }
@@ -207,8 +206,7 @@ template <typename T, int D>
 cudaError_t Launch(const AttentionArgs& a, cudaStream_t stream) {
   constexpr int smem = kBM * D * 2 + 4 * kBN * D * 2;
   auto kernel = BlockSparseAttentionKernel<T, D>;
-  cudaError_t err =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
   const int tiles = (a.q_len + kBM - 1) / kBM;
   if (tiles == 0 || a.num_heads == 0) return cudaSuccess;

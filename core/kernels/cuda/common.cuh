@@ -1,6 +1,6 @@
 // Device helpers shared by the CUDA kernels: cp.async, ldmatrix, mma.sync m16n8k16 (bf16/fp16 in,
-// fp32 accumulate), fast exp2 and a 16-byte-chunk XOR swizzle for shared-memory tiles. Needs sm_80+;
-// the library is built for sm_90a. Internal to core/kernels/cuda.
+// fp32 accumulate), fast exp2 and a 16-byte-chunk XOR swizzle for shared-memory tiles. Needs
+// sm_80+; the library is built for sm_90a. Internal to core/kernels/cuda.
 #ifndef ATTNKIT_CORE_KERNELS_CUDA_COMMON_CUH_
 #define ATTNKIT_CORE_KERNELS_CUDA_COMMON_CUH_
 

@@ -37,16 +37,15 @@ struct AttentionArgs {
   int mask_heads, q_blocks, max_list;
   float scale;
 };
-cudaError_t LaunchBlockSparseAttention(const AttentionArgs& args, DType dtype,
-                                       cudaStream_t stream);
+cudaError_t LaunchBlockSparseAttention(const AttentionArgs& args, DType dtype, cudaStream_t stream);
 
-// XAttention block estimate (ALGORITHMS.md section 2 steps 1-4), fused: per CTA 128 reshaped query
-// rows. When the cell width B/S divides 128 and `scratch` is given, one pass over the scores: the
-// log2 of each (reshaped row, cell) partial sum goes to `scratch` ([H, scratch_rows, k_blocks]
-// float32, scratch_rows >= EstimateScratchRows) with the rows' online max/sum in registers, and each
-// warp reduces its rows' entries into the cells at the end. Otherwise two passes: row max/sum, then
-// the scores again, normalized and added into the cells. One atomicAdd per warp, cell and block
-// row. `out` [H, q_blocks, k_blocks] float32 must be zeroed by the caller.
+// XAttention block estimate (docs/algorithms.md section 2 steps 1-4), fused: per CTA 128 reshaped
+// query rows. When the cell width B/S divides 128 and `scratch` is given, one pass over the scores:
+// the log2 of each (reshaped row, cell) partial sum goes to `scratch` ([H, scratch_rows, k_blocks]
+// float32, scratch_rows >= EstimateScratchRows) with the rows' online max/sum in registers, and
+// each warp reduces its rows' entries into the cells at the end. Otherwise two passes: row max/sum,
+// then the scores again, normalized and added into the cells. One atomicAdd per warp, cell and
+// block row. `out` [H, q_blocks, k_blocks] float32 must be zeroed by the caller.
 struct EstimateArgs {
   const void* q;
   const void* k;

@@ -21,10 +21,10 @@ __global__ void ShapeListsKernel(int q_blocks, int k_blocks, int sink_blocks, in
   for (int c0 = 0; c0 < k_blocks; c0 += 32) {
     const int c = c0 + lane;
     bool keep = false;
-    if (c < k_blocks && c <= diag)
-      keep = full || c < sink_blocks || c > diag - recent_blocks;
+    if (c < k_blocks && c <= diag) keep = full || c < sink_blocks || c > diag - recent_blocks;
     const unsigned ballot = __ballot_sync(0xffffffffu, keep);
-    if (keep) indices[static_cast<int64_t>(r) * k_blocks + n + __popc(ballot & ((1u << lane) - 1))] = c;
+    if (keep)
+      indices[static_cast<int64_t>(r) * k_blocks + n + __popc(ballot & ((1u << lane) - 1))] = c;
     if (mask != nullptr && c < k_blocks) mask[static_cast<int64_t>(r) * k_blocks + c] = keep;
     n += __popc(ballot);
   }
@@ -63,8 +63,8 @@ cudaError_t LaunchShapeBlockLists(int q_blocks, int k_blocks, int sink_blocks, i
 cudaError_t LaunchMaskToLists(const uint8_t* mask, int rows, int k_blocks, int32_t* indices,
                               int32_t* counts, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
-  MaskToListsKernel<<<(rows + kWarps - 1) / kWarps, kWarps * 32, 0, stream>>>(
-      mask, rows, k_blocks, indices, counts);
+  MaskToListsKernel<<<(rows + kWarps - 1) / kWarps, kWarps * 32, 0, stream>>>(mask, rows, k_blocks,
+                                                                              indices, counts);
   return cudaGetLastError();
 }
 

@@ -1,12 +1,12 @@
-// XAttention block estimate on the GPU: see launch.h and ALGORITHMS.md section 2. The strided
+// XAttention block estimate on the GPU: see launch.h and docs/algorithms.md section 2. The strided
 // reshape is only addressing: chunk t of reshaped query i is query row i*S + S-1-t and chunk t of
 // reshaped key j is key row j*S + t, so a reshaped score is a GEMM over S chunks of D. One CTA per
-// (head, 128 reshaped query rows), 8 warps x 16 rows, 128 reshaped keys per tile; each (tile, chunk)
-// step loads a 128 x D query slab and a 128 x D key slab (double-buffered cp.async).
-// One pass (cells of B/S reshaped keys dividing the 128-key tile, the usual case): each tile's
-// scores are exponentiated against the tile's row max; per (row, cell) the log2 of the cell's sum
-// (tile max added back) goes to a scratch buffer [H, rows, k_blocks] and the row's online max/sum
-// are kept in registers. At the end each warp turns its 16 rows' scratch entries into probabilities
+// (head, 128 reshaped query rows), 8 warps x 16 rows, 128 reshaped keys per tile; each (tile,
+// chunk) step loads a 128 x D query slab and a 128 x D key slab (double-buffered cp.async). One
+// pass (cells of B/S reshaped keys dividing the 128-key tile, the usual case): each tile's scores
+// are exponentiated against the tile's row max; per (row, cell) the log2 of the cell's sum (tile
+// max added back) goes to a scratch buffer [H, rows, k_blocks] and the row's online max/sum are
+// kept in registers. At the end each warp turns its 16 rows' scratch entries into probabilities
 // with the rows' final log-sum-exp and adds them into the cells (one atomicAdd per warp, cell and
 // block row). Two passes (other cell widths): pass 1 keeps the online max/sum per row; pass 2
 // recomputes the scores, normalizes them and sums them into cells.
@@ -31,8 +31,7 @@ int RowTiles(const EstimateArgs& a) {
 
 template <typename T, int D>
 __device__ __forceinline__ void LoadStep(char* sq, char* sk, const T* q, const T* k,
-                                         const EstimateArgs& p, int i0, int n0, int t,
-                                         int tid) {
+                                         const EstimateArgs& p, int i0, int n0, int t, int tid) {
   constexpr int kChunks = D / 8;
   const int S = p.stride;
   // Query slab: reshaped rows i0 .. i0 + kBM - 1, chunk t -> query row i*S + S-1-t.
@@ -80,8 +79,7 @@ __global__ void __launch_bounds__(kThreads, 1) XAttentionEstimateTwoPassKernel(E
   const int ntiles = j_max / kBN + 1;
   const int steps = ntiles * S;  // per pass
   const T* q = static_cast<const T*>(p.q) + static_cast<int64_t>(h) * p.q_head_stride;
-  const T* k = static_cast<const T*>(p.k) +
-               static_cast<int64_t>(h / p.group) * p.k_head_stride;
+  const T* k = static_cast<const T*>(p.k) + static_cast<int64_t>(h / p.group) * p.k_head_stride;
   const float sl2 = 1.4426950408889634f / (sqrtf(static_cast<float>(p.head_dim)) * S);
   const int cell = p.block_size / S;
   const int row_g = i0 + warp * 16 + (lane >> 2);
@@ -115,8 +113,8 @@ __global__ void __launch_bounds__(kThreads, 1) XAttentionEstimateTwoPassKernel(E
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
       uint32_t a[4];
-      LdMatrixX4(a, SmemAddr(qs + SwizzledOffset<kChunks>(warp * 16 + (lane & 15),
-                                                          kk * 2 + (lane >> 4))));
+      LdMatrixX4(
+          a, SmemAddr(qs + SwizzledOffset<kChunks>(warp * 16 + (lane & 15), kk * 2 + (lane >> 4))));
 #pragma unroll
       for (int np = 0; np < kBN / 16; ++np) {
         const int row = np * 16 + (lane & 7) + ((lane >> 4) << 3);
@@ -177,10 +175,10 @@ __global__ void __launch_bounds__(kThreads, 1) XAttentionEstimateTwoPassKernel(E
     // sharing lane & 3); cells are at least 8 wide and aligned, so each sum lies in one cell.
     float acc = 0.f;
     int acc_cell = -1;
-    float* out_row0 = p.out + (static_cast<int64_t>(h) * p.q_blocks + (i0 + warp * 16) / cell) *
-                                  p.k_blocks;
-    float* out_row1 = p.out + (static_cast<int64_t>(h) * p.q_blocks +
-                               (i0 + warp * 16 + 8) / cell) * p.k_blocks;
+    float* out_row0 =
+        p.out + (static_cast<int64_t>(h) * p.q_blocks + (i0 + warp * 16) / cell) * p.k_blocks;
+    float* out_row1 =
+        p.out + (static_cast<int64_t>(h) * p.q_blocks + (i0 + warp * 16 + 8) / cell) * p.k_blocks;
     const bool one_row_cell = out_row0 == out_row1;
 #pragma unroll
     for (int j = 0; j < kBN / 8; ++j) {
@@ -235,8 +233,7 @@ __global__ void __launch_bounds__(kThreads, 1) XAttentionEstimateOnePassKernel(E
   const int ntiles = j_max / kBN + 1;
   const int steps = ntiles * S;
   const T* q = static_cast<const T*>(p.q) + static_cast<int64_t>(h) * p.q_head_stride;
-  const T* k = static_cast<const T*>(p.k) +
-               static_cast<int64_t>(h / p.group) * p.k_head_stride;
+  const T* k = static_cast<const T*>(p.k) + static_cast<int64_t>(h / p.group) * p.k_head_stride;
   const float sl2 = 1.4426950408889634f / (sqrtf(static_cast<float>(p.head_dim)) * S);
   const int cell = p.block_size / S;
   const int kb = p.k_blocks;
@@ -269,8 +266,8 @@ __global__ void __launch_bounds__(kThreads, 1) XAttentionEstimateOnePassKernel(E
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
       uint32_t a[4];
-      LdMatrixX4(a, SmemAddr(qs + SwizzledOffset<kChunks>(warp * 16 + (lane & 15),
-                                                          kk * 2 + (lane >> 4))));
+      LdMatrixX4(
+          a, SmemAddr(qs + SwizzledOffset<kChunks>(warp * 16 + (lane & 15), kk * 2 + (lane >> 4))));
 #pragma unroll
       for (int np = 0; np < kBN / 16; ++np) {
         const int row = np * 16 + (lane & 7) + ((lane >> 4) << 3);
@@ -335,7 +332,8 @@ __global__ void __launch_bounds__(kThreads, 1) XAttentionEstimateOnePassKernel(E
         acc1 += __shfl_xor_sync(0xffffffffu, acc1, 2);
         const int c = (n0 + j * 8) / cell;
         if ((lane & 3) == 0 && c < kb) {
-          scr[static_cast<int64_t>(row_g) * kb + c] = acc0 > 0.f ? base[0] + __log2f(acc0) : kNegInf;
+          scr[static_cast<int64_t>(row_g) * kb + c] =
+              acc0 > 0.f ? base[0] + __log2f(acc0) : kNegInf;
           scr[static_cast<int64_t>(row_g + 8) * kb + c] =
               acc1 > 0.f ? base[1] + __log2f(acc1) : kNegInf;
         }
@@ -353,8 +351,7 @@ __global__ void __launch_bounds__(kThreads, 1) XAttentionEstimateOnePassKernel(E
     rsum += __shfl_xor_sync(0xffffffffu, rsum, 1);
     rsum += __shfl_xor_sync(0xffffffffu, rsum, 2);
     const int row = row_g + 8 * i;
-    lse[i] = (row < rows_valid && rsum > 0.f) ? row_max[i] + __log2f(rsum)
-                                              : __builtin_huge_valf();
+    lse[i] = (row < rows_valid && rsum > 0.f) ? row_max[i] + __log2f(rsum) : __builtin_huge_valf();
   }
   __syncwarp();  // orders the scratch stores of the quad leaders before the reads below
   float lse_all[16];
@@ -384,10 +381,9 @@ template <typename T, int D>
 cudaError_t Launch(const EstimateArgs& a, cudaStream_t stream) {
   constexpr int smem = 2 * kBM * D * 2 + 2 * kBN * D * 2;
   const bool one_pass = OnePass(a) && a.scratch != nullptr;
-  auto kernel = one_pass ? XAttentionEstimateOnePassKernel<T, D>
-                         : XAttentionEstimateTwoPassKernel<T, D>;
-  cudaError_t err =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  auto kernel =
+      one_pass ? XAttentionEstimateOnePassKernel<T, D> : XAttentionEstimateTwoPassKernel<T, D>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
   const int tiles = RowTiles(a);
   if (tiles == 0 || a.num_heads == 0) return cudaSuccess;

@@ -200,7 +200,7 @@ class AccumulatingScorer : public Scorer {
     return rows;
   }
 
-  // How many queries saw each token (ALGORITHMS.md 1.1). The first observation counts
+  // How many queries saw each token (docs/algorithms.md 1.1). The first observation counts
   // [m, m-1, ..., 1] (window w < m: [w]*(m-w) + [w, ..., 1]); each later one adds c = min(w, m)
   // (m without a window; NORM_SUM: m) to every counter and appends [c, ..., 1], with the tokens
   // beyond the last c counted c.

@@ -1,4 +1,4 @@
-// Selection: which cached tokens a row keeps, given its token scores (ALGORITHMS.md 1.2, 1.3).
+// Selection: which cached tokens a row keeps, given its token scores (docs/algorithms.md 1.2, 1.3).
 #ifndef ATTNKIT_CORE_EVICTION_SELECTION_H_
 #define ATTNKIT_CORE_EVICTION_SELECTION_H_
 

@@ -121,9 +121,9 @@ TEST(BlockSparseCudaTest, AgreesWithTheCpuReference) {
   ASSERT_TRUE(lists.ok());
   auto out = cuda::BlockSparseAttention(in.q, in.k, in.v, *lists, 128, 0.1);
   ASSERT_TRUE(out.ok()) << out.status();
-  auto cpu = kernels::BlockSparseAttentionReference(in.q.cpu().to(at::kFloat),
-                                                    in.k.cpu().to(at::kFloat),
-                                                    in.v.cpu().to(at::kFloat), mask, 128, 0.1);
+  auto cpu =
+      kernels::BlockSparseAttentionReference(in.q.cpu().to(at::kFloat), in.k.cpu().to(at::kFloat),
+                                             in.v.cpu().to(at::kFloat), mask, 128, 0.1);
   ASSERT_TRUE(cpu.ok()) << cpu.status();
   EXPECT_LT(RelError(*out, *cpu), 1.2e-2);
 #endif

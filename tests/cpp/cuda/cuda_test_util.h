@@ -12,8 +12,8 @@
 namespace attnkit::testing {
 
 #ifdef ATTNKIT_WITH_CUDA
-#define ATTNKIT_REQUIRE_GPU()                                                   \
-  do {                                                                          \
+#define ATTNKIT_REQUIRE_GPU()                                                    \
+  do {                                                                           \
     if (!::attnkit::cuda::Available()) GTEST_SKIP() << "no CUDA device present"; \
   } while (0)
 #else

@@ -117,13 +117,14 @@ TEST(PagedDecodeCudaTest, RejectsBadArguments) {
   EXPECT_EQ(cuda::PagedDecodeAttention(q.to(at::kFloat), cache, 0.1).status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(cuda::PagedDecodeAttention(at::randn({36, 128}, o.dtype(at::kBFloat16)), cache, 0.1)
-                .status().code(),
+                .status()
+                .code(),
             absl::StatusCode::kInvalidArgument);  // 18 heads per kv head
   EXPECT_EQ(cuda::PagedDecodeAttention(q, cache, 0.1, nullptr, 100).status().code(),
             absl::StatusCode::kInvalidArgument);  // not a multiple of 64
   EXPECT_EQ(cuda::PagedDecodeAttention(q, cache, 0.1, nullptr, 2048).status().code(),
             absl::StatusCode::kInvalidArgument);  // over 1024
-  cache.max_length = 65;  // more than 4 pages of 16
+  cache.max_length = 65;                          // more than 4 pages of 16
   EXPECT_EQ(cuda::PagedDecodeAttention(q, cache, 0.1).status().code(),
             absl::StatusCode::kInvalidArgument);
 #endif

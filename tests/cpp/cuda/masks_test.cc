@@ -62,7 +62,7 @@ TEST_P(ShapeMasksCuda, MatchCpuMasks) {
 INSTANTIATE_TEST_SUITE_P(Cases, ShapeMasksCuda,
                          ::testing::Values(Case{8192, 8192, 128, 1024, 100},
                                            Case{5000, 9000, 300, 2048, 100},
-                                           Case{1000, 1000, 128, 1024, 100},   // dense
+                                           Case{1000, 1000, 128, 1024, 100},  // dense
                                            Case{40000, 40000, 0, 4096, 1000},
                                            Case{4097, 4097, 128, 512, 0}));
 

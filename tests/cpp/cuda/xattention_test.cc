@@ -45,14 +45,15 @@ TEST_P(XAttentionCuda, MatchesReference) {
 
 INSTANTIATE_TEST_SUITE_P(
     Cases, XAttentionCuda,
-    ::testing::Combine(::testing::Values(Case{1024, 1024, 128, 8, 128}, Case{700, 1500, 128, 8, 128},
-                                         Case{2048, 2048, 64, 16, 128}, Case{1000, 1000, 64, 8, 128},
-                                         Case{513, 900, 128, 4, 128}, Case{640, 1280, 128, 8, 256},
-                                         // several row and key tiles (one pass); cells of 24
-                                         // reshaped keys (two-pass kernel)
-                                         Case{4096, 4500, 128, 8, 128}, Case{1000, 1200, 128, 8, 192},
-                                         Case{3000, 3000, 64, 8, 1024}),
-                       ::testing::Values(at::kBFloat16, at::kHalf)));
+    ::testing::Combine(
+        ::testing::Values(Case{1024, 1024, 128, 8, 128}, Case{700, 1500, 128, 8, 128},
+                          Case{2048, 2048, 64, 16, 128}, Case{1000, 1000, 64, 8, 128},
+                          Case{513, 900, 128, 4, 128}, Case{640, 1280, 128, 8, 256},
+                          // several row and key tiles (one pass); cells of 24
+                          // reshaped keys (two-pass kernel)
+                          Case{4096, 4500, 128, 8, 128}, Case{1000, 1200, 128, 8, 192},
+                          Case{3000, 3000, 64, 8, 1024}),
+        ::testing::Values(at::kBFloat16, at::kHalf)));
 
 TEST(XAttentionCudaTest, RejectsBadArguments) {
   ATTNKIT_REQUIRE_GPU();

@@ -1,5 +1,5 @@
-// Block masks (ALGORITHMS.md section 2): grid, dense tail, A-/Tri-shape against a tensor-formula
-// transcription of the rules, and the XAttention selection on hand-made scores.
+// Block masks (docs/algorithms.md section 2): grid, dense tail, A-/Tri-shape against a
+// tensor-formula transcription of the rules, and the XAttention selection on hand-made scores.
 #include <vector>
 
 #include <ATen/Functions.h>

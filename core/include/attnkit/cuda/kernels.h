@@ -8,8 +8,9 @@
 // Defined only in builds with CUDA (ATTNKIT_WITH_CUDA is defined for everything that links
 // attnkit_core then); guard calls with #ifdef ATTNKIT_WITH_CUDA and check Available() at run time.
 // Shapes follow attnkit/sparse/sparse_attention.h: per sequence, q [H, Lq, d], k [Hkv, Lk, d],
-// v [Hkv, Lk, d], queries are the last Lq of the Lk positions, blocks counted from query 0 and key 0.
-// Thread safety: pure functions; concurrent calls are fine (each launches on the current stream).
+// v [Hkv, Lk, d], queries are the last Lq of the Lk positions, blocks counted from query 0 and key
+// 0. Thread safety: pure functions; concurrent calls are fine (each launches on the current
+// stream).
 #ifndef ATTNKIT_CUDA_KERNELS_H_
 #define ATTNKIT_CUDA_KERNELS_H_
 
@@ -61,10 +62,10 @@ absl::StatusOr<at::Tensor> BlockSparseAttention(const at::Tensor& q, const at::T
 // Returns float32 [H, Lq, d]. For tests.
 absl::StatusOr<at::Tensor> BlockSparseAttentionReference(const at::Tensor& q, const at::Tensor& k,
                                                          const at::Tensor& v,
-                                                         const at::Tensor& mask,
-                                                         int64_t block_size, double scale);
+                                                         const at::Tensor& mask, int64_t block_size,
+                                                         double scale);
 
-// The XAttention block estimate (ALGORITHMS.md section 2 steps 1-4, per head): float32
+// The XAttention block estimate (docs/algorithms.md section 2 steps 1-4, per head): float32
 // [H, ceil(Lq/B), ceil(Lk/B)] with the semantics of core/kernels/cpu/xattention_estimate.h.
 // block_size / stride must be a multiple of 8.
 absl::StatusOr<at::Tensor> XAttentionEstimate(const at::Tensor& q, const at::Tensor& k,
@@ -74,8 +75,8 @@ absl::StatusOr<at::Tensor> XAttentionEstimate(const at::Tensor& q, const at::Ten
 // page p of kv head g starts at the device address page_ptrs[g, p] and holds page_size key rows,
 // then page_size value rows, of head_dim elements each.
 struct PagedCache {
-  at::Tensor page_ptrs;  // int64 [Hkv, max_pages] on the CUDA device
-  at::Tensor lengths;    // int32 [Hkv] on the CUDA device: cached tokens per kv head
+  at::Tensor page_ptrs;    // int64 [Hkv, max_pages] on the CUDA device
+  at::Tensor lengths;      // int32 [Hkv] on the CUDA device: cached tokens per kv head
   int64_t max_length = 0;  // >= every entry of lengths (host-side bound; sizes the launch)
   int64_t page_size = 0;
   int64_t head_dim = 0;

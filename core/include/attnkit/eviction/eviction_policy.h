@@ -1,5 +1,5 @@
-// KV cache eviction policies (ALGORITHMS.md section 1): scorers (H2O, SnapKV, R-KV, TOVA, KNorm,
-// KeyDiff, StreamingLLM), selection with start/intermediate/recent areas at token or group
+// KV cache eviction policies (docs/algorithms.md section 1): scorers (H2O, SnapKV, R-KV, TOVA,
+// KNorm, KeyDiff, StreamingLLM), selection with start/intermediate/recent areas at token or group
 // granularity, KVCrush/DiverseKV refinement, per-head selection and layer/head budget allocation.
 //
 // One EvictionPolicy serves every layer of one sequence; each layer has its own state. Per step and

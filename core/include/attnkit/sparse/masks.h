@@ -1,7 +1,7 @@
-// Block masks of sparse prefill attention (ALGORITHMS.md section 2): dense, A-shape, Tri-shape and
-// the XAttention block selection. A mask is a bool tensor [heads or 1, q_blocks, k_blocks] on CPU;
-// entry (h, r, c) says whether query block r of head h attends to key block c. Queries are the last
-// q_len positions of k_len keys; blocks are counted from query 0 and key 0, and every mask is
+// Block masks of sparse prefill attention (docs/algorithms.md section 2): dense, A-shape, Tri-shape
+// and the XAttention block selection. A mask is a bool tensor [heads or 1, q_blocks, k_blocks] on
+// CPU; entry (h, r, c) says whether query block r of head h attends to key block c. Queries are the
+// last q_len positions of k_len keys; blocks are counted from query 0 and key 0, and every mask is
 // block-causal: nothing right of the diagonal block r + offset (offset = k_blocks - q_blocks).
 // Thread-safe: these are pure functions.
 #ifndef ATTNKIT_SPARSE_MASKS_H_

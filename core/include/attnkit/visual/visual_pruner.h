@@ -1,6 +1,6 @@
 // Visual token pruning: which image tokens of a VLM prompt to keep (CDPruner and baselines).
 //
-// CDPruner (ALGORITHMS.md section 3, the OpenVINO genai_optimizations reference): relevance of
+// CDPruner (docs/algorithms.md section 3, the OpenVINO genai_optimizations reference): relevance of
 // every image token to the text, a conditional DPP kernel L = diag(r) S diag(r) over the cosine
 // similarity S of the image features, and greedy MAP inference. Beyond the reference: several
 // images per call (a budget per image or one global budget), an optional gain guard, and the
