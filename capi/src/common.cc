@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "attnkit/attnkit_common.h"
+#include "attnkit/device.h"
 #include "capi_internal.h"
 
 #ifndef ATTNKIT_VERSION_STRING
@@ -84,21 +85,16 @@ absl::StatusOr<at::Tensor> FromDLPack(const DLTensor* t, const TensorSpec& spec)
     case kDLCPU:
       break;
     case kDLCUDA:
-#ifdef ATTNKIT_WITH_CUDA
+      if (!BuiltWithCuda()) {
+        return absl::InvalidArgumentError(
+            name + ": is on a CUDA device, but this attnkit was built without CUDA");
+      }
       device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(t->device.device_id));
       break;
-#else
-      return absl::InvalidArgumentError(
-          name + ": is on a CUDA device, but this attnkit was built without CUDA");
-#endif
     default:
-      return absl::InvalidArgumentError(absl::StrCat(name, ": device type ",
-                                                     static_cast<int>(t->device.device_type),
-                                                     " is not supported (expected CPU",
-#ifdef ATTNKIT_WITH_CUDA
-                                                     " or CUDA"
-#endif
-                                                     ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, ": device type ", static_cast<int>(t->device.device_type),
+                       " is not supported (expected CPU", BuiltWithCuda() ? " or CUDA)" : ")"));
   }
   std::vector<int64_t> sizes(t->shape, t->shape + t->ndim);
   int64_t numel = 1;

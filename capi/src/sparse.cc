@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "attnkit/config_parser.h"
 #include "attnkit/sparse/sparse_attention.h"
+#include "attnkit/device.h"
 #include "capi_internal.h"
 
 struct attnkit_sparse_attention {
@@ -72,12 +73,11 @@ absl::StatusOr<at::Tensor> MaskInput(const DLTensor* t, const char* name, bool a
   }
   at::Device device(at::kCPU);
   if (t->device.device_type == kDLCUDA) {
-#ifdef ATTNKIT_WITH_CUDA
+    if (!BuiltWithCuda()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, ": is on a CUDA device, but this attnkit was built without CUDA"));
+    }
     device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(t->device.device_id));
-#else
-    return absl::InvalidArgumentError(
-        absl::StrCat(name, ": is on a CUDA device, but this attnkit was built without CUDA"));
-#endif
   } else if (t->device.device_type != kDLCPU) {
     return absl::InvalidArgumentError(absl::StrCat(
         name, ": device type ", static_cast<int>(t->device.device_type), " is not supported"));

@@ -32,7 +32,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "attnkit/config_parser.h"
-#include "attnkit/cuda/kernels.h"
+#include "cuda/kernels.h"
 #include "attnkit/session/session.h"
 #include "attnkit/sparse/masks.h"
 #include "attnkit/sparse/sparse_attention.h"

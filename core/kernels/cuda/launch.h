@@ -1,6 +1,6 @@
 // Host-side launchers of the CUDA kernels: raw device pointers, strides in elements, a stream.
 // No Torch and no Abseil here, so nvcc compiles only the kernels; the ATen-facing entry points with
-// their checks live in api.cc (attnkit/cuda/kernels.h). Each launcher returns the launch's
+// their checks live in api.cc (cuda/kernels.h). Each launcher returns the launch's
 // cudaError_t (cudaGetLastError after the launch). Internal to core/kernels/cuda.
 #ifndef ATTNKIT_CORE_KERNELS_CUDA_LAUNCH_H_
 #define ATTNKIT_CORE_KERNELS_CUDA_LAUNCH_H_

@@ -18,7 +18,7 @@
 #include "util/status_macros.h"
 #include "session/session_testing.h"
 #ifdef ATTNKIT_WITH_CUDA
-#include "attnkit/cuda/kernels.h"
+#include "cuda/kernels.h"
 #endif
 
 namespace attnkit {

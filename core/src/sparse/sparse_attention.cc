@@ -15,7 +15,7 @@
 #include "cpu/xattention_estimate.h"
 #include "util/status_macros.h"
 #ifdef ATTNKIT_WITH_CUDA
-#include "attnkit/cuda/kernels.h"
+#include "cuda/kernels.h"
 #endif
 
 namespace attnkit::sparse {

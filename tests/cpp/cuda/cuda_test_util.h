@@ -6,7 +6,7 @@
 #include <gtest/gtest.h>
 
 #ifdef ATTNKIT_WITH_CUDA
-#include "attnkit/cuda/kernels.h"
+#include "cuda/kernels.h"
 #endif
 
 namespace attnkit::testing {

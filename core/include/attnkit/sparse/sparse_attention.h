@@ -29,7 +29,7 @@
 #include "attnkit/config.h"
 #include "attnkit/sparse/masks.h"
 #ifdef ATTNKIT_WITH_CUDA
-#include "attnkit/cuda/kernels.h"
+#include "cuda/kernels.h"
 #endif
 
 namespace attnkit::sparse {

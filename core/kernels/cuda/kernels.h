@@ -5,14 +5,16 @@
 // stay there and are computed on the device's current stream. Inputs: bfloat16 or float16, head dim
 // 64 or 128, GQA (query head h reads kv head h / (H / Hkv)); accumulation is float32.
 //
-// Defined only in builds with CUDA (ATTNKIT_WITH_CUDA is defined for everything that links
-// attnkit_core then); guard calls with #ifdef ATTNKIT_WITH_CUDA and check Available() at run time.
+// Private to core (core/kernels is not installed). A build with CUDA compiles the definitions in
+// core/kernels/cuda/; a build without compiles core/kernels/no_cuda/kernels.cc instead, where
+// Compiled() and Available() are false and every kernel returns UNIMPLEMENTED. Callers ask
+// Available() (or a backend's capability check) at run time; no caller needs an #ifdef.
 // Shapes follow attnkit/sparse/sparse_attention.h: per sequence, q [H, Lq, d], k [Hkv, Lk, d],
 // v [Hkv, Lk, d], queries are the last Lq of the Lk positions, blocks counted from query 0 and key
 // 0. Thread safety: pure functions; concurrent calls are fine (each launches on the current
 // stream).
-#ifndef ATTNKIT_CUDA_KERNELS_H_
-#define ATTNKIT_CUDA_KERNELS_H_
+#ifndef ATTNKIT_KERNELS_CUDA_KERNELS_H_
+#define ATTNKIT_KERNELS_CUDA_KERNELS_H_
 
 #include <cstdint>
 #include <utility>
@@ -24,8 +26,10 @@
 
 namespace attnkit::cuda {
 
-// True when a CUDA device is visible to this process (the kernels are compiled in whenever this
-// header's functions exist).
+// True when this build has the CUDA kernels (CMake option ATTNKIT_CUDA).
+bool Compiled();
+
+// True when the kernels are compiled in and a CUDA device is visible to this process.
 bool Available();
 
 // A block mask as lists: indices int32 [mask_heads, q_blocks, max_list] (ascending key blocks,
@@ -102,4 +106,4 @@ absl::StatusOr<std::pair<at::Tensor, at::Tensor>> DenseDecodeReference(const at:
 
 }  // namespace attnkit::cuda
 
-#endif  // ATTNKIT_CUDA_KERNELS_H_
+#endif  // ATTNKIT_KERNELS_CUDA_KERNELS_H_

@@ -1,0 +1,11 @@
+#include "attnkit/device.h"
+
+#include "cuda/kernels.h"
+
+namespace attnkit {
+
+bool BuiltWithCuda() { return cuda::Compiled(); }
+
+bool CudaDeviceAvailable() { return cuda::Available(); }
+
+}  // namespace attnkit
