@@ -73,7 +73,7 @@ absl::StatusOr<at::Tensor> MaskInput(const DLTensor* t, const char* name, bool a
   }
   at::Device device(at::kCPU);
   if (t->device.device_type == kDLCUDA) {
-    if (!BuiltWithCuda()) {
+    if (!attnkit::BuiltWithCuda()) {
       return absl::InvalidArgumentError(
           absl::StrCat(name, ": is on a CUDA device, but this attnkit was built without CUDA"));
     }
