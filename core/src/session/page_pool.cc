@@ -6,17 +6,62 @@
 #include <ATen/Functions.h>
 
 namespace attnkit::session {
+namespace {
 
-PagePool::PagePool(int page_size, int head_dim, at::ScalarType dtype, at::Device device, bool arena)
-    : page_size_(page_size), head_dim_(head_dim), dtype_(dtype), device_(device), arena_(arena) {
-  row_bytes_ = static_cast<int64_t>(head_dim) * c10::elementSize(dtype);
-  half_bytes_ = row_bytes_ * page_size;
-  // About 2 MiB per chunk, at least one page.
-  pages_per_chunk_ = static_cast<int32_t>(std::max<int64_t>(1, (int64_t{2} << 20) / page_bytes()));
+// About 2 MiB per chunk (or per arena growth step), at least one page.
+int32_t PagesPerChunk(int64_t page_bytes) {
+  return static_cast<int32_t>(std::max<int64_t>(1, (int64_t{2} << 20) / page_bytes));
 }
 
-void PagePool::Grow(int64_t min_pages) {
-  const int64_t pages = std::max<int64_t>({min_pages, 2 * arena_pages_, pages_per_chunk_});
+}  // namespace
+
+at::Tensor IndexTensor(const std::vector<int64_t>& values, at::Device device) {
+  const auto longs = at::TensorOptions().dtype(at::kLong);
+  if (device.is_cpu()) return at::tensor(values, longs);
+  at::Tensor staging = at::empty({static_cast<int64_t>(values.size())}, longs.pinned_memory(true));
+  std::memcpy(staging.data_ptr<int64_t>(), values.data(), values.size() * sizeof(int64_t));
+  return staging.to(device, /*non_blocking=*/true);
+}
+
+PagePool::PagePool(int page_size, int head_dim, at::ScalarType dtype)
+    : page_size_(page_size), head_dim_(head_dim), dtype_(dtype) {
+  row_bytes_ = static_cast<int64_t>(head_dim) * c10::elementSize(dtype);
+  half_bytes_ = row_bytes_ * page_size;
+}
+
+int32_t PagePool::Allocate() {
+  if (free_.empty()) AddPages();
+  const int32_t page = free_.back();
+  free_.pop_back();
+  ++in_use_;
+  return page;
+}
+
+void PagePool::Release(int32_t page) {
+  free_.push_back(page);
+  --in_use_;
+}
+
+ChunkedPagePool::ChunkedPagePool(int page_size, int head_dim, at::ScalarType dtype)
+    : PagePool(page_size, head_dim, dtype), pages_per_chunk_(PagesPerChunk(page_bytes())) {}
+
+void ChunkedPagePool::AddPages() {
+  const int32_t first = static_cast<int32_t>(key_chunks_.size()) * pages_per_chunk_;
+  for (auto* chunks : {&key_chunks_, &value_chunks_}) {
+    at::Tensor chunk = at::empty({pages_per_chunk_ * half_bytes_}, at::kByte);
+    chunks_.push_back(chunk);
+    chunks->push_back(static_cast<char*>(chunk.data_ptr()));
+  }
+  for (int32_t p = first + pages_per_chunk_ - 1; p >= first; --p) free_.push_back(p);
+}
+
+ArenaPagePool::ArenaPagePool(int page_size, int head_dim, at::ScalarType dtype, at::Device device)
+    : PagePool(page_size, head_dim, dtype),
+      device_(device),
+      min_grow_pages_(PagesPerChunk(page_bytes())) {}
+
+void ArenaPagePool::Grow(int64_t min_pages) {
+  const int64_t pages = std::max<int64_t>({min_pages, 2 * arena_pages_, min_grow_pages_});
   at::Tensor next =
       at::empty({pages * page_bytes()}, at::TensorOptions().dtype(at::kByte).device(device_));
   if (arena_pages_ > 0) next.narrow(0, 0, arena_tensor_.numel()).copy_(arena_tensor_);
@@ -28,27 +73,19 @@ void PagePool::Grow(int64_t min_pages) {
   arena_pages_ = pages;
 }
 
-void PagePool::EnsureFree(int64_t pages) {
-  if (arena_ && static_cast<int64_t>(free_.size()) < pages) {
+void ArenaPagePool::EnsureFree(int64_t pages) {
+  if (static_cast<int64_t>(free_.size()) < pages) {
     Grow(arena_pages_ + pages - static_cast<int64_t>(free_.size()));
   }
 }
 
-at::Tensor PagePool::Rows() const {
+at::Tensor ArenaPagePool::Rows() const {
   if (arena_pages_ == 0)
     return at::empty({0, head_dim_}, at::TensorOptions().dtype(dtype_).device(device_));
   return arena_tensor_.view(dtype_).view({arena_pages_ * 2 * page_size_, head_dim_});
 }
 
-at::Tensor IndexTensor(const std::vector<int64_t>& values, at::Device device) {
-  const auto longs = at::TensorOptions().dtype(at::kLong);
-  if (device.is_cpu()) return at::tensor(values, longs);
-  at::Tensor staging = at::empty({static_cast<int64_t>(values.size())}, longs.pinned_memory(true));
-  std::memcpy(staging.data_ptr<int64_t>(), values.data(), values.size() * sizeof(int64_t));
-  return staging.to(device, /*non_blocking=*/true);
-}
-
-void PagePool::FlushMoves() {
+void ArenaPagePool::FlushMoves() {
   if (pending_from_.empty()) return;
   // All sources are gathered before any destination is written, so a row that is both (a kept
   // token moving into the place of one that moves further forward) is read first. One host-to-
@@ -62,63 +99,13 @@ void PagePool::FlushMoves() {
   pending_to_.clear();
 }
 
-int32_t PagePool::Allocate() {
-  if (free_.empty() && arena_) Grow(arena_pages_ + 1);
-  if (free_.empty()) {
-    const int32_t first = static_cast<int32_t>(key_chunks_.size()) * pages_per_chunk_;
-    for (auto* chunks : {&key_chunks_, &value_chunks_}) {
-      at::Tensor chunk = at::empty({pages_per_chunk_ * half_bytes_},
-                                   at::TensorOptions().dtype(at::kByte).device(device_));
-      chunks_.push_back(chunk);
-      chunks->push_back(static_cast<char*>(chunk.data_ptr()));
-    }
-    for (int32_t p = first + pages_per_chunk_ - 1; p >= first; --p) free_.push_back(p);
-  }
-  const int32_t page = free_.back();
-  free_.pop_back();
-  ++in_use_;
-  return page;
-}
-
-void PagePool::Release(int32_t page) {
-  free_.push_back(page);
-  --in_use_;
-}
-
 void HeadCache::Reserve(PagePool& pool, int64_t extra) {
   const int64_t needed = (length + extra + pool.page_size() - 1) / pool.page_size();
   while (static_cast<int64_t>(pages.size()) < needed) pages.push_back(pool.Allocate());
 }
 
-std::vector<int64_t> HeadCache::RowIndices(const PagePool& pool, bool values) const {
-  std::vector<int64_t> rows(length);
-  const int64_t P = pool.page_size();
-  for (int64_t i = 0; i < length; ++i) {
-    const int32_t page = pages[i / P];
-    rows[i] = values ? pool.ValueRowIndex(page, i % P) : pool.KeyRowIndex(page, i % P);
-  }
-  return rows;
-}
-
-void HeadCache::Compact(PagePool& pool, const std::vector<int64_t>& kept) {
-  const int64_t row = pool.row_bytes();
-  const int64_t P = pool.page_size();
-  for (size_t i = 0; i < kept.size(); ++i) {
-    const int64_t from = kept[i];
-    if (from == static_cast<int64_t>(i)) continue;
-    if (pool.arena()) {
-      const int32_t src = pages[from / P], dst = pages[i / P];
-      pool.QueueMove(pool.KeyRowIndex(src, from % P), pool.KeyRowIndex(dst, i % P));
-      pool.QueueMove(pool.ValueRowIndex(src, from % P), pool.ValueRowIndex(dst, i % P));
-    } else {
-      std::memcpy(KeyRow(pool, i), KeyRow(pool, from), row);
-      std::memcpy(ValueRow(pool, i), ValueRow(pool, from), row);
-    }
-    origin[i] = origin[from];
-    rotated[i] = rotated[from];
-  }
-
-  length = static_cast<int64_t>(kept.size());
+void HeadCache::Truncate(PagePool& pool, int64_t new_length) {
+  length = new_length;
   origin.resize(length);
   rotated.resize(length);
   const size_t needed = (length + pool.page_size() - 1) / pool.page_size();
@@ -126,14 +113,6 @@ void HeadCache::Compact(PagePool& pool, const std::vector<int64_t>& kept) {
     pool.Release(pages.back());
     pages.pop_back();
   }
-}
-
-void HeadCache::Clear(PagePool& pool) {
-  for (int32_t p : pages) pool.Release(p);
-  pages.clear();
-  origin.clear();
-  rotated.clear();
-  length = 0;
 }
 
 }  // namespace attnkit::session

@@ -1,15 +1,17 @@
-// Fixed-size pages of keys and values for one layer. A page holds page_size tokens of one
-// (sequence, kv head): page_size key rows and page_size value rows, head_dim elements each. Keys
-// and values live in separate chunks, so the key rows of pages allocated in a row are contiguous
-// and the attention kernel's key pass and value pass each stream through memory.
-// Pages come from chunks that are never returned; released pages are reused first, so the bytes in
+// Fixed-size pages of keys and values for one layer, and the bookkeeping of one (sequence, kv head)
+// cache over them. A page holds page_size tokens of one (sequence, kv head): page_size key rows and
+// page_size value rows, head_dim elements each. Released pages are reused first, so the bytes in
 // use follow the cache's budget while the reserve stays at its peak.
 //
-// Arena layout (`arena` = true; every pool on a device other than the CPU): one tensor holds all
-// pages, page p at byte p * page_bytes() with its key rows then its value rows (the layout of
-// attnkit::cuda::PagedCache), so tensor operations can address rows by index (Rows(), KeyRowIndex,
-// ValueRowIndex). The arena doubles when it runs out of pages; page ids stay valid, addresses
-// do not (take them again after Allocate()).
+// Two layouts, one per KV store (kv_store.h):
+// - ChunkedPagePool (host store): keys and values in separate ~2 MiB chunks, so the key rows of
+// pages
+//   allocated in a row are contiguous and the attention kernel's key and value passes each stream
+//   through memory. Chunks are never returned.
+// - ArenaPagePool (device store): one tensor holds all pages, page p at byte p * page_bytes() with
+//   its key rows then its value rows (the layout of attnkit::cuda::PagedCache), so tensor
+//   operations address rows by index (Rows(), KeyRowIndex, ValueRowIndex). The arena doubles when
+//   it runs out of pages; page ids stay valid, addresses do not (take them again after Allocate()).
 #ifndef ATTNKIT_CORE_SESSION_PAGE_POOL_H_
 #define ATTNKIT_CORE_SESSION_PAGE_POOL_H_
 
@@ -25,32 +27,13 @@ namespace attnkit::session {
 // copy has run), so the host goes on enqueueing work instead of waiting for the transfer.
 at::Tensor IndexTensor(const std::vector<int64_t>& values, at::Device device);
 
+// Page ids, their reuse and the byte counts; the layouts below own the memory.
 class PagePool {
  public:
-  PagePool(int page_size, int head_dim, at::ScalarType dtype, at::Device device,
-           bool arena = false);
+  virtual ~PagePool() = default;
 
   int32_t Allocate();
   void Release(int32_t page);
-
-  char* Keys(int32_t page) const {
-    return arena_ ? ArenaBase() + page * page_bytes() : Base(key_chunks_, page);
-  }
-  char* Values(int32_t page) const {
-    return arena_ ? ArenaBase() + page * page_bytes() + half_bytes_ : Base(value_chunks_, page);
-  }
-  // Makes sure `pages` more pages can be allocated without growing the arena more than once.
-  void EnsureFree(int64_t pages);
-  // Arena pools: row moves queued by HeadCache::Compact, run as one gather and one scatter on the
-  // device (sources are read before any destination is written). A no-op for other pools.
-  void QueueMove(int64_t from_row, int64_t to_row) {
-    pending_from_.push_back(from_row);
-    pending_to_.push_back(to_row);
-  }
-  void FlushMoves();
-  // Row `row` (< page_size) of a page's keys or values.
-  char* KeyRow(int32_t page, int64_t row) const { return Keys(page) + row * row_bytes_; }
-  char* ValueRow(int32_t page, int64_t row) const { return Values(page) + row * row_bytes_; }
 
   int page_size() const { return page_size_; }
   int head_dim() const { return head_dim_; }
@@ -58,13 +41,54 @@ class PagePool {
   int64_t row_bytes() const { return row_bytes_; }
   int64_t page_bytes() const { return 2 * half_bytes_; }
   int64_t pages_in_use() const { return in_use_; }
-  int64_t pages_reserved() const {
-    return arena_ ? arena_pages_ : static_cast<int64_t>(key_chunks_.size()) * pages_per_chunk_;
+  virtual int64_t pages_reserved() const = 0;
+
+ protected:
+  PagePool(int page_size, int head_dim, at::ScalarType dtype);
+  // Adds at least one page id to free_ (called when it is empty).
+  virtual void AddPages() = 0;
+
+  int page_size_, head_dim_;
+  at::ScalarType dtype_;
+  int64_t row_bytes_, half_bytes_;
+  std::vector<int32_t> free_;
+  int64_t in_use_ = 0;
+};
+
+class ChunkedPagePool final : public PagePool {
+ public:
+  ChunkedPagePool(int page_size, int head_dim, at::ScalarType dtype);
+
+  char* Keys(int32_t page) const { return Base(key_chunks_, page); }
+  char* Values(int32_t page) const { return Base(value_chunks_, page); }
+  // Row `row` (< page_size) of a page's keys or values.
+  char* KeyRow(int32_t page, int64_t row) const { return Keys(page) + row * row_bytes_; }
+  char* ValueRow(int32_t page, int64_t row) const { return Values(page) + row * row_bytes_; }
+  int64_t pages_reserved() const override {
+    return static_cast<int64_t>(key_chunks_.size()) * pages_per_chunk_;
   }
-  bool arena() const { return arena_; }
-  at::Device device() const { return device_; }
-  // Arena pools: every row of every page as a [pages_reserved() * 2 * page_size, head_dim] tensor
-  // of dtype() (a view of the arena), and the index of a page's key or value row in it.
+
+ private:
+  void AddPages() override;
+  char* Base(const std::vector<char*>& chunks, int32_t page) const {
+    return chunks[page / pages_per_chunk_] + (page % pages_per_chunk_) * half_bytes_;
+  }
+
+  int32_t pages_per_chunk_;
+  std::vector<at::Tensor> chunks_;  // owners of the memory below
+  std::vector<char*> key_chunks_, value_chunks_;
+};
+
+class ArenaPagePool final : public PagePool {
+ public:
+  ArenaPagePool(int page_size, int head_dim, at::ScalarType dtype, at::Device device);
+
+  // Device address of a page (its key rows; the value rows follow).
+  char* Keys(int32_t page) const { return ArenaBase() + page * page_bytes(); }
+  // Makes sure `pages` more pages can be allocated without growing the arena more than once.
+  void EnsureFree(int64_t pages);
+  // Every row of every page as a [pages_reserved() * 2 * page_size, head_dim] tensor of dtype()
+  // (a view of the arena), and the index of a page's key or value row in it.
   at::Tensor Rows() const;
   int64_t KeyRowIndex(int32_t page, int64_t row) const {
     return static_cast<int64_t>(page) * 2 * page_size_ + row;
@@ -72,52 +96,58 @@ class PagePool {
   int64_t ValueRowIndex(int32_t page, int64_t row) const {
     return (static_cast<int64_t>(page) * 2 + 1) * page_size_ + row;
   }
+  // Row moves queued by compaction, run as one gather and one scatter on the device (sources are
+  // read before any destination is written).
+  void QueueMove(int64_t from_row, int64_t to_row) {
+    pending_from_.push_back(from_row);
+    pending_to_.push_back(to_row);
+  }
+  void FlushMoves();
+  at::Device device() const { return device_; }
+  int64_t pages_reserved() const override { return arena_pages_; }
 
  private:
-  char* Base(const std::vector<char*>& chunks, int32_t page) const {
-    return chunks[page / pages_per_chunk_] + (page % pages_per_chunk_) * half_bytes_;
-  }
-
-  char* ArenaBase() const { return static_cast<char*>(arena_tensor_.data_ptr()); }
+  void AddPages() override { Grow(arena_pages_ + 1); }
   void Grow(int64_t min_pages);
+  char* ArenaBase() const { return static_cast<char*>(arena_tensor_.data_ptr()); }
 
-  int page_size_, head_dim_;
-  at::ScalarType dtype_;
   at::Device device_;
-  int64_t row_bytes_, half_bytes_;
-  int32_t pages_per_chunk_;
-  std::vector<at::Tensor> chunks_;  // owners of the memory below
-  std::vector<char*> key_chunks_, value_chunks_;
-  std::vector<int32_t> free_;
-  bool arena_ = false;
-  std::vector<int64_t> pending_from_, pending_to_;
-  at::Tensor arena_tensor_;  // arena pools: [arena_pages_ * page_bytes()] bytes
+  int32_t min_grow_pages_;
+  at::Tensor arena_tensor_;  // [arena_pages_ * page_bytes()] bytes
   int64_t arena_pages_ = 0;
-  int64_t in_use_ = 0;
+  std::vector<int64_t> pending_from_, pending_to_;
 };
 
-// The cache of one (sequence, kv head) of one layer.
+// The cache of one (sequence, kv head) of one layer: which pages, how many tokens, and each token's
+// original index and RoPE position. The rows themselves are the store's.
 struct HeadCache {
   std::vector<int32_t> pages;
   int64_t length = 0;
   std::vector<int64_t> origin;   // original token index of each cached token
   std::vector<int64_t> rotated;  // RoPE position each cached key currently carries
 
-  char* KeyRow(const PagePool& pool, int64_t i) const {
-    return pool.KeyRow(pages[i / pool.page_size()], i % pool.page_size());
-  }
-  char* ValueRow(const PagePool& pool, int64_t i) const {
-    return pool.ValueRow(pages[i / pool.page_size()], i % pool.page_size());
-  }
+  int32_t page_of(int64_t i, int64_t page_size) const { return pages[i / page_size]; }
   // Makes room for `extra` more tokens.
   void Reserve(PagePool& pool, int64_t extra);
-  // Keeps the tokens at `kept` (ascending indices), compacting them to the front and releasing the
-  // pages no longer needed. Arena pools queue the row moves (PagePool::FlushMoves runs them): the
-  // released pages must not be reused before the flush.
-  void Compact(PagePool& pool, const std::vector<int64_t>& kept);
-  // Arena pools: the row indices (PagePool::Rows) of tokens [0, length) of the keys or values.
-  std::vector<int64_t> RowIndices(const PagePool& pool, bool values) const;
-  void Clear(PagePool& pool);
+  // Keeps the tokens at `kept` (ascending indices), compacting them to the front: move(from, to)
+  // moves the rows of token `from` to index `to` (the store's layout), then the positions follow
+  // and the pages no longer needed are released. A store that queues its moves must run them
+  // before the released pages are reused.
+  template <typename Move>
+  void Keep(PagePool& pool, const std::vector<int64_t>& kept, Move move) {
+    for (size_t i = 0; i < kept.size(); ++i) {
+      const int64_t from = kept[i];
+      if (from == static_cast<int64_t>(i)) continue;
+      move(from, static_cast<int64_t>(i));
+      origin[i] = origin[from];
+      rotated[i] = rotated[from];
+    }
+    Truncate(pool, static_cast<int64_t>(kept.size()));
+  }
+  void Clear(PagePool& pool) { Truncate(pool, 0); }
+
+ private:
+  void Truncate(PagePool& pool, int64_t new_length);
 };
 
 }  // namespace attnkit::session

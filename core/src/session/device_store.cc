@@ -1,0 +1,223 @@
+// The device store: every page of a layer in one arena on the session's device, every step as
+// tensor operations there (rows appended, gathered and compacted by index), decode through the
+// fused CUDA kernel and prefill through the block-sparse engine where they apply. The policy's
+// counters live on the host, so the session copies each step's observation rows over; keys and
+// values stay on the device. On the CPU this store runs for tests only (session_testing.h).
+#include <algorithm>
+
+#include <ATen/Functions.h>
+
+#include "cuda/kernels.h"
+#include "session/kv_store.h"
+#include "session/rope.h"
+#include "util/status_macros.h"
+
+namespace attnkit::session {
+namespace {
+
+// Calls longer than this many queries run as prefill on the block-sparse engine (CUDA).
+constexpr int64_t kDenseEngineMinQueries = 17;
+
+// Row indices (ArenaPagePool::Rows) of tokens [0, length) of a head's keys or values.
+std::vector<int64_t> RowIndices(const ArenaPagePool& pool, const HeadCache& cache, bool values) {
+  std::vector<int64_t> rows(cache.length);
+  const int64_t P = pool.page_size();
+  for (int64_t i = 0; i < cache.length; ++i) {
+    const int32_t page = cache.page_of(i, P);
+    rows[i] = values ? pool.ValueRowIndex(page, i % P) : pool.KeyRowIndex(page, i % P);
+  }
+  return rows;
+}
+
+class DeviceStore final : public KvStore {
+ public:
+  DeviceStore(const StoreContext& context, at::Device device) : KvStore(context, device) {
+    const SessionOptions& o = *context.options;
+    for (Layer& layer : layers_) {
+      auto pool =
+          std::make_unique<ArenaPagePool>(o.page_size, o.head_dim, StorageType(o.dtype), device);
+      pools_.push_back(pool.get());
+      layer.pool = std::move(pool);
+    }
+  }
+
+  // On a CUDA device, prefill without a sparse mode still runs on the block-sparse kernel (every
+  // causal block).
+  absl::Status Init() {
+    if (!device_.is_cuda()) return absl::OkStatus();
+    SparseOptions dense;
+    dense.mode = SparseMode::kDense;
+    dense.block_size = 128;
+    ATTNKIT_ASSIGN_OR_RETURN(dense_, sparse::SparseAttention::Create(dense));
+    return absl::OkStatus();
+  }
+
+  // The new tokens' keys and values written into their rows of the arena, one index_copy_ for the
+  // keys and one for the values.
+  void Append(int layer_index, const at::Tensor& k, const at::Tensor& v,
+              const std::vector<int64_t>& first_rotated) override {
+    const SessionOptions& o = *context_.options;
+    const int64_t T = k.size(2), P = o.page_size;
+    Layer& layer = layers_[layer_index];
+    ArenaPagePool& pool = *pools_[layer_index];
+    int64_t new_pages = 0;
+    for (const HeadCache& h : layer.heads) {
+      new_pages +=
+          std::max<int64_t>(0, (h.length + T + P - 1) / P - static_cast<int64_t>(h.pages.size()));
+    }
+    pool.EnsureFree(new_pages);
+    // The keys' row indices, then the values': [B, Hkv, T] each, in AppendEach's order.
+    const int64_t n = static_cast<int64_t>(layer.heads.size()) * T;
+    std::vector<int64_t> rows_index(2 * n);
+    int64_t next = 0;
+    AppendEach(layer, T, first_rotated, [&](int64_t, int64_t, HeadCache& cache) {
+      for (int64_t t = 0; t < T; ++t, ++next) {
+        const int64_t i = cache.length + t;
+        rows_index[next] = pool.KeyRowIndex(cache.page_of(i, P), i % P);
+        rows_index[n + next] = pool.ValueRowIndex(cache.page_of(i, P), i % P);
+      }
+    });
+    const at::Tensor index = IndexTensor(rows_index, device_);
+    at::Tensor rows = pool.Rows();
+    // [B, Hkv, T, d] in storage dtype, flattened in the order the row indices were listed.
+    rows.index_copy_(0, index.narrow(0, 0, n),
+                     k.to(device_, pool.dtype()).contiguous().view({-1, o.head_dim}));
+    rows.index_copy_(0, index.narrow(0, n, n),
+                     v.to(device_, pool.dtype()).contiguous().view({-1, o.head_dim}));
+  }
+
+  absl::StatusOr<StepResult> Attend(int layer_index, const at::Tensor& q_in, int64_t window,
+                                    bool column_sums) override {
+    const SessionOptions& o = *context_.options;
+    const int64_t T = q_in.size(2);
+    const Layer& layer = layers_[layer_index];
+    const at::Tensor q = q_in.to(device_);
+    StepResult r = MakeResult(layer, T, window, column_sums);
+    const sparse::SparseAttention* sparse = context_.sparse;
+    const sparse::SparseAttention* engine =
+        sparse != nullptr && T >= sparse->options().min_sparse_length ? sparse
+        : T >= kDenseEngineMinQueries                                 ? dense_.get()
+                                                                      : nullptr;
+    if (T <= max_decode_queries() && FusedDecodeTakes()) {
+      for (int64_t b = 0; b < o.batch_size; ++b) {
+        ATTNKIT_RETURN_IF_ERROR(FusedDecode(layer_index, b, q[b], r));
+      }
+    } else if (engine != nullptr && EqualLengths(layer) && T > 1) {
+      for (int64_t b = 0; b < o.batch_size; ++b) {
+        ATTNKIT_RETURN_IF_ERROR(SparsePrefill(layer, b, *engine, true, q[b], window, r));
+      }
+    } else {
+      DenseGroups(layer, q.to(at::kFloat), window, r);
+    }
+    return r;
+  }
+
+  void Keep(int layer_index, int64_t index, const std::vector<int64_t>& kept) override {
+    ArenaPagePool& pool = *pools_[layer_index];
+    HeadCache& cache = layers_[layer_index].heads[index];
+    const int64_t P = pool.page_size();
+    cache.Keep(pool, kept, [&](int64_t from, int64_t to) {
+      const int32_t src = cache.page_of(from, P), dst = cache.page_of(to, P);
+      pool.QueueMove(pool.KeyRowIndex(src, from % P), pool.KeyRowIndex(dst, to % P));
+      pool.QueueMove(pool.ValueRowIndex(src, from % P), pool.ValueRowIndex(dst, to % P));
+    });
+  }
+
+  // Every head's moves in one gather and one scatter.
+  void FinishKeep(int layer_index) override { pools_[layer_index]->FlushMoves(); }
+
+  void Rerotate(int layer_index, int64_t index, const RopeOptions& rope) override {
+    const ArenaPagePool& pool = *pools_[layer_index];
+    HeadCache& cache = layers_[layer_index].heads[index];
+    std::vector<int64_t> rows;
+    std::vector<double> deltas;
+    const int64_t P = pool.page_size();
+    for (int64_t i = 0; i < cache.length; ++i) {
+      const int64_t delta = i - cache.rotated[i];
+      if (delta == 0) continue;
+      rows.push_back(pool.KeyRowIndex(cache.page_of(i, P), i % P));
+      deltas.push_back(static_cast<double>(delta));
+      cache.rotated[i] = i;
+    }
+    RotateRows(pool.Rows(), rows, deltas, rope, pool.head_dim());
+  }
+
+  // The fused CUDA decode kernel takes one query per call.
+  int64_t max_decode_queries() const override { return 1; }
+
+ private:
+  at::Tensor GatherStored(const Layer& layer, const HeadCache& cache, bool values) const override {
+    const auto& pool = static_cast<const ArenaPagePool&>(*layer.pool);
+    return pool.Rows().index_select(0, IndexTensor(RowIndices(pool, cache, values), device_));
+  }
+
+  // Whether cuda::PagedDecodeAttention takes this session's steps: a CUDA device, bfloat16/float16
+  // storage, head dim 64 or 128, at most 8 query heads per kv head.
+  bool FusedDecodeTakes() const {
+    const SessionOptions& o = *context_.options;
+    const at::ScalarType dtype = StorageType(o.dtype);
+    return device_.is_cuda() && (dtype == at::kBFloat16 || dtype == at::kHalf) &&
+           (o.head_dim == 64 || o.head_dim == 128) && o.num_heads / o.num_kv_heads <= 8 &&
+           o.scale > 0;
+  }
+
+  // One decode token of sequence b through cuda::PagedDecodeAttention over the arena's pages.
+  // With a policy observing, every query head gets its own row of page pointers (its kv head's
+  // pages), so the kernel's score rows are the per-head probabilities the policy reads.
+  absl::Status FusedDecode(int layer_index, int64_t b, const at::Tensor& q_b, StepResult& r) {
+    const SessionOptions& o = *context_.options;
+    const Layer& layer = layers_[layer_index];
+    const ArenaPagePool& pool = *pools_[layer_index];
+    const int64_t G = o.num_heads / o.num_kv_heads;
+    const bool observe = r.window_rows.defined() || r.column_sums.defined();
+    const int64_t rows = observe ? o.num_heads : o.num_kv_heads;
+    int64_t max_pages = 1, max_len = 0;
+    for (int64_t h = 0; h < o.num_kv_heads; ++h) {
+      const HeadCache& cache = layer.heads[b * o.num_kv_heads + h];
+      max_pages = std::max<int64_t>(max_pages, cache.pages.size());
+      max_len = std::max(max_len, cache.length);
+    }
+    // The page pointers [rows, max_pages], then the lengths [rows]: one transfer.
+    std::vector<int64_t> table(rows * (max_pages + 1), 0);
+    for (int64_t row = 0; row < rows; ++row) {
+      const HeadCache& cache = layer.heads[b * o.num_kv_heads + (observe ? row / G : row)];
+      for (size_t p = 0; p < cache.pages.size(); ++p) {
+        table[row * max_pages + p] = reinterpret_cast<int64_t>(pool.Keys(cache.pages[p]));
+      }
+      table[rows * max_pages + row] = cache.length;
+    }
+    const at::Tensor device_table = IndexTensor(table, device_);
+    cuda::PagedCache cache;
+    cache.page_ptrs = device_table.narrow(0, 0, rows * max_pages).view({rows, max_pages});
+    cache.lengths = device_table.narrow(0, rows * max_pages, rows).to(at::kInt);
+    cache.max_length = max_len;
+    cache.page_size = o.page_size;
+    cache.head_dim = o.head_dim;
+    cache.dtype = pool.dtype();
+    at::Tensor scores;
+    if (observe) {
+      scores = at::zeros({rows, max_len}, at::TensorOptions().dtype(at::kFloat).device(device_));
+    }
+    ATTNKIT_ASSIGN_OR_RETURN(at::Tensor step,
+                             cuda::PagedDecodeAttention(q_b.select(1, 0).to(pool.dtype()), cache,
+                                                        o.scale, observe ? &scores : nullptr));
+    r.out[b].select(1, 0).copy_(step);
+    if (r.window_rows.defined()) r.window_rows[b].select(1, 0).narrow(1, 0, max_len).copy_(scores);
+    if (r.column_sums.defined()) r.column_sums[b].narrow(1, 0, max_len).copy_(scores);
+    return absl::OkStatus();
+  }
+
+  std::vector<ArenaPagePool*> pools_;               // layers_[l].pool, typed
+  std::unique_ptr<sparse::SparseAttention> dense_;  // CUDA: the dense prefill engine
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<KvStore>> MakeDeviceStore(const StoreContext& context,
+                                                         at::Device device) {
+  auto store = std::make_unique<DeviceStore>(context, device);
+  ATTNKIT_RETURN_IF_ERROR(store->Init());
+  return std::unique_ptr<KvStore>(std::move(store));
+}
+
+}  // namespace attnkit::session

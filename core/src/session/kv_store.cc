@@ -1,0 +1,163 @@
+#include "session/kv_store.h"
+
+#include <algorithm>
+#include <limits>
+
+#include <ATen/Functions.h>
+#include <ATen/TensorOperators.h>
+
+#include "util/status_macros.h"
+
+namespace attnkit::session {
+
+KvStore::KvStore(const StoreContext& context, at::Device device)
+    : context_(context), device_(device) {
+  const SessionOptions& o = *context.options;
+  layers_.resize(o.num_layers);
+  for (Layer& layer : layers_) {
+    layer.heads.resize(static_cast<size_t>(o.batch_size) * o.num_kv_heads);
+    layer.seen.assign(o.batch_size, 0);
+  }
+}
+
+at::Tensor KvStore::SequenceKeys(int layer_index, int64_t b) const {
+  const SessionOptions& o = *context_.options;
+  const Layer& layer = layers_[layer_index];
+  int64_t max_len = 0;
+  for (int h = 0; h < o.num_kv_heads; ++h) {
+    max_len = std::max(max_len, layer.heads[b * o.num_kv_heads + h].length);
+  }
+  at::Tensor keys = at::zeros({o.num_kv_heads, max_len, o.head_dim},
+                              at::TensorOptions().dtype(at::kFloat).device(device_));
+  for (int h = 0; h < o.num_kv_heads; ++h) {
+    const HeadCache& cache = layer.heads[b * o.num_kv_heads + h];
+    keys[h].narrow(0, 0, cache.length).copy_(Gather(layer, cache, false));
+  }
+  return keys;
+}
+
+int64_t KvStore::LayerBytes(int layer) const {
+  const PagePool& pool = *layers_[layer].pool;
+  return pool.pages_in_use() * pool.page_bytes();
+}
+
+int64_t KvStore::HeadBytes(int layer, int64_t index) const {
+  return static_cast<int64_t>(layers_[layer].heads[index].pages.size()) *
+         layers_[layer].pool->page_bytes();
+}
+
+int64_t KvStore::BytesHeld() const {
+  int64_t bytes = 0;
+  for (size_t l = 0; l < layers_.size(); ++l) bytes += LayerBytes(static_cast<int>(l));
+  return bytes;
+}
+
+int64_t KvStore::BytesReserved() const {
+  int64_t bytes = 0;
+  for (const Layer& layer : layers_)
+    bytes += layer.pool->pages_reserved() * layer.pool->page_bytes();
+  return bytes;
+}
+
+void KvStore::Clear() {
+  for (Layer& layer : layers_) {
+    for (HeadCache& h : layer.heads) h.Clear(*layer.pool);
+    std::fill(layer.seen.begin(), layer.seen.end(), 0);
+  }
+}
+
+StepResult KvStore::MakeResult(const Layer& layer, int64_t T, int64_t window,
+                               bool column_sums) const {
+  const SessionOptions& o = *context_.options;
+  const auto floats = at::TensorOptions().dtype(at::kFloat).device(device_);
+  int64_t max_len = 0;
+  for (const HeadCache& h : layer.heads) max_len = std::max(max_len, h.length);
+  StepResult r;
+  r.out = at::empty({o.batch_size, o.num_heads, T, o.head_dim}, floats);
+  if (window > 0) r.window_rows = at::zeros({o.batch_size, o.num_heads, window, max_len}, floats);
+  if (column_sums) r.column_sums = at::zeros({o.batch_size, o.num_heads, max_len}, floats);
+  return r;
+}
+
+bool KvStore::EqualLengths(const Layer& layer) const {
+  for (const HeadCache& h : layer.heads) {
+    if (h.length != layer.heads[0].length) return false;
+  }
+  return true;
+}
+
+void KvStore::DenseGroups(const Layer& layer, const at::Tensor& qf, int64_t window,
+                          StepResult& r) const {
+  const SessionOptions& o = *context_.options;
+  const int64_t G = o.num_heads / o.num_kv_heads;
+  for (int64_t gi = 0; gi < o.batch_size * o.num_kv_heads; ++gi) {
+    const int64_t b = gi / o.num_kv_heads, kvh = gi % o.num_kv_heads;
+    PrefillGroup(layer, gi, qf[b].narrow(0, kvh * G, G), r.out[b].narrow(0, kvh * G, G), window,
+                 r.window_rows.defined() ? r.window_rows[b].narrow(0, kvh * G, G) : at::Tensor(),
+                 r.column_sums.defined() ? r.column_sums[b].narrow(0, kvh * G, G) : at::Tensor());
+  }
+}
+
+void KvStore::PrefillGroup(const Layer& layer, int64_t head_index, const at::Tensor& q,
+                           const at::Tensor& out, int64_t window, const at::Tensor& window_rows,
+                           const at::Tensor& column_sums, int64_t first_row) const {
+  const HeadCache& cache = layer.heads[head_index];
+  const int64_t L = cache.length, T = q.size(1), G = q.size(0);
+  const at::Tensor keys = Gather(layer, cache, false);
+  const at::Tensor values = Gather(layer, cache, true);
+  const int64_t block =
+      std::max<int64_t>(16, std::min<int64_t>(T, (int64_t{4} << 20) / std::max<int64_t>(1, G * L)));
+  const double scale = context_.options->scale;
+  for (int64_t q0 = first_row; q0 < T; q0 += block) {
+    const int64_t n = std::min(block, T - q0);
+    const int64_t visible = L - T + q0 + n;  // keys the last row of the block sees
+    at::Tensor scores = at::matmul(q.narrow(1, q0, n), keys.narrow(0, 0, visible).t()).mul_(scale);
+    const auto longs = at::TensorOptions().dtype(at::kLong).device(q.device());
+    const at::Tensor limit = at::arange(L - T + q0, L - T + q0 + n, longs).unsqueeze(1);
+    scores.masked_fill_(at::arange(visible, longs).unsqueeze(0).gt(limit),
+                        -std::numeric_limits<float>::infinity());
+    at::Tensor probs = at::softmax(scores, -1);  // [G, n, visible]
+    if (out.defined()) out.narrow(1, q0, n).copy_(at::matmul(probs, values.narrow(0, 0, visible)));
+    if (window_rows.defined()) {
+      const int64_t first_window = T - window;
+      const int64_t lo = std::max(q0, first_window), hi = q0 + n;
+      if (lo < hi) {
+        window_rows.narrow(1, lo - first_window, hi - lo)
+            .narrow(2, 0, visible)
+            .copy_(probs.narrow(1, lo - q0, hi - lo));
+      }
+    }
+    if (column_sums.defined()) column_sums.narrow(1, 0, visible).add_(probs.sum(1));
+  }
+}
+
+absl::Status KvStore::SparsePrefill(const Layer& layer, int64_t b,
+                                    const sparse::SparseAttention& engine, bool storage_dtype,
+                                    const at::Tensor& q_b, int64_t window, StepResult& r) {
+  const SessionOptions& o = *context_.options;
+  std::vector<at::Tensor> keys, values;
+  for (int h = 0; h < o.num_kv_heads; ++h) {
+    const HeadCache& cache = layer.heads[b * o.num_kv_heads + h];
+    keys.push_back(storage_dtype ? GatherStored(layer, cache, false) : Gather(layer, cache, false));
+    values.push_back(storage_dtype ? GatherStored(layer, cache, true) : Gather(layer, cache, true));
+  }
+  const at::Tensor q = storage_dtype ? q_b.to(layer.pool->dtype()) : q_b;
+  double density = 1.0;
+  ATTNKIT_ASSIGN_OR_RETURN(
+      at::Tensor out, engine.Prefill(q, at::stack(keys), at::stack(values), o.scale, &density));
+  r.out[b].copy_(out);
+  if (&engine == context_.sparse) sparse_density_ = density;
+  if (!r.window_rows.defined() && !r.column_sums.defined()) return absl::OkStatus();
+  const int64_t G = o.num_heads / o.num_kv_heads, T = q.size(1);
+  const at::Tensor qf = q_b.to(at::kFloat);
+  const bool sums = r.column_sums.defined();
+  for (int64_t kvh = 0; kvh < o.num_kv_heads; ++kvh) {
+    PrefillGroup(layer, b * o.num_kv_heads + kvh, qf.narrow(0, kvh * G, G), at::Tensor(), window,
+                 r.window_rows.defined() ? r.window_rows[b].narrow(0, kvh * G, G) : at::Tensor(),
+                 sums ? r.column_sums[b].narrow(0, kvh * G, G) : at::Tensor(),
+                 sums ? 0 : T - window);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace attnkit::session

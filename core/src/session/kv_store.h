@@ -1,0 +1,168 @@
+// Where a session's keys and values live and where its attention runs. Session (session.cc) only
+// orchestrates: it checks the call, asks the store to append and attend, hands the step's
+// observation to the eviction policy and tells the store which tokens to keep. A store never calls
+// back into the session.
+//
+// Two stores:
+// - the host store (host_store.cc): pages in host memory (ChunkedPagePool), the AVX2 paged decode
+//   kernel for short calls, BLAS block products or the sparse engine for prefill;
+// - the device store (device_store.cc): one arena of pages on the session's device
+//   (ArenaPagePool), every step as tensor operations there, decode through the fused CUDA kernel
+//   and prefill through the block-sparse engine where they apply. On the CPU it runs for tests
+//   (session_testing.h), so its code is checked on machines without a GPU.
+// The page format is the store's business: the session sees token counts, positions and bytes.
+#ifndef ATTNKIT_CORE_SESSION_KV_STORE_H_
+#define ATTNKIT_CORE_SESSION_KV_STORE_H_
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "absl/status/statusor.h"
+#include "attnkit/config.h"
+#include "attnkit/sparse/sparse_attention.h"
+#include "session/page_pool.h"
+
+namespace attnkit::session {
+
+// The element type of a session's pages.
+inline at::ScalarType StorageType(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat16:
+      return at::kHalf;
+    case DType::kBFloat16:
+      return at::kBFloat16;
+    default:
+      return at::kFloat;
+  }
+}
+
+// One attention call's result on the store's device: `out` float32 [B, H, T, d]; the observation
+// the policy asked for: `window_rows` float32 [B, H, window, max_len] (the probabilities of the
+// last `window` queries), `column_sums` float32 [B, H, max_len] (summed over every query); max_len
+// is the longest kv head's length after the append, shorter heads are zero-padded.
+struct StepResult {
+  at::Tensor out;
+  at::Tensor window_rows;
+  at::Tensor column_sums;
+};
+
+// What a store needs besides the session's options: the configured sparse engine (null for dense
+// prefill), owned by the session and outliving the store.
+struct StoreContext {
+  const SessionOptions* options = nullptr;
+  const sparse::SparseAttention* sparse = nullptr;
+};
+
+class KvStore {
+ public:
+  virtual ~KvStore() = default;
+
+  // Appends the T new tokens of `layer`: k, v [B, Hkv, T, d] (any device, dtype and strides).
+  // `first_rotated[b]` is the RoPE position the host gave sequence b's first new token.
+  virtual void Append(int layer, const at::Tensor& k, const at::Tensor& v,
+                      const std::vector<int64_t>& first_rotated) = 0;
+  // Causal attention of q [B, H, T, d] (the T tokens just appended are the last of each cache)
+  // with the observation of the last `window` queries (0: none) and, when `column_sums`, every
+  // query's probabilities summed.
+  virtual absl::StatusOr<StepResult> Attend(int layer, const at::Tensor& q, int64_t window,
+                                            bool column_sums) = 0;
+  // Keeps the tokens `kept` (ascending) of head `index` (= sequence * Hkv + kv head) of `layer`.
+  virtual void Keep(int layer, int64_t index, const std::vector<int64_t>& kept) = 0;
+  // Ends a round of Keep calls on `layer` (a store that batches its moves runs them here).
+  virtual void FinishKeep(int layer) {}
+  // Re-rotates head `index`'s keys so that each carries its cache index as its RoPE position.
+  virtual void Rerotate(int layer, int64_t index, const RopeOptions& rope) = 0;
+  // The longest call (queries) its paged decode kernel takes; longer calls run as prefill.
+  virtual int64_t max_decode_queries() const = 0;
+
+  // Float32 keys of every kv head of sequence b, [Hkv, max_len, d] zero-padded, on device() (what
+  // the scorers that read keys take).
+  at::Tensor SequenceKeys(int layer, int64_t b) const;
+  const HeadCache& head(int layer, int64_t index) const { return layers_[layer].heads[index]; }
+  // Tokens appended so far to sequence b of `layer` (evicted ones included).
+  int64_t appended(int layer, int64_t b) const { return layers_[layer].seen[b]; }
+  int64_t heads_per_layer() const { return static_cast<int64_t>(layers_[0].heads.size()); }
+  int64_t LayerBytes(int layer) const;
+  int64_t HeadBytes(int layer, int64_t index) const;
+  int64_t BytesHeld() const;
+  int64_t BytesReserved() const;
+  // MaskDensity of the configured sparse engine's last prefill (1.0 before any).
+  double sparse_density() const { return sparse_density_; }
+  at::Device device() const { return device_; }
+  // Drops every token; pages stay reserved for reuse.
+  void Clear();
+
+ protected:
+  KvStore(const StoreContext& context, at::Device device);
+
+  struct Layer {
+    std::unique_ptr<PagePool> pool;
+    std::vector<HeadCache> heads;  // [batch * num_kv_heads]
+    std::vector<int64_t> seen;     // tokens appended per sequence
+  };
+
+  // Keys or values [length, d] of one head in the storage dtype, on device().
+  virtual at::Tensor GatherStored(const Layer& layer, const HeadCache& cache,
+                                  bool values) const = 0;
+  at::Tensor Gather(const Layer& layer, const HeadCache& cache, bool values) const {
+    return GatherStored(layer, cache, values).to(at::kFloat);
+  }
+
+  // The bookkeeping of appending T tokens to every (sequence, kv head): pages reserved, then
+  // write(b, h, cache) stores the rows at [cache.length, cache.length + T), then the tokens'
+  // original and RoPE positions are recorded and the lengths advance.
+  template <typename Write>
+  void AppendEach(Layer& layer, int64_t T, const std::vector<int64_t>& first_rotated, Write write) {
+    const SessionOptions& o = *context_.options;
+    for (int64_t b = 0; b < o.batch_size; ++b) {
+      for (int64_t h = 0; h < o.num_kv_heads; ++h) {
+        HeadCache& cache = layer.heads[b * o.num_kv_heads + h];
+        cache.Reserve(*layer.pool, T);
+        write(b, h, cache);
+        for (int64_t t = 0; t < T; ++t) {
+          cache.origin.push_back(layer.seen[b] + t);
+          cache.rotated.push_back(first_rotated[b] + t);
+        }
+        cache.length += T;
+      }
+      layer.seen[b] += T;
+    }
+  }
+
+  // The result and observation buffers of a call of T queries over `layer` (floats on device()).
+  StepResult MakeResult(const Layer& layer, int64_t T, int64_t window, bool column_sums) const;
+  bool EqualLengths(const Layer& layer) const;
+  // Dense prefill of every (sequence, kv head) (PrefillGroup); q float32 [B, H, T, d].
+  void DenseGroups(const Layer& layer, const at::Tensor& q, int64_t window, StepResult& r) const;
+  // Causal attention of a long query chunk, block by block of queries with BLAS products over the
+  // keys each block can see; only the observation the policy needs is kept. Rows before
+  // `first_row` are skipped, and `out` may be undefined (observation only, after sparse prefill).
+  void PrefillGroup(const Layer& layer, int64_t head_index, const at::Tensor& q,
+                    const at::Tensor& out, int64_t window, const at::Tensor& window_rows,
+                    const at::Tensor& column_sums, int64_t first_row = 0) const;
+  // Prefill of sequence b (every kv head holding the same tokens) through `engine`, which computes
+  // the output; the observation is then computed densely for the rows it needs. With
+  // `storage_dtype`, q, keys and values reach the engine in the storage dtype (what the CUDA
+  // kernels read), else in float32.
+  absl::Status SparsePrefill(const Layer& layer, int64_t b, const sparse::SparseAttention& engine,
+                             bool storage_dtype, const at::Tensor& q_b, int64_t window,
+                             StepResult& r);
+
+  StoreContext context_;
+  at::Device device_;
+  std::vector<Layer> layers_;
+  double sparse_density_ = 1.0;
+};
+
+// The host store; tensors on other devices are copied to the host.
+std::unique_ptr<KvStore> MakeHostStore(const StoreContext& context);
+// The device store on `device` (a CUDA device, or the CPU for tests).
+absl::StatusOr<std::unique_ptr<KvStore>> MakeDeviceStore(const StoreContext& context,
+                                                         at::Device device);
+
+}  // namespace attnkit::session
+
+#endif  // ATTNKIT_CORE_SESSION_KV_STORE_H_
