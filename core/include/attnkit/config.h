@@ -11,7 +11,16 @@
 
 namespace attnkit {
 
-enum class EvictionAlgorithm { kH2O, kSnapKV, kRKV, kTOVA, kKNorm, kKeyDiff, kStreamingLLM };
+enum class EvictionAlgorithm {
+  kH2O,
+  kSnapKV,
+  kRKV,
+  kTOVA,
+  kKNorm,
+  kKeyDiff,
+  kStreamingLLM,
+  kRandom,
+};
 enum class RefinedAlgorithm { kNone, kKVCrush, kDiverseKV };
 enum class KVCrushAnchor { kAlternate, kZeros, kOnes, kMean, kRandom };
 enum class PoolingAlignment { kCentered, kForward };
@@ -50,6 +59,8 @@ struct EvictionOptions {
   bool per_head = false;
   bool defer_eviction_to_decode = false;
   bool rerotate_keys = false;
+  // RANDOM_SCORES's generator seed.
+  uint64_t random_seed = 0;
 
   int max_cache_tokens() const { return start_tokens + intermediate_tokens + recent_tokens; }
   // True when the refined size is decided per eviction by the attention-mass rule.

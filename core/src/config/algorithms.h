@@ -56,7 +56,8 @@ enum class EvictionSelection {
   X(TOVA, kTOVA, Tova, kTopScores, 0, kRefinable | kAllocatable)                       \
   X(KNORM, kKNorm, Key, kTopScores, 0, kRefinable | kAllocatable | kNeedsKeys)         \
   X(KEYDIFF, kKeyDiff, Key, kTopScores, 0, kRefinable | kAllocatable | kNeedsKeys)     \
-  X(STREAMING_LLM, kStreamingLLM, Position, kStartAndNewest, 0, 0u)
+  X(STREAMING_LLM, kStreamingLLM, Position, kStartAndNewest, 0, 0u)                    \
+  X(RANDOM_SCORES, kRandom, Random, kTopScores, 0, kRefinable | kAllocatable)
 
 struct EvictionAlgorithmDescriptor {
   EvictionAlgorithm algorithm;

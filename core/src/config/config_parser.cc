@@ -221,6 +221,7 @@ absl::StatusOr<EvictionOptions> ToEvictionOptions(const pb::EvictionConfig& c,
   o.per_head = c.per_head() || (allocator != nullptr && allocator->Has(kAllocatorPerHead));
   o.defer_eviction_to_decode = c.defer_eviction_to_decode();
   o.rerotate_keys = c.rerotate_keys();
+  o.random_seed = c.random_seed();
   return o;
 }
 

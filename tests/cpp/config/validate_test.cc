@@ -48,6 +48,7 @@ void ExpectSameEviction(const EvictionOptions& a, const EvictionOptions& b) {
   EXPECT_EQ(a.per_head, b.per_head);
   EXPECT_EQ(a.defer_eviction_to_decode, b.defer_eviction_to_decode);
   EXPECT_EQ(a.rerotate_keys, b.rerotate_keys);
+  EXPECT_EQ(a.random_seed, b.random_seed);
 }
 
 TEST(DescriptorTest, EveryProtoEnumValueHasItsRow) {
