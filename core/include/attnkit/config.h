@@ -11,7 +11,16 @@
 
 namespace attnkit {
 
-enum class EvictionAlgorithm { kH2O, kSnapKV, kRKV, kTOVA, kKNorm, kKeyDiff, kStreamingLLM };
+enum class EvictionAlgorithm {
+  kH2O,
+  kSnapKV,
+  kRKV,
+  kTOVA,
+  kKNorm,
+  kKeyDiff,
+  kStreamingLLM,
+  kRandom,
+};
 enum class RefinedAlgorithm { kNone, kKVCrush, kDiverseKV };
 enum class KVCrushAnchor { kAlternate, kZeros, kOnes, kMean, kRandom };
 enum class PoolingAlignment { kCentered, kForward };
@@ -20,17 +29,21 @@ enum class Normalization { kReferenceCounters, kNormSum };
 
 const char* EvictionAlgorithmName(EvictionAlgorithm algorithm);
 
+// The defaults are those of an EvictionConfig whose fields are all omitted (the configs are the
+// public contract): no areas (set at least one of start/intermediate/recent tokens) and SNAPKV's
+// window of 8. For another algorithm start from DefaultEvictionOptions(algorithm)
+// (config_parser.h), which also sets its window (0 for the window-free algorithms).
 struct EvictionOptions {
   bool enabled = false;
   EvictionAlgorithm algorithm = EvictionAlgorithm::kSnapKV;
   // 1 for per-token granularity.
   int group_size = 32;
   bool per_group = true;
-  int start_tokens = 32;
-  int recent_tokens = 128;
-  int intermediate_tokens = 512;
-  // 0: no window (H2O and the window-free scorers).
-  int window_size = 0;
+  int start_tokens = 0;
+  int recent_tokens = 0;
+  int intermediate_tokens = 0;
+  // Queries whose attention scores the tokens: positive for SNAPKV and RKV, 0 for the others.
+  int window_size = 8;
   bool normalize_scores = false;
   Normalization normalization = Normalization::kReferenceCounters;
   RefinedAlgorithm refined_algorithm = RefinedAlgorithm::kNone;
@@ -46,6 +59,8 @@ struct EvictionOptions {
   bool per_head = false;
   bool defer_eviction_to_decode = false;
   bool rerotate_keys = false;
+  // RANDOM_SCORES's generator seed.
+  uint64_t random_seed = 0;
 
   int max_cache_tokens() const { return start_tokens + intermediate_tokens + recent_tokens; }
   // True when the refined size is decided per eviction by the attention-mass rule.

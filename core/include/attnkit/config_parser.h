@@ -22,6 +22,25 @@ absl::StatusOr<SparseOptions> ParseSparseAttentionConfig(absl::string_view data,
 absl::StatusOr<VisualOptions> ParseVisualPruningConfig(absl::string_view data, bool text);
 absl::StatusOr<SessionOptions> ParseSessionConfig(absl::string_view data, bool text);
 
+// The rules of each message on its plain struct, with the parser's messages: the parser resolves
+// the proto's defaults into the struct and calls these, and the C++ entry points that take a
+// struct (EvictionPolicy::Create, SparseAttention::Create, VisualPruner::Create, Session::Create)
+// call them too, so a rule is written once. `field_prefix` is prepended to the field paths (e.g.
+// "eviction." inside a session).
+absl::Status ValidateEvictionOptions(const EvictionOptions& options,
+                                     absl::string_view field_prefix = "");
+absl::Status ValidateSparseOptions(const SparseOptions& options,
+                                   absl::string_view field_prefix = "");
+absl::Status ValidateVisualOptions(const VisualOptions& options);
+// The model shape, the page and the scale, the eviction options when eviction.enabled, the sparse
+// options, rope, and the rules between them (eviction.rerotate_keys needs rope and layer-wide
+// selection; xattention.per_head_thresholds has num_heads entries).
+absl::Status ValidateSessionOptions(const SessionOptions& options);
+
+// What an EvictionConfig with `algorithm` and every other field omitted gives: EvictionOptions{}
+// with the algorithm and its default window (config.h).
+EvictionOptions DefaultEvictionOptions(EvictionAlgorithm algorithm);
+
 // Validates a config of any kind; on success returns its canonical binary form (defaults resolved
 // are not written back: the bytes are the message as given, re-serialized).
 absl::StatusOr<std::string> ValidateConfig(ConfigKind kind, absl::string_view data, bool text);

@@ -15,6 +15,7 @@
 #include "attnkit/v1/session.pb.h"
 #include "attnkit/v1/sparse_attention.pb.h"
 #include "attnkit/v1/visual_pruning.pb.h"
+#include "config/algorithms.h"
 #include "util/status_macros.h"
 
 namespace attnkit {
@@ -75,8 +76,90 @@ absl::Status NonNegative(int64_t value, absl::string_view prefix, absl::string_v
   return absl::OkStatus();
 }
 
-absl::StatusOr<EvictionOptions> ConvertEviction(const pb::EvictionConfig& c, absl::string_view p) {
-  EvictionOptions o;
+absl::Status Positive(int64_t value, absl::string_view prefix, absl::string_view field) {
+  if (value <= 0) return FieldError(prefix, field, absl::StrCat("must be positive, got ", value));
+  return absl::OkStatus();
+}
+
+// "A", "A and B", "A, B and C": the names of the eviction algorithms with `capability`.
+std::string AlgorithmsWith(EvictionCapability capability) {
+  std::vector<std::string> names;
+  for (const auto& d : kEvictionAlgorithms)
+    if (d.Has(capability)) names.push_back(d.name);
+  std::string out;
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (i > 0) out += i + 1 == names.size() ? " and " : ", ";
+    out += names[i];
+  }
+  return out;
+}
+
+// Proto enum value -> C++ enum, one entry per row of the family's list (config/algorithms.h).
+#define ATTNKIT_PROTO_EVICTION(proto, enumerator, scorer, selection, window, caps) \
+  case pb::proto:                                                                  \
+    return EvictionAlgorithm::enumerator;
+EvictionAlgorithm FromProto(pb::EvictionAlgorithm value) {
+  switch (value) {
+    ATTNKIT_EVICTION_ALGORITHMS(ATTNKIT_PROTO_EVICTION)
+    default:
+      return EvictionAlgorithm::kSnapKV;  // EVICTION_ALGORITHM_UNSPECIFIED
+  }
+}
+#undef ATTNKIT_PROTO_EVICTION
+
+#define ATTNKIT_PROTO_REFINED(proto, enumerator, caps) \
+  case pb::proto:                                      \
+    return RefinedAlgorithm::enumerator;
+RefinedAlgorithm FromProto(pb::RefinedAlgorithm value) {
+  switch (value) {
+    ATTNKIT_REFINED_ALGORITHMS(ATTNKIT_PROTO_REFINED)
+    default:
+      return RefinedAlgorithm::kNone;
+  }
+}
+#undef ATTNKIT_PROTO_REFINED
+
+#define ATTNKIT_PROTO_ALLOCATOR(proto, enumerator, caps) \
+  case pb::BudgetAllocation::proto:                      \
+    return BudgetAllocator::enumerator;
+BudgetAllocator FromProto(pb::BudgetAllocation::Allocator value) {
+  switch (value) {
+    ATTNKIT_BUDGET_ALLOCATORS(ATTNKIT_PROTO_ALLOCATOR)
+    default:
+      return BudgetAllocator::kUniform;
+  }
+}
+#undef ATTNKIT_PROTO_ALLOCATOR
+
+#define ATTNKIT_PROTO_SPARSE_MODE(proto, enumerator, caps) \
+  case pb::proto:                                          \
+    return SparseMode::enumerator;
+SparseMode FromProto(pb::SparseAttentionMode value) {
+  switch (value) {
+    ATTNKIT_SPARSE_MODES(ATTNKIT_PROTO_SPARSE_MODE)
+    default:
+      return SparseMode::kDense;
+  }
+}
+#undef ATTNKIT_PROTO_SPARSE_MODE
+
+#define ATTNKIT_PROTO_VISUAL_METHOD(proto, enumerator) \
+  case pb::proto:                                      \
+    return VisualMethod::enumerator;
+VisualMethod FromProto(pb::VisualPruningMethod value) {
+  switch (value) {
+    ATTNKIT_VISUAL_METHODS(ATTNKIT_PROTO_VISUAL_METHOD)
+    default:
+      return VisualMethod::kCDPruner;
+  }
+}
+#undef ATTNKIT_PROTO_VISUAL_METHOD
+
+// The struct of an EvictionConfig: proto defaults resolved (0 means the default), enums mapped.
+// Checks only what the struct cannot show (enum values, a negative group_size of PER_TOKEN); the
+// rules are ValidateEvictionOptions'.
+absl::StatusOr<EvictionOptions> ToEvictionOptions(const pb::EvictionConfig& c,
+                                                  absl::string_view p) {
   ATTNKIT_RETURN_IF_ERROR(CheckEnum<pb::EvictionAlgorithm>(pb::EvictionAlgorithm_IsValid,
                                                            c.algorithm(), p, "algorithm"));
   ATTNKIT_RETURN_IF_ERROR(
@@ -91,111 +174,22 @@ absl::StatusOr<EvictionOptions> ConvertEviction(const pb::EvictionConfig& c, abs
       pb::BudgetAllocation::Allocator_IsValid, c.budget().allocator(), p, "budget.allocator"));
   ATTNKIT_RETURN_IF_ERROR(CheckEnum<pb::EvictionConfig::Normalization>(
       pb::EvictionConfig::Normalization_IsValid, c.normalization(), p, "normalization"));
-
-  o.enabled = c.enabled();
-  switch (c.algorithm()) {
-    case pb::H2O:
-      o.algorithm = EvictionAlgorithm::kH2O;
-      break;
-    case pb::EVICTION_ALGORITHM_UNSPECIFIED:
-    case pb::SNAPKV:
-      o.algorithm = EvictionAlgorithm::kSnapKV;
-      break;
-    case pb::RKV:
-      o.algorithm = EvictionAlgorithm::kRKV;
-      break;
-    case pb::TOVA:
-      o.algorithm = EvictionAlgorithm::kTOVA;
-      break;
-    case pb::KNORM:
-      o.algorithm = EvictionAlgorithm::kKNorm;
-      break;
-    case pb::KEYDIFF:
-      o.algorithm = EvictionAlgorithm::kKeyDiff;
-      break;
-    case pb::STREAMING_LLM:
-      o.algorithm = EvictionAlgorithm::kStreamingLLM;
-      break;
-    default:
-      break;
-  }
-  o.per_group = c.granularity() != pb::PER_TOKEN;
   ATTNKIT_RETURN_IF_ERROR(NonNegative(c.group_size(), p, "group_size"));
-  o.group_size = o.per_group ? (c.group_size() == 0 ? 32 : c.group_size()) : 1;
-  ATTNKIT_RETURN_IF_ERROR(NonNegative(c.start_tokens(), p, "start_tokens"));
-  ATTNKIT_RETURN_IF_ERROR(NonNegative(c.recent_tokens(), p, "recent_tokens"));
-  ATTNKIT_RETURN_IF_ERROR(NonNegative(c.intermediate_tokens(), p, "intermediate_tokens"));
-  ATTNKIT_RETURN_IF_ERROR(NonNegative(c.refined().refined_tokens(), p, "refined.refined_tokens"));
+
+  EvictionOptions o = DefaultEvictionOptions(FromProto(c.algorithm()));
+  o.enabled = c.enabled();
+  o.per_group = c.granularity() != pb::PER_TOKEN;
+  o.group_size = o.per_group ? (c.group_size() == 0 ? o.group_size : c.group_size()) : 1;
   o.start_tokens = c.start_tokens();
   o.recent_tokens = c.recent_tokens();
   o.intermediate_tokens = c.intermediate_tokens();
   o.refined_tokens = c.refined().refined_tokens();
-  if (o.refined_tokens > o.intermediate_tokens) {
-    return FieldError(p, "refined.refined_tokens",
-                      absl::StrCat("must not exceed intermediate_tokens (", o.intermediate_tokens,
-                                   "), got ", o.refined_tokens));
-  }
-  // Summed in 64 bits: the int sum of three large sizes would overflow (undefined behaviour).
-  const int64_t budget = int64_t{o.start_tokens} + o.intermediate_tokens + o.recent_tokens;
-  if (budget <= 0) {
-    return FieldError(p, "start_tokens",
-                      "at least one of start_tokens, intermediate_tokens and recent_tokens must be "
-                      "greater than zero");
-  }
-  if (budget > INT32_MAX) {
-    return FieldError(p, "start_tokens",
-                      absl::StrCat("start_tokens + intermediate_tokens + recent_tokens must be at "
-                                   "most ",
-                                   INT32_MAX, ", got ", budget));
-  }
-  const std::pair<const char*, int> sizes[] = {{"start_tokens", o.start_tokens},
-                                               {"recent_tokens", o.recent_tokens},
-                                               {"intermediate_tokens", o.intermediate_tokens},
-                                               {"refined.refined_tokens", o.refined_tokens}};
-  for (const auto& [name, value] : sizes) {
-    if (value % o.group_size != 0) {
-      return FieldError(
-          p, name,
-          absl::StrCat("must be divisible by group_size (", o.group_size, "), got ", value));
-    }
-  }
-
-  const bool windowed =
-      o.algorithm == EvictionAlgorithm::kSnapKV || o.algorithm == EvictionAlgorithm::kRKV;
-  ATTNKIT_RETURN_IF_ERROR(NonNegative(c.window_size(), p, "window_size"));
-  if (!windowed && c.window_size() != 0) {
-    return FieldError(p, "window_size",
-                      absl::StrCat("is only supported by SNAPKV and RKV, not ",
-                                   EvictionAlgorithmName(o.algorithm)));
-  }
-  o.window_size = windowed ? (c.window_size() == 0 ? 8 : c.window_size()) : 0;
-
+  if (c.window_size() != 0) o.window_size = c.window_size();
   o.normalize_scores = c.normalize_scores();
-  const bool accumulating =
-      o.algorithm == EvictionAlgorithm::kH2O || o.algorithm == EvictionAlgorithm::kSnapKV;
-  if (o.normalize_scores && !accumulating) {
-    return FieldError(
-        p, "normalize_scores",
-        absl::StrCat("only applies to H2O and SNAPKV, not ", EvictionAlgorithmName(o.algorithm)));
-  }
   o.normalization = c.normalization() == pb::EvictionConfig::NORM_SUM
                         ? Normalization::kNormSum
                         : Normalization::kReferenceCounters;
-  if (o.normalization == Normalization::kNormSum && !o.normalize_scores) {
-    return FieldError(p, "normalization", "NORM_SUM needs normalize_scores: true");
-  }
-
-  switch (c.refined().algorithm()) {
-    case pb::KVCRUSH:
-      o.refined_algorithm = RefinedAlgorithm::kKVCrush;
-      break;
-    case pb::DIVERSEKV:
-      o.refined_algorithm = RefinedAlgorithm::kDiverseKV;
-      break;
-    default:
-      o.refined_algorithm = RefinedAlgorithm::kNone;
-      break;
-  }
+  o.refined_algorithm = FromProto(c.refined().algorithm());
   switch (c.refined().kvcrush_anchor()) {
     case pb::ZEROS:
       o.kvcrush_anchor = KVCrushAnchor::kZeros;
@@ -214,140 +208,59 @@ absl::StatusOr<EvictionOptions> ConvertEviction(const pb::EvictionConfig& c, abs
       break;
   }
   o.seed = c.refined().seed();
-  if (o.refined_algorithm == RefinedAlgorithm::kKVCrush && !o.per_group &&
-      o.kvcrush_anchor == KVCrushAnchor::kMean) {
-    return FieldError(p, "refined.kvcrush_anchor",
-                      "MEAN is not supported for KVCRUSH with PER_TOKEN granularity (use ZEROS, "
-                      "ONES, ALTERNATE or RANDOM)");
-  }
-  if (o.refined_algorithm == RefinedAlgorithm::kNone) o.refined_tokens = 0;
-  if (o.refined_algorithm != RefinedAlgorithm::kNone &&
-      o.algorithm == EvictionAlgorithm::kStreamingLLM) {
-    return FieldError(p, "refined.algorithm", "STREAMING_LLM has no scores to refine");
-  }
   const double mass = c.refined().attention_mass_threshold();
-  if (mass < 0 || mass > 1 || std::isnan(mass)) {
-    return FieldError(p, "refined.attention_mass_threshold",
-                      absl::StrCat("must be in (0, 1], got ", mass));
-  }
-  o.attention_mass_threshold = mass == 0 ? 0.9 : mass;
-
-  ATTNKIT_RETURN_IF_ERROR(NonNegative(c.pooling().kernel_size(), p, "pooling.kernel_size"));
-  o.pool_kernel = c.pooling().kernel_size() == 0 ? 7 : c.pooling().kernel_size();
+  if (mass != 0) o.attention_mass_threshold = mass;
+  if (c.pooling().kernel_size() != 0) o.pool_kernel = c.pooling().kernel_size();
   o.pool_alignment = c.pooling().alignment() == pb::Pooling::FORWARD ? PoolingAlignment::kForward
                                                                      : PoolingAlignment::kCentered;
-  if (o.pool_alignment == PoolingAlignment::kCentered && o.pool_kernel % 2 == 0) {
-    return FieldError(p, "pooling.kernel_size",
-                      absl::StrCat("must be odd for CENTERED pooling, got ", o.pool_kernel));
-  }
-
   const auto& b = c.budget();
-  switch (b.allocator()) {
-    case pb::BudgetAllocation::PYRAMIDKV:
-      o.allocator = BudgetAllocator::kPyramidKV;
-      break;
-    case pb::BudgetAllocation::ADAKV:
-      o.allocator = BudgetAllocator::kAdaKV;
-      break;
-    default:
-      o.allocator = BudgetAllocator::kUniform;
-      break;
-  }
-  if (!(b.pyramid_min_ratio() >= 0 && b.pyramid_min_ratio() <= 1)) {  // NaN fails too
-    return FieldError(p, "budget.pyramid_min_ratio",
-                      absl::StrCat("must be in (0, 1], got ", b.pyramid_min_ratio()));
-  }
-  o.pyramid_min_ratio = b.pyramid_min_ratio() == 0 ? 0.125 : b.pyramid_min_ratio();
-  if (!(b.adakv_floor() >= 0 && b.adakv_floor() <= 1)) {
-    return FieldError(p, "budget.adakv_floor",
-                      absl::StrCat("must be in [0, 1], got ", b.adakv_floor()));
-  }
-  o.adakv_floor = b.adakv_floor() == 0 ? 0.2 : b.adakv_floor();
-
-  o.per_head = c.per_head() || o.allocator == BudgetAllocator::kAdaKV;
-  if (o.per_head && o.refined_algorithm != RefinedAlgorithm::kNone) {
-    return FieldError(p, "refined.algorithm",
-                      "refined selection works on layer-wide scores; it cannot be combined with "
-                      "per_head or the ADAKV allocator");
-  }
-  if (o.allocator != BudgetAllocator::kUniform && o.algorithm == EvictionAlgorithm::kStreamingLLM) {
-    return FieldError(p, "budget.allocator", "STREAMING_LLM keeps fixed areas; use UNIFORM");
-  }
+  o.allocator = FromProto(b.allocator());
+  if (b.pyramid_min_ratio() != 0) o.pyramid_min_ratio = b.pyramid_min_ratio();
+  if (b.adakv_floor() != 0) o.adakv_floor = b.adakv_floor();
+  const AllocatorDescriptor* allocator = FindAllocator(o.allocator);
+  o.per_head = c.per_head() || (allocator != nullptr && allocator->Has(kAllocatorPerHead));
   o.defer_eviction_to_decode = c.defer_eviction_to_decode();
   o.rerotate_keys = c.rerotate_keys();
+  o.random_seed = c.random_seed();
   return o;
 }
 
-absl::StatusOr<SparseOptions> ConvertSparse(const pb::SparseAttentionConfig& c,
-                                            absl::string_view p) {
+absl::StatusOr<EvictionOptions> ConvertEviction(const pb::EvictionConfig& c, absl::string_view p) {
+  auto o = ToEvictionOptions(c, p);
+  if (!o.ok()) return o.status();
+  ATTNKIT_RETURN_IF_ERROR(ValidateEvictionOptions(*o, p));
+  if (o->refined_algorithm == RefinedAlgorithm::kNone) o->refined_tokens = 0;
+  return o;
+}
+
+absl::StatusOr<SparseOptions> ToSparseOptions(const pb::SparseAttentionConfig& c,
+                                              absl::string_view p) {
   SparseOptions o;
   ATTNKIT_RETURN_IF_ERROR(
       CheckEnum<pb::SparseAttentionMode>(pb::SparseAttentionMode_IsValid, c.mode(), p, "mode"));
   ATTNKIT_RETURN_IF_ERROR(CheckEnum<pb::HeadAggregation>(pb::HeadAggregation_IsValid,
                                                          c.xattention().head_aggregation(), p,
                                                          "xattention.head_aggregation"));
-  switch (c.mode()) {
-    case pb::A_SHAPE:
-      o.mode = SparseMode::kAShape;
-      break;
-    case pb::TRI_SHAPE:
-      o.mode = SparseMode::kTriShape;
-      break;
-    case pb::XATTENTION:
-      o.mode = SparseMode::kXAttention;
-      break;
-    default:
-      o.mode = SparseMode::kDense;
-      break;
-  }
-  if (c.block_size() < 0 || c.block_size() > 4096) {
-    return FieldError(p, "block_size", absl::StrCat("must be in [1, 4096], got ", c.block_size()));
-  }
-  o.block_size = c.block_size() == 0 ? 128 : c.block_size();
-  if (c.has_last_query_size()) {
-    ATTNKIT_RETURN_IF_ERROR(NonNegative(c.last_query_size(), p, "last_query_size"));
-    o.last_query_size = c.last_query_size();
-  }
-  ATTNKIT_RETURN_IF_ERROR(NonNegative(c.recent_size(), p, "recent_size"));
-  o.recent_size = c.recent_size() == 0 ? 1024 : c.recent_size();
-  if ((o.mode == SparseMode::kTriShape || o.mode == SparseMode::kAShape) &&
-      o.recent_size % o.block_size != 0) {
-    return FieldError(
-        p, "recent_size",
-        absl::StrCat("must be a multiple of block_size (", o.block_size, "), got ", o.recent_size));
-  }
-  ATTNKIT_RETURN_IF_ERROR(NonNegative(c.sink_size(), p, "sink_size"));
+  o.mode = FromProto(c.mode());
+  if (c.block_size() != 0) o.block_size = c.block_size();
+  if (c.has_last_query_size()) o.last_query_size = c.last_query_size();
+  if (c.recent_size() != 0) o.recent_size = c.recent_size();
   o.sink_size = c.sink_size();
-  ATTNKIT_RETURN_IF_ERROR(NonNegative(c.min_sparse_length(), p, "min_sparse_length"));
   o.min_sparse_length = c.min_sparse_length();
-
   const auto& x = c.xattention();
-  const double threshold = x.threshold();
-  if (std::isnan(threshold) || threshold < 0 || threshold > 1) {
-    return FieldError(p, "xattention.threshold",
-                      absl::StrCat("must be in (0, 1], got ", threshold));
-  }
-  o.threshold = threshold == 0 ? 0.8 : threshold;
-  ATTNKIT_RETURN_IF_ERROR(NonNegative(x.stride(), p, "xattention.stride"));
-  o.stride = x.stride() == 0 ? 8 : x.stride();
-  if (o.mode == SparseMode::kXAttention && o.block_size % o.stride != 0) {
-    return FieldError(p, "xattention.stride",
-                      absl::StrCat("block_size (", o.block_size,
-                                   ") must be a multiple of stride, got ", o.stride));
-  }
+  if (x.threshold() != 0) o.threshold = x.threshold();
+  if (x.stride() != 0) o.stride = x.stride();
   o.head_aggregation =
       x.head_aggregation() == pb::PER_HEAD ? HeadAggregation::kPerHead : HeadAggregation::kSum;
-  if (x.per_head_thresholds_size() > 0 && o.head_aggregation != HeadAggregation::kPerHead) {
-    return FieldError(p, "xattention.per_head_thresholds", "needs head_aggregation: PER_HEAD");
-  }
-  for (int i = 0; i < x.per_head_thresholds_size(); ++i) {
-    const double t = x.per_head_thresholds(i);
-    if (!(t > 0 && t <= 1)) {
-      return FieldError(p, absl::StrCat("xattention.per_head_thresholds[", i, "]"),
-                        absl::StrCat("must be in (0, 1], got ", t));
-    }
-    o.per_head_thresholds.push_back(t);
-  }
+  o.per_head_thresholds.assign(x.per_head_thresholds().begin(), x.per_head_thresholds().end());
+  return o;
+}
+
+absl::StatusOr<SparseOptions> ConvertSparse(const pb::SparseAttentionConfig& c,
+                                            absl::string_view p) {
+  auto o = ToSparseOptions(c, p);
+  if (!o.ok()) return o.status();
+  ATTNKIT_RETURN_IF_ERROR(ValidateSparseOptions(*o, p));
   return o;
 }
 
@@ -357,108 +270,62 @@ absl::StatusOr<VisualOptions> ConvertVisual(const pb::VisualPruningConfig& c, ab
       CheckEnum<pb::VisualPruningMethod>(pb::VisualPruningMethod_IsValid, c.method(), p, "method"));
   ATTNKIT_RETURN_IF_ERROR(
       CheckEnum<pb::BudgetScope>(pb::BudgetScope_IsValid, c.budget_scope(), p, "budget_scope"));
-  switch (c.method()) {
-    case pb::DIVPRUNE:
-      o.method = VisualMethod::kDivPrune;
-      break;
-    case pb::RANDOM_SUBSET:
-      o.method = VisualMethod::kRandom;
-      break;
-    case pb::UNIFORM_GRID:
-      o.method = VisualMethod::kUniform;
-      break;
-    default:
-      o.method = VisualMethod::kCDPruner;
-      break;
-  }
-  ATTNKIT_RETURN_IF_ERROR(NonNegative(c.num_keep_tokens(), p, "num_keep_tokens"));
-  const double ratio = c.keep_ratio();
-  if (std::isnan(ratio) || ratio < 0 || ratio > 1) {
-    return FieldError(p, "keep_ratio", absl::StrCat("must be in (0, 1], got ", ratio));
-  }
-  if ((c.num_keep_tokens() > 0) == (ratio > 0)) {
-    return FieldError(p, "num_keep_tokens",
-                      "set exactly one of num_keep_tokens (> 0) and keep_ratio (in (0, 1])");
-  }
+  o.method = FromProto(c.method());
   o.num_keep_tokens = c.num_keep_tokens();
-  o.keep_ratio = ratio;
-  if (c.has_theta()) {
-    if (!(c.theta() >= 0 && c.theta() <= 1)) {
-      return FieldError(p, "theta", absl::StrCat("must be in [0, 1], got ", c.theta()));
-    }
-    o.theta = c.theta();
-  }
+  o.keep_ratio = c.keep_ratio();
+  if (c.has_theta()) o.theta = c.theta();
   o.positive_relevance = c.positive_relevance();
   o.global_budget = c.budget_scope() == pb::GLOBAL;
   o.gain_guard = c.gain_guard();
   o.seed = c.seed();
   o.fast_kernel = c.fast_kernel();
+  ATTNKIT_RETURN_IF_ERROR(ValidateVisualOptions(o));
   return o;
 }
 
-absl::StatusOr<SessionOptions> ConvertSession(const pb::SessionConfig& c) {
-  SessionOptions o;
-  ATTNKIT_RETURN_IF_ERROR(CheckEnum<pb::DType>(pb::DType_IsValid, c.dtype(), "", "dtype"));
-  ATTNKIT_RETURN_IF_ERROR(CheckEnum<pb::Device>(pb::Device_IsValid, c.device(), "", "device"));
-  auto positive = [](int64_t v, const char* field) -> absl::Status {
-    if (v <= 0) return FieldError("", field, absl::StrCat("must be positive, got ", v));
-    return absl::OkStatus();
-  };
-  ATTNKIT_RETURN_IF_ERROR(positive(c.num_layers(), "num_layers"));
-  ATTNKIT_RETURN_IF_ERROR(positive(c.num_heads(), "num_heads"));
-  ATTNKIT_RETURN_IF_ERROR(positive(c.num_kv_heads(), "num_kv_heads"));
-  ATTNKIT_RETURN_IF_ERROR(positive(c.head_dim(), "head_dim"));
-  if (c.num_heads() % c.num_kv_heads() != 0) {
+// ValidateSessionOptions, where `check_eviction` says whether the eviction options are validated
+// (a config validates a present eviction message even when it is disabled).
+absl::Status ValidateSession(const SessionOptions& o, bool check_eviction) {
+  ATTNKIT_RETURN_IF_ERROR(Positive(o.num_layers, "", "num_layers"));
+  ATTNKIT_RETURN_IF_ERROR(Positive(o.num_heads, "", "num_heads"));
+  ATTNKIT_RETURN_IF_ERROR(Positive(o.num_kv_heads, "", "num_kv_heads"));
+  ATTNKIT_RETURN_IF_ERROR(Positive(o.head_dim, "", "head_dim"));
+  if (o.num_heads % o.num_kv_heads != 0) {
     return FieldError(
         "", "num_kv_heads",
-        absl::StrCat("must divide num_heads (", c.num_heads(), "), got ", c.num_kv_heads()));
+        absl::StrCat("must divide num_heads (", o.num_heads, "), got ", o.num_kv_heads));
   }
-  if (c.head_dim() > 1024) {
-    return FieldError("", "head_dim", absl::StrCat("must be at most 1024, got ", c.head_dim()));
+  if (o.head_dim > 1024) {
+    return FieldError("", "head_dim", absl::StrCat("must be at most 1024, got ", o.head_dim));
   }
-  ATTNKIT_RETURN_IF_ERROR(NonNegative(c.batch_size(), "", "batch_size"));
-  ATTNKIT_RETURN_IF_ERROR(NonNegative(c.page_size(), "", "page_size"));
-  ATTNKIT_RETURN_IF_ERROR(NonNegative(c.device_index(), "", "device_index"));
-  if (c.page_size() > 4096) {
-    return FieldError("", "page_size", absl::StrCat("must be at most 4096, got ", c.page_size()));
+  ATTNKIT_RETURN_IF_ERROR(NonNegative(o.batch_size, "", "batch_size"));
+  ATTNKIT_RETURN_IF_ERROR(NonNegative(o.page_size, "", "page_size"));
+  ATTNKIT_RETURN_IF_ERROR(NonNegative(o.device_index, "", "device_index"));
+  if (o.page_size > 4096) {
+    return FieldError("", "page_size", absl::StrCat("must be at most 4096, got ", o.page_size));
   }
-  if (!(c.scale() >= 0 && std::isfinite(c.scale()))) {
-    return FieldError("", "scale",
-                      absl::StrCat("must be finite and non-negative, got ", c.scale()));
+  ATTNKIT_RETURN_IF_ERROR(Positive(o.batch_size, "", "batch_size"));
+  ATTNKIT_RETURN_IF_ERROR(Positive(o.page_size, "", "page_size"));
+  // 0: 1/sqrt(head_dim).
+  if (!(o.scale >= 0 && std::isfinite(o.scale))) {
+    return FieldError("", "scale", absl::StrCat("must be finite and non-negative, got ", o.scale));
   }
-  o.num_layers = c.num_layers();
-  o.num_heads = c.num_heads();
-  o.num_kv_heads = c.num_kv_heads();
-  o.head_dim = c.head_dim();
-  o.batch_size = c.batch_size() == 0 ? 1 : c.batch_size();
-  o.dtype = c.dtype() == pb::FLOAT16    ? DType::kFloat16
-            : c.dtype() == pb::BFLOAT16 ? DType::kBFloat16
-                                        : DType::kFloat32;
-  o.device = c.device() == pb::CUDA ? DeviceKind::kCUDA : DeviceKind::kCPU;
-  o.device_index = c.device_index();
-  o.page_size = c.page_size() == 0 ? 16 : c.page_size();
-  o.scale = c.scale() == 0 ? 1.0 / std::sqrt(static_cast<double>(c.head_dim())) : c.scale();
-  // No eviction message: the session keeps the whole cache. (An empty message would fail the
-  // budget rule, which is about eviction configs, not about sessions that have none.)
-  if (c.has_eviction()) {
-    auto eviction = ConvertEviction(c.eviction(), "eviction.");
-    if (!eviction.ok()) return eviction.status();
-    o.eviction = *eviction;
-  }
-  auto sparse = ConvertSparse(c.sparse_attention(), "sparse_attention.");
-  if (!sparse.ok()) return sparse.status();
-  o.sparse = *sparse;
-  o.has_rope = c.has_rope();
+  if (check_eviction) ATTNKIT_RETURN_IF_ERROR(ValidateEvictionOptions(o.eviction, "eviction."));
+  ATTNKIT_RETURN_IF_ERROR(ValidateSparseOptions(o.sparse, "sparse_attention."));
   if (o.has_rope) {
-    if (!(c.rope().theta() >= 0 && std::isfinite(c.rope().theta()))) {
-      return FieldError("", "rope.theta", absl::StrCat("must be positive, got ", c.rope().theta()));
+    if (!(o.rope.theta > 0 && std::isfinite(o.rope.theta))) {
+      return FieldError("", "rope.theta", absl::StrCat("must be positive, got ", o.rope.theta));
     }
-    o.rope.theta = c.rope().theta() == 0 ? 10000.0 : c.rope().theta();
-    o.rope.interleaved = c.rope().interleaved();
     if (o.head_dim % 2 != 0) return FieldError("", "head_dim", "must be even to use rope");
   }
-  if (o.eviction.enabled && o.eviction.rerotate_keys && !o.has_rope) {
-    return FieldError("", "eviction.rerotate_keys", "needs the rope message (theta, layout)");
+  if (o.eviction.enabled && o.eviction.rerotate_keys) {
+    if (!o.has_rope) {
+      return FieldError("", "eviction.rerotate_keys", "needs the rope message (theta, layout)");
+    }
+    if (o.eviction.per_head) {
+      return FieldError("", "eviction.rerotate_keys",
+                        "needs every kv head to keep the same tokens (not per_head)");
+    }
   }
   if (!o.sparse.per_head_thresholds.empty() &&
       static_cast<int>(o.sparse.per_head_thresholds.size()) != o.num_heads) {
@@ -466,6 +333,44 @@ absl::StatusOr<SessionOptions> ConvertSession(const pb::SessionConfig& c) {
                       absl::StrCat("must have num_heads (", o.num_heads, ") entries, got ",
                                    o.sparse.per_head_thresholds.size()));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SessionOptions> ConvertSession(const pb::SessionConfig& c) {
+  SessionOptions o;
+  ATTNKIT_RETURN_IF_ERROR(CheckEnum<pb::DType>(pb::DType_IsValid, c.dtype(), "", "dtype"));
+  ATTNKIT_RETURN_IF_ERROR(CheckEnum<pb::Device>(pb::Device_IsValid, c.device(), "", "device"));
+  o.num_layers = c.num_layers();
+  o.num_heads = c.num_heads();
+  o.num_kv_heads = c.num_kv_heads();
+  o.head_dim = c.head_dim();
+  if (c.batch_size() != 0) o.batch_size = c.batch_size();
+  o.dtype = c.dtype() == pb::FLOAT16    ? DType::kFloat16
+            : c.dtype() == pb::BFLOAT16 ? DType::kBFloat16
+                                        : DType::kFloat32;
+  o.device = c.device() == pb::CUDA ? DeviceKind::kCUDA : DeviceKind::kCPU;
+  o.device_index = c.device_index();
+  if (c.page_size() != 0) o.page_size = c.page_size();
+  o.scale = c.scale();
+  // No eviction message: the session keeps the whole cache. (An empty message would fail the
+  // budget rule, which is about eviction configs, not about sessions that have none.)
+  if (c.has_eviction()) {
+    auto eviction = ToEvictionOptions(c.eviction(), "eviction.");
+    if (!eviction.ok()) return eviction.status();
+    o.eviction = *eviction;
+  }
+  auto sparse = ToSparseOptions(c.sparse_attention(), "sparse_attention.");
+  if (!sparse.ok()) return sparse.status();
+  o.sparse = *sparse;
+  o.has_rope = c.has_rope();
+  if (o.has_rope) {
+    o.rope.theta = c.rope().theta() == 0 ? o.rope.theta : c.rope().theta();
+    o.rope.interleaved = c.rope().interleaved();
+  }
+  ATTNKIT_RETURN_IF_ERROR(ValidateSession(o, /*check_eviction=*/c.has_eviction()));
+  if (o.eviction.refined_algorithm == RefinedAlgorithm::kNone) o.eviction.refined_tokens = 0;
+  // Resolved here, after validation, so a non-finite scale is reported as given.
+  if (o.scale == 0) o.scale = 1.0 / std::sqrt(static_cast<double>(o.head_dim));
   return o;
 }
 
@@ -494,23 +399,192 @@ std::unique_ptr<google::protobuf::Message> NewMessage(ConfigKind kind) {
 }  // namespace
 
 const char* EvictionAlgorithmName(EvictionAlgorithm algorithm) {
-  switch (algorithm) {
-    case EvictionAlgorithm::kH2O:
-      return "H2O";
-    case EvictionAlgorithm::kSnapKV:
-      return "SNAPKV";
-    case EvictionAlgorithm::kRKV:
-      return "RKV";
-    case EvictionAlgorithm::kTOVA:
-      return "TOVA";
-    case EvictionAlgorithm::kKNorm:
-      return "KNORM";
-    case EvictionAlgorithm::kKeyDiff:
-      return "KEYDIFF";
-    case EvictionAlgorithm::kStreamingLLM:
-      return "STREAMING_LLM";
+  const EvictionAlgorithmDescriptor* d = FindEvictionAlgorithm(algorithm);
+  return d != nullptr ? d->name : "?";
+}
+
+EvictionOptions DefaultEvictionOptions(EvictionAlgorithm algorithm) {
+  EvictionOptions o;
+  o.algorithm = algorithm;
+  const EvictionAlgorithmDescriptor* d = FindEvictionAlgorithm(algorithm);
+  o.window_size = d != nullptr && d->Has(kTakesWindow) ? d->default_window : 0;
+  return o;
+}
+
+absl::Status ValidateEvictionOptions(const EvictionOptions& o, absl::string_view p) {
+  const EvictionAlgorithmDescriptor* algorithm = FindEvictionAlgorithm(o.algorithm);
+  if (algorithm == nullptr) {
+    return FieldError(p, "algorithm",
+                      absl::StrCat("unknown enum value ", static_cast<int>(o.algorithm)));
   }
-  return "?";
+  const RefinementDescriptor* refinement = FindRefinement(o.refined_algorithm);
+  if (refinement == nullptr) {
+    return FieldError(p, "refined.algorithm",
+                      absl::StrCat("unknown enum value ", static_cast<int>(o.refined_algorithm)));
+  }
+  const AllocatorDescriptor* allocator = FindAllocator(o.allocator);
+  if (allocator == nullptr) {
+    return FieldError(p, "budget.allocator",
+                      absl::StrCat("unknown enum value ", static_cast<int>(o.allocator)));
+  }
+  const char* name = algorithm->name;
+  ATTNKIT_RETURN_IF_ERROR(NonNegative(o.group_size, p, "group_size"));
+  ATTNKIT_RETURN_IF_ERROR(Positive(o.group_size, p, "group_size"));
+  ATTNKIT_RETURN_IF_ERROR(NonNegative(o.start_tokens, p, "start_tokens"));
+  ATTNKIT_RETURN_IF_ERROR(NonNegative(o.recent_tokens, p, "recent_tokens"));
+  ATTNKIT_RETURN_IF_ERROR(NonNegative(o.intermediate_tokens, p, "intermediate_tokens"));
+  ATTNKIT_RETURN_IF_ERROR(NonNegative(o.refined_tokens, p, "refined.refined_tokens"));
+  if (o.refined_tokens > o.intermediate_tokens) {
+    return FieldError(p, "refined.refined_tokens",
+                      absl::StrCat("must not exceed intermediate_tokens (", o.intermediate_tokens,
+                                   "), got ", o.refined_tokens));
+  }
+  // Summed in 64 bits: the int sum of three large sizes would overflow (undefined behaviour).
+  const int64_t budget = int64_t{o.start_tokens} + o.intermediate_tokens + o.recent_tokens;
+  if (budget <= 0) {
+    return FieldError(p, "start_tokens",
+                      "at least one of start_tokens, intermediate_tokens and recent_tokens must be "
+                      "greater than zero");
+  }
+  if (budget > INT32_MAX) {
+    return FieldError(p, "start_tokens",
+                      absl::StrCat("start_tokens + intermediate_tokens + recent_tokens must be at "
+                                   "most ",
+                                   INT32_MAX, ", got ", budget));
+  }
+  const std::pair<const char*, int> sizes[] = {{"start_tokens", o.start_tokens},
+                                               {"recent_tokens", o.recent_tokens},
+                                               {"intermediate_tokens", o.intermediate_tokens},
+                                               {"refined.refined_tokens", o.refined_tokens}};
+  for (const auto& [field, value] : sizes) {
+    if (value % o.group_size != 0) {
+      return FieldError(
+          p, field,
+          absl::StrCat("must be divisible by group_size (", o.group_size, "), got ", value));
+    }
+  }
+
+  ATTNKIT_RETURN_IF_ERROR(NonNegative(o.window_size, p, "window_size"));
+  if (!algorithm->Has(kTakesWindow) && o.window_size != 0) {
+    return FieldError(
+        p, "window_size",
+        absl::StrCat("is only supported by ", AlgorithmsWith(kTakesWindow), ", not ", name));
+  }
+  if (algorithm->Has(kTakesWindow) && o.window_size == 0) {
+    return FieldError(p, "window_size", absl::StrCat("must be positive for ", name, ", got 0"));
+  }
+  if (o.normalize_scores && !algorithm->Has(kNormalizable)) {
+    return FieldError(
+        p, "normalize_scores",
+        absl::StrCat("only applies to ", AlgorithmsWith(kNormalizable), ", not ", name));
+  }
+  if (o.normalization == Normalization::kNormSum && !o.normalize_scores) {
+    return FieldError(p, "normalization", "NORM_SUM needs normalize_scores: true");
+  }
+  if (refinement->Has(kRefinementAnchored) && !o.per_group &&
+      o.kvcrush_anchor == KVCrushAnchor::kMean) {
+    return FieldError(p, "refined.kvcrush_anchor",
+                      "MEAN is not supported for KVCRUSH with PER_TOKEN granularity (use ZEROS, "
+                      "ONES, ALTERNATE or RANDOM)");
+  }
+  if (o.refined_algorithm != RefinedAlgorithm::kNone && !algorithm->Has(kRefinable)) {
+    return FieldError(p, "refined.algorithm", absl::StrCat(name, " has no scores to refine"));
+  }
+  const double mass = o.attention_mass_threshold;
+  if (!(mass > 0 && mass <= 1)) {  // NaN fails too
+    return FieldError(p, "refined.attention_mass_threshold",
+                      absl::StrCat("must be in (0, 1], got ", mass));
+  }
+
+  ATTNKIT_RETURN_IF_ERROR(NonNegative(o.pool_kernel, p, "pooling.kernel_size"));
+  ATTNKIT_RETURN_IF_ERROR(Positive(o.pool_kernel, p, "pooling.kernel_size"));
+  if (o.pool_alignment == PoolingAlignment::kCentered && o.pool_kernel % 2 == 0) {
+    return FieldError(p, "pooling.kernel_size",
+                      absl::StrCat("must be odd for CENTERED pooling, got ", o.pool_kernel));
+  }
+  if (!(o.pyramid_min_ratio > 0 && o.pyramid_min_ratio <= 1)) {
+    return FieldError(p, "budget.pyramid_min_ratio",
+                      absl::StrCat("must be in (0, 1], got ", o.pyramid_min_ratio));
+  }
+  if (!(o.adakv_floor >= 0 && o.adakv_floor <= 1)) {
+    return FieldError(p, "budget.adakv_floor",
+                      absl::StrCat("must be in [0, 1], got ", o.adakv_floor));
+  }
+  if (allocator->Has(kAllocatorPerHead) && !o.per_head) {
+    return FieldError(p, "per_head",
+                      absl::StrCat("must be true with the ", allocator->name,
+                                   " allocator (its selection is per kv head)"));
+  }
+  if (o.per_head && o.refined_algorithm != RefinedAlgorithm::kNone) {
+    return FieldError(p, "refined.algorithm",
+                      "refined selection works on layer-wide scores; it cannot be combined with "
+                      "per_head or the ADAKV allocator");
+  }
+  if (o.allocator != BudgetAllocator::kUniform && !algorithm->Has(kAllocatable)) {
+    return FieldError(p, "budget.allocator", absl::StrCat(name, " keeps fixed areas; use UNIFORM"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateSparseOptions(const SparseOptions& o, absl::string_view p) {
+  const SparseModeDescriptor* mode = FindSparseMode(o.mode);
+  if (mode == nullptr) {
+    return FieldError(p, "mode", absl::StrCat("unknown enum value ", static_cast<int>(o.mode)));
+  }
+  if (o.block_size < 1 || o.block_size > 4096) {
+    return FieldError(p, "block_size", absl::StrCat("must be in [1, 4096], got ", o.block_size));
+  }
+  ATTNKIT_RETURN_IF_ERROR(NonNegative(o.last_query_size, p, "last_query_size"));
+  ATTNKIT_RETURN_IF_ERROR(NonNegative(o.recent_size, p, "recent_size"));
+  if (mode->Has(kSparseRecentInBlocks) && o.recent_size % o.block_size != 0) {
+    return FieldError(
+        p, "recent_size",
+        absl::StrCat("must be a multiple of block_size (", o.block_size, "), got ", o.recent_size));
+  }
+  ATTNKIT_RETURN_IF_ERROR(NonNegative(o.sink_size, p, "sink_size"));
+  ATTNKIT_RETURN_IF_ERROR(NonNegative(o.min_sparse_length, p, "min_sparse_length"));
+  if (!(o.threshold > 0 && o.threshold <= 1)) {  // NaN fails too
+    return FieldError(p, "xattention.threshold",
+                      absl::StrCat("must be in (0, 1], got ", o.threshold));
+  }
+  ATTNKIT_RETURN_IF_ERROR(NonNegative(o.stride, p, "xattention.stride"));
+  ATTNKIT_RETURN_IF_ERROR(Positive(o.stride, p, "xattention.stride"));
+  if (mode->Has(kSparseStrided) && o.block_size % o.stride != 0) {
+    return FieldError(p, "xattention.stride",
+                      absl::StrCat("block_size (", o.block_size,
+                                   ") must be a multiple of stride, got ", o.stride));
+  }
+  if (!o.per_head_thresholds.empty() && o.head_aggregation != HeadAggregation::kPerHead) {
+    return FieldError(p, "xattention.per_head_thresholds", "needs head_aggregation: PER_HEAD");
+  }
+  for (size_t i = 0; i < o.per_head_thresholds.size(); ++i) {
+    const double t = o.per_head_thresholds[i];
+    if (!(t > 0 && t <= 1)) {
+      return FieldError(p, absl::StrCat("xattention.per_head_thresholds[", i, "]"),
+                        absl::StrCat("must be in (0, 1], got ", t));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateVisualOptions(const VisualOptions& o) {
+  ATTNKIT_RETURN_IF_ERROR(NonNegative(o.num_keep_tokens, "", "num_keep_tokens"));
+  const double ratio = o.keep_ratio;
+  if (!(ratio >= 0 && ratio <= 1)) {  // NaN fails too
+    return FieldError("", "keep_ratio", absl::StrCat("must be in (0, 1], got ", ratio));
+  }
+  if ((o.num_keep_tokens > 0) == (ratio > 0)) {
+    return FieldError("", "num_keep_tokens",
+                      "set exactly one of num_keep_tokens (> 0) and keep_ratio (in (0, 1])");
+  }
+  if (!(o.theta >= 0 && o.theta <= 1)) {
+    return FieldError("", "theta", absl::StrCat("must be in [0, 1], got ", o.theta));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateSessionOptions(const SessionOptions& options) {
+  return ValidateSession(options, /*check_eviction=*/options.eviction.enabled);
 }
 
 absl::StatusOr<EvictionOptions> ParseEvictionConfig(absl::string_view data, bool text) {

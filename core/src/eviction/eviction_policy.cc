@@ -6,6 +6,8 @@
 #include <ATen/Functions.h>
 
 #include "absl/strings/str_cat.h"
+#include "attnkit/config_parser.h"
+#include "config/algorithms.h"
 #include "eviction/scorers.h"
 #include "eviction/selection.h"
 
@@ -20,7 +22,7 @@ using eviction::LayerScores;
 // last/first ratio and the configured mean, each rounded down to whole groups.
 std::vector<int64_t> IntermediateBudgets(const EvictionOptions& o, int num_layers) {
   std::vector<int64_t> out(num_layers, o.intermediate_tokens);
-  if (o.allocator != BudgetAllocator::kPyramidKV || num_layers == 1) return out;
+  if (!FindAllocator(o.allocator)->Has(kAllocatorPerLayer) || num_layers == 1) return out;
   const double mean = o.intermediate_tokens;
   const double first = 2.0 * mean / (1.0 + o.pyramid_min_ratio);
   const double last = first * o.pyramid_min_ratio;
@@ -36,6 +38,9 @@ class EvictionPolicyImpl : public EvictionPolicy {
  public:
   EvictionPolicyImpl(const EvictionOptions& options, int num_layers, const HeadLayout& layout)
       : options_(options),
+        algorithm_(*FindEvictionAlgorithm(options.algorithm)),
+        refinement_(*FindRefinement(options.refined_algorithm)),
+        allocator_(*FindAllocator(options.allocator)),
         layout_(layout),
         scorer_(eviction::MakeScorer(options, layout)),
         layers_(num_layers),
@@ -46,7 +51,7 @@ class EvictionPolicyImpl : public EvictionPolicy {
   int num_layers() const override { return static_cast<int>(layers_.size()); }
   ObservationNeeds needs() const override {
     ObservationNeeds n = scorer_->needs();
-    if (options_.refined_algorithm == RefinedAlgorithm::kDiverseKV) n.keys = true;
+    if (refinement_.Has(kRefinementNeedsKeys)) n.keys = true;
     return n;
   }
   bool per_head() const override { return layout_.per_head; }
@@ -93,21 +98,21 @@ class EvictionPolicyImpl : public EvictionPolicy {
       if (!keys.defined() || keys.dim() != 3 || keys.size(0) != layout_.num_kv_heads ||
           keys.size(1) < *std::max_element(rows.begin(), rows.end())) {
         return absl::InvalidArgumentError(absl::StrCat(
-            "keys: ", EvictionAlgorithmName(options_.algorithm),
-            options_.refined_algorithm == RefinedAlgorithm::kDiverseKV ? " with DIVERSEKV" : "",
+            "keys: ", algorithm_.name,
+            refinement_.Has(kRefinementNeedsKeys) ? absl::StrCat(" with ", refinement_.name) : "",
             " needs the cached keys [num_kv_heads=", layout_.num_kv_heads,
             ", cache tokens, head_dim]"));
       }
     }
     const Areas areas{options_.start_tokens, intermediate_[layer], options_.recent_tokens};
     LayerScores& state = layers_[layer];
-    if (options_.algorithm == EvictionAlgorithm::kStreamingLLM) {
+    if (algorithm_.selection == EvictionSelection::kStartAndNewest) {
       for (size_t r = 0; r < rows.size(); ++r) kept[r] = eviction::SelectStreaming(rows[r], areas);
       return kept;
     }
     auto scores = scorer_->Scores(state, rows, keys);
     if (!scores.ok()) return scores.status();
-    if (options_.allocator == BudgetAllocator::kAdaKV) {
+    if (allocator_.Has(kAllocatorPerHead)) {
       kept = eviction::SelectAdaKV(*scores, rows, areas, options_);
     } else {
       for (size_t r = 0; r < rows.size(); ++r) {
@@ -162,6 +167,9 @@ class EvictionPolicyImpl : public EvictionPolicy {
   }
 
   EvictionOptions options_;
+  const EvictionAlgorithmDescriptor& algorithm_;
+  const RefinementDescriptor& refinement_;
+  const AllocatorDescriptor& allocator_;
   HeadLayout layout_;
   std::unique_ptr<eviction::Scorer> scorer_;
   std::vector<LayerScores> layers_;
@@ -182,6 +190,7 @@ absl::StatusOr<std::unique_ptr<EvictionPolicy>> EvictionPolicy::Create(
         absl::StrCat("num_kv_heads: must be positive and divide num_heads (", num_heads, "), got ",
                      num_kv_heads));
   }
+  if (absl::Status s = ValidateEvictionOptions(options); !s.ok()) return s;
   HeadLayout layout{num_heads, num_kv_heads, options.per_head};
   return std::unique_ptr<EvictionPolicy>(new EvictionPolicyImpl(options, num_layers, layout));
 }

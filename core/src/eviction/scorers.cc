@@ -384,17 +384,7 @@ class KeyScorer : public Scorer {
         per_kv[h][t] = -dot / (norms[t] * anchor_norm);
       }
     }
-    std::vector<std::vector<double>> rows(layout_.rows());
-    for (int r = 0; r < layout_.rows(); ++r) rows[r].assign(row_lengths[r], 0.0);
-    for (int64_t h = 0; h < Hkv; ++h) {
-      auto& row = rows[layout_.per_head ? h : 0];
-      for (size_t t = 0; t < row.size(); ++t) row[t] += per_kv[h][t];
-    }
-    if (!layout_.per_head) {
-      for (double& v : rows[0]) v /= static_cast<double>(Hkv);
-    }
-    DropStart(rows, options_.start_tokens);
-    return rows;
+    return RowsFromKvHeads(per_kv, layout_, row_lengths, options_.start_tokens);
   }
   void Compact(LayerScores&, const KeptPositions&) override {}
 
@@ -436,22 +426,42 @@ std::vector<double> MaxPool(const std::vector<double>& values, int kernel,
   return out;
 }
 
-std::unique_ptr<Scorer> MakeScorer(const EvictionOptions& options, const HeadLayout& layout) {
-  switch (options.algorithm) {
-    case EvictionAlgorithm::kH2O:
-    case EvictionAlgorithm::kSnapKV:
-      return std::make_unique<AccumulatingScorer>(options, layout);
-    case EvictionAlgorithm::kRKV:
-      return std::make_unique<RkvScorer>(options, layout);
-    case EvictionAlgorithm::kTOVA:
-      return std::make_unique<TovaScorer>(options, layout);
-    case EvictionAlgorithm::kKNorm:
-    case EvictionAlgorithm::kKeyDiff:
-      return std::make_unique<KeyScorer>(options, layout);
-    case EvictionAlgorithm::kStreamingLLM:
-      return std::make_unique<PositionScorer>();
+std::vector<std::vector<double>> RowsFromKvHeads(const std::vector<std::vector<double>>& per_kv,
+                                                 const HeadLayout& layout,
+                                                 const std::vector<int64_t>& row_lengths,
+                                                 int start_tokens) {
+  std::vector<std::vector<double>> rows(layout.rows());
+  for (int r = 0; r < layout.rows(); ++r) rows[r].assign(row_lengths[r], 0.0);
+  for (size_t h = 0; h < per_kv.size(); ++h) {
+    auto& row = rows[layout.per_head ? h : 0];
+    for (size_t t = 0; t < row.size() && t < per_kv[h].size(); ++t) row[t] += per_kv[h][t];
   }
-  return nullptr;
+  if (!layout.per_head) {
+    for (double& v : rows[0]) v /= static_cast<double>(per_kv.size());
+  }
+  DropStart(rows, start_tokens);
+  return rows;
+}
+
+std::unique_ptr<Scorer> MakeAccumulatingScorer(const EvictionOptions& options,
+                                               const HeadLayout& layout) {
+  return std::make_unique<AccumulatingScorer>(options, layout);
+}
+
+std::unique_ptr<Scorer> MakeRkvScorer(const EvictionOptions& options, const HeadLayout& layout) {
+  return std::make_unique<RkvScorer>(options, layout);
+}
+
+std::unique_ptr<Scorer> MakeTovaScorer(const EvictionOptions& options, const HeadLayout& layout) {
+  return std::make_unique<TovaScorer>(options, layout);
+}
+
+std::unique_ptr<Scorer> MakeKeyScorer(const EvictionOptions& options, const HeadLayout& layout) {
+  return std::make_unique<KeyScorer>(options, layout);
+}
+
+std::unique_ptr<Scorer> MakePositionScorer(const EvictionOptions&, const HeadLayout&) {
+  return std::make_unique<PositionScorer>();
 }
 
 }  // namespace attnkit::eviction

@@ -1,6 +1,8 @@
-// Scorers: how important each cached token is. One class per family, chosen by
-// EvictionOptions::algorithm through MakeScorer(). Scores cover the positions after the start area
-// (position S + i has score i) and are kept per row: one row for the layer, or one per kv head.
+// Scorers: how important each cached token is. One class per family; each algorithm's row in
+// ATTNKIT_EVICTION_ALGORITHMS (config/algorithms.h) names the factory Make<Scorer>Scorer that
+// builds its scorer, and MakeScorer() (registry.cc) calls it. Scores cover the positions after the
+// start area (position S + i has score i) and are kept per row: one row for the layer, or one per
+// kv head.
 #ifndef ATTNKIT_CORE_EVICTION_SCORERS_H_
 #define ATTNKIT_CORE_EVICTION_SCORERS_H_
 
@@ -48,7 +50,16 @@ class Scorer {
   virtual void Compact(LayerScores& state, const KeptPositions& kept) = 0;
 };
 
+// The scorer of options.algorithm (nullptr for a value outside the enum).
 std::unique_ptr<Scorer> MakeScorer(const EvictionOptions& options, const HeadLayout& layout);
+
+// Scores of a row from per kv head scores [Hkv][K] (positions past a row's length ignored): each
+// kv head's own for per-head layouts, their mean for layer-wide ones; the start area dropped.
+// For scorers that score per kv head (the key-based ones, RANDOM).
+std::vector<std::vector<double>> RowsFromKvHeads(const std::vector<std::vector<double>>& per_kv,
+                                                 const HeadLayout& layout,
+                                                 const std::vector<int64_t>& row_lengths,
+                                                 int start_tokens);
 
 // Max-pooling along a score vector: centered (padding kernel/2, padded values ignored) or forward
 // (each entry takes the max of itself and the kernel-1 entries after it).

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "attnkit/config_parser.h"
 #include "cpu/block_sparse_attention.h"
 #include "cpu/xattention_estimate.h"
 #include "util/status_macros.h"
@@ -95,41 +96,7 @@ namespace {}  // namespace
 
 absl::StatusOr<std::unique_ptr<SparseAttention>> SparseAttention::Create(
     const SparseOptions& options) {
-  const SparseOptions& o = options;
-  if (o.block_size < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("block_size: must be >= 1, got ", o.block_size));
-  }
-  if (o.last_query_size < 0 || o.recent_size < 0 || o.sink_size < 0 || o.min_sparse_length < 0) {
-    return absl::InvalidArgumentError(
-        "last_query_size, recent_size, sink_size, min_sparse_length: must be >= 0");
-  }
-  if ((o.mode == SparseMode::kAShape || o.mode == SparseMode::kTriShape) &&
-      o.recent_size % o.block_size != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "recent_size: must be a multiple of block_size (", o.block_size, "), got ", o.recent_size));
-  }
-  if (o.mode == SparseMode::kXAttention) {
-    if (o.stride < 1 || o.block_size % o.stride != 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("xattention.stride: block_size (", o.block_size,
-                       ") must be a multiple of stride, got ", o.stride));
-    }
-    if (!(o.threshold > 0 && o.threshold <= 1)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("xattention.threshold: must be in (0, 1], got ", o.threshold));
-    }
-    if (!o.per_head_thresholds.empty() && o.head_aggregation != HeadAggregation::kPerHead) {
-      return absl::InvalidArgumentError(
-          "xattention.per_head_thresholds: needs head_aggregation: PER_HEAD");
-    }
-    for (size_t i = 0; i < o.per_head_thresholds.size(); ++i) {
-      const double t = o.per_head_thresholds[i];
-      if (!(t > 0 && t <= 1)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("xattention.per_head_thresholds[", i, "]: must be in (0, 1], got ", t));
-      }
-    }
-  }
+  if (absl::Status s = ValidateSparseOptions(options); !s.ok()) return s;
   return std::unique_ptr<SparseAttention>(new SparseAttention(options));
 }
 

@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "attnkit/config_parser.h"
 #include "cpu/visual_greedy.h"
 #include "cpu/visual_linalg.h"
 #include "util/status_macros.h"
@@ -64,22 +65,7 @@ uint64_t Bounded(std::mt19937_64& gen, uint64_t bound) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<VisualPruner>> VisualPruner::Create(const VisualOptions& options) {
-  if (options.num_keep_tokens < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("num_keep_tokens: must not be negative, got ", options.num_keep_tokens));
-  }
-  if (!(options.keep_ratio >= 0 && options.keep_ratio <= 1)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("keep_ratio: must be in (0, 1], got ", options.keep_ratio));
-  }
-  if ((options.num_keep_tokens > 0) == (options.keep_ratio > 0)) {
-    return absl::InvalidArgumentError(
-        "num_keep_tokens: set exactly one of num_keep_tokens (> 0) and keep_ratio (in (0, 1])");
-  }
-  if (!(options.theta >= 0 && options.theta <= 1)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("theta: must be in [0, 1], got ", options.theta));
-  }
+  if (absl::Status s = ValidateVisualOptions(options); !s.ok()) return s;
   return std::unique_ptr<VisualPruner>(new VisualPruner(options));
 }
 

@@ -627,7 +627,7 @@ TEST(SessionConfigTest, EveryRuleRejectedNamingTheField) {
       {"scale", [](M* c) { c->set_scale(kInf); }},
       {"eviction.start_tokens", [](M* c) { c->mutable_eviction()->set_start_tokens(-1); }},
       {"eviction.algorithm",
-       [](M* c) { c->mutable_eviction()->set_algorithm(static_cast<pb::EvictionAlgorithm>(8)); }},
+       [](M* c) { c->mutable_eviction()->set_algorithm(static_cast<pb::EvictionAlgorithm>(99)); }},
       {"eviction.window_size",
        [](M* c) {
          c->mutable_eviction()->set_algorithm(pb::H2O);
