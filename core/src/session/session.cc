@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "attnkit/config_parser.h"
 #include "attnkit/device.h"
 #include "attnkit/eviction/eviction_policy.h"
 #include "attnkit/sparse/sparse_attention.h"
@@ -64,10 +65,6 @@ class SessionImpl : public Session {
       ATTNKIT_ASSIGN_OR_RETURN(sparse_, sparse::SparseAttention::Create(o.sparse));
     }
     if (o.eviction.enabled) {
-      if (o.eviction.rerotate_keys && o.eviction.per_head) {
-        return absl::InvalidArgumentError(
-            "eviction.rerotate_keys: needs every kv head to keep the same tokens (not per_head)");
-      }
       for (int b = 0; b < o.batch_size; ++b) {
         ATTNKIT_ASSIGN_OR_RETURN(auto policy, EvictionPolicy::Create(o.eviction, o.num_layers,
                                                                      o.num_heads, o.num_kv_heads));
@@ -309,6 +306,7 @@ class SessionImpl : public Session {
 
 absl::StatusOr<std::unique_ptr<Session>> MakeSession(const SessionOptions& options,
                                                      StoreKind kind) {
+  ATTNKIT_RETURN_IF_ERROR(ValidateSessionOptions(options));
   auto session = std::make_unique<SessionImpl>(options);
   ATTNKIT_RETURN_IF_ERROR(session->Init(kind));
   return std::unique_ptr<Session>(std::move(session));
