@@ -717,6 +717,7 @@ int Main(int argc, char** argv) {
     std::string config;
     SessionOptions options;
     double fraction;
+    bool random_keep = false;  // run with RandomKeepSession (--substitute-random)
   };
   std::vector<Item> items;
   std::map<std::string, std::string> invalid;  // config name -> error
@@ -750,6 +751,30 @@ int Main(int argc, char** argv) {
             ScaleToBudget(o->eviction, static_cast<int>(std::lround(b * f.text_tokens)));
         items.push_back(it);
       }
+    }
+  }
+  // --substitute-random NAME: NAME runs with a cache keeping random tokens. When the library's
+  // RANDOM configuration does not validate, the same cache (same seeds) at NAME's areas also stands
+  // in for `random`, so that the bar comparing policies with RANDOM is evaluated and must fail for
+  // NAME (a policy keeping random tokens is no better than RANDOM).
+  bool tool_random = false;
+  if (!f.substitute_random.empty() && invalid.count("random")) {
+    std::vector<Item> baseline;
+    for (const Item& it : items) {
+      if (it.config == f.substitute_random && it.options.eviction.enabled) {
+        Item r = it;
+        r.config = "random";
+        r.random_keep = true;
+        baseline.push_back(r);
+      }
+    }
+    tool_random = !baseline.empty();
+    items.insert(items.end(), baseline.begin(), baseline.end());
+    if (tool_random) {
+      Log(absl::StrCat("attnkit-eval: random: the library's RANDOM does not validate; ",
+                       "--substitute-random runs a tool-side cache keeping random tokens as ",
+                       "`random` (", f.substitute_random, "'s areas)"));
+      invalid.erase("random");
     }
   }
 
@@ -815,7 +840,8 @@ int Main(int argc, char** argv) {
           ++finished;
           continue;
         }
-        const bool substitute = it.config == f.substitute_random && it.options.eviction.enabled;
+        const bool substitute =
+            it.random_keep || (it.config == f.substitute_random && it.options.eviction.enabled);
         const auto t0 = std::chrono::steady_clock::now();
         absl::StatusOr<Result> r = absl::InternalError("not run");
         try {
