@@ -3,7 +3,7 @@
 #   ./attnkit.sh deps        install missing Debian packages (apt-get update first)
 #   ./attnkit.sh build       configure + build (build/ by default, ATTNKIT_BUILD_DIR overrides)
 #   ./attnkit.sh generate    the main job: the C sample over stories260k (extra args pass through)
-#   ./attnkit.sh test        everything: deps, build, the sanitizer pass, ctest (all labels but bench)
+#   ./attnkit.sh test        everything: deps, build, the sanitizer pass, ctest (all labels but bench and open)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 build_dir="${ATTNKIT_BUILD_DIR:-$here/build}"
@@ -85,7 +85,7 @@ case "${1:-}" in
     if [ "${ATTNKIT_SANITIZE_PASS:-1}" != 0 ]; then
       ATTNKIT_SANITIZE_BUILD_DIR="${build_dir}-sanitize" "$here/tests/sanitize.sh"
     fi
-    ctest --test-dir "$build_dir" --output-on-failure -LE bench -j "$jobs" "$@"
+    ctest --test-dir "$build_dir" --output-on-failure -LE "bench|open" -j "$jobs" "$@"
     ;;
   *) sed -n '2,7p' "$0"; exit 2 ;;
 esac

@@ -61,6 +61,7 @@ struct Flags {
   std::vector<double> budgets = {0.25, 0.5, 0.75};
   int num_texts = 32, text_tokens = 480, prefill = 32, jobs = 0;
   bool regenerate_texts = false, resume = false, quick = false, check = false;
+  std::string bars = "all";       // --bars core|random|all
   std::string substitute_random;  // config name run with RandomKeepSession instead
 };
 
@@ -510,11 +511,16 @@ const Result* Find(const std::vector<Result>& rows, const std::string& model,
   return nullptr;
 }
 
+// `which`: "core" (full cache exact, SnapKV at 50 %), "random" (attention-score policies against
+// RANDOM at 25 %) or "all".
 std::vector<Bar> CheckBars(const std::vector<Result>& rows, const std::vector<std::string>& models,
-                           const std::map<std::string, std::string>& invalid) {
+                           const std::map<std::string, std::string>& invalid,
+                           const std::string& which) {
   std::vector<Bar> bars;
+  const bool core = which != "random", vs_random = which != "core";
   auto bar = [&](bool ok, std::string text) { bars.push_back({ok ? "PASS" : "FAIL", text}); };
   for (const std::string& model : models) {
+    if (!core) break;
     const Result* full = Find(rows, model, "full_cache", 1.0);
     if (full == nullptr) {
       bars.push_back({"FAIL", absl::StrCat(model, ": no full_cache result")});
@@ -524,7 +530,7 @@ std::vector<Bar> CheckBars(const std::vector<Result>& rows, const std::vector<st
                           full->kl, full->top1));
     }
   }
-  if (std::find(models.begin(), models.end(), "tinystories-656k") != models.end()) {
+  if (core && std::find(models.begin(), models.end(), "tinystories-656k") != models.end()) {
     const Result* snap = Find(rows, "tinystories-656k", "snapkv", 0.5);
     if (snap == nullptr) {
       bars.push_back({"FAIL", "tinystories-656k snapkv 50 %: no result"});
@@ -537,6 +543,7 @@ std::vector<Bar> CheckBars(const std::vector<Result>& rows, const std::vector<st
   }
   const std::vector<std::string> scored = {"h2o", "snapkv", "rkv", "tova"};
   for (const std::string& model : models) {
+    if (!vs_random) break;
     if (invalid.count("random")) {
       bars.push_back(
           {"SKIPPED", absl::StrCat(model, ": attention-score policies vs RANDOM at 25 %: ",
@@ -569,7 +576,7 @@ int Usage(const char* argv0) {
                "usage: %s [--models-dir DIR] [--model NAME]... [--configs FILE|DIR]...\n"
                "  [--budgets 0.25,0.5,0.75] [--texts N] [--text-tokens N] [--prefill N]\n"
                "  [--texts-dir DIR] [--regenerate-texts] [--out DIR] [--resume] [--jobs N]\n"
-               "  [--quick] [--check] [--substitute-random CONFIG]\n"
+               "  [--quick] [--check] [--bars core|random|all] [--substitute-random CONFIG]\n"
                "See docs/quality/README.md.\n",
                argv0);
   return 2;
@@ -624,6 +631,12 @@ int Main(int argc, char** argv) {
       f.quick = true;
     } else if (a == "--check") {
       f.check = true;
+    } else if (a == "--bars") {
+      f.bars = value();
+      if (f.bars != "core" && f.bars != "random" && f.bars != "all") {
+        std::fprintf(stderr, "--bars: expected core, random or all, got %s\n", f.bars.c_str());
+        return Usage(argv[0]);
+      }
     } else if (a == "--substitute-random") {
       f.substitute_random = value();
     } else {
@@ -892,7 +905,7 @@ int Main(int argc, char** argv) {
   if (f.check) {
     std::vector<std::string> models;
     for (const ModelData& d : data) models.push_back(d.model.name);
-    for (const Bar& b : CheckBars(rows, models, invalid)) {
+    for (const Bar& b : CheckBars(rows, models, invalid, f.bars)) {
       std::printf("BAR %s: %s\n", b.verdict.c_str(), b.text.c_str());
       if (b.verdict == "FAIL") status = 1;
     }
