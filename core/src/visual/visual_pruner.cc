@@ -1,7 +1,6 @@
 #include "attnkit/visual/visual_pruner.h"
 
 #include <ATen/Functions.h>
-#include <ATen/TensorOperators.h>
 #include <c10/core/ScalarType.h>
 
 #include <algorithm>
