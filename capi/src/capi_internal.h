@@ -42,13 +42,17 @@ attnkit_status* Guard(const char* function, Body&& body) noexcept {
 // What an entry point accepts for one tensor argument.
 struct TensorSpec {
   const char* name;
-  int rank = -1;             // -1: any
-  bool is_output = false;    // outputs must not overlap themselves
-  bool allow_int64 = false;  // index tensors
-  bool float_only = true;    // float32/float16/bfloat16
+  int rank = -1;                 // -1: any
+  bool is_output = false;        // outputs must not overlap themselves
+  bool allow_int64 = false;      // index tensors
+  bool float_only = true;        // float32/float16/bfloat16
+  bool mask = false;             // masks: uint8 or 8-bit bool (kDLBool) only, viewed as uint8
+  const char* layout = nullptr;  // e.g. "[batch, heads, q_len, head_dim]", named in rank errors
 };
 
-// A borrowed at::Tensor viewing `tensor` (no copy), after every check of `spec`.
+// A borrowed at::Tensor viewing `tensor` (no copy), after every check of `spec`: rank, dtype,
+// device, sizes and strides (no negative value, no element count or output span past 2^63),
+// data, and for outputs no two elements sharing memory.
 absl::StatusOr<at::Tensor> FromDLPack(const DLTensor* tensor, const TensorSpec& spec);
 
 // "[2, 4, 128, 64]"

@@ -33,6 +33,8 @@ std::string ShapeString(at::IntArrayRef shape) {
 
 namespace {
 
+constexpr uint8_t kDLBoolCode = 6;  // kDLBool in DLPack >= 0.8
+
 const char* DLTypeName(DLDataType t) {
   if (t.code == kDLFloat && t.bits == 32) return "float32";
   if (t.code == kDLFloat && t.bits == 16) return "float16";
@@ -41,6 +43,7 @@ const char* DLTypeName(DLDataType t) {
   if (t.code == kDLInt && t.bits == 64) return "int64";
   if (t.code == kDLInt && t.bits == 32) return "int32";
   if (t.code == kDLUInt && t.bits == 8) return "uint8";
+  if (t.code == kDLBoolCode && t.bits == 8) return "bool";
   return "an unsupported dtype";
 }
 
@@ -54,7 +57,9 @@ absl::StatusOr<at::Tensor> FromDLPack(const DLTensor* t, const TensorSpec& spec)
   }
   if (spec.rank >= 0 && t->ndim != spec.rank) {
     return absl::InvalidArgumentError(
-        absl::StrCat(name, ": expected rank ", spec.rank, ", got rank ", t->ndim));
+        absl::StrCat(name, ": expected rank ", spec.rank,
+                     spec.layout != nullptr ? absl::StrCat(" ", spec.layout) : std::string(),
+                     ", got rank ", t->ndim));
   }
   if (t->ndim > 0 && t->shape == nullptr) {
     return absl::InvalidArgumentError(name + ": shape must not be NULL");
@@ -64,7 +69,13 @@ absl::StatusOr<at::Tensor> FromDLPack(const DLTensor* t, const TensorSpec& spec)
   }
   c10::ScalarType scalar;
   const DLDataType d = t->dtype;
-  if (d.code == kDLFloat && d.bits == 32) {
+  if (spec.mask) {
+    if (d.bits != 8 || (d.code != kDLUInt && d.code != kDLBoolCode)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, ": expected uint8 (or 8-bit bool), got ", DLTypeName(d)));
+    }
+    scalar = c10::ScalarType::Byte;  // bool bytes are 0 or 1: read as uint8
+  } else if (d.code == kDLFloat && d.bits == 32) {
     scalar = c10::ScalarType::Float;
   } else if (d.code == kDLFloat && d.bits == 16) {
     scalar = c10::ScalarType::Half;

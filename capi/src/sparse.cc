@@ -1,6 +1,5 @@
 #include "attnkit/attnkit_sparse.h"
 
-#include <algorithm>
 #include <cmath>
 #include <memory>
 #include <string>
@@ -11,7 +10,6 @@
 #include "absl/strings/str_cat.h"
 #include "attnkit/config_parser.h"
 #include "attnkit/sparse/sparse_attention.h"
-#include "attnkit/device.h"
 #include "capi_internal.h"
 
 struct attnkit_sparse_attention {
@@ -42,84 +40,28 @@ absl::Status Create(const void* data, size_t size, bool text, attnkit_sparse_att
 // A float tensor argument of rank 4 with the given logical layout.
 absl::StatusOr<at::Tensor> Input(const DLTensor* t, const char* name, const char* layout,
                                  bool is_output = false) {
-  if (t == nullptr) return absl::InvalidArgumentError(absl::StrCat(name, ": must not be NULL"));
-  if (t->ndim != 4) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(name, ": expected rank 4 ", layout, ", got rank ", t->ndim));
-  }
   attnkit::capi::TensorSpec spec{name};
   spec.rank = 4;
+  spec.layout = layout;
   spec.is_output = is_output;
   return attnkit::capi::FromDLPack(t, spec);
 }
 
-// A borrowed view of a uint8 (or 8-bit bool) mask tensor of rank 4 (or 3 with `allow_rank3`), with
-// the checks FromDLPack applies to float tensors (which it does not accept).
-absl::StatusOr<at::Tensor> MaskInput(const DLTensor* t, const char* name, bool allow_rank3,
-                                     bool is_output, const std::string& expected) {
-  if (t == nullptr) return absl::InvalidArgumentError(absl::StrCat(name, ": must not be NULL"));
-  if (t->ndim != 4 && !(allow_rank3 && t->ndim == 3)) {
-    return absl::InvalidArgumentError(absl::StrCat(name, ": expected rank ",
-                                                   allow_rank3 ? "3 or 4 " : "4 ", expected,
-                                                   ", got rank ", t->ndim));
-  }
-  if (t->shape == nullptr) return absl::InvalidArgumentError(absl::StrCat(name, ": shape is NULL"));
-  const DLDataType d = t->dtype;
-  constexpr uint8_t kBoolCode = 6;  // kDLBool in DLPack >= 0.8
-  if (d.lanes != 1 || d.bits != 8 || (d.code != kDLUInt && d.code != kBoolCode)) {
+// A uint8 (or 8-bit bool) mask argument of rank 4, or 3 or 4 with `allow_rank3`; `expected` (its
+// shape and layout) is named in rank errors.
+absl::StatusOr<at::Tensor> MaskArgument(const DLTensor* t, const char* name, bool allow_rank3,
+                                        bool is_output, const std::string& expected) {
+  attnkit::capi::TensorSpec spec{name};
+  spec.rank = allow_rank3 ? -1 : 4;
+  spec.layout = expected.c_str();
+  spec.is_output = is_output;
+  spec.mask = true;
+  auto mask = attnkit::capi::FromDLPack(t, spec);
+  if (mask.ok() && allow_rank3 && mask->dim() != 3 && mask->dim() != 4) {
     return absl::InvalidArgumentError(
-        absl::StrCat(name, ": expected uint8 (kDLUInt, 8 bits) ", expected, ", got dtype code ",
-                     static_cast<int>(d.code), " with ", static_cast<int>(d.bits), " bits"));
+        absl::StrCat(name, ": expected rank 3 or 4 ", expected, ", got rank ", mask->dim()));
   }
-  at::Device device(at::kCPU);
-  if (t->device.device_type == kDLCUDA) {
-    if (!attnkit::BuiltWithCuda()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(name, ": is on a CUDA device, but this attnkit was built without CUDA"));
-    }
-    device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(t->device.device_id));
-  } else if (t->device.device_type != kDLCPU) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        name, ": device type ", static_cast<int>(t->device.device_type), " is not supported"));
-  }
-  std::vector<int64_t> sizes(t->shape, t->shape + t->ndim), strides(t->ndim);
-  int64_t numel = 1;
-  for (int i = 0; i < t->ndim; ++i) {
-    if (sizes[i] < 0) {
-      return absl::InvalidArgumentError(absl::StrCat(name, ": negative size in dimension ", i));
-    }
-    numel *= sizes[i];
-  }
-  int64_t compact = 1;
-  for (int i = t->ndim - 1; i >= 0; --i) {
-    strides[i] = t->strides != nullptr ? t->strides[i] : compact;
-    if (strides[i] < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(name, ": negative stride in dimension ", i, " is not supported"));
-    }
-    compact *= std::max<int64_t>(sizes[i], 1);
-  }
-  if (t->data == nullptr && numel > 0) {
-    return absl::InvalidArgumentError(absl::StrCat(name, ": data must not be NULL"));
-  }
-  if (is_output && numel > 1) {
-    std::vector<int> order(t->ndim);
-    for (int i = 0; i < t->ndim; ++i) order[i] = i;
-    std::sort(order.begin(), order.end(), [&](int a, int b) { return strides[a] < strides[b]; });
-    int64_t span = 1;
-    for (int i : order) {
-      if (sizes[i] == 1) continue;
-      if (strides[i] < span) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(name, ": output strides ", ShapeString(strides), " for shape ",
-                         ShapeString(sizes), " overlap (distinct elements would share memory)"));
-      }
-      span = strides[i] * sizes[i];
-    }
-  }
-  auto options = at::TensorOptions().dtype(at::kByte).device(device);
-  if (numel == 0) return at::empty(sizes, options);
-  return at::from_blob(static_cast<char*>(t->data) + t->byte_offset, sizes, strides, options);
+  return mask;
 }
 
 // Checks that k and v belong to q: same batch, GQA heads, one k_len.
@@ -235,7 +177,7 @@ attnkit_status* attnkit_sparse_attention_build_mask(const attnkit_sparse_attenti
                                         grid->k_blocks};
     const std::string layout =
         absl::StrCat(ShapeString(expected), " [batch, mask_heads, q_blocks, k_blocks]");
-    auto mt = MaskInput(mask_out, "mask_out", /*allow_rank3=*/false, /*is_output=*/true, layout);
+    auto mt = MaskArgument(mask_out, "mask_out", /*allow_rank3=*/false, /*is_output=*/true, layout);
     if (!mt.ok()) return mt.status();
     if (mt->sizes() != at::IntArrayRef(expected)) {
       return absl::InvalidArgumentError(
@@ -271,7 +213,7 @@ attnkit_status* attnkit_sparse_attention_attention(const attnkit_sparse_attentio
     const std::string layout =
         absl::StrCat("[", batch, ", 1 or ", heads, ", ", grid->q_blocks, ", ", grid->k_blocks,
                      "] [batch, mask_heads, q_blocks, k_blocks] (or without batch)");
-    auto mt = MaskInput(mask, "mask", /*allow_rank3=*/true, /*is_output=*/false, layout);
+    auto mt = MaskArgument(mask, "mask", /*allow_rank3=*/true, /*is_output=*/false, layout);
     if (!mt.ok()) return mt.status();
     const bool batched = mt->dim() == 4;
     const int64_t mh = mt->size(batched ? 1 : 0);

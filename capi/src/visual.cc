@@ -43,7 +43,6 @@ absl::Status Select(const attnkit_visual_pruner* pruner, const DLTensor* image_e
   ATTNKIT_CHECK_ARG(out);
   *out = nullptr;
   ATTNKIT_CHECK_ARG(pruner);
-  const bool cdpruner = pruner->pruner->options().method == attnkit::VisualMethod::kCDPruner;
   const bool ragged = ragged_sizes != nullptr;
   const char* feature_shape = ragged ? "[sum N_i, Dv]" : "[N, Dv] or [num_images, N, Dv]";
   const char* embed_shape = ragged ? "[sum N_i, C]" : "[N, C] or [num_images, N, C]";
@@ -56,12 +55,11 @@ absl::Status Select(const attnkit_visual_pruner* pruner, const DLTensor* image_e
     return absl::InvalidArgumentError(
         absl::StrCat("image_features: expected shape ", feature_shape, ", got ", Dims(*features)));
   }
+  // NULL embeddings or text become undefined tensors: which methods need them, and the shape the
+  // text must have, are the pruner's rules (VisualPruner::Select). The leading sizes of the
+  // embeddings are checked here, since they split into images as the features do.
   at::Tensor embeds;
-  if (image_embeds != nullptr || cdpruner) {
-    if (image_embeds == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "image_embeds: must not be NULL for CDPRUNER (expected shape ", embed_shape, ")"));
-    }
+  if (image_embeds != nullptr) {
     auto e = attnkit::capi::FromDLPack(image_embeds, attnkit::capi::TensorSpec{"image_embeds"});
     if (!e.ok()) return e.status();
     embeds = *e;
@@ -74,20 +72,10 @@ absl::Status Select(const attnkit_visual_pruner* pruner, const DLTensor* image_e
     }
   }
   at::Tensor text;
-  if (text_embeds != nullptr || cdpruner) {
-    const std::string c = embeds.defined() ? absl::StrCat(embeds.size(-1)) : std::string("C");
-    if (text_embeds == nullptr) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("text_embeds: must not be NULL for CDPRUNER (expected shape [M, ", c, "])"));
-    }
+  if (text_embeds != nullptr) {
     auto t = attnkit::capi::FromDLPack(text_embeds, attnkit::capi::TensorSpec{"text_embeds"});
     if (!t.ok()) return t.status();
     text = *t;
-    if (text.dim() != 2 || text.size(0) < 1 ||
-        (embeds.defined() && text.size(1) != embeds.size(-1))) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("text_embeds: expected shape [M, ", c, "] with M >= 1, got ", Dims(text)));
-    }
   }
   if (features->size(-1) < 1 || features->size(-2) < 1 || (rank == 3 && features->size(0) < 1)) {
     return absl::InvalidArgumentError(absl::StrCat("image_features: expected shape ", feature_shape,

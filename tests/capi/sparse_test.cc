@@ -231,4 +231,52 @@ TEST(CapiSparse, RejectsBadArguments) {
   ExpectInvalid(attnkit_sparse_attention_prefill(s.p, qv, kv, vv, 0.0, nullptr, nullptr), "out");
 }
 
+// Masks go through the one DLPack converter: uint8 and 8-bit bool read alike, and every check of
+// the other tensors (element counts and output spans past 2^63, negative sizes and strides,
+// overlapping outputs) applies to them too.
+TEST(CapiSparse, MasksHaveEveryCheckOfTheConverter) {
+  Sparse s;
+  CreateFromText("mode: DENSE block_size: 32", &s);
+  at::Tensor q = at::randn({1, 4, 64, 8}), k = at::randn({1, 2, 96, 8}),
+             v = at::randn({1, 2, 96, 8});
+  at::Tensor mask = at::ones({1, 1, 2, 3}, at::kByte), out = at::zeros({1, 4, 64, 8});
+  DLView qv(q), kv(k), vv(v), ov(out);
+  {
+    DLView as_bool(mask);
+    as_bool.get()->dtype = {6, 8, 1};  // kDLBool
+    StatusHolder ok(attnkit_sparse_attention_attention(s.p, qv, kv, vv, as_bool, 0.0, ov));
+    ASSERT_TRUE(ok.ok()) << ok.message();
+  }
+  DLView huge(mask);
+  huge.get()->shape[2] = int64_t{1} << 40;
+  huge.get()->shape[3] = int64_t{1} << 40;
+  ExpectInvalid(attnkit_sparse_attention_attention(s.p, qv, kv, vv, huge, 0.0, ov),
+                "mask: shape [1, 1, 1099511627776, 1099511627776] has too many elements");
+  DLView negative(mask);
+  negative.get()->strides[3] = -1;
+  ExpectInvalid(attnkit_sparse_attention_attention(s.p, qv, kv, vv, negative, 0.0, ov),
+                "mask: negative stride -1 in dimension 3");
+  at::Tensor rank5 = at::ones({1, 1, 1, 2, 3}, at::kByte);
+  DLView r5(rank5);
+  ExpectInvalid(attnkit_sparse_attention_attention(s.p, qv, kv, vv, r5, 0.0, ov),
+                "mask: expected rank 3 or 4 [1, 1 or 4, 2, 3]");
+  at::Tensor wide = at::ones({1, 1, 2, 3}, at::kShort);
+  DLView wv(wide);
+  wv.get()->dtype = {kDLUInt, 16, 1};
+  ExpectInvalid(attnkit_sparse_attention_attention(s.p, qv, kv, vv, wv, 0.0, ov),
+                "mask: expected uint8 (or 8-bit bool)");
+  // An output mask whose strides make two elements share a byte.
+  at::Tensor target = at::zeros({1, 1, 2, 3}, at::kByte);
+  DLView overlapping(target);
+  overlapping.get()->strides[2] = 1;
+  overlapping.get()->strides[3] = 1;
+  ExpectInvalid(attnkit_sparse_attention_build_mask(s.p, qv, kv, overlapping),
+                "mask_out: output strides");
+  at::Tensor rank3 = at::zeros({1, 2, 3}, at::kByte);
+  DLView r3(rank3);
+  ExpectInvalid(attnkit_sparse_attention_build_mask(s.p, qv, kv, r3),
+                "mask_out: expected rank 4 [1, 1, 2, 3] [batch, mask_heads, q_blocks, k_blocks], "
+                "got rank 3");
+}
+
 }  // namespace

@@ -232,9 +232,13 @@ TEST(CapiVisual, BadArgumentsNameTheArgumentAndShape) {
   expect(attnkit_visual_pruner_select(nullptr, ev, fv, tv, &sel), "pruner");
   Status no_out(attnkit_visual_pruner_select(p, ev, fv, tv, nullptr));
   EXPECT_NE(no_out.message.find("out"), std::string::npos);
-  expect(attnkit_visual_pruner_select(p, nullptr, fv, tv, &sel), "image_embeds");
+  // NULL embeddings or text reach the pruner as undefined tensors; CDPRUNER's need for them is its
+  // rule, named by the pruner's image index.
+  expect(attnkit_visual_pruner_select(p, nullptr, fv, tv, &sel),
+         "images[0].embeds: CDPRUNER needs the image embeddings");
   expect(attnkit_visual_pruner_select(p, ev, nullptr, tv, &sel), "image_features");
-  expect(attnkit_visual_pruner_select(p, ev, fv, nullptr, &sel), "text_embeds: must not be NULL");
+  expect(attnkit_visual_pruner_select(p, ev, fv, nullptr, &sel),
+         "text_embeds: CDPRUNER needs the text embeddings");
   at::Tensor e5 = at::randn({5, 8});
   DLView e5v(e5);
   expect(attnkit_visual_pruner_select(p, e5v, fv, tv, &sel), "image_embeds: expected shape [N, C]");

@@ -11,8 +11,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "attnkit/attnkit_common.h"
-#include "attnkit/safetensors.h"
-#include "util/json.h"
+#include "support/safetensors.h"
+#include "support/json.h"
 
 namespace attnkit::conformance {
 

@@ -13,7 +13,7 @@
 #include "conformance.h"
 #include "dlpack_util.h"
 #include "eviction_config.h"
-#include "io/tensor_io.h"
+#include "support/tensor_io.h"
 
 namespace attnkit::conformance {
 namespace {

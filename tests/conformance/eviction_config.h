@@ -6,8 +6,8 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "attnkit/safetensors.h"
-#include "util/json.h"
+#include "support/safetensors.h"
+#include "support/json.h"
 
 namespace attnkit::conformance {
 

@@ -7,7 +7,7 @@
 #include "dlpack_util.h"
 #include "conformance.h"
 #include "eviction_config.h"
-#include "io/tensor_io.h"
+#include "support/tensor_io.h"
 
 namespace attnkit::conformance {
 

@@ -1,5 +1,5 @@
 // libFuzzer target for the safetensors reader and the JSON reader beneath it. Built by clang++ with
-// -fsanitize=fuzzer,address,undefined from core/src/io/safetensors.cc + core/src/util/json.cc and
+// -fsanitize=fuzzer,address,undefined from tests/support/safetensors.cc + tests/support/json.cc and
 // Abseil only (tests/fuzz/clang/CMakeLists.txt). Invariants checked beyond "no crash": errors are
 // INVALID_ARGUMENT, and an accepted file's views hold exactly numel * dtype size bytes inside it.
 #include <cstddef>
@@ -9,8 +9,8 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
-#include "attnkit/safetensors.h"
-#include "util/json.h"
+#include "support/safetensors.h"
+#include "support/json.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const absl::string_view input(reinterpret_cast<const char*>(data), size);

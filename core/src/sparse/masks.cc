@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "sparse/sparse_backend.h"
 #include "util/status_macros.h"
 
 namespace attnkit::sparse {
@@ -145,7 +146,7 @@ absl::StatusOr<at::Tensor> SelectXAttentionBlocks(const at::Tensor& block_scores
                                                   const std::vector<double>& thresholds,
                                                   int64_t last_query_size) {
   ATTNKIT_RETURN_IF_ERROR(CheckSelectionArgs(block_scores, grid, thresholds));
-  if (!block_scores.is_cpu()) {
+  if (ChooseSelectionBackend(block_scores.device()) == SparseBackend::kTensorOps) {
     return SelectXAttentionBlocksTensorOps(block_scores, grid, thresholds, last_query_size);
   }
   const int64_t heads = block_scores.size(0);

@@ -14,10 +14,8 @@
 #include "attnkit/config_parser.h"
 #include "cpu/block_sparse_attention.h"
 #include "cpu/xattention_estimate.h"
+#include "sparse/sparse_backend.h"
 #include "util/status_macros.h"
-#ifdef ATTNKIT_WITH_CUDA
-#include "cuda/kernels.h"
-#endif
 
 namespace attnkit::sparse {
 namespace {
@@ -40,19 +38,6 @@ absl::Status CheckQK(const at::Tensor& q, const at::Tensor& k) {
   }
   return absl::OkStatus();
 }
-
-#ifdef ATTNKIT_WITH_CUDA
-// Whether attnkit's CUDA kernels take these inputs: one CUDA device, bfloat16 or float16
-// throughout, head dim 64 or 128 (values too), blocks a multiple of 128.
-bool CudaKernelsTake(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                     int64_t block_size) {
-  const at::ScalarType dtype = q.scalar_type();
-  return q.is_cuda() && (dtype == at::kBFloat16 || dtype == at::kHalf) &&
-         k.scalar_type() == dtype && v.scalar_type() == dtype && k.device() == q.device() &&
-         v.device() == q.device() && (q.size(2) == 64 || q.size(2) == 128) &&
-         v.size(2) == q.size(2) && block_size % 128 == 0;
-}
-#endif
 
 }  // namespace
 
@@ -92,8 +77,6 @@ absl::StatusOr<at::Tensor> BlockSparseAttentionTensorOps(const at::Tensor& q, co
   return out;
 }
 
-namespace {}  // namespace
-
 absl::StatusOr<std::unique_ptr<SparseAttention>> SparseAttention::Create(
     const SparseOptions& options) {
   if (absl::Status s = ValidateSparseOptions(options); !s.ok()) return s;
@@ -129,16 +112,12 @@ absl::StatusOr<at::Tensor> SparseAttention::BuildMask(const at::Tensor& q,
   ATTNKIT_RETURN_IF_ERROR(CheckQK(q, k));
   const int64_t q_len = q.size(1), k_len = k.size(1);
   if (options_.mode != SparseMode::kXAttention) {
-#ifdef ATTNKIT_WITH_CUDA
     const bool shaped =
         options_.mode == SparseMode::kAShape || options_.mode == SparseMode::kTriShape;
-    if (q.is_cuda() && shaped && q_len >= options_.min_sparse_length) {
-      // Built on the device from the lengths.
-      at::Tensor mask;
-      ATTNKIT_RETURN_IF_ERROR(ShapeLists(q_len, k_len, q.device(), &mask).status());
-      return mask;
+    if (shaped && q_len >= options_.min_sparse_length) {
+      // Built from the lengths where the backend puts it (on a CUDA device: there).
+      return RunShapeMask(ChooseShapeListsBackend(q), options_, q_len, k_len, q.device());
     }
-#endif
     ATTNKIT_ASSIGN_OR_RETURN(at::Tensor mask, BuildStaticMask(q_len, k_len));
     return mask.to(q.device());
   }
@@ -169,26 +148,10 @@ absl::StatusOr<at::Tensor> SparseAttention::XAttentionMask(const at::Tensor& q, 
     }
     thresholds = options_.per_head_thresholds;
   }
-  at::Tensor scores;
-  if (q.is_cpu()) {
-    ATTNKIT_ASSIGN_OR_RETURN(
-        scores, kernels::XAttentionEstimateCpu(q, k, options_.block_size, options_.stride));
-  } else {
-    // On the inputs' device: the fused CUDA kernel where it applies (bfloat16/float16, cell
-    // width block/stride a multiple of 8), else the ATen reference there.
-#ifdef ATTNKIT_WITH_CUDA
-    const at::ScalarType dtype = q.scalar_type();
-    if (q.is_cuda() && (dtype == at::kBFloat16 || dtype == at::kHalf) && k.scalar_type() == dtype &&
-        (q.size(2) == 64 || q.size(2) == 128) && (options_.block_size / options_.stride) % 8 == 0) {
-      ATTNKIT_ASSIGN_OR_RETURN(
-          scores, cuda::XAttentionEstimate(q, k, options_.block_size, options_.stride));
-    }
-#endif
-    if (!scores.defined()) {
-      ATTNKIT_ASSIGN_OR_RETURN(
-          scores, kernels::XAttentionEstimateReference(q, k, options_.block_size, options_.stride));
-    }
-  }
+  ATTNKIT_ASSIGN_OR_RETURN(
+      at::Tensor scores,
+      RunEstimate(ChooseEstimateBackend(q, k, options_.block_size, options_.stride), q, k,
+                  options_.block_size, options_.stride));
   if (options_.head_aggregation == HeadAggregation::kSum) scores = scores.sum(0, /*keepdim=*/true);
   return SelectXAttentionBlocks(scores, grid, thresholds, options_.last_query_size);
 }
@@ -196,54 +159,22 @@ absl::StatusOr<at::Tensor> SparseAttention::XAttentionMask(const at::Tensor& q, 
 absl::StatusOr<at::Tensor> SparseAttention::Attention(const at::Tensor& q, const at::Tensor& k,
                                                       const at::Tensor& v, const at::Tensor& mask,
                                                       double scale) const {
-  if (q.is_cpu())
-    return kernels::BlockSparseAttentionCpu(q, k, v, mask, options_.block_size, scale);
-  ATTNKIT_RETURN_IF_ERROR(
-      kernels::CheckBlockSparseInputs(q, k, v, mask, options_.block_size, scale));
-#ifdef ATTNKIT_WITH_CUDA
-  if (CudaKernelsTake(q, k, v, options_.block_size)) {
-    ATTNKIT_ASSIGN_OR_RETURN(cuda::BlockLists lists, cuda::MaskToBlockLists(mask, q.device()));
-    ATTNKIT_ASSIGN_OR_RETURN(
-        at::Tensor out, cuda::BlockSparseAttention(q, k, v, lists, options_.block_size, scale));
-    return out.to(at::kFloat);
-  }
-#endif
-  return BlockSparseAttentionTensorOps(q, k, v, mask, options_.block_size, scale);
+  return RunAttention(ChooseAttentionBackend(q, k, v, options_.block_size), q, k, v, mask,
+                      options_.block_size, scale);
 }
-
-#ifdef ATTNKIT_WITH_CUDA
-absl::StatusOr<cuda::BlockLists> SparseAttention::ShapeLists(int64_t q_len, int64_t k_len,
-                                                             at::Device device,
-                                                             at::Tensor* mask) const {
-  return cuda::ShapeBlockLists(q_len, k_len, options_.block_size, options_.sink_size,
-                               options_.recent_size, options_.last_query_size,
-                               options_.mode == SparseMode::kTriShape, device, mask);
-}
-#endif
 
 absl::StatusOr<at::Tensor> SparseAttention::Prefill(const at::Tensor& q, const at::Tensor& k,
                                                     const at::Tensor& v, double scale,
                                                     double* density) const {
-#ifdef ATTNKIT_WITH_CUDA
   // A-shape and Tri-shape on the CUDA kernels: the lists come straight from the lengths.
-  if ((options_.mode == SparseMode::kAShape || options_.mode == SparseMode::kTriShape) &&
-      CudaKernelsTake(q, k, v, options_.block_size) && q.size(1) >= options_.min_sparse_length) {
+  const bool shaped =
+      options_.mode == SparseMode::kAShape || options_.mode == SparseMode::kTriShape;
+  if (shaped && ChooseAttentionBackend(q, k, v, options_.block_size) == SparseBackend::kCuda &&
+      ChooseShapeListsBackend(q) == SparseBackend::kCuda &&
+      q.size(1) >= options_.min_sparse_length) {
     ATTNKIT_RETURN_IF_ERROR(CheckQK(q, k));
-    ATTNKIT_ASSIGN_OR_RETURN(BlockGrid grid,
-                             BlockGrid::Make(q.size(1), k.size(1), options_.block_size));
-    ATTNKIT_ASSIGN_OR_RETURN(cuda::BlockLists lists,
-                             ShapeLists(q.size(1), k.size(1), q.device(), nullptr));
-    ATTNKIT_ASSIGN_OR_RETURN(
-        at::Tensor out, cuda::BlockSparseAttention(q, k, v, lists, options_.block_size, scale));
-    if (density != nullptr) {
-      const int64_t causal = grid.CausalBlocks();
-      *density = causal == 0 ? 1.0
-                             : static_cast<double>(lists.counts.sum().item<int64_t>()) /
-                                   static_cast<double>(causal);
-    }
-    return out.to(at::kFloat);
+    return RunShapeAttentionCuda(options_, q, k, v, scale, density);
   }
-#endif
   ATTNKIT_ASSIGN_OR_RETURN(at::Tensor mask, BuildMask(q, k));
   ATTNKIT_ASSIGN_OR_RETURN(at::Tensor out, Attention(q, k, v, mask.to(q.device()), scale));
   if (density != nullptr) {

@@ -39,13 +39,6 @@ std::vector<int64_t> ToHost(const std::vector<at::Tensor>& packed) {
 
 }  // namespace
 
-absl::Status NonFiniteError(const std::string& what) {
-  return absl::InvalidArgumentError(
-      absl::StrCat(what,
-                   " has non-finite values (non-finite inputs, or a kernel that overflows float32: "
-                   "theta too close to 1)"));
-}
-
 GreedyTrace DppGreedyMapSteps(const at::Tensor& kernel, int64_t k) {
   const int64_t n = kernel.size(0);
   at::Tensor d2 = at::diagonal(kernel).clone();

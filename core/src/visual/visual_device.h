@@ -1,5 +1,6 @@
-// Visual token selection with ATen ops on the device that holds the tensors (the path VisualPruner
-// takes for inputs on a CUDA device): CDPruner's kernel by GEMMs and its greedy MAP, and DivPrune's
+// Visual token selection with ATen ops on the device that holds the tensors (VisualBackend::
+// kTensorOps of visual_backend.h, the backend VisualPruner picks for fast_kernel inputs on a CUDA
+// device): CDPruner's kernel by GEMMs and its greedy MAP, and DivPrune's
 // max-min diversity, each a loop of k steps of tensor ops, so that nothing but the picks comes back
 // to the host (one copy at the end, no synchronization per step). Device-generic: the tests run it
 // on CPU tensors against the exact host path (core/kernels/cpu/visual_greedy.h), whose picks it
@@ -21,18 +22,9 @@
 #include "absl/types/span.h"
 #include "attnkit/config.h"
 #include "attnkit/visual/visual_pruner.h"
+#include "visual/visual_backend.h"
 
 namespace attnkit::visual {
-
-// One selection problem: the tokens of one image, or of all images pooled for a global budget.
-struct SelectionProblem {
-  at::Tensor embeds;    // [N, C] float32 (undefined for methods that do not use it)
-  at::Tensor features;  // [N, Dv] float32
-  int64_t k = 0;
-};
-
-// The error for a tensor (`what`) with non-finite values, shared by the host and device paths.
-absl::Status NonFiniteError(const std::string& what);
 
 // The greedy MAP of the DPP with kernel `kernel` [N, N] (float32, any device), k steps of
 // kernels::DppGreedyMap's algorithm without the guard: d2 = diag(L); per step j = argmax d2 (first

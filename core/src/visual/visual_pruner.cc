@@ -1,26 +1,20 @@
 #include "attnkit/visual/visual_pruner.h"
 
 #include <ATen/Functions.h>
-#include <ATen/Parallel.h>
-#include <ATen/TensorOperators.h>
 #include <c10/core/ScalarType.h>
 
 #include <algorithm>
 #include <cmath>
 #include <numeric>
-#include <random>
 #include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "attnkit/config_parser.h"
-#include "cpu/visual_greedy.h"
-#include "cpu/visual_linalg.h"
 #include "util/status_macros.h"
-#include "visual/cdpruner_kernel.h"
+#include "visual/visual_backend.h"
 #include "visual/visual_device.h"
-#include "visual/visual_math.h"
 
 namespace attnkit {
 namespace {
@@ -28,13 +22,6 @@ namespace {
 std::string Shape(const at::Tensor& t) {
   return absl::StrCat("[", absl::StrJoin(t.sizes(), ", "), "]");
 }
-
-absl::Status CheckFinite(const at::Tensor& t, const std::string& what) {
-  if (!at::isfinite(t).all().item<bool>()) return visual::NonFiniteError(what);
-  return absl::OkStatus();
-}
-
-using Problem = visual::SelectionProblem;
 
 // Sorted indices of `order`'s first `count` entries; an error when an index repeats (a numerical
 // breakdown of the greedy, e.g. a gain that overflowed).
@@ -48,18 +35,6 @@ absl::StatusOr<std::vector<int64_t>> Sorted(const int64_t* order, int64_t count,
     }
   }
   return out;
-}
-
-// Unbiased integer in [0, bound) from a 64-bit engine (std::uniform_int_distribution is
-// implementation-defined; this is the same on every platform).
-uint64_t Bounded(std::mt19937_64& gen, uint64_t bound) {
-  const uint64_t limit =
-      std::numeric_limits<uint64_t>::max() - std::numeric_limits<uint64_t>::max() % bound;
-  uint64_t x;
-  do {
-    x = gen();
-  } while (x >= limit);
-  return x % bound;
 }
 
 }  // namespace
@@ -84,17 +59,21 @@ absl::StatusOr<int64_t> VisualPruner::Budget(int64_t num_tokens) const {
 
 namespace {
 
-// VisualPruner::Select. CPU inputs are selected on the host (the exact kernels over float32
-// copies); inputs on a CUDA device, or any device with `force_device`, with ATen ops on the device
-// of the first image's features (visual_device.h).
-absl::StatusOr<std::vector<std::vector<int64_t>>> SelectImpl(const VisualPruner& pruner,
-                                                             absl::Span<const VisualImage> images,
-                                                             const at::Tensor& text_embeds,
-                                                             bool force_device) {
-  const VisualOptions& options = pruner.options();
-  const bool cdpruner = options.method == VisualMethod::kCDPruner;
+using visual::SelectionProblem;
+using visual::VisualBackend;
+using visual::VisualSelector;
+
+std::string ShapeOrUndefined(const at::Tensor& t) {
+  return t.defined() ? Shape(t) : std::string("an undefined tensor");
+}
+
+// The shape rules of Select(): returns the images' token counts. Every image's embeds (and the
+// text) are required when the selector needs them, and checked wherever they are given.
+absl::StatusOr<std::vector<int64_t>> CheckImages(absl::Span<const VisualImage> images,
+                                                 const at::Tensor& text_embeds,
+                                                 const VisualSelector& selector,
+                                                 bool global_budget) {
   if (images.empty()) return absl::InvalidArgumentError("images: at least one image is required");
-  // Shapes.
   std::vector<int64_t> sizes;
   int64_t c = -1, dv = -1;
   for (size_t i = 0; i < images.size(); ++i) {
@@ -102,27 +81,31 @@ absl::StatusOr<std::vector<std::vector<int64_t>>> SelectImpl(const VisualPruner&
     const std::string name = absl::StrCat("images[", i, "]");
     if (!im.features.defined() || im.features.dim() != 2 || im.features.size(0) < 1 ||
         im.features.size(1) < 1) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          name, ".features: expected shape [N, Dv] with N, Dv >= 1, got ",
-          im.features.defined() ? Shape(im.features) : std::string("an undefined tensor")));
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, ".features: expected shape [N, Dv] with N, Dv >= 1, got ",
+                       ShapeOrUndefined(im.features)));
     }
     if (!c10::isFloatingType(im.features.scalar_type())) {
       return absl::InvalidArgumentError(name + ".features: expected a floating-point tensor");
     }
     const int64_t n = im.features.size(0);
-    if (dv >= 0 && im.features.size(1) != dv && options.global_budget) {
+    if (dv >= 0 && im.features.size(1) != dv && global_budget) {
       return absl::InvalidArgumentError(absl::StrCat(
           name, ".features: expected shape [", n, ", ", dv,
           "] (Dv shared by all images for a global budget), got ", Shape(im.features)));
     }
     dv = im.features.size(1);
-    if (cdpruner || im.embeds.defined()) {
-      if (!im.embeds.defined() || im.embeds.dim() != 2 || im.embeds.size(0) != n ||
-          im.embeds.size(1) < 1 || (c >= 0 && im.embeds.size(1) != c)) {
+    if (selector.needs_embeds && !im.embeds.defined()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          name, ".embeds: ", selector.name, " needs the image embeddings (expected shape [", n,
+          ", C]), got an undefined tensor"));
+    }
+    if (im.embeds.defined()) {
+      if (im.embeds.dim() != 2 || im.embeds.size(0) != n || im.embeds.size(1) < 1 ||
+          (c >= 0 && im.embeds.size(1) != c)) {
         return absl::InvalidArgumentError(absl::StrCat(
             name, ".embeds: expected shape [", n, ", ", c >= 0 ? absl::StrCat(c) : "C",
-            "] (N of its features, C shared by all images and the text), got ",
-            im.embeds.defined() ? Shape(im.embeds) : std::string("an undefined tensor")));
+            "] (N of its features, C shared by all images and the text), got ", Shape(im.embeds)));
       }
       if (!c10::isFloatingType(im.embeds.scalar_type())) {
         return absl::InvalidArgumentError(name + ".embeds: expected a floating-point tensor");
@@ -131,154 +114,89 @@ absl::StatusOr<std::vector<std::vector<int64_t>>> SelectImpl(const VisualPruner&
     }
     sizes.push_back(n);
   }
-  if (cdpruner) {
-    if (!text_embeds.defined() || text_embeds.dim() != 2 || text_embeds.size(0) < 1 ||
-        text_embeds.size(1) != c) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "text_embeds: expected shape [M, ", c, "] with M >= 1, got ",
-          text_embeds.defined() ? Shape(text_embeds) : std::string("an undefined tensor")));
+  if (selector.needs_embeds && !text_embeds.defined()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "text_embeds: ", selector.name, " needs the text embeddings (expected shape [M, ", c,
+        "]), got an undefined tensor"));
+  }
+  if (text_embeds.defined()) {
+    const std::string cs = c >= 0 ? absl::StrCat(c) : std::string("C");
+    if (text_embeds.dim() != 2 || text_embeds.size(0) < 1 || (c >= 0 && text_embeds.size(1) != c)) {
+      return absl::InvalidArgumentError(absl::StrCat("text_embeds: expected shape [M, ", cs,
+                                                     "] with M >= 1, got ", Shape(text_embeds)));
     }
     if (!c10::isFloatingType(text_embeds.scalar_type())) {
       return absl::InvalidArgumentError("text_embeds: expected a floating-point tensor");
     }
   }
-  // Problems: one per image, or one over all images.
-  const int64_t total = std::accumulate(sizes.begin(), sizes.end(), int64_t{0});
-  std::vector<Problem> problems;
-  // Selection runs in float32: on the host when the first image's features are on the CPU (the
-  // exact kernels; inputs on other devices are copied over), else on their CUDA device (the other
-  // inputs are moved there, and only the picks come back).
-  // The exact mode (fast_kernel false) reproduces the reference's rounding only on the host, so it
-  // runs there whatever the device; fast_kernel on CUDA inputs selects on their device.
-  const bool on_device = force_device || (images[0].features.is_cuda() && options.fast_kernel);
-  const at::Device device = on_device ? images[0].features.device() : at::Device(at::kCPU);
-  auto prepare = [&](const at::Tensor& t) {
-    return t.to(at::TensorOptions().device(device).dtype(at::kFloat)).contiguous();
-  };
-  const int threads = kernels::VisualThreads();
-  if (options.global_budget) {
-    Problem p;
-    ATTNKIT_ASSIGN_OR_RETURN(p.k, pruner.Budget(total));
+  return sizes;
+}
+
+// The inputs as float32 contiguous tensors on `device`.
+at::Tensor Prepare(const at::Tensor& t, at::Device device) {
+  return t.to(at::TensorOptions().device(device).dtype(at::kFloat)).contiguous();
+}
+
+// The selection problems: one per image, or one over all images for a global budget.
+absl::StatusOr<std::vector<SelectionProblem>> MakeProblems(const VisualPruner& pruner,
+                                                           absl::Span<const VisualImage> images,
+                                                           const std::vector<int64_t>& sizes,
+                                                           bool with_embeds, at::Device device) {
+  std::vector<SelectionProblem> problems;
+  if (pruner.options().global_budget) {
+    SelectionProblem p;
+    ATTNKIT_ASSIGN_OR_RETURN(
+        p.k, pruner.Budget(std::accumulate(sizes.begin(), sizes.end(), int64_t{0})));
     // Each image is converted before the concatenation, so the images may differ in device and
     // dtype (the values are the same as converting the concatenation).
     std::vector<at::Tensor> feats, embs;
     for (const VisualImage& im : images) {
-      feats.push_back(prepare(im.features));
-      if (cdpruner) embs.push_back(prepare(im.embeds));
+      feats.push_back(Prepare(im.features, device));
+      if (with_embeds) embs.push_back(Prepare(im.embeds, device));
     }
     p.features = images.size() == 1 ? feats[0] : at::cat(feats, 0);
-    if (cdpruner) p.embeds = images.size() == 1 ? embs[0] : at::cat(embs, 0);
+    if (with_embeds) p.embeds = images.size() == 1 ? embs[0] : at::cat(embs, 0);
     problems.push_back(std::move(p));
-  } else {
-    for (size_t i = 0; i < images.size(); ++i) {
-      Problem p;
-      auto k = pruner.Budget(sizes[i]);
-      if (!k.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat(k.status().message(), " (image ", i, ")"));
-      }
-      p.k = *k;
-      p.features = prepare(images[i].features);
-      if (cdpruner) p.embeds = prepare(images[i].embeds);
-      problems.push_back(std::move(p));
-    }
+    return problems;
   }
+  for (size_t i = 0; i < images.size(); ++i) {
+    SelectionProblem p;
+    auto k = pruner.Budget(sizes[i]);
+    if (!k.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(k.status().message(), " (image ", i, ")"));
+    }
+    p.k = *k;
+    p.features = Prepare(images[i].features, device);
+    if (with_embeds) p.embeds = Prepare(images[i].embeds, device);
+    problems.push_back(std::move(p));
+  }
+  return problems;
+}
 
-  // Selection per problem; the picks of problem p land in picks[p].
-  std::vector<std::vector<int64_t>> picks(problems.size());
-  switch (options.method) {
-    case VisualMethod::kCDPruner: {
-      at::Tensor text = prepare(text_embeds);
-      if (on_device) {
-        ATTNKIT_ASSIGN_OR_RETURN(picks, visual::SelectCdprunerOnDevice(problems, text, options));
-        break;
-      }
-      ATTNKIT_RETURN_IF_ERROR(CheckFinite(text, "text_embeds"));
-      // Kernels (GEMMs, multithreaded inside) one problem at a time; greedy loops in parallel.
-      std::vector<at::Tensor> sims(problems.size()), rels(problems.size());
-      for (size_t p = 0; p < problems.size(); ++p) {
-        at::Tensor rel = options.fast_kernel
-                             ? visual::ApplyTheta(visual::RelevanceFast(problems[p].embeds, text,
-                                                                        options.positive_relevance),
-                                                  options.theta)
-                             : visual::ExactApplyTheta(
-                                   visual::ExactRelevance(problems[p].embeds, text,
-                                                          options.positive_relevance, threads),
-                                   options.theta);
-        ATTNKIT_RETURN_IF_ERROR(CheckFinite(rel, "relevance (image_embeds)"));
-        at::Tensor sim = options.fast_kernel
-                             ? visual::CosineSimilarity(problems[p].features).contiguous()
-                             : visual::ExactSimilarity(problems[p].features, threads);
-        ATTNKIT_RETURN_IF_ERROR(CheckFinite(at::diagonal(sim), "similarity (image_features)"));
-        // L's diagonal overflows iff some (r_a * S_aa) * r_a does.
-        ATTNKIT_RETURN_IF_ERROR(CheckFinite(rel * at::diagonal(sim) * rel, "kernel"));
-        sims[p] = sim;
-        rels[p] = rel.contiguous();
-      }
-      std::vector<int64_t> counts(problems.size());
-      auto greedy = [&](int64_t p, int threads) {
-        const int64_t n = sims[p].size(0), k = problems[p].k;
-        std::vector<float> work(kernels::DppGreedyMapWorkSize(n, k));
-        picks[p].resize(k);
-        counts[p] =
-            kernels::DppGreedyMap(sims[p].data_ptr<float>(), rels[p].data_ptr<float>(), n, n, k,
-                                  options.gain_guard, work.data(), picks[p].data(), threads);
-      };
-      if (problems.size() == 1) {
-        // One selection: its steps are split over the threads (for large N).
-        greedy(0, threads);
-      } else {
-        // Several images: one greedy loop per thread.
-        const int64_t count = static_cast<int64_t>(problems.size());
-        const int team = static_cast<int>(std::min<int64_t>(threads, count));
-        kernels::RunOnThreads(team, [&](int t) {
-          for (int64_t p = t; p < count; p += team) greedy(p, 1);
-        });
-      }
-      for (size_t p = 0; p < problems.size(); ++p) picks[p].resize(counts[p]);
-      break;
-    }
-    case VisualMethod::kDivPrune: {
-      if (on_device) {
-        ATTNKIT_ASSIGN_OR_RETURN(picks, visual::SelectDivPruneOnDevice(problems));
-        break;
-      }
-      for (size_t p = 0; p < problems.size(); ++p) {
-        at::Tensor sim = visual::ExactSimilarity(problems[p].features, threads);
-        ATTNKIT_RETURN_IF_ERROR(CheckFinite(at::diagonal(sim), "similarity (image_features)"));
-        const int64_t n = sim.size(0), k = problems[p].k;
-        std::vector<float> work(2 * n);
-        picks[p].resize(k);
-        kernels::MaxMinDiversity(sim.data_ptr<float>(), n, n, k, work.data(), picks[p].data());
-      }
-      break;
-    }
-    case VisualMethod::kRandom: {
-      // One generator, consumed problem by problem: a partial Fisher-Yates shuffle. A host RNG:
-      // the same picks whatever the device.
-      std::mt19937_64 gen(options.seed);
-      for (size_t p = 0; p < problems.size(); ++p) {
-        const int64_t n = problems[p].features.size(0), k = problems[p].k;
-        std::vector<int64_t> perm(n);
-        std::iota(perm.begin(), perm.end(), 0);
-        for (int64_t i = 0; i < k; ++i) {
-          const int64_t r = i + static_cast<int64_t>(Bounded(gen, static_cast<uint64_t>(n - i)));
-          std::swap(perm[i], perm[r]);
-        }
-        picks[p].assign(perm.begin(), perm.begin() + k);
-      }
-      break;
-    }
-    case VisualMethod::kUniform: {
-      // Token floor((i + 1/2) N / k) for i < k: the centres of k equal segments.
-      for (size_t p = 0; p < problems.size(); ++p) {
-        const int64_t n = problems[p].features.size(0), k = problems[p].k;
-        for (int64_t i = 0; i < k; ++i) picks[p].push_back(((2 * i + 1) * n) / (2 * k));
-      }
-      break;
-    }
-  }
+// VisualPruner::Select: check the images, pick the method's selector and the backend
+// (visual_backend.h; `force_tensor_ops` forces kTensorOps whatever the device, for tests), move
+// the inputs where that backend computes, select, and map the picks back to per-image indices.
+absl::StatusOr<std::vector<std::vector<int64_t>>> SelectImpl(const VisualPruner& pruner,
+                                                             absl::Span<const VisualImage> images,
+                                                             const at::Tensor& text_embeds,
+                                                             bool force_tensor_ops) {
+  const VisualOptions& options = pruner.options();
+  const VisualSelector& selector = visual::SelectorFor(options.method);
+  ATTNKIT_ASSIGN_OR_RETURN(std::vector<int64_t> sizes,
+                           CheckImages(images, text_embeds, selector, options.global_budget));
+  const at::Device features_device = images[0].features.device();
+  const VisualBackend backend = force_tensor_ops
+                                    ? VisualBackend::kTensorOps
+                                    : visual::ChooseVisualBackend(features_device, options);
+  const at::Device device =
+      backend == VisualBackend::kTensorOps ? features_device : at::Device(at::kCPU);
+  ATTNKIT_ASSIGN_OR_RETURN(std::vector<SelectionProblem> problems,
+                           MakeProblems(pruner, images, sizes, selector.needs_embeds, device));
+  const at::Tensor text = selector.needs_embeds ? Prepare(text_embeds, device) : at::Tensor();
+  ATTNKIT_ASSIGN_OR_RETURN(visual::Picks picks, selector.On(backend)(problems, text, options));
 
   // Back to per-image local indices.
+  const int64_t total = std::accumulate(sizes.begin(), sizes.end(), int64_t{0});
   std::vector<std::vector<int64_t>> result(images.size());
   if (options.global_budget) {
     ATTNKIT_ASSIGN_OR_RETURN(std::vector<int64_t> all,
@@ -302,13 +220,13 @@ absl::StatusOr<std::vector<std::vector<int64_t>>> SelectImpl(const VisualPruner&
 
 absl::StatusOr<std::vector<std::vector<int64_t>>> VisualPruner::Select(
     absl::Span<const VisualImage> images, const at::Tensor& text_embeds) const {
-  return SelectImpl(*this, images, text_embeds, /*force_device=*/false);
+  return SelectImpl(*this, images, text_embeds, /*force_tensor_ops=*/false);
 }
 
 absl::StatusOr<std::vector<std::vector<int64_t>>> visual::SelectOnDeviceForTesting(
     const VisualPruner& pruner, absl::Span<const VisualImage> images,
     const at::Tensor& text_embeds) {
-  return SelectImpl(pruner, images, text_embeds, /*force_device=*/true);
+  return SelectImpl(pruner, images, text_embeds, /*force_tensor_ops=*/true);
 }
 
 absl::StatusOr<std::vector<int64_t>> KeptPromptPositions(

@@ -1,6 +1,6 @@
-// The strict JSON reader (core/src/util/json.h): values, exact integers, escapes, and every error
+// The strict JSON reader (tests/support/json.h): values, exact integers, escapes, and every error
 // with its byte offset; every JSON file of ../shared/models parses.
-#include "util/json.h"
+#include "support/json.h"
 
 #include <filesystem>
 #include <fstream>

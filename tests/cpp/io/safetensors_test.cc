@@ -1,7 +1,7 @@
 // The safetensors reader: every file of ../shared/conformance and ../shared/models reads; corrupted
 // files (truncated, lying lengths, offsets out of range or overlapping, unknown dtype, shape/bytes
 // mismatch, non-object header, bad JSON, deep nesting) are errors with a message, never a crash.
-#include "attnkit/safetensors.h"
+#include "support/safetensors.h"
 
 #include <cstdint>
 #include <cstring>
@@ -15,7 +15,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "test_env.h"
-#include "util/json.h"
+#include "support/json.h"
 
 namespace attnkit {
 namespace {

@@ -13,7 +13,8 @@
 // the device, the block-sparse kernel reading the lists); other CUDA inputs (float32, other head
 // dims or blocks) run the same semantics as ATen operations on the device
 // (BlockSparseAttentionTensorOps, the estimate's ATen reference, SelectXAttentionBlocksTensorOps).
-// Masks and results are returned on the inputs' device.
+// Masks and results are returned on the inputs' device. Which of these takes a call is decided in
+// one place, core/src/sparse/sparse_backend.h.
 //
 // Thread safety: a SparseAttention is immutable after Create(); its const methods may be called
 // from several threads at once (each call parallelizes internally with at::parallel_for).
@@ -28,9 +29,6 @@
 #include "absl/status/statusor.h"
 #include "attnkit/config.h"
 #include "attnkit/sparse/masks.h"
-#ifdef ATTNKIT_WITH_CUDA
-#include "cuda/kernels.h"
-#endif
 
 namespace attnkit::sparse {
 
@@ -69,11 +67,6 @@ class SparseAttention {
 
  private:
   explicit SparseAttention(const SparseOptions& options) : options_(options) {}
-#ifdef ATTNKIT_WITH_CUDA
-  // A-/Tri-shape block lists built on `device` (and the bool mask when `mask` is not null).
-  absl::StatusOr<cuda::BlockLists> ShapeLists(int64_t q_len, int64_t k_len, at::Device device,
-                                              at::Tensor* mask) const;
-#endif
   absl::StatusOr<at::Tensor> XAttentionMask(const at::Tensor& q, const at::Tensor& k,
                                             const BlockGrid& grid) const;
 

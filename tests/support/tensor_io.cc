@@ -1,4 +1,4 @@
-#include "io/tensor_io.h"
+#include "support/tensor_io.h"
 
 #include <cstring>
 

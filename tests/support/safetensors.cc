@@ -1,4 +1,4 @@
-#include "attnkit/safetensors.h"
+#include "support/safetensors.h"
 
 #include <algorithm>
 #include <fstream>
@@ -7,8 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "util/json.h"
-#include "util/status_macros.h"
+#include "support/json.h"
 
 namespace attnkit {
 namespace {

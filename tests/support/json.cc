@@ -1,4 +1,4 @@
-#include "util/json.h"
+#include "support/json.h"
 
 #include <cerrno>
 #include <cmath>

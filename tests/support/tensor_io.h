@@ -1,11 +1,12 @@
-// at::Tensor views of safetensors entries (copies: the tensors own their memory).
-#ifndef ATTNKIT_CORE_IO_TENSOR_IO_H_
-#define ATTNKIT_CORE_IO_TENSOR_IO_H_
+// at::Tensor views of safetensors entries (copies: the tensors own their memory). Test support
+// (tests/support), not part of the library.
+#ifndef ATTNKIT_TESTS_SUPPORT_TENSOR_IO_H_
+#define ATTNKIT_TESTS_SUPPORT_TENSOR_IO_H_
 
 #include <ATen/core/Tensor.h>
 
 #include "absl/status/statusor.h"
-#include "attnkit/safetensors.h"
+#include "support/safetensors.h"
 
 namespace attnkit {
 
@@ -16,4 +17,4 @@ absl::StatusOr<at::Tensor> LoadTensor(const SafetensorsFile& file, absl::string_
 
 }  // namespace attnkit
 
-#endif  // ATTNKIT_CORE_IO_TENSOR_IO_H_
+#endif  // ATTNKIT_TESTS_SUPPORT_TENSOR_IO_H_

@@ -1,7 +1,8 @@
-// A small, strict JSON reader for the headers attnkit reads (safetensors, conformance configs,
-// model configs). Bounded nesting depth, no exceptions, every error with its byte offset.
-#ifndef ATTNKIT_CORE_UTIL_JSON_H_
-#define ATTNKIT_CORE_UTIL_JSON_H_
+// A small, strict JSON reader for the headers the tests read (safetensors, conformance configs).
+// Bounded nesting depth, no exceptions, every error with its byte offset. Test support
+// (tests/support), not part of the library.
+#ifndef ATTNKIT_TESTS_SUPPORT_JSON_H_
+#define ATTNKIT_TESTS_SUPPORT_JSON_H_
 
 #include <map>
 #include <memory>
@@ -52,4 +53,4 @@ absl::StatusOr<int64_t> JsonInt(const JsonValue& value, absl::string_view what);
 
 }  // namespace attnkit
 
-#endif  // ATTNKIT_CORE_UTIL_JSON_H_
+#endif  // ATTNKIT_TESTS_SUPPORT_JSON_H_

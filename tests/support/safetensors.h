@@ -2,9 +2,11 @@
 // header {name: {dtype, shape, data_offsets}, "__metadata__": {string: string}}, then the data.
 // Every malformed input (truncated file, lying lengths, offsets out of range or overlapping,
 // unknown dtype, shape that does not match the byte count) is an error, never a crash.
-// No Torch here: tensors are byte views; core/src/io/tensor_io.h turns them into at::Tensor.
-#ifndef ATTNKIT_SAFETENSORS_H_
-#define ATTNKIT_SAFETENSORS_H_
+// No Torch here: tensors are byte views; tensor_io.h beside this file turns them into at::Tensor.
+// Test support (tests/support): the conformance runner, the tests and the fuzzer read files with
+// it; the library itself reads none.
+#ifndef ATTNKIT_TESTS_SUPPORT_SAFETENSORS_H_
+#define ATTNKIT_TESTS_SUPPORT_SAFETENSORS_H_
 
 #include <cstdint>
 #include <map>
@@ -58,4 +60,4 @@ class SafetensorsFile {
 
 }  // namespace attnkit
 
-#endif  // ATTNKIT_SAFETENSORS_H_
+#endif  // ATTNKIT_TESTS_SUPPORT_SAFETENSORS_H_
