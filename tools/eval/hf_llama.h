@@ -3,8 +3,9 @@
 // and an lm_head tied with the embedding. Header-only like samples/cpp/llama2c_model.h, so each
 // user compiles it with its own flags.
 //
-// The only file of tools/ that reads safetensors (attnkit/safetensors.h and io/tensor_io.h): when
-// that reader moves, this include block and the target's link line are what change.
+// The only file of tools/ that reads safetensors (support/safetensors.h and support/tensor_io.h,
+// from tests/support): when that reader moves, this include block and the target's link line are
+// what change.
 #ifndef ATTNKIT_TOOLS_EVAL_HF_LLAMA_H_
 #define ATTNKIT_TOOLS_EVAL_HF_LLAMA_H_
 
@@ -19,9 +20,9 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
-#include "attnkit/safetensors.h"
 #include "attnkit/session/session.h"
-#include "io/tensor_io.h"
+#include "support/safetensors.h"
+#include "support/tensor_io.h"
 
 namespace attnkit::tools {
 

@@ -17,7 +17,7 @@
 #include "attnkit/eviction/eviction_policy.h"
 #include "eviction/scorers.h"
 #include "gtest/gtest.h"
-#include "util/json.h"
+#include "support/json.h"
 
 namespace attnkit {
 namespace {
