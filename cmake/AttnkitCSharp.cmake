@@ -48,12 +48,6 @@ set(ATTNKIT_DOTNET_PROPERTIES
   "-p:AttnKitProtoDir=${ATTNKIT_CSHARP_PROTO_DIR}"
   "-p:AttnKitNativeDir=${ATTNKIT_CSHARP_NATIVE_DIR}"
   "-p:AttnKitVersion=${PROJECT_VERSION}")
-foreach(object IN LISTS ATTNKIT_SWIG_OPTIONAL)  # SPARSE -> -p:AttnKitHasSparse=true
-  string(SUBSTRING "${object}" 0 1 first)
-  string(SUBSTRING "${object}" 1 -1 rest)
-  string(TOLOWER "${rest}" rest)
-  list(APPEND ATTNKIT_DOTNET_PROPERTIES "-p:AttnKitHas${first}${rest}=true")
-endforeach()
 
 # attnkit_dotnet_build(<target> PROJECT <csproj> [SOURCES <files...>] [DEPENDS <deps...>])
 #   `dotnet build` of <csproj> (and what it references) when its sources change; target <target>.

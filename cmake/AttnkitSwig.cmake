@@ -6,9 +6,6 @@
 #   wrapper to <dir>/<target>_wrap.c. Builds it with the shim (bindings/swig/attnkit_swig_shim.c)
 #   into the shared library <target>, which links libattnkit only and finds it beside itself
 #   ($ORIGIN). Sets <target>_SWIG_STAMP (a file to depend on once the language sources exist).
-#
-# Optional objects whose headers exist (sparse, visual) are wrapped too: ATTNKIT_SWIG_HAS_<NAME> is
-# defined for SWIG and the wrapper, and ATTNKIT_SWIG_OPTIONAL (e.g. "SPARSE;VISUAL") lists them.
 find_package(SWIG 4.0 REQUIRED)
 # SWIG's -MMD depfile names absolute paths; let Ninja read it as written (recorded by the function).
 if(POLICY CMP0116)
@@ -16,30 +13,18 @@ if(POLICY CMP0116)
 endif()
 
 set(ATTNKIT_SWIG_DIR "${PROJECT_SOURCE_DIR}/bindings/swig")
-set(ATTNKIT_SWIG_OPTIONAL "")
-foreach(object sparse visual)
-  if(EXISTS "${PROJECT_SOURCE_DIR}/capi/include/attnkit/attnkit_${object}.h")
-    string(TOUPPER "${object}" upper)
-    list(APPEND ATTNKIT_SWIG_OPTIONAL "${upper}")
-  endif()
-endforeach()
 
 function(attnkit_swig_wrapper target)
   cmake_parse_arguments(ARG "" "LANGUAGE;INTERFACE;OUTDIR" "SWIG_FLAGS" ${ARGN})
   set(lang_dir "${ARG_OUTDIR}/${ARG_LANGUAGE}")
   set(wrapper "${ARG_OUTDIR}/${target}_wrap.c")
   set(stamp "${ARG_OUTDIR}/${target}.stamp")
-  set(defines)
-  foreach(object IN LISTS ATTNKIT_SWIG_OPTIONAL)
-    list(APPEND defines "ATTNKIT_SWIG_HAS_${object}")
-  endforeach()
-  list(TRANSFORM defines PREPEND "-D" OUTPUT_VARIABLE swig_defines)
   get_filename_component(interface_dir "${ARG_INTERFACE}" DIRECTORY)
   add_custom_command(
     OUTPUT "${wrapper}" "${stamp}"
     COMMAND ${CMAKE_COMMAND} -E rm -rf "${lang_dir}"
     COMMAND ${CMAKE_COMMAND} -E make_directory "${lang_dir}"
-    COMMAND ${SWIG_EXECUTABLE} -${ARG_LANGUAGE} ${ARG_SWIG_FLAGS} ${swig_defines}
+    COMMAND ${SWIG_EXECUTABLE} -${ARG_LANGUAGE} ${ARG_SWIG_FLAGS}
             -I${ATTNKIT_SWIG_DIR} -I${interface_dir} -I${PROJECT_SOURCE_DIR}/capi/include
             -MMD -MF "${wrapper}.d" -outdir "${lang_dir}" -o "${wrapper}" "${ARG_INTERFACE}"
     COMMAND ${CMAKE_COMMAND} -E touch "${stamp}"
@@ -49,7 +34,6 @@ function(attnkit_swig_wrapper target)
     VERBATIM)
   add_library(${target} SHARED "${wrapper}" "${ATTNKIT_SWIG_DIR}/attnkit_swig_shim.c")
   target_include_directories(${target} PRIVATE "${ATTNKIT_SWIG_DIR}")
-  target_compile_definitions(${target} PRIVATE ${defines})
   target_link_libraries(${target} PRIVATE attnkit::attnkit)
   # SWIG's generated C is not ours to lint; the shim is compiled with the project's warnings.
   set_source_files_properties("${wrapper}" PROPERTIES COMPILE_OPTIONS "-Wno-unused-parameter;-Wno-unused-function")

@@ -72,13 +72,14 @@ class BuildExt(build_ext):
 library_file()  # fail early with a clear message
 extension = Extension(
     "attnkit._attnkit",
-    sources=["src/attnkit_module.c"],
+    sources=sorted(glob.glob("src/*.c")),
+    depends=["src/attnkit_py.h"],
     include_dirs=[os.path.join(SOURCE_DIR, "capi", "include")]
     + ([os.environ["DLPACK_INCLUDE_DIR"]] if os.environ.get("DLPACK_INCLUDE_DIR") else []),
     library_dirs=[LIBRARY_DIR],
     libraries=["attnkit"],
     runtime_library_dirs=["$ORIGIN"],
-    extra_compile_args=["-std=c11", "-Wno-cast-function-type"],
+    extra_compile_args=["-std=c11", "-Wno-cast-function-type", "-fvisibility=hidden"],
 )
 
 setup(

@@ -38,12 +38,8 @@
 
 %{
 #include "attnkit/attnkit.h"
-#ifdef ATTNKIT_SWIG_HAS_SPARSE
 #include "attnkit/attnkit_sparse.h"
-#endif
-#ifdef ATTNKIT_SWIG_HAS_VISUAL
 #include "attnkit/attnkit_visual.h"
-#endif
 #include "attnkit_swig_shim.h"
 %}
 
@@ -98,13 +94,9 @@ ATTNKIT_HANDLE_OUT(TYPE)
 ATTNKIT_OBJECT(attnkit_session)
 ATTNKIT_OBJECT(attnkit_eviction_policy)
 ATTNKIT_OBJECT(attnkit_kept_positions)
-#ifdef ATTNKIT_SWIG_HAS_SPARSE
 ATTNKIT_OBJECT(attnkit_sparse_attention)
-#endif
-#ifdef ATTNKIT_SWIG_HAS_VISUAL
 ATTNKIT_OBJECT(attnkit_visual_pruner)
 ATTNKIT_OBJECT(attnkit_visual_selection)
-#endif
 
 /* ---- the exposed API ---- */
 /* The header's ABI version: the version a binding expects (languages may make it a constant). */
@@ -147,7 +139,6 @@ ATTNKIT_EXPOSE(attnkit_kept_positions_num_rows)
 ATTNKIT_EXPOSE(attnkit_kept_positions_row)
 ATTNKIT_EXPOSE(attnkit_kept_positions_free)
 
-#ifdef ATTNKIT_SWIG_HAS_SPARSE
 ATTNKIT_EXPOSE(attnkit_sparse_attention_create)
 ATTNKIT_EXPOSE(attnkit_sparse_attention_create_from_text)
 ATTNKIT_EXPOSE(attnkit_sparse_attention_free)
@@ -155,9 +146,7 @@ ATTNKIT_EXPOSE(attnkit_sparse_attention_mask_shape)
 ATTNKIT_EXPOSE(attnkit_sparse_attention_build_mask)
 ATTNKIT_EXPOSE(attnkit_sparse_attention_attention)
 ATTNKIT_EXPOSE(attnkit_sparse_attention_prefill)
-#endif
 
-#ifdef ATTNKIT_SWIG_HAS_VISUAL
 ATTNKIT_EXPOSE(attnkit_visual_pruner_create)
 ATTNKIT_EXPOSE(attnkit_visual_pruner_create_from_text)
 ATTNKIT_EXPOSE(attnkit_visual_pruner_free)
@@ -170,7 +159,6 @@ ATTNKIT_EXPOSE(attnkit_visual_selection_indices)
 ATTNKIT_EXPOSE(attnkit_visual_selection_flat_indices)
 ATTNKIT_EXPOSE(attnkit_visual_selection_kept_positions)
 ATTNKIT_EXPOSE(attnkit_visual_selection_free)
-#endif
 
 /* Enum constants follow their enum's exposure. */
 %rename("%s", regextarget=1) "^ATTNKIT_[A-Z_]+$";
@@ -180,9 +168,5 @@ ATTNKIT_EXPOSE(attnkit_visual_selection_free)
 %include "attnkit/attnkit_config.h"
 %include "attnkit/attnkit_session.h"
 %include "attnkit/attnkit_eviction.h"
-#ifdef ATTNKIT_SWIG_HAS_SPARSE
 %include "attnkit/attnkit_sparse.h"
-#endif
-#ifdef ATTNKIT_SWIG_HAS_VISUAL
 %include "attnkit/attnkit_visual.h"
-#endif

@@ -4,7 +4,6 @@ using Xunit;
 
 namespace AttnKit.Tests
 {
-#if ATTNKIT_HAS_SPARSE
     [Trait("Category", "sparse")]
     public class SparseAttentionTests
     {
@@ -55,9 +54,7 @@ namespace AttnKit.Tests
             Assert.Throws<ObjectDisposedException>(() => sparse.MaskShape(2, 4, 4));
         }
     }
-#endif
 
-#if ATTNKIT_HAS_VISUAL
     [Trait("Category", "visual")]
     public class VisualPrunerTests
     {
@@ -96,5 +93,4 @@ namespace AttnKit.Tests
             Assert.Equal(StatusCode.InvalidArgument, e.Code);
         }
     }
-#endif
 }

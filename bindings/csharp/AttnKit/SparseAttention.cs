@@ -1,4 +1,3 @@
-#if ATTNKIT_HAS_SPARSE
 using System;
 using AttnKit.Native;
 using AttnKit.Proto;
@@ -73,4 +72,3 @@ namespace AttnKit
             new(sparse, static pointer => AttnKitNative.attnkit_sparse_attention_free(pointer));
     }
 }
-#endif

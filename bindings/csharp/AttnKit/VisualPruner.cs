@@ -1,4 +1,3 @@
-#if ATTNKIT_HAS_VISUAL
 using System;
 using AttnKit.Native;
 using AttnKit.Proto;
@@ -117,4 +116,3 @@ namespace AttnKit
         public void Dispose() => _handle.Dispose();
     }
 }
-#endif

@@ -1,5 +1,3 @@
-//go:build attnkit_sparse
-
 package attnkit
 
 import (

@@ -1,5 +1,3 @@
-//go:build attnkit_visual
-
 package attnkit
 
 import (

@@ -33,16 +33,12 @@ from attnkit._config import parse as parse_config, to_text as config_to_text  # 
 from attnkit._config import validate as validate_config  # noqa: E402
 from attnkit.eviction import EvictionPolicy  # noqa: E402
 from attnkit.session import Session  # noqa: E402
+from attnkit.sparse import SparseAttention  # noqa: E402
+from attnkit.visual import VisualPruner, VisualSelection  # noqa: E402
 
 __version__ = _attnkit.version_string()
 ABI_VERSION = _attnkit.abi_version()
 
-__all__ = ["Session", "EvictionPolicy", "attnkit_pb2", "parse_config", "config_to_text",
-           "validate_config", "ABI_VERSION", "__version__"] + list(_error_names)
-
-if _attnkit.HAVE_SPARSE:
-    from attnkit.sparse import SparseAttention  # noqa: E402,F401
-    __all__.append("SparseAttention")
-if _attnkit.HAVE_VISUAL:
-    from attnkit.visual import VisualPruner, VisualSelection  # noqa: E402,F401
-    __all__ += ["VisualPruner", "VisualSelection"]
+__all__ = ["Session", "EvictionPolicy", "SparseAttention", "VisualPruner", "VisualSelection",
+           "attnkit_pb2", "parse_config", "config_to_text", "validate_config", "ABI_VERSION",
+           "__version__"] + list(_error_names)

@@ -9,19 +9,6 @@
  * that would let a Go-memory descriptor point at Go data. Device pointers are passed as they are. */
 %module capi
 
-/* The optional objects are decided when SWIG runs; bake the choice into the C wrapper so cgo needs
- * no defines. */
-#ifdef ATTNKIT_SWIG_HAS_SPARSE
-%begin %{
-#define ATTNKIT_SWIG_HAS_SPARSE 1
-%}
-#endif
-#ifdef ATTNKIT_SWIG_HAS_VISUAL
-%begin %{
-#define ATTNKIT_SWIG_HAS_VISUAL 1
-%}
-#endif
-
 /* Headers and link flags come from pkg-config (attnkit.pc; the build points PKG_CONFIG_PATH at a
  * build-tree copy). The shim's types are used by the staging code below. */
 %insert(cgo_comment_typedefs) %{
