@@ -109,6 +109,23 @@ static void load_model(const char* path, Config* c, Weights* w) {
   w->rms_final = p;
 }
 
+/* A byte-fallback piece "<0xHH>" stands for the single byte 0xHH (a newline is <0x0A>); decoding
+ * writes that byte, as llama2.c's decode does. Returns the byte, or -1 for any other piece. */
+static int byte_piece(const char* piece, int32_t len) {
+  unsigned value = 0;
+  if (len != 6 || memcmp(piece, "<0x", 3) != 0 || piece[5] != '>') return -1;
+  for (int i = 3; i < 5; ++i) {
+    const char c = piece[i];
+    const int digit = c >= '0' && c <= '9'   ? c - '0'
+                      : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                      : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                             : -1;
+    if (digit < 0) return -1;
+    value = value * 16 + (unsigned)digit;
+  }
+  return (int)value;
+}
+
 static void load_tokenizer(const char* path, int vocab_size, Tokenizer* t) {
   size_t size = 0, at = 4;
   char* bytes = read_file(path, &size);
@@ -123,6 +140,11 @@ static void load_tokenizer(const char* path, int vocab_size, Tokenizer* t) {
     t->pieces[i] = malloc((size_t)len + 1);
     memcpy(t->pieces[i], bytes + at, (size_t)len);
     t->pieces[i][len] = '\0';
+    const int byte = byte_piece(t->pieces[i], len);
+    if (byte >= 0) {
+      t->pieces[i][0] = (char)byte;
+      t->pieces[i][1] = '\0';
+    }
     at += (size_t)len;
   }
   free(bytes);

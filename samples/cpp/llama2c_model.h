@@ -73,7 +73,7 @@ struct Llama2c {
       if (!tok || len < 0 || len > 4096) return absl::DataLossError("tok512.bin is malformed");
       std::string piece(len, '\0');
       tok.read(piece.data(), len);
-      m.pieces.push_back(piece);
+      m.pieces.push_back(BytePiece(piece));
     }
     return m;
   }
@@ -133,6 +133,23 @@ struct Llama2c {
       if (s + 1 < steps) logits = Forward(session, {out.back()});
     }
     return out;
+  }
+
+  // A byte-fallback piece "<0xHH>" stands for the byte 0xHH (a newline is <0x0A>), as in llama2.c's
+  // decode; a NUL byte prints nothing. Other pieces are returned unchanged.
+  static std::string BytePiece(const std::string& piece) {
+    unsigned value = 0;
+    if (piece.size() != 6 || piece.compare(0, 3, "<0x") != 0 || piece[5] != '>') return piece;
+    for (int i = 3; i < 5; ++i) {
+      const char c = piece[i];
+      const int digit = c >= '0' && c <= '9'   ? c - '0'
+                        : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                        : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                               : -1;
+      if (digit < 0) return piece;
+      value = value * 16 + static_cast<unsigned>(digit);
+    }
+    return value == 0 ? std::string() : std::string(1, static_cast<char>(value));
   }
 
   std::string Decode(const std::vector<int64_t>& ids) const {

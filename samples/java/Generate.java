@@ -179,8 +179,20 @@ public final class Generate {
     return best;
   }
 
+  /** A byte-fallback piece "&lt;0xHH&gt;" stands for the byte 0xHH (a newline is &lt;0x0A&gt;), as in
+   * llama2.c's decode; a NUL byte prints nothing. Other pieces are returned unchanged. */
+  static byte[] bytePiece(byte[] piece) {
+    if (piece.length != 6 || piece[0] != '<' || piece[1] != '0' || piece[2] != 'x' || piece[5] != '>') {
+      return piece;
+    }
+    final int high = Character.digit(piece[3], 16), low = Character.digit(piece[4], 16);
+    if (high < 0 || low < 0) return piece;
+    final int value = high * 16 + low;
+    return value == 0 ? new byte[0] : new byte[] {(byte) value};
+  }
+
   /** tok512.bin: int32 max_token_length, then per token float32 score, int32 length, UTF-8 bytes.
-   * Pieces stay bytes: the sample prints them as the C sample does. */
+   * Pieces stay bytes (byte-fallback pieces decoded): the sample prints them as the C sample does. */
   public static byte[][] loadTokenizer(Path path, int vocabSize) throws IOException {
     ByteBuffer bytes = ByteBuffer.wrap(Files.readAllBytes(path)).order(ByteOrder.LITTLE_ENDIAN);
     byte[][] pieces = new byte[vocabSize][];
@@ -192,6 +204,7 @@ public final class Generate {
       if (length < 0 || length > bytes.remaining()) throw new Failure(path.toString(), "bad piece length");
       pieces[i] = new byte[length];
       bytes.get(pieces[i]);
+      pieces[i] = bytePiece(pieces[i]);
     }
     return pieces;
   }

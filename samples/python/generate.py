@@ -64,6 +64,17 @@ class Model:
         self.rope_freq = F32(1) / np.power(F32(10000), (pair / self.head_dim).astype(F32))
 
 
+def byte_piece(piece):
+    """A byte-fallback piece b"<0xHH>" stands for the byte 0xHH (a newline is <0x0A>), as in
+    llama2.c's decode; a NUL byte prints nothing. Other pieces are returned unchanged."""
+    hexdigits = b"0123456789abcdefABCDEF"
+    if (len(piece) != 6 or not piece.startswith(b"<0x") or not piece.endswith(b">")
+            or piece[3] not in hexdigits or piece[4] not in hexdigits):
+        return piece
+    value = int(piece[3:5], 16)
+    return b"" if value == 0 else bytes([value])
+
+
 def load_tokenizer(path, vocab_size):
     """tok512.bin: int32 max_token_length, then per token float32 score, int32 length, bytes."""
     data = open(path, "rb").read()
@@ -75,7 +86,7 @@ def load_tokenizer(path, vocab_size):
         at += 8
         if length < 0 or at + length > len(data):
             raise SystemExit(f"generate.py: {path}: bad piece length")
-        pieces.append(data[at:at + length])
+        pieces.append(byte_piece(data[at:at + length]))
         at += length
     return pieces
 

@@ -181,10 +181,23 @@ namespace AttnKit.Samples
                 int length = BinaryPrimitives.ReadInt32LittleEndian(bytes.AsSpan(at + 4));  // after the score
                 at += 8;
                 if (length < 0 || at + length > bytes.Length) throw new InvalidDataException($"{path}: bad piece length");
-                pieces[i] = bytes.AsSpan(at, length).ToArray();
+                pieces[i] = BytePiece(bytes.AsSpan(at, length).ToArray());
                 at += length;
             }
             return new Llama2Tokenizer(pieces);
+        }
+
+        /// <summary>A byte-fallback piece "&lt;0xHH&gt;" stands for the byte 0xHH (a newline is
+        /// &lt;0x0A&gt;), as in llama2.c's decode; a NUL byte prints nothing. Other pieces are
+        /// returned unchanged.</summary>
+        private static byte[] BytePiece(byte[] piece)
+        {
+            if (piece.Length != 6 || piece[0] != '<' || piece[1] != '0' || piece[2] != 'x' || piece[5] != '>')
+                return piece;
+            string hex = System.Text.Encoding.ASCII.GetString(piece, 3, 2);
+            if (!byte.TryParse(hex, System.Globalization.NumberStyles.AllowHexSpecifier, null, out byte value))
+                return piece;
+            return value == 0 ? Array.Empty<byte>() : new[] { value };
         }
 
         public ReadOnlySpan<byte> Piece(int id) => _pieces[id];

@@ -94,7 +94,7 @@ func LoadTokenizer(path string, vocabSize int) ([][]byte, error) {
 		if length < 0 || at+length > len(bytes) {
 			return nil, fmt.Errorf("%s: bad piece length", path)
 		}
-		pieces[i] = bytes[at : at+length]
+		pieces[i] = bytePiece(bytes[at : at+length])
 		at += length
 	}
 	return pieces, nil
@@ -257,4 +257,20 @@ func (m *Model) Generate(session *attnkit.Session, prompt []int, steps int) (*Ge
 		}
 	}
 	return g, nil
+}
+
+// bytePiece maps a byte-fallback piece "<0xHH>" to the byte 0xHH (a newline is <0x0A>), as
+// llama2.c's decode does; a NUL byte prints nothing. Other pieces are returned unchanged.
+func bytePiece(piece []byte) []byte {
+	if len(piece) != 6 || string(piece[:3]) != "<0x" || piece[5] != '>' {
+		return piece
+	}
+	value, err := strconv.ParseUint(string(piece[3:5]), 16, 8)
+	if err != nil {
+		return piece
+	}
+	if value == 0 {
+		return []byte{}
+	}
+	return []byte{byte(value)}
 }
