@@ -3,6 +3,7 @@ using System.IO;
 using System.Linq;
 using System.Text;
 using System.Text.Json;
+using System.Text.RegularExpressions;
 using AttnKit.Proto;
 using AttnKit.Samples;
 using Xunit;
@@ -30,7 +31,25 @@ namespace AttnKit.Tests
             var root = reference.RootElement;
             return (model, tokenizer, root.GetProperty("prompt_ids").EnumerateArray().Select(e => e.GetInt32()).ToArray(),
                     root.GetProperty("greedy_ids_full_cache").EnumerateArray().Select(e => e.GetInt32()).ToArray(),
-                    root.GetProperty("text").GetString()!);
+                    WithBytePieces(root.GetProperty("text").GetString()!));
+        }
+
+        // reference.json keeps llama2.c's byte-fallback pieces as written ("<0x0A>"); the sample's
+        // tokenizer decodes them to their bytes, as llama2.c's decode does.
+        private static string WithBytePieces(string text)
+        {
+            var bytes = new MemoryStream();
+            int at = 0;
+            foreach (Match m in Regex.Matches(text, "<0x([0-9A-Fa-f]{2})>"))
+            {
+                byte[] before = Encoding.UTF8.GetBytes(text.Substring(at, m.Index - at));
+                bytes.Write(before, 0, before.Length);
+                bytes.WriteByte(Convert.ToByte(m.Groups[1].Value, 16));
+                at = m.Index + m.Length;
+            }
+            byte[] rest = Encoding.UTF8.GetBytes(text.Substring(at));
+            bytes.Write(rest, 0, rest.Length);
+            return Encoding.UTF8.GetString(bytes.ToArray());
         }
 
         private static SessionConfig ConfigFor(Llama2Config c, string policies)
