@@ -458,9 +458,12 @@ absl::Status ValidateEvictionOptions(const EvictionOptions& o, absl::string_view
                                                {"refined.refined_tokens", o.refined_tokens}};
   for (const auto& [field, value] : sizes) {
     if (value % o.group_size != 0) {
-      return FieldError(
-          p, field,
-          absl::StrCat("must be divisible by group_size (", o.group_size, "), got ", value));
+      // Say where 32 came from when the config never set group_size (a common surprise).
+      const bool is_default = o.group_size == EvictionOptions{}.group_size;
+      return FieldError(p, field,
+                        absl::StrCat("must be divisible by group_size (", o.group_size,
+                                     is_default ? ", the default when group_size is not set" : "",
+                                     "), got ", value));
     }
   }
 
