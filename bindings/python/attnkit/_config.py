@@ -13,9 +13,32 @@ KINDS = {
 }
 
 
+def _message_class(message_name):
+    from attnkit import attnkit_pb2  # the package's module of every config message
+
+    return getattr(attnkit_pb2, message_name.rsplit(".", 1)[1])
+
+
+def from_dict(config, message_name):
+    """A dict (as JSON gives: the proto3 JSON mapping, field names in either spelling, enums by
+    name) as a ``message_name`` message. Unknown fields or wrong value types raise
+    ``attnkit.InvalidArgument`` naming the field."""
+    from google.protobuf import json_format
+
+    from attnkit.errors import InvalidArgument
+
+    try:
+        return json_format.ParseDict(config, _message_class(message_name)())
+    except json_format.ParseError as e:
+        raise InvalidArgument(f"config: not a valid {message_name} dict: {e}") from None
+
+
 def to_wire(config, message_name):
-    """``config`` as the C ABI takes it: bytes (a message of type ``message_name`` or serialized
-    bytes) or str (textproto). Anything else, or a message of another type, is a TypeError."""
+    """``config`` as the C ABI takes it: bytes (a message of type ``message_name``, a dict in the
+    proto3 JSON mapping, or serialized bytes) or str (textproto). Anything else, or a message of
+    another type, is a TypeError."""
+    if isinstance(config, dict):
+        config = from_dict(config, message_name)
     if isinstance(config, _message.Message):
         name = config.DESCRIPTOR.full_name
         if name != message_name:
@@ -23,7 +46,7 @@ def to_wire(config, message_name):
         return config.SerializeToString()
     if isinstance(config, (bytes, bytearray, memoryview, str)):
         return config
-    raise TypeError(f"config: expected {message_name}, bytes or a textproto str, "
+    raise TypeError(f"config: expected {message_name}, a dict, bytes or a textproto str, "
                     f"got {type(config).__name__}")
 
 
@@ -39,7 +62,7 @@ def validate(config, message_class):
 
 
 def parse(config, message_class):
-    """``config`` (message, bytes or textproto) as a ``message_class`` instance, parsed by the
+    """``config`` (message, dict, bytes or textproto) as a ``message_class`` instance, parsed by the
     library (so textproto is read exactly as the C ABI reads it). Not validated."""
     name = message_class.DESCRIPTOR.full_name
     wire = to_wire(config, name)

@@ -9,7 +9,8 @@ class Session(Handle):
     """A session for one batch of sequences: owns the KV cache of every layer in pages, computes
     attention and applies the eviction policy.
 
-    ``config`` is an ``attnkit_pb2.SessionConfig``, its serialized bytes, or textproto (str).
+    ``config`` is an ``attnkit_pb2.SessionConfig``, a dict in the proto3 JSON mapping (as
+    ``json.load`` gives), its serialized bytes, or textproto (str).
     Invalid configs raise ``attnkit.InvalidArgument`` naming the field. One thread at a time uses a
     session (calls from other threads wait); the GIL is released while the library works.
     """

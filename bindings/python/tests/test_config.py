@@ -44,6 +44,32 @@ class ConfigRoundTrip(unittest.TestCase):
                 self.assertEqual(session.bytes_held, 0)
         attnkit.validate_config(typed, attnkit_pb2.SessionConfig)
 
+    def test_dict_configs(self):
+        # The proto3 JSON mapping, as json.load gives it: camelCase or field names, enums by name.
+        as_dict = {"numLayers": 5, "num_heads": 8, "numKvHeads": 4, "headDim": 8, "pageSize": 16,
+                   "rope": {"theta": 10000, "interleaved": True},
+                   "eviction": {"enabled": True, "algorithm": "SNAPKV", "granularity": "PER_GROUP",
+                                "groupSize": 4, "startTokens": 4, "intermediateTokens": 64,
+                                "recentTokens": 32, "windowSize": 8}}
+        typed = attnkit_pb2.SessionConfig()
+        text_format.Parse(SNAPKV_TEXT, typed)
+        typed.ClearField("sparse_attention")
+        typed.eviction.ClearField("refined")
+        typed.eviction.ClearField("pooling")
+        with attnkit.Session(as_dict) as session:
+            self.assertEqual(session.bytes_held, 0)
+        self.assertEqual(attnkit.parse_config(attnkit.config_to_text(
+            as_dict, attnkit_pb2.SessionConfig), attnkit_pb2.SessionConfig), typed)
+        # Library rules still apply, with the field path.
+        with self.assertRaisesRegex(attnkit.InvalidArgument, "eviction.window_size"):
+            attnkit.Session(dict(as_dict, eviction=dict(as_dict["eviction"], windowSize=-1)))
+        # What the JSON mapping refuses names the field.
+        with self.assertRaisesRegex(attnkit.InvalidArgument, "no_such_field"):
+            attnkit.Session(dict(as_dict, no_such_field=1))
+        with self.assertRaisesRegex(attnkit.InvalidArgument, "algorithm"):
+            attnkit.validate_config({"enabled": True, "algorithm": "NOT_AN_ALGORITHM"},
+                                    attnkit_pb2.EvictionConfig)
+
     def test_other_message_kinds(self):
         eviction = attnkit_pb2.EvictionConfig(enabled=True, algorithm=attnkit_pb2.H2O,
                                               granularity=attnkit_pb2.PER_TOKEN, start_tokens=2,
