@@ -12,13 +12,10 @@
  * reference.json: the same lines as the C sample. */
 package dev.attnkit.samples;
 
-import dev.attnkit.AttnKit;
-import dev.attnkit.AttnKitException;
-import dev.attnkit.Configs;
-import dev.attnkit.Session;
-import dev.attnkit.Tensor;
-import dev.attnkit.proto.RopeConfig;
-import dev.attnkit.proto.SessionConfig;
+// Both packages with a wildcard, as users write them: no simple name may mean two classes (the
+// protos' outer classes end in Proto, so dev.attnkit.Session is the only Session).
+import dev.attnkit.*;
+import dev.attnkit.proto.*;
 import java.io.IOException;
 import java.io.PrintStream;
 import java.nio.ByteBuffer;
