@@ -63,6 +63,32 @@ class DecodeLoop(unittest.TestCase):
         self.assertGreater(tokens, 90)
         self.assertEqual(len(generated), 160)
 
+    def test_interval_schedule_evicts_every_32nd_decode_step(self):
+        config = self.sample.session_config(os.path.join(CONFIGS, "snapkv_interval.textproto"),
+                                            self.model)
+        prompt = self.reference["prompt_ids"]
+        budget, interval = 100, 32
+        with attnkit.Session(config) as session:
+            logits = self.sample.forward(self.model, session, prompt)
+            held = [len(session.positions(0))]
+            for _ in range(200):
+                logits = self.sample.forward(self.model, session, [int(np.argmax(logits))])
+                held.append(len(session.positions(0)))
+            evictions = session.stats().evictions
+        scheduled = 0
+        for step in range(1, len(held)):
+            with self.subTest(step=step):
+                if step % interval == 0 and held[step - 1] + 1 > budget:
+                    scheduled += 1
+                    self.assertLessEqual(held[step], budget)
+                    self.assertGreater(held[step], budget - 4)  # evicted in groups of 4
+                else:
+                    self.assertEqual(held[step], held[step - 1] + 1)
+        self.assertGreaterEqual(scheduled, 3)
+        self.assertGreater(max(held), budget)  # the cache grew past the budget between evictions
+        self.assertLess(max(held), budget + interval)
+        self.assertEqual(evictions, scheduled * 5)  # every layer (stories260k has 5)
+
     def test_python_sample_prints_what_the_c_sample_prints(self):
         c_sample = os.path.join(BUILD_DIR, "samples", "c", "attnkit_generate")
         if not BUILD_DIR or not os.path.exists(c_sample):

@@ -61,6 +61,8 @@ struct EvictionOptions {
   bool rerotate_keys = false;
   // RANDOM_SCORES's generator seed.
   uint64_t random_seed = 0;
+  // Sessions evict on every interval_steps-th decode (single-token) call of a layer (1: every one).
+  int interval_steps = 1;
 
   int max_cache_tokens() const { return start_tokens + intermediate_tokens + recent_tokens; }
   // True when the refined size is decided per eviction by the attention-mass rule.

@@ -2,6 +2,7 @@
 // top-level message, e.g. "eviction.start_tokens: must be non-negative, got -4".
 #include "attnkit/config_parser.h"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -222,6 +223,8 @@ absl::StatusOr<EvictionOptions> ToEvictionOptions(const pb::EvictionConfig& c,
   o.defer_eviction_to_decode = c.defer_eviction_to_decode();
   o.rerotate_keys = c.rerotate_keys();
   o.random_seed = c.random_seed();
+  ATTNKIT_RETURN_IF_ERROR(NonNegative(c.schedule().interval_steps(), p, "schedule.interval_steps"));
+  o.interval_steps = std::max(1, c.schedule().interval_steps());
   return o;
 }
 
@@ -430,6 +433,7 @@ absl::Status ValidateEvictionOptions(const EvictionOptions& o, absl::string_view
   const char* name = algorithm->name;
   ATTNKIT_RETURN_IF_ERROR(NonNegative(o.group_size, p, "group_size"));
   ATTNKIT_RETURN_IF_ERROR(Positive(o.group_size, p, "group_size"));
+  ATTNKIT_RETURN_IF_ERROR(Positive(o.interval_steps, p, "schedule.interval_steps"));
   ATTNKIT_RETURN_IF_ERROR(NonNegative(o.start_tokens, p, "start_tokens"));
   ATTNKIT_RETURN_IF_ERROR(NonNegative(o.recent_tokens, p, "recent_tokens"));
   ATTNKIT_RETURN_IF_ERROR(NonNegative(o.intermediate_tokens, p, "intermediate_tokens"));

@@ -6,6 +6,7 @@
 #include "attnkit/session/session.h"
 
 #include <algorithm>
+#include <vector>
 #include <chrono>
 
 #include <ATen/Functions.h>
@@ -38,6 +39,8 @@ struct LayerCounters {
   int64_t steps = 0;
   int64_t evictions = 0;
   int64_t evicted_tokens = 0;
+  // Decode calls since the schedule last let this layer evict, per sequence.
+  std::vector<int64_t> decode_steps;
 };
 
 enum class StoreKind { kHost, kDevice };
@@ -78,6 +81,7 @@ class SessionImpl : public Session {
       store_ = session::MakeHostStore(context);
     }
     layers_.resize(o.num_layers);
+    for (LayerCounters& layer : layers_) layer.decode_steps.assign(o.batch_size, 0);
     seen_.assign(o.batch_size, 0);
     return absl::OkStatus();
   }
@@ -160,7 +164,10 @@ class SessionImpl : public Session {
 
   void Reset() override {
     store_->Clear();
-    for (LayerCounters& layer : layers_) layer.steps = 0;
+    for (LayerCounters& layer : layers_) {
+      layer.steps = 0;
+      std::fill(layer.decode_steps.begin(), layer.decode_steps.end(), 0);
+    }
     for (auto& p : policies_) p->Reset();
     std::fill(seen_.begin(), seen_.end(), 0);
   }
@@ -273,6 +280,13 @@ class SessionImpl : public Session {
     if (policy.per_head()) obs.lengths = lengths;
     ATTNKIT_RETURN_IF_ERROR(policy.Observe(layer, obs));
     if (o.eviction.defer_eviction_to_decode && T > 1) return absl::OkStatus();
+    if (T == 1 && o.eviction.interval_steps > 1) {
+      // DecodingPress's schedule: every interval_steps-th decode call may evict; the count restarts
+      // whether or not the layer was over budget then.
+      int64_t& since = layers_[layer].decode_steps[b];
+      if (++since < o.eviction.interval_steps) return absl::OkStatus();
+      since = 0;
+    }
     const std::vector<int64_t> select_lengths =
         policy.per_head() ? lengths : std::vector<int64_t>{lengths[0]};
     if (!policy.OverBudget(layer, select_lengths)) return absl::OkStatus();

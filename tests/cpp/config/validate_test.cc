@@ -49,6 +49,7 @@ void ExpectSameEviction(const EvictionOptions& a, const EvictionOptions& b) {
   EXPECT_EQ(a.defer_eviction_to_decode, b.defer_eviction_to_decode);
   EXPECT_EQ(a.rerotate_keys, b.rerotate_keys);
   EXPECT_EQ(a.random_seed, b.random_seed);
+  EXPECT_EQ(a.interval_steps, b.interval_steps);
 }
 
 TEST(DescriptorTest, EveryProtoEnumValueHasItsRow) {

@@ -1,6 +1,7 @@
 // The session against a plain ATen reference: attention (prefill and decode, GQA, dtypes, strided
 // inputs), eviction at session level (batches, per head, pages freed), reset and bad input.
 #include <cmath>
+#include <string>
 
 #include <ATen/Functions.h>
 #include <ATen/TensorOperators.h>
@@ -128,6 +129,71 @@ TEST(SessionTest, EvictionKeepsTheBudgetAndFreesPages) {
     EXPECT_EQ((*positions)[0], 0);
     EXPECT_EQ(positions->back(), 39) << "layer " << layer;
   }
+}
+
+// The schedule of kvpress's DecodingPress: every interval-th decode call evicts down to the budget,
+// the calls between only append. A session stepping every call is the baseline: both keep the
+// same tokens right after each scheduled eviction when the scores agree (here: StreamingLLM, whose
+// selection depends on positions only).
+TEST(SessionTest, IntervalScheduleEvictsEveryNthDecodeStep) {
+  const std::string areas = "start_tokens: 2 intermediate_tokens: 8 recent_tokens: 2 ";
+  constexpr int kInterval = 5, kBudget = 12, kPrompt = 30, kSteps = 23;
+  for (const char* algorithm : {"SNAPKV", "STREAMING_LLM"}) {
+    SCOPED_TRACE(algorithm);
+    const std::string eviction = std::string("eviction { enabled: true granularity: PER_TOKEN ") +
+                                 areas + "algorithm: " + algorithm;
+    auto scheduled = MakeSession(std::string(kShape) + eviction + " schedule { interval_steps: " +
+                                 std::to_string(kInterval) + " } }");
+    auto every = MakeSession(std::string(kShape) + eviction + " }");
+    at::manual_seed(7);
+    auto attend_all = [&](int64_t tokens) {
+      for (int layer = 0; layer < 2; ++layer) {
+        at::Tensor q = at::randn({1, 4, tokens, 16}), k = at::randn({1, 2, tokens, 16}),
+                   v = at::randn({1, 2, tokens, 16});
+        ASSERT_TRUE(scheduled->Attend(layer, q, k, v, at::empty({1, 4, tokens, 16})).ok());
+        ASSERT_TRUE(every->Attend(layer, q, k, v, at::empty({1, 4, tokens, 16})).ok());
+      }
+    };
+    attend_all(kPrompt);  // the prompt evicts as before: the schedule counts decode calls only
+    int64_t length = kBudget, evictions = 1;
+    ASSERT_EQ(scheduled->Positions(0, 0, 0)->size(), static_cast<size_t>(length));
+    for (int step = 1; step <= kSteps; ++step) {
+      attend_all(1);
+      ++length;
+      if (step % kInterval == 0) {
+        length = kBudget;
+        ++evictions;
+      }
+      for (int layer = 0; layer < 2; ++layer) {
+        auto positions = scheduled->Positions(layer, 0, 1);
+        ASSERT_TRUE(positions.ok());
+        EXPECT_EQ(positions->size(), static_cast<size_t>(length)) << "step " << step;
+        EXPECT_EQ(positions->back(), kPrompt + step - 1);
+        EXPECT_EQ(scheduled->Stats().layers[layer].evictions, evictions);
+        EXPECT_EQ(every->Stats().layers[layer].evictions, 1 + step);
+        if (std::string(algorithm) == "STREAMING_LLM" && step % kInterval == 0) {
+          EXPECT_EQ(*positions, *every->Positions(layer, 0, 1));
+        }
+      }
+    }
+    // Reset restarts the count: the first decode steps of a new prompt only append.
+    scheduled->Reset();
+    attend_all(kPrompt);
+    attend_all(1);
+    EXPECT_EQ(scheduled->Positions(0, 0, 0)->size(), static_cast<size_t>(kBudget + 1));
+  }
+}
+
+TEST(SessionTest, IntervalScheduleRejectsNegativeIntervals) {
+  auto options = ParseSessionConfig(
+      std::string(kShape) +
+          "eviction { enabled: true algorithm: SNAPKV granularity: PER_TOKEN start_tokens: 2 "
+          "recent_tokens: 2 schedule { interval_steps: -3 } }",
+      true);
+  ASSERT_FALSE(options.ok());
+  EXPECT_NE(std::string(options.status().message()).find("eviction.schedule.interval_steps"),
+            std::string::npos)
+      << options.status();
 }
 
 TEST(SessionTest, BatchSequencesKeepTheirOwnTokens) {
