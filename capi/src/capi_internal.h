@@ -7,11 +7,13 @@
 #include <vector>
 
 #include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "attnkit/attnkit_common.h"
+#include "dlpack_check.h"
 
 struct attnkit_status {
   attnkit_status_code code;
@@ -24,14 +26,21 @@ namespace attnkit::capi {
 attnkit_status* ToC(const absl::Status& status);
 attnkit_status* MakeStatus(attnkit_status_code code, std::string message);
 
-// Runs `body` (returning absl::Status) and turns anything it throws into INTERNAL, so no exception
-// ever crosses the C boundary.
+// Every exported function's body is one call of Guard, GuardValue or GuardVoid, so no exception
+// (c10::Error from ATen, std::bad_alloc, anything else) ever crosses the C boundary; the ctest
+// capi_entry_points_guarded (tests/capi/check_guards.cmake) fails on an exported function whose
+// body does not start with one of them.
+
+// Runs `body` (returning absl::Status): bad_alloc becomes RESOURCE_EXHAUSTED, any other exception
+// INTERNAL, each message prefixed with the entry point's name.
 template <typename Body>
 attnkit_status* Guard(const char* function, Body&& body) noexcept {
   try {
     return ToC(body());
   } catch (const std::bad_alloc&) {
     return MakeStatus(ATTNKIT_RESOURCE_EXHAUSTED, std::string(function) + ": out of memory");
+  } catch (const c10::Error& e) {
+    return MakeStatus(ATTNKIT_INTERNAL, std::string(function) + ": " + e.what_without_backtrace());
   } catch (const std::exception& e) {
     return MakeStatus(ATTNKIT_INTERNAL, std::string(function) + ": " + e.what());
   } catch (...) {
@@ -39,20 +48,27 @@ attnkit_status* Guard(const char* function, Body&& body) noexcept {
   }
 }
 
-// What an entry point accepts for one tensor argument.
-struct TensorSpec {
-  const char* name;
-  int rank = -1;                 // -1: any
-  bool is_output = false;        // outputs must not overlap themselves
-  bool allow_int64 = false;      // index tensors
-  bool float_only = true;        // float32/float16/bfloat16
-  bool mask = false;             // masks: uint8 or 8-bit bool (kDLBool) only, viewed as uint8
-  const char* layout = nullptr;  // e.g. "[batch, heads, q_len, head_dim]", named in rank errors
-};
+// For entry points without a status (getters): `fallback` when `body` throws.
+template <typename T, typename Body>
+T GuardValue(T fallback, Body&& body) noexcept {
+  try {
+    return body();
+  } catch (...) {
+    return fallback;
+  }
+}
 
-// A borrowed at::Tensor viewing `tensor` (no copy), after every check of `spec`: rank, dtype,
-// device, sizes and strides (no negative value, no element count or output span past 2^63),
-// data, and for outputs no two elements sharing memory.
+// For entry points that return nothing (the *_free functions): whatever `body` throws is dropped.
+template <typename Body>
+void GuardVoid(Body&& body) noexcept {
+  try {
+    body();
+  } catch (...) {
+  }
+}
+
+// A borrowed at::Tensor viewing `tensor` (no copy), after every check of CheckDLTensor
+// (dlpack_check.h): nothing ATen could throw on, or read out of bounds through, gets here.
 absl::StatusOr<at::Tensor> FromDLPack(const DLTensor* tensor, const TensorSpec& spec);
 
 // "[2, 4, 128, 64]"

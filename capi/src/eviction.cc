@@ -9,6 +9,7 @@
 
 struct attnkit_eviction_policy {
   std::unique_ptr<attnkit::EvictionPolicy> policy;
+  int32_t num_heads;
   int32_t num_kv_heads;
 };
 
@@ -18,6 +19,8 @@ struct attnkit_kept_positions {
 
 using attnkit::capi::FromDLPack;
 using attnkit::capi::Guard;
+using attnkit::capi::GuardValue;
+using attnkit::capi::GuardVoid;
 using attnkit::capi::TensorSpec;
 
 namespace {
@@ -30,7 +33,7 @@ absl::Status Create(absl::string_view data, bool text, int32_t num_layers, int32
   if (!options.ok()) return options.status();
   auto policy = attnkit::EvictionPolicy::Create(*options, num_layers, num_heads, num_kv_heads);
   if (!policy.ok()) return policy.status();
-  *out = new attnkit_eviction_policy{std::move(*policy), num_kv_heads};
+  *out = new attnkit_eviction_policy{std::move(*policy), num_heads, num_kv_heads};
   return absl::OkStatus();
 }
 
@@ -67,7 +70,9 @@ attnkit_status* attnkit_eviction_policy_create_from_text(const char* text, size_
   });
 }
 
-void attnkit_eviction_policy_free(attnkit_eviction_policy* policy) { delete policy; }
+void attnkit_eviction_policy_free(attnkit_eviction_policy* policy) {
+  GuardVoid([&] { delete policy; });
+}
 
 attnkit_status* attnkit_eviction_policy_observe(attnkit_eviction_policy* policy, int32_t layer,
                                                 const DLTensor* attention, const int64_t* lengths,
@@ -78,6 +83,11 @@ attnkit_status* attnkit_eviction_policy_observe(attnkit_eviction_policy* policy,
     spec.rank = 4;
     auto weights = FromDLPack(attention, spec);
     if (!weights.ok()) return weights.status();
+    if (weights->size(1) != policy->num_heads) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "attention: expected [batch, num_heads=", policy->num_heads,
+          ", queries, cache tokens], got shape ", attnkit::capi::ShapeString(weights->sizes())));
+    }
     auto lens = Lengths(lengths, num_lengths);
     if (!lens.ok()) return lens.status();
     return policy->policy->ObserveWeights(layer, *weights, *lens);
@@ -111,6 +121,11 @@ attnkit_status* attnkit_eviction_policy_select(attnkit_eviction_policy* policy, 
             absl::StrCat("keys: expected [num_kv_heads, cache_tokens, head_dim], got shape ",
                          attnkit::capi::ShapeString(key_tensor.sizes())));
       }
+      // The session checks its inputs before they reach the cache; keys handed in here are
+      // checked the same way (EvictionPolicy::Select trusts them).
+      if (key_tensor.numel() > 0 && !at::isfinite(key_tensor).all().item<bool>()) {
+        return absl::InvalidArgumentError("keys: contains NaN or infinity");
+      }
     }
     auto kept = policy->policy->Select(layer, *lens, key_tensor);
     if (!kept.ok()) return kept.status();
@@ -120,11 +135,13 @@ attnkit_status* attnkit_eviction_policy_select(attnkit_eviction_policy* policy, 
 }
 
 int32_t attnkit_eviction_policy_needs_keys(const attnkit_eviction_policy* policy) {
-  return policy != nullptr && policy->policy->needs().keys ? 1 : 0;
+  return GuardValue<int32_t>(
+      0, [&] { return policy != nullptr && policy->policy->needs().keys ? 1 : 0; });
 }
 
 int32_t attnkit_eviction_policy_per_head(const attnkit_eviction_policy* policy) {
-  return policy != nullptr && policy->policy->per_head() ? 1 : 0;
+  return GuardValue<int32_t>(
+      0, [&] { return policy != nullptr && policy->policy->per_head() ? 1 : 0; });
 }
 
 attnkit_status* attnkit_eviction_policy_layer_budget(const attnkit_eviction_policy* policy,
@@ -150,17 +167,21 @@ attnkit_status* attnkit_eviction_policy_reset(attnkit_eviction_policy* policy) {
 }
 
 size_t attnkit_kept_positions_num_rows(const attnkit_kept_positions* kept) {
-  return kept == nullptr ? 0 : kept->rows.size();
+  return GuardValue<size_t>(0, [&] { return kept == nullptr ? 0 : kept->rows.size(); });
 }
 
 const int64_t* attnkit_kept_positions_row(const attnkit_kept_positions* kept, size_t row,
                                           size_t* size) {
-  if (size != nullptr) *size = 0;
-  if (kept == nullptr || row >= kept->rows.size()) return nullptr;
-  if (size != nullptr) *size = kept->rows[row].size();
-  return kept->rows[row].data();
+  return GuardValue<const int64_t*>(nullptr, [&]() -> const int64_t* {
+    if (size != nullptr) *size = 0;
+    if (kept == nullptr || row >= kept->rows.size()) return nullptr;
+    if (size != nullptr) *size = kept->rows[row].size();
+    return kept->rows[row].data();
+  });
 }
 
-void attnkit_kept_positions_free(attnkit_kept_positions* kept) { delete kept; }
+void attnkit_kept_positions_free(attnkit_kept_positions* kept) {
+  GuardVoid([&] { delete kept; });
+}
 
 }  // extern "C"

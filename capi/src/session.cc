@@ -11,6 +11,7 @@ struct attnkit_session {
 
 using attnkit::capi::FromDLPack;
 using attnkit::capi::Guard;
+using attnkit::capi::GuardVoid;
 using attnkit::capi::TensorSpec;
 
 namespace {
@@ -46,7 +47,9 @@ attnkit_status* attnkit_session_create_from_text(const char* text, size_t size,
   });
 }
 
-void attnkit_session_free(attnkit_session* session) { delete session; }
+void attnkit_session_free(attnkit_session* session) {
+  GuardVoid([&] { delete session; });
+}
 
 attnkit_status* attnkit_session_attend(attnkit_session* session, int32_t layer, const DLTensor* q,
                                        const DLTensor* k, const DLTensor* v, DLTensor* out) {

@@ -17,6 +17,7 @@ struct attnkit_sparse_attention {
 };
 
 using attnkit::capi::Guard;
+using attnkit::capi::GuardVoid;
 using attnkit::capi::ShapeString;
 
 namespace {
@@ -68,9 +69,9 @@ absl::StatusOr<at::Tensor> MaskArgument(const DLTensor* t, const char* name, boo
 absl::Status CheckBatch(const at::Tensor& q, const at::Tensor& k, const at::Tensor* v) {
   const int64_t batch = q.size(0), heads = q.size(1);
   if (k.size(0) != batch || k.size(1) < 1 || heads % k.size(1) != 0 || k.size(3) != q.size(3)) {
-    return absl::InvalidArgumentError(absl::StrCat("k: expected ", kKVLayout, " = [", batch,
-                                                   ", a divisor of ", heads, ", k_len, ", q.size(3),
-                                                   "], got ", ShapeString(k.sizes())));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "k: expected ", kKVLayout, " = [", batch, ", a divisor of ", heads, ", k_len, ", q.size(3),
+        "] to match q ", ShapeString(q.sizes()), " ", kQLayout, ", got ", ShapeString(k.sizes())));
   }
   if (q.size(2) > k.size(2)) {
     return absl::InvalidArgumentError(absl::StrCat("q: q_len (", q.size(2), ") must be <= k_len (",
@@ -136,7 +137,9 @@ attnkit_status* attnkit_sparse_attention_create_from_text(const char* text, size
   return Guard(__func__, [&]() { return Create(text, size, /*text=*/true, out); });
 }
 
-void attnkit_sparse_attention_free(attnkit_sparse_attention* sparse) { delete sparse; }
+void attnkit_sparse_attention_free(attnkit_sparse_attention* sparse) {
+  GuardVoid([&] { delete sparse; });
+}
 
 attnkit_status* attnkit_sparse_attention_mask_shape(const attnkit_sparse_attention* sparse,
                                                     int64_t num_heads, int64_t q_len, int64_t k_len,
@@ -152,7 +155,14 @@ attnkit_status* attnkit_sparse_attention_mask_shape(const attnkit_sparse_attenti
     }
     auto grid = attnkit::sparse::BlockGrid::Make(q_len, k_len, sparse->impl->options().block_size);
     if (!grid.ok()) return grid.status();
-    *mask_heads = sparse->impl->MaskHeads(num_heads);
+    const int64_t heads = sparse->impl->MaskHeads(num_heads);
+    int64_t cells = 0;
+    if (__builtin_mul_overflow(heads, grid->q_blocks * grid->k_blocks, &cells)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("mask: [mask_heads, q_blocks, k_blocks] = [", heads, ", ", grid->q_blocks,
+                       ", ", grid->k_blocks, "] has more than 2^63 elements"));
+    }
+    *mask_heads = heads;
     *q_blocks = grid->q_blocks;
     *k_blocks = grid->k_blocks;
     return absl::OkStatus();

@@ -21,6 +21,8 @@ struct attnkit_visual_selection {
 };
 
 using attnkit::capi::Guard;
+using attnkit::capi::GuardValue;
+using attnkit::capi::GuardVoid;
 
 namespace {
 
@@ -82,6 +84,19 @@ absl::Status Select(const attnkit_visual_pruner* pruner, const DLTensor* image_e
                                                    " with every size >= 1, got ", Dims(*features)));
   }
 
+  // The C names of what the method needs (the pruner's own messages name its C++ arguments).
+  if (pruner->pruner->options().method == attnkit::VisualMethod::kCDPruner) {
+    if (!embeds.defined()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("image_embeds: CDPRUNER needs the image embeddings (expected shape ",
+                       embed_shape, "), got NULL"));
+    }
+    if (!text.defined()) {
+      return absl::InvalidArgumentError(
+          "text_embeds: CDPRUNER needs the text embeddings (expected shape [M, C]), got NULL");
+    }
+  }
+
   std::vector<attnkit::VisualImage> images;
   std::vector<int64_t> sizes;
   if (ragged) {
@@ -91,6 +106,11 @@ absl::Status Select(const attnkit_visual_pruner* pruner, const DLTensor* image_e
       if (n < 1) {
         return absl::InvalidArgumentError(
             absl::StrCat("image_sizes[", i, "]: must be >= 1, got ", n));
+      }
+      if (n > features->size(0) - offset) {  // also keeps the running sum from overflowing
+        return absl::InvalidArgumentError(absl::StrCat(
+            "image_sizes: the first ", i + 1, " sizes sum past the ", features->size(0),
+            " rows of image_features (expected shape [sum N_i, Dv])"));
       }
       offset += n;
     }
@@ -150,7 +170,9 @@ attnkit_status* attnkit_visual_pruner_create_from_text(const char* text, size_t 
   });
 }
 
-void attnkit_visual_pruner_free(attnkit_visual_pruner* pruner) { delete pruner; }
+void attnkit_visual_pruner_free(attnkit_visual_pruner* pruner) {
+  GuardVoid([&] { delete pruner; });
+}
 
 attnkit_status* attnkit_visual_pruner_select(const attnkit_visual_pruner* pruner,
                                              const DLTensor* image_embeds,
@@ -179,26 +201,32 @@ attnkit_status* attnkit_visual_pruner_select_ragged(const attnkit_visual_pruner*
 }
 
 size_t attnkit_visual_selection_num_images(const attnkit_visual_selection* selection) {
-  return selection == nullptr ? 0 : selection->kept.size();
+  return GuardValue<size_t>(0, [&] { return selection == nullptr ? 0 : selection->kept.size(); });
 }
 
 size_t attnkit_visual_selection_image_size(const attnkit_visual_selection* selection,
                                            size_t image) {
-  if (selection == nullptr || image >= selection->image_sizes.size()) return 0;
-  return static_cast<size_t>(selection->image_sizes[image]);
+  return GuardValue<size_t>(0, [&]() -> size_t {
+    if (selection == nullptr || image >= selection->image_sizes.size()) return 0;
+    return static_cast<size_t>(selection->image_sizes[image]);
+  });
 }
 
 size_t attnkit_visual_selection_num_kept(const attnkit_visual_selection* selection, size_t image) {
-  if (selection == nullptr || image >= selection->kept.size()) return 0;
-  return selection->kept[image].size();
+  return GuardValue<size_t>(0, [&]() -> size_t {
+    if (selection == nullptr || image >= selection->kept.size()) return 0;
+    return selection->kept[image].size();
+  });
 }
 
 const int64_t* attnkit_visual_selection_indices(const attnkit_visual_selection* selection,
                                                 size_t image) {
-  if (selection == nullptr || image >= selection->kept.size() || selection->kept[image].empty()) {
-    return nullptr;
-  }
-  return selection->kept[image].data();
+  return GuardValue<const int64_t*>(nullptr, [&]() -> const int64_t* {
+    if (selection == nullptr || image >= selection->kept.size() || selection->kept[image].empty()) {
+      return nullptr;
+    }
+    return selection->kept[image].data();
+  });
 }
 
 attnkit_status* attnkit_visual_selection_flat_indices(const attnkit_visual_selection* selection,
@@ -238,6 +266,8 @@ attnkit_status* attnkit_visual_selection_kept_positions(const attnkit_visual_sel
   });
 }
 
-void attnkit_visual_selection_free(attnkit_visual_selection* selection) { delete selection; }
+void attnkit_visual_selection_free(attnkit_visual_selection* selection) {
+  GuardVoid([&] { delete selection; });
+}
 
 }  // extern "C"

@@ -1,5 +1,7 @@
 # ABI hygiene of libattnkit, beyond the GoogleTest binaries:
 # - capi_exported_symbols: `nm -D --defined-only libattnkit.so` lists attnkit_* symbols only.
+# - capi_entry_points_guarded: every exported function's body starts with a catch-all guard
+#   (check_guards.cmake), so no exception can reach a C caller.
 # - capi_header_c99: every public header (capi/include/attnkit/attnkit*.h, globbed so headers added
 #   later are covered) compiles as strict C99, alone and all together, and the program calls the
 #   library and checks attnkit_abi_version() against ATTNKIT_ABI_VERSION.
@@ -10,6 +12,11 @@ if(ATTNKIT_NM)
     COMMAND "${CMAKE_COMMAND}" "-DNM=${ATTNKIT_NM}" "-DLIB=$<TARGET_FILE:attnkit>"
             -P "${CMAKE_CURRENT_SOURCE_DIR}/check_symbols.cmake")
   set_tests_properties(capi_exported_symbols PROPERTIES LABELS capi)
+  add_test(NAME capi_entry_points_guarded
+    COMMAND "${CMAKE_COMMAND}" "-DNM=${ATTNKIT_NM}" "-DLIB=$<TARGET_FILE:attnkit>"
+            "-DSOURCE_DIR=${PROJECT_SOURCE_DIR}/capi/src"
+            -P "${CMAKE_CURRENT_SOURCE_DIR}/check_guards.cmake")
+  set_tests_properties(capi_entry_points_guarded PROPERTIES LABELS capi)
 else()
   message(STATUS "attnkit: nm not found; capi_exported_symbols is not registered")
 endif()

@@ -232,10 +232,9 @@ TEST(CapiVisual, BadArgumentsNameTheArgumentAndShape) {
   expect(attnkit_visual_pruner_select(nullptr, ev, fv, tv, &sel), "pruner");
   Status no_out(attnkit_visual_pruner_select(p, ev, fv, tv, nullptr));
   EXPECT_NE(no_out.message.find("out"), std::string::npos);
-  // NULL embeddings or text reach the pruner as undefined tensors; CDPRUNER's need for them is its
-  // rule, named by the pruner's image index.
+  // NULL embeddings or text: CDPRUNER's need for them is named with the C argument.
   expect(attnkit_visual_pruner_select(p, nullptr, fv, tv, &sel),
-         "images[0].embeds: CDPRUNER needs the image embeddings");
+         "image_embeds: CDPRUNER needs the image embeddings");
   expect(attnkit_visual_pruner_select(p, ev, nullptr, tv, &sel), "image_features");
   expect(attnkit_visual_pruner_select(p, ev, fv, nullptr, &sel),
          "text_embeds: CDPRUNER needs the text embeddings");

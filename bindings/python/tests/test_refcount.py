@@ -8,6 +8,14 @@ import unittest
 from _support import attnkit, attnkit_pb2, np, random_qkv, session_config
 
 CALLS = 10_000
+# What a leak looks like: one object left behind per call (the smallest Python object takes 16
+# bytes; an exception, a capsule or a tuple 48 or more) grows traced memory by at least
+# 16 * CALLS bytes. What stays traced without a leak varies from run to run (memory that the
+# interpreter and numpy keep in free lists and caches filled inside the calls): measured up to
+# about 30 KB over 10,000 failing calls on a loaded machine, and not growing with the number of
+# calls (2 KB to 30 KB over 40,000). The former bound of 16 KiB sat inside that noise, so the test
+# failed now and then; this one sits between the noise and the smallest leak.
+LEAK_BOUND = 8 * CALLS
 
 
 def bounded_session():
@@ -38,7 +46,7 @@ class ReferenceCounts(unittest.TestCase):
             grown = tracemalloc.get_traced_memory()[0] - before
             tracemalloc.stop()
             self.assertEqual([sys.getrefcount(t) for t in (q, k, v, out)], counts)
-            self.assertLess(grown, 16 * 1024, f"{grown} bytes still allocated after {CALLS} calls")
+            self.assertLess(grown, LEAK_BOUND, f"{grown} bytes still allocated after {CALLS} calls")
             self.assertEqual(len(session.positions(0)), 32)
 
     def test_failing_calls_release_everything(self):
@@ -62,7 +70,7 @@ class ReferenceCounts(unittest.TestCase):
             grown = tracemalloc.get_traced_memory()[0] - before
             tracemalloc.stop()
             self.assertEqual([sys.getrefcount(t) for t in (bad_q, k, v)], counts)
-            self.assertLess(grown, 16 * 1024)
+            self.assertLess(grown, LEAK_BOUND)
 
     def test_results_and_objects_are_released(self):
         with bounded_session() as session:
@@ -82,7 +90,7 @@ class ReferenceCounts(unittest.TestCase):
             gc.collect()
             grown = tracemalloc.get_traced_memory()[0] - before
             tracemalloc.stop()
-            self.assertLess(grown, 16 * 1024)
+            self.assertLess(grown, LEAK_BOUND)
 
     def test_capsules_are_consumed(self):
         """The DLPack deleter runs: numpy's exporter holds a reference to the array until then."""

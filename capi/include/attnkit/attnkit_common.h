@@ -8,7 +8,18 @@
  * - Tensors cross as DLPack DLTensor (dlpack/dlpack.h), borrowed: data may be CPU (or CUDA where
  * the library was built with it), dtype float32, float16 or bfloat16 unless a function says
  * otherwise, any strides (strides == NULL means compact row-major). byte_offset is honoured.
- * - One object is used by one thread at a time; distinct objects are independent.
+ * Every descriptor is checked before its data is touched: rank 0 to 8, no negative size or
+ * stride, and the element count, the compact byte size of the shape and byte_offset + the bytes
+ * the strides reach all below 2^63 (INVALID_ARGUMENT naming the argument otherwise). A descriptor
+ * that stays within those bounds but points at memory the caller does not own cannot be detected.
+ * - No call aborts or throws into the host: every failure, an internal one included, comes back as
+ * a status (RESOURCE_EXHAUSTED when memory runs out).
+ * - Threads: one object is used by one thread at a time; distinct objects are independent (any
+ * number of threads, each with its own objects). Immutable objects may be shared by threads at
+ * once where their header says so (attnkit_sparse_attention, attnkit_visual_pruner,
+ * attnkit_visual_selection, attnkit_kept_positions reads). The functions without an object
+ * (configs, attnkit_tensor_check, versions) and the status getters may be called from any thread at
+ * once. tests/capi/threads_test.cc checks this, under ThreadSanitizer with scripts/tsan.sh.
  */
 #ifndef ATTNKIT_ATTNKIT_COMMON_H_
 #define ATTNKIT_ATTNKIT_COMMON_H_

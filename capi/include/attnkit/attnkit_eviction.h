@@ -23,8 +23,9 @@ typedef struct attnkit_eviction_policy attnkit_eviction_policy;
 typedef struct attnkit_kept_positions attnkit_kept_positions;
 
 /* Creates a policy from a serialized attnkit.v1.EvictionConfig (`config`, `size` bytes, borrowed)
- * for a model of `num_layers` layers, `num_heads` query heads and `num_kv_heads` kv heads. On
- * success *out is a new policy the caller frees with attnkit_eviction_policy_free(). */
+ * for a model of `num_layers` layers (1 to 1024), `num_heads` query heads (1 to 1024) and
+ * `num_kv_heads` kv heads (dividing num_heads). On success *out is a new policy the caller frees
+ * with attnkit_eviction_policy_free(). */
 ATTNKIT_API attnkit_status* attnkit_eviction_policy_create(const void* config, size_t size,
                                                            int32_t num_layers, int32_t num_heads,
                                                            int32_t num_kv_heads,
@@ -44,8 +45,9 @@ ATTNKIT_API void attnkit_eviction_policy_free(attnkit_eviction_policy* policy);
 /* Adds one step's attention weights of `layer` to its scores. `attention` is
  * [batch, num_heads, queries, cache_tokens] (softmax weights over the cache as it is now, the new
  * tokens included; summed over the batch). For per-head policies whose kv heads hold different
- * numbers of tokens, pass `lengths` (num_kv_heads entries; weights past a head's length are
- * ignored), else NULL and 0. */
+ * numbers of tokens, pass `lengths` (num_kv_heads entries, each at most cache_tokens; weights
+ * past a head's length are ignored), else NULL and 0. Weights must be finite (NaN or infinity is
+ * INVALID_ARGUMENT, as for the session's inputs), checked before the scores change. */
 ATTNKIT_API attnkit_status* attnkit_eviction_policy_observe(attnkit_eviction_policy* policy,
                                                             int32_t layer,
                                                             const DLTensor* attention,
@@ -54,8 +56,10 @@ ATTNKIT_API attnkit_status* attnkit_eviction_policy_observe(attnkit_eviction_pol
 
 /* Decides what `layer` keeps. `lengths`: the cache length (1 entry) or one per kv head. `keys`:
  * [num_kv_heads, cache_tokens, head_dim] or [1, num_kv_heads, cache_tokens, head_dim], needed when
- * attnkit_eviction_policy_needs_keys() says so (DIVERSEKV, KNORM, KEYDIFF), else may be NULL. On
- * success *out holds the kept positions (ascending cache indices) per row. */
+ * attnkit_eviction_policy_needs_keys() says so (DIVERSEKV, KNORM, KEYDIFF), else may be NULL; given
+ * keys must be finite. Selecting from a layer that has not observed every cached token (e.g.
+ * before any observe) is FAILED_PRECONDITION. On success *out holds the kept positions (ascending
+ * cache indices) per row. */
 ATTNKIT_API attnkit_status* attnkit_eviction_policy_select(attnkit_eviction_policy* policy,
                                                            int32_t layer, const DLTensor* keys,
                                                            const int64_t* lengths,

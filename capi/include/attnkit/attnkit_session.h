@@ -14,7 +14,9 @@ extern "C" {
 typedef struct attnkit_session attnkit_session;
 
 /* Creates a session from a serialized attnkit.v1.SessionConfig (`config`, `size` bytes, borrowed).
- * On success *out is a new session the caller frees with attnkit_session_free(). */
+ * On success *out is a new session the caller frees with attnkit_session_free(). Bounds of the
+ * model shape (INVALID_ARGUMENT naming the field beyond them): num_layers and num_heads at most
+ * 1024, head_dim at most 1024, batch_size at most 4096, num_kv_heads dividing num_heads. */
 ATTNKIT_API attnkit_status* attnkit_session_create(const void* config, size_t size,
                                                    attnkit_session** out);
 
@@ -27,7 +29,8 @@ ATTNKIT_API void attnkit_session_free(attnkit_session* session);
 
 /* One attention call of `layer` (layers in order within a step, starting at 0):
  * q [batch, num_heads, tokens, head_dim], k and v [batch, num_kv_heads, tokens, head_dim] for the
- * new tokens (RoPE applied), any strides (so [batch, tokens, heads, dim] buffers work without
+ * new tokens (RoPE applied; finite: NaN or infinity is INVALID_ARGUMENT naming the tensor), any
+ * strides (so [batch, tokens, heads, dim] buffers work without
  * copies), float32/float16/bfloat16. Writes causal softmax(q K^T * scale) V over the cache and the
  * new tokens into `out` (shape of q, any non-overlapping strides, floating dtype). A prompt of any
  * length and single-token decode steps use the same call. Afterwards the layer evicts down to its

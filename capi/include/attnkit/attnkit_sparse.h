@@ -65,7 +65,9 @@ ATTNKIT_API attnkit_status* attnkit_sparse_attention_build_mask(
 /* Block-sparse causal attention: out = softmax(scale * q k^T restricted to `mask` and causal) v,
  * per sequence and head; blocks whose mask entry is 0 contribute nothing and a query that sees no
  * key gets a zero row. `scale` 0 means 1 / sqrt(head_dim); otherwise it must be finite. `out` must
- * not overlap itself (nor alias q, k, v or mask). */
+ * not overlap itself (nor alias q, k, v or mask). q, k and v are not scanned for NaN or infinity
+ * (that would cost a pass over them on the prefill path): non-finite inputs give non-finite rows
+ * of `out`, as dense attention does, and never an error or a crash. */
 ATTNKIT_API attnkit_status* attnkit_sparse_attention_attention(
     const attnkit_sparse_attention* sparse, const DLTensor* q, const DLTensor* k, const DLTensor* v,
     const DLTensor* mask, double scale, DLTensor* out);

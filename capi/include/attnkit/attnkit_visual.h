@@ -52,8 +52,9 @@ ATTNKIT_API void attnkit_visual_pruner_free(attnkit_visual_pruner* pruner);
  *   text_embeds    [M, C], M >= 1, shared by all images.
  * CDPruner needs all three; DIVPRUNE, RANDOM_SUBSET and UNIFORM_GRID use only image_features and
  * accept NULL image_embeds and text_embeds. A budget (num_keep_tokens) larger than N (or than all
- * tokens for a global budget) is INVALID_ARGUMENT. On success *out is a new selection the caller
- * owns; on error *out is NULL. Thread-safe for a given pruner. */
+ * tokens for a global budget) is INVALID_ARGUMENT, and so are non-finite inputs (CDPRUNER: NaN or
+ * infinity in any of the three, or a kernel that overflows float32). On success *out is a new
+ * selection the caller owns; on error *out is NULL. Thread-safe for a given pruner. */
 ATTNKIT_API attnkit_status* attnkit_visual_pruner_select(const attnkit_visual_pruner* pruner,
                                                          const DLTensor* image_embeds,
                                                          const DLTensor* image_features,

@@ -11,6 +11,14 @@
 
 namespace attnkit {
 
+// Bounds of the model-shape fields, checked by ValidateSessionOptions (SessionConfig) and
+// EvictionPolicy::Create: far above any released model, low enough that a few bytes of config
+// cannot ask for millions of per-layer objects (creation allocates per layer and per head).
+inline constexpr int kMaxLayers = 1024;     // num_layers
+inline constexpr int kMaxHeads = 1024;      // num_heads (num_kv_heads divides it)
+inline constexpr int kMaxHeadDim = 1024;    // head_dim
+inline constexpr int kMaxBatchSize = 4096;  // batch_size
+
 enum class EvictionAlgorithm {
   kH2O,
   kSnapKV,

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <tuple>
 
 #include <google/protobuf/io/tokenizer.h>
 #include <google/protobuf/text_format.h>
@@ -298,8 +299,14 @@ absl::Status ValidateSession(const SessionOptions& o, bool check_eviction) {
         "", "num_kv_heads",
         absl::StrCat("must divide num_heads (", o.num_heads, "), got ", o.num_kv_heads));
   }
-  if (o.head_dim > 1024) {
-    return FieldError("", "head_dim", absl::StrCat("must be at most 1024, got ", o.head_dim));
+  for (const auto& [value, limit, field] :
+       {std::tuple<int64_t, int, const char*>{o.num_layers, kMaxLayers, "num_layers"},
+        {o.num_heads, kMaxHeads, "num_heads"},
+        {o.head_dim, kMaxHeadDim, "head_dim"},
+        {o.batch_size, kMaxBatchSize, "batch_size"}}) {
+    if (value > limit) {
+      return FieldError("", field, absl::StrCat("must be at most ", limit, ", got ", value));
+    }
   }
   ATTNKIT_RETURN_IF_ERROR(NonNegative(o.batch_size, "", "batch_size"));
   ATTNKIT_RETURN_IF_ERROR(NonNegative(o.page_size, "", "page_size"));

@@ -68,6 +68,13 @@ class EvictionPolicyImpl : public EvictionPolicy {
     }
     std::vector<int64_t> lengths = obs.lengths;
     if (lengths.empty() && any.defined()) lengths.assign(1, any.size(-1));
+    for (size_t i = 0; any.defined() && i < lengths.size(); ++i) {
+      if (lengths[i] > any.size(-1)) {
+        return absl::InvalidArgumentError(absl::StrCat("lengths[", i, "]: ", lengths[i],
+                                                       " is larger than the observation's ",
+                                                       any.size(-1), " cache tokens"));
+      }
+    }
     auto rows = RowLengths(lengths);
     if (!rows.ok()) return rows.status();
     return scorer_->Observe(layers_[layer], obs, *rows);
@@ -185,6 +192,14 @@ absl::StatusOr<std::unique_ptr<EvictionPolicy>> EvictionPolicy::Create(
     return absl::InvalidArgumentError(
         absl::StrCat("num_layers: must be positive, got ", num_layers));
   }
+  if (num_layers > kMaxLayers) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("num_layers: must be at most ", kMaxLayers, ", got ", num_layers));
+  }
+  if (num_heads > kMaxHeads) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("num_heads: must be at most ", kMaxHeads, ", got ", num_heads));
+  }
   if (num_heads <= 0 || num_kv_heads <= 0 || num_heads % num_kv_heads != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("num_kv_heads: must be positive and divide num_heads (", num_heads, "), got ",
@@ -200,6 +215,23 @@ absl::Status EvictionPolicy::ObserveWeights(int layer, const at::Tensor& attenti
   if (!attention.defined() || attention.dim() != 4) {
     return absl::InvalidArgumentError(
         "attention: expected [batch, num_heads, queries, cache tokens] weights");
+  }
+  if (!c10::isFloatingType(attention.scalar_type())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("attention: expected a floating-point tensor, got ",
+                     c10::toString(attention.scalar_type())));
+  }
+  // Every length within the tensor, checked before any work (the scorers would clamp silently).
+  for (size_t i = 0; i < lengths.size(); ++i) {
+    if (lengths[i] > attention.size(3)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("lengths[", i, "]: ", lengths[i], " is larger than the ", attention.size(3),
+                       " cache tokens of attention [batch, num_heads, queries, cache tokens]"));
+    }
+  }
+  // Like the session's inputs: non-finite weights would poison the scores for good.
+  if (attention.numel() > 0 && !at::isfinite(attention).all().item<bool>()) {
+    return absl::InvalidArgumentError("attention: contains NaN or infinity");
   }
   const ObservationNeeds n = needs();
   Observation obs;

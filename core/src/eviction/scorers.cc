@@ -159,9 +159,10 @@ class AccumulatingScorer : public Scorer {
     for (int r = 0; r < layout_.rows(); ++r) {
       const int64_t n = std::max<int64_t>(row_lengths[r] - options_.start_tokens, 0);
       if (static_cast<int64_t>(out[r].size()) != n) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "scores cover ", out[r].size(), " tokens after the start area but the cache holds ", n,
-            ": observe every step before selecting"));
+        return absl::FailedPreconditionError(
+            absl::StrCat("lengths: the cache holds ", row_lengths[r], " tokens (", n,
+                         " after the start area) but the observed scores cover ", out[r].size(),
+                         ": observe every step before selecting"));
       }
       if (options_.normalize_scores) {
         for (int64_t i = 0; i < n; ++i) out[r][i] /= state.counters[r][i];

@@ -223,18 +223,20 @@ class SessionImpl : public Session {
     return absl::OkStatus();
   }
 
-  // Layers run in order within a step: layer l follows layer l-1 of the same step.
+  // Layers run in order within a step: layer l follows layer l-1 of the same step. Steps are
+  // numbered from 0 in every message: a layer that has run s steps is called for step s.
   absl::Status CheckOrder(int layer) const {
-    const int64_t steps = layers_[layer].steps;
-    if (layer > 0 && layers_[layer - 1].steps != steps + 1) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("layer: layer ", layer, " called for step ", steps, " before layer ",
-                       layer - 1, " (layers run in order within a step, starting at layer 0)"));
+    const int64_t step = layers_[layer].steps;
+    if (layer > 0 && layers_[layer - 1].steps != step + 1) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "layer: layer ", layer, " called for step ", step, " before layer ", layer - 1,
+          " ran step ", step, " (layers run in order within a step, starting at layer 0; steps ",
+          "count from 0)"));
     }
-    if (layer == 0 && layers_.back().steps != steps && options_.num_layers > 1) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("layer: layer 0 called for step ", steps + 1, " before layer ",
-                       options_.num_layers - 1, " finished step ", steps));
+    if (layer == 0 && layers_.back().steps != step && options_.num_layers > 1) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "layer: layer 0 called for step ", step, " before layer ", options_.num_layers - 1,
+          " finished step ", step - 1, " (steps count from 0)"));
     }
     return absl::OkStatus();
   }

@@ -17,7 +17,8 @@
 namespace attnkit::sparse {
 namespace {
 
-int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+// Without a + b - 1, which overflows for lengths near 2^63.
+int64_t CeilDiv(int64_t a, int64_t b) { return a / b + (a % b != 0 ? 1 : 0); }
 
 at::Tensor EmptyMask(int64_t heads, const BlockGrid& grid) {
   return at::zeros({heads, grid.q_blocks, grid.k_blocks}, at::TensorOptions().dtype(at::kBool));
@@ -88,6 +89,13 @@ absl::StatusOr<BlockGrid> BlockGrid::Make(int64_t q_len, int64_t k_len, int64_t 
   g.q_blocks = CeilDiv(q_len, block);
   g.k_blocks = CeilDiv(k_len, block);
   g.offset = g.k_blocks - g.q_blocks;
+  int64_t cells = 0;
+  if (__builtin_mul_overflow(g.q_blocks, g.k_blocks, &cells)) {
+    return absl::InvalidArgumentError(absl::StrCat("mask: q_blocks (", g.q_blocks, ") x k_blocks (",
+                                                   g.k_blocks, ") is more than 2^63 blocks (q_len ",
+                                                   q_len, ", k_len ", k_len, ", block_size ", block,
+                                                   ")"));
+  }
   return g;
 }
 

@@ -122,8 +122,10 @@ absl::StatusOr<std::vector<int64_t>> CheckImages(absl::Span<const VisualImage> i
   if (text_embeds.defined()) {
     const std::string cs = c >= 0 ? absl::StrCat(c) : std::string("C");
     if (text_embeds.dim() != 2 || text_embeds.size(0) < 1 || (c >= 0 && text_embeds.size(1) != c)) {
-      return absl::InvalidArgumentError(absl::StrCat("text_embeds: expected shape [M, ", cs,
-                                                     "] with M >= 1, got ", Shape(text_embeds)));
+      return absl::InvalidArgumentError(
+          absl::StrCat("text_embeds: expected shape [M, ", cs, "] with M >= 1",
+                       c >= 0 ? " (C of the image embeddings, image_embeds)" : "", ", got ",
+                       Shape(text_embeds)));
     }
     if (!c10::isFloatingType(text_embeds.scalar_type())) {
       return absl::InvalidArgumentError("text_embeds: expected a floating-point tensor");
