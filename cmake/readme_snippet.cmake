@@ -3,6 +3,7 @@
 #   cmake -DREADME=<README.md> -DFENCE=<java|go|...> -DOUT=<source file to write>
 #         -DCOMPILE=<command|args...> (optional) -DRUN=<command|args...> -DWORK_DIR=<dir> -P readme_snippet.cmake
 # (COMPILE and RUN separate their arguments with '|', which add_test keeps as one argument).
+# -DCOPY_FILES=<file|file...> (optional) are copied into WORK_DIR first (e.g. a go.mod).
 # The snippet is the first fenced block of language FENCE after the heading "## A generation loop".
 foreach(var README FENCE OUT RUN WORK_DIR)
   if(NOT DEFINED ${var})
@@ -40,6 +41,10 @@ string(REPLACE "|" ";" RUN "${RUN}")
 
 file(REMOVE_RECURSE "${WORK_DIR}")
 file(MAKE_DIRECTORY "${WORK_DIR}")
+string(REPLACE "|" ";" COPY_FILES "${COPY_FILES}")
+foreach(file IN LISTS COPY_FILES)
+  file(COPY "${file}" DESTINATION "${WORK_DIR}")
+endforeach()
 file(WRITE "${OUT}" "${code}")
 if(COMPILE)
   execute_process(COMMAND ${COMPILE} WORKING_DIRECTORY "${WORK_DIR}" RESULT_VARIABLE result)
