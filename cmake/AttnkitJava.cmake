@@ -31,7 +31,16 @@ if(protoc_minor AND jar_minor AND NOT protoc_minor VERSION_EQUAL jar_minor)
   message(FATAL_ERROR "attnkit: protobuf-java ${protobuf_jar_real} (${jar_minor}) does not match "
     "protoc ${protoc_minor}; install the matching libprotobuf-java")
 endif()
-message(STATUS "attnkit: Java binding with ${protobuf_jar_real} (protoc ${protoc_minor})")
+# The full release (e.g. 3.21.12), declared as the protobuf-java dependency of attnkit's pom.
+string(REGEX MATCH "protobuf-(java-)?([0-9]+\\.[0-9]+\\.[0-9]+)" jar_match "${protobuf_jar_real}")
+set(ATTNKIT_PROTOBUF_JAVA_VERSION "${CMAKE_MATCH_2}")
+if(NOT ATTNKIT_PROTOBUF_JAVA_VERSION)  # a jar named without its release: protoc's (they match above)
+  string(REGEX MATCH "[0-9]+\\.[0-9]+\\.[0-9]+" ATTNKIT_PROTOBUF_JAVA_VERSION "${protoc_version}")
+endif()
+if(NOT ATTNKIT_PROTOBUF_JAVA_VERSION)
+  message(FATAL_ERROR "attnkit: no protobuf-java release in ${protobuf_jar_real} or protoc's version (the pom declares it)")
+endif()
+message(STATUS "attnkit: Java binding with ${protobuf_jar_real} (protobuf-java ${ATTNKIT_PROTOBUF_JAVA_VERSION}, protoc ${protoc_minor})")
 
 find_jar(ATTNKIT_JUNIT_CONSOLE NAMES junit-platform-console-standalone PATHS /usr/share/java
   DOC "JUnit 5 console launcher (standalone jar)")
