@@ -20,10 +20,12 @@ enum class EvictionAlgorithm {
   kKeyDiff,
   kStreamingLLM,
   kRandom,
+  kExpectedAttention,
 };
 enum class RefinedAlgorithm { kNone, kKVCrush, kDiverseKV };
 enum class KVCrushAnchor { kAlternate, kZeros, kOnes, kMean, kRandom };
 enum class PoolingAlignment { kCentered, kForward };
+enum class PoolingKind { kMax, kAverage };
 enum class BudgetAllocator { kUniform, kPyramidKV, kAdaKV };
 enum class Normalization { kReferenceCounters, kNormSum };
 
@@ -53,6 +55,9 @@ struct EvictionOptions {
   double attention_mass_threshold = 0.9;
   int pool_kernel = 7;
   PoolingAlignment pool_alignment = PoolingAlignment::kCentered;
+  PoolingKind pool_kind = PoolingKind::kMax;
+  // SNAPKV: the prompt's pool covers only the keys before the observation window.
+  bool pool_before_window = false;
   BudgetAllocator allocator = BudgetAllocator::kUniform;
   double pyramid_min_ratio = 0.125;
   double adakv_floor = 0.2;
@@ -61,6 +66,11 @@ struct EvictionOptions {
   bool rerotate_keys = false;
   // RANDOM_SCORES's generator seed.
   uint64_t random_seed = 0;
+  // EXPECTED_ATTENTION (kvpress's ExpectedAttentionPress defaults).
+  int expected_future_positions = 512;
+  bool expected_use_covariance = true;
+  bool expected_use_vnorm = true;
+  double expected_epsilon = 0.0;
 
   int max_cache_tokens() const { return start_tokens + intermediate_tokens + recent_tokens; }
   // True when the refined size is decided per eviction by the attention-mass rule.

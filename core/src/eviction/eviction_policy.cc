@@ -63,6 +63,7 @@ class EvictionPolicyImpl : public EvictionPolicy {
     if (absl::Status s = CheckLayer(layer); !s.ok()) return s;
     const at::Tensor& any = obs.window_rows.defined() ? obs.window_rows : obs.all_queries_sum;
     const ObservationNeeds n = scorer_->needs();
+    if (n.queries) return scorer_->Observe(layers_[layer], obs, {});  // no attention read
     if (n.window_rows == 0 && !n.all_queries_sum && !any.defined()) {
       return absl::OkStatus();  // position- or key-based scorers learn nothing from attention
     }
@@ -80,8 +81,9 @@ class EvictionPolicyImpl : public EvictionPolicy {
     return false;
   }
 
+  using EvictionPolicy::Select;
   absl::StatusOr<KeptPositions> Select(int layer, const std::vector<int64_t>& lengths,
-                                       const at::Tensor& keys) override {
+                                       const at::Tensor& keys, const at::Tensor& values) override {
     if (absl::Status s = CheckLayer(layer); !s.ok()) return s;
     auto rows_or = RowLengths(lengths);
     if (!rows_or.ok()) return rows_or.status();
@@ -104,13 +106,21 @@ class EvictionPolicyImpl : public EvictionPolicy {
             ", cache tokens, head_dim]"));
       }
     }
+    if (needs().values) {
+      if (!values.defined() || values.dim() != 3 || values.size(0) != layout_.num_kv_heads ||
+          values.size(1) < *std::max_element(rows.begin(), rows.end())) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("values: ", algorithm_.name, " needs the cached values [num_kv_heads=",
+                         layout_.num_kv_heads, ", cache tokens, head_dim]"));
+      }
+    }
     const Areas areas{options_.start_tokens, intermediate_[layer], options_.recent_tokens};
     LayerScores& state = layers_[layer];
     if (algorithm_.selection == EvictionSelection::kStartAndNewest) {
       for (size_t r = 0; r < rows.size(); ++r) kept[r] = eviction::SelectStreaming(rows[r], areas);
       return kept;
     }
-    auto scores = scorer_->Scores(state, rows, keys);
+    auto scores = scorer_->Scores(state, rows, keys, values);
     if (!scores.ok()) return scores.status();
     if (allocator_.Has(kAllocatorPerHead)) {
       kept = eviction::SelectAdaKV(*scores, rows, areas, options_);
