@@ -55,14 +55,19 @@ at::Tensor AverageRotation(int64_t first, int count, const RopeOptions& rope, in
   double* m = r.data_ptr<double>();
   for (int j = 0; j < d / 2; ++j) {
     const double inv_freq = InverseFrequency(rope, j, d);
+    // Sums of cos and sin over an arithmetic progression of angles, in closed form:
+    // sum_i e^{i(x0 + i f)} = e^{i(x0 + (n-1) f / 2)} sin(n f / 2) / sin(f / 2).
+    const double half = 0.5 * inv_freq;
+    const double middle = (static_cast<double>(first) + 0.5 * (count - 1)) * inv_freq;
     double c = 0, s = 0;
-    for (int i = 0; i < count; ++i) {
-      const double angle = static_cast<double>(first + i) * inv_freq;
-      c += std::cos(angle);
-      s += std::sin(angle);
+    if (std::abs(std::sin(half)) > 1e-9) {
+      const double ratio = std::sin(count * half) / std::sin(half) / count;
+      c = std::cos(middle) * ratio;
+      s = std::sin(middle) * ratio;
+    } else {  // f a multiple of 2 pi: every angle is the same
+      c = std::cos(middle);
+      s = std::sin(middle);
     }
-    c /= count;
-    s /= count;
     const int a = PairFirst(rope, j), b = PairSecond(rope, j, d);
     m[a * d + a] = c;
     m[b * d + b] = c;
@@ -153,17 +158,14 @@ class ExpectedAttentionScorer : public Scorer {
       const int64_t len = std::min<int64_t>(k.size(1), row_lengths[layout_.per_head ? g : 0]);
       per_kv[g].assign(len, 0.0);
       if (len <= S) continue;
+      // The group's query heads at once: logits [group, L'].
       const at::Tensor kg = k[g].narrow(0, S, len - S);  // [L', d]
-      at::Tensor expected = at::zeros({len - S}, kg.options());
-      for (int i = 0; i < group; ++i) {
-        const int64_t h = g * group + i;
-        at::Tensor logits = at::matmul(kg, mean_rotated[h]) * scale;
-        if (cov_rotated.defined()) {
-          logits = logits + (at::matmul(kg, cov_rotated[h]) * kg).sum(1) / (2.0 * d);
-        }
-        expected += at::softmax(logits, 0);
+      at::Tensor logits = at::matmul(mean_rotated.narrow(0, g * group, group), kg.t()) * scale;
+      if (cov_rotated.defined()) {
+        const at::Tensor ck = at::matmul(kg.unsqueeze(0), cov_rotated.narrow(0, g * group, group));
+        logits = logits + (ck * kg.unsqueeze(0)).sum(2) / (2.0 * d);
       }
-      expected = (expected / group).contiguous();
+      const at::Tensor expected = at::softmax(logits, 1).mean(0).contiguous();
       const double* e = expected.data_ptr<double>();
       const double* norms = value_norms.defined()
                                 ? value_norms.data_ptr<double>() + g * value_norms.size(1)
