@@ -5,6 +5,9 @@
 //    (EXPECTED_ATTENTION, which scores from queries and RoPE rather than attention weights, must
 //    refuse this path with FAILED_PRECONDITION), and
 // 2. session level: a session (with the case's RoPE) fed q/k/v keeps them in every kv head.
+// DMSPress cases (threshold eviction over KnormPress) add decode steps and give the kept set of
+// every step as a mask over the positions (keep_mask.*), the kept sets differing per kv head.
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -12,6 +15,7 @@
 #include <ATen/Functions.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "attnkit/attnkit.h"
 #include "conformance.h"
@@ -263,7 +267,184 @@ absl::Status SessionLevel(const SafetensorsFile& file, const KvpressCase& c,
   return absl::OkStatus();
 }
 
+// ---- DMSPress (threshold eviction) over KnormPress, prompt and decode steps
+// ----------------------
+
+// kvpress's DMSPress(KnormPress(), threshold, sliding_window_size, decoding=True): every token that
+// leaves the sliding window is masked when its score is below the threshold.
+absl::StatusOr<std::string> DmsTextproto(const JsonValue& config) {
+  if (absl::Status s =
+          OnlyKeys(config, {"press", "scorer", "threshold", "sliding_window_size", "decoding"});
+      !s.ok()) {
+    return s;
+  }
+  const JsonValue* scorer = config.Find("scorer");
+  if (scorer == nullptr || !scorer->is_string() || scorer->string() != "knorm") {
+    return absl::InvalidArgumentError("config: scorer must be \"knorm\"");
+  }
+  auto threshold = Number(config, "threshold");
+  auto window = Number(config, "sliding_window_size");
+  auto decoding = Bool(config, "decoding");
+  if (!threshold.ok()) return threshold.status();
+  if (!window.ok()) return window.status();
+  if (!decoding.ok()) return decoding.status();
+  if (!*decoding) {
+    return absl::InvalidArgumentError(
+        "config: decoding false (prompt-only thresholds) has no attnkit counterpart");
+  }
+  return absl::StrCat(
+      "enabled: true granularity: PER_TOKEN algorithm: KNORM per_head: true start_tokens: 0 "
+      "intermediate_tokens: 0 recent_tokens: ",
+      static_cast<int64_t>(*window), " score_threshold: ", absl::StrFormat("%.17g", *threshold));
+}
+
+// Per kv head, the positions whose keep_mask entry is 1.
+absl::StatusOr<std::vector<std::vector<int64_t>>> MaskRows(const SafetensorsFile& file,
+                                                           const std::string& name) {
+  auto mask = LoadTensor(file, name);
+  if (!mask.ok()) return mask.status();
+  const at::Tensor m = mask->to(at::kLong).contiguous();
+  std::vector<std::vector<int64_t>> rows(m.size(0));
+  for (int64_t h = 0; h < m.size(0); ++h)
+    for (int64_t t = 0; t < m.size(1); ++t)
+      if (m[h][t].item<int64_t>() != 0) rows[h].push_back(t);
+  return rows;
+}
+
+absl::Status DmsPolicyLevel(const SafetensorsFile& file, const std::string& textproto, int steps,
+                            int heads, int kv_heads) {
+  attnkit_eviction_policy* raw = nullptr;
+  if (absl::Status s = FromC(attnkit_eviction_policy_create_from_text(
+                                 textproto.data(), textproto.size(), 1, heads, kv_heads, &raw),
+                             "create");
+      !s.ok()) {
+    return s;
+  }
+  std::unique_ptr<attnkit_eviction_policy, decltype(&attnkit_eviction_policy_free)> policy(
+      raw, attnkit_eviction_policy_free);
+  at::Tensor all_keys;                               // [Hkv, tokens so far, d]
+  std::vector<std::vector<int64_t>> held(kv_heads);  // original positions per kv head
+  for (int step = -1; step < steps; ++step) {
+    const std::string prefix = step < 0 ? "prefill" : absl::StrCat("step.", step);
+    auto k = LoadTensor(file, prefix + ".k");
+    auto want = MaskRows(file, "keep_mask." + prefix);
+    if (!k.ok()) return k.status();
+    if (!want.ok()) return want.status();
+    const int64_t first = all_keys.defined() ? all_keys.size(1) : 0;
+    all_keys = all_keys.defined() ? at::cat({all_keys, (*k)[0]}, 1) : (*k)[0];
+    for (auto& row : held)
+      for (int64_t t = first; t < all_keys.size(1); ++t) row.push_back(t);
+    int64_t longest = 0;
+    std::vector<int64_t> lengths;
+    for (const auto& row : held) {
+      lengths.push_back(static_cast<int64_t>(row.size()));
+      longest = std::max<int64_t>(longest, row.size());
+    }
+    // The cache as the policy left it: each head's kept keys, zero-padded to the longest.
+    at::Tensor keys = at::zeros({1, kv_heads, longest, all_keys.size(2)});
+    for (int h = 0; h < kv_heads; ++h) {
+      keys[0][h]
+          .narrow(0, 0, lengths[h])
+          .copy_(all_keys[h].index_select(0, at::tensor(held[h], at::kLong)));
+    }
+    const at::Tensor keys_on_device = OnCaseDevice(keys);
+    DLView key_view(keys_on_device);
+    attnkit_kept_positions* kept = nullptr;
+    if (absl::Status s =
+            FromC(attnkit_eviction_policy_select(policy.get(), 0, key_view, lengths.data(),
+                                                 lengths.size(), &kept),
+                  "policy level, " + prefix + " select");
+        !s.ok()) {
+      return s;
+    }
+    std::unique_ptr<attnkit_kept_positions, decltype(&attnkit_kept_positions_free)> owned(
+        kept, attnkit_kept_positions_free);
+    for (int h = 0; h < kv_heads; ++h) {
+      size_t n = 0;
+      const int64_t* row = attnkit_kept_positions_row(kept, h, &n);
+      std::vector<int64_t> origin;
+      for (size_t i = 0; i < n; ++i) origin.push_back(held[h][row[i]]);
+      if (absl::Status s = CompareRow(origin, (*want)[h],
+                                      absl::StrCat("policy level, ", prefix, ", kv head ", h));
+          !s.ok()) {
+        return s;
+      }
+      held[h] = origin;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DmsSessionLevel(const SafetensorsFile& file, const std::string& textproto, int steps,
+                             int heads, int kv_heads, int head_dim) {
+  const std::string config = absl::StrCat(SessionDeviceText(), "num_layers: 1 num_heads: ", heads,
+                                          " num_kv_heads: ", kv_heads, " head_dim: ", head_dim,
+                                          " eviction { ", textproto, " }");
+  attnkit_session* raw = nullptr;
+  if (absl::Status s = FromC(attnkit_session_create_from_text(config.data(), config.size(), &raw),
+                             "session create");
+      !s.ok()) {
+    return s;
+  }
+  std::unique_ptr<attnkit_session, decltype(&attnkit_session_free)> session(raw,
+                                                                            attnkit_session_free);
+  for (int step = -1; step < steps; ++step) {
+    const std::string prefix = step < 0 ? "prefill" : absl::StrCat("step.", step);
+    auto q = LoadTensor(file, prefix + ".q");
+    auto k = LoadTensor(file, prefix + ".k");
+    auto v = LoadTensor(file, prefix + ".v");
+    auto want = MaskRows(file, "keep_mask." + prefix);
+    for (const auto* t : {&q, &k, &v})
+      if (!t->ok()) return t->status();
+    if (!want.ok()) return want.status();
+    const at::Tensor qd = OnCaseDevice(*q), kd = OnCaseDevice(*k), vd = OnCaseDevice(*v);
+    at::Tensor out = at::empty_like(qd);
+    DLView qv(qd), kv(kd), vv(vd), ov(out);
+    if (absl::Status s = FromC(attnkit_session_attend(session.get(), 0, qv, kv, vv, ov),
+                               "session level, " + prefix);
+        !s.ok()) {
+      return s;
+    }
+    for (int h = 0; h < kv_heads; ++h) {
+      attnkit_int64_array* positions = nullptr;
+      if (absl::Status s =
+              FromC(attnkit_session_positions(session.get(), 0, 0, h, &positions), "positions");
+          !s.ok()) {
+        return s;
+      }
+      std::vector<int64_t> got(positions->data, positions->data + positions->size);
+      attnkit_int64_array_free(positions);
+      if (absl::Status s =
+              CompareRow(got, (*want)[h], absl::StrCat("session level, ", prefix, ", kv head ", h));
+          !s.ok()) {
+        return s;
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RunDmsCase(const SafetensorsFile& file, const JsonValue& config) {
+  auto textproto = DmsTextproto(config);
+  if (!textproto.ok()) return textproto.status();
+  int steps = 0, heads = 0, kv_heads = 0, head_dim = 0;
+  for (auto [key, field] : {std::pair<const char*, int*>{"num_steps", &steps},
+                            {"num_heads", &heads},
+                            {"num_kv_heads", &kv_heads},
+                            {"head_dim", &head_dim}}) {
+    auto v = file.Metadata(key);
+    if (!v.ok()) return v.status();
+    *field = std::stoi(*v);
+  }
+  if (absl::Status s = DmsPolicyLevel(file, *textproto, steps, heads, kv_heads); !s.ok()) return s;
+  return DmsSessionLevel(file, *textproto, steps, heads, kv_heads, head_dim);
+}
+
 absl::Status RunKvpressCase(const SafetensorsFile& file, const JsonValue& config) {
+  const JsonValue* press = config.Find("press");
+  if (press != nullptr && press->is_string() && press->string() == "dms") {
+    return RunDmsCase(file, config);
+  }
   auto c = ReadCase(file, config);
   if (!c.ok()) return c.status();
   auto expected = LoadTensor(file, "kept.prefill");

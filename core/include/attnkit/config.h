@@ -71,6 +71,10 @@ struct EvictionOptions {
   bool expected_use_covariance = true;
   bool expected_use_vnorm = true;
   double expected_epsilon = 0.0;
+  // Threshold eviction (DMS): evict every token outside the areas whose score is below
+  // score_threshold; intermediate_tokens caps the survivors (0: no cap).
+  bool threshold_eviction = false;
+  double score_threshold = 0.0;
 
   int max_cache_tokens() const { return start_tokens + intermediate_tokens + recent_tokens; }
   // True when the refined size is decided per eviction by the attention-mass rule.

@@ -227,6 +227,8 @@ absl::StatusOr<EvictionOptions> ToEvictionOptions(const pb::EvictionConfig& c,
   o.defer_eviction_to_decode = c.defer_eviction_to_decode();
   o.rerotate_keys = c.rerotate_keys();
   o.random_seed = c.random_seed();
+  o.threshold_eviction = c.has_score_threshold();
+  o.score_threshold = c.score_threshold();
   if (c.has_expected_attention()) {
     const pb::ExpectedAttention& e = c.expected_attention();
     const EvictionAlgorithmDescriptor* d = FindEvictionAlgorithm(o.algorithm);
@@ -537,6 +539,28 @@ absl::Status ValidateEvictionOptions(const EvictionOptions& o, absl::string_view
     return FieldError(
         p, "pooling.before_window_only",
         absl::StrCat("only applies to ", AlgorithmsWith(kPoolsPrompt), ", not ", name));
+  }
+  if (o.threshold_eviction) {
+    if (!std::isfinite(o.score_threshold)) {
+      return FieldError(p, "score_threshold",
+                        absl::StrCat("must be finite, got ", o.score_threshold));
+    }
+    if (o.per_group) {
+      return FieldError(p, "score_threshold",
+                        "needs granularity: PER_TOKEN (tokens are compared one by one)");
+    }
+    if (algorithm->selection != EvictionSelection::kTopScores) {
+      return FieldError(p, "score_threshold", absl::StrCat(name, " has no scores to compare"));
+    }
+    if (o.refined_algorithm != RefinedAlgorithm::kNone) {
+      return FieldError(p, "refined.algorithm", "does not compose with score_threshold");
+    }
+    if (o.allocator != BudgetAllocator::kUniform) {
+      return FieldError(p, "budget.allocator",
+                        absl::StrCat(allocator->name,
+                                     " does not compose with score_threshold "
+                                     "(a threshold has no budget to allocate)"));
+    }
   }
   if (o.expected_future_positions <= 0) {
     return FieldError(p, "expected_attention.n_future_positions",

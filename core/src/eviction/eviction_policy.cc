@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include <ATen/Functions.h>
 
@@ -56,6 +57,9 @@ class EvictionPolicyImpl : public EvictionPolicy {
   }
   bool per_head() const override { return layout_.per_head; }
   int64_t LayerBudget(int layer) const override {
+    if (options_.threshold_eviction && options_.intermediate_tokens == 0) {
+      return std::numeric_limits<int64_t>::max();  // no cap: scores decide
+    }
     return options_.start_tokens + intermediate_[layer] + options_.recent_tokens;
   }
 
@@ -76,8 +80,12 @@ class EvictionPolicyImpl : public EvictionPolicy {
 
   bool OverBudget(int layer, const std::vector<int64_t>& lengths) const override {
     if (layer < 0 || layer >= static_cast<int>(layers_.size())) return false;
+    // Threshold eviction looks at every token between the areas after every call.
+    const int64_t limit = options_.threshold_eviction
+                              ? int64_t{options_.start_tokens} + options_.recent_tokens
+                              : LayerBudget(layer);
     for (int64_t len : lengths)
-      if (len > LayerBudget(layer)) return true;
+      if (len > limit) return true;
     return false;
   }
 
@@ -122,7 +130,11 @@ class EvictionPolicyImpl : public EvictionPolicy {
     }
     auto scores = scorer_->Scores(state, rows, keys, values);
     if (!scores.ok()) return scores.status();
-    if (allocator_.Has(kAllocatorPerHead)) {
+    if (options_.threshold_eviction) {
+      for (size_t r = 0; r < rows.size(); ++r) {
+        kept[r] = eviction::SelectThreshold((*scores)[r], rows[r], areas, options_.score_threshold);
+      }
+    } else if (allocator_.Has(kAllocatorPerHead)) {
       kept = eviction::SelectAdaKV(*scores, rows, areas, options_);
     } else {
       for (size_t r = 0; r < rows.size(); ++r) {

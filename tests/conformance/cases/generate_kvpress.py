@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Writes conformance cases from kvpress's own presses: what SnapKVPress, TOVAPress and
-ExpectedAttentionPress keep when they compress a prompt.
+ExpectedAttentionPress keep when they compress a prompt, and what DMSPress (threshold eviction,
+over KnormPress) keeps at the prompt and at every decode step.
 
 kvpress (github.com/NVIDIA/kvpress) is not shipped with attnkit: point --kvpress at a checkout
 of it. The presses are loaded from their files (kvpress/presses/*.py and kvpress/utils.py) without
@@ -120,7 +121,8 @@ def load_presses(root):
 
     for name in ["kvpress.utils", "kvpress.presses.base_press", "kvpress.presses.scorer_press",
                  "kvpress.presses.snapkv_press", "kvpress.presses.tova_press",
-                 "kvpress.presses.expected_attention_press"]:
+                 "kvpress.presses.expected_attention_press", "kvpress.presses.knorm_press",
+                 "kvpress.presses.dms_press"]:
         load(name)
     return sys.modules
 
@@ -239,6 +241,76 @@ def make_case(mods, name, press_name, params, heads, kv_heads, d, p, ratio, seed
     return meta, tensors
 
 
+# DMSPress (threshold eviction) over KnormPress, prefill then decoding: name, threshold, sliding
+# window, heads, kv heads, head_dim, prompt length, decode steps.
+DMS_CASES = [
+    ("threshold_kvpress_dms_knorm_a", -2.8, 8, 4, 2, 8, 24, 12),
+    ("threshold_kvpress_dms_knorm_w4", -3.0, 4, 2, 2, 8, 16, 10),
+    ("threshold_kvpress_dms_knorm_gqa4", -3.9, 6, 8, 2, 16, 20, 8),
+    ("threshold_kvpress_dms_knorm_prompt_in_window", -2.5, 32, 2, 1, 8, 12, 30),
+]
+
+
+class _Cache:
+    """The one-layer cache DMSPress's forward hook reads (cache.layers[i].keys/values)."""
+
+    def __init__(self):
+        self.layers = [types.SimpleNamespace(keys=None, values=None)]
+
+
+def make_dms_case(mods, threshold, window, heads, kv_heads, d, p, steps, seed):
+    """Runs DMSPress(KnormPress()) as a forward hook would: the prompt, then one token per step.
+    The press never drops rows (it masks them); the kept set of each kv head is every cached
+    position but the masked ones."""
+    torch.manual_seed(seed)
+    total = p + steps
+    q_pre = torch.randn(1, heads, total, d)
+    k_pre = torch.randn(1, kv_heads, total, d)
+    v = torch.randn(1, kv_heads, total, d)
+    layer = Layer(heads, kv_heads, d, THETA)
+    cos, sin = layer.rotary_emb(q_pre, torch.arange(total).unsqueeze(0))
+    q, k = rope(q_pre, cos, sin), rope(k_pre, cos, sin)
+    knorm = mods["kvpress.presses.knorm_press"].KnormPress()
+    press = mods["kvpress.presses.dms_press"].DMSPress(press=knorm, threshold=threshold,
+                                                       sliding_window_size=window, decoding=True)
+    cache = _Cache()
+    layer.masked_key_indices = None  # the attention patch clears it at prefill
+    tensors, scores = {}, []
+    for step in range(-1, steps):
+        first, n = (0, p) if step < 0 else (p + step, 1)
+        prefix = "prefill" if step < 0 else f"step.{step}"
+        cache.layers[0].keys = k[:, :, :first + n]
+        cache.layers[0].values = v[:, :, :first + n]
+        hidden = q_pre[:, :, first:first + n].transpose(1, 2).reshape(1, n, heads * d)
+        kwargs = {"hidden_states": hidden, "past_key_values": cache,
+                  "cache_position": torch.arange(first, first + n),
+                  "position_embeddings": (cos[:, first:first + n], sin[:, first:first + n])}
+        with torch.no_grad():
+            press.forward_hook(layer, [], kwargs, [None, None])
+        keep = [[1] * (first + n) for _ in range(kv_heads)]
+        if layer.masked_key_indices is not None:
+            _, heads_idx, tokens_idx = layer.masked_key_indices
+            for h, t in zip(heads_idx.tolist(), tokens_idx.tolist()):
+                keep[h][t] = 0
+        tensors[prefix + ".q"] = q[:, :, first:first + n]
+        tensors[prefix + ".k"] = k[:, :, first:first + n]
+        tensors[prefix + ".v"] = v[:, :, first:first + n]
+        tensors["keep_mask." + prefix] = torch.tensor(keep, dtype=torch.int64)
+    # Near-ties: no key norm within 1e-4 of the threshold.
+    norms = [abs(-math.sqrt(sum(x * x for x in row)) - threshold)
+             for row in k[0].reshape(kv_heads * total, d).tolist()]
+    if min(norms) < 1e-4:
+        return None
+    config = {"press": "dms", "scorer": "knorm", "threshold": threshold,
+              "sliding_window_size": window, "decoding": True}
+    meta = {"kind": "kvpress", "config": json.dumps(config, sort_keys=True),
+            "prefill_len": str(p), "num_heads": str(heads), "num_kv_heads": str(kv_heads),
+            "head_dim": str(d), "num_steps": str(steps), "seed": str(seed),
+            "rope_theta": str(THETA), "rope_interleaved": "false",
+            "torch_version": torch.__version__}
+    return meta, tensors
+
+
 def write_safetensors(path, meta, tensors):
     header, blobs, offset = {"__metadata__": meta}, [], 0
     for name in sorted(tensors):
@@ -276,6 +348,14 @@ def main():
         os.makedirs(folder, exist_ok=True)
         write_safetensors(os.path.join(folder, name + ".safetensors"), *case)
         print(f"{name}: seed {case[0]['seed']}, kept {list(case[1]['kept.prefill'].shape)}")
+    for name, threshold, window, heads, kv_heads, d, p, steps in DMS_CASES:
+        case = make_dms_case(mods, threshold, window, heads, kv_heads, d, p, steps, 2000)
+        assert case is not None, name
+        folder = os.path.join(args.out, "threshold")
+        os.makedirs(folder, exist_ok=True)
+        write_safetensors(os.path.join(folder, name + ".safetensors"), *case)
+        last = case[1][f"keep_mask.step.{steps - 1}"]
+        print(f"{name}: kept at the end {last.sum(1).tolist()} of {last.shape[1]}")
 
 
 if __name__ == "__main__":

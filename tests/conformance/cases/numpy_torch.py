@@ -160,6 +160,14 @@ class Tensor:
     def __le__(self, o):
         return Tensor(self.a <= _arr(o))
 
+    def __lt__(self, o):
+        return Tensor(self.a < _arr(o))
+
+    def __eq__(self, o):
+        return Tensor(self.a == _arr(o))
+
+    __hash__ = None
+
     def __bool__(self):
         return bool(self.a)
 
@@ -246,6 +254,10 @@ def triu(t, diagonal=0):
     rows, cols = a.shape[-2:]
     mask = np.triu(np.ones((rows, cols), dtype=bool), k=diagonal)
     return Tensor(np.where(mask, a, np.zeros((), dtype=a.dtype)))
+
+
+def where(condition):
+    return tuple(Tensor(i.astype(np.int64)) for i in np.nonzero(condition.a))
 
 
 def cat(tensors, dim=0):

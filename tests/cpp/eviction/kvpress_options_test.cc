@@ -4,6 +4,7 @@
 // its formula, in a session during decode, and the validation of every new field.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,7 @@
 #include "attnkit/eviction/eviction_policy.h"
 #include "attnkit/session/session.h"
 #include "eviction/scorers.h"
+#include "eviction/selection.h"
 
 namespace attnkit {
 namespace {
@@ -113,6 +115,64 @@ TEST(KvpressOptionsTest, NewFieldsAreValidatedByName) {
   EXPECT_FALSE(off.expected_use_vnorm);
   EXPECT_EQ(off.expected_future_positions, 7);
   EXPECT_EQ(off.expected_epsilon, 0.25);
+}
+
+TEST(ThresholdEvictionTest, KeepsAreasAndEveryTokenAtOrAboveTheThresholdUpToTheCap) {
+  // Positions 1..5 have scores 0.5, 0.1, 0.9, 0.7, 0.4; position 0 is the start area and 6 the
+  // recent one (its score is never read).
+  const std::vector<double> scores{0.5, 0.1, 0.9, 0.7, 0.4, 0.0};
+  eviction::Areas areas{1, 0, 1};
+  EXPECT_EQ(eviction::SelectThreshold(scores, 7, areas, 0.4),
+            (std::vector<int64_t>{0, 1, 3, 4, 5, 6}));
+  areas.intermediate = 2;  // the cap: the best two of those passing
+  EXPECT_EQ(eviction::SelectThreshold(scores, 7, areas, 0.4), (std::vector<int64_t>{0, 3, 4, 6}));
+  // A cache inside the areas keeps everything.
+  EXPECT_EQ(eviction::SelectThreshold({}, 2, areas, 0.4), (std::vector<int64_t>{0, 1}));
+}
+
+TEST(ThresholdEvictionTest, PolicyEvictsPerHeadAndReportsNoBudgetWithoutACap) {
+  auto policy = EvictionPolicy::Create(
+      Options("algorithm: KNORM granularity: PER_TOKEN per_head: true recent_tokens: 2 "
+              "score_threshold: -1.5"),
+      1, 2, 2);
+  ASSERT_TRUE(policy.ok()) << policy.status();
+  EXPECT_EQ((*policy)->LayerBudget(0), std::numeric_limits<int64_t>::max());
+  // Key norms: head 0 rows 1, 2, 1, 3, 1, 1; head 1 rows 2, 1, 1, 1, 2, 2 (the last two recent).
+  const std::vector<std::vector<double>> norms{{1, 2, 1, 3, 1, 1}, {2, 1, 1, 1, 2, 2}};
+  at::Tensor keys = at::zeros({2, 6, 4});
+  for (int h = 0; h < 2; ++h)
+    for (int t = 0; t < 6; ++t) keys[h][t][0] = norms[h][t];
+  EXPECT_TRUE((*policy)->OverBudget(0, {6, 6}));
+  auto kept = (*policy)->Select(0, {6, 6}, keys);
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  // Scores -||k|| >= -1.5 survive: norms of 1.
+  EXPECT_EQ((*kept)[0], (std::vector<int64_t>{0, 2, 4, 5}));
+  EXPECT_EQ((*kept)[1], (std::vector<int64_t>{1, 2, 3, 4, 5}));
+}
+
+TEST(ThresholdEvictionTest, ValidationNamesTheField) {
+  EXPECT_NE(ErrorOf("algorithm: KNORM recent_tokens: 4 score_threshold: nan")
+                .find("score_threshold: must be finite"),
+            std::string::npos);
+  auto grouped = ParseEvictionConfig(
+      "enabled: true algorithm: KNORM recent_tokens: 32 score_threshold: 1", true);
+  ASSERT_FALSE(grouped.ok());
+  EXPECT_NE(
+      std::string(grouped.status().message()).find("score_threshold: needs granularity: PER_TOKEN"),
+      std::string::npos)
+      << grouped.status();
+  EXPECT_NE(ErrorOf("algorithm: STREAMING_LLM recent_tokens: 4 score_threshold: 1")
+                .find("score_threshold: STREAMING_LLM has no scores to compare"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("algorithm: H2O recent_tokens: 4 intermediate_tokens: 4 score_threshold: 1 "
+                    "refined { algorithm: DIVERSEKV }")
+                .find("refined.algorithm: does not compose with score_threshold"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("algorithm: H2O recent_tokens: 4 per_head: true score_threshold: 1 "
+                    "budget { allocator: ADAKV }")
+                .find("budget.allocator: ADAKV does not compose with score_threshold"),
+            std::string::npos);
+  EXPECT_EQ(ErrorOf("algorithm: H2O recent_tokens: 4 score_threshold: 0.01"), "");
 }
 
 TEST(ExpectedAttentionTest, SessionWithoutRopeIsRejected) {

@@ -69,7 +69,8 @@ class EvictionPolicy {
   virtual ObservationNeeds needs() const = 0;
   // True when every kv head keeps its own tokens.
   virtual bool per_head() const = 0;
-  // Tokens a layer may hold (per kv head) after an eviction.
+  // Tokens a layer may hold (per kv head) after an eviction (the largest int64 for threshold
+  // eviction without a cap: the scores decide).
   virtual int64_t LayerBudget(int layer) const = 0;
 
   // Adds one step's attention to `layer`'s scores.
