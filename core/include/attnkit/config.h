@@ -28,10 +28,12 @@ enum class EvictionAlgorithm {
   kKeyDiff,
   kStreamingLLM,
   kRandom,
+  kExpectedAttention,
 };
 enum class RefinedAlgorithm { kNone, kKVCrush, kDiverseKV };
 enum class KVCrushAnchor { kAlternate, kZeros, kOnes, kMean, kRandom };
 enum class PoolingAlignment { kCentered, kForward };
+enum class PoolingKind { kMax, kAverage };
 enum class BudgetAllocator { kUniform, kPyramidKV, kAdaKV };
 enum class Normalization { kReferenceCounters, kNormSum };
 
@@ -61,6 +63,9 @@ struct EvictionOptions {
   double attention_mass_threshold = 0.9;
   int pool_kernel = 7;
   PoolingAlignment pool_alignment = PoolingAlignment::kCentered;
+  PoolingKind pool_kind = PoolingKind::kMax;
+  // SNAPKV: the prompt's pool covers only the keys before the observation window.
+  bool pool_before_window = false;
   BudgetAllocator allocator = BudgetAllocator::kUniform;
   double pyramid_min_ratio = 0.125;
   double adakv_floor = 0.2;
@@ -69,6 +74,15 @@ struct EvictionOptions {
   bool rerotate_keys = false;
   // RANDOM_SCORES's generator seed.
   uint64_t random_seed = 0;
+  // EXPECTED_ATTENTION (kvpress's ExpectedAttentionPress defaults).
+  int expected_future_positions = 512;
+  bool expected_use_covariance = true;
+  bool expected_use_vnorm = true;
+  double expected_epsilon = 0.0;
+  // Threshold eviction (DMS): evict every token outside the areas whose score is below
+  // score_threshold; intermediate_tokens caps the survivors (0: no cap).
+  bool threshold_eviction = false;
+  double score_threshold = 0.0;
   // Sessions evict on every interval_steps-th decode (single-token) call of a layer (1: every one).
   int interval_steps = 1;
 

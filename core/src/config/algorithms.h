@@ -35,6 +35,13 @@ enum EvictionCapability : uint32_t {
   kAllocatable = 1u << 3,
   // Scores from the cached keys: Select() needs them.
   kNeedsKeys = 1u << 4,
+  // Pools its scores along the keys (pooling.kernel_size, alignment and kind apply).
+  kPooled = 1u << 5,
+  // Pools the prompt's window sums, so pooling.before_window_only applies.
+  kPoolsPrompt = 1u << 6,
+  // Scores from the statistics of the pre-RoPE queries: needs SessionConfig.rope, and the
+  // expected_attention options apply.
+  kQueryStatistics = 1u << 7,
 };
 
 // How the kept positions follow from the scores.
@@ -51,13 +58,15 @@ enum class EvictionSelection {
 #define ATTNKIT_EVICTION_ALGORITHMS(X)                                                 \
   X(H2O, kH2O, Accumulating, kTopScores, 0, kNormalizable | kRefinable | kAllocatable) \
   X(SNAPKV, kSnapKV, Accumulating, kTopScores, 8,                                      \
-    kTakesWindow | kNormalizable | kRefinable | kAllocatable)                          \
-  X(RKV, kRKV, Rkv, kTopScores, 8, kTakesWindow | kRefinable | kAllocatable)           \
+    kTakesWindow | kNormalizable | kRefinable | kAllocatable | kPooled | kPoolsPrompt) \
+  X(RKV, kRKV, Rkv, kTopScores, 8, kTakesWindow | kRefinable | kAllocatable | kPooled) \
   X(TOVA, kTOVA, Tova, kTopScores, 0, kRefinable | kAllocatable)                       \
   X(KNORM, kKNorm, Key, kTopScores, 0, kRefinable | kAllocatable | kNeedsKeys)         \
   X(KEYDIFF, kKeyDiff, Key, kTopScores, 0, kRefinable | kAllocatable | kNeedsKeys)     \
   X(STREAMING_LLM, kStreamingLLM, Position, kStartAndNewest, 0, 0u)                    \
-  X(RANDOM_SCORES, kRandom, Random, kTopScores, 0, kRefinable | kAllocatable)
+  X(RANDOM_SCORES, kRandom, Random, kTopScores, 0, kRefinable | kAllocatable)          \
+  X(EXPECTED_ATTENTION, kExpectedAttention, ExpectedAttention, kTopScores, 0,          \
+    kRefinable | kAllocatable | kNeedsKeys | kQueryStatistics)
 
 struct EvictionAlgorithmDescriptor {
   EvictionAlgorithm algorithm;

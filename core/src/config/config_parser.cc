@@ -172,6 +172,8 @@ absl::StatusOr<EvictionOptions> ToEvictionOptions(const pb::EvictionConfig& c,
       pb::KvCrushAnchor_IsValid, c.refined().kvcrush_anchor(), p, "refined.kvcrush_anchor"));
   ATTNKIT_RETURN_IF_ERROR(CheckEnum<pb::Pooling::Alignment>(
       pb::Pooling::Alignment_IsValid, c.pooling().alignment(), p, "pooling.alignment"));
+  ATTNKIT_RETURN_IF_ERROR(CheckEnum<pb::Pooling::Kind>(pb::Pooling::Kind_IsValid,
+                                                       c.pooling().kind(), p, "pooling.kind"));
   ATTNKIT_RETURN_IF_ERROR(CheckEnum<pb::BudgetAllocation::Allocator>(
       pb::BudgetAllocation::Allocator_IsValid, c.budget().allocator(), p, "budget.allocator"));
   ATTNKIT_RETURN_IF_ERROR(CheckEnum<pb::EvictionConfig::Normalization>(
@@ -215,6 +217,9 @@ absl::StatusOr<EvictionOptions> ToEvictionOptions(const pb::EvictionConfig& c,
   if (c.pooling().kernel_size() != 0) o.pool_kernel = c.pooling().kernel_size();
   o.pool_alignment = c.pooling().alignment() == pb::Pooling::FORWARD ? PoolingAlignment::kForward
                                                                      : PoolingAlignment::kCentered;
+  o.pool_kind =
+      c.pooling().kind() == pb::Pooling::AVERAGE ? PoolingKind::kAverage : PoolingKind::kMax;
+  o.pool_before_window = c.pooling().before_window_only();
   const auto& b = c.budget();
   o.allocator = FromProto(b.allocator());
   if (b.pyramid_min_ratio() != 0) o.pyramid_min_ratio = b.pyramid_min_ratio();
@@ -226,6 +231,21 @@ absl::StatusOr<EvictionOptions> ToEvictionOptions(const pb::EvictionConfig& c,
   o.random_seed = c.random_seed();
   ATTNKIT_RETURN_IF_ERROR(NonNegative(c.schedule().interval_steps(), p, "schedule.interval_steps"));
   o.interval_steps = std::max(1, c.schedule().interval_steps());
+  o.threshold_eviction = c.has_score_threshold();
+  o.score_threshold = c.score_threshold();
+  if (c.has_expected_attention()) {
+    const pb::ExpectedAttention& e = c.expected_attention();
+    const EvictionAlgorithmDescriptor* d = FindEvictionAlgorithm(o.algorithm);
+    if (d == nullptr || !d->Has(kQueryStatistics)) {
+      return FieldError(p, "expected_attention",
+                        absl::StrCat("only applies to ", AlgorithmsWith(kQueryStatistics), ", not ",
+                                     EvictionAlgorithmName(o.algorithm)));
+    }
+    if (e.n_future_positions() != 0) o.expected_future_positions = e.n_future_positions();
+    if (e.has_use_covariance()) o.expected_use_covariance = e.use_covariance();
+    if (e.has_use_vnorm()) o.expected_use_vnorm = e.use_vnorm();
+    o.expected_epsilon = e.epsilon();
+  }
   return o;
 }
 
@@ -327,6 +347,14 @@ absl::Status ValidateSession(const SessionOptions& o, bool check_eviction) {
       return FieldError("", "rope.theta", absl::StrCat("must be positive, got ", o.rope.theta));
     }
     if (o.head_dim % 2 != 0) return FieldError("", "head_dim", "must be even to use rope");
+  }
+  const EvictionAlgorithmDescriptor* algorithm = FindEvictionAlgorithm(o.eviction.algorithm);
+  if (o.eviction.enabled && algorithm != nullptr && algorithm->Has(kQueryStatistics) &&
+      !o.has_rope) {
+    return FieldError("", "eviction.algorithm",
+                      absl::StrCat(algorithm->name,
+                                   " needs the rope message (theta, layout): it un-rotates the "
+                                   "queries to take their statistics"));
   }
   if (o.eviction.enabled && o.eviction.rerotate_keys) {
     if (!o.has_rope) {
@@ -515,6 +543,46 @@ absl::Status ValidateEvictionOptions(const EvictionOptions& o, absl::string_view
   if (o.pool_alignment == PoolingAlignment::kCentered && o.pool_kernel % 2 == 0) {
     return FieldError(p, "pooling.kernel_size",
                       absl::StrCat("must be odd for CENTERED pooling, got ", o.pool_kernel));
+  }
+  if (o.pool_kind != PoolingKind::kMax && !algorithm->Has(kPooled)) {
+    return FieldError(
+        p, "pooling.kind",
+        absl::StrCat("AVERAGE only applies to ", AlgorithmsWith(kPooled), ", not ", name));
+  }
+  if (o.pool_before_window && !algorithm->Has(kPoolsPrompt)) {
+    return FieldError(
+        p, "pooling.before_window_only",
+        absl::StrCat("only applies to ", AlgorithmsWith(kPoolsPrompt), ", not ", name));
+  }
+  if (o.threshold_eviction) {
+    if (!std::isfinite(o.score_threshold)) {
+      return FieldError(p, "score_threshold",
+                        absl::StrCat("must be finite, got ", o.score_threshold));
+    }
+    if (o.per_group) {
+      return FieldError(p, "score_threshold",
+                        "needs granularity: PER_TOKEN (tokens are compared one by one)");
+    }
+    if (algorithm->selection != EvictionSelection::kTopScores) {
+      return FieldError(p, "score_threshold", absl::StrCat(name, " has no scores to compare"));
+    }
+    if (o.refined_algorithm != RefinedAlgorithm::kNone) {
+      return FieldError(p, "refined.algorithm", "does not compose with score_threshold");
+    }
+    if (o.allocator != BudgetAllocator::kUniform) {
+      return FieldError(p, "budget.allocator",
+                        absl::StrCat(allocator->name,
+                                     " does not compose with score_threshold "
+                                     "(a threshold has no budget to allocate)"));
+    }
+  }
+  if (o.expected_future_positions <= 0) {
+    return FieldError(p, "expected_attention.n_future_positions",
+                      absl::StrCat("must be positive, got ", o.expected_future_positions));
+  }
+  if (!(o.expected_epsilon >= 0 && std::isfinite(o.expected_epsilon))) {
+    return FieldError(p, "expected_attention.epsilon",
+                      absl::StrCat("must be finite and non-negative, got ", o.expected_epsilon));
   }
   if (!(o.pyramid_min_ratio > 0 && o.pyramid_min_ratio <= 1)) {
     return FieldError(p, "budget.pyramid_min_ratio",

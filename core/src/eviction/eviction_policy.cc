@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include <ATen/Functions.h>
 
@@ -56,6 +57,9 @@ class EvictionPolicyImpl : public EvictionPolicy {
   }
   bool per_head() const override { return layout_.per_head; }
   int64_t LayerBudget(int layer) const override {
+    if (options_.threshold_eviction && options_.intermediate_tokens == 0) {
+      return std::numeric_limits<int64_t>::max();  // no cap: scores decide
+    }
     return options_.start_tokens + intermediate_[layer] + options_.recent_tokens;
   }
 
@@ -63,6 +67,7 @@ class EvictionPolicyImpl : public EvictionPolicy {
     if (absl::Status s = CheckLayer(layer); !s.ok()) return s;
     const at::Tensor& any = obs.window_rows.defined() ? obs.window_rows : obs.all_queries_sum;
     const ObservationNeeds n = scorer_->needs();
+    if (n.queries) return scorer_->Observe(layers_[layer], obs, {});  // no attention read
     if (n.window_rows == 0 && !n.all_queries_sum && !any.defined()) {
       return absl::OkStatus();  // position- or key-based scorers learn nothing from attention
     }
@@ -82,13 +87,18 @@ class EvictionPolicyImpl : public EvictionPolicy {
 
   bool OverBudget(int layer, const std::vector<int64_t>& lengths) const override {
     if (layer < 0 || layer >= static_cast<int>(layers_.size())) return false;
+    // Threshold eviction looks at every token between the areas after every call.
+    const int64_t limit = options_.threshold_eviction
+                              ? int64_t{options_.start_tokens} + options_.recent_tokens
+                              : LayerBudget(layer);
     for (int64_t len : lengths)
-      if (len > LayerBudget(layer)) return true;
+      if (len > limit) return true;
     return false;
   }
 
+  using EvictionPolicy::Select;
   absl::StatusOr<KeptPositions> Select(int layer, const std::vector<int64_t>& lengths,
-                                       const at::Tensor& keys) override {
+                                       const at::Tensor& keys, const at::Tensor& values) override {
     if (absl::Status s = CheckLayer(layer); !s.ok()) return s;
     auto rows_or = RowLengths(lengths);
     if (!rows_or.ok()) return rows_or.status();
@@ -111,15 +121,27 @@ class EvictionPolicyImpl : public EvictionPolicy {
             ", cache tokens, head_dim]"));
       }
     }
+    if (needs().values) {
+      if (!values.defined() || values.dim() != 3 || values.size(0) != layout_.num_kv_heads ||
+          values.size(1) < *std::max_element(rows.begin(), rows.end())) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("values: ", algorithm_.name, " needs the cached values [num_kv_heads=",
+                         layout_.num_kv_heads, ", cache tokens, head_dim]"));
+      }
+    }
     const Areas areas{options_.start_tokens, intermediate_[layer], options_.recent_tokens};
     LayerScores& state = layers_[layer];
     if (algorithm_.selection == EvictionSelection::kStartAndNewest) {
       for (size_t r = 0; r < rows.size(); ++r) kept[r] = eviction::SelectStreaming(rows[r], areas);
       return kept;
     }
-    auto scores = scorer_->Scores(state, rows, keys);
+    auto scores = scorer_->Scores(state, rows, keys, values);
     if (!scores.ok()) return scores.status();
-    if (allocator_.Has(kAllocatorPerHead)) {
+    if (options_.threshold_eviction) {
+      for (size_t r = 0; r < rows.size(); ++r) {
+        kept[r] = eviction::SelectThreshold((*scores)[r], rows[r], areas, options_.score_threshold);
+      }
+    } else if (allocator_.Has(kAllocatorPerHead)) {
       kept = eviction::SelectAdaKV(*scores, rows, areas, options_);
     } else {
       for (size_t r = 0; r < rows.size(); ++r) {

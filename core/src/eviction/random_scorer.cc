@@ -31,6 +31,7 @@ class RandomScorer : public Scorer {
 
   absl::StatusOr<std::vector<std::vector<double>>> Scores(LayerScores&,
                                                           const std::vector<int64_t>& row_lengths,
+                                                          const at::Tensor&,
                                                           const at::Tensor&) override {
     const int64_t tokens = *std::max_element(row_lengths.begin(), row_lengths.end());
     at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(options_.random_seed);

@@ -116,13 +116,25 @@ class AccumulatingScorer : public Scorer {
       return s;
     const bool first = !state.observed;
     std::vector<std::vector<double>> rows;
-    if (first && windowed && options_.pool_kernel > 1) {
-      // The prompt: pool each head's window sums before summing heads (SnapKV).
+    if (first && windowed &&
+        (options_.pool_kernel > 1 || options_.pool_kind != PoolingKind::kMax)) {
+      // The prompt: pool each head's window sums before summing heads (SnapKV). With
+      // before_window_only the pool covers the keys before the window's queries alone; the
+      // window's own keys keep their sums.
       std::vector<std::vector<double>> per_head = SumRows(source);
+      const int64_t window = source.size(1);
       for (int h = 0; h < layout_.num_heads; ++h) {
-        const int64_t len = row_lengths[layout_.RowOfHead(h)];
-        per_head[h].resize(std::min<int64_t>(len, per_head[h].size()));
-        per_head[h] = MaxPool(per_head[h], options_.pool_kernel, options_.pool_alignment);
+        const int64_t len =
+            std::min<int64_t>(row_lengths[layout_.RowOfHead(h)], per_head[h].size());
+        per_head[h].resize(len);
+        if (!options_.pool_before_window) {
+          per_head[h] = Pool(per_head[h], options_);
+          continue;
+        }
+        const int64_t before = std::max<int64_t>(len - window, 0);
+        std::vector<double> pooled =
+            Pool(std::vector<double>(per_head[h].begin(), per_head[h].begin() + before), options_);
+        std::copy(pooled.begin(), pooled.end(), per_head[h].begin());
       }
       rows = ReduceHeads(per_head, layout_, row_lengths, /*mean=*/false);
       DropStart(rows, options_.start_tokens);
@@ -153,6 +165,7 @@ class AccumulatingScorer : public Scorer {
 
   absl::StatusOr<std::vector<std::vector<double>>> Scores(LayerScores& state,
                                                           const std::vector<int64_t>& row_lengths,
+                                                          const at::Tensor&,
                                                           const at::Tensor&) override {
     std::vector<std::vector<double>> out = state.scores;
     out.resize(layout_.rows());
@@ -262,6 +275,7 @@ class RkvScorer : public Scorer {
 
   absl::StatusOr<std::vector<std::vector<double>>> Scores(LayerScores& state,
                                                           const std::vector<int64_t>& row_lengths,
+                                                          const at::Tensor&,
                                                           const at::Tensor&) override {
     if (!state.window.defined()) {
       return absl::FailedPreconditionError("R-KV has no attention rows: observe before selecting");
@@ -272,8 +286,8 @@ class RkvScorer : public Scorer {
       const int64_t len = row_lengths[layout_.RowOfHead(h)];
       per_head[h].resize(std::min<int64_t>(len, per_head[h].size()));
       for (double& v : per_head[h]) v /= count;
-      if (options_.pool_kernel > 1) {
-        per_head[h] = MaxPool(per_head[h], options_.pool_kernel, options_.pool_alignment);
+      if (options_.pool_kernel > 1 || options_.pool_kind != PoolingKind::kMax) {
+        per_head[h] = Pool(per_head[h], options_);
       }
     }
     auto rows = ReduceHeads(per_head, layout_, row_lengths, /*mean=*/true);
@@ -313,6 +327,7 @@ class TovaScorer : public Scorer {
   }
   absl::StatusOr<std::vector<std::vector<double>>> Scores(LayerScores& state,
                                                           const std::vector<int64_t>& row_lengths,
+                                                          const at::Tensor&,
                                                           const at::Tensor&) override {
     for (int r = 0; r < layout_.rows(); ++r) {
       const size_t n = std::max<int64_t>(row_lengths[r] - options_.start_tokens, 0);
@@ -348,7 +363,8 @@ class KeyScorer : public Scorer {
   }
   absl::StatusOr<std::vector<std::vector<double>>> Scores(LayerScores&,
                                                           const std::vector<int64_t>& row_lengths,
-                                                          const at::Tensor& keys) override {
+                                                          const at::Tensor& keys,
+                                                          const at::Tensor&) override {
     if (!keys.defined() || keys.dim() != 3 || keys.size(0) != layout_.num_kv_heads) {
       return absl::InvalidArgumentError(absl::StrCat(
           "keys: expected [num_kv_heads=", layout_.num_kv_heads, ", tokens, head_dim]"));
@@ -404,6 +420,7 @@ class PositionScorer : public Scorer {
     return absl::OkStatus();
   }
   absl::StatusOr<std::vector<std::vector<double>>> Scores(LayerScores&, const std::vector<int64_t>&,
+                                                          const at::Tensor&,
                                                           const at::Tensor&) override {
     return std::vector<std::vector<double>>{};
   }
@@ -425,6 +442,28 @@ std::vector<double> MaxPool(const std::vector<double>& values, int kernel,
     out[i] = m;
   }
   return out;
+}
+
+std::vector<double> AveragePool(const std::vector<double>& values, int kernel,
+                                PoolingAlignment alignment) {
+  const int64_t n = values.size();
+  std::vector<double> out(n);
+  const int64_t before = alignment == PoolingAlignment::kCentered ? kernel / 2 : 0;
+  const int64_t after = kernel - 1 - before;
+  for (int64_t i = 0; i < n; ++i) {
+    double sum = 0;
+    const int64_t lo = std::max<int64_t>(0, i - before), hi = std::min<int64_t>(n - 1, i + after);
+    for (int64_t j = lo; j <= hi; ++j) sum += values[j];
+    out[i] = sum / kernel;
+  }
+  return out;
+}
+
+std::vector<double> Pool(const std::vector<double>& values, const EvictionOptions& options) {
+  if (options.pool_kind == PoolingKind::kAverage) {
+    return AveragePool(values, options.pool_kernel, options.pool_alignment);
+  }
+  return MaxPool(values, options.pool_kernel, options.pool_alignment);
 }
 
 std::vector<std::vector<double>> RowsFromKvHeads(const std::vector<std::vector<double>>& per_kv,

@@ -23,6 +23,11 @@ struct LayerScores {
   std::vector<std::vector<double>> scores;    // [rows][n]
   std::vector<std::vector<double>> counters;  // [rows][n] (normalize_scores)
   at::Tensor window;                          // R-KV: [H, rows, K] recent attention rows
+  // EXPECTED_ATTENTION: running sums over the pre-RoPE queries past the start area, per query
+  // head ([H, d] and [H, d, d], float64), their count, and the position after the newest query.
+  at::Tensor query_sum, query_outer;
+  int64_t query_count = 0;
+  int64_t next_position = 0;
 };
 
 // Shape facts every scorer needs.
@@ -43,9 +48,11 @@ class Scorer {
   virtual absl::Status Observe(LayerScores& state, const Observation& observation,
                                const std::vector<int64_t>& row_lengths) = 0;
   // Token scores of positions S.. per row (row r has row_lengths[r] - S entries, none if <= S).
-  // Called only when the layer evicts.
+  // Called only when the layer evicts; `keys` and `values` ([Hkv, Kmax, d]) are defined when
+  // needs() asks for them.
   virtual absl::StatusOr<std::vector<std::vector<double>>> Scores(
-      LayerScores& state, const std::vector<int64_t>& row_lengths, const at::Tensor& keys) = 0;
+      LayerScores& state, const std::vector<int64_t>& row_lengths, const at::Tensor& keys,
+      const at::Tensor& values) = 0;
   // Drops the state of evicted tokens; `kept` are per-row cache positions, ascending.
   virtual void Compact(LayerScores& state, const KeptPositions& kept) = 0;
 };
@@ -65,6 +72,15 @@ std::vector<std::vector<double>> RowsFromKvHeads(const std::vector<std::vector<d
 // (each entry takes the max of itself and the kernel-1 entries after it).
 std::vector<double> MaxPool(const std::vector<double>& values, int kernel,
                             PoolingAlignment alignment);
+
+// Average pooling with the same windows: each entry is the sum of the values its window covers
+// divided by `kernel`, positions outside the vector counted as zeros (PyTorch's avg_pool1d with
+// count_include_pad, as kvpress's SnapKVPress).
+std::vector<double> AveragePool(const std::vector<double>& values, int kernel,
+                                PoolingAlignment alignment);
+
+// The configured pooling of `values` (options.pool_kind, pool_kernel, pool_alignment).
+std::vector<double> Pool(const std::vector<double>& values, const EvictionOptions& options);
 
 }  // namespace attnkit::eviction
 

@@ -278,6 +278,30 @@ std::vector<int64_t> SelectRow(const std::vector<double>& scores, int64_t cache_
   return positions;
 }
 
+std::vector<int64_t> SelectThreshold(const std::vector<double>& scores, int64_t cache_len,
+                                     const Areas& areas, double threshold) {
+  const int64_t start = std::min(areas.start, cache_len);
+  const int64_t end = std::max(start, cache_len - areas.recent);  // first recent position
+  std::vector<int64_t> passing;                                   // score indices (position - S)
+  for (int64_t p = start; p < end; ++p) {
+    if (scores[p - areas.start] >= threshold) passing.push_back(p - areas.start);
+  }
+  if (areas.intermediate > 0 && static_cast<int64_t>(passing.size()) > areas.intermediate) {
+    std::vector<double> values(passing.size());
+    for (size_t i = 0; i < passing.size(); ++i) values[i] = scores[passing[i]];
+    std::vector<int64_t> best = TopK(values, areas.intermediate);
+    std::vector<int64_t> capped;
+    for (int64_t i : best) capped.push_back(passing[i]);
+    std::sort(capped.begin(), capped.end());
+    passing = std::move(capped);
+  }
+  std::vector<int64_t> kept;
+  for (int64_t p = 0; p < start; ++p) kept.push_back(p);
+  for (int64_t i : passing) kept.push_back(i + areas.start);
+  for (int64_t p = end; p < cache_len; ++p) kept.push_back(p);
+  return kept;
+}
+
 std::vector<int64_t> SelectStreaming(int64_t cache_len, const Areas& areas) {
   std::vector<int64_t> positions;
   const int64_t tail = areas.intermediate + areas.recent;

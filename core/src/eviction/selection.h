@@ -25,6 +25,12 @@ std::vector<int64_t> SelectRow(const std::vector<double>& scores, int64_t cache_
                                const Areas& areas, const EvictionOptions& options,
                                const at::Tensor& keys, std::mt19937_64& rng);
 
+// Threshold eviction (DMS): the start and recent areas plus every token between them whose score
+// is at least `threshold`; with areas.intermediate > 0, only the best intermediate of those
+// (torch.topk's set among ties).
+std::vector<int64_t> SelectThreshold(const std::vector<double>& scores, int64_t cache_len,
+                                     const Areas& areas, double threshold);
+
 // StreamingLLM: the start area and the newest intermediate + recent tokens.
 std::vector<int64_t> SelectStreaming(int64_t cache_len, const Areas& areas);
 

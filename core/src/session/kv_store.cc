@@ -21,6 +21,14 @@ KvStore::KvStore(const StoreContext& context, at::Device device)
 }
 
 at::Tensor KvStore::SequenceKeys(int layer_index, int64_t b) const {
+  return SequenceRows(layer_index, b, /*values=*/false);
+}
+
+at::Tensor KvStore::SequenceValues(int layer_index, int64_t b) const {
+  return SequenceRows(layer_index, b, /*values=*/true);
+}
+
+at::Tensor KvStore::SequenceRows(int layer_index, int64_t b, bool values) const {
   const SessionOptions& o = *context_.options;
   const Layer& layer = layers_[layer_index];
   int64_t max_len = 0;
@@ -31,7 +39,7 @@ at::Tensor KvStore::SequenceKeys(int layer_index, int64_t b) const {
                               at::TensorOptions().dtype(at::kFloat).device(device_));
   for (int h = 0; h < o.num_kv_heads; ++h) {
     const HeadCache& cache = layer.heads[b * o.num_kv_heads + h];
-    keys[h].narrow(0, 0, cache.length).copy_(Gather(layer, cache, false));
+    keys[h].narrow(0, 0, cache.length).copy_(Gather(layer, cache, values));
   }
   return keys;
 }

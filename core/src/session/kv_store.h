@@ -81,6 +81,8 @@ class KvStore {
   // Float32 keys of every kv head of sequence b, [Hkv, max_len, d] zero-padded, on device() (what
   // the scorers that read keys take).
   at::Tensor SequenceKeys(int layer, int64_t b) const;
+  // The same for the values (what EXPECTED_ATTENTION's value norms read).
+  at::Tensor SequenceValues(int layer, int64_t b) const;
   const HeadCache& head(int layer, int64_t index) const { return layers_[layer].heads[index]; }
   // Tokens appended so far to sequence b of `layer` (evicted ones included).
   int64_t appended(int layer, int64_t b) const { return layers_[layer].seen[b]; }
@@ -97,6 +99,7 @@ class KvStore {
 
  protected:
   KvStore(const StoreContext& context, at::Device device);
+  at::Tensor SequenceRows(int layer, int64_t b, bool values) const;
 
   struct Layer {
     std::unique_ptr<PagePool> pool;

@@ -105,7 +105,7 @@ class SessionImpl : public Session {
 
     const auto t1 = Clock::now();
     for (int64_t b = 0; b < static_cast<int64_t>(policies_.size()); ++b) {
-      ATTNKIT_RETURN_IF_ERROR(ObserveAndEvict(layer, b, step, T));
+      ATTNKIT_RETURN_IF_ERROR(ObserveAndEvict(layer, b, step, q, first_rotated, T));
     }
     policy_seconds_ += Seconds(t1);
     ++layers_[layer].steps;
@@ -269,7 +269,11 @@ class SessionImpl : public Session {
   }
 
   // The policy's part of a step for sequence b: observe, and evict when over budget.
-  absl::Status ObserveAndEvict(int layer, int64_t b, const session::StepResult& step, int64_t T) {
+  // `step_queries`: the call's q [B, H, T, d]; `first_rotated[b]`: the RoPE position of sequence
+  // b's first new token.
+  absl::Status ObserveAndEvict(int layer, int64_t b, const session::StepResult& step,
+                               const at::Tensor& step_queries,
+                               const std::vector<int64_t>& first_rotated, int64_t T) {
     const SessionOptions& o = options_;
     EvictionPolicy& policy = *policies_[b];
     std::vector<int64_t> lengths(o.num_kv_heads);
@@ -280,6 +284,11 @@ class SessionImpl : public Session {
     if (step.window_rows.defined()) obs.window_rows = step.window_rows[b].narrow(2, 0, max_len);
     if (step.column_sums.defined()) obs.all_queries_sum = step.column_sums[b].narrow(1, 0, max_len);
     if (policy.per_head()) obs.lengths = lengths;
+    if (policy.needs().queries) {
+      obs.queries = step_queries[b];
+      obs.first_position = first_rotated[b];
+      obs.rope = o.has_rope ? &o.rope : nullptr;
+    }
     ATTNKIT_RETURN_IF_ERROR(policy.Observe(layer, obs));
     if (o.eviction.defer_eviction_to_decode && T > 1) return absl::OkStatus();
     if (T == 1 && o.eviction.interval_steps > 1) {
@@ -293,7 +302,9 @@ class SessionImpl : public Session {
         policy.per_head() ? lengths : std::vector<int64_t>{lengths[0]};
     if (!policy.OverBudget(layer, select_lengths)) return absl::OkStatus();
     const at::Tensor keys = policy.needs().keys ? store_->SequenceKeys(layer, b) : at::Tensor();
-    ATTNKIT_ASSIGN_OR_RETURN(auto kept, policy.Select(layer, select_lengths, keys));
+    const at::Tensor values =
+        policy.needs().values ? store_->SequenceValues(layer, b) : at::Tensor();
+    ATTNKIT_ASSIGN_OR_RETURN(auto kept, policy.Select(layer, select_lengths, keys, values));
     LayerCounters& counters = layers_[layer];
     for (int h = 0; h < o.num_kv_heads; ++h) {
       const int64_t index = HeadIndex(b, h);

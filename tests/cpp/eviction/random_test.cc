@@ -74,7 +74,8 @@ TEST(RandomEvictionTest, DrawsAndSelectionsMatchPyTorch) {
     auto scorer = eviction::MakeScorer(whole, layout);
     ASSERT_NE(scorer, nullptr);
     eviction::LayerScores state;
-    auto scores = scorer->Scores(state, std::vector<int64_t>(heads, tokens), at::Tensor());
+    auto scores =
+        scorer->Scores(state, std::vector<int64_t>(heads, tokens), at::Tensor(), at::Tensor());
     ASSERT_TRUE(scores.ok()) << scores.status();
     const auto& expected = c.Find("scores")->array();
     ASSERT_EQ(scores->size(), expected.size());
@@ -125,7 +126,7 @@ TEST(RandomEvictionTest, DrawsAreUniformOnZeroOne) {
   eviction::HeadLayout layout{4, 4, /*per_head=*/true};
   auto scorer = eviction::MakeScorer(o, layout);
   eviction::LayerScores state;
-  auto scores = scorer->Scores(state, std::vector<int64_t>(4, 5000), at::Tensor());
+  auto scores = scorer->Scores(state, std::vector<int64_t>(4, 5000), at::Tensor(), at::Tensor());
   ASSERT_TRUE(scores.ok());
   std::vector<int> deciles(10, 0);
   double sum = 0;

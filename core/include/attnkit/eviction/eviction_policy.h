@@ -29,6 +29,10 @@ struct ObservationNeeds {
   bool all_queries_sum = false;
   // Keys of the cache at selection time.
   bool keys = false;
+  // Values of the cache at selection time.
+  bool values = false;
+  // The call's queries with their RoPE positions and the RoPE layout (Observation::queries).
+  bool queries = false;
 };
 
 // Attention of one step of one layer, summed over the batch of the sequence group.
@@ -40,6 +44,13 @@ struct Observation {
   // Per kv head cache lengths for per-head policies (padded entries past a head's length are
   // ignored); empty: every head has K tokens.
   std::vector<int64_t> lengths;
+  // [H, T, d]: every query of the call as the host gave it, RoPE applied at positions
+  // first_position, first_position + 1, ... (when needs().queries; else undefined).
+  at::Tensor queries;
+  int64_t first_position = 0;
+  // The RoPE layout the queries were rotated with; nullptr when unknown (the policy-level C ABI,
+  // which hands attention weights only).
+  const RopeOptions* rope = nullptr;
 };
 
 // Kept positions (indices into the cache as it is, ascending) per row: one row for layer-wide
@@ -58,7 +69,8 @@ class EvictionPolicy {
   virtual ObservationNeeds needs() const = 0;
   // True when every kv head keeps its own tokens.
   virtual bool per_head() const = 0;
-  // Tokens a layer may hold (per kv head) after an eviction.
+  // Tokens a layer may hold (per kv head) after an eviction (the largest int64 for threshold
+  // eviction without a cap: the scores decide).
   virtual int64_t LayerBudget(int layer) const = 0;
 
   // Adds one step's attention to `layer`'s scores.
@@ -68,10 +80,16 @@ class EvictionPolicy {
                               const std::vector<int64_t>& lengths = {});
 
   // Decides what `layer` keeps. `lengths`: per kv head cache lengths (size 1 or num_kv_heads);
-  // `keys`: [Hkv, Kmax, d] float32 when needs().keys, else may be undefined. When no row is over
-  // budget, returns every position and changes nothing.
+  // `keys`: [Hkv, Kmax, d] float32 when needs().keys, else may be undefined; `values` the same
+  // when needs().values. When no row is over budget, returns every position and changes nothing.
   virtual absl::StatusOr<KeptPositions> Select(int layer, const std::vector<int64_t>& lengths,
-                                               const at::Tensor& keys) = 0;
+                                               const at::Tensor& keys,
+                                               const at::Tensor& values) = 0;
+  // Select() without values (for policies that do not need them).
+  absl::StatusOr<KeptPositions> Select(int layer, const std::vector<int64_t>& lengths,
+                                       const at::Tensor& keys) {
+    return Select(layer, lengths, keys, at::Tensor());
+  }
   // True when Select() would evict from some row.
   virtual bool OverBudget(int layer, const std::vector<int64_t>& lengths) const = 0;
 
