@@ -20,14 +20,6 @@ namespace {
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 #ifdef ATTNKIT_AVX2
-inline float HorizontalSum(__m256 v) {
-  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-  lo = _mm_add_ps(lo, hi);
-  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-  lo = _mm_add_ss(lo, _mm_shuffle_ps(lo, lo, 1));
-  return _mm_cvtss_f32(lo);
-}
-
 // Cephes-style expf: range reduction by ln 2, degree-5 polynomial, exponent by integer add.
 inline __m256 Exp8(__m256 x) {
   const __m256 max_x = _mm256_set1_ps(88.3762626647949f), min_x = _mm256_set1_ps(-87.3365447504f);
@@ -127,7 +119,7 @@ namespace avx2 {
 #define VFMA(a, b, c) _mm256_fmadd_ps(a, b, c)
 #define VMUL(a, b) _mm256_mul_ps(a, b)
 #define VADD(a, b) _mm256_add_ps(a, b)
-#define VHSUM(v) HorizontalSum(v)
+#define VHALF(v) (v)
 #define VLOAD_F16(p) _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))
 #define VLOAD_BF16(p)                    \
   _mm256_castsi256_ps(_mm256_slli_epi32( \
@@ -144,7 +136,7 @@ namespace avx2 {
 #undef VFMA
 #undef VMUL
 #undef VADD
-#undef VHSUM
+#undef VHALF
 #undef VLOAD_F16
 #undef VLOAD_BF16
 #undef VLOAD_I8
@@ -173,7 +165,7 @@ namespace avx512 {
 #define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
 #define VMUL(a, b) _mm512_mul_ps(a, b)
 #define VADD(a, b) _mm512_add_ps(a, b)
-#define VHSUM(v) _mm512_reduce_add_ps(v)
+#define VHALF(v) _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1))
 #define VLOAD_F16(p) _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)))
 #define VLOAD_BF16(p)                    \
   _mm512_castsi512_ps(_mm512_slli_epi32( \
@@ -190,7 +182,7 @@ namespace avx512 {
 #undef VFMA
 #undef VMUL
 #undef VADD
-#undef VHSUM
+#undef VHALF
 #undef VLOAD_F16
 #undef VLOAD_BF16
 #undef VLOAD_I8
