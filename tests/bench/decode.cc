@@ -1,9 +1,9 @@
 // attnkit-bench decode: one Llama-3-8B-like layer (32 query heads, 8 kv heads, head dim 128, fp32)
 // after an 8192-token prompt, 64 decode steps. In one run: (a) libtorch dense attention over the
 // full cache written the efficient way (queries grouped per kv head, no repeated keys), (b) the
-// session without eviction, (c) the session with SnapKV at a 1024-token budget, evicting at every
-// step and (e) on kvpress DecodingPress's schedule, every 64th decode step, (d) a large memory
-// copy.
+// session without eviction, (c) the session with SnapKV at a 1024-token budget, (d) a large memory
+// copy, (e) the session without eviction on bfloat16 pages and on int8 pages (kv_format), (f)
+// SnapKV at 1024 on kvpress DecodingPress's schedule, evicting on every 64th decode step only.
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -25,10 +25,16 @@ struct Shape {
   int steps = 64;
 };
 
-std::unique_ptr<Session> MakeSession(const Shape& s, bool evict, int interval_steps) {
+// Page formats of the compressed-cache sessions (the session dtype stays float32).
+const char* kBf16Format = " kv_format { keys: BF16 values: BF16 }";
+const char* kInt8Format =
+    " kv_format { keys: INT8 values: INT8 group_size: 32 residual_tokens: 128 }";
+
+std::unique_ptr<Session> MakeSession(const Shape& s, bool evict, const std::string& format,
+                                     int interval_steps) {
   std::string text = "num_layers: 1 num_heads: " + std::to_string(s.heads) +
                      " num_kv_heads: " + std::to_string(s.kv_heads) +
-                     " head_dim: " + std::to_string(s.dim) + " page_size: 16";
+                     " head_dim: " + std::to_string(s.dim) + " page_size: 16" + format;
   if (evict) {
     text +=
         " eviction { enabled: true algorithm: SNAPKV granularity: PER_GROUP group_size: 32 "
@@ -50,10 +56,13 @@ struct SessionRun {
   double gb_per_s = 0;
 };
 
+// `row_bytes`: bytes of one key (or value) row as the session's pages hold it, for the bandwidth.
 SessionRun RunSession(const Shape& s, bool evict, const at::Tensor& prompt_q,
                       const at::Tensor& prompt_k, const at::Tensor& prompt_v,
-                      const std::vector<at::Tensor>& step_qkv, int interval_steps = 1) {
-  auto session = MakeSession(s, evict, interval_steps);
+                      const std::vector<at::Tensor>& step_qkv, const std::string& format = "",
+                      double row_bytes = 0, int interval_steps = 1) {
+  if (row_bytes == 0) row_bytes = s.dim * 4.0;
+  auto session = MakeSession(s, evict, format, interval_steps);
   at::Tensor out = at::empty_like(prompt_q);
   if (absl::Status st = session->Attend(0, prompt_q, prompt_k, prompt_v, out); !st.ok()) {
     std::fprintf(stderr, "prefill: %s\n", std::string(st.message()).c_str());
@@ -62,7 +71,7 @@ SessionRun RunSession(const Shape& s, bool evict, const at::Tensor& prompt_q,
   const SessionStatsView before = session->Stats();
   at::Tensor step_out = at::empty({1, s.heads, 1, s.dim}, at::kFloat);
   std::vector<double> times;
-  int64_t bytes_read = 0;
+  double bytes_read = 0;
   for (int i = 0; i < s.steps; ++i) {
     const int64_t held = session->Stats().tokens_held;  // tokens over kv heads before the step
     auto t0 = std::chrono::steady_clock::now();
@@ -74,7 +83,7 @@ SessionRun RunSession(const Shape& s, bool evict, const at::Tensor& prompt_q,
       std::fprintf(stderr, "decode: %s\n", std::string(st.message()).c_str());
       std::exit(1);
     }
-    bytes_read += (held + s.kv_heads) * s.dim * 4 * 2;  // keys and values read once
+    bytes_read += (held + s.kv_heads) * row_bytes * 2;  // keys and values read once
   }
   const SessionStatsView after = session->Stats();
   SessionRun r;
@@ -87,7 +96,7 @@ SessionRun RunSession(const Shape& s, bool evict, const at::Tensor& prompt_q,
   r.bytes_held = after.bytes_held;
   r.tokens_held = after.tokens_held;
   // Bandwidth of the median step (the same step the time reports), keys and values read once.
-  r.gb_per_s = (static_cast<double>(bytes_read) / s.steps) / (r.step_ms * 1e-3) / 1e9;
+  r.gb_per_s = (bytes_read / s.steps) / (r.step_ms * 1e-3) / 1e9;
   return r;
 }
 
@@ -159,15 +168,35 @@ int DecodeBench(const std::vector<std::string>& args) {
   measure_copy();
   const SessionRun snap = RunSession(s, true, prompt_q, prompt_k, prompt_v, steps);
   measure_copy();
-  const SessionRun interval = RunSession(s, true, prompt_q, prompt_k, prompt_v, steps, 64);
+  // (e) the full cache in compressed pages: bfloat16 rows, and int8 rows (groups of 32 channels,
+  // one float16 scale each) with a 128-token float32 window (read at 4 bytes a channel; the rest
+  // at 1 + 2/32).
+  const SessionRun bf16 =
+      RunSession(s, false, prompt_q, prompt_k, prompt_v, steps, kBf16Format, s.dim * 2.0);
+  const double int8_row = s.dim * (1.0 + 2.0 / 32) +
+                          128.0 / static_cast<double>(s.prompt) * s.dim * (4.0 - 1.0 - 2.0 / 32);
+  const SessionRun int8 =
+      RunSession(s, false, prompt_q, prompt_k, prompt_v, steps, kInt8Format, int8_row);
+  measure_copy();
+  const SessionRun interval = RunSession(s, true, prompt_q, prompt_k, prompt_v, steps, "", 0, 64);
   std::printf(
       "(c) session, SnapKV 1024 budget:     %8.3f ms/step, %lld KV bytes held, %.2f GB/s, "
       "policy %.1f %% of the step\n",
       snap.step_ms, static_cast<long long>(snap.bytes_held), snap.gb_per_s,
       100.0 * snap.policy_share);
+  std::printf(
+      "(e) session, bf16 pages:             %8.3f ms/step (%.2fx), %lld KV bytes held (%.3fx), "
+      "%.2f GB/s\n",
+      bf16.step_ms, bf16.step_ms / full.step_ms, static_cast<long long>(bf16.bytes_held),
+      static_cast<double>(bf16.bytes_held) / full.bytes_held, bf16.gb_per_s);
+  std::printf(
+      "    session, int8 pages (window 128): %8.3f ms/step (%.2fx), %lld KV bytes held (%.3fx), "
+      "%.2f GB/s\n",
+      int8.step_ms, int8.step_ms / full.step_ms, static_cast<long long>(int8.bytes_held),
+      static_cast<double>(int8.bytes_held) / full.bytes_held, int8.gb_per_s);
 
   std::printf(
-      "(e) session, SnapKV 1024 every 64:   %8.3f ms/step (mean %.3f; every step: median %.3f, "
+      "(f) session, SnapKV 1024 every 64:   %8.3f ms/step (mean %.3f; every step: median %.3f, "
       "mean %.3f), policy %.2f %% of the steps\n",
       interval.step_ms, interval.mean_step_ms, snap.step_ms, snap.mean_step_ms,
       100.0 * interval.policy_share);
@@ -203,6 +232,15 @@ int DecodeBench(const std::vector<std::string>& args) {
   json.Add("snapkv_gb_per_s", snap.gb_per_s);
   json.Add("full_bandwidth_share", full.gb_per_s / copy_gbs);
   json.Add("snapkv_bandwidth_share", snap.gb_per_s / copy_gbs);
+  json.Add("session_bf16_ms", bf16.step_ms);
+  json.Add("session_int8_ms", int8.step_ms);
+  json.Add("session_bf16_bytes_held", static_cast<double>(bf16.bytes_held));
+  json.Add("session_int8_bytes_held", static_cast<double>(int8.bytes_held));
+  json.Add("bf16_over_full_ms", bf16.step_ms / full.step_ms);
+  json.Add("int8_over_full_ms", int8.step_ms / full.step_ms);
+  json.Add("int8_over_full_bytes", static_cast<double>(int8.bytes_held) / full.bytes_held);
+  json.Add("bf16_gb_per_s", bf16.gb_per_s);
+  json.Add("int8_gb_per_s", int8.gb_per_s);
   json.Print();
   return 0;
 }

@@ -56,6 +56,20 @@ class DecodeLoop(unittest.TestCase):
         self.assertEqual(tokens, len(prompt) + steps)  # the last token is attended too
         self.assertGreater(held, 0)
 
+    def test_int8_pages_follow_the_full_cache_in_less_memory(self):
+        # kv_format INT8 (groups of head_dim = 8 channels here) with a 16-token float32 window:
+        # most of the cache is quantized, the greedy ids stay the full cache's.
+        steps = 100
+        generated, held, tokens = self.decode("int8_pages.textproto", steps)
+        _, full_held, _ = self.decode("full_cache.textproto", steps)
+        prompt = self.reference["prompt_ids"]
+        expected = self.reference["greedy_ids_full_cache"][len(prompt):len(prompt) + steps]
+        agree = sum(a == b for a, b in zip(generated, expected))
+        self.assertGreaterEqual(agree, 95, f"{agree} of {steps} greedy ids as the full cache's")
+        self.assertEqual(tokens, len(prompt) + steps)
+        # A row of 8 channels: 8 int8 + one float16 scale = 10 bytes instead of 32.
+        self.assertLess(held, 0.6 * full_held)
+
     def test_snapkv_holds_the_budget(self):
         generated, held, tokens = self.decode("snapkv.textproto", 160)
         # Budget: start 4 + intermediate 64 + recent 32, evicted in groups of 4.

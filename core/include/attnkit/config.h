@@ -131,6 +131,25 @@ struct RopeOptions {
   bool interleaved = false;
 };
 
+// How the cache stores keys or values. kDefault is the session's dtype.
+enum class KvDataType { kDefault, kFloat32, kFloat16, kBFloat16, kInt8, kInt4, kInt2 };
+const char* KvDataTypeName(KvDataType type);
+inline bool IsQuantized(KvDataType t) {
+  return t == KvDataType::kInt8 || t == KvDataType::kInt4 || t == KvDataType::kInt2;
+}
+
+// The page format of keys and values (KvFormat in session.proto).
+struct KvFormatOptions {
+  KvDataType keys = KvDataType::kDefault;
+  KvDataType values = KvDataType::kDefault;
+  // Channels per quantization group; 0: 32, or head_dim when 32 does not divide it.
+  int group_size = 0;
+  // The most recent tokens kept in the session's dtype.
+  int residual_tokens = 0;
+
+  bool quantized() const { return IsQuantized(keys) || IsQuantized(values); }
+};
+
 struct SessionOptions {
   int num_layers = 0;
   int num_heads = 0;
@@ -146,6 +165,23 @@ struct SessionOptions {
   SparseOptions sparse;
   RopeOptions rope;
   bool has_rope = false;
+  KvFormatOptions kv_format;
+
+  // kv_format's keys or values with kDefault resolved to dtype, and its group size resolved.
+  KvDataType key_type() const { return Resolve(kv_format.keys); }
+  KvDataType value_type() const { return Resolve(kv_format.values); }
+  int kv_group_size() const {
+    if (kv_format.group_size > 0) return kv_format.group_size;
+    return head_dim % 32 == 0 ? 32 : head_dim;
+  }
+
+ private:
+  KvDataType Resolve(KvDataType t) const {
+    if (t != KvDataType::kDefault) return t;
+    return dtype == DType::kFloat16    ? KvDataType::kFloat16
+           : dtype == DType::kBFloat16 ? KvDataType::kBFloat16
+                                       : KvDataType::kFloat32;
+  }
 };
 
 }  // namespace attnkit

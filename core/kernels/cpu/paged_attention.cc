@@ -20,14 +20,6 @@ namespace {
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 #ifdef ATTNKIT_AVX2
-inline float HorizontalSum(__m256 v) {
-  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-  lo = _mm_add_ps(lo, hi);
-  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-  lo = _mm_add_ss(lo, _mm_shuffle_ps(lo, lo, 1));
-  return _mm_cvtss_f32(lo);
-}
-
 // Cephes-style expf: range reduction by ln 2, degree-5 polynomial, exponent by integer add.
 inline __m256 Exp8(__m256 x) {
   const __m256 max_x = _mm256_set1_ps(88.3762626647949f), min_x = _mm256_set1_ps(-87.3365447504f);
@@ -51,56 +43,6 @@ inline __m256 Exp8(__m256 x) {
 }
 #endif
 
-// Rows of storage type converted to float (float rows are used in place).
-template <typename Storage>
-inline const float* AsFloat(const char* row, int n, float* buffer) {
-  if constexpr (std::is_same_v<Storage, float>) {
-    return reinterpret_cast<const float*>(row);
-  } else {
-    const Storage* src = reinterpret_cast<const Storage*>(row);
-    for (int i = 0; i < n; ++i) buffer[i] = static_cast<float>(src[i]);
-    return buffer;
-  }
-}
-
-// scores[r] = q[r] . k for `rows` query rows.
-inline void DotRows(const float* q, int rows, const float* k, int d, float* scores) {
-#ifdef ATTNKIT_AVX2
-  if (d % 8 == 0) {
-    int r = 0;
-    for (; r + 4 <= rows; r += 4) {
-      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-      const float *q0 = q + r * d, *q1 = q0 + d, *q2 = q1 + d, *q3 = q2 + d;
-      for (int j = 0; j < d; j += 8) {
-        const __m256 kv = _mm256_loadu_ps(k + j);
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q0 + j), kv, a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q1 + j), kv, a1);
-        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(q2 + j), kv, a2);
-        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(q3 + j), kv, a3);
-      }
-      scores[r] = HorizontalSum(a0);
-      scores[r + 1] = HorizontalSum(a1);
-      scores[r + 2] = HorizontalSum(a2);
-      scores[r + 3] = HorizontalSum(a3);
-    }
-    for (; r < rows; ++r) {
-      __m256 a = _mm256_setzero_ps();
-      for (int j = 0; j < d; j += 8)
-        a = _mm256_fmadd_ps(_mm256_loadu_ps(q + r * d + j), _mm256_loadu_ps(k + j), a);
-      scores[r] = HorizontalSum(a);
-    }
-    return;
-  }
-#endif
-  for (int r = 0; r < rows; ++r) {
-    float acc = 0.0f;
-    const float* qr = q + r * d;
-#pragma omp simd reduction(+ : acc)
-    for (int j = 0; j < d; ++j) acc += qr[j] * k[j];
-    scores[r] = acc;
-  }
-}
-
 // Asks for the first lines of the next page, whose address the hardware prefetcher cannot guess.
 inline void Prefetch(const char* page, int64_t bytes) {
   if (page == nullptr) return;
@@ -108,28 +50,202 @@ inline void Prefetch(const char* page, int64_t bytes) {
     __builtin_prefetch(page + off);
 }
 
-inline void Axpy(float alpha, const float* x, float* y, int n) {
-#pragma omp simd
-  for (int i = 0; i < n; ++i) y[i] += alpha * x[i];
+// The plain path (any head dim and group): each row converted to floats, then scalar loops.
+void RowToFloat(const PagedSegment& s, bool values, int64_t i, const PagedGroupArgs& a,
+                float* buffer) {
+  const int P = a.page_size, d = a.head_dim;
+  const int64_t pos = s.first + i, row = pos % P;
+  const char* page = (values ? s.values : s.keys)[pos / P];
+  switch (values ? s.value_format : s.key_format) {
+    case RowFormat::kFloat16: {
+      const auto* src = reinterpret_cast<const c10::Half*>(page) + row * d;
+      for (int j = 0; j < d; ++j) buffer[j] = static_cast<float>(src[j]);
+      return;
+    }
+    case RowFormat::kBFloat16: {
+      const auto* src = reinterpret_cast<const c10::BFloat16*>(page) + row * d;
+      for (int j = 0; j < d; ++j) buffer[j] = static_cast<float>(src[j]);
+      return;
+    }
+    case RowFormat::kInt8: {
+      const auto* scales = reinterpret_cast<const c10::Half*>(page + static_cast<int64_t>(P) * d) +
+                           row * (d / a.group_size);
+      DequantizeRowInt8(reinterpret_cast<const int8_t*>(page) + row * d, scales, d, a.group_size,
+                        buffer);
+      return;
+    }
+    default:
+      std::memcpy(buffer, reinterpret_cast<const float*>(page) + row * d, d * sizeof(float));
+  }
 }
 
-template <typename Storage>
+void ScalarKeys(const PagedSegment& s, int64_t t_base, const PagedGroupArgs& a, int rows,
+                float* scores) {
+  const int d = a.head_dim;
+  std::vector<float> k(d);
+  for (int64_t i = 0; i < s.length; ++i) {
+    RowToFloat(s, false, i, a, k.data());
+    for (int r = 0; r < rows; ++r) {
+      const float* qr = a.q + static_cast<int64_t>(r) * d;
+      float acc = 0.0f;
+      for (int j = 0; j < d; ++j) acc += qr[j] * k[j];
+      scores[static_cast<int64_t>(r) * a.length + t_base + i] = acc * a.scale;
+    }
+  }
+}
+
+void ScalarValues(const PagedSegment& s, int64_t t_base, const PagedGroupArgs& a, int rows,
+                  const float* probs) {
+  const int d = a.head_dim;
+  std::vector<float> v(d);
+  for (int64_t i = 0; i < s.length; ++i) {
+    RowToFloat(s, true, i, a, v.data());
+    for (int r = 0; r < rows; ++r) {
+      const float p = probs[static_cast<int64_t>(r) * a.length + t_base + i];
+      float* o = a.out + static_cast<int64_t>(r) * d;
+      for (int j = 0; j < d; ++j) o[j] += p * v[j];
+    }
+  }
+}
+
+#ifdef ATTNKIT_AVX2
+namespace avx2 {
+#define V __m256
+#define W 8
+#define VZERO() _mm256_setzero_ps()
+#define VSET1(x) _mm256_set1_ps(x)
+#define VLOADU(p) _mm256_loadu_ps(p)
+#define VSTOREU(p, v) _mm256_storeu_ps(p, v)
+#define VFMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define VMUL(a, b) _mm256_mul_ps(a, b)
+#define VADD(a, b) _mm256_add_ps(a, b)
+#define VHALF(v) (v)
+#define VLOAD_F16(p) _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))
+#define VLOAD_BF16(p)                    \
+  _mm256_castsi256_ps(_mm256_slli_epi32( \
+      _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16))
+#define VLOAD_I8(p) \
+  _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))))
+#include "cpu/paged_attention_isa.inc"  // NOLINT(build/include)
+#undef V
+#undef W
+#undef VZERO
+#undef VSET1
+#undef VLOADU
+#undef VSTOREU
+#undef VFMA
+#undef VMUL
+#undef VADD
+#undef VHALF
+#undef VLOAD_F16
+#undef VLOAD_BF16
+#undef VLOAD_I8
+}  // namespace avx2
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq")
+// GCC 12's _mm512_undefined_* (x = x) trips -Wmaybe-uninitialized: a false positive.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#define ATTNKIT_AVX512 1
+#elif defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))), \
+                             apply_to = function)
+#define ATTNKIT_AVX512 1
+#endif
+#ifdef ATTNKIT_AVX512
+namespace avx512 {
+#define V __m512
+#define W 16
+#define VZERO() _mm512_setzero_ps()
+#define VSET1(x) _mm512_set1_ps(x)
+#define VLOADU(p) _mm512_loadu_ps(p)
+#define VSTOREU(p, v) _mm512_storeu_ps(p, v)
+#define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define VMUL(a, b) _mm512_mul_ps(a, b)
+#define VADD(a, b) _mm512_add_ps(a, b)
+#define VHALF(v) _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1))
+#define VLOAD_F16(p) _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)))
+#define VLOAD_BF16(p)                    \
+  _mm512_castsi512_ps(_mm512_slli_epi32( \
+      _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16))
+#define VLOAD_I8(p) \
+  _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))))
+#include "cpu/paged_attention_isa.inc"  // NOLINT(build/include)
+#undef V
+#undef W
+#undef VZERO
+#undef VSET1
+#undef VLOADU
+#undef VSTOREU
+#undef VFMA
+#undef VMUL
+#undef VADD
+#undef VHALF
+#undef VLOAD_F16
+#undef VLOAD_BF16
+#undef VLOAD_I8
+}  // namespace avx512
+#endif
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#pragma GCC pop_options
+#elif defined(__clang__)
+#pragma clang attribute pop
+#endif
+#endif  // ATTNKIT_AVX2
+
+int max_isa_for_testing = 2;
+
+bool CpuHasAvx512() {
+#if defined(ATTNKIT_AVX512)
+  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  return has;
+#else
+  return false;
+#endif
+}
+
+// 2: AVX-512, 1: AVX2, 0: plain loops.
+int PathFor(const PagedGroupArgs& a) {
+  const bool int8 =
+      a.main.key_format == RowFormat::kInt8 || a.main.value_format == RowFormat::kInt8;
+  auto fits = [&](int w) { return a.head_dim % w == 0 && (!int8 || a.group_size % w == 0); };
+#ifdef ATTNKIT_AVX2
+  if (max_isa_for_testing >= 2 && CpuHasAvx512() && fits(16)) return 2;
+  if (max_isa_for_testing >= 1 && fits(8)) return 1;
+#endif
+  return 0;
+}
+
 void Run(const PagedGroupArgs& a) {
-  const int d = a.head_dim, P = a.page_size;
   const int64_t L = a.length, T = a.queries;
   const int rows = a.rows_per_query * static_cast<int>(T);
   float* scores = a.scratch;  // [rows, L]
-  std::vector<float> convert(d), dots(rows);
+  const int path = PathFor(a);
+  PagedSegment main = a.main;
+  main.first = 0;
+  main.length = L - a.residual.length;
+  const PagedSegment* segments[2] = {&main, &a.residual};
+  const int64_t bases[2] = {0, main.length};
   // Pass 1: every key row once, dotted with every query row.
-  for (int64_t t0 = 0, page = 0; t0 < L; t0 += P, ++page) {
-    const int64_t n = std::min<int64_t>(P, L - t0);
-    const char* keys = a.page_keys[page];
-    Prefetch(t0 + P < L ? a.page_keys[page + 1] : nullptr, P * d * sizeof(Storage));
-    for (int64_t i = 0; i < n; ++i) {
-      const float* k = AsFloat<Storage>(keys + i * d * sizeof(Storage), d, convert.data());
-      DotRows(a.q, rows, k, d, dots.data());
-      for (int r = 0; r < rows; ++r) scores[r * L + t0 + i] = dots[r] * a.scale;
+  for (int si = 0; si < 2; ++si) {
+    if (segments[si]->length == 0) continue;
+#ifdef ATTNKIT_AVX2
+#ifdef ATTNKIT_AVX512
+    if (path == 2) {
+      avx512::KeyPass(*segments[si], bases[si], a, rows, scores);
+      continue;
     }
+#endif
+    if (path >= 1) {
+      avx2::KeyPass(*segments[si], bases[si], a, rows, scores);
+      continue;
+    }
+#endif
+    ScalarKeys(*segments[si], bases[si], a, rows, scores);
   }
   // Causal mask, softmax per row.
   for (int r = 0; r < rows; ++r) {
@@ -149,18 +265,22 @@ void Run(const PagedGroupArgs& a) {
     for (int64_t t = 0; t < L; ++t) s[t] *= inv;
   }
   // Pass 2: every value row once.
-  std::fill(a.out, a.out + static_cast<int64_t>(rows) * d, 0.0f);
-  for (int64_t t0 = 0, page = 0; t0 < L; t0 += P, ++page) {
-    const int64_t n = std::min<int64_t>(P, L - t0);
-    const char* values = a.page_values[page];
-    Prefetch(t0 + P < L ? a.page_values[page + 1] : nullptr, P * d * sizeof(Storage));
-    for (int64_t i = 0; i < n; ++i) {
-      const float* v = AsFloat<Storage>(values + i * d * sizeof(Storage), d, convert.data());
-      for (int r = 0; r < rows; ++r) {
-        const float p = scores[static_cast<int64_t>(r) * L + t0 + i];
-        if (p != 0.0f) Axpy(p, v, a.out + static_cast<int64_t>(r) * d, d);
-      }
+  std::fill(a.out, a.out + static_cast<int64_t>(rows) * a.head_dim, 0.0f);
+  for (int si = 0; si < 2; ++si) {
+    if (segments[si]->length == 0) continue;
+#ifdef ATTNKIT_AVX2
+#ifdef ATTNKIT_AVX512
+    if (path == 2) {
+      avx512::ValuePass(*segments[si], bases[si], a, rows, scores);
+      continue;
     }
+#endif
+    if (path >= 1) {
+      avx2::ValuePass(*segments[si], bases[si], a, rows, scores);
+      continue;
+    }
+#endif
+    ScalarValues(*segments[si], bases[si], a, rows, scores);
   }
   // Observation.
   if (a.window_rows != nullptr) {
@@ -194,15 +314,65 @@ void ExpInPlace(float* values, int64_t n) {
   for (; i < n; ++i) values[i] = std::exp(values[i]);
 }
 
-void PagedGroupAttention(const PagedGroupArgs& args) {
-  switch (args.dtype) {
+RowFormat RowFormatOf(at::ScalarType dtype) {
+  switch (dtype) {
     case at::kHalf:
-      return Run<c10::Half>(args);
+      return RowFormat::kFloat16;
     case at::kBFloat16:
-      return Run<c10::BFloat16>(args);
+      return RowFormat::kBFloat16;
+    case at::kChar:
+      return RowFormat::kInt8;
     default:
-      return Run<float>(args);
+      return RowFormat::kFloat32;
   }
 }
+
+int64_t PageBytes(RowFormat format, int page_size, int head_dim, int group_size) {
+  const int64_t rows = page_size;
+  switch (format) {
+    case RowFormat::kFloat32:
+      return rows * head_dim * 4;
+    case RowFormat::kInt8:
+      return rows * (head_dim + 2 * (head_dim / group_size));
+    default:
+      return rows * head_dim * 2;
+  }
+}
+
+void QuantizeRowInt8(const float* x, int head_dim, int group_size, int8_t* q, c10::Half* scales) {
+  for (int g0 = 0; g0 < head_dim; g0 += group_size) {
+    float m = 0.0f;
+    for (int j = g0; j < g0 + group_size; ++j) m = std::max(m, std::fabs(x[j]));
+    const c10::Half scale_h(std::min(m / 127.0f, 65504.0f));
+    const float scale = static_cast<float>(scale_h);
+    scales[g0 / group_size] = scale_h;
+    for (int j = g0; j < g0 + group_size; ++j) {
+      const float r = scale > 0.0f ? std::nearbyint(x[j] / scale) : 0.0f;
+      q[j] = static_cast<int8_t>(std::min(127.0f, std::max(-127.0f, r)));
+    }
+  }
+}
+
+void DequantizeRowInt8(const int8_t* q, const c10::Half* scales, int head_dim, int group_size,
+                       float* x) {
+  for (int j = 0; j < head_dim; ++j) {
+    x[j] = static_cast<float>(scales[j / group_size]) * static_cast<float>(q[j]);
+  }
+}
+
+void PagedGroupAttention(const PagedGroupArgs& args) { Run(args); }
+
+const char* PagedGroupPath(const PagedGroupArgs& args) {
+  switch (PathFor(args)) {
+    case 2:
+      return "avx512";
+    case 1:
+      return "avx2";
+    default:
+      return "scalar";
+  }
+}
+
+void SetPagedMaxIsaForTesting(int level) { max_isa_for_testing = level; }
 
 }  // namespace attnkit::kernels

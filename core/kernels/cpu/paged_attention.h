@@ -1,6 +1,12 @@
 // Attention of the query heads of one kv head over that kv head's paged cache, computing the
 // eviction observation (attention rows or their column sums) in the same pass. Built for decode and
 // short query chunks: each cached key and value row is read once for all query rows, page by page.
+//
+// The cache is one or two segments of pages: the main pages (float32, float16, bfloat16 or int8
+// rows, keys and values each in their own format) and an optional residual segment (the most
+// recent tokens, float rows of the session dtype). Quantized rows are read as stored (converted in
+// registers), never dequantized into a copy of the cache. AVX-512 is used when the CPU has it
+// (chosen at run time), AVX2 otherwise, plain loops where the head dim or group does not fit.
 #ifndef ATTNKIT_CORE_KERNELS_CPU_PAGED_ATTENTION_H_
 #define ATTNKIT_CORE_KERNELS_CPU_PAGED_ATTENTION_H_
 
@@ -10,14 +16,34 @@
 
 namespace attnkit::kernels {
 
+// The element format of a page's key or value rows.
+// kInt8: a page of page_size rows holds page_size * head_dim int8 values (row-major), then
+// page_size * (head_dim / group_size) float16 scales (row-major): x = scale[row][c / group] * q.
+enum class RowFormat { kFloat32, kFloat16, kBFloat16, kInt8 };
+
+RowFormat RowFormatOf(at::ScalarType dtype);  // kFloat32/kFloat16/kBFloat16 (kChar: kInt8)
+// Bytes of one page's keys or values in `format`.
+int64_t PageBytes(RowFormat format, int page_size, int head_dim, int group_size);
+
+// Rows split into pages: token i of the segment is row (first + i) % page_size of page
+// (first + i) / page_size.
+struct PagedSegment {
+  const char* const* keys = nullptr;  // per page
+  const char* const* values = nullptr;
+  int64_t first = 0;
+  int64_t length = 0;
+  RowFormat key_format = RowFormat::kFloat32;
+  RowFormat value_format = RowFormat::kFloat32;
+};
+
 struct PagedGroupArgs {
-  // The cache: `length` tokens in pages of `page_size` rows; page i holds its key rows at
-  // page_keys[i] and value rows at page_values[i] (row-major, head_dim elements of `dtype`).
-  const char* const* page_keys = nullptr;
-  const char* const* page_values = nullptr;
+  // The cache: `length` tokens; the first length - residual.length in `main` (first = 0), the
+  // rest in `residual`; pages of `page_size` rows.
+  PagedSegment main;
+  PagedSegment residual;
   int64_t length = 0;  // cached tokens, the new ones included (they are the last `queries`)
   int page_size = 16;
-  at::ScalarType dtype = at::kFloat;
+  int group_size = 32;  // channels per int8 scale
 
   int rows_per_query = 1;  // query heads sharing this kv head (G)
   int64_t queries = 1;     // T
@@ -35,6 +61,18 @@ struct PagedGroupArgs {
 
 // Exact causal softmax attention: query t sees tokens [0, length - T + t].
 void PagedGroupAttention(const PagedGroupArgs& args);
+
+// Which vector path PagedGroupAttention takes for these args ("avx512", "avx2" or "scalar").
+const char* PagedGroupPath(const PagedGroupArgs& args);
+// Tests: 0 forces the scalar path, 1 at most AVX2, 2 (default) the best the CPU has.
+void SetPagedMaxIsaForTesting(int level);
+
+// Symmetric int8 quantization of one row of `head_dim` floats: per group of `group_size`
+// channels, scale = max |x| / 127 rounded to float16, q = round(x / scale) clamped to [-127, 127]
+// (all zero with scale 0). Writes head_dim int8 values and head_dim / group_size float16 scales.
+void QuantizeRowInt8(const float* x, int head_dim, int group_size, int8_t* q, c10::Half* scales);
+void DequantizeRowInt8(const int8_t* q, const c10::Half* scales, int head_dim, int group_size,
+                       float* x);
 
 // exp(x) for 8 floats at a time where the CPU allows (used by softmax loops); exact to ~1 ulp of
 // float for x in [-87, 88], 0 below, and exp(-inf) = 0.

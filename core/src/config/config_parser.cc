@@ -307,6 +307,65 @@ absl::StatusOr<VisualOptions> ConvertVisual(const pb::VisualPruningConfig& c, ab
   return o;
 }
 
+KvDataType FromProto(pb::KvDataType t) {
+  switch (t) {
+    case pb::FP32:
+      return KvDataType::kFloat32;
+    case pb::FP16:
+      return KvDataType::kFloat16;
+    case pb::BF16:
+      return KvDataType::kBFloat16;
+    case pb::INT8:
+      return KvDataType::kInt8;
+    case pb::INT4:
+      return KvDataType::kInt4;
+    case pb::INT2:
+      return KvDataType::kInt2;
+    default:
+      return KvDataType::kDefault;
+  }
+}
+
+absl::Status ValidateKvFormat(const SessionOptions& o) {
+  const KvFormatOptions& f = o.kv_format;
+  for (const auto& [type, field] : {std::pair<KvDataType, const char*>{f.keys, "kv_format.keys"},
+                                    {f.values, "kv_format.values"}}) {
+    if (static_cast<int>(type) < static_cast<int>(KvDataType::kDefault) ||
+        static_cast<int>(type) > static_cast<int>(KvDataType::kInt2)) {
+      return FieldError("", field,
+                        absl::StrCat("unknown data type value ", static_cast<int>(type)));
+    }
+  }
+  ATTNKIT_RETURN_IF_ERROR(NonNegative(f.group_size, "", "kv_format.group_size"));
+  ATTNKIT_RETURN_IF_ERROR(NonNegative(f.residual_tokens, "", "kv_format.residual_tokens"));
+  if (!f.quantized()) {
+    if (f.group_size != 0) {
+      return FieldError("", "kv_format.group_size",
+                        "only applies to a quantized format (INT8, INT4, INT2) of keys or values");
+    }
+    if (f.residual_tokens != 0) {
+      return FieldError("", "kv_format.residual_tokens",
+                        "only applies to a quantized format (INT8, INT4, INT2) of keys or values");
+    }
+    return absl::OkStatus();
+  }
+  if (f.group_size != 0 && o.head_dim > 0 && o.head_dim % f.group_size != 0) {
+    return FieldError("", "kv_format.group_size",
+                      absl::StrCat("must divide head_dim (", o.head_dim, "), got ", f.group_size));
+  }
+  if (f.residual_tokens > 1 << 20) {
+    return FieldError("", "kv_format.residual_tokens",
+                      absl::StrCat("must be at most 1048576, got ", f.residual_tokens));
+  }
+  if (o.eviction.enabled && f.residual_tokens > o.eviction.max_cache_tokens()) {
+    return FieldError("", "kv_format.residual_tokens",
+                      absl::StrCat("must be at most the eviction budget (start + intermediate + "
+                                   "recent tokens = ",
+                                   o.eviction.max_cache_tokens(), "), got ", f.residual_tokens));
+  }
+  return absl::OkStatus();
+}
+
 // ValidateSessionOptions, where `check_eviction` says whether the eviction options are validated
 // (a config validates a present eviction message even when it is disabled).
 absl::Status ValidateSession(const SessionOptions& o, bool check_eviction) {
@@ -365,6 +424,7 @@ absl::Status ValidateSession(const SessionOptions& o, bool check_eviction) {
                         "needs every kv head to keep the same tokens (not per_head)");
     }
   }
+  ATTNKIT_RETURN_IF_ERROR(ValidateKvFormat(o));
   if (!o.sparse.per_head_thresholds.empty() &&
       static_cast<int>(o.sparse.per_head_thresholds.size()) != o.num_heads) {
     return FieldError("", "sparse_attention.xattention.per_head_thresholds",
@@ -405,10 +465,22 @@ absl::StatusOr<SessionOptions> ConvertSession(const pb::SessionConfig& c) {
     o.rope.theta = c.rope().theta() == 0 ? o.rope.theta : c.rope().theta();
     o.rope.interleaved = c.rope().interleaved();
   }
+  if (c.has_kv_format()) {
+    const pb::KvFormat& f = c.kv_format();
+    ATTNKIT_RETURN_IF_ERROR(
+        CheckEnum<pb::KvDataType>(pb::KvDataType_IsValid, f.keys(), "kv_format.", "keys"));
+    ATTNKIT_RETURN_IF_ERROR(
+        CheckEnum<pb::KvDataType>(pb::KvDataType_IsValid, f.values(), "kv_format.", "values"));
+    o.kv_format.keys = FromProto(f.keys());
+    o.kv_format.values = FromProto(f.values());
+    o.kv_format.group_size = f.group_size();
+    o.kv_format.residual_tokens = f.residual_tokens();
+  }
   ATTNKIT_RETURN_IF_ERROR(ValidateSession(o, /*check_eviction=*/c.has_eviction()));
   if (o.eviction.refined_algorithm == RefinedAlgorithm::kNone) o.eviction.refined_tokens = 0;
   // Resolved here, after validation, so a non-finite scale is reported as given.
   if (o.scale == 0) o.scale = 1.0 / std::sqrt(static_cast<double>(o.head_dim));
+  if (o.kv_format.quantized()) o.kv_format.group_size = o.kv_group_size();
   return o;
 }
 
@@ -435,6 +507,26 @@ std::unique_ptr<google::protobuf::Message> NewMessage(ConfigKind kind) {
 }
 
 }  // namespace
+
+const char* KvDataTypeName(KvDataType type) {
+  switch (type) {
+    case KvDataType::kDefault:
+      return "DEFAULT";
+    case KvDataType::kFloat32:
+      return "FP32";
+    case KvDataType::kFloat16:
+      return "FP16";
+    case KvDataType::kBFloat16:
+      return "BF16";
+    case KvDataType::kInt8:
+      return "INT8";
+    case KvDataType::kInt4:
+      return "INT4";
+    case KvDataType::kInt2:
+      return "INT2";
+  }
+  return "?";
+}
 
 const char* EvictionAlgorithmName(EvictionAlgorithm algorithm) {
   const EvictionAlgorithmDescriptor* d = FindEvictionAlgorithm(algorithm);

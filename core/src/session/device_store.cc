@@ -7,6 +7,7 @@
 
 #include <ATen/Functions.h>
 
+#include "absl/strings/str_cat.h"
 #include "cuda/kernels.h"
 #include "session/kv_store.h"
 #include "session/rope.h"
@@ -215,6 +216,16 @@ class DeviceStore final : public KvStore {
 
 absl::StatusOr<std::unique_ptr<KvStore>> MakeDeviceStore(const StoreContext& context,
                                                          at::Device device) {
+  // The device store's pages hold the session dtype only.
+  const SessionOptions& o = *context.options;
+  SessionOptions native = o;
+  native.kv_format = KvFormatOptions{};
+  if (o.key_type() != native.key_type() || o.value_type() != native.value_type()) {
+    return absl::UnimplementedError(absl::StrCat(
+        "kv_format: the device store holds keys and values in the session dtype (",
+        KvDataTypeName(native.key_type()), ") only; got keys ", KvDataTypeName(o.key_type()),
+        ", values ", KvDataTypeName(o.value_type()), " (use a CPU session for other formats)"));
+  }
   auto store = std::make_unique<DeviceStore>(context, device);
   ATTNKIT_RETURN_IF_ERROR(store->Init());
   return std::unique_ptr<KvStore>(std::move(store));

@@ -7,6 +7,7 @@
 #include <ATen/Functions.h>
 #include <ATen/Parallel.h>
 
+#include "absl/strings/str_cat.h"
 #include "cpu/paged_attention.h"
 #include "session/kv_store.h"
 #include "session/rope.h"
@@ -20,19 +21,330 @@ constexpr int64_t kPagedKernelMaxQueries = 16;
 
 at::Tensor OnHost(const at::Tensor& t) { return t.is_cpu() ? t : t.cpu(); }
 
+using kernels::RowFormat;
+
+RowFormat FormatOf(KvDataType type) {
+  switch (type) {
+    case KvDataType::kFloat16:
+      return RowFormat::kFloat16;
+    case KvDataType::kBFloat16:
+      return RowFormat::kBFloat16;
+    case KvDataType::kInt8:
+      return RowFormat::kInt8;
+    default:
+      return RowFormat::kFloat32;
+  }
+}
+
+// Row `row` of a page in `format` read as floats, written from floats, copied within the pool.
+class RowCodec {
+ public:
+  RowCodec(int page_size, int head_dim, int group_size)
+      : P_(page_size), d_(head_dim), group_(group_size) {}
+
+  int64_t RowBytes(RowFormat f) const {
+    return f == RowFormat::kFloat32 ? 4 * d_ : f == RowFormat::kInt8 ? d_ : 2 * d_;
+  }
+  char* Row(RowFormat f, char* page, int64_t row) const { return page + row * RowBytes(f); }
+  c10::Half* Scales(char* page, int64_t row) const {
+    return reinterpret_cast<c10::Half*>(page + static_cast<int64_t>(P_) * d_) + row * (d_ / group_);
+  }
+
+  void Read(RowFormat f, char* page, int64_t row, float* x) const {
+    const char* src = Row(f, page, row);
+    switch (f) {
+      case RowFormat::kFloat16:
+        for (int j = 0; j < d_; ++j)
+          x[j] = static_cast<float>(reinterpret_cast<const c10::Half*>(src)[j]);
+        return;
+      case RowFormat::kBFloat16:
+        for (int j = 0; j < d_; ++j)
+          x[j] = static_cast<float>(reinterpret_cast<const c10::BFloat16*>(src)[j]);
+        return;
+      case RowFormat::kInt8:
+        kernels::DequantizeRowInt8(reinterpret_cast<const int8_t*>(src), Scales(page, row), d_,
+                                   group_, x);
+        return;
+      default:
+        std::memcpy(x, src, d_ * sizeof(float));
+    }
+  }
+
+  void Write(RowFormat f, char* page, int64_t row, const float* x) const {
+    char* dst = Row(f, page, row);
+    switch (f) {
+      case RowFormat::kFloat16:
+        for (int j = 0; j < d_; ++j) reinterpret_cast<c10::Half*>(dst)[j] = c10::Half(x[j]);
+        return;
+      case RowFormat::kBFloat16:
+        for (int j = 0; j < d_; ++j) reinterpret_cast<c10::BFloat16*>(dst)[j] = c10::BFloat16(x[j]);
+        return;
+      case RowFormat::kInt8:
+        kernels::QuantizeRowInt8(x, d_, group_, reinterpret_cast<int8_t*>(dst), Scales(page, row));
+        return;
+      default:
+        std::memcpy(dst, x, d_ * sizeof(float));
+    }
+  }
+
+  // Writes a row given in `src_format` (a float format) into a page row of `f`.
+  void WriteFrom(RowFormat f, char* page, int64_t row, RowFormat src_format, const char* src,
+                 float* buffer) const {
+    if (f == src_format) {
+      std::memcpy(Row(f, page, row), src, RowBytes(f));
+      return;
+    }
+    ToFloat(src_format, src, buffer);
+    Write(f, page, row, buffer);
+  }
+
+  void Copy(RowFormat f, char* from_page, int64_t from, char* to_page, int64_t to) const {
+    std::memcpy(Row(f, to_page, to), Row(f, from_page, from), RowBytes(f));
+    if (f == RowFormat::kInt8) {
+      std::memcpy(Scales(to_page, to), Scales(from_page, from), (d_ / group_) * sizeof(c10::Half));
+    }
+  }
+
+  void ToFloat(RowFormat f, const char* src, float* x) const {
+    switch (f) {
+      case RowFormat::kFloat16:
+        for (int j = 0; j < d_; ++j)
+          x[j] = static_cast<float>(reinterpret_cast<const c10::Half*>(src)[j]);
+        return;
+      case RowFormat::kBFloat16:
+        for (int j = 0; j < d_; ++j)
+          x[j] = static_cast<float>(reinterpret_cast<const c10::BFloat16*>(src)[j]);
+        return;
+      default:
+        std::memcpy(x, src, d_ * sizeof(float));
+    }
+  }
+
+ private:
+  int P_, d_, group_;
+};
+
 class HostStore final : public KvStore {
  public:
-  explicit HostStore(const StoreContext& context) : KvStore(context, at::Device(at::kCPU)) {
+  explicit HostStore(const StoreContext& context)
+      : KvStore(context, at::Device(at::kCPU)),
+        dtype_(StorageType(context.options->dtype)),
+        session_format_(kernels::RowFormatOf(dtype_)),
+        key_format_(FormatOf(context.options->key_type())),
+        value_format_(FormatOf(context.options->value_type())),
+        group_(context.options->kv_format.quantized() ? context.options->kv_group_size()
+                                                      : context.options->head_dim),
+        residual_tokens_(context.options->kv_format.residual_tokens),
+        codec_(context.options->page_size, context.options->head_dim, group_) {
     const SessionOptions& o = *context.options;
+    plain_ =
+        key_format_ == session_format_ && value_format_ == session_format_ && residual_tokens_ == 0;
     for (Layer& layer : layers_) {
-      auto pool = std::make_unique<ChunkedPagePool>(o.page_size, o.head_dim, StorageType(o.dtype));
+      std::unique_ptr<ChunkedPagePool> pool;
+      if (plain_) {
+        pool = std::make_unique<ChunkedPagePool>(o.page_size, o.head_dim, dtype_);
+      } else {
+        pool = std::make_unique<ChunkedPagePool>(
+            o.page_size, o.head_dim,
+            kernels::PageBytes(key_format_, o.page_size, o.head_dim, group_),
+            kernels::PageBytes(value_format_, o.page_size, o.head_dim, group_));
+      }
       pools_.push_back(pool.get());
       layer.pool = std::move(pool);
+      if (residual_tokens_ > 0) {
+        auto residual = std::make_unique<ChunkedPagePool>(o.page_size, o.head_dim, dtype_);
+        residual_pools_.push_back(residual.get());
+        layer.residual_pool = std::move(residual);
+      }
     }
   }
 
   void Append(int layer_index, const at::Tensor& k_in, const at::Tensor& v_in,
               const std::vector<int64_t>& first_rotated) override {
+    if (plain_) return AppendPlain(layer_index, k_in, v_in, first_rotated);
+    const SessionOptions& o = *context_.options;
+    const at::Tensor k = OnHost(k_in).to(dtype_).contiguous();
+    const at::Tensor v = OnHost(v_in).to(dtype_).contiguous();
+    const int64_t T = k.size(2), P = o.page_size, R = residual_tokens_;
+    const int64_t row = o.head_dim * c10::elementSize(dtype_);
+    Layer& layer = layers_[layer_index];
+    ChunkedPagePool& pool = *pools_[layer_index];
+    ChunkedPagePool* res_pool = R > 0 ? residual_pools_[layer_index] : nullptr;
+    std::vector<float> buffer(o.head_dim);
+    for (int64_t b = 0; b < o.batch_size; ++b) {
+      for (int64_t h = 0; h < o.num_kv_heads; ++h) {
+        HeadCache& cache = layer.heads[b * o.num_kv_heads + h];
+        const char* kb =
+            static_cast<const char*>(k.data_ptr()) + (b * o.num_kv_heads + h) * T * row;
+        const char* vb =
+            static_cast<const char*>(v.data_ptr()) + (b * o.num_kv_heads + h) * T * row;
+        const int64_t Lr = cache.residual, Q = cache.length - Lr;
+        // The oldest `overflow` of [residual window, new tokens] move into the main pages.
+        const int64_t overflow = std::max<int64_t>(0, Lr + T - R);
+        while (static_cast<int64_t>(cache.pages.size()) < (Q + overflow + P - 1) / P) {
+          cache.pages.push_back(pool.Allocate());
+        }
+        for (int64_t j = 0; j < overflow; ++j) {
+          const char *ks, *vs;
+          if (j < Lr) {
+            const int64_t slot = cache.residual_first + j;
+            ks = res_pool->KeyRow(cache.residual_pages[slot / P], slot % P);
+            vs = res_pool->ValueRow(cache.residual_pages[slot / P], slot % P);
+          } else {
+            ks = kb + (j - Lr) * row;
+            vs = vb + (j - Lr) * row;
+          }
+          const int64_t i = Q + j;
+          codec_.WriteFrom(key_format_, pool.Keys(cache.pages[i / P]), i % P, session_format_, ks,
+                           buffer.data());
+          codec_.WriteFrom(value_format_, pool.Values(cache.pages[i / P]), i % P, session_format_,
+                           vs, buffer.data());
+        }
+        if (R > 0) {
+          const int64_t moved = std::min(overflow, Lr);
+          cache.residual -= moved;
+          cache.residual_first += moved;
+          const int64_t fresh = T - std::max<int64_t>(0, overflow - Lr);  // new tokens kept there
+          TrimResidual(cache, *res_pool);
+          while (static_cast<int64_t>(cache.residual_pages.size()) <
+                 (cache.residual_first + cache.residual + fresh + P - 1) / P) {
+            cache.residual_pages.push_back(res_pool->Allocate());
+          }
+          for (int64_t t = T - fresh; t < T; ++t) {
+            const int64_t slot = cache.residual_first + cache.residual++;
+            std::memcpy(res_pool->KeyRow(cache.residual_pages[slot / P], slot % P), kb + t * row,
+                        row);
+            std::memcpy(res_pool->ValueRow(cache.residual_pages[slot / P], slot % P), vb + t * row,
+                        row);
+          }
+        }
+        for (int64_t t = 0; t < T; ++t) {
+          cache.origin.push_back(layer.seen[b] + t);
+          cache.rotated.push_back(first_rotated[b] + t);
+        }
+        cache.length += T;
+      }
+      layer.seen[b] += T;
+    }
+  }
+
+  absl::StatusOr<StepResult> Attend(int layer_index, const at::Tensor& q_in, int64_t window,
+                                    bool column_sums) override {
+    const SessionOptions& o = *context_.options;
+    const at::Tensor qf = OnHost(q_in).to(at::kFloat).contiguous();  // [B, H, T, d]
+    const int64_t T = qf.size(2);
+    const Layer& layer = layers_[layer_index];
+    StepResult r = MakeResult(layer, T, window, column_sums);
+    if (T <= kPagedKernelMaxQueries) {
+      PagedDecode(layer_index, qf, window, r);
+      return r;
+    }
+    const sparse::SparseAttention* sparse = context_.sparse;
+    if (sparse != nullptr && EqualLengths(layer) && T >= sparse->options().min_sparse_length) {
+      for (int64_t b = 0; b < o.batch_size; ++b) {
+        if (absl::Status s = SparsePrefill(layer, b, *sparse, false, qf[b], window, r); !s.ok()) {
+          return s;
+        }
+      }
+      return r;
+    }
+    DenseGroups(layer, qf, window, r);
+    return r;
+  }
+
+  void Keep(int layer_index, int64_t index, const std::vector<int64_t>& kept) override {
+    Layer& layer = layers_[layer_index];
+    ChunkedPagePool& pool = *pools_[layer_index];
+    HeadCache& cache = layer.heads[index];
+    const int64_t P = pool.page_size();
+    if (plain_) {
+      const int64_t row = pool.row_bytes();
+      cache.Keep(pool, kept, [&](int64_t from, int64_t to) {
+        std::memcpy(pool.KeyRow(cache.page_of(to, P), to % P),
+                    pool.KeyRow(cache.page_of(from, P), from % P), row);
+        std::memcpy(pool.ValueRow(cache.page_of(to, P), to % P),
+                    pool.ValueRow(cache.page_of(from, P), from % P), row);
+      });
+      return;
+    }
+    // Quantized tokens stay in the main pages, residual ones in the window: kept main tokens
+    // compact to the front of the main pages, kept residual ones to the front of the window.
+    const int64_t old_q = cache.length - cache.residual;
+    const int64_t new_q = std::lower_bound(kept.begin(), kept.end(), old_q) - kept.begin();
+    const int64_t new_residual = static_cast<int64_t>(kept.size()) - new_q;
+    ChunkedPagePool* res_pool = residual_tokens_ > 0 ? residual_pools_[layer_index] : nullptr;
+    const int64_t row = residual_tokens_ > 0 ? res_pool->row_bytes() : 0;
+    cache.residual = new_residual;  // Keep releases the main pages beyond new_q
+    cache.Keep(pool, kept, [&](int64_t from, int64_t to) {
+      if (from < old_q) {
+        codec_.Copy(key_format_, pool.Keys(cache.pages[from / P]), from % P,
+                    pool.Keys(cache.pages[to / P]), to % P);
+        codec_.Copy(value_format_, pool.Values(cache.pages[from / P]), from % P,
+                    pool.Values(cache.pages[to / P]), to % P);
+      } else {
+        const int64_t f = cache.residual_first + from - old_q;
+        const int64_t t = cache.residual_first + to - new_q;
+        std::memcpy(res_pool->KeyRow(cache.residual_pages[t / P], t % P),
+                    res_pool->KeyRow(cache.residual_pages[f / P], f % P), row);
+        std::memcpy(res_pool->ValueRow(cache.residual_pages[t / P], t % P),
+                    res_pool->ValueRow(cache.residual_pages[f / P], f % P), row);
+      }
+    });
+    if (res_pool != nullptr) TrimResidual(cache, *res_pool);
+  }
+
+  void Rerotate(int layer_index, int64_t index, const RopeOptions& rope) override {
+    ChunkedPagePool& pool = *pools_[layer_index];
+    HeadCache& cache = layers_[layer_index].heads[index];
+    const int64_t P = pool.page_size(), Q = cache.length - cache.residual;
+    std::vector<float> buffer(pool.head_dim());
+    for (int64_t i = 0; i < cache.length; ++i) {
+      const int64_t delta = i - cache.rotated[i];
+      if (delta == 0) continue;
+      if (plain_) {
+        RotateRow(pool.KeyRow(cache.page_of(i, P), i % P), pool.dtype(), pool.head_dim(), delta,
+                  rope);
+      } else if (i < Q) {
+        char* page = pool.Keys(cache.pages[i / P]);
+        codec_.Read(key_format_, page, i % P, buffer.data());
+        RotateRow(buffer.data(), at::kFloat, pool.head_dim(), delta, rope);
+        codec_.Write(key_format_, page, i % P, buffer.data());
+      } else {
+        ChunkedPagePool& res = *residual_pools_[layer_index];
+        const int64_t slot = cache.residual_first + i - Q;
+        RotateRow(res.KeyRow(cache.residual_pages[slot / P], slot % P), dtype_, pool.head_dim(),
+                  delta, rope);
+      }
+      cache.rotated[i] = i;
+    }
+  }
+
+  int64_t max_decode_queries() const override { return kPagedKernelMaxQueries; }
+
+ private:
+  // Drops the window's leading pages no token uses any more, and its trailing ones.
+  static void TrimResidual(HeadCache& cache, PagePool& res_pool) {
+    const int64_t P = res_pool.page_size();
+    if (cache.residual == 0) {
+      for (int32_t page : cache.residual_pages) res_pool.Release(page);
+      cache.residual_pages.clear();
+      cache.residual_first = 0;
+      return;
+    }
+    int64_t drop = cache.residual_first / P;
+    for (int64_t p = 0; p < drop; ++p) res_pool.Release(cache.residual_pages[p]);
+    cache.residual_pages.erase(cache.residual_pages.begin(), cache.residual_pages.begin() + drop);
+    cache.residual_first -= drop * P;
+    const size_t needed = (cache.residual_first + cache.residual + P - 1) / P;
+    while (cache.residual_pages.size() > needed) {
+      res_pool.Release(cache.residual_pages.back());
+      cache.residual_pages.pop_back();
+    }
+  }
+
+  // The plain layout (keys and values in the session dtype, no window): rows copied as given.
+  void AppendPlain(int layer_index, const at::Tensor& k_in, const at::Tensor& v_in,
+                   const std::vector<int64_t>& first_rotated) {
     const at::Tensor k = OnHost(k_in), v = OnHost(v_in);
     const int64_t T = k.size(2);
     Layer& layer = layers_[layer_index];
@@ -64,64 +376,31 @@ class HostStore final : public KvStore {
     });
   }
 
-  absl::StatusOr<StepResult> Attend(int layer_index, const at::Tensor& q_in, int64_t window,
-                                    bool column_sums) override {
-    const SessionOptions& o = *context_.options;
-    const at::Tensor qf = OnHost(q_in).to(at::kFloat).contiguous();  // [B, H, T, d]
-    const int64_t T = qf.size(2);
-    const Layer& layer = layers_[layer_index];
-    StepResult r = MakeResult(layer, T, window, column_sums);
-    if (T <= kPagedKernelMaxQueries) {
-      PagedDecode(layer_index, qf, window, r);
-      return r;
-    }
-    const sparse::SparseAttention* sparse = context_.sparse;
-    if (sparse != nullptr && EqualLengths(layer) && T >= sparse->options().min_sparse_length) {
-      for (int64_t b = 0; b < o.batch_size; ++b) {
-        if (absl::Status s = SparsePrefill(layer, b, *sparse, false, qf[b], window, r); !s.ok()) {
-          return s;
-        }
-      }
-      return r;
-    }
-    DenseGroups(layer, qf, window, r);
-    return r;
-  }
-
-  void Keep(int layer_index, int64_t index, const std::vector<int64_t>& kept) override {
-    Layer& layer = layers_[layer_index];
-    const ChunkedPagePool& pool = *pools_[layer_index];
-    HeadCache& cache = layer.heads[index];
-    const int64_t row = pool.row_bytes(), P = pool.page_size();
-    cache.Keep(*layer.pool, kept, [&](int64_t from, int64_t to) {
-      std::memcpy(pool.KeyRow(cache.page_of(to, P), to % P),
-                  pool.KeyRow(cache.page_of(from, P), from % P), row);
-      std::memcpy(pool.ValueRow(cache.page_of(to, P), to % P),
-                  pool.ValueRow(cache.page_of(from, P), from % P), row);
-    });
-  }
-
-  void Rerotate(int layer_index, int64_t index, const RopeOptions& rope) override {
-    const ChunkedPagePool& pool = *pools_[layer_index];
-    HeadCache& cache = layers_[layer_index].heads[index];
-    const int64_t P = pool.page_size();
-    for (int64_t i = 0; i < cache.length; ++i) {
-      const int64_t delta = i - cache.rotated[i];
-      if (delta == 0) continue;
-      RotateRow(pool.KeyRow(cache.page_of(i, P), i % P), pool.dtype(), pool.head_dim(), delta,
-                rope);
-      cache.rotated[i] = i;
-    }
-  }
-
-  int64_t max_decode_queries() const override { return kPagedKernelMaxQueries; }
-
- private:
   at::Tensor GatherStored(const Layer& layer, const HeadCache& cache, bool values) const override {
     const auto& pool = static_cast<const ChunkedPagePool&>(*layer.pool);
+    const int64_t P = pool.page_size();
+    if (!plain_) {
+      // Dequantized floats: the main pages, then the window.
+      at::Tensor out = at::empty({cache.length, pool.head_dim()}, at::kFloat);
+      float* dst = out.data_ptr<float>();
+      const int64_t Q = cache.length - cache.residual, d = pool.head_dim();
+      const RowFormat f = values ? value_format_ : key_format_;
+      for (int64_t i = 0; i < Q; ++i) {
+        char* page = values ? pool.Values(cache.pages[i / P]) : pool.Keys(cache.pages[i / P]);
+        codec_.Read(f, page, i % P, dst + i * d);
+      }
+      for (int64_t i = Q; i < cache.length; ++i) {
+        const auto& res = static_cast<const ChunkedPagePool&>(*layer.residual_pool);
+        const int64_t slot = cache.residual_first + i - Q;
+        const int32_t page = cache.residual_pages[slot / P];
+        codec_.ToFloat(session_format_,
+                       values ? res.ValueRow(page, slot % P) : res.KeyRow(page, slot % P),
+                       dst + i * d);
+      }
+      return out;
+    }
     at::Tensor out = at::empty({cache.length, pool.head_dim()}, pool.dtype());
     char* dst = static_cast<char*>(out.data_ptr());
-    const int64_t P = pool.page_size();
     for (int64_t t = 0; t < cache.length; t += P) {
       const int64_t n = std::min(P, cache.length - t);
       const int32_t page = cache.page_of(t, P);
@@ -142,7 +421,7 @@ class HostStore final : public KvStore {
                                                       : 0;
     at::parallel_for(0, o.batch_size * o.num_kv_heads, 1, [&](int64_t begin, int64_t end) {
       std::vector<float> scratch, rows_buf, sums_buf;
-      std::vector<const char*> page_keys, page_values;
+      std::vector<const char*> page_keys, page_values, res_keys, res_values;
       for (int64_t gi = begin; gi < end; ++gi) {
         const int64_t b = gi / o.num_kv_heads, kvh = gi % o.num_kv_heads;
         const HeadCache& cache = layer.heads[gi];
@@ -154,11 +433,27 @@ class HostStore final : public KvStore {
           page_values[p] = pool.Values(cache.pages[p]);
         }
         kernels::PagedGroupArgs args;
-        args.page_keys = page_keys.data();
-        args.page_values = page_values.data();
+        args.main.keys = page_keys.data();
+        args.main.values = page_values.data();
+        args.main.key_format = key_format_;
+        args.main.value_format = value_format_;
+        if (cache.residual > 0) {
+          const ChunkedPagePool& res = *residual_pools_[layer_index];
+          res_keys.resize(cache.residual_pages.size());
+          res_values.resize(cache.residual_pages.size());
+          for (size_t p = 0; p < cache.residual_pages.size(); ++p) {
+            res_keys[p] = res.Keys(cache.residual_pages[p]);
+            res_values[p] = res.Values(cache.residual_pages[p]);
+          }
+          args.residual.keys = res_keys.data();
+          args.residual.values = res_values.data();
+          args.residual.first = cache.residual_first;
+          args.residual.length = cache.residual;
+          args.residual.key_format = args.residual.value_format = session_format_;
+        }
         args.page_size = o.page_size;
+        args.group_size = group_;
         args.length = cache.length;
-        args.dtype = pool.dtype();
         args.rows_per_query = static_cast<int>(G);
         args.queries = T;
         args.head_dim = o.head_dim;
@@ -199,13 +494,30 @@ class HostStore final : public KvStore {
     });
   }
 
-  std::vector<const ChunkedPagePool*> pools_;  // layers_[l].pool, typed
+  std::vector<ChunkedPagePool*> pools_;           // layers_[l].pool, typed
+  std::vector<ChunkedPagePool*> residual_pools_;  // layers_[l].residual_pool, typed
+  at::ScalarType dtype_;                          // the session dtype (the window's rows)
+  RowFormat session_format_, key_format_, value_format_;
+  int group_;
+  int64_t residual_tokens_;
+  RowCodec codec_;
+  bool plain_ = true;  // keys and values in the session dtype, no window
 };
 
 }  // namespace
 
-std::unique_ptr<KvStore> MakeHostStore(const StoreContext& context) {
-  return std::make_unique<HostStore>(context);
+absl::StatusOr<std::unique_ptr<KvStore>> MakeHostStore(const StoreContext& context) {
+  const SessionOptions& o = *context.options;
+  for (const auto& [type, field] :
+       {std::pair<KvDataType, const char*>{o.key_type(), "kv_format.keys"},
+        {o.value_type(), "kv_format.values"}}) {
+    if (type == KvDataType::kInt4 || type == KvDataType::kInt2) {
+      return absl::UnimplementedError(
+          absl::StrCat(field, ": ", KvDataTypeName(type),
+                       " pages are not implemented yet (FP32, FP16, BF16 and INT8 are)"));
+    }
+  }
+  return std::unique_ptr<KvStore>(std::make_unique<HostStore>(context));
 }
 
 }  // namespace attnkit::session

@@ -46,12 +46,18 @@ at::Tensor KvStore::SequenceRows(int layer_index, int64_t b, bool values) const 
 
 int64_t KvStore::LayerBytes(int layer) const {
   const PagePool& pool = *layers_[layer].pool;
-  return pool.pages_in_use() * pool.page_bytes();
+  const PagePool* residual = layers_[layer].residual_pool.get();
+  return pool.pages_in_use() * pool.page_bytes() +
+         (residual != nullptr ? residual->pages_in_use() * residual->page_bytes() : 0);
 }
 
 int64_t KvStore::HeadBytes(int layer, int64_t index) const {
-  return static_cast<int64_t>(layers_[layer].heads[index].pages.size()) *
-         layers_[layer].pool->page_bytes();
+  const HeadCache& head = layers_[layer].heads[index];
+  const PagePool* residual = layers_[layer].residual_pool.get();
+  return static_cast<int64_t>(head.pages.size()) * layers_[layer].pool->page_bytes() +
+         (residual != nullptr
+              ? static_cast<int64_t>(head.residual_pages.size()) * residual->page_bytes()
+              : 0);
 }
 
 int64_t KvStore::BytesHeld() const {
@@ -62,14 +68,21 @@ int64_t KvStore::BytesHeld() const {
 
 int64_t KvStore::BytesReserved() const {
   int64_t bytes = 0;
-  for (const Layer& layer : layers_)
+  for (const Layer& layer : layers_) {
     bytes += layer.pool->pages_reserved() * layer.pool->page_bytes();
+    if (layer.residual_pool != nullptr) {
+      bytes += layer.residual_pool->pages_reserved() * layer.residual_pool->page_bytes();
+    }
+  }
   return bytes;
 }
 
 void KvStore::Clear() {
   for (Layer& layer : layers_) {
-    for (HeadCache& h : layer.heads) h.Clear(*layer.pool);
+    for (HeadCache& h : layer.heads) {
+      if (layer.residual_pool != nullptr) h.ClearResidual(*layer.residual_pool);
+      h.Clear(*layer.pool);
+    }
     std::fill(layer.seen.begin(), layer.seen.end(), 0);
   }
 }

@@ -103,6 +103,8 @@ class KvStore {
 
   struct Layer {
     std::unique_ptr<PagePool> pool;
+    // The residual window's pages (the session dtype), when the store keeps one (HeadCache).
+    std::unique_ptr<PagePool> residual_pool;
     std::vector<HeadCache> heads;  // [batch * num_kv_heads]
     std::vector<int64_t> seen;     // tokens appended per sequence
   };
@@ -160,9 +162,11 @@ class KvStore {
   double sparse_density_ = 1.0;
 };
 
-// The host store; tensors on other devices are copied to the host.
-std::unique_ptr<KvStore> MakeHostStore(const StoreContext& context);
-// The device store on `device` (a CUDA device, or the CPU for tests).
+// The host store; tensors on other devices are copied to the host. Holds keys and values in
+// FP32, FP16, BF16 or INT8 pages (kv_format); INT4 and INT2 are UNIMPLEMENTED.
+absl::StatusOr<std::unique_ptr<KvStore>> MakeHostStore(const StoreContext& context);
+// The device store on `device` (a CUDA device, or the CPU for tests); keys and values in the
+// session dtype only (another kv_format is UNIMPLEMENTED).
 absl::StatusOr<std::unique_ptr<KvStore>> MakeDeviceStore(const StoreContext& context,
                                                          at::Device device);
 

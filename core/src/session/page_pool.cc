@@ -26,8 +26,16 @@ at::Tensor IndexTensor(const std::vector<int64_t>& values, at::Device device) {
 PagePool::PagePool(int page_size, int head_dim, at::ScalarType dtype)
     : page_size_(page_size), head_dim_(head_dim), dtype_(dtype) {
   row_bytes_ = static_cast<int64_t>(head_dim) * c10::elementSize(dtype);
-  half_bytes_ = row_bytes_ * page_size;
+  key_half_bytes_ = value_half_bytes_ = row_bytes_ * page_size;
 }
+
+PagePool::PagePool(int page_size, int head_dim, int64_t key_page_bytes, int64_t value_page_bytes)
+    : page_size_(page_size),
+      head_dim_(head_dim),
+      dtype_(at::kByte),
+      row_bytes_(0),
+      key_half_bytes_(key_page_bytes),
+      value_half_bytes_(value_page_bytes) {}
 
 int32_t PagePool::Allocate() {
   if (free_.empty()) AddPages();
@@ -45,10 +53,17 @@ void PagePool::Release(int32_t page) {
 ChunkedPagePool::ChunkedPagePool(int page_size, int head_dim, at::ScalarType dtype)
     : PagePool(page_size, head_dim, dtype), pages_per_chunk_(PagesPerChunk(page_bytes())) {}
 
+ChunkedPagePool::ChunkedPagePool(int page_size, int head_dim, int64_t key_page_bytes,
+                                 int64_t value_page_bytes)
+    : PagePool(page_size, head_dim, key_page_bytes, value_page_bytes),
+      pages_per_chunk_(PagesPerChunk(page_bytes())) {}
+
 void ChunkedPagePool::AddPages() {
   const int32_t first = static_cast<int32_t>(key_chunks_.size()) * pages_per_chunk_;
-  for (auto* chunks : {&key_chunks_, &value_chunks_}) {
-    at::Tensor chunk = at::empty({pages_per_chunk_ * half_bytes_}, at::kByte);
+  for (auto [chunks, bytes] :
+       {std::pair<std::vector<char*>*, int64_t>{&key_chunks_, key_half_bytes_},
+        {&value_chunks_, value_half_bytes_}}) {
+    at::Tensor chunk = at::empty({pages_per_chunk_ * bytes}, at::kByte);
     chunks_.push_back(chunk);
     chunks->push_back(static_cast<char*>(chunk.data_ptr()));
   }
@@ -100,7 +115,7 @@ void ArenaPagePool::FlushMoves() {
 }
 
 void HeadCache::Reserve(PagePool& pool, int64_t extra) {
-  const int64_t needed = (length + extra + pool.page_size() - 1) / pool.page_size();
+  const int64_t needed = (length - residual + extra + pool.page_size() - 1) / pool.page_size();
   while (static_cast<int64_t>(pages.size()) < needed) pages.push_back(pool.Allocate());
 }
 
@@ -108,11 +123,22 @@ void HeadCache::Truncate(PagePool& pool, int64_t new_length) {
   length = new_length;
   origin.resize(length);
   rotated.resize(length);
-  const size_t needed = (length + pool.page_size() - 1) / pool.page_size();
+  const size_t needed = (length - residual + pool.page_size() - 1) / pool.page_size();
   while (pages.size() > needed) {
     pool.Release(pages.back());
     pages.pop_back();
   }
+}
+
+}  // namespace attnkit::session
+
+namespace attnkit::session {
+
+void HeadCache::ClearResidual(PagePool& residual_pool) {
+  for (int32_t page : residual_pages) residual_pool.Release(page);
+  residual_pages.clear();
+  residual = 0;
+  residual_first = 0;
 }
 
 }  // namespace attnkit::session

@@ -38,19 +38,27 @@ class PagePool {
   int page_size() const { return page_size_; }
   int head_dim() const { return head_dim_; }
   at::ScalarType dtype() const { return dtype_; }
+  // Bytes of one key or value row in dtype() (pools of one dtype).
   int64_t row_bytes() const { return row_bytes_; }
-  int64_t page_bytes() const { return 2 * half_bytes_; }
+  // Bytes of a page's keys, of its values (they differ when keys and values have their own
+  // formats), and of both.
+  int64_t key_page_bytes() const { return key_half_bytes_; }
+  int64_t value_page_bytes() const { return value_half_bytes_; }
+  int64_t page_bytes() const { return key_half_bytes_ + value_half_bytes_; }
   int64_t pages_in_use() const { return in_use_; }
   virtual int64_t pages_reserved() const = 0;
 
  protected:
   PagePool(int page_size, int head_dim, at::ScalarType dtype);
+  // Keys and values in their own formats: a page's keys take key_page_bytes, its values
+  // value_page_bytes (row_bytes() is then 0: rows are the store's business).
+  PagePool(int page_size, int head_dim, int64_t key_page_bytes, int64_t value_page_bytes);
   // Adds at least one page id to free_ (called when it is empty).
   virtual void AddPages() = 0;
 
   int page_size_, head_dim_;
   at::ScalarType dtype_;
-  int64_t row_bytes_, half_bytes_;
+  int64_t row_bytes_, key_half_bytes_, value_half_bytes_;
   std::vector<int32_t> free_;
   int64_t in_use_ = 0;
 };
@@ -58,9 +66,10 @@ class PagePool {
 class ChunkedPagePool final : public PagePool {
  public:
   ChunkedPagePool(int page_size, int head_dim, at::ScalarType dtype);
+  ChunkedPagePool(int page_size, int head_dim, int64_t key_page_bytes, int64_t value_page_bytes);
 
-  char* Keys(int32_t page) const { return Base(key_chunks_, page); }
-  char* Values(int32_t page) const { return Base(value_chunks_, page); }
+  char* Keys(int32_t page) const { return Base(key_chunks_, page, key_half_bytes_); }
+  char* Values(int32_t page) const { return Base(value_chunks_, page, value_half_bytes_); }
   // Row `row` (< page_size) of a page's keys or values.
   char* KeyRow(int32_t page, int64_t row) const { return Keys(page) + row * row_bytes_; }
   char* ValueRow(int32_t page, int64_t row) const { return Values(page) + row * row_bytes_; }
@@ -70,8 +79,8 @@ class ChunkedPagePool final : public PagePool {
 
  private:
   void AddPages() override;
-  char* Base(const std::vector<char*>& chunks, int32_t page) const {
-    return chunks[page / pages_per_chunk_] + (page % pages_per_chunk_) * half_bytes_;
+  char* Base(const std::vector<char*>& chunks, int32_t page, int64_t bytes) const {
+    return chunks[page / pages_per_chunk_] + (page % pages_per_chunk_) * bytes;
   }
 
   int32_t pages_per_chunk_;
@@ -123,6 +132,12 @@ class ArenaPagePool final : public PagePool {
 struct HeadCache {
   std::vector<int32_t> pages;
   int64_t length = 0;
+  // A store with a residual window (host store, quantized formats) keeps the last `residual`
+  // tokens outside `pages`: in residual_pages (another pool), from row residual_first of the
+  // first one. `pages` then hold the first length - residual tokens.
+  int64_t residual = 0;
+  int64_t residual_first = 0;
+  std::vector<int32_t> residual_pages;
   std::vector<int64_t> origin;   // original token index of each cached token
   std::vector<int64_t> rotated;  // RoPE position each cached key currently carries
 
@@ -145,6 +160,8 @@ struct HeadCache {
     Truncate(pool, static_cast<int64_t>(kept.size()));
   }
   void Clear(PagePool& pool) { Truncate(pool, 0); }
+  // Releases the residual pages (the store clears the cache with Clear as well).
+  void ClearResidual(PagePool& residual_pool);
 
  private:
   void Truncate(PagePool& pool, int64_t new_length);

@@ -78,7 +78,7 @@ class SessionImpl : public Session {
     if (kind == StoreKind::kDevice) {
       ATTNKIT_ASSIGN_OR_RETURN(store_, session::MakeDeviceStore(context, device));
     } else {
-      store_ = session::MakeHostStore(context);
+      ATTNKIT_ASSIGN_OR_RETURN(store_, session::MakeHostStore(context));
     }
     layers_.resize(o.num_layers);
     for (LayerCounters& layer : layers_) layer.decode_steps.assign(o.batch_size, 0);

@@ -669,6 +669,40 @@ TEST(SessionConfigTest, EveryRuleRejectedNamingTheField) {
          c->mutable_rope()->set_interleaved(true);
        }},
       {"eviction.rerotate_keys", [](M* c) { c->mutable_eviction()->set_rerotate_keys(true); }},
+      {"kv_format.keys",
+       [](M* c) { c->mutable_kv_format()->set_keys(static_cast<pb::KvDataType>(99)); }},
+      {"kv_format.values",
+       [](M* c) { c->mutable_kv_format()->set_values(static_cast<pb::KvDataType>(-1)); }},
+      {"kv_format.group_size",
+       [](M* c) {
+         c->mutable_kv_format()->set_keys(pb::INT8);
+         c->mutable_kv_format()->set_group_size(5);  // does not divide head_dim 16
+       }},
+      {"kv_format.group_size",
+       [](M* c) {
+         c->mutable_kv_format()->set_values(pb::INT8);
+         c->mutable_kv_format()->set_group_size(-8);
+       }},
+      {"kv_format.group_size",
+       [](M* c) {
+         c->mutable_kv_format()->set_keys(pb::BF16);  // no quantized format
+         c->mutable_kv_format()->set_group_size(8);
+       }},
+      {"kv_format.residual_tokens",
+       [](M* c) {
+         c->mutable_kv_format()->set_keys(pb::INT8);
+         c->mutable_kv_format()->set_residual_tokens(-1);
+       }},
+      {"kv_format.residual_tokens",
+       [](M* c) {
+         c->mutable_kv_format()->set_keys(pb::INT8);
+         c->mutable_kv_format()->set_residual_tokens(673);  // budget 32 + 512 + 128
+       }},
+      {"kv_format.residual_tokens",
+       [](M* c) {
+         c->mutable_kv_format()->set_values(pb::FP16);
+         c->mutable_kv_format()->set_residual_tokens(4);
+       }},
   };
   CheckRules(ValidSession(), rules);
 }
@@ -704,7 +738,51 @@ TEST(SessionConfigTest, LegalEdgeValuesAccepted) {
             x->set_head_aggregation(pb::PER_HEAD);
             for (int i = 0; i < 8; ++i) x->add_per_head_thresholds(0.1 * (i + 1) + 0.05);
           },
+          [](M* c) {
+            auto* f = c->mutable_kv_format();
+            f->set_keys(pb::INT8);
+            f->set_values(pb::INT8);
+            f->set_group_size(16);        // = head_dim
+            f->set_residual_tokens(672);  // = the budget
+          },
+          [](M* c) {
+            c->mutable_eviction()->set_enabled(false);  // no budget: any window
+            c->mutable_kv_format()->set_values(pb::INT8);
+            c->mutable_kv_format()->set_residual_tokens(100000);
+          },
+          [](M* c) {
+            c->mutable_kv_format()->set_keys(pb::FP16);
+            c->mutable_kv_format()->set_values(pb::BF16);
+          },
+          // Valid configs; the store refuses INT4/INT2 at session creation (UNIMPLEMENTED).
+          [](M* c) { c->mutable_kv_format()->set_keys(pb::INT4); },
+          [](M* c) { c->mutable_kv_format()->set_values(pb::INT2); },
       });
+}
+
+TEST(SessionConfigTest, KvFormatResolvesDefaults) {
+  auto o = ParseSessionConfig(
+      "num_layers: 1 num_heads: 8 num_kv_heads: 4 head_dim: 64 dtype: BFLOAT16 "
+      "kv_format { keys: INT8 residual_tokens: 128 }",
+      true);
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->kv_format.keys, KvDataType::kInt8);
+  EXPECT_EQ(o->kv_format.values, KvDataType::kDefault);
+  EXPECT_EQ(o->key_type(), KvDataType::kInt8);
+  EXPECT_EQ(o->value_type(), KvDataType::kBFloat16);  // DEFAULT: the session dtype
+  EXPECT_EQ(o->kv_format.group_size, 32);             // 0: 32 where it divides head_dim
+  EXPECT_EQ(o->kv_format.residual_tokens, 128);
+  auto odd = ParseSessionConfig(
+      "num_layers: 1 num_heads: 2 num_kv_heads: 2 head_dim: 24 kv_format { values: INT8 }", true);
+  ASSERT_TRUE(odd.ok()) << odd.status();
+  EXPECT_EQ(odd->kv_format.group_size, 24);  // else head_dim
+  EXPECT_EQ(odd->key_type(), KvDataType::kFloat32);
+  auto none = ParseSessionConfig("num_layers: 1 num_heads: 2 num_kv_heads: 2 head_dim: 24", true);
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->kv_format.quantized());
+  EXPECT_EQ(none->kv_format.group_size, 0);
+  EXPECT_EQ(none->key_type(), KvDataType::kFloat32);
+  EXPECT_STREQ(KvDataTypeName(KvDataType::kInt4), "INT4");
 }
 
 TEST(SessionConfigTest, UnsetFieldsResolveToReferenceDefaults) {

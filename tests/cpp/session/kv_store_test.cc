@@ -31,7 +31,9 @@ SessionOptions Shape() {
 
 std::vector<std::unique_ptr<KvStore>> BothStores(const SessionOptions& o) {
   std::vector<std::unique_ptr<KvStore>> stores;
-  stores.push_back(MakeHostStore(StoreContext{&o, nullptr}));
+  auto host = MakeHostStore(StoreContext{&o, nullptr});
+  EXPECT_TRUE(host.ok()) << host.status();
+  stores.push_back(std::move(*host));
   auto device = MakeDeviceStore(StoreContext{&o, nullptr}, at::Device(at::kCPU));
   EXPECT_TRUE(device.ok()) << device.status();
   stores.push_back(std::move(*device));
