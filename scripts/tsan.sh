@@ -13,6 +13,8 @@
 # races that matter, between the caller's threads through attnkit's own state, remain visible) and
 # scripts/tsan.supp, which silences reports whose frames are all inside those libraries
 # (called_from_lib), never attnkit's own code.
+# Measured (2 cores under heavy load from other builds): build 2233 s from a cold cache, capi_threads
+# 6/6 in about 1 s with no report, and none without the suppressions either.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build_dir="${ATTNKIT_TSAN_BUILD_DIR:-$here/build-tsan}"
