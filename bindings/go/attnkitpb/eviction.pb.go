@@ -980,7 +980,8 @@ func (x *EvictionConfig) GetSchedule() *EvictionSchedule {
 // at every interval_steps-th one the layer evicts down to its budget (start + intermediate +
 // recent tokens) when over it, and the count restarts. Between those steps the cache grows by up to
 // interval_steps - 1 tokens over the budget, and the policy's selection runs interval_steps times
-// less often. Calls with several tokens (the prompt, prefill chunks) evict as before
+// less often; SnapKV and R-KV observe only the last window_size decode calls before each scheduled
+// eviction (docs/algorithms.md, "Schedules"). Calls with several tokens (the prompt, prefill chunks) evict as before
 // (defer_eviction_to_decode decides). Policy objects used directly (attnkit_eviction_policy_*)
 // leave the schedule to their host.
 type EvictionSchedule struct {

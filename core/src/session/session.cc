@@ -271,6 +271,19 @@ class SessionImpl : public Session {
   // The policy's part of a step for sequence b: observe, and evict when over budget.
   // `step_queries`: the call's q [B, H, T, d]; `first_rotated[b]`: the RoPE position of sequence
   // b's first new token.
+  // Under a schedule, a scorer that reads only its window's queries (SnapKV, R-KV) observes the
+  // last window_rows decode calls before each scheduled eviction, as DecodingPress scores with the
+  // newest queries when it compresses; earlier calls of the interval are not observed. Scorers that
+  // sum every query (H2O) or keep query statistics observe every call.
+  bool SkipsObservation(const ObservationNeeds& needs, int64_t decode_steps, int64_t T) const {
+    const int interval = options_.eviction.interval_steps;
+    if (T != 1 || interval <= 1 || needs.window_rows == 0 || needs.all_queries_sum ||
+        needs.queries) {
+      return false;
+    }
+    return decode_steps + 1 <= interval - needs.window_rows;  // this call's count in the interval
+  }
+
   absl::Status ObserveAndEvict(int layer, int64_t b, const session::StepResult& step,
                                const at::Tensor& step_queries,
                                const std::vector<int64_t>& first_rotated, int64_t T) {
@@ -279,17 +292,21 @@ class SessionImpl : public Session {
     std::vector<int64_t> lengths(o.num_kv_heads);
     for (int h = 0; h < o.num_kv_heads; ++h)
       lengths[h] = store_->head(layer, HeadIndex(b, h)).length;
-    const int64_t max_len = *std::max_element(lengths.begin(), lengths.end());
-    Observation obs;
-    if (step.window_rows.defined()) obs.window_rows = step.window_rows[b].narrow(2, 0, max_len);
-    if (step.column_sums.defined()) obs.all_queries_sum = step.column_sums[b].narrow(1, 0, max_len);
-    if (policy.per_head()) obs.lengths = lengths;
-    if (policy.needs().queries) {
-      obs.queries = step_queries[b];
-      obs.first_position = first_rotated[b];
-      obs.rope = o.has_rope ? &o.rope : nullptr;
+    if (!SkipsObservation(policy.needs(), layers_[layer].decode_steps[b], T)) {
+      const int64_t max_len = *std::max_element(lengths.begin(), lengths.end());
+      Observation obs;
+      if (step.window_rows.defined()) obs.window_rows = step.window_rows[b].narrow(2, 0, max_len);
+      if (step.column_sums.defined()) {
+        obs.all_queries_sum = step.column_sums[b].narrow(1, 0, max_len);
+      }
+      if (policy.per_head()) obs.lengths = lengths;
+      if (policy.needs().queries) {
+        obs.queries = step_queries[b];
+        obs.first_position = first_rotated[b];
+        obs.rope = o.has_rope ? &o.rope : nullptr;
+      }
+      ATTNKIT_RETURN_IF_ERROR(policy.Observe(layer, obs));
     }
-    ATTNKIT_RETURN_IF_ERROR(policy.Observe(layer, obs));
     if (o.eviction.defer_eviction_to_decode && T > 1) return absl::OkStatus();
     if (T == 1 && o.eviction.interval_steps > 1) {
       // DecodingPress's schedule: every interval_steps-th decode call may evict; the count restarts

@@ -1,7 +1,10 @@
 // The session against a plain ATen reference: attention (prefill and decode, GQA, dtypes, strided
 // inputs), eviction at session level (batches, per head, pages freed), reset and bad input.
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include <ATen/Functions.h>
 #include <ATen/TensorOperators.h>
@@ -182,6 +185,54 @@ TEST(SessionTest, IntervalScheduleEvictsEveryNthDecodeStep) {
     attend_all(1);
     EXPECT_EQ(scheduled->Positions(0, 0, 0)->size(), static_cast<size_t>(kBudget + 1));
   }
+}
+
+// Under a schedule, SnapKV observes only the last window_size decode calls before each scheduled
+// eviction (DecodingPress scores with the newest queries): queries earlier in the interval cannot
+// change what is kept, queries in the window do. The probe queries point at one cached token's key,
+// so every query head puts nearly all its attention on that token.
+TEST(SessionTest, IntervalScheduleObservesOnlyTheWindowBeforeEachEviction) {
+  constexpr int kInterval = 6, kWindow = 2, kPrompt = 30;
+  const std::string config = std::string(kShape) +
+                             "eviction { enabled: true algorithm: SNAPKV granularity: PER_TOKEN "
+                             "start_tokens: 2 intermediate_tokens: 8 recent_tokens: 2 "
+                             "window_size: 2 schedule { interval_steps: 6 } }";
+  at::manual_seed(11);
+  std::vector<std::array<at::Tensor, 3>> calls;  // per call: q, k, v of layer 0 (layer 1 reuses)
+  for (int call = 0; call <= kInterval; ++call) {
+    const int64_t tokens = call == 0 ? kPrompt : 1;
+    calls.push_back({at::randn({1, 4, tokens, 16}), at::randn({1, 2, tokens, 16}),
+                     at::randn({1, 2, tokens, 16})});
+  }
+  // Query heads 0-1 read kv head 0, 2-3 kv head 1: each probes its kv head's key of `target`.
+  auto kept = [&](int64_t target, bool probe_early, bool probe_late) {
+    const at::Tensor key = calls[target - kPrompt + 1][1];  // decode call 1 appends position 30
+    const at::Tensor probe = key.repeat_interleave(2, 1).mul(10.0);
+    auto session = MakeSession(config);
+    for (int call = 0; call <= kInterval; ++call) {
+      const bool early = call >= 1 && call <= kInterval - kWindow,
+                 late = call > kInterval - kWindow;
+      const at::Tensor q = (early && probe_early) || (late && probe_late) ? probe : calls[call][0];
+      const int64_t tokens = q.size(2);
+      for (int layer = 0; layer < 2; ++layer) {
+        EXPECT_TRUE(
+            session->Attend(layer, q, calls[call][1], calls[call][2], at::empty({1, 4, tokens, 16}))
+                .ok());
+      }
+    }
+    EXPECT_EQ(session->Stats().layers[0].evictions, 2);  // the prompt's and the scheduled one
+    return *session->Positions(0, 0, 0);
+  };
+  const std::vector<int64_t> base = kept(kPrompt, false, false);
+  ASSERT_EQ(base.size(), 12u);
+  // The target: a token appended by an early decode call (so in the cache when the scheduled
+  // eviction selects, and probed only by queries after it) that the base run drops.
+  int64_t target = kPrompt;
+  while (std::count(base.begin(), base.end(), target) != 0) ++target;
+  ASSERT_LT(target, kPrompt + kInterval - kWindow - 1);
+  EXPECT_EQ(kept(target, true, false), base);  // early queries are not observed
+  const std::vector<int64_t> with_late = kept(target, false, true);
+  EXPECT_EQ(std::count(with_late.begin(), with_late.end(), target), 1);  // the window's are
 }
 
 TEST(SessionTest, IntervalScheduleRejectsNegativeIntervals) {
