@@ -24,6 +24,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "attnkit/config_messages.h"
 #include "attnkit/config_parser.h"
 #include "attnkit/v1/eviction.pb.h"
 #include "attnkit/v1/session.pb.h"
@@ -71,20 +72,6 @@ constexpr Kind kKinds[] = {
     {ConfigKind::kSparseAttention, "sparse", "attnkit.v1.SparseAttentionConfig"},
     {ConfigKind::kVisualPruning, "visual", "attnkit.v1.VisualPruningConfig"},
 };
-
-std::unique_ptr<google::protobuf::Message> NewMessage(ConfigKind kind) {
-  switch (kind) {
-    case ConfigKind::kSession:
-      return std::make_unique<pb::SessionConfig>();
-    case ConfigKind::kEviction:
-      return std::make_unique<pb::EvictionConfig>();
-    case ConfigKind::kSparseAttention:
-      return std::make_unique<pb::SparseAttentionConfig>();
-    case ConfigKind::kVisualPruning:
-      return std::make_unique<pb::VisualPruningConfig>();
-  }
-  return nullptr;
-}
 
 enum class Format { kText, kBinary, kJson };
 
@@ -186,13 +173,13 @@ absl::StatusOr<Loaded> Load(const std::string& data, Format format, const Kind* 
     }
   }
   if (loaded.kind != nullptr) {
-    loaded.message = NewMessage(loaded.kind->kind);
+    loaded.message = attnkit::NewConfigMessage(loaded.kind->kind);
     if (auto status = Parse(data, format, loaded.message.get()); !status.ok()) return status;
     return loaded;
   }
   absl::Status first_error;
   for (const Kind& kind : kKinds) {
-    auto message = NewMessage(kind.kind);
+    auto message = attnkit::NewConfigMessage(kind.kind);
     auto status = Parse(data, format, message.get());
     if (status.ok()) {
       loaded.kind = &kind;

@@ -1,6 +1,7 @@
 // The one place where configuration rules live. Every message names the field by its path in the
 // top-level message, e.g. "eviction.start_tokens: must be non-negative, got -4".
 #include "attnkit/config_parser.h"
+#include "attnkit/config_messages.h"
 
 #include <algorithm>
 #include <cmath>
@@ -492,7 +493,9 @@ auto ParseAndConvert(absl::string_view data, bool text, Converter convert)
   return convert(message);
 }
 
-std::unique_ptr<google::protobuf::Message> NewMessage(ConfigKind kind) {
+}  // namespace
+
+std::unique_ptr<google::protobuf::Message> NewConfigMessage(ConfigKind kind) {
   switch (kind) {
     case ConfigKind::kEviction:
       return std::make_unique<pb::EvictionConfig>();
@@ -505,8 +508,6 @@ std::unique_ptr<google::protobuf::Message> NewMessage(ConfigKind kind) {
   }
   return nullptr;
 }
-
-}  // namespace
 
 const char* KvDataTypeName(KvDataType type) {
   switch (type) {
@@ -801,7 +802,7 @@ absl::StatusOr<std::string> ValidateConfig(ConfigKind kind, absl::string_view da
 }
 
 absl::StatusOr<std::string> ConfigTextToBinary(ConfigKind kind, absl::string_view text) {
-  auto message = NewMessage(kind);
+  auto message = NewConfigMessage(kind);
   ATTNKIT_RETURN_IF_ERROR(ParseMessage(text, true, message.get()));
   std::string out;
   message->SerializeToString(&out);
@@ -809,7 +810,7 @@ absl::StatusOr<std::string> ConfigTextToBinary(ConfigKind kind, absl::string_vie
 }
 
 absl::StatusOr<std::string> ConfigBinaryToText(ConfigKind kind, absl::string_view bytes) {
-  auto message = NewMessage(kind);
+  auto message = NewConfigMessage(kind);
   ATTNKIT_RETURN_IF_ERROR(ParseMessage(bytes, false, message.get()));
   std::string out;
   google::protobuf::TextFormat::PrintToString(*message, &out);
