@@ -50,33 +50,19 @@ inline void Prefetch(const char* page, int64_t bytes) {
     __builtin_prefetch(page + off);
 }
 
+inline float RoundHalfScalar(float x) { return static_cast<float>(c10::Half(x)); }
+
+inline int SegmentPageSize(const PagedSegment& s, const PagedGroupArgs& a) {
+  return s.page_size > 0 ? s.page_size : a.page_size;
+}
+
 // The plain path (any head dim and group): each row converted to floats, then scalar loops.
 void RowToFloat(const PagedSegment& s, bool values, int64_t i, const PagedGroupArgs& a,
                 float* buffer) {
-  const int P = a.page_size, d = a.head_dim;
-  const int64_t pos = s.first + i, row = pos % P;
-  const char* page = (values ? s.values : s.keys)[pos / P];
-  switch (values ? s.value_format : s.key_format) {
-    case RowFormat::kFloat16: {
-      const auto* src = reinterpret_cast<const c10::Half*>(page) + row * d;
-      for (int j = 0; j < d; ++j) buffer[j] = static_cast<float>(src[j]);
-      return;
-    }
-    case RowFormat::kBFloat16: {
-      const auto* src = reinterpret_cast<const c10::BFloat16*>(page) + row * d;
-      for (int j = 0; j < d; ++j) buffer[j] = static_cast<float>(src[j]);
-      return;
-    }
-    case RowFormat::kInt8: {
-      const auto* scales = reinterpret_cast<const c10::Half*>(page + static_cast<int64_t>(P) * d) +
-                           row * (d / a.group_size);
-      DequantizeRowInt8(reinterpret_cast<const int8_t*>(page) + row * d, scales, d, a.group_size,
-                        buffer);
-      return;
-    }
-    default:
-      std::memcpy(buffer, reinterpret_cast<const float*>(page) + row * d, d * sizeof(float));
-  }
+  const int P = SegmentPageSize(s, a);
+  const int64_t pos = s.first + i;
+  ReadPageRow(values ? s.value_format : s.key_format, (values ? s.values : s.keys)[pos / P], P,
+              a.head_dim, a.group_size, pos % P, buffer);
 }
 
 void ScalarKeys(const PagedSegment& s, int64_t t_base, const PagedGroupArgs& a, int rows,
@@ -126,6 +112,28 @@ namespace avx2 {
       _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16))
 #define VLOAD_I8(p) \
   _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))))
+inline __m256 CodesToFloats(__m128i bytes, __m128i spread, __m256i shifts, int mask) {
+  const __m256i x = _mm256_cvtepu8_epi32(_mm_shuffle_epi8(bytes, spread));
+  return _mm256_cvtepi32_ps(
+      _mm256_and_si256(_mm256_srlv_epi32(x, shifts), _mm256_set1_epi32(mask)));
+}
+inline __m256 LoadCodes4(const uint8_t* p) {
+  int32_t word;
+  std::memcpy(&word, p, 4);
+  return CodesToFloats(_mm_cvtsi32_si128(word),
+                       _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 0, 0, 0, 0, 0, 0, 0, 0),
+                       _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4), 15);
+}
+inline __m256 LoadCodes2(const uint8_t* p) {
+  int16_t word;
+  std::memcpy(&word, p, 2);
+  return CodesToFloats(_mm_cvtsi32_si128(static_cast<uint16_t>(word)),
+                       _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0),
+                       _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6), 3);
+}
+inline __m256 RoundHalfV(__m256 v) {
+  return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
 #include "cpu/paged_attention_isa.inc"  // NOLINT(build/include)
 #undef V
 #undef W
@@ -172,6 +180,28 @@ namespace avx512 {
       _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16))
 #define VLOAD_I8(p) \
   _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))))
+inline __m512 CodesToFloats(__m128i bytes, __m128i spread, __m512i shifts, int mask) {
+  const __m512i x = _mm512_cvtepu8_epi32(_mm_shuffle_epi8(bytes, spread));
+  return _mm512_cvtepi32_ps(
+      _mm512_and_si512(_mm512_srlv_epi32(x, shifts), _mm512_set1_epi32(mask)));
+}
+inline __m512 LoadCodes4(const uint8_t* p) {
+  int64_t word;
+  std::memcpy(&word, p, 8);
+  return CodesToFloats(_mm_cvtsi64_si128(word),
+                       _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7),
+                       _mm512_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4), 15);
+}
+inline __m512 LoadCodes2(const uint8_t* p) {
+  int32_t word;
+  std::memcpy(&word, p, 4);
+  return CodesToFloats(_mm_cvtsi32_si128(word),
+                       _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
+                       _mm512_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6), 3);
+}
+inline __m512 RoundHalfV(__m512 v) {
+  return _mm512_cvtph_ps(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
 #include "cpu/paged_attention_isa.inc"  // NOLINT(build/include)
 #undef V
 #undef W
@@ -210,9 +240,14 @@ bool CpuHasAvx512() {
 
 // 2: AVX-512, 1: AVX2, 0: plain loops.
 int PathFor(const PagedGroupArgs& a) {
-  const bool int8 =
-      a.main.key_format == RowFormat::kInt8 || a.main.value_format == RowFormat::kInt8;
-  auto fits = [&](int w) { return a.head_dim % w == 0 && (!int8 || a.group_size % w == 0); };
+  // Grouped value rows (int8, KIVI) take one scale per vector: the group must be whole vectors.
+  const RowFormat vf = a.main.value_format, kf = a.main.key_format;
+  const bool grouped = kf == RowFormat::kInt8 || vf == RowFormat::kInt8 || vf == RowFormat::kInt4 ||
+                       vf == RowFormat::kInt2 || kf == RowFormat::kInt4 || kf == RowFormat::kInt2;
+  // KIVI keys are read per channel, values per token: the other layouts take the plain path.
+  if (kf == RowFormat::kInt4 || kf == RowFormat::kInt2 || IsPerChannel(vf)) return 0;
+  if (a.head_dim > 1024) return 0;
+  auto fits = [&](int w) { return a.head_dim % w == 0 && (!grouped || a.group_size % w == 0); };
 #ifdef ATTNKIT_AVX2
   if (max_isa_for_testing >= 2 && CpuHasAvx512() && fits(16)) return 2;
   if (max_isa_for_testing >= 1 && fits(8)) return 1;
@@ -334,9 +369,112 @@ int64_t PageBytes(RowFormat format, int page_size, int head_dim, int group_size)
       return rows * head_dim * 4;
     case RowFormat::kInt8:
       return rows * (head_dim + 2 * (head_dim / group_size));
+    case RowFormat::kInt4:
+    case RowFormat::kInt2:
+      return rows * (head_dim * KiviBits(format) / 8 + 4 * (head_dim / group_size));
+    case RowFormat::kInt4Channel:
+    case RowFormat::kInt2Channel:
+      return head_dim * (rows * KiviBits(format) / 8 + 4);
     default:
       return rows * head_dim * 2;
   }
+}
+
+int KiviBits(RowFormat format) {
+  switch (format) {
+    case RowFormat::kInt4:
+    case RowFormat::kInt4Channel:
+      return 4;
+    case RowFormat::kInt2:
+    case RowFormat::kInt2Channel:
+      return 2;
+    default:
+      return 0;
+  }
+}
+
+void ReadPageRow(RowFormat format, const char* page, int page_size, int head_dim, int group_size,
+                 int64_t row, float* x) {
+  const int d = head_dim, P = page_size;
+  switch (format) {
+    case RowFormat::kFloat16: {
+      const auto* src = reinterpret_cast<const c10::Half*>(page) + row * d;
+      for (int j = 0; j < d; ++j) x[j] = static_cast<float>(src[j]);
+      return;
+    }
+    case RowFormat::kBFloat16: {
+      const auto* src = reinterpret_cast<const c10::BFloat16*>(page) + row * d;
+      for (int j = 0; j < d; ++j) x[j] = static_cast<float>(src[j]);
+      return;
+    }
+    case RowFormat::kInt8: {
+      const auto* scales = reinterpret_cast<const c10::Half*>(page + static_cast<int64_t>(P) * d) +
+                           row * (d / group_size);
+      DequantizeRowInt8(reinterpret_cast<const int8_t*>(page) + row * d, scales, d, group_size, x);
+      return;
+    }
+    case RowFormat::kInt4:
+    case RowFormat::kInt2: {
+      const int bits = KiviBits(format), ng = d / group_size;
+      const int64_t row_bytes = static_cast<int64_t>(d) * bits / 8;
+      const auto* codes = reinterpret_cast<const uint8_t*>(page) + row * row_bytes;
+      const auto* scales = reinterpret_cast<const c10::Half*>(page + P * row_bytes);
+      const c10::Half* mins = scales + static_cast<int64_t>(P) * ng;
+      for (int j = 0; j < d; ++j) {
+        const int64_t g = row * ng + j / group_size;
+        x[j] = DequantizeKivi(KiviCode(codes, j, bits), scales[g], mins[g]);
+      }
+      return;
+    }
+    case RowFormat::kInt4Channel:
+    case RowFormat::kInt2Channel: {
+      const int bits = KiviBits(format);
+      const int64_t channel_bytes = static_cast<int64_t>(P) * bits / 8;
+      const auto* scales = reinterpret_cast<const c10::Half*>(page + d * channel_bytes);
+      const c10::Half* mins = scales + d;
+      for (int c = 0; c < d; ++c) {
+        const auto* codes = reinterpret_cast<const uint8_t*>(page) + c * channel_bytes;
+        x[c] = DequantizeKivi(KiviCode(codes, row, bits), scales[c], mins[c]);
+      }
+      return;
+    }
+    default:
+      std::memcpy(x, reinterpret_cast<const float*>(page) + row * d, d * sizeof(float));
+  }
+}
+
+void QuantizeKivi(const float* x, int64_t n, int64_t stride, int bits, uint8_t* codes,
+                  int64_t first_code, c10::Half* scale, c10::Half* mn) {
+  constexpr float kSaturate = 32752.0f;  // half of float16's range: max - min stays finite
+  const int max_int = (1 << bits) - 1;
+  auto value = [&](int64_t i) {
+    return RoundHalfScalar(std::min(kSaturate, std::max(-kSaturate, x[i * stride])));
+  };
+  float lo = value(0), hi = lo;
+  for (int64_t i = 1; i < n; ++i) {
+    lo = std::min(lo, value(i));
+    hi = std::max(hi, value(i));
+  }
+  const float s = RoundHalfScalar(RoundHalfScalar(hi - lo) / static_cast<float>(max_int));
+  *scale = c10::Half(s);
+  *mn = c10::Half(lo);
+  for (int64_t i = 0; i < n; ++i) {
+    int code = 0;
+    if (s > 0.0f) {
+      const float u = RoundHalfScalar(RoundHalfScalar(value(i) - lo) / s);
+      code = static_cast<int>(
+          std::nearbyint(std::min(static_cast<float>(max_int), std::max(0.0f, u))));
+    }
+    const int64_t bit = (first_code + i) * bits;
+    uint8_t& byte = codes[bit / 8];
+    const int shift = static_cast<int>(bit % 8);
+    byte = static_cast<uint8_t>((byte & ~(max_int << shift)) | (code << shift));
+  }
+}
+
+float DequantizeKivi(int code, c10::Half scale, c10::Half mn) {
+  return RoundHalfScalar(RoundHalfScalar(static_cast<float>(code) * static_cast<float>(scale)) +
+                         static_cast<float>(mn));
 }
 
 void QuantizeRowInt8(const float* x, int head_dim, int group_size, int8_t* q, c10::Half* scales) {

@@ -19,11 +19,38 @@ namespace attnkit::kernels {
 // The element format of a page's key or value rows.
 // kInt8: a page of page_size rows holds page_size * head_dim int8 values (row-major), then
 // page_size * (head_dim / group_size) float16 scales (row-major): x = scale[row][c / group] * q.
-enum class RowFormat { kFloat32, kFloat16, kBFloat16, kInt8 };
+// kInt4 / kInt2 (KIVI's value cache): per token, asymmetric over groups of group_size channels.
+//   A page holds page_size rows of head_dim codes packed along the channels (code j of a row at
+//   bit (j * bits) % 8 of byte j * bits / 8), then float16 scales [page_size][head_dim / group],
+//   then float16 minimums of the same shape.
+// kInt4Channel / kInt2Channel (KIVI's key cache): per channel, asymmetric over the page's tokens
+//   (the page is the quantization group). A page holds head_dim rows of page_size codes packed
+//   along the tokens, then float16 scales [head_dim], then float16 minimums [head_dim]. Pages are
+//   written a whole page at a time (QuantizeKivi over its tokens).
+// Both KIVI layouts dequantize as KIVI does in float16: x = half(half(code * scale) + min).
+enum class RowFormat {
+  kFloat32,
+  kFloat16,
+  kBFloat16,
+  kInt8,
+  kInt4,
+  kInt2,
+  kInt4Channel,
+  kInt2Channel
+};
+
+// Bits per code of a KIVI format (0 for the others), and whether it is the per-channel layout.
+int KiviBits(RowFormat format);
+inline bool IsPerChannel(RowFormat f) {
+  return f == RowFormat::kInt4Channel || f == RowFormat::kInt2Channel;
+}
 
 RowFormat RowFormatOf(at::ScalarType dtype);  // kFloat32/kFloat16/kBFloat16 (kChar: kInt8)
 // Bytes of one page's keys or values in `format`.
 int64_t PageBytes(RowFormat format, int page_size, int head_dim, int group_size);
+// Row `row` of a page in `format` as head_dim floats (any format).
+void ReadPageRow(RowFormat format, const char* page, int page_size, int head_dim, int group_size,
+                 int64_t row, float* x);
 
 // Rows split into pages: token i of the segment is row (first + i) % page_size of page
 // (first + i) / page_size.
@@ -34,6 +61,7 @@ struct PagedSegment {
   int64_t length = 0;
   RowFormat key_format = RowFormat::kFloat32;
   RowFormat value_format = RowFormat::kFloat32;
+  int page_size = 0;  // tokens per page of this segment; 0: PagedGroupArgs::page_size
 };
 
 struct PagedGroupArgs {
@@ -43,7 +71,7 @@ struct PagedGroupArgs {
   PagedSegment residual;
   int64_t length = 0;  // cached tokens, the new ones included (they are the last `queries`)
   int page_size = 16;
-  int group_size = 32;  // channels per int8 scale
+  int group_size = 32;  // channels per int8 scale or KIVI value group
 
   int rows_per_query = 1;  // query heads sharing this kv head (G)
   int64_t queries = 1;     // T
@@ -73,6 +101,20 @@ void SetPagedMaxIsaForTesting(int level);
 void QuantizeRowInt8(const float* x, int head_dim, int group_size, int8_t* q, c10::Half* scales);
 void DequantizeRowInt8(const int8_t* q, const c10::Half* scales, int head_dim, int group_size,
                        float* x);
+
+// KIVI's asymmetric quantization of n values x[0], x[stride], ... as one group, in float16
+// arithmetic as the reference runs it (quant_and_pack_kcache / _vcache): each x rounded to float16
+// (saturated to +-32752), mn = min, scale = half(half(max - mn) / (2^bits - 1)),
+// code = round-half-even(clamp(half(half(x - mn) / scale), 0, 2^bits - 1)); all codes 0 when
+// scale is 0. Codes are packed from bit `first_code * bits` of `codes` on (bits 2 or 4).
+void QuantizeKivi(const float* x, int64_t n, int64_t stride, int bits, uint8_t* codes,
+                  int64_t first_code, c10::Half* scale, c10::Half* mn);
+// Code i of a packed KIVI row, and its dequantized value half(half(code * scale) + mn).
+inline int KiviCode(const uint8_t* codes, int64_t i, int bits) {
+  const int64_t bit = i * bits;
+  return (codes[bit / 8] >> (bit % 8)) & ((1 << bits) - 1);
+}
+float DequantizeKivi(int code, c10::Half scale, c10::Half mn);
 
 // exp(x) for 8 floats at a time where the CPU allows (used by softmax loops); exact to ~1 ulp of
 // float for x in [-87, 88], 0 below, and exp(-inf) = 0.

@@ -354,6 +354,16 @@ absl::Status ValidateKvFormat(const SessionOptions& o) {
     return FieldError("", "kv_format.group_size",
                       absl::StrCat("must divide head_dim (", o.head_dim, "), got ", f.group_size));
   }
+  const bool kivi = f.keys == KvDataType::kInt4 || f.keys == KvDataType::kInt2 ||
+                    f.values == KvDataType::kInt4 || f.values == KvDataType::kInt2;
+  const int group = f.group_size != 0 ? f.group_size : o.kv_group_size();
+  if (kivi && group % 4 != 0) {
+    return FieldError(
+        "", "kv_format.group_size",
+        absl::StrCat("must be a multiple of 4 with INT4 or INT2 (whole bytes of "
+                     "codes per group), got ",
+                     group, f.group_size == 0 ? " (the default for this head_dim)" : ""));
+  }
   if (f.residual_tokens > 1 << 20) {
     return FieldError("", "kv_format.residual_tokens",
                       absl::StrCat("must be at most 1048576, got ", f.residual_tokens));

@@ -23,8 +23,13 @@ at::Tensor OnHost(const at::Tensor& t) { return t.is_cpu() ? t : t.cpu(); }
 
 using kernels::RowFormat;
 
-RowFormat FormatOf(KvDataType type) {
+// KIVI keys are quantized per channel over a page of tokens, KIVI values per token.
+RowFormat FormatOf(KvDataType type, bool keys) {
   switch (type) {
+    case KvDataType::kInt4:
+      return keys ? RowFormat::kInt4Channel : RowFormat::kInt4;
+    case KvDataType::kInt2:
+      return keys ? RowFormat::kInt2Channel : RowFormat::kInt2;
     case KvDataType::kFloat16:
       return RowFormat::kFloat16;
     case KvDataType::kBFloat16:
@@ -37,37 +42,36 @@ RowFormat FormatOf(KvDataType type) {
 }
 
 // Row `row` of a page in `format` read as floats, written from floats, copied within the pool.
+// Per-channel KIVI pages (keys) are written a page at a time (WritePage).
 class RowCodec {
  public:
   RowCodec(int page_size, int head_dim, int group_size)
       : P_(page_size), d_(head_dim), group_(group_size) {}
 
   int64_t RowBytes(RowFormat f) const {
-    return f == RowFormat::kFloat32 ? 4 * d_ : f == RowFormat::kInt8 ? d_ : 2 * d_;
+    switch (f) {
+      case RowFormat::kFloat32:
+        return 4 * d_;
+      case RowFormat::kInt8:
+        return d_;
+      case RowFormat::kInt4:
+      case RowFormat::kInt2:
+        return static_cast<int64_t>(d_) * kernels::KiviBits(f) / 8;
+      default:
+        return 2 * d_;
+    }
   }
   char* Row(RowFormat f, char* page, int64_t row) const { return page + row * RowBytes(f); }
-  c10::Half* Scales(char* page, int64_t row) const {
-    return reinterpret_cast<c10::Half*>(page + static_cast<int64_t>(P_) * d_) + row * (d_ / group_);
+  // The float16 scales of a row (int8, KIVI values), and the KIVI minimums.
+  c10::Half* Scales(RowFormat f, char* page, int64_t row) const {
+    return reinterpret_cast<c10::Half*>(page + P_ * RowBytes(f)) + row * (d_ / group_);
+  }
+  c10::Half* Mins(RowFormat f, char* page, int64_t row) const {
+    return Scales(f, page, row) + static_cast<int64_t>(P_) * (d_ / group_);
   }
 
-  void Read(RowFormat f, char* page, int64_t row, float* x) const {
-    const char* src = Row(f, page, row);
-    switch (f) {
-      case RowFormat::kFloat16:
-        for (int j = 0; j < d_; ++j)
-          x[j] = static_cast<float>(reinterpret_cast<const c10::Half*>(src)[j]);
-        return;
-      case RowFormat::kBFloat16:
-        for (int j = 0; j < d_; ++j)
-          x[j] = static_cast<float>(reinterpret_cast<const c10::BFloat16*>(src)[j]);
-        return;
-      case RowFormat::kInt8:
-        kernels::DequantizeRowInt8(reinterpret_cast<const int8_t*>(src), Scales(page, row), d_,
-                                   group_, x);
-        return;
-      default:
-        std::memcpy(x, src, d_ * sizeof(float));
-    }
+  void Read(RowFormat f, const char* page, int64_t row, float* x) const {
+    kernels::ReadPageRow(f, page, P_, d_, group_, row, x);
   }
 
   void Write(RowFormat f, char* page, int64_t row, const float* x) const {
@@ -80,10 +84,32 @@ class RowCodec {
         for (int j = 0; j < d_; ++j) reinterpret_cast<c10::BFloat16*>(dst)[j] = c10::BFloat16(x[j]);
         return;
       case RowFormat::kInt8:
-        kernels::QuantizeRowInt8(x, d_, group_, reinterpret_cast<int8_t*>(dst), Scales(page, row));
+        kernels::QuantizeRowInt8(x, d_, group_, reinterpret_cast<int8_t*>(dst),
+                                 Scales(f, page, row));
+        return;
+      case RowFormat::kInt4:
+      case RowFormat::kInt2:
+        for (int g = 0; g < d_ / group_; ++g) {
+          kernels::QuantizeKivi(x + g * group_, group_, 1, kernels::KiviBits(f),
+                                reinterpret_cast<uint8_t*>(dst), g * group_,
+                                Scales(f, page, row) + g, Mins(f, page, row) + g);
+        }
         return;
       default:
         std::memcpy(dst, x, d_ * sizeof(float));
+    }
+  }
+
+  // A per-channel KIVI page from the float rows [n, d] of its first n tokens (n <= page size):
+  // each channel quantized over those tokens.
+  void WritePage(RowFormat f, char* page, const float* rows, int64_t n) const {
+    const int bits = kernels::KiviBits(f);
+    const int64_t channel_bytes = static_cast<int64_t>(P_) * bits / 8;
+    auto* halves = reinterpret_cast<c10::Half*>(page + d_ * channel_bytes);
+    for (int c = 0; c < d_; ++c) {
+      kernels::QuantizeKivi(rows + c, n, d_, bits,
+                            reinterpret_cast<uint8_t*>(page) + c * channel_bytes, 0, halves + c,
+                            halves + d_ + c);
     }
   }
 
@@ -98,10 +124,15 @@ class RowCodec {
     Write(f, page, row, buffer);
   }
 
+  // Copies a row between pages (not for per-channel pages).
   void Copy(RowFormat f, char* from_page, int64_t from, char* to_page, int64_t to) const {
     std::memcpy(Row(f, to_page, to), Row(f, from_page, from), RowBytes(f));
-    if (f == RowFormat::kInt8) {
-      std::memcpy(Scales(to_page, to), Scales(from_page, from), (d_ / group_) * sizeof(c10::Half));
+    const int64_t ng = d_ / group_;
+    if (f == RowFormat::kInt8 || f == RowFormat::kInt4 || f == RowFormat::kInt2) {
+      std::memcpy(Scales(f, to_page, to), Scales(f, from_page, from), ng * sizeof(c10::Half));
+    }
+    if (f == RowFormat::kInt4 || f == RowFormat::kInt2) {
+      std::memcpy(Mins(f, to_page, to), Mins(f, from_page, from), ng * sizeof(c10::Half));
     }
   }
 
@@ -130,12 +161,14 @@ class HostStore final : public KvStore {
       : KvStore(context, at::Device(at::kCPU)),
         dtype_(StorageType(context.options->dtype)),
         session_format_(kernels::RowFormatOf(dtype_)),
-        key_format_(FormatOf(context.options->key_type())),
-        value_format_(FormatOf(context.options->value_type())),
+        key_format_(FormatOf(context.options->key_type(), /*keys=*/true)),
+        value_format_(FormatOf(context.options->value_type(), /*keys=*/false)),
         group_(context.options->kv_format.quantized() ? context.options->kv_group_size()
                                                       : context.options->head_dim),
         residual_tokens_(context.options->kv_format.residual_tokens),
-        codec_(context.options->page_size, context.options->head_dim, group_) {
+        channel_keys_(kernels::IsPerChannel(key_format_)),
+        main_page_(channel_keys_ ? group_ : context.options->page_size),
+        codec_(main_page_, context.options->head_dim, group_) {
     const SessionOptions& o = *context.options;
     plain_ =
         key_format_ == session_format_ && value_format_ == session_format_ && residual_tokens_ == 0;
@@ -144,14 +177,15 @@ class HostStore final : public KvStore {
       if (plain_) {
         pool = std::make_unique<ChunkedPagePool>(o.page_size, o.head_dim, dtype_);
       } else {
+        // KIVI keys: a main page is one quantization group of tokens.
         pool = std::make_unique<ChunkedPagePool>(
-            o.page_size, o.head_dim,
-            kernels::PageBytes(key_format_, o.page_size, o.head_dim, group_),
-            kernels::PageBytes(value_format_, o.page_size, o.head_dim, group_));
+            main_page_, o.head_dim, kernels::PageBytes(key_format_, main_page_, o.head_dim, group_),
+            kernels::PageBytes(value_format_, main_page_, o.head_dim, group_));
       }
       pools_.push_back(pool.get());
       layer.pool = std::move(pool);
-      if (residual_tokens_ > 0) {
+      // KIVI keys collect a group's tokens in the window before quantizing them.
+      if (residual_tokens_ > 0 || channel_keys_) {
         auto residual = std::make_unique<ChunkedPagePool>(o.page_size, o.head_dim, dtype_);
         residual_pools_.push_back(residual.get());
         layer.residual_pool = std::move(residual);
@@ -165,12 +199,13 @@ class HostStore final : public KvStore {
     const SessionOptions& o = *context_.options;
     const at::Tensor k = OnHost(k_in).to(dtype_).contiguous();
     const at::Tensor v = OnHost(v_in).to(dtype_).contiguous();
-    const int64_t T = k.size(2), P = o.page_size, R = residual_tokens_;
+    const int64_t T = k.size(2), P = o.page_size, Pm = main_page_, R = residual_tokens_;
     const int64_t row = o.head_dim * c10::elementSize(dtype_);
     Layer& layer = layers_[layer_index];
     ChunkedPagePool& pool = *pools_[layer_index];
-    ChunkedPagePool* res_pool = R > 0 ? residual_pools_[layer_index] : nullptr;
-    std::vector<float> buffer(o.head_dim);
+    ChunkedPagePool* res_pool =
+        layer.residual_pool != nullptr ? residual_pools_[layer_index] : nullptr;
+    std::vector<float> buffer(o.head_dim), key_rows;
     for (int64_t b = 0; b < o.batch_size; ++b) {
       for (int64_t h = 0; h < o.num_kv_heads; ++h) {
         HeadCache& cache = layer.heads[b * o.num_kv_heads + h];
@@ -179,10 +214,26 @@ class HostStore final : public KvStore {
         const char* vb =
             static_cast<const char*>(v.data_ptr()) + (b * o.num_kv_heads + h) * T * row;
         const int64_t Lr = cache.residual, Q = cache.length - Lr;
-        // The oldest `overflow` of [residual window, new tokens] move into the main pages.
-        const int64_t overflow = std::max<int64_t>(0, Lr + T - R);
-        while (static_cast<int64_t>(cache.pages.size()) < (Q + overflow + P - 1) / P) {
+        // The oldest `overflow` of [residual window, new tokens] move into the main pages: those
+        // beyond the window's R tokens, and with KIVI keys only whole pages (groups) of them,
+        // the first completing a partial last page (left partial by eviction).
+        const int64_t beyond = std::max<int64_t>(0, Lr + T - R);
+        int64_t overflow = beyond;
+        const int64_t partial = channel_keys_ ? Q % Pm : 0;
+        if (channel_keys_) {
+          const int64_t need = Pm - partial;
+          overflow = beyond < need ? 0 : need + (beyond - need) / Pm * Pm;
+        }
+        while (static_cast<int64_t>(cache.pages.size()) < (Q + overflow + Pm - 1) / Pm) {
           cache.pages.push_back(pool.Allocate());
+        }
+        if (channel_keys_ && overflow > 0) {
+          // The partial page's tokens as floats, then the moved ones.
+          key_rows.resize(static_cast<size_t>((partial + overflow) * o.head_dim));
+          for (int64_t i = 0; i < partial; ++i) {
+            codec_.Read(key_format_, pool.Keys(cache.pages[(Q - partial) / Pm]), i,
+                        key_rows.data() + i * o.head_dim);
+          }
         }
         for (int64_t j = 0; j < overflow; ++j) {
           const char *ks, *vs;
@@ -195,12 +246,23 @@ class HostStore final : public KvStore {
             vs = vb + (j - Lr) * row;
           }
           const int64_t i = Q + j;
-          codec_.WriteFrom(key_format_, pool.Keys(cache.pages[i / P]), i % P, session_format_, ks,
-                           buffer.data());
-          codec_.WriteFrom(value_format_, pool.Values(cache.pages[i / P]), i % P, session_format_,
+          if (channel_keys_) {
+            codec_.ToFloat(session_format_, ks, key_rows.data() + (partial + j) * o.head_dim);
+          } else {
+            codec_.WriteFrom(key_format_, pool.Keys(cache.pages[i / Pm]), i % Pm, session_format_,
+                             ks, buffer.data());
+          }
+          codec_.WriteFrom(value_format_, pool.Values(cache.pages[i / Pm]), i % Pm, session_format_,
                            vs, buffer.data());
         }
-        if (R > 0) {
+        if (channel_keys_ && overflow > 0) {
+          // Whole pages from the partial one on (overflow completes every page it touches).
+          for (int64_t i = 0; i < partial + overflow; i += Pm) {
+            codec_.WritePage(key_format_, pool.Keys(cache.pages[(Q - partial + i) / Pm]),
+                             key_rows.data() + i * o.head_dim, Pm);
+          }
+        }
+        if (res_pool != nullptr) {
           const int64_t moved = std::min(overflow, Lr);
           cache.residual -= moved;
           cache.residual_first += moved;
@@ -269,27 +331,57 @@ class HostStore final : public KvStore {
     }
     // Quantized tokens stay in the main pages, residual ones in the window: kept main tokens
     // compact to the front of the main pages, kept residual ones to the front of the window.
+    const int64_t Pm = main_page_, Pr = context_.options->page_size;
     const int64_t old_q = cache.length - cache.residual;
     const int64_t new_q = std::lower_bound(kept.begin(), kept.end(), old_q) - kept.begin();
     const int64_t new_residual = static_cast<int64_t>(kept.size()) - new_q;
-    ChunkedPagePool* res_pool = residual_tokens_ > 0 ? residual_pools_[layer_index] : nullptr;
-    const int64_t row = residual_tokens_ > 0 ? res_pool->row_bytes() : 0;
+    ChunkedPagePool* res_pool =
+        layer.residual_pool != nullptr ? residual_pools_[layer_index] : nullptr;
+    const int64_t row = res_pool != nullptr ? res_pool->row_bytes() : 0;
+    // KIVI keys: the pages from the first moved token on are quantized again over their new
+    // tokens (read back as floats first); the pages before it keep their groups.
+    int64_t first_moved = new_q;
+    for (int64_t i = 0; i < new_q; ++i) {
+      if (kept[i] != i) {
+        first_moved = i;
+        break;
+      }
+    }
+    const int64_t requantize_from = first_moved / Pm * Pm;
+    std::vector<float> key_rows;
+    if (channel_keys_ && first_moved < new_q) {
+      const int d = pool.head_dim();
+      key_rows.resize(static_cast<size_t>((new_q - requantize_from) * d));
+      for (int64_t i = requantize_from; i < new_q; ++i) {
+        codec_.Read(key_format_, pool.Keys(cache.pages[kept[i] / Pm]), kept[i] % Pm,
+                    key_rows.data() + (i - requantize_from) * d);
+      }
+    }
     cache.residual = new_residual;  // Keep releases the main pages beyond new_q
     cache.Keep(pool, kept, [&](int64_t from, int64_t to) {
       if (from < old_q) {
-        codec_.Copy(key_format_, pool.Keys(cache.pages[from / P]), from % P,
-                    pool.Keys(cache.pages[to / P]), to % P);
-        codec_.Copy(value_format_, pool.Values(cache.pages[from / P]), from % P,
-                    pool.Values(cache.pages[to / P]), to % P);
+        if (!channel_keys_) {
+          codec_.Copy(key_format_, pool.Keys(cache.pages[from / Pm]), from % Pm,
+                      pool.Keys(cache.pages[to / Pm]), to % Pm);
+        }
+        codec_.Copy(value_format_, pool.Values(cache.pages[from / Pm]), from % Pm,
+                    pool.Values(cache.pages[to / Pm]), to % Pm);
       } else {
         const int64_t f = cache.residual_first + from - old_q;
         const int64_t t = cache.residual_first + to - new_q;
-        std::memcpy(res_pool->KeyRow(cache.residual_pages[t / P], t % P),
-                    res_pool->KeyRow(cache.residual_pages[f / P], f % P), row);
-        std::memcpy(res_pool->ValueRow(cache.residual_pages[t / P], t % P),
-                    res_pool->ValueRow(cache.residual_pages[f / P], f % P), row);
+        std::memcpy(res_pool->KeyRow(cache.residual_pages[t / Pr], t % Pr),
+                    res_pool->KeyRow(cache.residual_pages[f / Pr], f % Pr), row);
+        std::memcpy(res_pool->ValueRow(cache.residual_pages[t / Pr], t % Pr),
+                    res_pool->ValueRow(cache.residual_pages[f / Pr], f % Pr), row);
       }
     });
+    if (!key_rows.empty()) {
+      const int d = pool.head_dim();
+      for (int64_t i = requantize_from; i < new_q; i += Pm) {
+        codec_.WritePage(key_format_, pool.Keys(cache.pages[i / Pm]),
+                         key_rows.data() + (i - requantize_from) * d, std::min(Pm, new_q - i));
+      }
+    }
     if (res_pool != nullptr) TrimResidual(cache, *res_pool);
   }
 
@@ -297,23 +389,41 @@ class HostStore final : public KvStore {
     ChunkedPagePool& pool = *pools_[layer_index];
     HeadCache& cache = layers_[layer_index].heads[index];
     const int64_t P = pool.page_size(), Q = cache.length - cache.residual;
-    std::vector<float> buffer(pool.head_dim());
+    const int64_t Pr = context_.options->page_size;
+    const int d = pool.head_dim();
+    std::vector<float> buffer(d);
+    if (channel_keys_) {
+      // A KIVI key page is quantized again when any of its tokens turns.
+      std::vector<float> rows(static_cast<size_t>(P * d));
+      for (int64_t p0 = 0; p0 < Q; p0 += P) {
+        const int64_t n = std::min(P, Q - p0);
+        bool turns = false;
+        for (int64_t i = p0; i < p0 + n; ++i) turns = turns || cache.rotated[i] != i;
+        if (!turns) continue;
+        char* page = pool.Keys(cache.pages[p0 / P]);
+        for (int64_t i = 0; i < n; ++i) {
+          codec_.Read(key_format_, page, i, rows.data() + i * d);
+          const int64_t delta = p0 + i - cache.rotated[p0 + i];
+          if (delta != 0) RotateRow(rows.data() + i * d, at::kFloat, d, delta, rope);
+          cache.rotated[p0 + i] = p0 + i;
+        }
+        codec_.WritePage(key_format_, page, rows.data(), n);
+      }
+    }
     for (int64_t i = 0; i < cache.length; ++i) {
       const int64_t delta = i - cache.rotated[i];
       if (delta == 0) continue;
       if (plain_) {
-        RotateRow(pool.KeyRow(cache.page_of(i, P), i % P), pool.dtype(), pool.head_dim(), delta,
-                  rope);
+        RotateRow(pool.KeyRow(cache.page_of(i, P), i % P), pool.dtype(), d, delta, rope);
       } else if (i < Q) {
         char* page = pool.Keys(cache.pages[i / P]);
         codec_.Read(key_format_, page, i % P, buffer.data());
-        RotateRow(buffer.data(), at::kFloat, pool.head_dim(), delta, rope);
+        RotateRow(buffer.data(), at::kFloat, d, delta, rope);
         codec_.Write(key_format_, page, i % P, buffer.data());
       } else {
         ChunkedPagePool& res = *residual_pools_[layer_index];
         const int64_t slot = cache.residual_first + i - Q;
-        RotateRow(res.KeyRow(cache.residual_pages[slot / P], slot % P), dtype_, pool.head_dim(),
-                  delta, rope);
+        RotateRow(res.KeyRow(cache.residual_pages[slot / Pr], slot % Pr), dtype_, d, delta, rope);
       }
       cache.rotated[i] = i;
     }
@@ -389,12 +499,13 @@ class HostStore final : public KvStore {
         char* page = values ? pool.Values(cache.pages[i / P]) : pool.Keys(cache.pages[i / P]);
         codec_.Read(f, page, i % P, dst + i * d);
       }
+      const int64_t Pr = context_.options->page_size;
       for (int64_t i = Q; i < cache.length; ++i) {
         const auto& res = static_cast<const ChunkedPagePool&>(*layer.residual_pool);
         const int64_t slot = cache.residual_first + i - Q;
-        const int32_t page = cache.residual_pages[slot / P];
+        const int32_t page = cache.residual_pages[slot / Pr];
         codec_.ToFloat(session_format_,
-                       values ? res.ValueRow(page, slot % P) : res.KeyRow(page, slot % P),
+                       values ? res.ValueRow(page, slot % Pr) : res.KeyRow(page, slot % Pr),
                        dst + i * d);
       }
       return out;
@@ -437,6 +548,7 @@ class HostStore final : public KvStore {
         args.main.values = page_values.data();
         args.main.key_format = key_format_;
         args.main.value_format = value_format_;
+        args.main.page_size = main_page_;
         if (cache.residual > 0) {
           const ChunkedPagePool& res = *residual_pools_[layer_index];
           res_keys.resize(cache.residual_pages.size());
@@ -500,6 +612,8 @@ class HostStore final : public KvStore {
   RowFormat session_format_, key_format_, value_format_;
   int group_;
   int64_t residual_tokens_;
+  bool channel_keys_;  // KIVI keys: per channel over a page (group) of tokens
+  int main_page_;      // tokens per main page (group_ with KIVI keys, else the session's)
   RowCodec codec_;
   bool plain_ = true;  // keys and values in the session dtype, no window
 };
@@ -507,16 +621,6 @@ class HostStore final : public KvStore {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<KvStore>> MakeHostStore(const StoreContext& context) {
-  const SessionOptions& o = *context.options;
-  for (const auto& [type, field] :
-       {std::pair<KvDataType, const char*>{o.key_type(), "kv_format.keys"},
-        {o.value_type(), "kv_format.values"}}) {
-    if (type == KvDataType::kInt4 || type == KvDataType::kInt2) {
-      return absl::UnimplementedError(
-          absl::StrCat(field, ": ", KvDataTypeName(type),
-                       " pages are not implemented yet (FP32, FP16, BF16 and INT8 are)"));
-    }
-  }
   return std::unique_ptr<KvStore>(std::make_unique<HostStore>(context));
 }
 

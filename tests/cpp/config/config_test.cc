@@ -685,6 +685,11 @@ TEST(SessionConfigTest, EveryRuleRejectedNamingTheField) {
        }},
       {"kv_format.group_size",
        [](M* c) {
+         c->mutable_kv_format()->set_keys(pb::INT2);
+         c->mutable_kv_format()->set_group_size(2);  // divides 16, but not whole bytes of codes
+       }},
+      {"kv_format.group_size",
+       [](M* c) {
          c->mutable_kv_format()->set_keys(pb::BF16);  // no quantized format
          c->mutable_kv_format()->set_group_size(8);
        }},
@@ -754,7 +759,7 @@ TEST(SessionConfigTest, LegalEdgeValuesAccepted) {
             c->mutable_kv_format()->set_keys(pb::FP16);
             c->mutable_kv_format()->set_values(pb::BF16);
           },
-          // Valid configs; the store refuses INT4/INT2 at session creation (UNIMPLEMENTED).
+          // Valid configs (the host store holds INT4/INT2; the device store refuses them).
           [](M* c) { c->mutable_kv_format()->set_keys(pb::INT4); },
           [](M* c) { c->mutable_kv_format()->set_values(pb::INT2); },
       });

@@ -1,8 +1,9 @@
 // Page formats of the KV cache (kv_format): the int8 row quantization against a plain ATen
 // reference, and the paged decode kernel (core/kernels/cpu/paged_attention.cc) reading float32,
-// float16, bfloat16 and int8 pages (and a residual window) directly, against dense ATen attention
-// over the rows the pages hold, on every vector path (plain loops, AVX2, AVX-512 where the CPU has
-// it), ragged lengths, page sizes, GQA and multi-query calls with their observation.
+// float16, bfloat16, int8 and KIVI int4/int2 pages (and a residual window) directly, against dense
+// ATen attention over the rows the pages hold, on every vector path (plain loops, AVX2, AVX-512
+// where the CPU has it), ragged lengths, page sizes, GQA and multi-query calls with their
+// observation.
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -92,6 +93,48 @@ Pages MakePages(RowFormat format, const at::Tensor& rows, int P, int group, int6
       stored = rows.to(at::kBFloat16).contiguous();
       *held = stored.to(at::kFloat);
       break;
+    case RowFormat::kInt4:
+    case RowFormat::kInt2:
+    case RowFormat::kInt4Channel:
+    case RowFormat::kInt2Channel: {
+      // KIVI pages written with QuantizeKivi (checked against KIVI's own functions and an ATen
+      // reference in kivi_test.cc); the held rows read back with ReadPageRow.
+      const int bits = KiviBits(format);
+      const at::Tensor x = rows.contiguous();
+      const float* xp = x.data_ptr<float>();
+      *held = at::empty({n, d});
+      for (int64_t p = 0; p < count; ++p) {
+        char* page = pages.memory[p].data();
+        const int64_t t0 = std::max<int64_t>(0, p * P - first);
+        const int64_t t1 = std::min<int64_t>(n, (p + 1) * P - first);
+        if (IsPerChannel(format)) {  // a whole page per call, from its row 0
+          EXPECT_EQ(first, 0);
+          const int64_t channel_bytes = static_cast<int64_t>(P) * bits / 8;
+          auto* halves = reinterpret_cast<c10::Half*>(page + d * channel_bytes);
+          for (int64_t c = 0; c < d; ++c) {
+            QuantizeKivi(xp + t0 * d + c, t1 - t0, d, bits,
+                         reinterpret_cast<uint8_t*>(page) + c * channel_bytes, 0, halves + c,
+                         halves + d + c);
+          }
+        } else {
+          const int64_t row_bytes = d * bits / 8, ng = d / group;
+          auto* scales_h = reinterpret_cast<c10::Half*>(page + P * row_bytes);
+          for (int64_t t = t0; t < t1; ++t) {
+            const int64_t row = (first + t) % P;
+            for (int64_t g = 0; g < ng; ++g) {
+              QuantizeKivi(xp + t * d + g * group, group, 1, bits,
+                           reinterpret_cast<uint8_t*>(page) + row * row_bytes, g * group,
+                           scales_h + row * ng + g, scales_h + P * ng + row * ng + g);
+            }
+          }
+        }
+        for (int64_t t = t0; t < t1; ++t) {
+          ReadPageRow(format, page, P, static_cast<int>(d), group, (first + t) % P,
+                      held->data_ptr<float>() + t * d);
+        }
+      }
+      return pages;
+    }
     case RowFormat::kInt8:
       std::tie(q, scales) = ReferenceQuantize(rows, group);
       stored = q.contiguous();
@@ -124,7 +167,7 @@ struct Case {
 };
 
 std::string Name(const Case& c) {
-  const char* names[] = {"f32", "f16", "bf16", "int8"};
+  const char* names[] = {"f32", "f16", "bf16", "int8", "int4", "int2", "int4ch", "int2ch"};
   return std::string("keys ") + names[static_cast<int>(c.keys)] + " values " +
          names[static_cast<int>(c.values)] + " d " + std::to_string(c.d) + " group " +
          std::to_string(c.group) + " P " + std::to_string(c.P) + " G " + std::to_string(c.G) +
@@ -206,6 +249,24 @@ TEST_P(PagedFormats, EveryFormatPairMatchesDenseAttentionOverTheHeldRows) {
         CheckCase({keys, values, d, group, 16, 4, 53, 1, 0, 0}, RowFormat::kFloat32);
         CheckCase({keys, values, d, group, 4, 2, 37, 3, 6, 3}, RowFormat::kFloat32);
         CheckCase({keys, values, d, group, 8, 1, 29, 5, 13, 7}, RowFormat::kBFloat16);
+      }
+    }
+  }
+}
+
+TEST_P(PagedFormats, KiviKeysPerChannelAndValuesPerToken) {
+  at::manual_seed(23 + GetParam());
+  const RowFormat keys[] = {RowFormat::kInt4Channel, RowFormat::kInt2Channel, RowFormat::kFloat16};
+  const RowFormat values[] = {RowFormat::kInt4, RowFormat::kInt2, RowFormat::kInt8};
+  for (RowFormat k : keys) {
+    for (RowFormat v : values) {
+      // The key page is a group of P tokens; partial last pages (L - residual not a multiple
+      // of P) and P not a multiple of the vector width take the tail loop.
+      for (const auto& [d, group] : {std::pair<int, int>{64, 32}, {128, 16}, {24, 8}, {12, 4}}) {
+        CheckCase({k, v, d, group, 32, 4, 77, 1, 7, 0}, RowFormat::kFloat32);
+        CheckCase({k, v, d, group, 16, 2, 64, 3, 16, 5}, RowFormat::kBFloat16);
+        CheckCase({k, v, d, group, 8, 8, 29, 2, 3, 1}, RowFormat::kFloat32);
+        CheckCase({k, v, d, group, 4, 1, 9, 1, 0, 0}, RowFormat::kFloat32);
       }
     }
   }
