@@ -2,8 +2,9 @@
 // after an 8192-token prompt, 64 decode steps. In one run: (a) libtorch dense attention over the
 // full cache written the efficient way (queries grouped per kv head, no repeated keys), (b) the
 // session without eviction, (c) the session with SnapKV at a 1024-token budget, (d) a large memory
-// copy, (e) the session without eviction on bfloat16 pages and on int8 pages (kv_format), (f)
-// SnapKV at 1024 on kvpress DecodingPress's schedule, evicting on every 64th decode step only.
+// copy, (e) the session without eviction on bfloat16, int8, KIVI int4 and int2 pages (kv_format),
+// and SnapKV 1024 on int4 pages, (f) SnapKV at 1024 on kvpress DecodingPress's schedule, evicting
+// on every 64th decode step only.
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -29,6 +30,10 @@ struct Shape {
 const char* kBf16Format = " kv_format { keys: BF16 values: BF16 }";
 const char* kInt8Format =
     " kv_format { keys: INT8 values: INT8 group_size: 32 residual_tokens: 128 }";
+const char* kInt4Format =
+    " kv_format { keys: INT4 values: INT4 group_size: 32 residual_tokens: 128 }";
+const char* kInt2Format =
+    " kv_format { keys: INT2 values: INT2 group_size: 32 residual_tokens: 128 }";
 
 std::unique_ptr<Session> MakeSession(const Shape& s, bool evict, const std::string& format,
                                      int interval_steps) {
@@ -177,6 +182,18 @@ int DecodeBench(const std::vector<std::string>& args) {
                           128.0 / static_cast<double>(s.prompt) * s.dim * (4.0 - 1.0 - 2.0 / 32);
   const SessionRun int8 =
       RunSession(s, false, prompt_q, prompt_k, prompt_v, steps, kInt8Format, int8_row);
+  // KIVI rows: bits / 8 bytes a channel plus a float16 scale and minimum per group of 32 (keys:
+  // per channel over 32 tokens; values: per token over 32 channels), the window in float32.
+  auto kivi_row = [&](int bits) {
+    const double quantized = s.dim * (bits / 8.0 + 4.0 / 32);
+    return quantized + 128.0 / static_cast<double>(s.prompt) * (s.dim * 4.0 - quantized);
+  };
+  const SessionRun int4 =
+      RunSession(s, false, prompt_q, prompt_k, prompt_v, steps, kInt4Format, kivi_row(4));
+  const SessionRun int2 =
+      RunSession(s, false, prompt_q, prompt_k, prompt_v, steps, kInt2Format, kivi_row(2));
+  const SessionRun snap_int4 =
+      RunSession(s, true, prompt_q, prompt_k, prompt_v, steps, kInt4Format, kivi_row(4));
   measure_copy();
   const SessionRun interval = RunSession(s, true, prompt_q, prompt_k, prompt_v, steps, "", 0, 64);
   std::printf(
@@ -194,6 +211,20 @@ int DecodeBench(const std::vector<std::string>& args) {
       "%.2f GB/s\n",
       int8.step_ms, int8.step_ms / full.step_ms, static_cast<long long>(int8.bytes_held),
       static_cast<double>(int8.bytes_held) / full.bytes_held, int8.gb_per_s);
+  for (const auto& [name, run] :
+       {std::pair<const char*, const SessionRun*>{"int4", &int4}, {"int2", &int2}}) {
+    std::printf(
+        "    session, %s pages (window 128): %8.3f ms/step (%.2fx), %lld KV bytes held (%.3fx), "
+        "%.2f GB/s\n",
+        name, run->step_ms, run->step_ms / full.step_ms, static_cast<long long>(run->bytes_held),
+        static_cast<double>(run->bytes_held) / full.bytes_held, run->gb_per_s);
+  }
+  std::printf(
+      "    session, SnapKV 1024 on int4:     %8.3f ms/step (%.2fx SnapKV on float32), %lld KV "
+      "bytes held (%.3fx SnapKV on float32), policy %.1f %% of the step\n",
+      snap_int4.step_ms, snap_int4.step_ms / snap.step_ms,
+      static_cast<long long>(snap_int4.bytes_held),
+      static_cast<double>(snap_int4.bytes_held) / snap.bytes_held, 100.0 * snap_int4.policy_share);
 
   std::printf(
       "(f) session, SnapKV 1024 every 64:   %8.3f ms/step (mean %.3f; every step: median %.3f, "
@@ -241,6 +272,19 @@ int DecodeBench(const std::vector<std::string>& args) {
   json.Add("int8_over_full_bytes", static_cast<double>(int8.bytes_held) / full.bytes_held);
   json.Add("bf16_gb_per_s", bf16.gb_per_s);
   json.Add("int8_gb_per_s", int8.gb_per_s);
+  json.Add("session_int4_ms", int4.step_ms);
+  json.Add("session_int2_ms", int2.step_ms);
+  json.Add("session_int4_bytes_held", static_cast<double>(int4.bytes_held));
+  json.Add("session_int2_bytes_held", static_cast<double>(int2.bytes_held));
+  json.Add("int4_over_full_ms", int4.step_ms / full.step_ms);
+  json.Add("int2_over_full_ms", int2.step_ms / full.step_ms);
+  json.Add("int4_over_full_bytes", static_cast<double>(int4.bytes_held) / full.bytes_held);
+  json.Add("int2_over_full_bytes", static_cast<double>(int2.bytes_held) / full.bytes_held);
+  json.Add("int4_gb_per_s", int4.gb_per_s);
+  json.Add("int2_gb_per_s", int2.gb_per_s);
+  json.Add("session_snapkv_int4_ms", snap_int4.step_ms);
+  json.Add("session_snapkv_int4_bytes_held", static_cast<double>(snap_int4.bytes_held));
+  json.Add("snapkv_int4_policy_share", snap_int4.policy_share);
   json.Print();
   return 0;
 }

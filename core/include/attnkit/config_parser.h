@@ -58,12 +58,18 @@ struct LayerStatsView {
   int layer;
   int64_t tokens, bytes, evicted_tokens, evictions;
 };
+struct FormatBytesView {
+  KvDataType data_type = KvDataType::kDefault;
+  bool values = false;
+  int64_t bytes = 0;
+};
 struct SessionStatsView {
   int64_t steps = 0, tokens_seen = 0, tokens_held = 0, bytes_held = 0, bytes_reserved = 0;
   int64_t peak_bytes_held = 0, evictions = 0, evicted_tokens = 0, page_size = 0;
   double attention_seconds = 0, policy_seconds = 0, sparse_density = 1.0;
   std::vector<LayerStatsView> layers;
   std::vector<HeadStatsView> heads;
+  std::vector<FormatBytesView> format_bytes;
 };
 std::string SerializeSessionStats(const SessionStatsView& stats);
 

@@ -308,6 +308,25 @@ absl::StatusOr<VisualOptions> ConvertVisual(const pb::VisualPruningConfig& c, ab
   return o;
 }
 
+pb::KvDataType ToProto(KvDataType t) {
+  switch (t) {
+    case KvDataType::kFloat32:
+      return pb::FP32;
+    case KvDataType::kFloat16:
+      return pb::FP16;
+    case KvDataType::kBFloat16:
+      return pb::BF16;
+    case KvDataType::kInt8:
+      return pb::INT8;
+    case KvDataType::kInt4:
+      return pb::INT4;
+    case KvDataType::kInt2:
+      return pb::INT2;
+    default:
+      return pb::DEFAULT;
+  }
+}
+
 KvDataType FromProto(pb::KvDataType t) {
   switch (t) {
     case pb::FP32:
@@ -848,6 +867,12 @@ std::string SerializeSessionStats(const SessionStatsView& s) {
     lm->set_bytes(l.bytes);
     lm->set_evicted_tokens(l.evicted_tokens);
     lm->set_evictions(l.evictions);
+  }
+  for (const auto& f : s.format_bytes) {
+    auto* fm = m.add_format_bytes();
+    fm->set_data_type(ToProto(f.data_type));
+    fm->set_values(f.values);
+    fm->set_bytes(f.bytes);
   }
   for (const auto& h : s.heads) {
     auto* hm = m.add_heads();

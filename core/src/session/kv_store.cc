@@ -66,6 +66,34 @@ int64_t KvStore::BytesHeld() const {
   return bytes;
 }
 
+std::vector<FormatBytesView> KvStore::FormatBytesHeld() const {
+  const SessionOptions& o = *context_.options;
+  SessionOptions session_dtype = o;
+  session_dtype.kv_format = KvFormatOptions();
+  const KvDataType window = session_dtype.key_type();  // the residual window's rows
+  std::vector<FormatBytesView> out;
+  auto add = [&](KvDataType type, bool values, int64_t bytes) {
+    if (bytes == 0) return;
+    for (FormatBytesView& f : out) {
+      if (f.data_type == type && f.values == values) {
+        f.bytes += bytes;
+        return;
+      }
+    }
+    out.push_back(FormatBytesView{type, values, bytes});
+  };
+  for (const Layer& layer : layers_) {
+    add(o.key_type(), false, layer.pool->pages_in_use() * layer.pool->key_page_bytes());
+    add(o.value_type(), true, layer.pool->pages_in_use() * layer.pool->value_page_bytes());
+    if (layer.residual_pool != nullptr) {
+      const PagePool& r = *layer.residual_pool;
+      add(window, false, r.pages_in_use() * r.key_page_bytes());
+      add(window, true, r.pages_in_use() * r.value_page_bytes());
+    }
+  }
+  return out;
+}
+
 int64_t KvStore::BytesReserved() const {
   int64_t bytes = 0;
   for (const Layer& layer : layers_) {

@@ -22,6 +22,7 @@
 
 #include "absl/status/statusor.h"
 #include "attnkit/config.h"
+#include "attnkit/config_parser.h"
 #include "attnkit/sparse/sparse_attention.h"
 #include "session/page_pool.h"
 
@@ -91,6 +92,8 @@ class KvStore {
   int64_t HeadBytes(int layer, int64_t index) const;
   int64_t BytesHeld() const;
   int64_t BytesReserved() const;
+  // BytesHeld by page format, keys and values apart (formats holding no page left out).
+  std::vector<FormatBytesView> FormatBytesHeld() const;
   // MaskDensity of the configured sparse engine's last prefill (1.0 before any).
   double sparse_density() const { return sparse_density_; }
   at::Device device() const { return device_; }

@@ -143,6 +143,7 @@ class SessionImpl : public Session {
     s.peak_bytes_held = peak_bytes_;
     s.sparse_density = store_->sparse_density();
     s.bytes_reserved = store_->BytesReserved();
+    s.format_bytes = store_->FormatBytesHeld();
     for (int l = 0; l < options_.num_layers; ++l) {
       const LayerCounters& counters = layers_[l];
       LayerStatsView ls{l, 0, store_->LayerBytes(l), counters.evicted_tokens, counters.evictions};

@@ -394,6 +394,21 @@ TEST(KiviSession, EvictionPoliciesWorkOnInt4AndInt2Pages) {
       // 20 tokens per kv head on average (AdaKV moves budget between heads).
       EXPECT_EQ(stats.tokens_held, 2 * 2 * 20);
       EXPECT_LT(stats.bytes_held, stats.tokens_held * 32 * 4 * 2);
+      // Bytes by format: KIVI key and value pages and the float32 window, summing to bytes_held.
+      int64_t sum = 0, kivi_keys = 0, kivi_values = 0, window = 0;
+      const KvDataType kivi = std::string(format).find("INT4") != std::string::npos
+                                  ? KvDataType::kInt4
+                                  : KvDataType::kInt2;
+      for (const FormatBytesView& f : stats.format_bytes) {
+        sum += f.bytes;
+        if (f.data_type == kivi) (f.values ? kivi_values : kivi_keys) += f.bytes;
+        if (f.data_type == KvDataType::kFloat32) window += f.bytes;
+      }
+      EXPECT_EQ(sum, stats.bytes_held);
+      EXPECT_GT(kivi_keys, 0);
+      EXPECT_GT(kivi_values, 0);
+      EXPECT_GT(window, 0);
+      EXPECT_EQ(stats.format_bytes.size(), 4u);
       for (int layer = 0; layer < 2; ++layer) {
         for (int h = 0; h < 2; ++h) {
           auto positions = (*session)->Positions(layer, 0, h);
