@@ -56,8 +56,9 @@ ATTNKIT_API attnkit_status* attnkit_sparse_attention_mask_shape(
 
 /* Builds the block mask of every sequence of the batch into the caller's `mask_out`, a uint8 tensor
  * [batch, mask_heads, q_blocks, k_blocks] (see attnkit_sparse_attention_mask_shape()); written as
- * 0/1. Dense (every block-causal block) below min_sparse_length and in DENSE mode; A_SHAPE and
- * TRI_SHAPE only read the lengths of q and k; XATTENTION estimates block scores from q and k. */
+ * 0/1. Dense (every block holding a causal query-key pair, docs/algorithms.md section 2) below
+ * min_sparse_length and in DENSE mode; A_SHAPE and TRI_SHAPE only read the lengths of q and k;
+ * XATTENTION estimates block scores from q and k. */
 ATTNKIT_API attnkit_status* attnkit_sparse_attention_build_mask(
     const attnkit_sparse_attention* sparse, const DLTensor* q, const DLTensor* k,
     DLTensor* mask_out);

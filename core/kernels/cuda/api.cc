@@ -120,11 +120,13 @@ absl::StatusOr<BlockLists> ShapeBlockLists(int64_t q_len, int64_t k_len, int64_t
   const int64_t sink_blocks = std::max<int64_t>(1, CeilDiv(sink_size, block_size));
   const int64_t recent_blocks = recent_size / block_size;
   int64_t tail = 0;
-  if (tri_shape) {  // DenseTailRows of masks.h: the padding of the last block counts too
+  // DenseTailRows of masks.h: the padding of the last block counts too; no tail for 0 queries.
+  if (tri_shape && last_query_size > 0) {
     const int64_t pad = qb * block_size - q_len;
     tail = std::min(qb, CeilDiv(std::min(last_query_size, q_len) + pad, block_size));
   }
   const bool dense = q_len <= recent_size;
+  const int64_t reach = CeilDiv(k_len - q_len, block_size);  // BlockGrid::reach
   c10::cuda::CUDAGuard guard(device);
   auto opts = at::TensorOptions().device(device).dtype(at::kInt);
   BlockLists lists{at::empty({1, qb, std::max<int64_t>(kb, 1)}, opts), at::empty({1, qb}, opts)};
@@ -135,10 +137,10 @@ absl::StatusOr<BlockLists> ShapeBlockLists(int64_t q_len, int64_t k_len, int64_t
   }
   const auto stream = c10::cuda::getCurrentCUDAStream(device.index()).stream();
   absl::Status st = LaunchStatus(
-      ck::LaunchShapeBlockLists(static_cast<int>(qb), static_cast<int>(kb),
-                                static_cast<int>(sink_blocks), static_cast<int>(recent_blocks),
-                                static_cast<int>(tail), dense, lists.indices.data_ptr<int32_t>(),
-                                lists.counts.data_ptr<int32_t>(), mask_ptr, stream),
+      ck::LaunchShapeBlockLists(
+          static_cast<int>(qb), static_cast<int>(kb), static_cast<int>(sink_blocks),
+          static_cast<int>(recent_blocks), static_cast<int>(tail), dense, static_cast<int>(reach),
+          lists.indices.data_ptr<int32_t>(), lists.counts.data_ptr<int32_t>(), mask_ptr, stream),
       "ShapeBlockLists");
   if (!st.ok()) return st;
   return lists;

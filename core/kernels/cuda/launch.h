@@ -65,12 +65,14 @@ int64_t EstimateScratchRows(const EstimateArgs& args);
 cudaError_t LaunchXAttentionEstimate(const EstimateArgs& args, DType dtype, cudaStream_t stream);
 
 // A-shape / Tri-shape block lists built on the device: for each query block r, block 0 .. sink
-// blocks, the recent window (r + off - recent_blocks, r + off], and every causal block when r is in
-// the dense tail (rows >= q_blocks - tail_rows); ascending. indices [q_blocks, k_blocks], counts
-// [q_blocks]. Also writes the same as a bool mask [q_blocks, k_blocks] when `mask` is not null.
+// blocks, the recent window (r + off - recent_blocks, r + off], and every block-causal block
+// (c <= r + off) when r is in the dense tail (rows >= q_blocks - tail_rows); when `dense`, every
+// block c <= r + reach (c <= r + off in the last row), masks.h's CausalBlockMask; ascending.
+// indices [q_blocks, k_blocks], counts [q_blocks]. Also writes the same as a bool mask
+// [q_blocks, k_blocks] when `mask` is not null.
 cudaError_t LaunchShapeBlockLists(int q_blocks, int k_blocks, int sink_blocks, int recent_blocks,
-                                  int tail_rows, bool dense, int32_t* indices, int32_t* counts,
-                                  bool* mask, cudaStream_t stream);
+                                  int tail_rows, bool dense, int reach, int32_t* indices,
+                                  int32_t* counts, bool* mask, cudaStream_t stream);
 
 // Bool/uint8 mask [mask_heads, q_blocks, k_blocks] (contiguous) to ascending lists: indices
 // [mask_heads, q_blocks, k_blocks] int32 (tail unspecified), counts [mask_heads, q_blocks].

@@ -89,6 +89,7 @@ absl::StatusOr<BlockGrid> BlockGrid::Make(int64_t q_len, int64_t k_len, int64_t 
   g.q_blocks = CeilDiv(q_len, block);
   g.k_blocks = CeilDiv(k_len, block);
   g.offset = g.k_blocks - g.q_blocks;
+  g.reach = CeilDiv(k_len - q_len, block);
   int64_t cells = 0;
   if (__builtin_mul_overflow(g.q_blocks, g.k_blocks, &cells)) {
     return absl::InvalidArgumentError(absl::StrCat("mask: q_blocks (", g.q_blocks, ") x k_blocks (",
@@ -100,21 +101,26 @@ absl::StatusOr<BlockGrid> BlockGrid::Make(int64_t q_len, int64_t k_len, int64_t 
 }
 
 int64_t BlockGrid::CausalBlocks() const {
-  // Row r holds r + offset + 1 blocks.
-  return q_blocks * (offset + 1) + q_blocks * (q_blocks - 1) / 2;
+  if (q_blocks == 0) return 0;
+  // Row r holds LastCausalBlock(r) + 1 blocks: r + offset + 1, and one more in every row but the
+  // last when reach = offset + 1.
+  return q_blocks * (offset + 1) + q_blocks * (q_blocks - 1) / 2 +
+         (reach - offset) * (q_blocks - 1);
 }
 
 at::Tensor CausalBlockMask(const BlockGrid& grid) {
   at::Tensor mask = EmptyMask(1, grid);
   bool* m = mask.data_ptr<bool>();
-  for (int64_t r = 0; r < grid.q_blocks; ++r) SetCausalRange(m, grid, r, 0, grid.k_blocks);
+  for (int64_t r = 0; r < grid.q_blocks; ++r) {
+    for (int64_t c = 0; c <= grid.LastCausalBlock(r); ++c) m[r * grid.k_blocks + c] = true;
+  }
   return mask;
 }
 
 int64_t DenseTailRows(const BlockGrid& grid, int64_t last_query_size) {
-  if (grid.q_blocks == 0) return 0;
+  if (grid.q_blocks == 0 || last_query_size <= 0) return 0;
   const int64_t pad = grid.q_blocks * grid.block - grid.q_len;
-  const int64_t last = std::min(std::max<int64_t>(last_query_size, 0), grid.q_len);
+  const int64_t last = std::min(last_query_size, grid.q_len);
   return std::min(grid.q_blocks, CeilDiv(last + pad, grid.block));
 }
 
@@ -275,9 +281,11 @@ double MaskDensity(const at::Tensor& mask, const BlockGrid& grid) {
     // Reduced where the mask lives: only the count crosses over.
     const at::Device device = mask.device();
     const auto longs = at::TensorOptions().dtype(at::kLong).device(device);
-    const at::Tensor rows = at::arange(grid.q_blocks, longs).view({grid.q_blocks, 1});
+    // LastCausalBlock per row: row + reach, and row + offset for the last row.
+    at::Tensor last = at::arange(grid.q_blocks, longs) + grid.reach;
+    last.narrow(0, grid.q_blocks - 1, 1).sub_(grid.reach - grid.offset);
     const at::Tensor causal_mask =
-        at::arange(grid.k_blocks, longs).view({1, grid.k_blocks}).le(rows + grid.offset);
+        at::arange(grid.k_blocks, longs).view({1, grid.k_blocks}).le(last.view({grid.q_blocks, 1}));
     const int64_t kept =
         mask.to(at::kBool).logical_and(causal_mask.unsqueeze(0)).sum().item<int64_t>();
     return static_cast<double>(kept) / static_cast<double>(causal * mask.size(0));
@@ -288,7 +296,7 @@ double MaskDensity(const at::Tensor& mask, const BlockGrid& grid) {
   for (int64_t h = 0; h < m.size(0); ++h) {
     for (int64_t r = 0; r < grid.q_blocks; ++r) {
       const bool* row = p + (h * grid.q_blocks + r) * grid.k_blocks;
-      for (int64_t c = 0; c <= grid.Diagonal(r); ++c) kept += row[c] ? 1 : 0;
+      for (int64_t c = 0; c <= grid.LastCausalBlock(r); ++c) kept += row[c] ? 1 : 0;
     }
   }
   return static_cast<double>(kept) / static_cast<double>(causal * m.size(0));

@@ -59,12 +59,15 @@ TEST_P(ShapeMasksCuda, MatchCpuMasks) {
 #endif
 }
 
-INSTANTIATE_TEST_SUITE_P(Cases, ShapeMasksCuda,
-                         ::testing::Values(Case{8192, 8192, 128, 1024, 100},
-                                           Case{5000, 9000, 300, 2048, 100},
-                                           Case{1000, 1000, 128, 1024, 100},  // dense
-                                           Case{40000, 40000, 0, 4096, 1000},
-                                           Case{4097, 4097, 128, 512, 0}));
+INSTANTIATE_TEST_SUITE_P(
+    Cases, ShapeMasksCuda,
+    ::testing::Values(Case{8192, 8192, 128, 1024, 100}, Case{5000, 9000, 300, 2048, 100},
+                      Case{1000, 1000, 128, 1024, 100},  // dense
+                      Case{40000, 40000, 0, 4096, 1000}, Case{4097, 4097, 128, 512, 0},
+                      // Continued prompts off the block: dense with a short offset (the rows
+                      // reach past the diagonal), a tail over a partial block, none at 0.
+                      Case{200, 630, 128, 256, 100}, Case{700, 1000, 128, 768, 100},
+                      Case{1000, 1500, 0, 256, 0}, Case{650, 1200, 128, 256, 28}));
 
 TEST(MaskListsCudaTest, RandomMasksRoundTrip) {
   ATTNKIT_REQUIRE_GPU();

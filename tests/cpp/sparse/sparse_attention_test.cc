@@ -128,6 +128,31 @@ TEST(SparseAttention, PrefillIsMaskPlusAttention) {
   EXPECT_LT(density, 1.0);
 }
 
+// A continued prompt whose queries reach one key block past the block diagonal (40 queries over
+// 123 keys, block 16: offset 5, but 83 % 16 = 3 <= 8 padded queries): DENSE, and A-/Tri-shape with
+// q_len <= recent_size (the reference then runs plain dense attention), give dense causal
+// attention.
+TEST(SparseAttention, DenseMasksSeeEveryCausalKeyOfAContinuedPrompt) {
+  at::manual_seed(13);
+  const int64_t lq = 40, lk = 123;
+  at::Tensor q = at::randn({2, lq, 8}), k = at::randn({1, lk, 8}), v = at::randn({1, lk, 8});
+  at::Tensor scores = at::matmul(q, k.transpose(1, 2)).mul(0.25);
+  at::Tensor future = at::arange(lk).unsqueeze(0).gt(at::arange(lq).add(lk - lq).unsqueeze(1));
+  at::Tensor want = at::matmul(at::softmax(scores.masked_fill(future, -INFINITY), -1), v);
+  for (SparseMode mode : {SparseMode::kDense, SparseMode::kAShape, SparseMode::kTriShape}) {
+    SparseOptions o;
+    o.mode = mode;
+    o.block_size = 16;
+    o.recent_size = 64;
+    auto sparse = Make(o);
+    double density = -1;
+    auto out = sparse->Prefill(q, k, v, 0.25, &density);
+    ASSERT_TRUE(out.ok()) << out.status();
+    EXPECT_LE((*out - want).abs().max().item<double>(), 2e-5) << static_cast<int>(mode);
+    EXPECT_DOUBLE_EQ(density, 1.0);
+  }
+}
+
 TEST(SparseAttention, DegenerateLengths) {
   SparseOptions o = XAttention(64, 16, 0.9, HeadAggregation::kPerHead);
   auto sparse = Make(o);

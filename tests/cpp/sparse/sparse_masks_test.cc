@@ -1,5 +1,6 @@
 // Block masks (docs/algorithms.md section 2): grid, dense tail, A-/Tri-shape against a
 // tensor-formula transcription of the rules, and the XAttention selection on hand-made scores.
+#include <tuple>
 #include <vector>
 
 #include <ATen/Functions.h>
@@ -17,6 +18,16 @@ BlockGrid Grid(int64_t q_len, int64_t k_len, int64_t block) {
   return *grid;
 }
 
+// Every block holding a causal pair, from token positions: row r's last query
+// min((r + 1) * b, q_len) - 1 sees keys up to that position + k_len - q_len.
+at::Tensor FormulaDense(int64_t q_len, int64_t k_len, int64_t b) {
+  const int64_t qb = (q_len + b - 1) / b, kb = (k_len + b - 1) / b;
+  auto lopt = at::TensorOptions().dtype(at::kLong);
+  at::Tensor last_query = at::arange(qb, lopt).add(1).mul(b).clamp_max(q_len).sub(1);
+  at::Tensor last_block = last_query.add(k_len - q_len).div(b, "floor").unsqueeze(1);
+  return at::arange(kb, lopt).unsqueeze(0).le(last_block).unsqueeze(0);
+}
+
 // Tri-shape written with whole-tensor comparisons, as the reference builds it.
 at::Tensor FormulaTriShape(int64_t q_len, int64_t k_len, int64_t b, int64_t recent, int64_t last,
                            int64_t sink_blocks, bool tail) {
@@ -25,9 +36,9 @@ at::Tensor FormulaTriShape(int64_t q_len, int64_t k_len, int64_t b, int64_t rece
   at::Tensor diag = at::arange(qb, lopt).unsqueeze(1).add(off);
   at::Tensor col = at::arange(kb, lopt).unsqueeze(0);
   at::Tensor causal = col.le(diag);
-  if (q_len <= recent) return causal.unsqueeze(0);
+  if (q_len <= recent) return FormulaDense(q_len, k_len, b);
   at::Tensor m = col.lt(sink_blocks).logical_or(col.gt(diag.sub(recent / b))).logical_and(causal);
-  if (tail) {
+  if (tail && last > 0) {
     const int64_t pad = qb * b - q_len;
     const int64_t rows = std::min(qb, (std::min(last, q_len) + pad + b - 1) / b);
     at::Tensor dense_rows = at::arange(qb, lopt).ge(qb - rows).unsqueeze(1);
@@ -44,25 +55,55 @@ TEST(SparseMasks, GridRejectsBadLengths) {
   EXPECT_EQ(g.q_blocks, 3);
   EXPECT_EQ(g.k_blocks, 4);
   EXPECT_EQ(g.offset, 1);
-  EXPECT_EQ(g.CausalBlocks(), 2 + 3 + 4);
+  // 200 more keys than queries: query 127 (block 0) is at position 327, in key block 2.
+  EXPECT_EQ(g.reach, 2);
+  EXPECT_EQ(g.LastCausalBlock(0), 2);
+  EXPECT_EQ(g.LastCausalBlock(1), 3);
+  EXPECT_EQ(g.LastCausalBlock(2), 3);
+  EXPECT_EQ(g.CausalBlocks(), 3 + 4 + 4);
 }
 
-TEST(SparseMasks, CausalMaskIsBottomRightAligned) {
+TEST(SparseMasks, DenseMaskHoldsEveryCausalPair) {
+  // 300 queries over 500 keys: offset 1, but the queries of rows 0 and 1 reach one block further
+  // (0 < 200 % 128 <= the 84 padded queries): the dense mask covers it, the block-causal one not.
   const BlockGrid g = Grid(300, 500, 128);
   at::Tensor m = CausalBlockMask(g);
   ASSERT_EQ(m.sizes(), at::IntArrayRef({1, 3, 4}));
-  const std::vector<std::vector<int>> want = {{1, 1, 0, 0}, {1, 1, 1, 0}, {1, 1, 1, 1}};
+  const std::vector<std::vector<int>> want = {{1, 1, 1, 0}, {1, 1, 1, 1}, {1, 1, 1, 1}};
   for (int r = 0; r < 3; ++r) {
     for (int c = 0; c < 4; ++c) EXPECT_EQ(m[0][r][c].item<bool>(), want[r][c] == 1) << r << c;
   }
   EXPECT_DOUBLE_EQ(MaskDensity(m, g), 1.0);
+  // Aligned (offset = reach): the block-causal mask.
+  const BlockGrid aligned = Grid(300, 556, 128);
+  EXPECT_EQ(aligned.offset, 2);
+  EXPECT_EQ(aligned.reach, 2);
+  EXPECT_EQ(aligned.CausalBlocks(), 3 + 4 + 5);
+  for (const auto& [q, k, b] :
+       std::vector<std::tuple<int64_t, int64_t, int64_t>>{{300, 500, 128},
+                                                          {300, 556, 128},
+                                                          {200, 630, 128},
+                                                          {1000, 1010, 128},
+                                                          {20, 63, 16},
+                                                          {64, 64, 16},
+                                                          {1, 9, 4},
+                                                          {17, 17, 4},
+                                                          {129, 1000, 128}}) {
+    const BlockGrid grid = Grid(q, k, b);
+    SCOPED_TRACE(testing::Message() << "q " << q << " k " << k << " b " << b);
+    EXPECT_TRUE(CausalBlockMask(grid).equal(FormulaDense(q, k, b)));
+    EXPECT_EQ(grid.CausalBlocks(), FormulaDense(q, k, b).sum().item<int64_t>());
+  }
 }
 
 TEST(SparseMasks, DenseTailRows) {
   EXPECT_EQ(DenseTailRows(Grid(777, 777, 128), 300), 4);    // pad 119: ceil(419 / 128)
   EXPECT_EQ(DenseTailRows(Grid(1000, 1000, 128), 100), 1);  // pad 24: ceil(124 / 128)
   EXPECT_EQ(DenseTailRows(Grid(2048, 2048, 128), 0), 0);
-  EXPECT_EQ(DenseTailRows(Grid(1000, 1000, 128), 0), 1);  // the partial last block
+  // No tail for last_query_size 0, not even the partial last block (the reference's
+  // `if self.last_query_size:`).
+  EXPECT_EQ(DenseTailRows(Grid(1000, 1000, 128), 0), 0);
+  EXPECT_EQ(DenseTailRows(Grid(1000, 1000, 128), 1), 1);
   EXPECT_EQ(DenseTailRows(Grid(50, 50, 128), 1000), 1);
   EXPECT_EQ(DenseTailRows(Grid(0, 0, 128), 100), 0);
 }
@@ -71,10 +112,11 @@ TEST(SparseMasks, TriShapeAndAShapeMatchTheFormula) {
   struct Case {
     int64_t q, k, b, recent, last;
   };
-  const Case cases[] = {{1000, 1000, 128, 256, 100}, {1500, 2500, 128, 256, 100},
-                        {2048, 2048, 128, 512, 0},   {777, 777, 128, 128, 300},
-                        {777, 900, 64, 128, 1},      {100, 1000, 32, 64, 10},
-                        {129, 130, 128, 128, 0},     {64, 64, 16, 64, 5}};
+  const Case cases[] = {
+      {1000, 1000, 128, 256, 100}, {1500, 2500, 128, 256, 100}, {2048, 2048, 128, 512, 0},
+      {777, 777, 128, 128, 300},   {777, 900, 64, 128, 1},      {100, 1000, 32, 64, 10},
+      {129, 130, 128, 128, 0},     {64, 64, 16, 64, 5},         {1000, 1500, 128, 256, 0},
+      {200, 630, 128, 256, 100},   {650, 1200, 128, 256, 28},   {1000, 1010, 128, 256, 100}};
   for (const Case& c : cases) {
     const BlockGrid g = Grid(c.q, c.k, c.b);
     SCOPED_TRACE(testing::Message() << "q " << c.q << " k " << c.k << " b " << c.b);
