@@ -6,13 +6,14 @@
 # google.golang.org/protobuf from Debian's /usr/share/gocode. Nothing generated lands in the source
 # tree, every Go cache lives in the build tree, and the go command never reaches the network.
 #
-# attnkit_go_stage_module(<source_dir> <staged_dir> [REPLACE <module=>dir>...])
-#   Copies <source_dir>'s *.go files and go.mod into <staged_dir>, appending the replace directives.
+# attnkit_go_stage_module(<source_dir> <staged_dir> [REPLACE <module=>dir>...] [EXCLUDE <regex>])
+#   Copies <source_dir>'s *.go files and go.mod into <staged_dir>, appending the replace directives;
+#   files whose path (relative to <source_dir>) matches EXCLUDE are left to the build.
 # attnkit_go_test(<name> DIRECTORY <dir> COMMAND <args...> [LABELS <labels>])
 #   Registers ctest `go_<name>` running `go <args>` in <dir> with the Go environment.
 find_program(ATTNKIT_GO go REQUIRED)
 find_program(ATTNKIT_PROTOC_GEN_GO protoc-gen-go REQUIRED)
-find_program(ATTNKIT_GOFMT gofmt HINTS /usr/lib/go/bin)
+find_program(ATTNKIT_GOFMT gofmt HINTS /usr/lib/go/bin REQUIRED)
 set(ATTNKIT_GO_PROTOBUF_DIR "/usr/share/gocode/src/google.golang.org/protobuf" CACHE PATH
     "google.golang.org/protobuf's source (Debian golang-google-protobuf-dev)")
 if(NOT EXISTS "${ATTNKIT_GO_PROTOBUF_DIR}/go.mod")
@@ -37,8 +38,11 @@ set(ATTNKIT_GO_ENV
   "PKG_CONFIG_PATH=${ATTNKIT_GO_PKGCONFIG_DIR}")
 
 function(attnkit_go_stage_module source_dir staged_dir)
-  cmake_parse_arguments(ARG "" "" "REPLACE" ${ARGN})
+  cmake_parse_arguments(ARG "" "EXCLUDE" "REPLACE" ${ARGN})
   file(GLOB_RECURSE sources CONFIGURE_DEPENDS RELATIVE "${source_dir}" "${source_dir}/*.go")
+  if(ARG_EXCLUDE)
+    list(FILTER sources EXCLUDE REGEX "${ARG_EXCLUDE}")
+  endif()
   foreach(source IN LISTS sources)
     configure_file("${source_dir}/${source}" "${staged_dir}/${source}" COPYONLY)
   endforeach()

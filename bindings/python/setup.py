@@ -45,7 +45,7 @@ def library_file():
 
 
 class BuildPy(build_py):
-    """Also generates attnkit/v1/*_pb2.py from proto/ (protoc --python_out)."""
+    """Also generates attnkit/v1/*_pb2.py and their stubs (*_pb2.pyi) from proto/ (protoc)."""
 
     def run(self):
         super().run()
@@ -55,7 +55,8 @@ class BuildPy(build_py):
         proto_root = os.path.join(SOURCE_DIR, "proto")
         protos = sorted(glob.glob(os.path.join(proto_root, "attnkit", "v1", "*.proto")))
         os.makedirs(os.path.join(self.build_lib, "attnkit", "v1"), exist_ok=True)
-        subprocess.check_call([protoc, f"--python_out={self.build_lib}", "-I", proto_root] + protos)
+        subprocess.check_call([protoc, f"--python_out={self.build_lib}", f"--pyi_out={self.build_lib}",
+                               "-I", proto_root] + protos)
         open(os.path.join(self.build_lib, "attnkit", "v1", "__init__.py"), "a").close()
 
 
@@ -87,6 +88,8 @@ setup(
     version=VERSION,
     description="KV cache eviction, sparse prefill attention and visual token pruning (C ABI binding)",
     packages=["attnkit"],
+    # PEP 561: the package is typed (inline annotations, stubs of the extension and of attnkit_pb2).
+    package_data={"attnkit": ["py.typed", "*.pyi"]},
     ext_modules=[extension],
     cmdclass={"build_py": BuildPy, "build_ext": BuildExt},
     install_requires=["numpy>=1.22", "protobuf>=3.19"],

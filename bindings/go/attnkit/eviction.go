@@ -61,10 +61,11 @@ func (p *EvictionPolicy) Close() error {
 // Observe adds one step's attention weights of layer, [batch, heads, queries, cache_tokens], to its
 // scores. lengths (one per kv head, or nil) gives per-head cache lengths for per-head policies.
 func (p *EvictionPolicy) Observe(layer int, attention Tensor, lengths []int64) error {
-	tensors, err := describeAll([]string{"attention"}, []Tensor{attention}, false)
+	tensors, release, err := describeAll([]string{"attention"}, []Tensor{attention}, false)
 	if err != nil {
 		return err
 	}
+	defer release()
 	return p.h.use("Observe", func(ptr uintptr) error {
 		return fromCapi(capi.Attnkit_eviction_policy_observe(ptr, layer, tensors[0], lengths))
 	})
@@ -74,10 +75,11 @@ func (p *EvictionPolicy) Observe(layer int, attention Tensor, lengths []int64) e
 // layer-wide policies or one per kv head. lengths is the cache length (one entry) or one per kv
 // head; keys ([kv_heads, cache_tokens, head_dim]) is needed when NeedsKeys says so, else nil.
 func (p *EvictionPolicy) Select(layer int, keys Tensor, lengths []int64) ([][]int64, error) {
-	tensors, err := describeAll([]string{"keys"}, []Tensor{keys}, false)
+	tensors, release, err := describeAll([]string{"keys"}, []Tensor{keys}, false)
 	if err != nil {
 		return nil, err
 	}
+	defer release()
 	var rows [][]int64
 	err = p.h.use("Select", func(ptr uintptr) error {
 		var kept uintptr

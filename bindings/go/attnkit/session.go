@@ -65,10 +65,11 @@ func (s *Session) Close() error {
 // (RoPE applied); out (q's shape) receives causal attention over the cache and the new tokens.
 // Afterwards the layer evicts down to its budget when over it.
 func (s *Session) Attend(layer int, q, k, v, out Tensor) error {
-	tensors, err := describeAll([]string{"q", "k", "v", "out"}, []Tensor{q, k, v, out}, true)
+	tensors, release, err := describeAll([]string{"q", "k", "v", "out"}, []Tensor{q, k, v, out}, true)
 	if err != nil {
 		return err
 	}
+	defer release()
 	return s.h.use("Attend", func(ptr uintptr) error {
 		return fromCapi(capi.Attnkit_session_attend(ptr, layer, tensors[0], tensors[1], tensors[2], tensors[3]))
 	})

@@ -70,10 +70,11 @@ func (s *SparseAttention) MaskShape(numHeads, qLen, kLen int64) (maskHeads, qBlo
 // BuildMask writes the block mask of q [batch, heads, q_len, dim] and k [batch, kv_heads, k_len,
 // dim] into mask ([batch, maskHeads, qBlocks, kBlocks], see MaskShape) as 0/1.
 func (s *SparseAttention) BuildMask(q, k Tensor, mask *Uint8Tensor) error {
-	tensors, err := describeAll([]string{"q", "k", "mask_out"}, []Tensor{q, k, mask}, true)
+	tensors, release, err := describeAll([]string{"q", "k", "mask_out"}, []Tensor{q, k, mask}, true)
 	if err != nil {
 		return err
 	}
+	defer release()
 	return s.h.use("BuildMask", func(ptr uintptr) error {
 		return fromCapi(capi.Attnkit_sparse_attention_build_mask(ptr, tensors[0], tensors[1], tensors[2]))
 	})
@@ -82,10 +83,11 @@ func (s *SparseAttention) BuildMask(q, k Tensor, mask *Uint8Tensor) error {
 // Attention computes causal attention restricted to mask's blocks into out. scale 0 means
 // 1/sqrt(head_dim).
 func (s *SparseAttention) Attention(q, k, v Tensor, mask Tensor, scale float64, out Tensor) error {
-	tensors, err := describeAll([]string{"q", "k", "v", "mask", "out"}, []Tensor{q, k, v, mask, out}, true)
+	tensors, release, err := describeAll([]string{"q", "k", "v", "mask", "out"}, []Tensor{q, k, v, mask, out}, true)
 	if err != nil {
 		return err
 	}
+	defer release()
 	return s.h.use("Attention", func(ptr uintptr) error {
 		return fromCapi(capi.Attnkit_sparse_attention_attention(ptr, tensors[0], tensors[1], tensors[2],
 			tensors[3], scale, tensors[4]))
@@ -95,10 +97,11 @@ func (s *SparseAttention) Attention(q, k, v Tensor, mask Tensor, scale float64, 
 // Prefill is BuildMask and Attention in one call; it returns the fraction of block-causal blocks
 // computed (1 when dense).
 func (s *SparseAttention) Prefill(q, k, v Tensor, scale float64, out Tensor) (float64, error) {
-	tensors, err := describeAll([]string{"q", "k", "v", "out"}, []Tensor{q, k, v, out}, true)
+	tensors, release, err := describeAll([]string{"q", "k", "v", "out"}, []Tensor{q, k, v, out}, true)
 	if err != nil {
 		return 0, err
 	}
+	defer release()
 	density := []float64{0}
 	err = s.h.use("Prefill", func(ptr uintptr) error {
 		return fromCapi(capi.Attnkit_sparse_attention_prefill(ptr, tensors[0], tensors[1], tensors[2], scale,

@@ -2,7 +2,8 @@ package attnkit
 
 import "github.com/attnkit/attnkit/bindings/go/internal/capi"
 
-// Tensor is an argument of a tensor-taking call: *Float32Tensor, *Uint8Tensor or *DeviceTensor.
+// Tensor is an argument of a tensor-taking call: *Float32Tensor, *Uint8Tensor, *CFloat32Tensor or
+// *DeviceTensor.
 type Tensor interface {
 	describe(name string, output bool) (*capi.Tensor, error)
 }
@@ -145,18 +146,39 @@ func checkLayout(name string, shape, strides []int64, n int) error {
 	return nil
 }
 
-// describeAll describes tensors named names; the last one is the output when withOutput is set.
-func describeAll(names []string, tensors []Tensor, withOutput bool) ([]*capi.Tensor, error) {
-	described := make([]*capi.Tensor, len(tensors))
+// memoryTensor is a tensor whose memory a call must hold while the library may touch it.
+type memoryTensor interface {
+	memory() *cMemory
+}
+
+// describeAll describes tensors named names; the last one is the output when withOutput is set. The
+// caller runs release after the call: until then the C memory of AllocTensor tensors stays valid
+// (a concurrent Close waits for the call, a finalizer cannot run).
+func describeAll(names []string, tensors []Tensor, withOutput bool) (described []*capi.Tensor, release func(), err error) {
+	var held []*cMemory
+	release = func() {
+		for _, m := range held {
+			m.release()
+		}
+	}
+	described = make([]*capi.Tensor, len(tensors))
 	for i, t := range tensors {
 		if t == nil {
 			continue
 		}
+		if m, ok := t.(memoryTensor); ok && m.memory() != nil {
+			if err := m.memory().acquire(names[i]); err != nil {
+				release()
+				return nil, nil, err
+			}
+			held = append(held, m.memory())
+		}
 		d, err := t.describe(names[i], withOutput && i == len(tensors)-1)
 		if err != nil {
-			return nil, err
+			release()
+			return nil, nil, err
 		}
 		described[i] = d
 	}
-	return described, nil
+	return described, release, nil
 }

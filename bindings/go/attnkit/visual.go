@@ -83,11 +83,12 @@ func (p *VisualPruner) SelectRagged(imageEmbeds, imageFeatures Tensor, imageSize
 }
 
 func (p *VisualPruner) selectTokens(method string, imageEmbeds, imageFeatures Tensor, imageSizes []int64, textEmbeds Tensor) (*VisualSelection, error) {
-	tensors, err := describeAll([]string{"image_embeds", "image_features", "text_embeds"},
+	tensors, release, err := describeAll([]string{"image_embeds", "image_features", "text_embeds"},
 		[]Tensor{imageEmbeds, imageFeatures, textEmbeds}, false)
 	if err != nil {
 		return nil, err
 	}
+	defer release()
 	var selection *VisualSelection
 	err = p.h.use(method, func(ptr uintptr) error {
 		var handle uintptr

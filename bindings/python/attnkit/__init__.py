@@ -12,12 +12,12 @@ Python binding over attnkit's C ABI (libattnkit). Objects are context managers::
 Errors raise subclasses of :class:`attnkit.Error` (``.code``, ``.message``).
 """
 
-from attnkit import _attnkit
+from attnkit import _attnkit, errors as _errors
 from attnkit.errors import *  # noqa: F401,F403
-from attnkit.errors import __all__ as _error_names, from_status as _from_status
+from attnkit.errors import from_status as _from_status
 
 
-def _check_abi(library_abi, header_abi):
+def _check_abi(library_abi: int, header_abi: int) -> None:
     """Refuses a libattnkit whose ABI major version differs from the headers this was built with."""
     if library_abi != header_abi:
         raise ImportError(
@@ -41,4 +41,6 @@ ABI_VERSION = _attnkit.abi_version()
 
 __all__ = ["Session", "EvictionPolicy", "SparseAttention", "VisualPruner", "VisualSelection",
            "attnkit_pb2", "parse_config", "config_to_text", "validate_config", "ABI_VERSION",
-           "__version__"] + list(_error_names)
+           "__version__"]
+# In this form (not a concatenation) type checkers read the re-exports too.
+__all__ += _errors.__all__

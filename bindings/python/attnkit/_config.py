@@ -1,8 +1,15 @@
 """Configs cross the C ABI as serialized protos or textproto; this turns what users pass into those."""
 
+from __future__ import annotations
+
+from typing import Any, Dict, Type, TypeVar, Union
+
 from google.protobuf import message as _message
 
 from attnkit import _attnkit
+from attnkit._types import ConfigLike
+
+_M = TypeVar("_M", bound=_message.Message)
 
 # Message full name -> the C ABI's attnkit_config_kind.
 KINDS = {
@@ -13,13 +20,13 @@ KINDS = {
 }
 
 
-def _message_class(message_name):
+def _message_class(message_name: str) -> Type[_message.Message]:
     from attnkit import attnkit_pb2  # the package's module of every config message
 
     return getattr(attnkit_pb2, message_name.rsplit(".", 1)[1])
 
 
-def from_dict(config, message_name):
+def from_dict(config: Dict[str, Any], message_name: str) -> _message.Message:
     """A dict (as JSON gives: the proto3 JSON mapping, field names in either spelling, enums by
     name) as a ``message_name`` message. Unknown fields or wrong value types raise
     ``attnkit.InvalidArgument`` naming the field."""
@@ -33,7 +40,7 @@ def from_dict(config, message_name):
         raise InvalidArgument(f"config: not a valid {message_name} dict: {e}") from None
 
 
-def to_wire(config, message_name):
+def to_wire(config: ConfigLike, message_name: str) -> Union[bytes, bytearray, memoryview, str]:
     """``config`` as the C ABI takes it: bytes (a message of type ``message_name``, a dict in the
     proto3 JSON mapping, or serialized bytes) or str (textproto). Anything else, or a message of
     another type, is a TypeError."""
@@ -50,18 +57,18 @@ def to_wire(config, message_name):
                     f"got {type(config).__name__}")
 
 
-def _kind_of(message_class):
+def _kind_of(message_class: Type[_message.Message]) -> int:
     return KINDS[message_class.DESCRIPTOR.full_name]
 
 
-def validate(config, message_class):
+def validate(config: ConfigLike, message_class: Type[_message.Message]) -> None:
     """Raises attnkit.InvalidArgument (naming the field) when ``config`` is not a valid
     ``message_class``; the library's one validation, shared with every language."""
     name = message_class.DESCRIPTOR.full_name
     _attnkit.config_validate(KINDS[name], to_wire(config, name))
 
 
-def parse(config, message_class):
+def parse(config: ConfigLike, message_class: Type[_M]) -> _M:
     """``config`` (message, dict, bytes or textproto) as a ``message_class`` instance, parsed by the
     library (so textproto is read exactly as the C ABI reads it). Not validated."""
     name = message_class.DESCRIPTOR.full_name
@@ -73,7 +80,7 @@ def parse(config, message_class):
     return result
 
 
-def to_text(config, message_class):
+def to_text(config: ConfigLike, message_class: Type[_message.Message]) -> str:
     """``config`` as textproto, printed by the library."""
     name = message_class.DESCRIPTOR.full_name
     wire = to_wire(config, name)

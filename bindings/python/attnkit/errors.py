@@ -5,6 +5,10 @@ Every failed call raises a subclass of :class:`Error` carrying ``code`` (the num
 ``ValueError`` and missing resources ``LookupError``/``MemoryError`` so generic handlers still work.
 """
 
+from __future__ import annotations
+
+from typing import Optional
+
 __all__ = [
     "Error", "Cancelled", "Unknown", "InvalidArgument", "DeadlineExceeded", "NotFound",
     "AlreadyExists", "PermissionDenied", "ResourceExhausted", "FailedPrecondition", "Aborted",
@@ -16,15 +20,15 @@ __all__ = [
 class Error(Exception):
     """An attnkit status other than OK. ``code`` is the numeric status code."""
 
-    code = 2  # UNKNOWN, for codes without their own class
+    code: int = 2  # UNKNOWN, for codes without their own class
 
-    def __init__(self, message, code=None):
+    def __init__(self, message: str, code: Optional[int] = None) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.message
 
 
@@ -95,6 +99,6 @@ class Unauthenticated(Error):
 _BY_CODE = {cls.code: cls for cls in Error.__subclasses__()}
 
 
-def from_status(code, message):
+def from_status(code: int, message: str) -> Error:
     """The exception for a status ``code`` and ``message`` (the extension raises what this returns)."""
     return _BY_CODE.get(code, Error)(message, code)

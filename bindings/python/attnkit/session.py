@@ -1,6 +1,11 @@
 """attnkit.Session: the attention-wrapping session (attnkit_session)."""
 
+from __future__ import annotations
+
+from typing import Optional
+
 from attnkit import _attnkit, _config, _tensors
+from attnkit._types import ConfigLike, Int64Array, TensorLike
 from attnkit._handle import Handle
 from attnkit.v1 import session_pb2
 
@@ -16,11 +21,13 @@ class Session(Handle):
     """
 
     __slots__ = ()
+    _native: _attnkit.Session
 
-    def __init__(self, config):
+    def __init__(self, config: ConfigLike) -> None:
         self._native = _attnkit.Session(_config.to_wire(config, "attnkit.v1.SessionConfig"))
 
-    def attend(self, layer, q, k, v, out=None):
+    def attend(self, layer: int, q: TensorLike, k: TensorLike, v: TensorLike,
+               out: Optional[TensorLike] = None) -> TensorLike:
         """One attention call of ``layer`` (layers in order within a step).
 
         q ``[batch, num_heads, tokens, head_dim]``, k and v ``[batch, num_kv_heads, tokens,
@@ -33,26 +40,26 @@ class Session(Handle):
         self._native.attend(layer, q, k, v, out)
         return out
 
-    def stats(self):
+    def stats(self) -> session_pb2.SessionStats:
         """The statistics as an ``attnkit_pb2.SessionStats``."""
         stats = session_pb2.SessionStats()
         stats.ParseFromString(self._native.stats())
         return stats
 
     @property
-    def bytes_held(self):
+    def bytes_held(self) -> int:
         """Bytes of KV pages in use (keys and values, every layer)."""
         return self._native.bytes_held()
 
-    def positions(self, layer, sequence=0, kv_head=0):
+    def positions(self, layer: int, sequence: int = 0, kv_head: int = 0) -> Int64Array:
         """Original positions (0 = first prompt token) cached for (layer, sequence, kv_head), in
         cache order, as an int64 numpy array."""
         return _tensors.int64_array(self._native.positions(layer, sequence, kv_head))
 
-    def next_position(self, sequence=0):
+    def next_position(self, sequence: int = 0) -> int:
         """The RoPE position the next token of ``sequence`` takes."""
         return self._native.next_position(sequence)
 
-    def reset(self):
+    def reset(self) -> None:
         """Drops every cached token and policy state (a new prompt)."""
         self._native.reset()

@@ -1,9 +1,14 @@
 """attnkit.SparseAttention: block masks and the block-sparse prefill kernel (attnkit_sparse_attention)."""
 
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
 import numpy as np
 
 from attnkit import _attnkit, _config, _tensors
 from attnkit._handle import Handle
+from attnkit._types import ConfigLike, TensorLike
 
 
 class SparseAttention(Handle):
@@ -16,16 +21,18 @@ class SparseAttention(Handle):
     """
 
     __slots__ = ()
+    _native: _attnkit.SparseAttention
 
-    def __init__(self, config):
+    def __init__(self, config: ConfigLike) -> None:
         self._native = _attnkit.SparseAttention(
             _config.to_wire(config, "attnkit.v1.SparseAttentionConfig"))
 
-    def mask_shape(self, num_heads, q_len, k_len):
+    def mask_shape(self, num_heads: int, q_len: int, k_len: int) -> Tuple[int, int, int]:
         """``(mask_heads, q_blocks, k_blocks)`` of the mask for these sizes."""
         return self._native.mask_shape(num_heads, q_len, k_len)
 
-    def build_mask(self, q, k, out=None):
+    def build_mask(self, q: TensorLike, k: TensorLike,
+                   out: Optional[TensorLike] = None) -> TensorLike:
         """The block mask of every sequence, written into ``out`` (or a new uint8 numpy array)."""
         if out is None:
             q_shape, k_shape = _tensors.shape_of(q, "q"), _tensors.shape_of(k, "k")
@@ -34,7 +41,8 @@ class SparseAttention(Handle):
         self._native.build_mask(q, k, out)
         return out
 
-    def attention(self, q, k, v, mask, scale=0.0, out=None):
+    def attention(self, q: TensorLike, k: TensorLike, v: TensorLike, mask: TensorLike,
+                  scale: float = 0.0, out: Optional[TensorLike] = None) -> TensorLike:
         """Block-sparse causal attention restricted to ``mask``; returns ``out``. ``scale`` 0 means
         1/sqrt(head_dim)."""
         if out is None:
@@ -42,7 +50,8 @@ class SparseAttention(Handle):
         self._native.attention(q, k, v, mask, float(scale), out)
         return out
 
-    def prefill(self, q, k, v, scale=0.0, out=None):
+    def prefill(self, q: TensorLike, k: TensorLike, v: TensorLike, scale: float = 0.0,
+                out: Optional[TensorLike] = None) -> Tuple[TensorLike, float]:
         """build_mask + attention in one call. Returns ``(out, density)``, density being the share of
         block-causal blocks computed (1.0 when dense)."""
         if out is None:
@@ -51,6 +60,6 @@ class SparseAttention(Handle):
         return out, density
 
     @staticmethod
-    def _new_output(q, v):
+    def _new_output(q: TensorLike, v: TensorLike) -> TensorLike:
         q_shape, v_shape = _tensors.shape_of(q, "q"), _tensors.shape_of(v, "v")
         return _tensors.float_output(q_shape[:3] + v_shape[3:], q)

@@ -36,13 +36,17 @@ class PipInstall(unittest.TestCase):
                  "s = attnkit.Session(pb.SessionConfig(num_layers=1, num_heads=2, num_kv_heads=1, "
                  "head_dim=4)); q = np.ones((1, 2, 3, 4), np.float32); "
                  "k = np.ones((1, 1, 3, 4), np.float32); "
-                 "print(float(s.attend(0, q, k, k).sum())); print(attnkit.__file__)"],
+                 "print(float(s.attend(0, q, k, k).sum())); print(attnkit.__file__); "
+                 "import os; d = os.path.dirname(attnkit.__file__); "
+                 "print(all(os.path.exists(os.path.join(d, f)) for f in "
+                 "('py.typed', '_attnkit.pyi', 'v1/session_pb2.pyi')))"],
                 env=env, cwd=tmp, capture_output=True, text=True)
             self.assertEqual(check.returncode, 0, check.stderr)
-            version, total, location = check.stdout.split()
+            version, total, location, typed = check.stdout.split()
             self.assertRegex(version, r"^\d+\.\d+\.\d+$")
             self.assertEqual(float(total), 24.0)
             self.assertTrue(location.startswith(venv), location)
+            self.assertEqual(typed, "True", "py.typed and the .pyi stubs are not installed")
 
 
 if __name__ == "__main__":

@@ -4,9 +4,11 @@
  *
  * cgo pointer rules shape the contracts: Go memory may be passed to C for the duration of a call only
  * when it holds no Go pointers. Byte, text and int64 ranges qualify and are passed in place. A
- * DLTensor holds a pointer to its data, so a tensor is staged in C memory for the call (its
- * description and a copy of its data) and outputs are copied back; Go 1.19 has no runtime.Pinner
- * that would let a Go-memory descriptor point at Go data. Device pointers are passed as they are. */
+ * DLTensor holds a pointer to its data, so a Go-memory tensor is staged in C memory for the call
+ * (its description and a copy of its data) and outputs are copied back; Go 1.19 has no
+ * runtime.Pinner that would let a Go-memory descriptor point at Go data. Pointer tensors (C memory
+ * from attnkit.AllocTensor, device memory) are passed as they are: only their description is
+ * staged. */
 %module capi
 
 /* Headers and link flags come from pkg-config (attnkit.pc; the build points PKG_CONFIG_PATH at a
@@ -92,6 +94,8 @@ ATTNKIT_GO_OWNED_OUT(attnkit_int64_array** ATTNKIT_INT64_ARRAY_OUT, []int64, tak
 %typemap(in) const DLTensor* (DLTensor dl_tensor), DLTensor* (DLTensor dl_tensor)
 %{ $1 = attnkit_swig_tensor_from_desc((const attnkit_swig_tensor_desc*)$input, &dl_tensor); %}
 
+%go_import("sync/atomic")
+
 %insert(go_wrapper) %{
 // Status is a non-OK attnkit_status: its code (numbered like absl::StatusCode) and message.
 type Status struct {
@@ -156,6 +160,14 @@ type Tensor struct {
 	Output     bool // written by the call: copied back into Data afterwards
 }
 
+// stagedBytes counts the bytes copied between Go and C memory by staging (both directions).
+var stagedBytes uint64
+
+// StagedBytes returns how many bytes tensor staging has copied between Go and C memory so far: a
+// call on Go-memory tensors adds their sizes (and its output's again, copied back), a call on
+// pointer tensors (C memory from attnkit.AllocTensor, device memory) adds nothing.
+func StagedBytes() uint64 { return atomic.LoadUint64(&stagedBytes) }
+
 // stagedTensor is a Tensor's C-memory copy for the duration of one call.
 type stagedTensor struct {
 	tensor *Tensor
@@ -175,6 +187,7 @@ func stageTensor(t *Tensor) stagedTensor {
 		s.cdata = C.malloc(C.size_t(len(host)) + 1)
 		if len(host) > 0 {
 			C.memcpy(s.cdata, unsafe.Pointer(&host[0]), C.size_t(len(host)))
+			atomic.AddUint64(&stagedBytes, uint64(len(host)))
 		}
 		d.data = s.cdata
 		d.device_type = 1
@@ -229,6 +242,7 @@ func releaseStaged(s stagedTensor) {
 	if s.cdata != nil {
 		if host, _, _ := s.tensor.host(); s.tensor.Output && len(host) > 0 {
 			copy(host, unsafe.Slice((*byte)(s.cdata), len(host)))
+			atomic.AddUint64(&stagedBytes, uint64(len(host)))
 		}
 		C.free(s.cdata)
 	}
