@@ -20,13 +20,12 @@ of `group` channels). tests/cpp/session/kivi_cases_test.cc checks attnkit's quan
 them bit for bit.
 """
 import importlib.util
-import json
 import os
-import struct
 import sys
 import types
 
 import torch
+from safetensors_writer import write_safetensors
 
 
 def install_stubs():
@@ -60,25 +59,6 @@ def load_new_pack(root):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def write_safetensors(path, meta, tensors):
-    header, blobs, offset = {"__metadata__": meta}, [], 0
-    for name in sorted(tensors):
-        t = tensors[name].contiguous()
-        dtype = {torch.float32: "F32", torch.int64: "I64"}[t.dtype]
-        data = t.numpy().tobytes()
-        header[name] = {"dtype": dtype, "shape": list(t.shape),
-                        "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for b in blobs:
-            f.write(b)
 
 
 def make_case(kivi, bits, group, shape, spread, seed):

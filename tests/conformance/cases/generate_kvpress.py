@@ -31,9 +31,9 @@ import importlib.util
 import json
 import math
 import os
-import struct
 import sys
 import types
+from safetensors_writer import write_safetensors
 
 try:
     import torch
@@ -309,25 +309,6 @@ def make_dms_case(mods, threshold, window, heads, kv_heads, d, p, steps, seed):
             "rope_theta": str(THETA), "rope_interleaved": "false",
             "torch_version": torch.__version__}
     return meta, tensors
-
-
-def write_safetensors(path, meta, tensors):
-    header, blobs, offset = {"__metadata__": meta}, [], 0
-    for name in sorted(tensors):
-        t = tensors[name].contiguous()
-        dtype = {torch.float32: "F32", torch.int64: "I64"}[t.dtype]
-        data = t.numpy().tobytes()
-        header[name] = {"dtype": dtype, "shape": list(t.shape),
-                        "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for b in blobs:
-            f.write(b)
 
 
 def main():

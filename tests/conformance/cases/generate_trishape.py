@@ -39,11 +39,11 @@ import argparse
 import importlib.util
 import json
 import os
-import struct
 import sys
 import types
 
 import torch
+from safetensors_writer import write_safetensors
 
 BLOCK = 128
 
@@ -199,25 +199,6 @@ def make_case(ref, q_len, k_len, recent, last, heads, kv_heads, d, seed):
             "reference_path": path, "generator": "tests/conformance/cases/generate_trishape.py",
             "torch_version": torch.__version__}
     return meta, {"q": q, "k": k, "v": v, "block_mask": block_mask, "output": output}
-
-
-def write_safetensors(path, meta, tensors):
-    header, blobs, offset = {"__metadata__": meta}, [], 0
-    for name in sorted(tensors):
-        t = tensors[name].contiguous()
-        dtype = {torch.float32: "F32", torch.int64: "I64", torch.bool: "BOOL"}[t.dtype]
-        data = t.numpy().tobytes()
-        header[name] = {"dtype": dtype, "shape": list(t.shape),
-                        "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for b in blobs:
-            f.write(b)
 
 
 def main():
