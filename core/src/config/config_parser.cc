@@ -10,6 +10,7 @@
 
 #include <google/protobuf/io/tokenizer.h>
 #include <google/protobuf/text_format.h>
+#include <google/protobuf/unknown_field_set.h>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -43,6 +44,39 @@ class CollectingErrors : public google::protobuf::io::ErrorCollector {
   std::vector<std::string> errors_;
 };
 
+// The first field of `message` (recursively) that this version's schema does not know, as an
+// error naming its number and where it sits ("eviction: field number 99 ..."); OK when none. The
+// wire format keeps such fields silently; a config written for a newer attnkit would otherwise
+// run with its new settings ignored.
+absl::Status RejectUnknownFields(const google::protobuf::Message& message,
+                                 const std::string& path) {
+  const google::protobuf::Reflection* reflection = message.GetReflection();
+  const google::protobuf::UnknownFieldSet& unknown = reflection->GetUnknownFields(message);
+  if (!unknown.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path.empty() ? "config" : path, ": field number ", unknown.field(0).number(),
+                     " is not a field of ", message.GetDescriptor()->full_name(),
+                     " in this attnkit version (a config from a newer version, or not a ",
+                     message.GetDescriptor()->full_name(), ")"));
+  }
+  std::vector<const google::protobuf::FieldDescriptor*> fields;
+  reflection->ListFields(message, &fields);
+  for (const google::protobuf::FieldDescriptor* field : fields) {
+    if (field->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE) continue;
+    const std::string prefix =
+        path.empty() ? field->name() : absl::StrCat(path, ".", field->name());
+    if (field->is_repeated()) {
+      for (int i = 0; i < reflection->FieldSize(message, field); ++i) {
+        ATTNKIT_RETURN_IF_ERROR(RejectUnknownFields(
+            reflection->GetRepeatedMessage(message, field, i), absl::StrCat(prefix, "[", i, "]")));
+      }
+    } else {
+      ATTNKIT_RETURN_IF_ERROR(RejectUnknownFields(reflection->GetMessage(message, field), prefix));
+    }
+  }
+  return absl::OkStatus();
+}
+
 // Parses `data` into `message` (textproto or wire format), with an error naming the message type.
 absl::Status ParseMessage(absl::string_view data, bool text, google::protobuf::Message* message) {
   const std::string type = message->GetDescriptor()->full_name();
@@ -61,7 +95,7 @@ absl::Status ParseMessage(absl::string_view data, bool text, google::protobuf::M
     return absl::InvalidArgumentError(
         absl::StrCat("config: not a valid serialized ", type, " (", data.size(), " bytes)"));
   }
-  return absl::OkStatus();
+  return RejectUnknownFields(*message, "");
 }
 
 template <typename Enum>

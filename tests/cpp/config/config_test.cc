@@ -942,6 +942,46 @@ TEST(ConfigGarbageTest, MalformedBytesRejected) {
   }
 }
 
+// A field number the schema does not know (a config from a newer attnkit) is an error naming it and
+// where it sits, at the top level and inside a sub-message, never silently dropped.
+TEST(ConfigGarbageTest, UnknownFieldsRejectedWithTheirPlace) {
+  pb::SessionConfig config;
+  config.set_num_layers(2);
+  config.set_num_heads(4);
+  config.set_num_kv_heads(2);
+  config.set_head_dim(8);
+  config.mutable_eviction()->set_enabled(true);
+  config.mutable_eviction()->set_intermediate_tokens(64);
+  const std::string valid = config.SerializeAsString();
+  ASSERT_TRUE(ValidateConfig(ConfigKind::kSession, valid, false).ok());
+
+  // Field 900, varint 1: tag (900 << 3) = 7200 = 0xa0 0x38.
+  const std::string unknown_field("\xa0\x38\x01", 3);
+  const absl::Status top =
+      ValidateConfig(ConfigKind::kSession, valid + unknown_field, false).status();
+  EXPECT_EQ(top.code(), absl::StatusCode::kInvalidArgument) << top;
+  EXPECT_THAT(std::string(top.message()),
+              StartsWith("config: field number 900 is not a field of attnkit.v1.SessionConfig"));
+  EXPECT_FALSE(ParseSessionConfig(valid + unknown_field, false).ok());
+
+  // The same field inside `eviction` (field 11, length-delimited).
+  const std::string eviction = config.eviction().SerializeAsString() + unknown_field;
+  std::string nested = valid;
+  nested += static_cast<char>((11 << 3) | 2);
+  nested += static_cast<char>(eviction.size());
+  nested += eviction;
+  const absl::Status inner = ValidateConfig(ConfigKind::kSession, nested, false).status();
+  EXPECT_EQ(inner.code(), absl::StatusCode::kInvalidArgument) << inner;
+  EXPECT_THAT(std::string(inner.message()),
+              StartsWith("eviction: field number 900 is not a field of attnkit.v1.EvictionConfig"));
+
+  for (ConfigKind kind :
+       {ConfigKind::kEviction, ConfigKind::kSparseAttention, ConfigKind::kVisualPruning}) {
+    EXPECT_EQ(ValidateConfig(kind, unknown_field, false).status().code(),
+              absl::StatusCode::kInvalidArgument);
+  }
+}
+
 TEST(ConfigGarbageTest, RandomInputsNeverCrash) {
   std::mt19937 rng(1234);
   int rejected = 0;
