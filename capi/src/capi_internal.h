@@ -14,6 +14,7 @@
 #include "absl/strings/string_view.h"
 #include "attnkit/attnkit_common.h"
 #include "dlpack_check.h"
+#include "handles.h"
 
 struct attnkit_status {
   attnkit_status_code code;

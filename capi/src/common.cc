@@ -18,7 +18,7 @@
 namespace attnkit::capi {
 
 attnkit_status* MakeStatus(attnkit_status_code code, std::string message) {
-  return new attnkit_status{code, std::move(message)};
+  return Adopt(new attnkit_status{code, std::move(message)}, HandleKind::kStatus);
 }
 
 attnkit_status* ToC(const absl::Status& status) {
@@ -69,7 +69,7 @@ attnkit_int64_array* NewInt64Array(const std::vector<int64_t>& values) {
     throw std::bad_alloc();
   }
   if (!values.empty()) std::memcpy(out->data, values.data(), values.size() * sizeof(int64_t));
-  return out;
+  return Adopt(out, HandleKind::kInt64Array);
 }
 
 attnkit_buffer* NewBuffer(const std::string& bytes) {
@@ -80,7 +80,7 @@ attnkit_buffer* NewBuffer(const std::string& bytes) {
     throw std::bad_alloc();
   }
   if (!bytes.empty()) std::memcpy(out->data, bytes.data(), bytes.size());
-  return out;
+  return Adopt(out, HandleKind::kBuffer);
 }
 
 }  // namespace attnkit::capi
@@ -88,20 +88,32 @@ attnkit_buffer* NewBuffer(const std::string& bytes) {
 using attnkit::capi::Guard;
 using attnkit::capi::GuardValue;
 using attnkit::capi::GuardVoid;
+using attnkit::capi::HandleKind;
+using attnkit::capi::IsLiveHandle;
+using attnkit::capi::ReleaseHandle;
 
 extern "C" {
 
 attnkit_status_code attnkit_status_get_code(const attnkit_status* status) {
-  return GuardValue(ATTNKIT_UNKNOWN, [&] { return status == nullptr ? ATTNKIT_OK : status->code; });
+  return GuardValue(ATTNKIT_UNKNOWN, [&] {
+    if (status == nullptr) return ATTNKIT_OK;
+    return IsLiveHandle(status, HandleKind::kStatus) ? status->code : ATTNKIT_UNKNOWN;
+  });
 }
 
 const char* attnkit_status_get_message(const attnkit_status* status) {
-  return GuardValue<const char*>("",
-                                 [&] { return status == nullptr ? "" : status->message.c_str(); });
+  return GuardValue<const char*>("", [&] {
+    if (status == nullptr) return "";
+    return IsLiveHandle(status, HandleKind::kStatus)
+               ? status->message.c_str()
+               : "status: not a live attnkit_status (freed already, or not made by attnkit)";
+  });
 }
 
 void attnkit_status_free(attnkit_status* status) {
-  GuardVoid([&] { delete status; });
+  GuardVoid([&] {
+    if (ReleaseHandle(status, HandleKind::kStatus)) delete status;
+  });
 }
 
 int32_t attnkit_abi_version(void) {
@@ -114,7 +126,7 @@ const char* attnkit_version_string(void) {
 
 void attnkit_buffer_free(attnkit_buffer* buffer) {
   GuardVoid([&] {
-    if (buffer == nullptr) return;
+    if (!ReleaseHandle(buffer, HandleKind::kBuffer)) return;
     std::free(buffer->data);
     delete buffer;
   });
@@ -122,7 +134,7 @@ void attnkit_buffer_free(attnkit_buffer* buffer) {
 
 void attnkit_int64_array_free(attnkit_int64_array* array) {
   GuardVoid([&] {
-    if (array == nullptr) return;
+    if (!ReleaseHandle(array, HandleKind::kInt64Array)) return;
     std::free(array->data);
     delete array;
   });

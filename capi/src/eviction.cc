@@ -33,7 +33,9 @@ absl::Status Create(absl::string_view data, bool text, int32_t num_layers, int32
   if (!options.ok()) return options.status();
   auto policy = attnkit::EvictionPolicy::Create(*options, num_layers, num_heads, num_kv_heads);
   if (!policy.ok()) return policy.status();
-  *out = new attnkit_eviction_policy{std::move(*policy), num_heads, num_kv_heads};
+  *out =
+      attnkit::capi::Adopt(new attnkit_eviction_policy{std::move(*policy), num_heads, num_kv_heads},
+                           attnkit::capi::HandleKind::kEvictionPolicy);
   return absl::OkStatus();
 }
 
@@ -71,14 +73,17 @@ attnkit_status* attnkit_eviction_policy_create_from_text(const char* text, size_
 }
 
 void attnkit_eviction_policy_free(attnkit_eviction_policy* policy) {
-  GuardVoid([&] { delete policy; });
+  GuardVoid([&] {
+    if (attnkit::capi::ReleaseHandle(policy, attnkit::capi::HandleKind::kEvictionPolicy))
+      delete policy;
+  });
 }
 
 attnkit_status* attnkit_eviction_policy_observe(attnkit_eviction_policy* policy, int32_t layer,
                                                 const DLTensor* attention, const int64_t* lengths,
                                                 size_t num_lengths) {
   return Guard(__func__, [&]() -> absl::Status {
-    ATTNKIT_CHECK_ARG(policy);
+    ATTNKIT_CHECK_HANDLE(policy, kEvictionPolicy);
     TensorSpec spec{"attention"};
     spec.rank = 4;
     auto weights = FromDLPack(attention, spec);
@@ -98,7 +103,7 @@ attnkit_status* attnkit_eviction_policy_select(attnkit_eviction_policy* policy, 
                                                const DLTensor* keys, const int64_t* lengths,
                                                size_t num_lengths, attnkit_kept_positions** out) {
   return Guard(__func__, [&]() -> absl::Status {
-    ATTNKIT_CHECK_ARG(policy);
+    ATTNKIT_CHECK_HANDLE(policy, kEvictionPolicy);
     ATTNKIT_CHECK_ARG(out);
     *out = nullptr;
     auto lens = Lengths(lengths, num_lengths);
@@ -129,25 +134,34 @@ attnkit_status* attnkit_eviction_policy_select(attnkit_eviction_policy* policy, 
     }
     auto kept = policy->policy->Select(layer, *lens, key_tensor);
     if (!kept.ok()) return kept.status();
-    *out = new attnkit_kept_positions{std::move(*kept)};
+    *out = attnkit::capi::Adopt(new attnkit_kept_positions{std::move(*kept)},
+                                attnkit::capi::HandleKind::kKeptPositions);
     return absl::OkStatus();
   });
 }
 
 int32_t attnkit_eviction_policy_needs_keys(const attnkit_eviction_policy* policy) {
-  return GuardValue<int32_t>(
-      0, [&] { return policy != nullptr && policy->policy->needs().keys ? 1 : 0; });
+  return GuardValue<int32_t>(0, [&] {
+    return attnkit::capi::IsLiveHandle(policy, attnkit::capi::HandleKind::kEvictionPolicy) &&
+                   policy->policy->needs().keys
+               ? 1
+               : 0;
+  });
 }
 
 int32_t attnkit_eviction_policy_per_head(const attnkit_eviction_policy* policy) {
-  return GuardValue<int32_t>(
-      0, [&] { return policy != nullptr && policy->policy->per_head() ? 1 : 0; });
+  return GuardValue<int32_t>(0, [&] {
+    return attnkit::capi::IsLiveHandle(policy, attnkit::capi::HandleKind::kEvictionPolicy) &&
+                   policy->policy->per_head()
+               ? 1
+               : 0;
+  });
 }
 
 attnkit_status* attnkit_eviction_policy_layer_budget(const attnkit_eviction_policy* policy,
                                                      int32_t layer, int64_t* out) {
   return Guard(__func__, [&]() -> absl::Status {
-    ATTNKIT_CHECK_ARG(policy);
+    ATTNKIT_CHECK_HANDLE(policy, kEvictionPolicy);
     ATTNKIT_CHECK_ARG(out);
     if (layer < 0 || layer >= policy->policy->num_layers()) {
       return absl::InvalidArgumentError(
@@ -160,28 +174,37 @@ attnkit_status* attnkit_eviction_policy_layer_budget(const attnkit_eviction_poli
 
 attnkit_status* attnkit_eviction_policy_reset(attnkit_eviction_policy* policy) {
   return Guard(__func__, [&]() -> absl::Status {
-    ATTNKIT_CHECK_ARG(policy);
+    ATTNKIT_CHECK_HANDLE(policy, kEvictionPolicy);
     policy->policy->Reset();
     return absl::OkStatus();
   });
 }
 
 size_t attnkit_kept_positions_num_rows(const attnkit_kept_positions* kept) {
-  return GuardValue<size_t>(0, [&] { return kept == nullptr ? 0 : kept->rows.size(); });
+  return GuardValue<size_t>(0, [&] {
+    return !attnkit::capi::IsLiveHandle(kept, attnkit::capi::HandleKind::kKeptPositions)
+               ? 0
+               : kept->rows.size();
+  });
 }
 
 const int64_t* attnkit_kept_positions_row(const attnkit_kept_positions* kept, size_t row,
                                           size_t* size) {
   return GuardValue<const int64_t*>(nullptr, [&]() -> const int64_t* {
     if (size != nullptr) *size = 0;
-    if (kept == nullptr || row >= kept->rows.size()) return nullptr;
+    if (!attnkit::capi::IsLiveHandle(kept, attnkit::capi::HandleKind::kKeptPositions) ||
+        row >= kept->rows.size()) {
+      return nullptr;
+    }
     if (size != nullptr) *size = kept->rows[row].size();
     return kept->rows[row].data();
   });
 }
 
 void attnkit_kept_positions_free(attnkit_kept_positions* kept) {
-  GuardVoid([&] { delete kept; });
+  GuardVoid([&] {
+    if (attnkit::capi::ReleaseHandle(kept, attnkit::capi::HandleKind::kKeptPositions)) delete kept;
+  });
 }
 
 }  // extern "C"

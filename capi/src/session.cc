@@ -23,7 +23,8 @@ absl::Status Create(absl::string_view data, bool text, attnkit_session** out) {
   if (!options.ok()) return options.status();
   auto session = attnkit::Session::Create(*options);
   if (!session.ok()) return session.status();
-  *out = new attnkit_session{std::move(*session)};
+  *out = attnkit::capi::Adopt(new attnkit_session{std::move(*session)},
+                              attnkit::capi::HandleKind::kSession);
   return absl::OkStatus();
 }
 
@@ -48,13 +49,15 @@ attnkit_status* attnkit_session_create_from_text(const char* text, size_t size,
 }
 
 void attnkit_session_free(attnkit_session* session) {
-  GuardVoid([&] { delete session; });
+  GuardVoid([&] {
+    if (attnkit::capi::ReleaseHandle(session, attnkit::capi::HandleKind::kSession)) delete session;
+  });
 }
 
 attnkit_status* attnkit_session_attend(attnkit_session* session, int32_t layer, const DLTensor* q,
                                        const DLTensor* k, const DLTensor* v, DLTensor* out) {
   return Guard(__func__, [&]() -> absl::Status {
-    ATTNKIT_CHECK_ARG(session);
+    ATTNKIT_CHECK_HANDLE(session, kSession);
     TensorSpec spec{"q"};
     spec.rank = 4;
     auto qt = FromDLPack(q, spec);
@@ -75,7 +78,7 @@ attnkit_status* attnkit_session_attend(attnkit_session* session, int32_t layer, 
 
 attnkit_status* attnkit_session_stats(const attnkit_session* session, attnkit_buffer** out) {
   return Guard(__func__, [&]() -> absl::Status {
-    ATTNKIT_CHECK_ARG(session);
+    ATTNKIT_CHECK_HANDLE(session, kSession);
     ATTNKIT_CHECK_ARG(out);
     *out = attnkit::capi::NewBuffer(attnkit::SerializeSessionStats(session->session->Stats()));
     return absl::OkStatus();
@@ -84,7 +87,7 @@ attnkit_status* attnkit_session_stats(const attnkit_session* session, attnkit_bu
 
 attnkit_status* attnkit_session_bytes_held(const attnkit_session* session, int64_t* out) {
   return Guard(__func__, [&]() -> absl::Status {
-    ATTNKIT_CHECK_ARG(session);
+    ATTNKIT_CHECK_HANDLE(session, kSession);
     ATTNKIT_CHECK_ARG(out);
     *out = session->session->BytesHeld();
     return absl::OkStatus();
@@ -95,7 +98,7 @@ attnkit_status* attnkit_session_positions(const attnkit_session* session, int32_
                                           int32_t sequence, int32_t kv_head,
                                           attnkit_int64_array** out) {
   return Guard(__func__, [&]() -> absl::Status {
-    ATTNKIT_CHECK_ARG(session);
+    ATTNKIT_CHECK_HANDLE(session, kSession);
     ATTNKIT_CHECK_ARG(out);
     *out = nullptr;
     auto positions = session->session->Positions(layer, sequence, kv_head);
@@ -108,7 +111,7 @@ attnkit_status* attnkit_session_positions(const attnkit_session* session, int32_
 attnkit_status* attnkit_session_next_position(const attnkit_session* session, int32_t sequence,
                                               int64_t* out) {
   return Guard(__func__, [&]() -> absl::Status {
-    ATTNKIT_CHECK_ARG(session);
+    ATTNKIT_CHECK_HANDLE(session, kSession);
     ATTNKIT_CHECK_ARG(out);
     auto position = session->session->NextPosition(sequence);
     if (!position.ok()) return position.status();
@@ -119,7 +122,7 @@ attnkit_status* attnkit_session_next_position(const attnkit_session* session, in
 
 attnkit_status* attnkit_session_reset(attnkit_session* session) {
   return Guard(__func__, [&]() -> absl::Status {
-    ATTNKIT_CHECK_ARG(session);
+    ATTNKIT_CHECK_HANDLE(session, kSession);
     session->session->Reset();
     return absl::OkStatus();
   });

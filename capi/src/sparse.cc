@@ -34,7 +34,8 @@ absl::Status Create(const void* data, size_t size, bool text, attnkit_sparse_att
   if (!options.ok()) return options.status();
   auto impl = attnkit::sparse::SparseAttention::Create(*options);
   if (!impl.ok()) return impl.status();
-  *out = new attnkit_sparse_attention{std::move(*impl)};
+  *out = attnkit::capi::Adopt(new attnkit_sparse_attention{std::move(*impl)},
+                              attnkit::capi::HandleKind::kSparseAttention);
   return absl::OkStatus();
 }
 
@@ -138,7 +139,10 @@ attnkit_status* attnkit_sparse_attention_create_from_text(const char* text, size
 }
 
 void attnkit_sparse_attention_free(attnkit_sparse_attention* sparse) {
-  GuardVoid([&] { delete sparse; });
+  GuardVoid([&] {
+    if (attnkit::capi::ReleaseHandle(sparse, attnkit::capi::HandleKind::kSparseAttention))
+      delete sparse;
+  });
 }
 
 attnkit_status* attnkit_sparse_attention_mask_shape(const attnkit_sparse_attention* sparse,
@@ -146,7 +150,7 @@ attnkit_status* attnkit_sparse_attention_mask_shape(const attnkit_sparse_attenti
                                                     int64_t* mask_heads, int64_t* q_blocks,
                                                     int64_t* k_blocks) {
   return Guard(__func__, [&]() -> absl::Status {
-    ATTNKIT_CHECK_ARG(sparse);
+    ATTNKIT_CHECK_HANDLE(sparse, kSparseAttention);
     ATTNKIT_CHECK_ARG(mask_heads);
     ATTNKIT_CHECK_ARG(q_blocks);
     ATTNKIT_CHECK_ARG(k_blocks);
@@ -173,7 +177,7 @@ attnkit_status* attnkit_sparse_attention_build_mask(const attnkit_sparse_attenti
                                                     const DLTensor* q, const DLTensor* k,
                                                     DLTensor* mask_out) {
   return Guard(__func__, [&]() -> absl::Status {
-    ATTNKIT_CHECK_ARG(sparse);
+    ATTNKIT_CHECK_HANDLE(sparse, kSparseAttention);
     auto qt = Input(q, "q", kQLayout);
     if (!qt.ok()) return qt.status();
     auto kt = Input(k, "k", kKVLayout);
@@ -207,7 +211,7 @@ attnkit_status* attnkit_sparse_attention_attention(const attnkit_sparse_attentio
                                                    const DLTensor* v, const DLTensor* mask,
                                                    double scale, DLTensor* out) {
   return Guard(__func__, [&]() -> absl::Status {
-    ATTNKIT_CHECK_ARG(sparse);
+    ATTNKIT_CHECK_HANDLE(sparse, kSparseAttention);
     auto qt = Input(q, "q", kQLayout);
     if (!qt.ok()) return qt.status();
     auto kt = Input(k, "k", kKVLayout);
@@ -253,7 +257,7 @@ attnkit_status* attnkit_sparse_attention_prefill(const attnkit_sparse_attention*
                                                  const DLTensor* v, double scale, DLTensor* out,
                                                  double* density) {
   return Guard(__func__, [&]() -> absl::Status {
-    ATTNKIT_CHECK_ARG(sparse);
+    ATTNKIT_CHECK_HANDLE(sparse, kSparseAttention);
     auto qt = Input(q, "q", kQLayout);
     if (!qt.ok()) return qt.status();
     auto kt = Input(k, "k", kKVLayout);

@@ -31,8 +31,13 @@ absl::Status Create(absl::string_view data, bool text, attnkit_visual_pruner** o
   if (!options.ok()) return options.status();
   auto pruner = attnkit::VisualPruner::Create(*options);
   if (!pruner.ok()) return pruner.status();
-  *out = new attnkit_visual_pruner{std::move(*pruner)};
+  *out = attnkit::capi::Adopt(new attnkit_visual_pruner{std::move(*pruner)},
+                              attnkit::capi::HandleKind::kVisualPruner);
   return absl::OkStatus();
+}
+
+bool Live(const attnkit_visual_selection* selection) {
+  return attnkit::capi::IsLiveHandle(selection, attnkit::capi::HandleKind::kVisualSelection);
 }
 
 std::string Dims(const at::Tensor& t) { return attnkit::capi::ShapeString(t.sizes()); }
@@ -44,7 +49,7 @@ absl::Status Select(const attnkit_visual_pruner* pruner, const DLTensor* image_e
                     const std::vector<int64_t>* ragged_sizes, attnkit_visual_selection** out) {
   ATTNKIT_CHECK_ARG(out);
   *out = nullptr;
-  ATTNKIT_CHECK_ARG(pruner);
+  ATTNKIT_CHECK_HANDLE(pruner, kVisualPruner);
   const bool ragged = ragged_sizes != nullptr;
   const char* feature_shape = ragged ? "[sum N_i, Dv]" : "[N, Dv] or [num_images, N, Dv]";
   const char* embed_shape = ragged ? "[sum N_i, C]" : "[N, C] or [num_images, N, C]";
@@ -142,7 +147,8 @@ absl::Status Select(const attnkit_visual_pruner* pruner, const DLTensor* image_e
   }
   auto kept = pruner->pruner->Select(images, text);
   if (!kept.ok()) return kept.status();
-  *out = new attnkit_visual_selection{std::move(sizes), std::move(*kept)};
+  *out = attnkit::capi::Adopt(new attnkit_visual_selection{std::move(sizes), std::move(*kept)},
+                              attnkit::capi::HandleKind::kVisualSelection);
   return absl::OkStatus();
 }
 
@@ -171,7 +177,10 @@ attnkit_status* attnkit_visual_pruner_create_from_text(const char* text, size_t 
 }
 
 void attnkit_visual_pruner_free(attnkit_visual_pruner* pruner) {
-  GuardVoid([&] { delete pruner; });
+  GuardVoid([&] {
+    if (attnkit::capi::ReleaseHandle(pruner, attnkit::capi::HandleKind::kVisualPruner))
+      delete pruner;
+  });
 }
 
 attnkit_status* attnkit_visual_pruner_select(const attnkit_visual_pruner* pruner,
@@ -201,20 +210,20 @@ attnkit_status* attnkit_visual_pruner_select_ragged(const attnkit_visual_pruner*
 }
 
 size_t attnkit_visual_selection_num_images(const attnkit_visual_selection* selection) {
-  return GuardValue<size_t>(0, [&] { return selection == nullptr ? 0 : selection->kept.size(); });
+  return GuardValue<size_t>(0, [&] { return !Live(selection) ? 0 : selection->kept.size(); });
 }
 
 size_t attnkit_visual_selection_image_size(const attnkit_visual_selection* selection,
                                            size_t image) {
   return GuardValue<size_t>(0, [&]() -> size_t {
-    if (selection == nullptr || image >= selection->image_sizes.size()) return 0;
+    if (!Live(selection) || image >= selection->image_sizes.size()) return 0;
     return static_cast<size_t>(selection->image_sizes[image]);
   });
 }
 
 size_t attnkit_visual_selection_num_kept(const attnkit_visual_selection* selection, size_t image) {
   return GuardValue<size_t>(0, [&]() -> size_t {
-    if (selection == nullptr || image >= selection->kept.size()) return 0;
+    if (!Live(selection) || image >= selection->kept.size()) return 0;
     return selection->kept[image].size();
   });
 }
@@ -222,7 +231,7 @@ size_t attnkit_visual_selection_num_kept(const attnkit_visual_selection* selecti
 const int64_t* attnkit_visual_selection_indices(const attnkit_visual_selection* selection,
                                                 size_t image) {
   return GuardValue<const int64_t*>(nullptr, [&]() -> const int64_t* {
-    if (selection == nullptr || image >= selection->kept.size() || selection->kept[image].empty()) {
+    if (!Live(selection) || image >= selection->kept.size() || selection->kept[image].empty()) {
       return nullptr;
     }
     return selection->kept[image].data();
@@ -234,7 +243,7 @@ attnkit_status* attnkit_visual_selection_flat_indices(const attnkit_visual_selec
   return Guard(__func__, [&]() -> absl::Status {
     ATTNKIT_CHECK_ARG(out);
     *out = nullptr;
-    ATTNKIT_CHECK_ARG(selection);
+    ATTNKIT_CHECK_HANDLE(selection, kVisualSelection);
     std::vector<int64_t> flat;
     int64_t offset = 0;
     for (size_t i = 0; i < selection->kept.size(); ++i) {
@@ -253,7 +262,7 @@ attnkit_status* attnkit_visual_selection_kept_positions(const attnkit_visual_sel
   return Guard(__func__, [&]() -> absl::Status {
     ATTNKIT_CHECK_ARG(out);
     *out = nullptr;
-    ATTNKIT_CHECK_ARG(selection);
+    ATTNKIT_CHECK_HANDLE(selection, kVisualSelection);
     if (image_token_mask == nullptr && prompt_length > 0) {
       return absl::InvalidArgumentError("image_token_mask: must not be NULL");
     }
@@ -267,7 +276,10 @@ attnkit_status* attnkit_visual_selection_kept_positions(const attnkit_visual_sel
 }
 
 void attnkit_visual_selection_free(attnkit_visual_selection* selection) {
-  GuardVoid([&] { delete selection; });
+  GuardVoid([&] {
+    if (attnkit::capi::ReleaseHandle(selection, attnkit::capi::HandleKind::kVisualSelection))
+      delete selection;
+  });
 }
 
 }  // extern "C"

@@ -577,6 +577,153 @@ attnkit_status* Fail(const char* what) {
   std::_Exit(4);
 }
 
+// Handles used after their free, freed twice, or of another kind: INVALID_ARGUMENT naming the
+// argument, or the getters' empty values, and a second free is a no-op (the child would abort or
+// crash on a real double free with glibc's checks).
+void AddStaleHandleCases(std::vector<Case>* cases) {
+  auto add = [&](std::string label, std::function<attnkit_status*()> run, Expect expect) {
+    cases->push_back(Case{std::move(label), std::move(run), std::move(expect)});
+  };
+  const auto ok = [] { return static_cast<attnkit_status*>(nullptr); };
+  add(
+      "session_attend: freed session",
+      [] {
+        attnkit_session* s = NewSession();
+        attnkit_session_free(s);
+        Args a{Float("q", {1, 4, 3, 8}), Float("k", {1, 2, 3, 8}), Float("v", {1, 2, 3, 8}),
+               Float("out", {1, 4, 3, 8})};
+        Tensors t = Realize(a);
+        return attnkit_session_attend(s, 0, t[0], t[1], t[2], t[3]);
+      },
+      Error({"session", "not a live attnkit_session"}));
+  add(
+      "session_free twice, then bytes_held of it",
+      [] {
+        attnkit_session* s = NewSession();
+        attnkit_session_free(s);
+        attnkit_session_free(s);
+        int64_t bytes = 0;
+        return attnkit_session_bytes_held(s, &bytes);
+      },
+      Error({"session", "not a live attnkit_session"}));
+  add(
+      "session_reset: an eviction policy passed as the session",
+      [] { return attnkit_session_reset(reinterpret_cast<attnkit_session*>(NewPolicy(kH2O))); },
+      Error({"session", "not a live attnkit_session"}));
+  add(
+      "session_stats: a pointer attnkit never returned",
+      [] {
+        static int64_t not_a_session[64] = {};
+        attnkit_buffer* b = nullptr;
+        return attnkit_session_stats(reinterpret_cast<attnkit_session*>(not_a_session), &b);
+      },
+      Error({"session", "not a live attnkit_session"}));
+  add(
+      "eviction_policy_reset: freed policy",
+      [] {
+        attnkit_eviction_policy* p = NewPolicy(kH2O);
+        attnkit_eviction_policy_free(p);
+        attnkit_eviction_policy_free(p);
+        return attnkit_eviction_policy_reset(p);
+      },
+      Error({"policy", "not a live attnkit_eviction_policy"}));
+  add(
+      "eviction_policy_needs_keys / per_head: freed policy gives 0",
+      [ok] {
+        attnkit_eviction_policy* p = NewPolicy(kKNorm);
+        if (attnkit_eviction_policy_needs_keys(p) != 1) return Fail("KNORM needs keys");
+        attnkit_eviction_policy_free(p);
+        if (attnkit_eviction_policy_needs_keys(p) != 0 || attnkit_eviction_policy_per_head(p) != 0)
+          return Fail("a freed policy answered");
+        return ok();
+      },
+      Ok());
+  add(
+      "kept_positions getters: freed kept positions give 0 and NULL",
+      [ok] {
+        attnkit_eviction_policy* p = NewPolicy(kKNorm);
+        Args a{Float("keys", {2, 6, 8})};
+        Tensors t = Realize(a);
+        const int64_t lengths[] = {6};
+        attnkit_kept_positions* kept = nullptr;
+        if (attnkit_eviction_policy_select(p, 0, t[0], lengths, 1, &kept) != nullptr)
+          return Fail("select failed");
+        if (attnkit_kept_positions_num_rows(kept) == 0) return Fail("no rows");
+        attnkit_kept_positions_free(kept);
+        size_t size = 7;
+        if (attnkit_kept_positions_num_rows(kept) != 0 ||
+            attnkit_kept_positions_row(kept, 0, &size) != nullptr || size != 0)
+          return Fail("freed kept positions answered");
+        attnkit_kept_positions_free(kept);
+        return ok();
+      },
+      Ok());
+  add(
+      "sparse_attention_mask_shape: freed sparse attention",
+      [] {
+        attnkit_sparse_attention* sp = NewSparse(kSparseTri);
+        attnkit_sparse_attention_free(sp);
+        attnkit_sparse_attention_free(sp);
+        int64_t h = 0, qb = 0, kb = 0;
+        return attnkit_sparse_attention_mask_shape(sp, 4, 16, 16, &h, &qb, &kb);
+      },
+      Error({"sparse", "not a live attnkit_sparse_attention"}));
+  add(
+      "visual_select: freed pruner",
+      [] {
+        attnkit_visual_pruner* pr = NewPruner();
+        attnkit_visual_pruner_free(pr);
+        attnkit_visual_pruner_free(pr);
+        Args a{Float("image_embeds", {6, 4}), Float("image_features", {6, 8}),
+               Float("text_embeds", {3, 4})};
+        Tensors t = Realize(a);
+        attnkit_visual_selection* sel = nullptr;
+        return attnkit_visual_pruner_select(pr, t[0], t[1], t[2], &sel);
+      },
+      Error({"pruner", "not a live attnkit_visual_pruner"}));
+  add(
+      "visual_selection_flat_indices: freed selection",
+      [] {
+        Args a{Float("image_embeds", {6, 4}), Float("image_features", {6, 8}),
+               Float("text_embeds", {3, 4})};
+        Tensors t = Realize(a);
+        attnkit_visual_selection* sel = nullptr;
+        if (attnkit_visual_pruner_select(NewPruner(), t[0], t[1], t[2], &sel) != nullptr)
+          return Fail("select failed");
+        attnkit_visual_selection_free(sel);
+        attnkit_visual_selection_free(sel);
+        if (attnkit_visual_selection_num_images(sel) != 0 ||
+            attnkit_visual_selection_indices(sel, 0) != nullptr)
+          return Fail("a freed selection answered");
+        attnkit_int64_array* flat = nullptr;
+        return attnkit_visual_selection_flat_indices(sel, &flat);
+      },
+      Error({"selection", "not a live attnkit_visual_selection"}));
+  add(
+      "status, buffer and array: freed twice, a freed status reads as UNKNOWN",
+      [ok] {
+        attnkit_session* s = nullptr;
+        attnkit_status* st = attnkit_session_create(nullptr, 3, &s);
+        if (attnkit_status_get_code(st) != ATTNKIT_INVALID_ARGUMENT) return Fail("no error");
+        attnkit_status_free(st);
+        if (attnkit_status_get_code(st) != ATTNKIT_UNKNOWN ||
+            std::strstr(attnkit_status_get_message(st), "not a live attnkit_status") == nullptr)
+          return Fail("a freed status answered");
+        attnkit_status_free(st);
+        attnkit_buffer* b = nullptr;
+        if (attnkit_session_stats(NewSession(), &b) != nullptr) return Fail("stats failed");
+        attnkit_buffer_free(b);
+        attnkit_buffer_free(b);
+        attnkit_int64_array* positions = nullptr;
+        if (attnkit_session_positions(NewSession(), 0, 0, 0, &positions) != nullptr)
+          return Fail("positions failed");
+        attnkit_int64_array_free(positions);
+        attnkit_int64_array_free(positions);
+        return ok();
+      },
+      Ok());
+}
+
 void AddMisuseCases(std::vector<Case>* cases) {
   auto add = [&](std::string label, std::function<attnkit_status*()> run, Expect expect) {
     cases->push_back(Case{std::move(label), std::move(run), std::move(expect)});
@@ -1136,6 +1283,7 @@ void AddMisuseCases(std::vector<Case>* cases) {
         return static_cast<attnkit_status*>(nullptr);
       },
       Ok());
+  AddStaleHandleCases(cases);
 }
 
 struct Outcome {

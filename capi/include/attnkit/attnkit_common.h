@@ -14,6 +14,13 @@
  * that stays within those bounds but points at memory the caller does not own cannot be detected.
  * - No call aborts or throws into the host: every failure, an internal one included, comes back as
  * a status (RESOURCE_EXHAUSTED when memory runs out).
+ * - Handles (every object the library returns: sessions, policies, selections, statuses, buffers,
+ * arrays) are checked before use against a registry of the live ones: a handle already freed, one
+ * of another kind or a pointer attnkit never returned is INVALID_ARGUMENT naming the argument ("not
+ * a live attnkit_session"), freeing it again is a no-op, and the getters without a status return
+ * their empty value (0, NULL, ""; ATTNKIT_UNKNOWN for attnkit_status_get_code()). Only a freed
+ * handle whose address the allocator has since given to a new object of the same kind passes as
+ * that new object.
  * - Threads: one object is used by one thread at a time; distinct objects are independent (any
  * number of threads, each with its own objects). Immutable objects may be shared by threads at
  * once where their header says so (attnkit_sparse_attention, attnkit_visual_pruner,
