@@ -57,6 +57,7 @@ class DeviceStore final : public KvStore {
   // keys and one for the values.
   void Append(int layer_index, const at::Tensor& k, const at::Tensor& v,
               const std::vector<int64_t>& first_rotated) override {
+    Materialize(layer_index);
     const SessionOptions& o = *context_.options;
     const int64_t T = k.size(2), P = o.page_size;
     Layer& layer = layers_[layer_index];

@@ -195,6 +195,7 @@ class HostStore final : public KvStore {
 
   void Append(int layer_index, const at::Tensor& k_in, const at::Tensor& v_in,
               const std::vector<int64_t>& first_rotated) override {
+    Materialize(layer_index);
     if (plain_) return AppendPlain(layer_index, k_in, v_in, first_rotated);
     const SessionOptions& o = *context_.options;
     const at::Tensor k = OnHost(k_in).to(dtype_).contiguous();

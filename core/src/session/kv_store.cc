@@ -14,10 +14,25 @@ KvStore::KvStore(const StoreContext& context, at::Device device)
     : context_(context), device_(device) {
   const SessionOptions& o = *context.options;
   layers_.resize(o.num_layers);
-  for (Layer& layer : layers_) {
+}
+
+KvStore::Layer& KvStore::Materialize(int layer_index) {
+  const SessionOptions& o = *context_.options;
+  Layer& layer = layers_[layer_index];
+  if (layer.heads.empty()) {
     layer.heads.resize(static_cast<size_t>(o.batch_size) * o.num_kv_heads);
     layer.seen.assign(o.batch_size, 0);
   }
+  return layer;
+}
+
+const HeadCache& KvStore::EmptyHead() {
+  static const HeadCache* empty = new HeadCache();
+  return *empty;
+}
+
+int64_t KvStore::heads_per_layer() const {
+  return static_cast<int64_t>(context_.options->batch_size) * context_.options->num_kv_heads;
 }
 
 at::Tensor KvStore::SequenceKeys(int layer_index, int64_t b) const {
@@ -33,7 +48,7 @@ at::Tensor KvStore::SequenceRows(int layer_index, int64_t b, bool values) const 
   const Layer& layer = layers_[layer_index];
   int64_t max_len = 0;
   for (int h = 0; h < o.num_kv_heads; ++h) {
-    max_len = std::max(max_len, layer.heads[b * o.num_kv_heads + h].length);
+    max_len = std::max(max_len, head(layer_index, b * o.num_kv_heads + h).length);
   }
   at::Tensor keys = at::zeros({o.num_kv_heads, max_len, o.head_dim},
                               at::TensorOptions().dtype(at::kFloat).device(device_));
@@ -52,7 +67,7 @@ int64_t KvStore::LayerBytes(int layer) const {
 }
 
 int64_t KvStore::HeadBytes(int layer, int64_t index) const {
-  const HeadCache& head = layers_[layer].heads[index];
+  const HeadCache& head = this->head(layer, index);
   const PagePool* residual = layers_[layer].residual_pool.get();
   return static_cast<int64_t>(head.pages.size()) * layers_[layer].pool->page_bytes() +
          (residual != nullptr

@@ -84,10 +84,18 @@ class KvStore {
   at::Tensor SequenceKeys(int layer, int64_t b) const;
   // The same for the values (what EXPECTED_ATTENTION's value norms read).
   at::Tensor SequenceValues(int layer, int64_t b) const;
-  const HeadCache& head(int layer, int64_t index) const { return layers_[layer].heads[index]; }
+  // A layer holds no per-head state until its first Append (creation allocates nothing per
+  // layer beyond an empty pool): before that its heads read as empty.
+  const HeadCache& head(int layer, int64_t index) const {
+    const Layer& l = layers_[layer];
+    return l.heads.empty() ? EmptyHead() : l.heads[index];
+  }
   // Tokens appended so far to sequence b of `layer` (evicted ones included).
-  int64_t appended(int layer, int64_t b) const { return layers_[layer].seen[b]; }
-  int64_t heads_per_layer() const { return static_cast<int64_t>(layers_[0].heads.size()); }
+  int64_t appended(int layer, int64_t b) const {
+    const Layer& l = layers_[layer];
+    return l.seen.empty() ? 0 : l.seen[b];
+  }
+  int64_t heads_per_layer() const;
   int64_t LayerBytes(int layer) const;
   int64_t HeadBytes(int layer, int64_t index) const;
   int64_t BytesHeld() const;
@@ -111,6 +119,9 @@ class KvStore {
     std::vector<HeadCache> heads;  // [batch * num_kv_heads]
     std::vector<int64_t> seen;     // tokens appended per sequence
   };
+  // `layer`'s per-head state, created on its first use (every Append starts with this).
+  Layer& Materialize(int layer);
+  static const HeadCache& EmptyHead();
 
   // Keys or values [length, d] of one head in the storage dtype, on device().
   virtual at::Tensor GatherStored(const Layer& layer, const HeadCache& cache,
@@ -166,7 +177,7 @@ class KvStore {
 };
 
 // The host store; tensors on other devices are copied to the host. Holds keys and values in
-// FP32, FP16, BF16 or INT8 pages (kv_format); INT4 and INT2 are UNIMPLEMENTED.
+// FP32, FP16, BF16, INT8 or KIVI INT4/INT2 pages (kv_format).
 absl::StatusOr<std::unique_ptr<KvStore>> MakeHostStore(const StoreContext& context);
 // The device store on `device` (a CUDA device, or the CPU for tests); keys and values in the
 // session dtype only (another kv_format is UNIMPLEMENTED).

@@ -68,11 +68,11 @@ class SessionImpl : public Session {
       ATTNKIT_ASSIGN_OR_RETURN(sparse_, sparse::SparseAttention::Create(o.sparse));
     }
     if (o.eviction.enabled) {
-      for (int b = 0; b < o.batch_size; ++b) {
-        ATTNKIT_ASSIGN_OR_RETURN(auto policy, EvictionPolicy::Create(o.eviction, o.num_layers,
-                                                                     o.num_heads, o.num_kv_heads));
-        policies_.push_back(std::move(policy));
-      }
+      // Sequence 0's policy now (it validates the config); the others on their first step, so
+      // creation allocates no per-sequence, per-layer scores it does not yet need.
+      policies_.resize(o.batch_size);
+      ATTNKIT_ASSIGN_OR_RETURN(policies_[0], EvictionPolicy::Create(o.eviction, o.num_layers,
+                                                                    o.num_heads, o.num_kv_heads));
     }
     const session::StoreContext context{&options_, sparse_.get()};
     if (kind == StoreKind::kDevice) {
@@ -80,8 +80,7 @@ class SessionImpl : public Session {
     } else {
       ATTNKIT_ASSIGN_OR_RETURN(store_, session::MakeHostStore(context));
     }
-    layers_.resize(o.num_layers);
-    for (LayerCounters& layer : layers_) layer.decode_steps.assign(o.batch_size, 0);
+    layers_.resize(o.num_layers);  // decode_steps: on the layer's first step
     seen_.assign(o.batch_size, 0);
     return absl::OkStatus();
   }
@@ -169,7 +168,9 @@ class SessionImpl : public Session {
       layer.steps = 0;
       std::fill(layer.decode_steps.begin(), layer.decode_steps.end(), 0);
     }
-    for (auto& p : policies_) p->Reset();
+    for (auto& p : policies_) {
+      if (p != nullptr) p->Reset();
+    }
     std::fill(seen_.begin(), seen_.end(), 0);
   }
 
@@ -289,7 +290,13 @@ class SessionImpl : public Session {
                                const at::Tensor& step_queries,
                                const std::vector<int64_t>& first_rotated, int64_t T) {
     const SessionOptions& o = options_;
+    if (policies_[b] == nullptr) {
+      ATTNKIT_ASSIGN_OR_RETURN(policies_[b], EvictionPolicy::Create(o.eviction, o.num_layers,
+                                                                    o.num_heads, o.num_kv_heads));
+    }
     EvictionPolicy& policy = *policies_[b];
+    std::vector<int64_t>& decode_steps = layers_[layer].decode_steps;
+    if (decode_steps.empty()) decode_steps.assign(o.batch_size, 0);
     std::vector<int64_t> lengths(o.num_kv_heads);
     for (int h = 0; h < o.num_kv_heads; ++h)
       lengths[h] = store_->head(layer, HeadIndex(b, h)).length;

@@ -9,6 +9,7 @@
 #include <ATen/Functions.h>
 #include <ATen/TensorOperators.h>
 #include <gtest/gtest.h>
+#include <malloc.h>
 
 #include "attnkit/config_parser.h"
 #include "attnkit/session/session.h"
@@ -245,6 +246,49 @@ TEST(SessionTest, IntervalScheduleRejectsNegativeIntervals) {
   EXPECT_NE(std::string(options.status().message()).find("eviction.schedule.interval_steps"),
             std::string::npos)
       << options.status();
+}
+
+// Heap bytes in use (glibc): arena allocations and mmapped blocks.
+size_t HeapBytesInUse() {
+  const struct mallinfo2 info = mallinfo2();
+  return info.uordblks + info.hblkhd;
+}
+
+// Creation allocates no per-layer or per-sequence state: a session at the largest shape the config
+// allows (1024 layers, heads and kv heads, batch 4096: 4.3e9 kv heads in all, which eager
+// per-head state could never hold) is created within a few MB; a layer gets its state on its first
+// call, and the layers not called yet read as empty.
+TEST(SessionTest, CreationAllocatesNoPerLayerState) {
+  const size_t before = HeapBytesInUse();
+  auto options = ParseSessionConfig(
+      "num_layers: 1024 num_heads: 1024 num_kv_heads: 1024 head_dim: 1024 batch_size: 4096 "
+      "eviction { enabled: true algorithm: SNAPKV granularity: PER_TOKEN per_head: true "
+      "intermediate_tokens: 64 }",
+      true);
+  ASSERT_TRUE(options.ok()) << options.status();
+  auto big = Session::Create(*options);
+  ASSERT_TRUE(big.ok()) << big.status();
+  const size_t grown = HeapBytesInUse() - std::min(before, HeapBytesInUse());
+  EXPECT_LT(grown, size_t{16} << 20) << "bytes allocated by creation: " << grown;
+  EXPECT_EQ((*big)->BytesHeld(), 0);
+  auto positions = (*big)->Positions(1023, 4095, 1023);
+  ASSERT_TRUE(positions.ok()) << positions.status();
+  EXPECT_TRUE(positions->empty());
+  big->reset();
+
+  auto session = MakeSession(std::string(kShape) +
+                             "batch_size: 2 eviction { enabled: true algorithm: SNAPKV "
+                             "granularity: PER_TOKEN intermediate_tokens: 4 }");
+  at::manual_seed(9);
+  at::Tensor q = at::randn({2, 4, 6, 16}), k = at::randn({2, 2, 6, 16}),
+             v = at::randn({2, 2, 6, 16});
+  at::Tensor out = at::empty_like(q);
+  ASSERT_TRUE(session->Attend(0, q, k, v, out).ok());
+  auto layer0 = session->Positions(0, 1, 1), layer1 = session->Positions(1, 1, 1);
+  ASSERT_TRUE(layer0.ok() && layer1.ok());
+  EXPECT_EQ(layer0->size(), 4u);  // the prompt evicted down to the budget
+  EXPECT_TRUE(layer1->empty());
+  EXPECT_EQ(session->Stats().heads.size(), 2u * 2 * 2);  // every (layer, sequence, kv head)
 }
 
 TEST(SessionTest, BatchSequencesKeepTheirOwnTokens) {
