@@ -178,10 +178,11 @@ absl::StatusOr<at::Tensor> BlockSparseAttentionCpu(const at::Tensor& q, const at
   const int64_t chunk_keys = chunk_blocks * B;
   std::atomic<int64_t> next{0};
   const int64_t num_tasks = static_cast<int64_t>(tasks.size());
-  // BLAS products run on the calling thread and BLAS threads them itself: OpenBLAS (pthreads)
-  // called from several workers at once serializes and oversubscribes (measured 3-5x slower here).
-  // The micro-kernel path fans the tasks out over at::get_num_threads() workers instead.
-  const int64_t workers = blas ? 1 : sparse_parallel::Workers(num_tasks);
+  // Both paths fan the tasks out over at::get_num_threads() workers that take them one at a time,
+  // so a worker slowed by another process on its core takes fewer tasks instead of holding the
+  // others at a barrier. The BLAS products then run inside the workers' OpenMP region, where the
+  // OpenMP build of OpenBLAS (the one attnkit.sh selects) runs each on its calling thread.
+  const int64_t workers = sparse_parallel::Workers(num_tasks);
 
   sparse_parallel::RunWorkers(workers, [&](int64_t) {
     std::vector<float> scores(B * chunk_keys), acc(B * vdim), row_max(B), row_sum(B);

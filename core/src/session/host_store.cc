@@ -2,6 +2,7 @@
 // products (or the configured sparse engine) for prefill. Inputs on another device are copied to
 // the host; the session writes the result back to wherever the caller's output lives.
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 
 #include <ATen/Functions.h>
@@ -9,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cpu/paged_attention.h"
+#include "cpu/sparse_parallel.h"
 #include "session/kv_store.h"
 #include "session/rope.h"
 
@@ -531,10 +533,15 @@ class HostStore final : public KvStore {
     const int64_t max_len = r.window_rows.defined()   ? r.window_rows.size(3)
                             : r.column_sums.defined() ? r.column_sums.size(2)
                                                       : 0;
-    at::parallel_for(0, o.batch_size * o.num_kv_heads, 1, [&](int64_t begin, int64_t end) {
+    // Groups are handed out one at a time rather than split evenly up front, so a thread slowed
+    // by another process on its core takes fewer of them instead of holding the step back.
+    const int64_t groups = o.batch_size * o.num_kv_heads;
+    std::atomic<int64_t> next{0};
+    namespace workers = kernels::sparse_parallel;
+    workers::RunWorkers(workers::Workers(groups), [&](int64_t) {
       std::vector<float> scratch, rows_buf, sums_buf;
       std::vector<const char*> page_keys, page_values, res_keys, res_values;
-      for (int64_t gi = begin; gi < end; ++gi) {
+      for (int64_t gi; (gi = next.fetch_add(1)) < groups;) {
         const int64_t b = gi / o.num_kv_heads, kvh = gi % o.num_kv_heads;
         const HeadCache& cache = layer.heads[gi];
         scratch.resize(static_cast<size_t>(G * T * cache.length));
