@@ -33,6 +33,20 @@ class ResultJson {
 // A short description of the machine (CPU model, cores, threads used).
 std::string MachineDescription();
 
+// `--background-load`: a competing busy process (a child spinning on the CPU, what another
+// program busy on one core looks like) from construction until destruction, for figures measured
+// under load beside the quiet ones.
+class BackgroundLoad {
+ public:
+  explicit BackgroundLoad(int processes = 1);
+  ~BackgroundLoad();
+  BackgroundLoad(const BackgroundLoad&) = delete;
+  BackgroundLoad& operator=(const BackgroundLoad&) = delete;
+
+ private:
+  std::vector<int> children_;
+};
+
 }  // namespace attnkit::bench
 
 #define ATTNKIT_BENCH(name, summary, fn)            \

@@ -1,3 +1,7 @@
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstdio>
@@ -50,6 +54,29 @@ double MedianMs(const std::function<void()>& fn, int reps, int warmup) {
   }
   std::sort(times.begin(), times.end());
   return times[times.size() / 2];
+}
+
+BackgroundLoad::BackgroundLoad(int processes) {
+  for (int i = 0; i < processes; ++i) {
+    const pid_t pid = fork();
+    if (pid == 0) {
+      // The child only spins (no library call after fork) until the parent kills it.
+      for (volatile uint64_t n = 0;; n = n + 1) {
+      }
+    }
+    if (pid > 0) children_.push_back(pid);
+  }
+  std::printf("background load: %zu busy process(es) started\n", children_.size());
+  std::fflush(stdout);
+  // Let the scheduler spread the load before anything is measured.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+}
+
+BackgroundLoad::~BackgroundLoad() {
+  for (int pid : children_) kill(pid, SIGKILL);
+  for (int pid : children_) waitpid(pid, nullptr, 0);
+  std::printf("background load: stopped\n");
+  std::fflush(stdout);
 }
 
 void ResultJson::Add(const std::string& key, double value) {

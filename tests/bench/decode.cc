@@ -4,7 +4,8 @@
 // session without eviction, (c) the session with SnapKV at a 1024-token budget, (d) a large memory
 // copy, (e) the session without eviction on bfloat16, int8, KIVI int4 and int2 pages (kv_format),
 // and SnapKV 1024 on int4 pages, (f) SnapKV at 1024 on kvpress DecodingPress's schedule, evicting
-// on every 64th decode step only.
+// on every 64th decode step only; with --background-load, (g) (b) and (c) again while a busy
+// process competes for the cores.
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -107,9 +108,20 @@ SessionRun RunSession(const Shape& s, bool evict, const at::Tensor& prompt_q,
 
 int DecodeBench(const std::vector<std::string>& args) {
   Shape s;
-  for (size_t i = 0; i + 1 < args.size(); i += 2) {
-    if (args[i] == "--prompt") s.prompt = std::stoll(args[i + 1]);
-    if (args[i] == "--steps") s.steps = std::stoi(args[i + 1]);
+  bool background_load = false;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--background-load") {
+      background_load = true;
+    } else if (args[i] == "--prompt" && i + 1 < args.size()) {
+      s.prompt = std::stoll(args[++i]);
+    } else if (args[i] == "--steps" && i + 1 < args.size()) {
+      s.steps = std::stoi(args[++i]);
+    } else {
+      std::fprintf(stderr,
+                   "usage: attnkit-bench decode [--prompt 8192] [--steps 64] "
+                   "[--background-load]\n");
+      return 2;
+    }
   }
   at::manual_seed(0);
   std::printf("decode: %d query heads, %d kv heads, head dim %d, fp32, prompt %lld, %d steps\n",
@@ -285,6 +297,25 @@ int DecodeBench(const std::vector<std::string>& args) {
   json.Add("session_snapkv_int4_ms", snap_int4.step_ms);
   json.Add("session_snapkv_int4_bytes_held", static_cast<double>(snap_int4.bytes_held));
   json.Add("snapkv_int4_policy_share", snap_int4.policy_share);
+  if (background_load) {
+    // (g) the sessions without eviction and with SnapKV again while a busy process competes for
+    // the cores.
+    SessionRun full_loaded, snap_loaded;
+    {
+      BackgroundLoad load;
+      full_loaded = RunSession(s, false, prompt_q, prompt_k, prompt_v, steps);
+      snap_loaded = RunSession(s, true, prompt_q, prompt_k, prompt_v, steps);
+    }
+    std::printf(
+        "(g) under background load: no eviction %8.3f ms/step (%.2fx quiet), SnapKV 1024 %8.3f "
+        "ms/step (%.2fx quiet)\n",
+        full_loaded.step_ms, full_loaded.step_ms / full.step_ms, snap_loaded.step_ms,
+        snap_loaded.step_ms / snap.step_ms);
+    json.Add("session_full_loaded_ms", full_loaded.step_ms);
+    json.Add("session_snapkv_loaded_ms", snap_loaded.step_ms);
+    json.Add("full_loaded_over_quiet", full_loaded.step_ms / full.step_ms);
+    json.Add("snapkv_loaded_over_quiet", snap_loaded.step_ms / snap.step_ms);
+  }
   json.Print();
   return 0;
 }

@@ -4,7 +4,8 @@
 // the full causal mask, the Tri-shape mask (recent 1024, last 100), a random block-causal mask of
 // 10% density, and the XAttention estimate alone (stride 8 and 16). Block size 128. The kernels use
 // BLAS block GEMMs (their default); the full-mask kernel and the stride-8 estimate are also timed
-// with the AVX2 micro-kernel path for comparison.
+// with the AVX2 micro-kernel path for comparison. --background-load measures libtorch dense, the
+// full mask and Tri-shape again while a busy process competes for the cores (keys *_loaded_*).
 #include <time.h>
 
 #include <algorithm>
@@ -97,6 +98,7 @@ T Must(absl::StatusOr<T> v) {
 int PrefillMain(const std::vector<std::string>& args) {
   std::vector<int64_t> lengths = {4096, 8192, 16384};
   int reps = 1, warmup = 1;
+  bool background_load = false;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     const bool has_value = i + 1 < args.size();
@@ -115,10 +117,12 @@ int PrefillMain(const std::vector<std::string>& args) {
     } else if (a == "--warmup" && has_value && absl::SimpleAtoi(args[i + 1], &warmup) &&
                warmup >= 0) {
       ++i;
+    } else if (a == "--background-load") {
+      background_load = true;
     } else {
       std::fprintf(stderr,
                    "usage: attnkit-bench prefill [--lengths 4096,8192,16384] [--reps 1] "
-                   "[--warmup 1]\n");
+                   "[--warmup 1] [--background-load]\n");
       return 2;
     }
   }
@@ -218,6 +222,30 @@ int PrefillMain(const std::vector<std::string>& args) {
     result.Add("random10_vs_full_cpu" + sfx, random_t.cpu_ms / full_t.cpu_ms);
     result.Add("xattn_s8_vs_dense_cpu" + sfx, x8.cpu_ms / dense.cpu_ms);
     result.Add("full_max_abs_diff" + sfx, err);
+    if (background_load) {
+      // The same contenders again while a busy process competes for the cores.
+      Times dense_loaded, full_loaded, tri_loaded;
+      {
+        BackgroundLoad load;
+        dense_loaded = Measure([&] { dense_out = DenseCausal(q, k, v, future, scale); }, reps, 0);
+        full_loaded = attend(full, &full_out);
+        tri_loaded = attend(tri, &scratch);
+      }
+      std::printf("  under background load (wall ms, CPU ms; x its quiet wall time):\n");
+      line("libtorch dense causal", dense_loaded, dense, "x quiet");
+      line("attnkit, full causal mask", full_loaded, full_t, "x quiet");
+      line("attnkit, tri-shape (1024, 100)", tri_loaded, tri_t, "x quiet");
+      std::printf("  tri-shape speedup vs dense under load: %.2fx wall\n",
+                  dense_loaded.wall_ms / tri_loaded.wall_ms);
+      std::fflush(stdout);
+      add("dense_loaded", dense_loaded);
+      add("full_loaded", full_loaded);
+      add("trishape_loaded", tri_loaded);
+      result.Add("trishape_speedup_vs_dense_loaded" + sfx,
+                 dense_loaded.wall_ms / tri_loaded.wall_ms);
+      result.Add("trishape_loaded_over_quiet" + sfx, tri_loaded.wall_ms / tri_t.wall_ms);
+      result.Add("full_loaded_over_quiet" + sfx, full_loaded.wall_ms / full_t.wall_ms);
+    }
   }
   result.Print();
   return 0;
