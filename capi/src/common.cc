@@ -57,7 +57,16 @@ absl::StatusOr<at::Tensor> FromDLPack(const DLTensor* t, const TensorSpec& spec)
   auto options = at::TensorOptions().dtype(scalar).device(device);
   if (checked->numel == 0) return at::empty(checked->sizes, options);
   char* base = static_cast<char*>(t->data) + t->byte_offset;
-  return at::from_blob(base, checked->sizes, checked->strides, options);
+  if (!checked->cuda) return at::from_blob(base, checked->sizes, checked->strides, options);
+  // ATen asks CUDA which device the pointer belongs to: host memory (or another device's) given
+  // as a CUDA tensor is the caller's mistake, not an internal error.
+  try {
+    return at::from_blob(base, checked->sizes, checked->strides, options);
+  } catch (const c10::Error& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(spec.name, ": device is CUDA ", checked->device_index,
+                     " but data is not memory of that device (", e.what_without_backtrace(), ")"));
+  }
 }
 
 attnkit_int64_array* NewInt64Array(const std::vector<int64_t>& values) {

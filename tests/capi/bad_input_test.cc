@@ -505,7 +505,7 @@ void AddTensorCases(const EntryPoint& ep, std::vector<Case>* cases) {
         i, "byte_offset near 2^63", [](Arg& x) { x.byte_offset = kI64Max - 1; },
         Error({named, "2^63"}));
     add(
-        i, "CUDA device (CPU build)",
+        i, "CUDA device, host memory (CPU build: no CUDA; CUDA build: not device memory)",
         [](Arg& x) {
           x.device = {kDLCUDA, 0};
         },
