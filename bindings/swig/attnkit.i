@@ -115,6 +115,8 @@ ATTNKIT_EXPOSE(attnkit_config_validate_text)
 ATTNKIT_EXPOSE(attnkit_config_text_to_binary)
 ATTNKIT_EXPOSE(attnkit_config_binary_to_text)
 ATTNKIT_EXPOSE(attnkit_tensor_check)
+ATTNKIT_EXPOSE(attnkit_set_num_threads)
+ATTNKIT_EXPOSE(attnkit_get_num_threads)
 
 ATTNKIT_EXPOSE(attnkit_session_create)
 ATTNKIT_EXPOSE(attnkit_session_create_from_text)

@@ -32,11 +32,26 @@ attnkit_status* MakeStatus(attnkit_status_code code, std::string message);
 // capi_entry_points_guarded (tests/capi/check_guards.cmake) fails on an exported function whose
 // body does not start with one of them.
 
-// Runs `body` (returning absl::Status): bad_alloc becomes RESOURCE_EXHAUSTED, any other exception
-// INTERNAL, each message prefixed with the entry point's name.
+// For the duration of an entry point, the calling thread's OpenMP thread count is the one set
+// with attnkit_set_num_threads() (when set); its own setting comes back afterwards.
+class ScopedLibraryThreads {
+ public:
+  ScopedLibraryThreads() noexcept;
+  ~ScopedLibraryThreads();
+  ScopedLibraryThreads(const ScopedLibraryThreads&) = delete;
+  ScopedLibraryThreads& operator=(const ScopedLibraryThreads&) = delete;
+
+ private:
+  int restore_ = 0;  // the caller's count to put back, 0: nothing changed
+};
+
+// Runs `body` (returning absl::Status) under ScopedLibraryThreads: bad_alloc becomes
+// RESOURCE_EXHAUSTED, any other exception INTERNAL, each message prefixed with the entry point's
+// name.
 template <typename Body>
 attnkit_status* Guard(const char* function, Body&& body) noexcept {
   try {
+    ScopedLibraryThreads threads;
     return ToC(body());
   } catch (const std::bad_alloc&) {
     return MakeStatus(ATTNKIT_RESOURCE_EXHAUSTED, std::string(function) + ": out of memory");

@@ -1,8 +1,12 @@
+#include <omp.h>
+
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 
 #include <ATen/Functions.h>
+#include <ATen/Parallel.h>
 #include <c10/core/ScalarType.h>
 
 #include "absl/strings/str_cat.h"
@@ -16,6 +20,30 @@
 #endif
 
 namespace attnkit::capi {
+namespace {
+
+constexpr int32_t kMaxThreads = 1024;
+std::atomic<int32_t> library_threads{0};  // attnkit_set_num_threads(); 0: the default
+
+}  // namespace
+
+// OpenMP's thread count is a per-thread setting (nthreads-var): at::parallel_for's regions, the
+// kernels' worker counts (at::get_num_threads()) and the OpenMP build of OpenBLAS all read the
+// calling thread's, so setting it here reaches every kernel of the call and no other thread.
+ScopedLibraryThreads::ScopedLibraryThreads() noexcept {
+  const int32_t wanted = library_threads.load(std::memory_order_relaxed);
+  if (wanted <= 0) return;
+  // at::get_num_threads() first: ATen sets a thread's count on its first use there (its lazy
+  // init), which would otherwise undo ours in the middle of the call.
+  const int current = at::get_num_threads();
+  if (current == wanted) return;
+  omp_set_num_threads(wanted);
+  restore_ = current;
+}
+
+ScopedLibraryThreads::~ScopedLibraryThreads() {
+  if (restore_ > 0) omp_set_num_threads(restore_);
+}
 
 attnkit_status* MakeStatus(attnkit_status_code code, std::string message) {
   return Adopt(new attnkit_status{code, std::move(message)}, HandleKind::kStatus);
@@ -131,6 +159,22 @@ int32_t attnkit_abi_version(void) {
 
 const char* attnkit_version_string(void) {
   return GuardValue<const char*>(ATTNKIT_VERSION_STRING, [] { return ATTNKIT_VERSION_STRING; });
+}
+
+attnkit_status* attnkit_set_num_threads(int32_t num_threads) {
+  return Guard(__func__, [&]() -> absl::Status {
+    if (num_threads < 0 || num_threads > attnkit::capi::kMaxThreads) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "num_threads: must be in [0, ", attnkit::capi::kMaxThreads, "], got ", num_threads));
+    }
+    attnkit::capi::library_threads.store(num_threads, std::memory_order_relaxed);
+    return absl::OkStatus();
+  });
+}
+
+int32_t attnkit_get_num_threads(void) {
+  return GuardValue<int32_t>(
+      0, [] { return attnkit::capi::library_threads.load(std::memory_order_relaxed); });
 }
 
 void attnkit_buffer_free(attnkit_buffer* buffer) {

@@ -28,6 +28,34 @@ namespace AttnKit.Tests
         }
 
         [Fact]
+        public void NumThreadsIsSetReadBackAndValidated()
+        {
+            Assert.Equal(0, Library.NumThreads);
+            try
+            {
+                Library.NumThreads = 1;
+                Assert.Equal(1, Library.NumThreads);
+                using (var session = Session.FromText(TestSupport.SessionText(layers: 1)))
+                {
+                    float[] q = TestSupport.Random(4 * 3 * 8, 1), kv = TestSupport.Random(2 * 3 * 8, 2);
+                    var output = new float[q.Length];
+                    session.Attend(0, new TensorView(q, 1, 4, 3, 8), new TensorView(kv, 1, 2, 3, 8),
+                                   new TensorView(kv, 1, 2, 3, 8), new TensorView(output, 1, 4, 3, 8));
+                    Assert.Contains(output, x => x != 0);
+                }
+                var e = Assert.Throws<AttnKitException>(() => Library.NumThreads = -1);
+                Assert.Equal(StatusCode.InvalidArgument, e.Code);
+                Assert.Contains("num_threads", e.Message);
+                Assert.Equal(1, Library.NumThreads);
+            }
+            finally
+            {
+                Library.NumThreads = 0;
+            }
+            Assert.Equal(0, Library.NumThreads);
+        }
+
+        [Fact]
         public void StatusCodesAreNumberedLikeAbsl()
         {
             Assert.Equal(3, (int)StatusCode.InvalidArgument);

@@ -25,6 +25,26 @@ namespace AttnKit
             }
         }
 
+        /// <summary>
+        /// Threads every computing call of the library uses from now on, in every thread: 1 to 1024,
+        /// or 0 (the default) for the OpenMP default (OMP_NUM_THREADS, else one per core). The calling
+        /// thread's own OpenMP setting is given back after each call. Setting a value outside
+        /// [0, 1024] throws an <see cref="AttnKitException"/> with StatusCode.InvalidArgument.
+        /// </summary>
+        public static int NumThreads
+        {
+            get
+            {
+                EnsureLoaded();
+                return AttnKitNative.attnkit_get_num_threads();
+            }
+            set
+            {
+                EnsureLoaded();
+                AttnKitNative.attnkit_set_num_threads(value);
+            }
+        }
+
         /// <summary>Loads the native library and checks its ABI version (once).</summary>
         public static void EnsureLoaded()
         {

@@ -65,6 +65,35 @@ func TestAbiMatchesHeader(t *testing.T) {
 	}
 }
 
+func TestNumThreadsIsSetReadBackAndValidated(t *testing.T) {
+	if NumThreads() != 0 {
+		t.Fatalf("default NumThreads %d, want 0", NumThreads())
+	}
+	defer SetNumThreads(0)
+	if err := SetNumThreads(1); err != nil {
+		t.Fatal(err)
+	}
+	if NumThreads() != 1 {
+		t.Fatalf("NumThreads %d after SetNumThreads(1)", NumThreads())
+	}
+	s, err := NewSessionFromText("num_layers: 1 num_heads: 4 num_kv_heads: 2 head_dim: 8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := attend(s, 0, 3, 1); err != nil {
+		t.Fatal(err)
+	}
+	e := asError(t, SetNumThreads(-1), InvalidArgument)
+	if !strings.Contains(e.Message, "num_threads") {
+		t.Fatalf("message %q does not name num_threads", e.Message)
+	}
+	asError(t, SetNumThreads(1<<40), InvalidArgument)
+	if NumThreads() != 1 {
+		t.Fatalf("a rejected value changed NumThreads to %d", NumThreads())
+	}
+}
+
 func TestAbiMismatchIsAnError(t *testing.T) {
 	e := asError(t, checkABI(HeaderABIVersion+1, HeaderABIVersion), FailedPrecondition)
 	if !strings.Contains(e.Message, "ABI version") {

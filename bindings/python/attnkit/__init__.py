@@ -39,8 +39,22 @@ from attnkit.visual import VisualPruner, VisualSelection  # noqa: E402
 __version__ = _attnkit.version_string()
 ABI_VERSION = _attnkit.abi_version()
 
+
+def set_num_threads(num_threads: int) -> None:
+    """Threads every computing call of the library uses from now on, in every thread: 1 to 1024,
+    or 0 (the default) for the OpenMP default (OMP_NUM_THREADS, else one per core). The calling
+    thread's own OpenMP setting is given back after each call. Raises InvalidArgument outside
+    [0, 1024]."""
+    _attnkit.set_num_threads(num_threads)
+
+
+def get_num_threads() -> int:
+    """The value last given to set_num_threads() (0: the default)."""
+    return _attnkit.get_num_threads()
+
+
 __all__ = ["Session", "EvictionPolicy", "SparseAttention", "VisualPruner", "VisualSelection",
            "attnkit_pb2", "parse_config", "config_to_text", "validate_config", "ABI_VERSION",
-           "__version__"]
+           "__version__", "set_num_threads", "get_num_threads"]
 # In this form (not a concatenation) type checkers read the re-exports too.
 __all__ += _errors.__all__

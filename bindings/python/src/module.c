@@ -65,6 +65,18 @@ static PyObject* version_string(PyObject* module, PyObject* unused) {
   return PyUnicode_FromString(attnkit_version_string());
 }
 
+static PyObject* set_num_threads(PyObject* module, PyObject* args) {
+  int num_threads;
+  if (!PyArg_ParseTuple(args, "i:set_num_threads", &num_threads)) return NULL;
+  attnkit_status* status = attnkit_set_num_threads((int32_t)num_threads);
+  if (status != NULL) return akpy_raise_status(status);
+  Py_RETURN_NONE;
+}
+
+static PyObject* get_num_threads(PyObject* module, PyObject* unused) {
+  return PyLong_FromLong((long)attnkit_get_num_threads());
+}
+
 static int config_kind_check(int kind) {
   if (kind < ATTNKIT_CONFIG_EVICTION || kind > ATTNKIT_CONFIG_SESSION) {
     PyErr_Format(PyExc_ValueError, "unknown config kind %d", kind);
@@ -180,6 +192,9 @@ static PyObject* describe_tensor(PyObject* module, PyObject* obj) {
 static PyMethodDef module_methods[] = {
     {"abi_version", abi_version, METH_NOARGS, "attnkit_abi_version() of the loaded library."},
     {"version_string", version_string, METH_NOARGS, "attnkit_version_string()."},
+    {"set_num_threads", set_num_threads, METH_VARARGS,
+     "set_num_threads(n): attnkit_set_num_threads() (0: the OpenMP default)."},
+    {"get_num_threads", get_num_threads, METH_NOARGS, "attnkit_get_num_threads()."},
     {"set_error_factory", set_error_factory, METH_O,
      "set_error_factory(callable(code, message) -> exception): how statuses are raised."},
     {"config_validate", config_validate, METH_VARARGS,

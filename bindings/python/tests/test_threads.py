@@ -92,6 +92,24 @@ class ReleasesTheGil(unittest.TestCase):
         self.assertTrue(np.isfinite(array).all())
         self.assertTrue(session.closed)
 
+    def test_num_threads_is_set_read_back_and_validated(self):
+        self.assertEqual(attnkit.get_num_threads(), 0)
+        try:
+            attnkit.set_num_threads(1)
+            self.assertEqual(attnkit.get_num_threads(), 1)
+            q, k, v = random_qkv(np.random.default_rng(3), 5)
+            session = attnkit.Session(session_config())
+            out = session.attend(0, q, k, v)
+            self.assertTrue(np.isfinite(out).all())
+            session.close()
+            with self.assertRaises(attnkit.InvalidArgument) as raised:
+                attnkit.set_num_threads(1025)
+            self.assertIn("num_threads", str(raised.exception))
+            self.assertEqual(attnkit.get_num_threads(), 1)
+        finally:
+            attnkit.set_num_threads(0)
+        self.assertEqual(attnkit.get_num_threads(), 0)
+
     def test_one_session_from_two_threads_is_serialized(self):
         q, k, v = random_qkv(np.random.default_rng(1), 1)
         session = attnkit.Session(session_config())

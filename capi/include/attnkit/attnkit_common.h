@@ -99,6 +99,17 @@ ATTNKIT_API int32_t attnkit_abi_version(void);
 /* The library version, e.g. "0.1.0"; a static string. */
 ATTNKIT_API const char* attnkit_version_string(void);
 
+/* Sets how many threads the library's computing calls use: 1 to 1024, or 0 (the default) for the
+ * OpenMP default of the calling thread (OMP_NUM_THREADS, else one per core). Every entry point that
+ * computes (attend, sparse attention, masks, visual selection, eviction observe and select) runs
+ * its kernels and the BLAS products under it with that many threads, then gives the calling thread
+ * its own OpenMP setting back. Process-wide; any thread may call it. INVALID_ARGUMENT naming
+ * num_threads outside [0, 1024]. */
+ATTNKIT_API attnkit_status* attnkit_set_num_threads(int32_t num_threads);
+
+/* The value last set with attnkit_set_num_threads() (0: the default). */
+ATTNKIT_API int32_t attnkit_get_num_threads(void);
+
 /* A library-owned byte buffer (serialized protos, text). Free with attnkit_buffer_free(). */
 typedef struct attnkit_buffer {
   uint8_t* data;

@@ -95,6 +95,8 @@ extern swig_type_1 _wrap_attnkit_status_get_message_capi_588e7b66fba89907(uintpt
 extern void _wrap_attnkit_status_free_capi_588e7b66fba89907(uintptr_t arg1);
 extern swig_intgo _wrap_attnkit_abi_version_capi_588e7b66fba89907(void);
 extern swig_type_2 _wrap_attnkit_version_string_capi_588e7b66fba89907(void);
+extern uintptr_t _wrap_attnkit_set_num_threads_capi_588e7b66fba89907(swig_intgo arg1);
+extern swig_intgo _wrap_attnkit_get_num_threads_capi_588e7b66fba89907(void);
 extern void _wrap_attnkit_buffer_free_capi_588e7b66fba89907(uintptr_t arg1);
 extern void _wrap_attnkit_int64_array_free_capi_588e7b66fba89907(uintptr_t arg1);
 extern uintptr_t _wrap_attnkit_tensor_check_capi_588e7b66fba89907(uintptr_t arg1, swig_type_3 arg2, swig_intgo arg3, swig_intgo arg4);
@@ -537,6 +539,21 @@ func Attnkit_version_string() (_swig_ret string) {
 	var swig_r_1 string
 	swig_r_1 = swigCopyString(swig_r)
 	return swig_r_1
+}
+
+func Attnkit_set_num_threads(arg1 int) (_swig_ret error) {
+	var swig_r uintptr
+	_swig_i_0 := arg1
+	swig_r = (uintptr)(C._wrap_attnkit_set_num_threads_capi_588e7b66fba89907(C.swig_intgo(_swig_i_0)))
+	var swig_r_1 error
+	swig_r_1 = statusError(swig_r)
+	return swig_r_1
+}
+
+func Attnkit_get_num_threads() (_swig_ret int) {
+	var swig_r int
+	swig_r = (int)(C._wrap_attnkit_get_num_threads_capi_588e7b66fba89907())
+	return swig_r
 }
 
 func Attnkit_buffer_free(arg1 uintptr) {

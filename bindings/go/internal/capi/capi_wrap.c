@@ -485,6 +485,30 @@ _gostring_ _wrap_attnkit_version_string_capi_588e7b66fba89907() {
 }
 
 
+attnkit_status *_wrap_attnkit_set_num_threads_capi_588e7b66fba89907(intgo _swig_go_0) {
+  int32_t arg1 ;
+  attnkit_status *result = 0 ;
+  attnkit_status *_swig_go_result;
+  
+  arg1 = (int32_t)_swig_go_0; 
+  
+  result = (attnkit_status *)attnkit_set_num_threads(arg1);
+  _swig_go_result = result; 
+  return _swig_go_result;
+}
+
+
+intgo _wrap_attnkit_get_num_threads_capi_588e7b66fba89907() {
+  int32_t result;
+  intgo _swig_go_result;
+  
+  
+  result = attnkit_get_num_threads();
+  _swig_go_result = result; 
+  return _swig_go_result;
+}
+
+
 void _wrap_attnkit_buffer_free_capi_588e7b66fba89907(attnkit_buffer *_swig_go_0) {
   attnkit_buffer *arg1 = (attnkit_buffer *) 0 ;
   

@@ -89,6 +89,24 @@ public final class AttnKit {
     return AttnKitNative.attnkit_version_string();
   }
 
+  /**
+   * Sets how many threads every computing call of the library uses from now on, in every thread: 1
+   * to 1024, or 0 (the default) for the OpenMP default (OMP_NUM_THREADS, else one per core). The
+   * calling thread's own OpenMP setting is given back after each call.
+   *
+   * @throws AttnKitException INVALID_ARGUMENT outside [0, 1024]
+   */
+  public static void setNumThreads(int numThreads) {
+    load();
+    AttnKitNative.attnkit_set_num_threads(numThreads);
+  }
+
+  /** The value last given to {@link #setNumThreads} (0: the default). */
+  public static int numThreads() {
+    load();
+    return AttnKitNative.attnkit_get_num_threads();
+  }
+
   /** Throws unless the library's ABI version {@code library} is the binding's {@code binding}. */
   static void checkAbi(int library, int binding) {
     if (library != binding) {

@@ -2,6 +2,7 @@ package dev.attnkit;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import org.junit.jupiter.api.Test;
@@ -19,5 +20,21 @@ class LoaderTest {
     if (expected.equals("jar")) {
       assertEquals("", System.getProperty("attnkit.native.dir", ""));
     }
+  }
+
+  @Test
+  void numThreadsIsSetReadBackAndValidated() {
+    assertEquals(0, AttnKit.numThreads());
+    try {
+      AttnKit.setNumThreads(1);
+      assertEquals(1, AttnKit.numThreads());
+      AttnKitException e = assertThrows(AttnKitException.class, () -> AttnKit.setNumThreads(-1));
+      assertEquals(AttnKitException.Code.INVALID_ARGUMENT, e.code());
+      assertTrue(e.getMessage().contains("num_threads"), e.getMessage());
+      assertEquals(1, AttnKit.numThreads());
+    } finally {
+      AttnKit.setNumThreads(0);
+    }
+    assertEquals(0, AttnKit.numThreads());
   }
 }
