@@ -202,6 +202,11 @@ class HostStore final : public KvStore {
     const SessionOptions& o = *context_.options;
     const at::Tensor k = OnHost(k_in).to(dtype_).contiguous();
     const at::Tensor v = OnHost(v_in).to(dtype_).contiguous();
+    // The call's own attention (a prefill) reads these rows as given; the pages hold them
+    // compressed for every later call.
+    fresh_layer_ = layer_index;
+    fresh_keys_ = k;
+    fresh_values_ = v;
     const int64_t T = k.size(2), P = o.page_size, Pm = main_page_, R = residual_tokens_;
     const int64_t row = o.head_dim * c10::elementSize(dtype_);
     Layer& layer = layers_[layer_index];
@@ -299,6 +304,13 @@ class HostStore final : public KvStore {
     const at::Tensor qf = OnHost(q_in).to(at::kFloat).contiguous();  // [B, H, T, d]
     const int64_t T = qf.size(2);
     const Layer& layer = layers_[layer_index];
+    // The full-precision rows of the tokens just appended serve this call only.
+    struct ForgetFresh {
+      HostStore* store;
+      ~ForgetFresh() { store->ForgetFreshRows(); }
+    } forget{this};
+    if (fresh_layer_ != layer_index) ForgetFreshRows();
+    attending_ = true;
     StepResult r = MakeResult(layer, T, window, column_sums);
     if (T <= kPagedKernelMaxQueries) {
       PagedDecode(layer_index, qf, window, r);
@@ -318,6 +330,7 @@ class HostStore final : public KvStore {
   }
 
   void Keep(int layer_index, int64_t index, const std::vector<int64_t>& kept) override {
+    ForgetFreshRows();  // rows move: the last Append's tokens are no longer the last rows
     Layer& layer = layers_[layer_index];
     ChunkedPagePool& pool = *pools_[layer_index];
     HeadCache& cache = layer.heads[index];
@@ -493,7 +506,8 @@ class HostStore final : public KvStore {
     const auto& pool = static_cast<const ChunkedPagePool&>(*layer.pool);
     const int64_t P = pool.page_size();
     if (!plain_) {
-      // Dequantized floats: the main pages, then the window.
+      // Dequantized floats: the main pages, then the window; during a prefill the rows of the
+      // tokens it appended as they were given (full precision, as KIVI's prefill attends).
       at::Tensor out = at::empty({cache.length, pool.head_dim()}, at::kFloat);
       float* dst = out.data_ptr<float>();
       const int64_t Q = cache.length - cache.residual, d = pool.head_dim();
@@ -510,6 +524,14 @@ class HostStore final : public KvStore {
         codec_.ToFloat(session_format_,
                        values ? res.ValueRow(page, slot % Pr) : res.KeyRow(page, slot % Pr),
                        dst + i * d);
+      }
+      const int64_t layer_index = &layer - layers_.data();
+      const at::Tensor& fresh = values ? fresh_values_ : fresh_keys_;
+      if (attending_ && layer_index == fresh_layer_ && fresh.defined() &&
+          cache.length >= fresh.size(2)) {
+        const int64_t index = &cache - layer.heads.data(), T = fresh.size(2);
+        const int64_t Hkv = context_.options->num_kv_heads;
+        out.narrow(0, cache.length - T, T).copy_(fresh[index / Hkv][index % Hkv]);
       }
       return out;
     }
@@ -624,6 +646,19 @@ class HostStore final : public KvStore {
   int main_page_;      // tokens per main page (group_ with KIVI keys, else the session's)
   RowCodec codec_;
   bool plain_ = true;  // keys and values in the session dtype, no window
+  // The last Append's keys and values [B, Hkv, T, d] (session dtype) until the Attend of that
+  // layer ends: a prefill attends to its own tokens in full precision (not plain_ stores).
+  int fresh_layer_ = -1;
+  at::Tensor fresh_keys_, fresh_values_;
+
+  bool attending_ = false;  // inside Attend: the only reader of the fresh rows
+
+  void ForgetFreshRows() {
+    attending_ = false;
+    fresh_layer_ = -1;
+    fresh_keys_ = at::Tensor();
+    fresh_values_ = at::Tensor();
+  }
 };
 
 }  // namespace

@@ -95,6 +95,16 @@ at::Tensor HeldAll(const at::Tensor& x, int64_t residual, const SessionOptions& 
                   x.narrow(0, L - window, window).to(storage).to(at::kFloat)});
 }
 
+// What a call of T queries attends to: the rows held, except that a prefill (more queries than the
+// paged kernel's 16) reads its own T tokens as given (in the session dtype), not as stored.
+at::Tensor AttendedRows(const at::Tensor& held, const at::Tensor& x, int64_t T,
+                        const SessionOptions& o) {
+  if (T <= 16) return held;
+  const int64_t L = x.size(0);
+  return at::cat(
+      {held.narrow(0, 0, L - T), x.narrow(0, L - T, T).to(StorageType(o.dtype)).to(at::kFloat)});
+}
+
 struct FormatCase {
   KvDataType keys, values;
   int residual;
@@ -135,7 +145,8 @@ TEST(QuantizedStore, HoldsEachFormatAndAttendsOverWhatItHolds) {
         const at::Tensor kh = HeldAll(k[0][h], c.residual, o, false);
         const at::Tensor vh = HeldAll(v[0][h], c.residual, o, true);
         ASSERT_TRUE(at::equal(keys[h], kh)) << "step " << step << " head " << h;
-        const at::Tensor expect = Dense(q[0].narrow(0, 2 * h, 2), kh, vh, o.scale);
+        const at::Tensor expect = Dense(q[0].narrow(0, 2 * h, 2), AttendedRows(kh, k[0][h], T, o),
+                                        AttendedRows(vh, v[0][h], T, o), o.scale);
         EXPECT_TRUE(at::allclose(r->out[0].narrow(0, 2 * h, 2), expect, 1e-4, 1e-5))
             << "step " << step << " head " << h << " max diff "
             << (r->out[0].narrow(0, 2 * h, 2) - expect).abs().max().item<float>();
