@@ -150,6 +150,18 @@ struct KvFormatOptions {
   bool quantized() const { return IsQuantized(keys) || IsQuantized(values); }
 };
 
+// DuoAttention's head split, resolved (the proto's HeadSplit): `streaming` has num_layers *
+// num_kv_heads labels (layer-major) when the split is on, none otherwise.
+struct HeadSplitOptions {
+  std::vector<bool> streaming;
+  int sink_tokens = 0;
+  int recent_tokens = 0;
+  bool enabled() const { return !streaming.empty(); }
+  bool Streams(int layer, int kv_head, int num_kv_heads) const {
+    return enabled() && streaming[static_cast<size_t>(layer) * num_kv_heads + kv_head];
+  }
+};
+
 struct SessionOptions {
   int num_layers = 0;
   int num_heads = 0;
@@ -166,6 +178,7 @@ struct SessionOptions {
   RopeOptions rope;
   bool has_rope = false;
   KvFormatOptions kv_format;
+  HeadSplitOptions head_split;
 
   // kv_format's keys or values with kDefault resolved to dtype, and its group size resolved.
   KvDataType key_type() const { return Resolve(kv_format.keys); }

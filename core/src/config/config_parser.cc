@@ -432,6 +432,78 @@ absl::Status ValidateKvFormat(const SessionOptions& o) {
 
 // ValidateSessionOptions, where `check_eviction` says whether the eviction options are validated
 // (a config validates a present eviction message even when it is disabled).
+// The resolved split: one label per (layer, kv head), tokens kept by streaming heads, and no
+// eviction policy beside it (retrieval heads keep the full cache).
+absl::Status ValidateHeadSplit(const SessionOptions& o) {
+  const HeadSplitOptions& h = o.head_split;
+  if (!h.enabled()) return absl::OkStatus();
+  const int64_t heads = static_cast<int64_t>(o.num_layers) * o.num_kv_heads;
+  if (static_cast<int64_t>(h.streaming.size()) != heads) {
+    return FieldError("", "head_split.streaming",
+                      absl::StrCat("must have num_layers * num_kv_heads (", heads, ") labels, got ",
+                                   h.streaming.size()));
+  }
+  ATTNKIT_RETURN_IF_ERROR(NonNegative(h.sink_tokens, "", "head_split.sink_tokens"));
+  if (h.recent_tokens < 1) {
+    return FieldError("", "head_split.recent_tokens",
+                      absl::StrCat("must be at least 1, got ", h.recent_tokens,
+                                   " (kvpress's recent_size 0 would keep every token)"));
+  }
+  if (o.eviction.enabled) {
+    return FieldError("", "head_split",
+                      "retrieval heads keep the full cache: needs eviction.enabled false");
+  }
+  return absl::OkStatus();
+}
+
+// HeadSplit -> labels, as kvpress's DuoAttentionPress.post_init_from_model derives them from
+// head scores: n = round(count * streaming_ratio) (Python's round: half to even), the n lowest
+// scores stream (np.argsort; ties, which its unstable sort leaves open, go to the lower index).
+absl::Status ConvertHeadSplit(const pb::HeadSplit& c, int64_t heads, HeadSplitOptions* out) {
+  const bool scores = c.head_scores_size() > 0, labels = c.streaming_size() > 0;
+  if (scores && labels) {
+    return FieldError("", "head_split.streaming", "give either streaming or head_scores, not both");
+  }
+  if (!scores && !labels) {
+    return FieldError("", "head_split",
+                      "needs head_scores (with streaming_ratio) or streaming labels");
+  }
+  out->sink_tokens = c.sink_tokens();
+  out->recent_tokens = c.recent_tokens();
+  if (labels) {
+    if (c.streaming_ratio() != 0) {
+      return FieldError("", "head_split.streaming_ratio", "applies to head_scores only");
+    }
+    out->streaming.assign(c.streaming().begin(), c.streaming().end());
+    return absl::OkStatus();
+  }
+  if (c.head_scores_size() != heads) {
+    return FieldError("", "head_split.head_scores",
+                      absl::StrCat("must have num_layers * num_kv_heads (", heads, ") scores, got ",
+                                   c.head_scores_size()));
+  }
+  for (int i = 0; i < c.head_scores_size(); ++i) {
+    if (!std::isfinite(c.head_scores(i))) {
+      return FieldError("", absl::StrCat("head_split.head_scores[", i, "]"),
+                        absl::StrCat("must be finite, got ", c.head_scores(i)));
+    }
+  }
+  const double ratio = c.streaming_ratio();
+  if (!(ratio >= 0 && ratio <= 1)) {
+    return FieldError("", "head_split.streaming_ratio",
+                      absl::StrCat("must be in [0, 1], got ", ratio));
+  }
+  const int64_t n = static_cast<int64_t>(std::nearbyint(static_cast<double>(heads) * ratio));
+  std::vector<int64_t> order(static_cast<size_t>(heads));
+  for (int64_t i = 0; i < heads; ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+    return c.head_scores(static_cast<int>(a)) < c.head_scores(static_cast<int>(b));
+  });
+  out->streaming.assign(static_cast<size_t>(heads), false);
+  for (int64_t i = 0; i < n; ++i) out->streaming[order[i]] = true;
+  return absl::OkStatus();
+}
+
 absl::Status ValidateSession(const SessionOptions& o, bool check_eviction) {
   ATTNKIT_RETURN_IF_ERROR(Positive(o.num_layers, "", "num_layers"));
   ATTNKIT_RETURN_IF_ERROR(Positive(o.num_heads, "", "num_heads"));
@@ -489,6 +561,7 @@ absl::Status ValidateSession(const SessionOptions& o, bool check_eviction) {
     }
   }
   ATTNKIT_RETURN_IF_ERROR(ValidateKvFormat(o));
+  ATTNKIT_RETURN_IF_ERROR(ValidateHeadSplit(o));
   if (!o.sparse.per_head_thresholds.empty() &&
       static_cast<int>(o.sparse.per_head_thresholds.size()) != o.num_heads) {
     return FieldError("", "sparse_attention.xattention.per_head_thresholds",
@@ -539,6 +612,12 @@ absl::StatusOr<SessionOptions> ConvertSession(const pb::SessionConfig& c) {
     o.kv_format.values = FromProto(f.values());
     o.kv_format.group_size = f.group_size();
     o.kv_format.residual_tokens = f.residual_tokens();
+  }
+  if (c.has_head_split()) {
+    // The shape first: the split's counts are checked against it.
+    ATTNKIT_RETURN_IF_ERROR(ValidateSession(o, /*check_eviction=*/c.has_eviction()));
+    ATTNKIT_RETURN_IF_ERROR(ConvertHeadSplit(
+        c.head_split(), static_cast<int64_t>(o.num_layers) * o.num_kv_heads, &o.head_split));
   }
   ATTNKIT_RETURN_IF_ERROR(ValidateSession(o, /*check_eviction=*/c.has_eviction()));
   if (o.eviction.refined_algorithm == RefinedAlgorithm::kNone) o.eviction.refined_tokens = 0;

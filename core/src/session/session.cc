@@ -106,6 +106,7 @@ class SessionImpl : public Session {
     for (int64_t b = 0; b < static_cast<int64_t>(policies_.size()); ++b) {
       ATTNKIT_RETURN_IF_ERROR(ObserveAndEvict(layer, b, step, q, first_rotated, T));
     }
+    if (options_.head_split.enabled()) StreamHeads(layer);
     policy_seconds_ += Seconds(t1);
     ++layers_[layer].steps;
     if (layer == 0) {
@@ -284,6 +285,32 @@ class SessionImpl : public Session {
       return false;
     }
     return decode_steps + 1 <= interval - needs.window_rows;  // this call's count in the interval
+  }
+
+  // DuoAttention's streaming heads of `layer` keep their first sink_tokens and last recent_tokens
+  // (cache order, which is position order without eviction); retrieval heads keep everything.
+  void StreamHeads(int layer) {
+    const HeadSplitOptions& split = options_.head_split;
+    const int64_t sink = split.sink_tokens, recent = split.recent_tokens;
+    LayerCounters& counters = layers_[layer];
+    bool evicted = false;
+    std::vector<int64_t> kept;
+    for (int64_t b = 0; b < options_.batch_size; ++b) {
+      for (int h = 0; h < options_.num_kv_heads; ++h) {
+        if (!split.Streams(layer, h, options_.num_kv_heads)) continue;
+        const int64_t index = HeadIndex(b, h), length = store_->head(layer, index).length;
+        if (length <= sink + recent) continue;
+        kept.clear();
+        for (int64_t i = 0; i < sink; ++i) kept.push_back(i);
+        for (int64_t i = length - recent; i < length; ++i) kept.push_back(i);
+        store_->Keep(layer, index, kept);
+        counters.evicted_tokens += length - static_cast<int64_t>(kept.size());
+        evicted = true;
+      }
+    }
+    if (!evicted) return;
+    store_->FinishKeep(layer);
+    ++counters.evictions;
   }
 
   absl::Status ObserveAndEvict(int layer, int64_t b, const session::StepResult& step,

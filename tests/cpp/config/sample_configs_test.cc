@@ -23,6 +23,11 @@ TEST(SampleConfigsTest, EveryConfigValidates) {
     absl::Status status;
     if (text.str().find("method:") != std::string::npos) {
       status = ParseVisualPruningConfig(text.str(), true).status();
+    } else if (text.str().find("head_split") != std::string::npos) {
+      // Labels per (layer, kv head) of the samples' model, stories260k.
+      status = ParseSessionConfig(
+                   text.str() + "\nnum_layers: 5 num_heads: 8 num_kv_heads: 4 head_dim: 8", true)
+                   .status();
     } else {
       status = ParseSessionConfig(text.str() +
                                       "\nnum_layers: 2 num_heads: 8 num_kv_heads: 4 head_dim: 64 "

@@ -291,6 +291,110 @@ TEST(SessionTest, CreationAllocatesNoPerLayerState) {
   EXPECT_EQ(session->Stats().heads.size(), 2u * 2 * 2);  // every (layer, sequence, kv head)
 }
 
+// DuoAttention's split: streaming kv heads keep their first sink_tokens and last recent_tokens
+// after every call (their pages follow), retrieval heads everything; decode attends over what each
+// head kept.
+TEST(SessionTest, HeadSplitStreamingHeadsKeepSinkAndRecent) {
+  auto session = MakeSession(std::string(kShape) +
+                             "head_split { streaming: [true, false, false, true] sink_tokens: 2 "
+                             "recent_tokens: 3 }");
+  at::manual_seed(12);
+  at::Tensor keys = at::randn({1, 2, 10, 16}), values = at::randn({1, 2, 10, 16});
+  at::Tensor q = at::randn({1, 4, 10, 16});
+  for (int step = 0; step < 4; ++step) {
+    at::Tensor k_new = step == 0 ? keys : at::randn({1, 2, 1, 16});
+    at::Tensor v_new = step == 0 ? values : at::randn({1, 2, 1, 16});
+    at::Tensor q_new = step == 0 ? q : at::randn({1, 4, 1, 16});
+    if (step > 0) {
+      keys = at::cat({keys, k_new}, 2);
+      values = at::cat({values, v_new}, 2);
+    }
+    const int64_t L = keys.size(2);
+    for (int layer = 0; layer < 2; ++layer) {
+      // Before the call: what each head holds (streaming heads: sink + recent of L - 1 tokens).
+      std::vector<int64_t> held[2];
+      for (int h = 0; h < 2; ++h) {
+        auto p = session->Positions(layer, 0, h);
+        ASSERT_TRUE(p.ok());
+        held[h] = *p;
+        held[h].push_back(L - 1);  // the token this call brings
+      }
+      at::Tensor out = at::empty_like(q_new);
+      ASSERT_TRUE(session->Attend(layer, q_new, k_new, v_new, out).ok());
+      for (int h = 0; h < 2; ++h) {
+        const bool streaming = (layer == 0 && h == 0) || (layer == 1 && h == 1);
+        auto p = session->Positions(layer, 0, h);
+        ASSERT_TRUE(p.ok());
+        std::vector<int64_t> want;
+        for (int64_t i = 0; i < L; ++i) {
+          if (!streaming || i < 2 || i >= L - 3) want.push_back(i);
+        }
+        EXPECT_EQ(*p, want) << "layer " << layer << " head " << h << " step " << step;
+        if (step == 0) continue;  // the prompt attends to all of itself
+        const at::Tensor index = at::tensor(held[h]);
+        const at::Tensor kh = keys[0][h].index_select(0, index).unsqueeze(0).unsqueeze(0);
+        const at::Tensor vh = values[0][h].index_select(0, index).unsqueeze(0).unsqueeze(0);
+        const at::Tensor expect = ReferenceAttention(
+            q_new.narrow(1, 2 * h, 2), kh.expand({1, 1, -1, 16}), vh.expand({1, 1, -1, 16}));
+        EXPECT_LT((out.narrow(1, 2 * h, 2) - expect).abs().max().item<float>(), 1e-5)
+            << "layer " << layer << " head " << h << " step " << step;
+      }
+    }
+  }
+  const SessionStatsView stats = session->Stats();
+  for (const HeadStatsView& head : stats.heads) {
+    const bool streaming = head.layer == head.kv_head;  // (0, 0) and (1, 1)
+    EXPECT_EQ(head.tokens, streaming ? 5 : 13) << head.layer << " " << head.kv_head;
+    EXPECT_EQ(head.bytes, (streaming ? 2 : 4) * 4 * 16 * 4 * 2);  // pages of 4 rows, k and v
+  }
+}
+
+TEST(SessionTest, HeadSplitLabelsFromScoresAsKvpressDerivesThem) {
+  auto labels = [](const std::string& split) {
+    auto o = ParseSessionConfig(std::string(kShape) + "head_split { " + split + " }", true);
+    EXPECT_TRUE(o.ok()) << o.status();
+    return o.ok() ? o->head_split.streaming : std::vector<bool>();
+  };
+  const std::string scores = "head_scores: [0.5, 0.1, 0.9, 0.3] recent_tokens: 4 ";
+  EXPECT_EQ(labels(scores + "streaming_ratio: 0.5"), (std::vector<bool>{false, true, false, true}));
+  // round(4 * 0.625) = round(2.5) = 2 and round(4 * 0.875) = round(3.5) = 4, half to even.
+  EXPECT_EQ(labels(scores + "streaming_ratio: 0.625"),
+            (std::vector<bool>{false, true, false, true}));
+  EXPECT_EQ(labels(scores + "streaming_ratio: 0.875"), (std::vector<bool>{true, true, true, true}));
+  EXPECT_EQ(labels(scores + "streaming_ratio: 0"), (std::vector<bool>{false, false, false, false}));
+  // Equal scores: the lower index streams first.
+  EXPECT_EQ(labels("head_scores: [1, 1, 1, 1] streaming_ratio: 0.25 recent_tokens: 1"),
+            (std::vector<bool>{true, false, false, false}));
+
+  for (const auto& [split, field] : std::vector<std::pair<std::string, std::string>>{
+           {"recent_tokens: 4", "head_split: needs head_scores"},
+           {"streaming: [true] head_scores: [1] recent_tokens: 4", "head_split.streaming: give"},
+           {"streaming: [true, false] recent_tokens: 4", "head_split.streaming: must have"},
+           {"head_scores: [1, 2] streaming_ratio: 0.5 recent_tokens: 4",
+            "head_split.head_scores: must have"},
+           {"head_scores: [1, nan, 1, 1] streaming_ratio: 0.5 recent_tokens: 4",
+            "head_split.head_scores[1]"},
+           {"head_scores: [1, 2, 3, 4] streaming_ratio: 1.5 recent_tokens: 4",
+            "head_split.streaming_ratio"},
+           {"streaming: [true, false, true, true] streaming_ratio: 0.5 recent_tokens: 4",
+            "head_split.streaming_ratio"},
+           {"streaming: [true, false, true, true] recent_tokens: 0", "head_split.recent_tokens"},
+           {"streaming: [true, false, true, true] sink_tokens: -1 recent_tokens: 2",
+            "head_split.sink_tokens"}}) {
+    auto o = ParseSessionConfig(std::string(kShape) + "head_split { " + split + " }", true);
+    ASSERT_FALSE(o.ok()) << split;
+    EXPECT_EQ(std::string(o.status().message()).rfind(field, 0), 0u) << o.status();
+  }
+  auto with_eviction = ParseSessionConfig(
+      std::string(kShape) +
+          "head_split { streaming: [true, false, true, true] recent_tokens: 2 } eviction { "
+          "enabled: true algorithm: SNAPKV granularity: PER_TOKEN intermediate_tokens: 4 }",
+      true);
+  ASSERT_FALSE(with_eviction.ok());
+  EXPECT_EQ(std::string(with_eviction.status().message()).rfind("head_split: retrieval", 0), 0u)
+      << with_eviction.status();
+}
+
 TEST(SessionTest, BatchSequencesKeepTheirOwnTokens) {
   const std::string eviction =
       "eviction { enabled: true algorithm: H2O granularity: PER_TOKEN start_tokens: 1 "
