@@ -15,6 +15,7 @@
 #include <ATen/ops/empty.h>
 
 #include "conformance.h"
+#include "progress.h"
 
 namespace attnkit::conformance {
 
@@ -127,9 +128,12 @@ int main(int argc, char** argv) {
   }
   std::sort(cases.begin(), cases.end());
   int passed = 0, failed = 0;
+  attnkit::tools::ProgressBar bar("conformance", static_cast<int64_t>(cases.size()));
   for (const std::string& path : cases) {
     const std::string name = fs::path(path).stem().string();
+    bar.Update(passed + failed, name);
     absl::Status status = attnkit::conformance::RunCase(path);
+    bar.Clear();
     if (status.ok()) {
       ++passed;
       std::printf("PASS %s\n", name.c_str());
@@ -139,6 +143,8 @@ int main(int argc, char** argv) {
     }
     std::fflush(stdout);
   }
+  bar.Update(passed + failed);
+  bar.Finish();
   std::printf("%d passed, %d failed\n", passed, failed);
   if (cases.empty()) {
     std::fprintf(stderr, "attnkit-conformance: no *.safetensors case found\n");

@@ -35,6 +35,7 @@
 #include "absl/strings/str_split.h"
 #include "attnkit/config_parser.h"
 #include "eval_models.h"
+#include "progress.h"
 
 namespace attnkit::tools {
 namespace {
@@ -841,6 +842,7 @@ int Main(int argc, char** argv) {
   std::atomic<size_t> next{0};
   std::atomic<int> finished{0}, errors{0};
   std::mutex out_mu;
+  tools::ProgressBar bar("attnkit-eval", static_cast<int64_t>(items.size()));
   std::vector<std::thread> pool;
   for (int j = 0; j < jobs; ++j) {
     pool.emplace_back([&]() {
@@ -866,6 +868,12 @@ int Main(int argc, char** argv) {
             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         std::lock_guard<std::mutex> lock(out_mu);
         const int n = ++finished;
+        bar.Clear();
+        struct Redraw {
+          tools::ProgressBar& bar;
+          int n;
+          ~Redraw() { bar.Update(n); }
+        } redraw{bar, n};
         if (!r.ok()) {
           ++errors;
           Log(absl::StrFormat("[%d/%d] %s %s %s: error: %s", n, items.size(), d.model.name,
@@ -883,6 +891,7 @@ int Main(int argc, char** argv) {
     });
   }
   for (auto& t : pool) t.join();
+  bar.Finish();
   const double wall =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
