@@ -13,6 +13,7 @@
 #include "attnkit/config_parser.h"
 #include "attnkit/eviction/eviction_policy.h"
 #include "attnkit/session/session.h"
+#include "session/session_testing.h"
 
 namespace attnkit {
 namespace {
@@ -156,6 +157,37 @@ TEST(ObserveTest, ObservedQueriesFeedTheScoresAsAttendQueriesWould) {
   }
 }
 
+// Normalized scores (docs/algorithms.md 1.5): an observe-only observation of q queries adds
+// min(w, q) to every token's counter. After a prompt of 10 tokens (window 3: counters 3 x 8, 2, 1),
+// token 9 (score 1, counter 1) outranks token 5 (score 2, counter 3); three observed queries that
+// attend nowhere make the counters 4 and 6, and token 5 (2/6) outranks token 9 (1/4).
+TEST(ObserveTest, NormalizedCountersCountTheObservedQueries) {
+  auto options = ParseEvictionConfig(
+      "enabled: true algorithm: SNAPKV window_size: 3 normalize_scores: true granularity: "
+      "PER_TOKEN "
+      "intermediate_tokens: 1 pooling { kernel_size: 1 }",
+      true);
+  ASSERT_TRUE(options.ok()) << options.status();
+  for (int64_t observed : {0, 3}) {
+    auto policy = EvictionPolicy::Create(*options, 1, kHeads, kKvHeads);
+    ASSERT_TRUE(policy.ok()) << policy.status();
+    Observation prompt;
+    prompt.window_rows = at::zeros({kHeads, 3, 10});
+    prompt.window_rows.select(1, 2).select(1, 9).fill_(1.0);
+    prompt.window_rows.select(1, 0).select(1, 5).fill_(2.0);
+    ASSERT_TRUE((*policy)->Observe(0, prompt).ok());
+    if (observed > 0) {
+      Observation question;
+      question.window_rows = at::zeros({kHeads, 3, 10});
+      question.observed_queries = observed;
+      ASSERT_TRUE((*policy)->Observe(0, question).ok());
+    }
+    auto kept = (*policy)->Select(0, {10}, at::Tensor());
+    ASSERT_TRUE(kept.ok()) << kept.status();
+    EXPECT_EQ((*kept)[0], std::vector<int64_t>{observed > 0 ? 5 : 9}) << observed;
+  }
+}
+
 // A question whose queries point at one token keeps it; without the observe pass it goes.
 TEST(ObserveTest, AQuestionKeepsTheTokensItAttends) {
   const std::string config = std::string(kShape) +
@@ -229,6 +261,42 @@ TEST(ObserveTest, BadCallsAreRejectedAndLeaveTheSessionAsItWas) {
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(message(s).find("while step 1 is partway"), std::string::npos) << s;
   EXPECT_EQ(session->Stats().tokens_seen, 7);
+}
+
+// The device store's path (what CUDA sessions run), on the CPU: the same output and the same
+// kept positions as the host store.
+TEST(ObserveTest, TheTensorPathStoreObservesAsTheHostStore) {
+  const std::string config = std::string(kShape) +
+                             "eviction { enabled: true algorithm: SNAPKV window_size: 4 "
+                             "granularity: PER_TOKEN start_tokens: 2 intermediate_tokens: 6 "
+                             "recent_tokens: 2 per_head: true defer_eviction_to_decode: true }";
+  auto options = ParseSessionConfig(config, true);
+  ASSERT_TRUE(options.ok()) << options.status();
+  auto tensor_path = session::CreateTensorPathSessionForTesting(*options);
+  ASSERT_TRUE(tensor_path.ok()) << tensor_path.status();
+  auto host = MakeSession(config);
+  at::manual_seed(14);
+  const at::Tensor q = at::randn({1, kHeads, 30, kDim}), k = at::randn({1, kKvHeads, 30, kDim});
+  const at::Tensor v = at::randn({1, kKvHeads, 30, kDim});
+  const at::Tensor question = at::randn({1, kHeads, 6, kDim}).mul(2);
+  const at::Tensor step_q = at::randn({1, kHeads, 1, kDim}),
+                   step_k = at::randn({1, kKvHeads, 1, kDim});
+  const at::Tensor step_v = at::randn({1, kKvHeads, 1, kDim});
+  at::Tensor outs[2];
+  Session* sessions[2] = {host.get(), tensor_path->get()};
+  for (int i = 0; i < 2; ++i) {
+    AttendAll(*sessions[i], q, k, v);
+    outs[i] = at::empty({1, kHeads, 6, kDim});
+    ASSERT_TRUE(sessions[i]->Observe(0, question, outs[i]).ok());
+    ASSERT_TRUE(sessions[i]->Observe(1, question, at::Tensor()).ok());
+    AttendAll(*sessions[i], step_q, step_k, step_v);
+  }
+  EXPECT_LT((outs[0] - outs[1]).abs().max().item<float>(), 1e-5);
+  for (int layer = 0; layer < 2; ++layer) {
+    for (int h = 0; h < kKvHeads; ++h) {
+      EXPECT_EQ(Positions(*host, layer, h), Positions(**tensor_path, layer, h));
+    }
+  }
 }
 
 // ----- Ratio mode -----
