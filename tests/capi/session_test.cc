@@ -175,6 +175,58 @@ TEST(SessionCapiTest, ObserveAttendsTheCacheAndAppendsNothing) {
   EXPECT_EQ(std::find(kept[0].begin(), kept[0].end(), 6), kept[0].end());
 }
 
+// Ratio mode through the C ABI: a session keeps int(n * (1 - r)) of the n tokens it saw (0.3 of
+// 90: 62, kvpress's rounding), a policy object the same share of the cache it is given; the
+// config's field path names a bad ratio.
+TEST(SessionCapiTest, RatioModeKeepsTheShareOfTheTokensSeen) {
+  const char config[] =
+      "num_layers: 1 num_heads: 4 num_kv_heads: 2 head_dim: 8 "
+      "eviction { enabled: true algorithm: H2O granularity: PER_TOKEN "
+      "schedule { compression_ratio: 0.3 } }";
+  attnkit_session* session = nullptr;
+  Status created{attnkit_session_create_from_text(config, std::strlen(config), &session)};
+  ASSERT_EQ(created.s, nullptr) << created.message();
+  at::Tensor q = at::randn({1, 4, 90, 8}), k = at::randn({1, 2, 90, 8}),
+             v = at::randn({1, 2, 90, 8});
+  at::Tensor out = at::empty({1, 4, 90, 8});
+  DLView qv(q), kv(k), vv(v), ov(out);
+  Status prompt{attnkit_session_attend(session, 0, qv, kv, vv, ov)};
+  ASSERT_EQ(prompt.s, nullptr) << prompt.message();
+  attnkit_int64_array* positions = nullptr;
+  Status pos{attnkit_session_positions(session, 0, 0, 0, &positions)};
+  ASSERT_EQ(pos.s, nullptr);
+  EXPECT_EQ(positions->size, 62u);
+  attnkit_int64_array_free(positions);
+  attnkit_session_free(session);
+
+  const char policy_config[] =
+      "enabled: true algorithm: KNORM granularity: PER_TOKEN schedule { compression_ratio: 0.55 }";
+  attnkit_eviction_policy* policy = nullptr;
+  Status made{attnkit_eviction_policy_create_from_text(policy_config, std::strlen(policy_config), 1,
+                                                       4, 2, &policy)};
+  ASSERT_EQ(made.s, nullptr) << made.message();
+  at::Tensor keys = at::randn({2, 100, 8});
+  DLView keys_view(keys);
+  const int64_t lengths[] = {100};
+  attnkit_kept_positions* kept = nullptr;
+  Status selected{attnkit_eviction_policy_select(policy, 0, keys_view, lengths, 1, &kept)};
+  ASSERT_EQ(selected.s, nullptr) << selected.message();
+  size_t size = 0;
+  attnkit_kept_positions_row(kept, 0, &size);
+  EXPECT_EQ(size, 44u);  // int(100 * (1 - 0.55)) in double
+  attnkit_kept_positions_free(kept);
+  attnkit_eviction_policy_free(policy);
+
+  const char bad[] =
+      "num_layers: 1 num_heads: 4 num_kv_heads: 2 head_dim: 8 "
+      "eviction { enabled: true algorithm: H2O schedule { compression_ratio: 1.5 } }";
+  Status rejected{attnkit_session_create_from_text(bad, std::strlen(bad), &session)};
+  EXPECT_EQ(rejected.code(), ATTNKIT_INVALID_ARGUMENT);
+  EXPECT_EQ(rejected.message().rfind("eviction.schedule.compression_ratio: must be in [0, 1)", 0),
+            0u)
+      << rejected.message();
+}
+
 TEST(EvictionPolicyCapiTest, ObserveSelectAndKeptPositions) {
   const char config[] =
       "enabled: true algorithm: H2O granularity: PER_TOKEN start_tokens: 1 "

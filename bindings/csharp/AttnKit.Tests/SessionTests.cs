@@ -91,6 +91,30 @@ namespace AttnKit.Tests
         }
 
         [Fact]
+        public void RatioModeKeepsTheShareOfTheTokensSeen()
+        {
+            var config = new AttnKit.Proto.SessionConfig { NumLayers = 1, NumHeads = Heads, NumKvHeads = KvHeads, HeadDim = HeadDim };
+            config.Eviction = new AttnKit.Proto.EvictionConfig
+            {
+                Enabled = true,
+                Algorithm = AttnKit.Proto.EvictionAlgorithm.H2O,
+                Granularity = AttnKit.Proto.Granularity.PerToken,
+                Schedule = new AttnKit.Proto.EvictionSchedule { CompressionRatio = 0.3 },
+            };
+            using var session = new Session(config);
+            const int prompt = 90;
+            session.Attend(0, new TensorView(TestSupport.Random(Heads * prompt * HeadDim, 31), 1, Heads, prompt, HeadDim),
+                           new TensorView(TestSupport.Random(KvHeads * prompt * HeadDim, 32), 1, KvHeads, prompt, HeadDim),
+                           new TensorView(TestSupport.Random(KvHeads * prompt * HeadDim, 33), 1, KvHeads, prompt, HeadDim),
+                           new TensorView(new float[Heads * prompt * HeadDim], 1, Heads, prompt, HeadDim));
+            Assert.Equal(62, session.Positions(0).Length);  // int(90 * (1 - 0.3)) in double, as kvpress
+            config.Eviction.Schedule.CompressionRatio = 1.0;
+            var e = Assert.Throws<AttnKitException>(() => new Session(config));
+            Assert.Equal(StatusCode.InvalidArgument, e.Code);
+            Assert.StartsWith("eviction.schedule.compression_ratio", e.Message);
+        }
+
+        [Fact]
         public void PrefillThenDecodeMatchesAReferenceAttention()
         {
             using var session = Session.FromText(TestSupport.SessionText(layers: 1, heads: Heads, kvHeads: KvHeads, headDim: HeadDim));
