@@ -53,8 +53,8 @@ ATTNKIT_API attnkit_status* attnkit_session_attend(attnkit_session* session, int
  * `out` (NULL, or q's shape, any non-overlapping strides, floating dtype) receives
  * softmax(q K^T * scale) V over the cache. Observe passes run the layers in order from 0 and only
  * between steps (FAILED_PRECONDITION otherwise, or when a sequence's cache of the layer is empty);
- * a call refused by these checks or the tensor checks leaves the session unchanged. Tensors are borrowed for the call; devices as for
- * attnkit_session_attend(). */
+ * a call refused by these checks or the tensor checks leaves the session unchanged. Tensors are
+ * borrowed for the call; devices as for attnkit_session_attend(). */
 ATTNKIT_API attnkit_status* attnkit_session_observe(attnkit_session* session, int32_t layer,
                                                     const DLTensor* q, DLTensor* out);
 
