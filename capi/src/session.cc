@@ -79,7 +79,7 @@ attnkit_status* attnkit_session_attend(attnkit_session* session, int32_t layer, 
 attnkit_status* attnkit_session_observe(attnkit_session* session, int32_t layer, const DLTensor* q,
                                         DLTensor* out) {
   return Guard(__func__, [&]() -> absl::Status {
-    ATTNKIT_CHECK_ARG(session);
+    ATTNKIT_CHECK_HANDLE(session, kSession);
     TensorSpec spec{"q"};
     spec.rank = 4;
     auto qt = FromDLPack(q, spec);

@@ -635,6 +635,16 @@ void AddStaleHandleCases(std::vector<Case>* cases) {
       },
       Error({"session", "not a live attnkit_session"}));
   add(
+      "session_observe: freed session",
+      [] {
+        attnkit_session* s = NewSessionWithPrompt();
+        attnkit_session_free(s);
+        Args a{Float("q", {1, 4, 2, 8})};
+        Tensors t = Realize(a);
+        return attnkit_session_observe(s, 0, t[0], nullptr);
+      },
+      Error({"session", "not a live attnkit_session"}));
+  add(
       "session_free twice, then bytes_held of it",
       [] {
         attnkit_session* s = NewSession();
