@@ -157,7 +157,7 @@ TEST(ObserveTest, ObservedQueriesFeedTheScoresAsAttendQueriesWould) {
   }
 }
 
-// Normalized scores (docs/algorithms.md 1.5): an observe-only observation of q queries adds
+// Normalized scores (docs/algorithms.md 1.6): an observe-only observation of q queries adds
 // min(w, q) to every token's counter. After a prompt of 10 tokens (window 3: counters 3 x 8, 2, 1),
 // token 9 (score 1, counter 1) outranks token 5 (score 2, counter 3); three observed queries that
 // attend nowhere make the counters 4 and 6, and token 5 (2/6) outranks token 9 (1/4).
