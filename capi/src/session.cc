@@ -76,6 +76,26 @@ attnkit_status* attnkit_session_attend(attnkit_session* session, int32_t layer, 
   });
 }
 
+attnkit_status* attnkit_session_observe(attnkit_session* session, int32_t layer, const DLTensor* q,
+                                        DLTensor* out) {
+  return Guard(__func__, [&]() -> absl::Status {
+    ATTNKIT_CHECK_HANDLE(session, kSession);
+    TensorSpec spec{"q"};
+    spec.rank = 4;
+    auto qt = FromDLPack(q, spec);
+    if (!qt.ok()) return qt.status();
+    at::Tensor ot;
+    if (out != nullptr) {
+      spec.name = "out";
+      spec.is_output = true;
+      auto checked = FromDLPack(out, spec);
+      if (!checked.ok()) return checked.status();
+      ot = *checked;
+    }
+    return session->session->Observe(layer, *qt, ot);
+  });
+}
+
 attnkit_status* attnkit_session_stats(const attnkit_session* session, attnkit_buffer** out) {
   return Guard(__func__, [&]() -> absl::Status {
     ATTNKIT_CHECK_HANDLE(session, kSession);

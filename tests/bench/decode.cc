@@ -4,8 +4,11 @@
 // session without eviction, (c) the session with SnapKV at a 1024-token budget, (d) a large memory
 // copy, (e) the session without eviction on bfloat16, int8, KIVI int4 and int2 pages (kv_format),
 // and SnapKV 1024 on int4 pages, (f) SnapKV at 1024 on kvpress DecodingPress's schedule, evicting
-// on every 64th decode step only; with --background-load, (g) (b) and (c) again while a busy
-// process competes for the cores.
+// on every 64th decode step only; (h) the 8K prompt given in 1K chunks to a session with SnapKV at
+// 1024, evicting between chunks, against the same prompt in one call: the most bytes held within
+// the calls (SessionStats.peak_bytes_within_calls) and the prefill time; with --background-load,
+// (g) (b) and (c) again while a busy process competes for the cores.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -60,6 +63,8 @@ struct SessionRun {
   double step_ms = 0, mean_step_ms = 0, policy_share = 0;
   int64_t bytes_held = 0, tokens_held = 0;
   double gb_per_s = 0;
+  double prefill_ms = 0;            // the prompt's one call
+  int64_t peak_bytes_in_calls = 0;  // SessionStats.peak_bytes_within_calls (the prompt's call)
 };
 
 // `row_bytes`: bytes of one key (or value) row as the session's pages hold it, for the bandwidth.
@@ -70,10 +75,14 @@ SessionRun RunSession(const Shape& s, bool evict, const at::Tensor& prompt_q,
   if (row_bytes == 0) row_bytes = s.dim * 4.0;
   auto session = MakeSession(s, evict, format, interval_steps);
   at::Tensor out = at::empty_like(prompt_q);
+  const auto prefill_start = std::chrono::steady_clock::now();
   if (absl::Status st = session->Attend(0, prompt_q, prompt_k, prompt_v, out); !st.ok()) {
     std::fprintf(stderr, "prefill: %s\n", std::string(st.message()).c_str());
     std::exit(1);
   }
+  const double prefill_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - prefill_start)
+          .count();
   const SessionStatsView before = session->Stats();
   at::Tensor step_out = at::empty({1, s.heads, 1, s.dim}, at::kFloat);
   std::vector<double> times;
@@ -93,6 +102,8 @@ SessionRun RunSession(const Shape& s, bool evict, const at::Tensor& prompt_q,
   }
   const SessionStatsView after = session->Stats();
   SessionRun r;
+  r.prefill_ms = prefill_ms;
+  r.peak_bytes_in_calls = before.peak_bytes_within_calls;
   std::sort(times.begin(), times.end());
   r.step_ms = times[times.size() / 2];
   for (double t : times) r.mean_step_ms += t / static_cast<double>(times.size());
@@ -103,6 +114,36 @@ SessionRun RunSession(const Shape& s, bool evict, const at::Tensor& prompt_q,
   r.tokens_held = after.tokens_held;
   // Bandwidth of the median step (the same step the time reports), keys and values read once.
   r.gb_per_s = (bytes_read / s.steps) / (r.step_ms * 1e-3) / 1e9;
+  return r;
+}
+
+struct PrefillRun {
+  int64_t peak_bytes = 0;  // SessionStats.peak_bytes_within_calls
+  int64_t bytes_held = 0;
+  double ms = 0;
+};
+
+// The prompt in calls of `chunk` tokens to a session with SnapKV at 1024 (eviction after every
+// call). The prompt in one call is run (c)'s prefill.
+PrefillRun ChunkedPrefill(const Shape& s, const at::Tensor& q, const at::Tensor& k,
+                          const at::Tensor& v, int64_t chunk) {
+  auto session = MakeSession(s, true, "", 1);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t first = 0; first < s.prompt; first += chunk) {
+    const int64_t n = std::min(chunk, s.prompt - first);
+    const at::Tensor qc = q.narrow(2, first, n);
+    absl::Status st =
+        session->Attend(0, qc, k.narrow(2, first, n), v.narrow(2, first, n), at::empty_like(qc));
+    if (!st.ok()) {
+      std::fprintf(stderr, "chunked prefill: %s\n", std::string(st.message()).c_str());
+      std::exit(1);
+    }
+  }
+  PrefillRun r;
+  r.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  const SessionStatsView stats = session->Stats();
+  r.peak_bytes = stats.peak_bytes_within_calls;
+  r.bytes_held = stats.bytes_held;
   return r;
 }
 
@@ -208,6 +249,11 @@ int DecodeBench(const std::vector<std::string>& args) {
       RunSession(s, true, prompt_q, prompt_k, prompt_v, steps, kInt4Format, kivi_row(4));
   measure_copy();
   const SessionRun interval = RunSession(s, true, prompt_q, prompt_k, prompt_v, steps, "", 0, 64);
+  const int64_t chunk = 1024;
+  const PrefillRun chunked = ChunkedPrefill(s, prompt_q, prompt_k, prompt_v, chunk);
+  PrefillRun unchunked;  // (c)'s prompt, the same session config in one call
+  unchunked.peak_bytes = snap.peak_bytes_in_calls;
+  unchunked.ms = snap.prefill_ms;
   std::printf(
       "(c) session, SnapKV 1024 budget:     %8.3f ms/step, %lld KV bytes held, %.2f GB/s, "
       "policy %.1f %% of the step\n",
@@ -243,6 +289,16 @@ int DecodeBench(const std::vector<std::string>& args) {
       "mean %.3f), policy %.2f %% of the steps\n",
       interval.step_ms, interval.mean_step_ms, snap.step_ms, snap.mean_step_ms,
       100.0 * interval.policy_share);
+
+  const int64_t chunk_bytes = chunk * s.dim * 4 * 2 * s.kv_heads;
+  const int64_t snapkv_budget_bytes = int64_t{1024} * s.dim * 4 * 2 * s.kv_heads;
+  std::printf(
+      "(h) prefill of %lld tokens, SnapKV 1024: in chunks of %lld, peak %lld bytes (budget %lld + "
+      "one chunk %lld), %.1f ms; in one call, peak %lld bytes, %.1f ms\n",
+      static_cast<long long>(s.prompt), static_cast<long long>(chunk),
+      static_cast<long long>(chunked.peak_bytes), static_cast<long long>(snapkv_budget_bytes),
+      static_cast<long long>(chunk_bytes), chunked.ms, static_cast<long long>(unchunked.peak_bytes),
+      unchunked.ms);
 
   const double copy_gbs = 2.0 * n * 4 / (copy_ms * 1e-3) / 1e9;
   std::printf("(d) memory copy (256 MiB), best of 3: %8.3f ms, %.2f GB/s (read + write)\n", copy_ms,
@@ -297,6 +353,13 @@ int DecodeBench(const std::vector<std::string>& args) {
   json.Add("session_snapkv_int4_ms", snap_int4.step_ms);
   json.Add("session_snapkv_int4_bytes_held", static_cast<double>(snap_int4.bytes_held));
   json.Add("snapkv_int4_policy_share", snap_int4.policy_share);
+  json.Add("chunked_prefill_peak_bytes", static_cast<double>(chunked.peak_bytes));
+  json.Add("unchunked_prefill_peak_bytes", static_cast<double>(unchunked.peak_bytes));
+  json.Add("chunked_prefill_budget_plus_chunk_bytes",
+           static_cast<double>(snapkv_budget_bytes + chunk_bytes));
+  json.Add("chunked_prefill_bytes_held", static_cast<double>(chunked.bytes_held));
+  json.Add("chunked_prefill_ms", chunked.ms);
+  json.Add("unchunked_prefill_ms", unchunked.ms);
   if (background_load) {
     // (g) the sessions without eviction and with SnapKV again while a busy process competes for
     // the cores.

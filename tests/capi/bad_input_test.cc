@@ -167,6 +167,32 @@ attnkit_session* NewSession() {
   return s;
 }
 
+// A session whose two layers hold a 3-token prompt (what an observe call attends to).
+attnkit_session* NewSessionWithPrompt() {
+  attnkit_session* s = NewSession();
+  std::vector<float> q(4 * 3 * 8, 0.25f), kv(2 * 3 * 8, 0.5f), out(4 * 3 * 8);
+  int64_t q_shape[] = {1, 4, 3, 8}, kv_shape[] = {1, 2, 3, 8};
+  auto view = [](float* data, int64_t* shape) {
+    DLTensor t{};
+    t.data = data;
+    t.device = {kDLCPU, 0};
+    t.ndim = 4;
+    t.dtype = {kDLFloat, 32, 1};
+    t.shape = shape;
+    return t;
+  };
+  DLTensor qt = view(q.data(), q_shape), kt = view(kv.data(), kv_shape),
+           ot = view(out.data(), q_shape);
+  for (int layer = 0; layer < 2; ++layer) {
+    attnkit_status* st = attnkit_session_attend(s, layer, &qt, &kt, &kt, &ot);
+    if (st != nullptr) {
+      std::fprintf(stderr, "prompt: %s\n", attnkit_status_get_message(st));
+      std::_Exit(3);
+    }
+  }
+  return s;
+}
+
 attnkit_eviction_policy* NewPolicy(const char* config) {
   attnkit_eviction_policy* p = nullptr;
   attnkit_status* st =
@@ -252,6 +278,18 @@ std::vector<EntryPoint> EntryPoints() {
                [](Tensors& t) {
                  attnkit_session* s = NewSession();
                  return attnkit_session_attend(s, 0, t[0], t[1], t[2], t[3]);
+               }});
+  e.push_back({"attnkit_session_observe",
+               [] {
+                 Args a{Float("q", {1, 4, 2, 8}, 2), Float("out", {1, 4, 2, 8}, 2)};
+                 a[0].non_finite = Arg::NonFinite::kRejected;
+                 a[1].output = true;
+                 a[1].optional = true;  // NULL: no output wanted
+                 return a;
+               },
+               [](Tensors& t) {
+                 attnkit_session* s = NewSessionWithPrompt();
+                 return attnkit_session_observe(s, 0, t[0], t[1]);
                }});
   e.push_back({"attnkit_eviction_policy_observe",
                [] {
@@ -597,6 +635,16 @@ void AddStaleHandleCases(std::vector<Case>* cases) {
       },
       Error({"session", "not a live attnkit_session"}));
   add(
+      "session_observe: freed session",
+      [] {
+        attnkit_session* s = NewSessionWithPrompt();
+        attnkit_session_free(s);
+        Args a{Float("q", {1, 4, 2, 8})};
+        Tensors t = Realize(a);
+        return attnkit_session_observe(s, 0, t[0], nullptr);
+      },
+      Error({"session", "not a live attnkit_session"}));
+  add(
       "session_free twice, then bytes_held of it",
       [] {
         attnkit_session* s = NewSession();
@@ -812,6 +860,74 @@ void AddMisuseCases(std::vector<Case>* cases) {
         return attend(s, 1, 1);
       },
       Error({"layer 1", "step 0", "before layer 0"}, ATTNKIT_FAILED_PRECONDITION));
+  add(
+      "session_observe: NULL session",
+      [] { return attnkit_session_observe(nullptr, 0, nullptr, nullptr); },
+      Error({"session", "NULL"}));
+  auto observe_session = [](attnkit_session* s, int layer, int64_t tokens, int64_t heads = 4,
+                            int64_t out_tokens = -1) {
+    Args a{Float("q", {1, heads, tokens, 8}),
+           Float("out", {1, heads, out_tokens < 0 ? tokens : out_tokens, 8})};
+    Tensors t = Realize(a);
+    return attnkit_session_observe(s, layer, t[0], t[1]);
+  };
+  add(
+      "session_observe: NULL out (no output wanted)",
+      [] {
+        Args a{Float("q", {1, 4, 2, 8})};
+        Tensors t = Realize(a);
+        return attnkit_session_observe(NewSessionWithPrompt(), 0, t[0], nullptr);
+      },
+      Ok());
+  add(
+      "session_observe: layer 2 of 2",
+      [observe_session] { return observe_session(NewSessionWithPrompt(), 2, 2); },
+      Error({"layer", "[0, 2)", "2"}));
+  add(
+      "session_observe: layer -1",
+      [observe_session] { return observe_session(NewSessionWithPrompt(), -1, 2); },
+      Error({"layer", "[0, 2)", "-1"}));
+  add(
+      "session_observe: layer 1 before layer 0 (pass 0)",
+      [observe_session] { return observe_session(NewSessionWithPrompt(), 1, 2); },
+      Error({"layer 1", "observe pass 0", "before layer 0"}, ATTNKIT_FAILED_PRECONDITION));
+  add(
+      "session_observe: layer 0 twice (pass 1 before layer 1 finished pass 0)",
+      [observe_session] {
+        attnkit_session* s = NewSessionWithPrompt();
+        if (observe_session(s, 0, 2) != nullptr) return Fail("first observe failed");
+        return observe_session(s, 0, 2);
+      },
+      Error({"layer 0", "observe pass 1", "layer 1", "finished observe pass 0"},
+            ATTNKIT_FAILED_PRECONDITION));
+  add(
+      "session_observe: during a step (layer 0 attended, layer 1 not)",
+      [observe_session, attend] {
+        attnkit_session* s = NewSessionWithPrompt();
+        if (attend(s, 0, 1) != nullptr) return Fail("attend failed");
+        return observe_session(s, 0, 2);
+      },
+      Error({"layer", "partway", "observe between steps"}, ATTNKIT_FAILED_PRECONDITION));
+  add(
+      "session_attend: during an observe pass",
+      [observe_session, attend] {
+        attnkit_session* s = NewSessionWithPrompt();
+        if (observe_session(s, 0, 2) != nullptr) return Fail("observe failed");
+        return attend(s, 0, 1);
+      },
+      Error({"layer", "observe pass 0", "partway"}, ATTNKIT_FAILED_PRECONDITION));
+  add(
+      "session_observe: empty cache (no prompt)",
+      [observe_session] { return observe_session(NewSession(), 0, 2); },
+      Error({"layer", "holds no token", "attend a prompt first"}, ATTNKIT_FAILED_PRECONDITION));
+  add(
+      "session_observe: q with 3 heads",
+      [observe_session] { return observe_session(NewSessionWithPrompt(), 0, 2, 3); },
+      Error({"q:", "num_heads=4"}));
+  add(
+      "session_observe: out of 3 tokens for q of 2",
+      [observe_session] { return observe_session(NewSessionWithPrompt(), 0, 2, 4, 3); },
+      Error({"out:", "[1, 4, 2, 8]", "the shape of q"}));
   add(
       "session_stats: NULL session",
       [] {

@@ -1,9 +1,13 @@
 // The session and eviction-policy C ABI: ownership, argument checks and error codes as a C host
 // sees them (linked against libattnkit only).
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include <ATen/Functions.h>
+#include <ATen/TensorOperators.h>
 #include <gtest/gtest.h>
 
 #include "attnkit/attnkit.h"
@@ -101,6 +105,126 @@ TEST(SessionCapiTest, AttendChecksEveryTensor) {
   Status held_after{attnkit_session_bytes_held(session, &held)};
   EXPECT_EQ(held, 0);
   attnkit_session_free(session);
+}
+
+// Observe-only calls through the C ABI: every query over the whole cache (plain ATen reference),
+// nothing appended, NULL output accepted, and the observed queries decide what the first decode
+// step keeps.
+TEST(SessionCapiTest, ObserveAttendsTheCacheAndAppendsNothing) {
+  const char config[] =
+      "num_layers: 1 num_heads: 4 num_kv_heads: 2 head_dim: 8 "
+      "eviction { enabled: true algorithm: H2O granularity: PER_TOKEN start_tokens: 1 "
+      "intermediate_tokens: 2 recent_tokens: 1 defer_eviction_to_decode: true }";
+  at::manual_seed(5);
+  at::Tensor q = at::randn({1, 4, 10, 8}), k = at::randn({1, 2, 10, 8}),
+             v = at::randn({1, 2, 10, 8});
+  // The question aims every head at token 6's key.
+  at::Tensor question =
+      k.select(2, 6).repeat_interleave(2, 1).unsqueeze(2).mul(20).repeat({1, 1, 3, 1});
+  at::Tensor step_q = at::zeros({1, 4, 1, 8}), step_k = at::randn({1, 2, 1, 8});
+  at::Tensor step_v = at::randn({1, 2, 1, 8});
+  std::vector<int64_t> kept[2];
+  for (int observe = 0; observe < 2; ++observe) {
+    attnkit_session* session = nullptr;
+    Status created{attnkit_session_create_from_text(config, std::strlen(config), &session)};
+    ASSERT_EQ(created.s, nullptr) << created.message();
+    at::Tensor out = at::empty({1, 4, 10, 8});
+    DLView qv(q), kv(k), vv(v), ov(out);
+    Status prompt{attnkit_session_attend(session, 0, qv, kv, vv, ov)};
+    ASSERT_EQ(prompt.s, nullptr) << prompt.message();
+    int64_t held_before = 0, held_after = 0;
+    attnkit_session_bytes_held(session, &held_before);
+    if (observe == 1) {
+      at::Tensor observed = at::empty({1, 4, 3, 8});
+      DLView question_view(question), observed_view(observed);
+      Status st{attnkit_session_observe(session, 0, question_view, observed_view)};
+      ASSERT_EQ(st.s, nullptr) << st.message();
+      at::Tensor weights = at::softmax(
+          at::matmul(question, k.repeat_interleave(2, 1).transpose(-1, -2)).div(std::sqrt(8.0)),
+          -1);
+      at::Tensor expected = at::matmul(weights, v.repeat_interleave(2, 1));
+      EXPECT_LT((observed - expected).abs().max().item<float>(), 1e-5);
+      Status no_out{attnkit_session_observe(session, 0, question_view, nullptr)};
+      EXPECT_EQ(no_out.s, nullptr) << no_out.message();
+      Status bad_layer{attnkit_session_observe(session, 1, question_view, nullptr)};
+      EXPECT_EQ(bad_layer.code(), ATTNKIT_INVALID_ARGUMENT);
+      EXPECT_NE(bad_layer.message().find("layer: must be in [0, 1)"), std::string::npos)
+          << bad_layer.message();
+      Status null_q{attnkit_session_observe(session, 0, nullptr, nullptr)};
+      EXPECT_NE(null_q.message().find("q: must not be NULL"), std::string::npos)
+          << null_q.message();
+    }
+    attnkit_session_bytes_held(session, &held_after);
+    EXPECT_EQ(held_after, held_before);
+    int64_t next = 0;
+    attnkit_session_next_position(session, 0, &next);
+    EXPECT_EQ(next, 10);
+    at::Tensor step_out = at::empty({1, 4, 1, 8});
+    DLView sq(step_q), sk(step_k), sv(step_v), so(step_out);
+    Status step{attnkit_session_attend(session, 0, sq, sk, sv, so)};
+    ASSERT_EQ(step.s, nullptr) << step.message();
+    attnkit_int64_array* positions = nullptr;
+    Status pos{attnkit_session_positions(session, 0, 0, 0, &positions)};
+    ASSERT_EQ(pos.s, nullptr);
+    kept[observe].assign(positions->data, positions->data + positions->size);
+    attnkit_int64_array_free(positions);
+    attnkit_session_free(session);
+  }
+  EXPECT_EQ(kept[1].size(), 4u);
+  EXPECT_NE(std::find(kept[1].begin(), kept[1].end(), 6), kept[1].end());
+  EXPECT_EQ(std::find(kept[0].begin(), kept[0].end(), 6), kept[0].end());
+}
+
+// Ratio mode through the C ABI: a session keeps int(n * (1 - r)) of the n tokens it saw (0.3 of
+// 90: 62, kvpress's rounding), a policy object the same share of the cache it is given; the
+// config's field path names a bad ratio.
+TEST(SessionCapiTest, RatioModeKeepsTheShareOfTheTokensSeen) {
+  const char config[] =
+      "num_layers: 1 num_heads: 4 num_kv_heads: 2 head_dim: 8 "
+      "eviction { enabled: true algorithm: H2O granularity: PER_TOKEN "
+      "schedule { compression_ratio: 0.3 } }";
+  attnkit_session* session = nullptr;
+  Status created{attnkit_session_create_from_text(config, std::strlen(config), &session)};
+  ASSERT_EQ(created.s, nullptr) << created.message();
+  at::Tensor q = at::randn({1, 4, 90, 8}), k = at::randn({1, 2, 90, 8}),
+             v = at::randn({1, 2, 90, 8});
+  at::Tensor out = at::empty({1, 4, 90, 8});
+  DLView qv(q), kv(k), vv(v), ov(out);
+  Status prompt{attnkit_session_attend(session, 0, qv, kv, vv, ov)};
+  ASSERT_EQ(prompt.s, nullptr) << prompt.message();
+  attnkit_int64_array* positions = nullptr;
+  Status pos{attnkit_session_positions(session, 0, 0, 0, &positions)};
+  ASSERT_EQ(pos.s, nullptr);
+  EXPECT_EQ(positions->size, 62u);
+  attnkit_int64_array_free(positions);
+  attnkit_session_free(session);
+
+  const char policy_config[] =
+      "enabled: true algorithm: KNORM granularity: PER_TOKEN schedule { compression_ratio: 0.55 }";
+  attnkit_eviction_policy* policy = nullptr;
+  Status made{attnkit_eviction_policy_create_from_text(policy_config, std::strlen(policy_config), 1,
+                                                       4, 2, &policy)};
+  ASSERT_EQ(made.s, nullptr) << made.message();
+  at::Tensor keys = at::randn({2, 100, 8});
+  DLView keys_view(keys);
+  const int64_t lengths[] = {100};
+  attnkit_kept_positions* kept = nullptr;
+  Status selected{attnkit_eviction_policy_select(policy, 0, keys_view, lengths, 1, &kept)};
+  ASSERT_EQ(selected.s, nullptr) << selected.message();
+  size_t size = 0;
+  attnkit_kept_positions_row(kept, 0, &size);
+  EXPECT_EQ(size, 44u);  // int(100 * (1 - 0.55)) in double
+  attnkit_kept_positions_free(kept);
+  attnkit_eviction_policy_free(policy);
+
+  const char bad[] =
+      "num_layers: 1 num_heads: 4 num_kv_heads: 2 head_dim: 8 "
+      "eviction { enabled: true algorithm: H2O schedule { compression_ratio: 1.5 } }";
+  Status rejected{attnkit_session_create_from_text(bad, std::strlen(bad), &session)};
+  EXPECT_EQ(rejected.code(), ATTNKIT_INVALID_ARGUMENT);
+  EXPECT_EQ(rejected.message().rfind("eviction.schedule.compression_ratio: must be in [0, 1)", 0),
+            0u)
+      << rejected.message();
 }
 
 TEST(EvictionPolicyCapiTest, ObserveSelectAndKeptPositions) {

@@ -82,6 +82,9 @@ class RecordingSession : public Session {
     k_[layer].push_back(k[0].permute({1, 0, 2}).contiguous());
     return inner_->Attend(layer, q, k, v, out);
   }
+  absl::Status Observe(int layer, const at::Tensor& q, const at::Tensor& out) override {
+    return inner_->Observe(layer, q, out);
+  }
   absl::StatusOr<std::vector<int64_t>> Positions(int layer, int sequence,
                                                  int kv_head) const override {
     return inner_->Positions(layer, sequence, kv_head);
@@ -157,6 +160,19 @@ class RandomKeepSession : public Session {
       c.pos = std::move(pos);
     }
     peak_ = std::max(peak_, BytesHeld());
+    return absl::OkStatus();
+  }
+  // Random choices read no scores: observed queries only give the output (every query over the
+  // whole cache).
+  absl::Status Observe(int layer, const at::Tensor& q, const at::Tensor& out) override {
+    const Layer& c = layers_[layer];
+    if (!out.defined() || !c.k.defined()) return absl::OkStatus();
+    const int64_t H = q.size(1), Hkv = c.k.size(0);
+    at::Tensor group = at::arange(H, at::kLong).div(H / Hkv, "floor");
+    const double scale = options_.scale > 0 ? options_.scale : 1.0 / std::sqrt(q.size(3));
+    at::Tensor scores =
+        at::matmul(q[0].to(at::kFloat), c.k.index_select(0, group).transpose(1, 2)).mul(scale);
+    out[0].copy_(at::matmul(at::softmax(scores, -1), c.v.index_select(0, group)));
     return absl::OkStatus();
   }
   absl::StatusOr<std::vector<int64_t>> Positions(int layer, int, int) const override {

@@ -11,7 +11,7 @@ namespace AttnKit.Tests
 
         // Causal softmax(q K^T / sqrt(d)) V for one layer, all tokens seen so far, GQA; row-major
         // [heads, tokens, dim] queries and [kv_heads, tokens, dim] keys/values.
-        private static float[] Reference(float[] q, float[] k, float[] v, int queries, int keys)
+        private static float[] Reference(float[] q, float[] k, float[] v, int queries, int keys, bool causal = true)
         {
             var output = new float[Heads * queries * HeadDim];
             double scale = 1.0 / Math.Sqrt(HeadDim);
@@ -20,7 +20,7 @@ namespace AttnKit.Tests
                 int kvh = h / (Heads / KvHeads);
                 for (int i = 0; i < queries; ++i)
                 {
-                    int visible = keys - queries + i + 1;
+                    int visible = causal ? keys - queries + i + 1 : keys;
                     var scores = new double[visible];
                     for (int j = 0; j < visible; ++j)
                     {
@@ -55,6 +55,63 @@ namespace AttnKit.Tests
             Assert.Equal(expected.Length, actual.Length);
             for (int i = 0; i < expected.Length; ++i)
                 Assert.True(Math.Abs(expected[i] - actual[i]) < 1e-5, $"element {i}: {expected[i]} vs {actual[i]}");
+        }
+
+        [Fact]
+        public void ObserveAttendsTheWholeCacheAndAppendsNothing()
+        {
+            using var session = Session.FromText(TestSupport.SessionText(layers: 1, heads: Heads, kvHeads: KvHeads, headDim: HeadDim,
+                eviction: "eviction { enabled: true algorithm: H2O granularity: PER_TOKEN start_tokens: 1 " +
+                          "intermediate_tokens: 2 recent_tokens: 1 defer_eviction_to_decode: true }"));
+            const int prompt = 6, questions = 3;
+            float[] q = TestSupport.Random(Heads * prompt * HeadDim, 21);
+            float[] k = TestSupport.Random(KvHeads * prompt * HeadDim, 22);
+            float[] v = TestSupport.Random(KvHeads * prompt * HeadDim, 23);
+            session.Attend(0, new TensorView(q, 1, Heads, prompt, HeadDim), new TensorView(k, 1, KvHeads, prompt, HeadDim),
+                           new TensorView(v, 1, KvHeads, prompt, HeadDim), new TensorView(new float[q.Length], 1, Heads, prompt, HeadDim));
+            long held = session.BytesHeld;
+            float[] question = TestSupport.Random(Heads * questions * HeadDim, 24);
+            var output = new float[question.Length];
+            session.Observe(0, new TensorView(question, 1, Heads, questions, HeadDim),
+                            new TensorView(output, 1, Heads, questions, HeadDim));
+            AssertClose(Reference(question, k, v, questions, prompt, causal: false), output);
+            session.Observe(0, new TensorView(question, 1, Heads, questions, HeadDim));  // no output
+            Assert.Equal(held, session.BytesHeld);
+            Assert.Equal(prompt, session.NextPosition());
+            Assert.Equal(prompt, session.Positions(0).Length);
+            var e = Assert.Throws<AttnKitException>(() => session.Observe(1, new TensorView(question, 1, Heads, questions, HeadDim)));
+            Assert.Equal(StatusCode.InvalidArgument, e.Code);
+            Assert.Contains("layer", e.Message);
+            // The first decode step evicts down to the budget with the observed scores.
+            session.Attend(0, new TensorView(new float[Heads * HeadDim], 1, Heads, 1, HeadDim),
+                           new TensorView(TestSupport.Random(KvHeads * HeadDim, 25), 1, KvHeads, 1, HeadDim),
+                           new TensorView(TestSupport.Random(KvHeads * HeadDim, 26), 1, KvHeads, 1, HeadDim),
+                           new TensorView(new float[Heads * HeadDim], 1, Heads, 1, HeadDim));
+            Assert.Equal(4, session.Positions(0).Length);
+        }
+
+        [Fact]
+        public void RatioModeKeepsTheShareOfTheTokensSeen()
+        {
+            var config = new AttnKit.Proto.SessionConfig { NumLayers = 1, NumHeads = Heads, NumKvHeads = KvHeads, HeadDim = HeadDim };
+            config.Eviction = new AttnKit.Proto.EvictionConfig
+            {
+                Enabled = true,
+                Algorithm = AttnKit.Proto.EvictionAlgorithm.H2O,
+                Granularity = AttnKit.Proto.Granularity.PerToken,
+                Schedule = new AttnKit.Proto.EvictionSchedule { CompressionRatio = 0.3 },
+            };
+            using var session = new Session(config);
+            const int prompt = 90;
+            session.Attend(0, new TensorView(TestSupport.Random(Heads * prompt * HeadDim, 31), 1, Heads, prompt, HeadDim),
+                           new TensorView(TestSupport.Random(KvHeads * prompt * HeadDim, 32), 1, KvHeads, prompt, HeadDim),
+                           new TensorView(TestSupport.Random(KvHeads * prompt * HeadDim, 33), 1, KvHeads, prompt, HeadDim),
+                           new TensorView(new float[Heads * prompt * HeadDim], 1, Heads, prompt, HeadDim));
+            Assert.Equal(62, session.Positions(0).Length);  // int(90 * (1 - 0.3)) in double, as kvpress
+            config.Eviction.Schedule.CompressionRatio = 1.0;
+            var e = Assert.Throws<AttnKitException>(() => new Session(config));
+            Assert.Equal(StatusCode.InvalidArgument, e.Code);
+            Assert.StartsWith("eviction.schedule.compression_ratio", e.Message);
         }
 
         [Fact]

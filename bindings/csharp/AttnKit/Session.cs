@@ -49,6 +49,23 @@ namespace AttnKit
             AttnKitNative.attnkit_session_attend(lease.Pointer, layer, q, k, v, output);
         }
 
+        /// <summary>
+        /// An observe-only call of <paramref name="layer"/>: the queries q [batch, heads, tokens, head_dim]
+        /// (RoPE applied at the positions after the sequence, <see cref="NextPosition"/> + t) attend to the
+        /// layer's cache as it is, every query seeing every cached token, and feed the eviction policy's
+        /// scores as an <see cref="Attend"/> call's queries would (a question, or KVzip's "repeat the context"
+        /// prompt). Nothing is appended or evicted; <paramref name="output"/> (q's shape) receives the
+        /// attention over the cache. Observe passes run the layers in order from 0, between steps.
+        /// </summary>
+        public void Observe(int layer, TensorView q, TensorView output)
+        {
+            using var lease = _handle.Acquire(this);
+            AttnKitNative.attnkit_session_observe(lease.Pointer, layer, q, output);
+        }
+
+        /// <summary>As <see cref="Observe(int, TensorView, TensorView)"/> without an output.</summary>
+        public void Observe(int layer, TensorView q) => Observe(layer, q, TensorView.Null);
+
         /// <summary>Statistics as a serialized attnkit.v1.SessionStats.</summary>
         public byte[] StatsBytes()
         {

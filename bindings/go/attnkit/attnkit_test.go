@@ -300,6 +300,50 @@ func TestSessionDecodeAndStats(t *testing.T) {
 	}
 }
 
+func TestSessionObserveAppendsNothing(t *testing.T) {
+	config := smallConfig()
+	config.Eviction = snapKV()
+	config.Eviction.DeferEvictionToDecode = true
+	s, err := NewSession(config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for layer := 0; layer < 2; layer++ {
+		if _, err := attend(s, layer, 12, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	held, _ := s.BytesHeld()
+	q := NewTensor(filled(4*3*8, 5), 1, 4, 3, 8)
+	out := NewTensor(make([]float32, 4*3*8), 1, 4, 3, 8)
+	for layer := 0; layer < 2; layer++ {
+		if err := s.Observe(layer, q, out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for layer := 0; layer < 2; layer++ {
+		if err := s.Observe(layer, q, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nonzero := false
+	for _, v := range out.Data {
+		nonzero = nonzero || v != 0
+	}
+	if !nonzero {
+		t.Fatal("observe output is all zeros")
+	}
+	if after, _ := s.BytesHeld(); after != held {
+		t.Fatalf("bytes held %d after observing, %d before", after, held)
+	}
+	if next, _ := s.NextPosition(0); next != 12 {
+		t.Fatalf("next position %d after observing", next)
+	}
+	asError(t, s.Observe(1, q, nil), FailedPrecondition)
+	asError(t, s.Observe(2, q, nil), InvalidArgument)
+}
+
 func TestEvictionPolicySelect(t *testing.T) {
 	p, err := NewEvictionPolicy(snapKV(), 2, 4, 2)
 	if err != nil {

@@ -75,6 +75,23 @@ func (s *Session) Attend(layer int, q, k, v, out Tensor) error {
 	})
 }
 
+// Observe runs an observe-only call of layer: the queries q [batch, heads, tokens, head_dim] (RoPE
+// applied at the positions after the sequence, NextPosition + t) attend to the layer's cache as it
+// is, every query seeing every cached token, and feed the eviction policy's scores as an Attend
+// call's queries would (a question, or KVzip's "repeat the context" prompt). Nothing is appended or
+// evicted; out (q's shape, or nil) receives the attention over the cache. Observe passes run the
+// layers in order from 0, between steps.
+func (s *Session) Observe(layer int, q, out Tensor) error {
+	tensors, release, err := describeAll([]string{"q", "out"}, []Tensor{q, out}, true)
+	if err != nil {
+		return err
+	}
+	defer release()
+	return s.h.use("Observe", func(ptr uintptr) error {
+		return fromCapi(capi.Attnkit_session_observe(ptr, layer, tensors[0], tensors[1]))
+	})
+}
+
 // Stats returns the session's statistics.
 func (s *Session) Stats() (*attnkitpb.SessionStats, error) {
 	stats := &attnkitpb.SessionStats{}

@@ -40,6 +40,19 @@ class Session(Handle):
         self._native.attend(layer, q, k, v, out)
         return out
 
+    def observe(self, layer: int, q: TensorLike,
+                out: Optional[TensorLike] = None) -> Optional[TensorLike]:
+        """An observe-only call of ``layer``: the queries q ``[batch, num_heads, tokens,
+        head_dim]`` (RoPE applied at the positions after the sequence, :meth:`next_position` + t)
+        attend to the layer's cache as it is, every query seeing every cached token, and feed the
+        eviction policy's scores as an :meth:`attend` call's queries would (a question, or KVzip's
+        "repeat the context" prompt). Nothing is appended or evicted. ``out`` (q's shape, writable)
+        receives the attention over the cache and is returned; without it nothing is written and
+        None is returned. Observe passes run the layers in order from 0, between steps.
+        """
+        self._native.observe(layer, q, out)
+        return out
+
     def stats(self) -> session_pb2.SessionStats:
         """The statistics as an ``attnkit_pb2.SessionStats``."""
         stats = session_pb2.SessionStats()

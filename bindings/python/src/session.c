@@ -40,6 +40,24 @@ static PyObject* session_attend(Handle* self, PyObject* args) {
   Py_RETURN_NONE;
 }
 
+static PyObject* session_observe(Handle* self, PyObject* args) {
+  static const TensorSpec specs[] = {{"q", 0, 0}, {"out", 1, 1}};
+  enum { kCount = sizeof(specs) / sizeof(specs[0]) };
+  int layer;
+  PyObject* objs[kCount];
+  if (!PyArg_ParseTuple(args, "iOO:observe", &layer, &objs[0], &objs[1])) return NULL;
+  TensorArg t[kCount];
+  int rc = akpy_tensors_from_objects(t, objs, specs, kCount);
+  if (rc == 0) {
+    ATTNKIT_PY_RUN(rc, self,
+                   attnkit_session_observe(session_of(self), layer, akpy_tensor_ptr(&t[0]),
+                                           (DLTensor*)akpy_tensor_ptr(&t[1])));
+  }
+  akpy_tensors_release(t, kCount);
+  if (rc != 0) return NULL;
+  Py_RETURN_NONE;
+}
+
 static PyObject* session_stats(Handle* self, PyObject* unused) {
   attnkit_buffer* buffer = NULL;
   int rc;
@@ -89,6 +107,8 @@ static PyObject* session_reset(Handle* self, PyObject* unused) {
 static PyMethodDef session_methods[] = {
     {"attend", (PyCFunction)session_attend, METH_VARARGS,
      "attend(layer, q, k, v, out): one attention call; tensors are borrowed for the call."},
+    {"observe", (PyCFunction)session_observe, METH_VARARGS,
+     "observe(layer, q, out or None): an observe-only call; tensors are borrowed for the call."},
     {"stats", (PyCFunction)session_stats, METH_NOARGS, "Serialized attnkit.v1.SessionStats."},
     {"bytes_held", (PyCFunction)session_bytes_held, METH_NOARGS, "Bytes of KV pages in use."},
     {"positions", (PyCFunction)session_positions, METH_VARARGS,

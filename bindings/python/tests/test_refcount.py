@@ -49,6 +49,30 @@ class ReferenceCounts(unittest.TestCase):
             self.assertLess(grown, LEAK_BOUND, f"{grown} bytes still allocated after {CALLS} calls")
             self.assertEqual(len(session.positions(0)), 32)
 
+    def test_observe_keeps_refcounts_and_memory_flat(self):
+        rng = np.random.default_rng(1)
+        q, k, v = random_qkv(rng, 8)
+        question = random_qkv(rng, 2)[0]
+        out = np.empty_like(question)
+        with bounded_session() as session:
+            session.attend(0, q, k, v)
+            for _ in range(200):
+                session.observe(0, question, out)
+                session.observe(0, question)
+            counts = [sys.getrefcount(t) for t in (question, out)]
+            gc.collect()
+            tracemalloc.start()
+            before = tracemalloc.get_traced_memory()[0]
+            for _ in range(CALLS // 2):  # each iteration two calls: with and without an output
+                session.observe(0, question, out)
+                session.observe(0, question)
+            gc.collect()
+            grown = tracemalloc.get_traced_memory()[0] - before
+            tracemalloc.stop()
+            self.assertEqual([sys.getrefcount(t) for t in (question, out)], counts)
+            self.assertLess(grown, LEAK_BOUND, f"{grown} bytes still allocated after {CALLS} calls")
+            self.assertEqual(session.next_position(0), 8)
+
     def test_failing_calls_release_everything(self):
         q, k, v = random_qkv(np.random.default_rng(0), 1)
         bad_q = q[0]  # rank 3

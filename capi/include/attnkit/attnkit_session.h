@@ -42,6 +42,22 @@ ATTNKIT_API attnkit_status* attnkit_session_attend(attnkit_session* session, int
                                                    const DLTensor* q, const DLTensor* k,
                                                    const DLTensor* v, DLTensor* out);
 
+/* An observe-only call of `layer`: the queries q [batch, num_heads, tokens >= 1, head_dim]
+ * (float32/float16/bfloat16, any strides, finite; RoPE applied at the positions that follow the
+ * sequence, attnkit_session_next_position() + t) attend to the layer's cache as it is, every query
+ * seeing every cached token, and feed the eviction policy's scores as the queries of an
+ * attnkit_session_attend() call would (docs/algorithms.md 1.6): the question of a query-aware
+ * compression, or a "repeat the context" prompt scoring the cache by how much it is attended
+ * (KVzip). Nothing is appended and nothing is evicted: the next call that may evict uses the
+ * scores (configure defer_eviction_to_decode to keep the prompt whole until the first decode step).
+ * `out` (NULL, or q's shape, any non-overlapping strides, floating dtype) receives
+ * softmax(q K^T * scale) V over the cache. Observe passes run the layers in order from 0 and only
+ * between steps (FAILED_PRECONDITION otherwise, or when a sequence's cache of the layer is empty);
+ * a call refused by these checks or the tensor checks leaves the session unchanged. Tensors are
+ * borrowed for the call; devices as for attnkit_session_attend(). */
+ATTNKIT_API attnkit_status* attnkit_session_observe(attnkit_session* session, int32_t layer,
+                                                    const DLTensor* q, DLTensor* out);
+
 /* The session's statistics as a serialized attnkit.v1.SessionStats. *out is a new buffer the caller
  * frees with attnkit_buffer_free(). */
 ATTNKIT_API attnkit_status* attnkit_session_stats(const attnkit_session* session,

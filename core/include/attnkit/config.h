@@ -85,6 +85,10 @@ struct EvictionOptions {
   double score_threshold = 0.0;
   // Sessions evict on every interval_steps-th decode (single-token) call of a layer (1: every one).
   int interval_steps = 1;
+  // Ratio mode (schedule.compression_ratio, 0: off): a layer that has seen n tokens keeps
+  // max(1, int(n * (1 - compression_ratio))); the intermediate area is what the areas leave.
+  double compression_ratio = 0.0;
+  bool ratio_mode() const { return compression_ratio > 0; }
 
   int max_cache_tokens() const { return start_tokens + intermediate_tokens + recent_tokens; }
   // True when the refined size is decided per eviction by the attention-mass rule.

@@ -266,6 +266,7 @@ absl::StatusOr<EvictionOptions> ToEvictionOptions(const pb::EvictionConfig& c,
   o.random_seed = c.random_seed();
   ATTNKIT_RETURN_IF_ERROR(NonNegative(c.schedule().interval_steps(), p, "schedule.interval_steps"));
   o.interval_steps = std::max(1, c.schedule().interval_steps());
+  o.compression_ratio = c.schedule().compression_ratio();
   o.threshold_eviction = c.has_score_threshold();
   o.score_threshold = c.score_threshold();
   if (c.has_expected_attention()) {
@@ -713,9 +714,26 @@ absl::Status ValidateEvictionOptions(const EvictionOptions& o, absl::string_view
                       absl::StrCat("must not exceed intermediate_tokens (", o.intermediate_tokens,
                                    "), got ", o.refined_tokens));
   }
+  const double ratio = o.compression_ratio;
+  if (!(ratio >= 0 && ratio < 1)) {  // NaN fails too
+    return FieldError(p, "schedule.compression_ratio",
+                      absl::StrCat("must be in [0, 1) (the share of the tokens seen that is "
+                                   "evicted; 0: off), got ",
+                                   ratio));
+  }
+  if (o.ratio_mode() && o.intermediate_tokens != 0) {
+    return FieldError(p, "intermediate_tokens",
+                      absl::StrCat("must be 0 with schedule.compression_ratio (the ratio sizes the "
+                                   "intermediate area), got ",
+                                   o.intermediate_tokens));
+  }
+  if (o.ratio_mode() && o.threshold_eviction) {
+    return FieldError(p, "schedule.compression_ratio",
+                      "does not compose with score_threshold (a threshold keeps no fixed share)");
+  }
   // Summed in 64 bits: the int sum of three large sizes would overflow (undefined behaviour).
   const int64_t budget = int64_t{o.start_tokens} + o.intermediate_tokens + o.recent_tokens;
-  if (budget <= 0) {
+  if (budget <= 0 && !o.ratio_mode()) {
     return FieldError(p, "start_tokens",
                       "at least one of start_tokens, intermediate_tokens and recent_tokens must be "
                       "greater than zero");
@@ -967,6 +985,7 @@ std::string SerializeSessionStats(const SessionStatsView& s) {
   m.set_bytes_held(s.bytes_held);
   m.set_bytes_reserved(s.bytes_reserved);
   m.set_peak_bytes_held(s.peak_bytes_held);
+  m.set_peak_bytes_within_calls(s.peak_bytes_within_calls);
   m.set_evictions(s.evictions);
   m.set_evicted_tokens(s.evicted_tokens);
   m.set_attention_seconds(s.attention_seconds);

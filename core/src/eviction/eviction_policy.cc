@@ -19,20 +19,29 @@ using eviction::Areas;
 using eviction::HeadLayout;
 using eviction::LayerScores;
 
-// PyramidKV: intermediate budgets falling linearly from the first layer to the last with the given
-// last/first ratio and the configured mean, each rounded down to whole groups.
-std::vector<int64_t> IntermediateBudgets(const EvictionOptions& o, int num_layers) {
-  std::vector<int64_t> out(num_layers, o.intermediate_tokens);
-  if (!FindAllocator(o.allocator)->Has(kAllocatorPerLayer) || num_layers == 1) return out;
-  const double mean = o.intermediate_tokens;
-  const double first = 2.0 * mean / (1.0 + o.pyramid_min_ratio);
+// The intermediate budget of `layer` for a mean of `mean` tokens per layer: the mean itself, or
+// with PyramidKV budgets falling linearly from the first layer to the last with the given
+// last/first ratio and that mean, each rounded down to whole groups.
+int64_t IntermediateBudget(const EvictionOptions& o, int64_t mean, int layer, int num_layers) {
+  if (!FindAllocator(o.allocator)->Has(kAllocatorPerLayer) || num_layers == 1) return mean;
+  const double first = 2.0 * static_cast<double>(mean) / (1.0 + o.pyramid_min_ratio);
   const double last = first * o.pyramid_min_ratio;
+  const double budget = first + (last - first) * layer / (num_layers - 1);
   const int64_t g = o.group_size;
-  for (int l = 0; l < num_layers; ++l) {
-    const double budget = first + (last - first) * l / (num_layers - 1);
-    out[l] = static_cast<int64_t>(std::floor(budget / g)) * g;
-  }
+  return static_cast<int64_t>(std::floor(budget / g)) * g;
+}
+
+std::vector<int64_t> IntermediateBudgets(const EvictionOptions& o, int num_layers) {
+  std::vector<int64_t> out(num_layers);
+  for (int l = 0; l < num_layers; ++l)
+    out[l] = IntermediateBudget(o, o.intermediate_tokens, l, num_layers);
   return out;
+}
+
+// Ratio mode (docs/algorithms.md 1.4): the tokens kept after seeing `seen`, rounded as kvpress's
+// int(k_len * (1 - compression_ratio)), at least 1.
+int64_t RatioTarget(int64_t seen, double ratio) {
+  return std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(seen) * (1.0 - ratio)));
 }
 
 class EvictionPolicyImpl : public EvictionPolicy {
@@ -46,6 +55,7 @@ class EvictionPolicyImpl : public EvictionPolicy {
         scorer_(eviction::MakeScorer(options, layout)),
         layers_(num_layers),
         intermediate_(IntermediateBudgets(options, num_layers)),
+        tokens_seen_(num_layers, 0),
         rng_(options.seed) {}
 
   const EvictionOptions& options() const override { return options_; }
@@ -60,7 +70,13 @@ class EvictionPolicyImpl : public EvictionPolicy {
     if (options_.threshold_eviction && options_.intermediate_tokens == 0) {
       return std::numeric_limits<int64_t>::max();  // no cap: scores decide
     }
-    return options_.start_tokens + intermediate_[layer] + options_.recent_tokens;
+    return options_.start_tokens + Intermediate(layer) + options_.recent_tokens;
+  }
+
+  void SetTokensSeen(int layer, int64_t tokens_seen) override {
+    if (layer < 0 || layer >= static_cast<int>(layers_.size())) return;
+    tokens_seen_[layer] = tokens_seen;
+    host_counts_ = true;
   }
 
   absl::Status Observe(int layer, const Observation& obs) override {
@@ -87,10 +103,14 @@ class EvictionPolicyImpl : public EvictionPolicy {
 
   bool OverBudget(int layer, const std::vector<int64_t>& lengths) const override {
     if (layer < 0 || layer >= static_cast<int>(layers_.size())) return false;
-    // Threshold eviction looks at every token between the areas after every call.
-    const int64_t limit = options_.threshold_eviction
-                              ? int64_t{options_.start_tokens} + options_.recent_tokens
-                              : LayerBudget(layer);
+    // Threshold eviction looks at every token between the areas after every call; ratio mode
+    // compares with the budget for the tokens seen.
+    const int64_t limit =
+        options_.threshold_eviction ? int64_t{options_.start_tokens} + options_.recent_tokens
+        : options_.ratio_mode()
+            ? options_.start_tokens + Intermediate(layer, TokensSeen(layer, lengths)) +
+                  options_.recent_tokens
+            : LayerBudget(layer);
     for (int64_t len : lengths)
       if (len > limit) return true;
     return false;
@@ -103,6 +123,7 @@ class EvictionPolicyImpl : public EvictionPolicy {
     auto rows_or = RowLengths(lengths);
     if (!rows_or.ok()) return rows_or.status();
     const std::vector<int64_t>& rows = *rows_or;
+    tokens_seen_[layer] = TokensSeen(layer, rows);  // what LayerBudget() reports from now on
     KeptPositions kept(rows.size());
     if (!OverBudget(layer, rows)) {
       for (size_t r = 0; r < rows.size(); ++r) {
@@ -129,7 +150,7 @@ class EvictionPolicyImpl : public EvictionPolicy {
                          layout_.num_kv_heads, ", cache tokens, head_dim]"));
       }
     }
-    const Areas areas{options_.start_tokens, intermediate_[layer], options_.recent_tokens};
+    const Areas areas{options_.start_tokens, Intermediate(layer), options_.recent_tokens};
     LayerScores& state = layers_[layer];
     if (algorithm_.selection == EvictionSelection::kStartAndNewest) {
       for (size_t r = 0; r < rows.size(); ++r) kept[r] = eviction::SelectStreaming(rows[r], areas);
@@ -160,6 +181,7 @@ class EvictionPolicyImpl : public EvictionPolicy {
 
   void Reset() override {
     for (auto& layer : layers_) layer = LayerScores();
+    std::fill(tokens_seen_.begin(), tokens_seen_.end(), 0);
     rng_.seed(options_.seed);
   }
 
@@ -171,6 +193,28 @@ class EvictionPolicyImpl : public EvictionPolicy {
     }
     return absl::OkStatus();
   }
+
+  // Ratio mode: the tokens `layer` has seen, as the host last said, or else the longest of
+  // `lengths` (the cache the host gives is what it has seen).
+  int64_t TokensSeen(int layer, const std::vector<int64_t>& lengths) const {
+    if (host_counts_) return tokens_seen_[layer];
+    int64_t seen = 0;
+    for (int64_t len : lengths) seen = std::max(seen, len);
+    return seen;
+  }
+
+  // The intermediate area of `layer` (per kv head): the configured one, or in ratio mode what the
+  // start and recent areas leave of the ratio's target for `seen` tokens, in whole groups and
+  // spread over the layers as the allocator does.
+  int64_t Intermediate(int layer, int64_t seen) const {
+    if (!options_.ratio_mode()) return intermediate_[layer];
+    const int64_t g = options_.group_size;
+    const int64_t rest = RatioTarget(seen, options_.compression_ratio) - options_.start_tokens -
+                         options_.recent_tokens;
+    const int64_t mean = std::max<int64_t>(0, rest) / g * g;
+    return std::max<int64_t>(0, IntermediateBudget(options_, mean, layer, num_layers()));
+  }
+  int64_t Intermediate(int layer) const { return Intermediate(layer, tokens_seen_[layer]); }
 
   // Lengths per score row: one for layer-wide policies (all heads equal), one per kv head.
   absl::StatusOr<std::vector<int64_t>> RowLengths(const std::vector<int64_t>& lengths) const {
@@ -203,6 +247,9 @@ class EvictionPolicyImpl : public EvictionPolicy {
   std::unique_ptr<eviction::Scorer> scorer_;
   std::vector<LayerScores> layers_;
   std::vector<int64_t> intermediate_;
+  // Ratio mode: tokens seen per layer (SetTokensSeen, or the last Select's longest row).
+  std::vector<int64_t> tokens_seen_;
+  bool host_counts_ = false;  // SetTokensSeen() was called: the host counts the tokens seen
   std::mt19937_64 rng_;
 };
 

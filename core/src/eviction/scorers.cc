@@ -157,7 +157,10 @@ class AccumulatingScorer : public Scorer {
       const int64_t num_new = static_cast<int64_t>(fresh.size() - prev.size());
       for (size_t i = 0; i < prev.size(); ++i) fresh[i] += prev[i];
       prev = std::move(fresh);
-      if (options_.normalize_scores) UpdateCounters(state.counters[r], num_new, first);
+      if (options_.normalize_scores) {
+        const int64_t queries = obs.observed_queries > 0 ? obs.observed_queries : num_new;
+        UpdateCounters(state.counters[r], num_new, queries, first, obs.observed_queries > 0);
+      }
     }
     state.observed = true;
     return absl::OkStatus();
@@ -214,19 +217,23 @@ class AccumulatingScorer : public Scorer {
     return rows;
   }
 
-  // How many queries saw each token (docs/algorithms.md 1.1). The first observation counts
-  // [m, m-1, ..., 1] (window w < m: [w]*(m-w) + [w, ..., 1]); each later one adds c = min(w, m)
-  // (m without a window; NORM_SUM: m) to every counter and appends [c, ..., 1], with the tokens
-  // beyond the last c counted c.
-  void UpdateCounters(std::vector<double>& counters, int64_t m, bool first) const {
+  // How many queries saw each token (docs/algorithms.md 1.1). An attention call's q queries are
+  // its m new tokens: the first observation counts [m, m-1, ..., 1] (window w < m: [w]*(m-w) +
+  // [w, ..., 1]); each later one adds c = min(w, m) (m without a window; NORM_SUM: m) to every
+  // counter and appends [c, ..., 1], with the tokens beyond the last c counted c. The q queries of
+  // an observe-only call (`observe_only`, 1.6) are not in the cache: each of the c = min(w, q)
+  // observed ones (q without a window; NORM_SUM: q) saw every token, so every counter grows by c,
+  // and tokens not counted before (m of them) start at c.
+  void UpdateCounters(std::vector<double>& counters, int64_t m, int64_t q, bool first,
+                      bool observe_only) const {
     const int64_t w = options_.window_size;
-    int64_t c = m;
-    if (w > 0 && !(options_.normalization == Normalization::kNormSum && !first)) c = std::min(w, m);
+    int64_t c = q;
+    if (w > 0 && !(options_.normalization == Normalization::kNormSum && !first)) c = std::min(w, q);
     if (!first) {
       for (double& v : counters) v += static_cast<double>(c);
     }
     for (int64_t i = 0; i < m; ++i) {
-      const int64_t from_end = m - i;  // m .. 1
+      const int64_t from_end = observe_only ? c : m - i;  // m .. 1
       counters.push_back(static_cast<double>(std::min(from_end, c)));
     }
   }

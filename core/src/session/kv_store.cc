@@ -164,7 +164,7 @@ void KvStore::DenseGroups(const Layer& layer, const at::Tensor& qf, int64_t wind
 
 void KvStore::PrefillGroup(const Layer& layer, int64_t head_index, const at::Tensor& q,
                            const at::Tensor& out, int64_t window, const at::Tensor& window_rows,
-                           const at::Tensor& column_sums, int64_t first_row) const {
+                           const at::Tensor& column_sums, int64_t first_row, bool causal) const {
   const HeadCache& cache = layer.heads[head_index];
   const int64_t L = cache.length, T = q.size(1), G = q.size(0);
   const at::Tensor keys = Gather(layer, cache, false);
@@ -174,12 +174,15 @@ void KvStore::PrefillGroup(const Layer& layer, int64_t head_index, const at::Ten
   const double scale = context_.options->scale;
   for (int64_t q0 = first_row; q0 < T; q0 += block) {
     const int64_t n = std::min(block, T - q0);
-    const int64_t visible = L - T + q0 + n;  // keys the last row of the block sees
+    // Keys the last row of the block sees.
+    const int64_t visible = causal ? L - T + q0 + n : L;
     at::Tensor scores = at::matmul(q.narrow(1, q0, n), keys.narrow(0, 0, visible).t()).mul_(scale);
-    const auto longs = at::TensorOptions().dtype(at::kLong).device(q.device());
-    const at::Tensor limit = at::arange(L - T + q0, L - T + q0 + n, longs).unsqueeze(1);
-    scores.masked_fill_(at::arange(visible, longs).unsqueeze(0).gt(limit),
-                        -std::numeric_limits<float>::infinity());
+    if (causal) {
+      const auto longs = at::TensorOptions().dtype(at::kLong).device(q.device());
+      const at::Tensor limit = at::arange(L - T + q0, L - T + q0 + n, longs).unsqueeze(1);
+      scores.masked_fill_(at::arange(visible, longs).unsqueeze(0).gt(limit),
+                          -std::numeric_limits<float>::infinity());
+    }
     at::Tensor probs = at::softmax(scores, -1);  // [G, n, visible]
     if (out.defined()) out.narrow(1, q0, n).copy_(at::matmul(probs, values.narrow(0, 0, visible)));
     if (window_rows.defined()) {
@@ -193,6 +196,23 @@ void KvStore::PrefillGroup(const Layer& layer, int64_t head_index, const at::Ten
     }
     if (column_sums.defined()) column_sums.narrow(1, 0, visible).add_(probs.sum(1));
   }
+}
+
+absl::StatusOr<StepResult> KvStore::AttendCache(int layer_index, const at::Tensor& q,
+                                                int64_t window, bool column_sums) const {
+  const SessionOptions& o = *context_.options;
+  const Layer& layer = layers_[layer_index];
+  const at::Tensor qf = q.to(device_, at::kFloat).contiguous();  // [B, H, T, d]
+  const int64_t T = qf.size(2), G = o.num_heads / o.num_kv_heads;
+  StepResult r = MakeResult(layer, T, window, column_sums);
+  for (int64_t gi = 0; gi < o.batch_size * o.num_kv_heads; ++gi) {
+    const int64_t b = gi / o.num_kv_heads, kvh = gi % o.num_kv_heads;
+    PrefillGroup(layer, gi, qf[b].narrow(0, kvh * G, G), r.out[b].narrow(0, kvh * G, G), window,
+                 r.window_rows.defined() ? r.window_rows[b].narrow(0, kvh * G, G) : at::Tensor(),
+                 r.column_sums.defined() ? r.column_sums[b].narrow(0, kvh * G, G) : at::Tensor(),
+                 /*first_row=*/0, /*causal=*/false);
+  }
+  return r;
 }
 
 absl::Status KvStore::SparsePrefill(const Layer& layer, int64_t b,

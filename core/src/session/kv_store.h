@@ -78,6 +78,12 @@ class KvStore {
   virtual void Rerotate(int layer, int64_t index, const RopeOptions& rope) = 0;
   // The longest call (queries) its paged decode kernel takes; longer calls run as prefill.
   virtual int64_t max_decode_queries() const = 0;
+  // Attention of q [B, H, T, d] over `layer`'s cache as it is, with no causal mask (every query
+  // sees every cached token) and nothing appended: an observe-only call (Session::Observe). The
+  // result has the layout of Attend's; dense on every store (plain ATen on device()), whatever
+  // the sparse mode.
+  absl::StatusOr<StepResult> AttendCache(int layer, const at::Tensor& q, int64_t window,
+                                         bool column_sums) const;
 
   // Float32 keys of every kv head of sequence b, [Hkv, max_len, d] zero-padded, on device() (what
   // the scorers that read keys take).
@@ -159,9 +165,10 @@ class KvStore {
   // Causal attention of a long query chunk, block by block of queries with BLAS products over the
   // keys each block can see; only the observation the policy needs is kept. Rows before
   // `first_row` are skipped, and `out` may be undefined (observation only, after sparse prefill).
+  // With `causal` false every query sees the whole cache (the queries are not in it: AttendCache).
   void PrefillGroup(const Layer& layer, int64_t head_index, const at::Tensor& q,
                     const at::Tensor& out, int64_t window, const at::Tensor& window_rows,
-                    const at::Tensor& column_sums, int64_t first_row = 0) const;
+                    const at::Tensor& column_sums, int64_t first_row = 0, bool causal = true) const;
   // Prefill of sequence b (every kv head holding the same tokens) through `engine`, which computes
   // the output; the observation is then computed densely for the rows it needs. With
   // `storage_dtype`, q, keys and values reach the engine in the storage dtype (what the CUDA

@@ -41,6 +41,8 @@ struct LayerCounters {
   int64_t evicted_tokens = 0;
   // Decode calls since the schedule last let this layer evict, per sequence.
   std::vector<int64_t> decode_steps;
+  // Observe-only passes (Session::Observe) this layer has run.
+  int64_t observe_passes = 0;
 };
 
 enum class StoreKind { kHost, kDevice };
@@ -95,6 +97,8 @@ class SessionImpl : public Session {
     std::vector<int64_t> first_rotated(options_.batch_size);
     for (int64_t b = 0; b < options_.batch_size; ++b) first_rotated[b] = NextRotated(layer, b);
     store_->Append(layer, k, v, first_rotated);
+    // The call's tokens are held until the layer evicts below: the moment of the most bytes.
+    peak_within_calls_ = std::max(peak_within_calls_, BytesHeld());
     const ObservationNeeds needs = policies_.empty() ? ObservationNeeds{} : policies_[0]->needs();
     ATTNKIT_ASSIGN_OR_RETURN(
         session::StepResult step,
@@ -114,6 +118,42 @@ class SessionImpl : public Session {
       ++steps_;
     }
     peak_bytes_ = std::max(peak_bytes_, BytesHeld());
+    return absl::OkStatus();
+  }
+
+  absl::Status Observe(int layer, const at::Tensor& q, const at::Tensor& out) override {
+    ATTNKIT_RETURN_IF_ERROR(CheckIndex("layer", layer, options_.num_layers));
+    ATTNKIT_RETURN_IF_ERROR(CheckQueries(q, out));
+    ATTNKIT_RETURN_IF_ERROR(CheckObserveOrder(layer));
+    if (!at::isfinite(q).all().item<bool>()) {
+      return absl::InvalidArgumentError("q: contains NaN or infinity");
+    }
+    for (int64_t b = 0; b < options_.batch_size; ++b) {
+      for (int h = 0; h < options_.num_kv_heads; ++h) {
+        if (store_->head(layer, HeadIndex(b, h)).length == 0) {
+          return absl::FailedPreconditionError(
+              absl::StrCat("layer: layer ", layer, " holds no token of sequence ", b, " (kv head ",
+                           h, "): observed queries attend to the cache, so attend a prompt first"));
+        }
+      }
+    }
+    const int64_t T = q.size(2);
+    const auto t0 = Clock::now();
+    const ObservationNeeds needs = policies_.empty() ? ObservationNeeds{} : policies_[0]->needs();
+    ATTNKIT_ASSIGN_OR_RETURN(session::StepResult step,
+                             store_->AttendCache(layer, q, std::min<int64_t>(needs.window_rows, T),
+                                                 needs.all_queries_sum));
+    if (out.defined()) out.copy_(step.out);
+    attention_seconds_ += Seconds(t0);
+    const auto t1 = Clock::now();
+    for (int64_t b = 0; b < static_cast<int64_t>(policies_.size()); ++b) {
+      EvictionPolicy& policy = *policies_[b];
+      Observation obs = MakeObservation(layer, b, policy, step, q, NextRotated(layer, b));
+      obs.observed_queries = T;
+      ATTNKIT_RETURN_IF_ERROR(policy.Observe(layer, obs));
+    }
+    policy_seconds_ += Seconds(t1);
+    ++layers_[layer].observe_passes;
     return absl::OkStatus();
   }
 
@@ -141,6 +181,7 @@ class SessionImpl : public Session {
     s.attention_seconds = attention_seconds_;
     s.policy_seconds = policy_seconds_;
     s.peak_bytes_held = peak_bytes_;
+    s.peak_bytes_within_calls = std::max(peak_within_calls_, peak_bytes_);
     s.sparse_density = store_->sparse_density();
     s.bytes_reserved = store_->BytesReserved();
     s.format_bytes = store_->FormatBytesHeld();
@@ -167,6 +208,7 @@ class SessionImpl : public Session {
     store_->Clear();
     for (LayerCounters& layer : layers_) {
       layer.steps = 0;
+      layer.observe_passes = 0;
       std::fill(layer.decode_steps.begin(), layer.decode_steps.end(), 0);
     }
     for (auto& p : policies_) {
@@ -195,21 +237,33 @@ class SessionImpl : public Session {
     return store_->appended(layer, b);
   }
 
-  absl::Status CheckShapes(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                           const at::Tensor& out) const {
+  // q [B, H, T >= 1, d], and `out` of q's shape when defined.
+  absl::Status CheckQueries(const at::Tensor& q, const at::Tensor& out) const {
     const SessionOptions& o = options_;
     if (q.dim() != 4)
       return absl::InvalidArgumentError(absl::StrCat(
           "q: expected rank 4 [batch, heads, tokens, head_dim], got ", Shape(q.sizes())));
-    const int64_t T = q.size(2);
-    const std::vector<int64_t> q_shape{o.batch_size, o.num_heads, T, o.head_dim};
-    const std::vector<int64_t> kv_shape{o.batch_size, o.num_kv_heads, T, o.head_dim};
+    const std::vector<int64_t> q_shape{o.batch_size, o.num_heads, q.size(2), o.head_dim};
     if (q.sizes() != at::IntArrayRef(q_shape)) {
       return absl::InvalidArgumentError(
           absl::StrCat("q: expected [batch_size=", o.batch_size, ", num_heads=", o.num_heads,
                        ", tokens, head_dim=", o.head_dim, "], got ", Shape(q.sizes())));
     }
-    if (T == 0) return absl::InvalidArgumentError("q: needs at least one token");
+    if (q.size(2) == 0) return absl::InvalidArgumentError("q: needs at least one token");
+    if (out.defined() && out.sizes() != at::IntArrayRef(q_shape)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "out: expected ", Shape(q_shape), " (the shape of q), got ", Shape(out.sizes())));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status CheckShapes(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                           const at::Tensor& out) const {
+    const SessionOptions& o = options_;
+    ATTNKIT_RETURN_IF_ERROR(CheckQueries(q, at::Tensor()));  // out after k and v
+    const int64_t T = q.size(2);
+    const std::vector<int64_t> q_shape{o.batch_size, o.num_heads, T, o.head_dim};
+    const std::vector<int64_t> kv_shape{o.batch_size, o.num_kv_heads, T, o.head_dim};
     if (k.sizes() != at::IntArrayRef(kv_shape)) {
       return absl::InvalidArgumentError(absl::StrCat("k: expected ", Shape(kv_shape),
                                                      " (num_kv_heads and the tokens of q), got ",
@@ -240,6 +294,37 @@ class SessionImpl : public Session {
       return absl::FailedPreconditionError(absl::StrCat(
           "layer: layer 0 called for step ", step, " before layer ", options_.num_layers - 1,
           " finished step ", step - 1, " (steps count from 0)"));
+    }
+    if (layer == 0 && layers_.back().observe_passes != layers_.front().observe_passes) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "layer: layer 0 called for step ", step, " while observe pass ",
+          layers_.back().observe_passes, " is partway through its layers (layer ",
+          options_.num_layers - 1, " has not observed it; observe passes run every layer)"));
+    }
+    return absl::OkStatus();
+  }
+
+  // Observe passes run the layers in order like steps (passes numbered from 0), and only between
+  // steps: a step partway through its layers would leave the layers' caches at different tokens.
+  absl::Status CheckObserveOrder(int layer) const {
+    const int last = options_.num_layers - 1;
+    if (layers_.front().steps != layers_.back().steps) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("layer: observe of layer ", layer, " while step ", layers_.back().steps,
+                       " is partway through its layers (layer 0 ran it, layer ", last,
+                       " not yet); observe between steps"));
+    }
+    const int64_t pass = layers_[layer].observe_passes;
+    if (layer > 0 && layers_[layer - 1].observe_passes != pass + 1) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "layer: observe of layer ", layer, " for observe pass ", pass, " before layer ",
+          layer - 1, " observed pass ", pass,
+          " (observe passes run the layers in order, starting at layer 0; passes count from 0)"));
+    }
+    if (layer == 0 && last > 0 && layers_.back().observe_passes != pass) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("layer: observe of layer 0 for observe pass ", pass, " before layer ", last,
+                       " finished observe pass ", pass - 1, " (passes count from 0)"));
     }
     return absl::OkStatus();
   }
@@ -313,6 +398,28 @@ class SessionImpl : public Session {
     ++counters.evictions;
   }
 
+  // Sequence b's part of a call's result as the policy's observation; `queries` is the call's q,
+  // `first_rotated` the RoPE position of its first query.
+  Observation MakeObservation(int layer, int64_t b, const EvictionPolicy& policy,
+                              const session::StepResult& step, const at::Tensor& queries,
+                              int64_t first_rotated) const {
+    std::vector<int64_t> lengths(options_.num_kv_heads);
+    for (int h = 0; h < options_.num_kv_heads; ++h) {
+      lengths[h] = store_->head(layer, HeadIndex(b, h)).length;
+    }
+    const int64_t max_len = *std::max_element(lengths.begin(), lengths.end());
+    Observation obs;
+    if (step.window_rows.defined()) obs.window_rows = step.window_rows[b].narrow(2, 0, max_len);
+    if (step.column_sums.defined()) obs.all_queries_sum = step.column_sums[b].narrow(1, 0, max_len);
+    if (policy.per_head()) obs.lengths = lengths;
+    if (policy.needs().queries) {
+      obs.queries = queries[b];
+      obs.first_position = first_rotated;
+      obs.rope = options_.has_rope ? &options_.rope : nullptr;
+    }
+    return obs;
+  }
+
   absl::Status ObserveAndEvict(int layer, int64_t b, const session::StepResult& step,
                                const at::Tensor& step_queries,
                                const std::vector<int64_t>& first_rotated, int64_t T) {
@@ -328,19 +435,8 @@ class SessionImpl : public Session {
     for (int h = 0; h < o.num_kv_heads; ++h)
       lengths[h] = store_->head(layer, HeadIndex(b, h)).length;
     if (!SkipsObservation(policy.needs(), layers_[layer].decode_steps[b], T)) {
-      const int64_t max_len = *std::max_element(lengths.begin(), lengths.end());
-      Observation obs;
-      if (step.window_rows.defined()) obs.window_rows = step.window_rows[b].narrow(2, 0, max_len);
-      if (step.column_sums.defined()) {
-        obs.all_queries_sum = step.column_sums[b].narrow(1, 0, max_len);
-      }
-      if (policy.per_head()) obs.lengths = lengths;
-      if (policy.needs().queries) {
-        obs.queries = step_queries[b];
-        obs.first_position = first_rotated[b];
-        obs.rope = o.has_rope ? &o.rope : nullptr;
-      }
-      ATTNKIT_RETURN_IF_ERROR(policy.Observe(layer, obs));
+      ATTNKIT_RETURN_IF_ERROR(policy.Observe(
+          layer, MakeObservation(layer, b, policy, step, step_queries, first_rotated[b])));
     }
     if (o.eviction.defer_eviction_to_decode && T > 1) return absl::OkStatus();
     if (T == 1 && o.eviction.interval_steps > 1) {
@@ -352,6 +448,7 @@ class SessionImpl : public Session {
     }
     const std::vector<int64_t> select_lengths =
         policy.per_head() ? lengths : std::vector<int64_t>{lengths[0]};
+    policy.SetTokensSeen(layer, store_->appended(layer, b));  // the budget of ratio mode
     if (!policy.OverBudget(layer, select_lengths)) return absl::OkStatus();
     const at::Tensor keys = policy.needs().keys ? store_->SequenceKeys(layer, b) : at::Tensor();
     const at::Tensor values =
@@ -380,6 +477,7 @@ class SessionImpl : public Session {
   std::vector<int64_t> seen_;
   int64_t steps_ = 0;
   int64_t peak_bytes_ = 0;
+  int64_t peak_within_calls_ = 0;  // Stats().peak_bytes_within_calls
   double attention_seconds_ = 0, policy_seconds_ = 0;
 };
 

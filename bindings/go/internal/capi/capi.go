@@ -112,6 +112,7 @@ extern uintptr_t _wrap_attnkit_session_create_capi_588e7b66fba89907(swig_type_8 
 extern uintptr_t _wrap_attnkit_session_create_from_text_capi_588e7b66fba89907(swig_type_9 arg1, swig_voidp arg2);
 extern void _wrap_attnkit_session_free_capi_588e7b66fba89907(uintptr_t arg1);
 extern uintptr_t _wrap_attnkit_session_attend_capi_588e7b66fba89907(uintptr_t arg1, swig_intgo arg2, uintptr_t arg3, uintptr_t arg4, uintptr_t arg5, uintptr_t arg6);
+extern uintptr_t _wrap_attnkit_session_observe_capi_588e7b66fba89907(uintptr_t arg1, swig_intgo arg2, uintptr_t arg3, uintptr_t arg4);
 extern uintptr_t _wrap_attnkit_session_stats_capi_588e7b66fba89907(uintptr_t arg1, swig_voidp arg2);
 extern uintptr_t _wrap_attnkit_session_bytes_held_capi_588e7b66fba89907(uintptr_t arg1, swig_type_10 arg2);
 extern uintptr_t _wrap_attnkit_session_positions_capi_588e7b66fba89907(uintptr_t arg1, swig_intgo arg2, swig_intgo arg3, swig_intgo arg4, swig_voidp arg5);
@@ -736,6 +737,25 @@ func Attnkit_session_attend(arg1 uintptr, arg2 int, arg3 *Tensor, arg4 *Tensor, 
 	releaseStaged(staged_arg4)
 	releaseStaged(staged_arg5)
 	releaseStaged(staged_arg6)
+	var swig_r_1 error
+	swig_r_1 = statusError(swig_r)
+	return swig_r_1
+}
+
+func Attnkit_session_observe(arg1 uintptr, arg2 int, arg3 *Tensor, arg4 *Tensor) (_swig_ret error) {
+	var swig_r uintptr
+	var _swig_i_0 uintptr
+	_swig_i_0 = arg1
+	_swig_i_1 := arg2
+	var _swig_i_2 uintptr
+	staged_arg3 := stageTensor(arg3)
+	_swig_i_2 = stagedDesc(staged_arg3)
+	var _swig_i_3 uintptr
+	staged_arg4 := stageTensor(arg4)
+	_swig_i_3 = stagedDesc(staged_arg4)
+	swig_r = (uintptr)(C._wrap_attnkit_session_observe_capi_588e7b66fba89907(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1), C.uintptr_t(_swig_i_2), C.uintptr_t(_swig_i_3)))
+	releaseStaged(staged_arg3)
+	releaseStaged(staged_arg4)
 	var swig_r_1 error
 	swig_r_1 = statusError(swig_r)
 	return swig_r_1

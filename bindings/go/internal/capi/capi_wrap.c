@@ -739,6 +739,27 @@ attnkit_status *_wrap_attnkit_session_attend_capi_588e7b66fba89907(attnkit_sessi
 }
 
 
+attnkit_status *_wrap_attnkit_session_observe_capi_588e7b66fba89907(attnkit_session *_swig_go_0, intgo _swig_go_1, DLTensor *_swig_go_2, DLTensor *_swig_go_3) {
+  attnkit_session *arg1 = (attnkit_session *) 0 ;
+  int32_t arg2 ;
+  DLTensor *arg3 = (DLTensor *) 0 ;
+  DLTensor *arg4 = (DLTensor *) 0 ;
+  DLTensor dl_tensor3 ;
+  DLTensor dl_tensor4 ;
+  attnkit_status *result = 0 ;
+  attnkit_status *_swig_go_result;
+  
+  arg1 = (attnkit_session *)_swig_go_0; 
+  arg2 = (int32_t)_swig_go_1; 
+  arg3 = attnkit_swig_tensor_from_desc((const attnkit_swig_tensor_desc*)_swig_go_2, &dl_tensor3); 
+  arg4 = attnkit_swig_tensor_from_desc((const attnkit_swig_tensor_desc*)_swig_go_3, &dl_tensor4); 
+  
+  result = (attnkit_status *)attnkit_session_observe(arg1,arg2,(DLTensor const *)arg3,arg4);
+  _swig_go_result = result; 
+  return _swig_go_result;
+}
+
+
 attnkit_status *_wrap_attnkit_session_stats_capi_588e7b66fba89907(attnkit_session *_swig_go_0, attnkit_buffer **_swig_go_1) {
   attnkit_session *arg1 = (attnkit_session *) 0 ;
   attnkit_buffer **arg2 = (attnkit_buffer **) 0 ;

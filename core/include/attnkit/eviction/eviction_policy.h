@@ -51,6 +51,10 @@ struct Observation {
   // The RoPE layout the queries were rotated with; nullptr when unknown (the policy-level C ABI,
   // which hands attention weights only).
   const RopeOptions* rope = nullptr;
+  // The queries of an observe-only call (Session::Observe): how many there were. They are not in
+  // the cache, so the observation brings no new token and each query saw every cached token (what
+  // the normalized scores' counters count). 0: an attention call, whose queries are its new tokens.
+  int64_t observed_queries = 0;
 };
 
 // Kept positions (indices into the cache as it is, ascending) per row: one row for layer-wide
@@ -70,8 +74,13 @@ class EvictionPolicy {
   // True when every kv head keeps its own tokens.
   virtual bool per_head() const = 0;
   // Tokens a layer may hold (per kv head) after an eviction (the largest int64 for threshold
-  // eviction without a cap: the scores decide).
+  // eviction without a cap: the scores decide). In ratio mode (schedule.compression_ratio), the
+  // budget for the tokens seen last given by SetTokensSeen() or counted by Select() (1 before).
   virtual int64_t LayerBudget(int layer) const = 0;
+  // Ratio mode: the tokens `layer` has seen (evicted ones included), from which its budget
+  // follows; sessions call it before every OverBudget()/Select(). Without it, Select() counts the
+  // longest row it is given. Other modes ignore it.
+  virtual void SetTokensSeen(int layer, int64_t tokens_seen) = 0;
 
   // Adds one step's attention to `layer`'s scores.
   virtual absl::Status Observe(int layer, const Observation& observation) = 0;

@@ -35,6 +35,19 @@ class Session {
   virtual absl::Status Attend(int layer, const at::Tensor& q, const at::Tensor& k,
                               const at::Tensor& v, const at::Tensor& out) = 0;
 
+  // An observe-only call of `layer`: the queries q [B, H, T, d] (T >= 1, any strides,
+  // float32/float16/bfloat16) attend to the layer's cache as it is, each query seeing every cached
+  // token (they are not part of the sequence: no causal offset), and feed the eviction policy's
+  // scores as the queries of an Attend call would (docs/algorithms.md 1.6). Nothing is appended
+  // and nothing is evicted: the next call that may evict (an Attend; with defer_eviction_to_decode
+  // the first decode step) selects with the scores the observed queries added. `out` [B, H, T, d]
+  // (any strides, floating dtype) receives softmax(q K^T * scale) V over the cache, or is left
+  // undefined when the host needs no output. The host gives the queries the RoPE positions that
+  // follow the sequence (NextPosition(sequence) + t). Observe passes run the layers in order from
+  // 0, like steps, and only between steps (not while a step is partway through its layers); each
+  // (sequence, kv head) of the layer must hold at least one token.
+  virtual absl::Status Observe(int layer, const at::Tensor& q, const at::Tensor& out) = 0;
+
   // Original token positions (0 = first prompt token) held by (layer, sequence, kv head), in cache
   // order.
   virtual absl::StatusOr<std::vector<int64_t>> Positions(int layer, int sequence,

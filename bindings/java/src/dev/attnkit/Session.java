@@ -51,6 +51,23 @@ public final class Session implements AutoCloseable {
     handle.run(p -> AttnKitNative.attnkit_session_attend(p, layer, q, k, v, out));
   }
 
+  /**
+   * An observe-only call of {@code layer}: the queries q [batch, heads, tokens, head_dim] (RoPE
+   * applied at the positions after the sequence, {@link #nextPosition} + t) attend to the layer's
+   * cache as it is, every query seeing every cached token, and feed the eviction policy's scores as
+   * an {@link #attend} call's queries would (a question, or KVzip's "repeat the context" prompt).
+   * Nothing is appended or evicted; {@code out} (q's shape, or null) receives the attention over
+   * the cache. Observe passes run the layers in order from 0, between steps.
+   */
+  public void observe(int layer, Tensor q, Tensor out) {
+    handle.run(p -> AttnKitNative.attnkit_session_observe(p, layer, q, out));
+  }
+
+  /** {@link #observe(int, Tensor, Tensor)} without an output. */
+  public void observe(int layer, Tensor q) {
+    observe(layer, q, null);
+  }
+
   /** The session's statistics. */
   public SessionStats stats() {
     byte[][] bytes = new byte[1][];

@@ -1,0 +1,522 @@
+/* attnkit C sample: compress a context once with queries that are not part of it, through
+ * attnkit_session_observe(), then generate from the compressed cache (stories260k, llama2.c
+ * format, plain C).
+ *
+ *   attnkit_compress_context --scoring question|kvzip [--model DIR] [--context N] [--tokens N]
+ *                            [--question TEXT]
+ *
+ * question: question-aware compression (kvpress's pipeline with `question=`, SnapKV with the
+ *   question as its window). The context is prefilled (eviction deferred to the first decode
+ *   step), the question's tokens run through the model with every layer's attention an observe
+ *   call (their queries score the cache; they attend to the context only, not to each other: an
+ *   approximation of their hidden states that needs no cache entry), then the question is
+ *   appended and the answer generated; the first decode step evicts down to the budget.
+ * kvzip: KVzip-style context-reconstruction scoring. After the context prefill the host runs a
+ *   "repeat the context" prompt (an instruction, then the context's own tokens) through the model
+ *   with observe calls, so each cached token is scored by how much the reconstruction queries
+ *   attend to it (H2O: every query counts); then generation continues from the context.
+ *
+ * Each scoring runs three sessions: with the observe pass, the same again (the output must be
+ * identical), and without it (the kept positions must differ). It prints the kept positions of
+ * layer 0, the generated text and the bytes held, and ends with "checks: ok" when every check
+ * holds (exit status 1 otherwise). The context is the first N ids of reference.json's full-cache
+ * greedy text (real model text, N default 160). */
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attnkit/attnkit.h"
+
+#ifndef ATTNKIT_SOURCE_DIR
+#define ATTNKIT_SOURCE_DIR "."
+#endif
+
+/* The eviction budget: start 4 + intermediate 44 + recent 16 tokens = 4 pages of 16 per kv head. */
+enum { kBudget = 64, kPageSize = 16, kMaxTokens = 1024 };
+
+typedef struct {
+  int dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len;
+} Config;
+
+typedef struct {
+  float *token_embedding, *rms_att, *wq, *wk, *wv, *wo, *rms_ffn, *w1, *w2, *w3, *rms_final;
+  float* data;
+} Weights;
+
+typedef struct {
+  char** pieces; /* as stored ("<0x0A>" for a byte) */
+  float* scores;
+  int vocab_size;
+} Tokenizer;
+
+static void die(const char* what, const char* detail) {
+  fprintf(stderr, "attnkit_compress_context: %s%s%s\n", what, detail ? ": " : "",
+          detail ? detail : "");
+  exit(1);
+}
+
+static void check(attnkit_status* status, const char* what) {
+  if (status == NULL) return;
+  fprintf(stderr, "attnkit_compress_context: %s failed (code %d): %s\n", what,
+          (int)attnkit_status_get_code(status), attnkit_status_get_message(status));
+  attnkit_status_free(status);
+  exit(1);
+}
+
+static char* read_file(const char* path, size_t* size) {
+  FILE* f = fopen(path, "rb");
+  if (!f) die(path, strerror(errno));
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char* buf = malloc((size_t)n + 1);
+  if (!buf || fread(buf, 1, (size_t)n, f) != (size_t)n) die(path, "read failed");
+  buf[n] = '\0';
+  fclose(f);
+  if (size) *size = (size_t)n;
+  return buf;
+}
+
+static void load_model(const char* path, Config* c, Weights* w) {
+  size_t size = 0;
+  char* bytes = read_file(path, &size);
+  if (size < sizeof(int32_t) * 7) die(path, "too short for a llama2.c header");
+  int32_t header[7];
+  memcpy(header, bytes, sizeof(header));
+  c->dim = header[0];
+  c->hidden_dim = header[1];
+  c->n_layers = header[2];
+  c->n_heads = header[3];
+  c->n_kv_heads = header[4];
+  c->vocab_size = abs(header[5]);
+  c->seq_len = header[6];
+  const int head = c->dim / c->n_heads, kv_dim = head * c->n_kv_heads;
+  const size_t L = (size_t)c->n_layers, D = (size_t)c->dim, H = (size_t)c->hidden_dim;
+  const size_t floats = (size_t)c->vocab_size * D + L * D + L * D * D + 2 * L * kv_dim * D +
+                        L * D * D + L * D + 3 * L * D * H + D;
+  if (size < sizeof(header) + floats * sizeof(float)) die(path, "truncated weights");
+  w->data = malloc(floats * sizeof(float));
+  memcpy(w->data, bytes + sizeof(header), floats * sizeof(float));
+  free(bytes);
+  float* p = w->data;
+  w->token_embedding = p;
+  p += (size_t)c->vocab_size * D;
+  w->rms_att = p;
+  p += L * D;
+  w->wq = p;
+  p += L * D * D;
+  w->wk = p;
+  p += L * kv_dim * D;
+  w->wv = p;
+  p += L * kv_dim * D;
+  w->wo = p;
+  p += L * D * D;
+  w->rms_ffn = p;
+  p += L * D;
+  w->w1 = p;
+  p += L * H * D;
+  w->w2 = p;
+  p += L * D * H;
+  w->w3 = p;
+  p += L * H * D;
+  w->rms_final = p;
+}
+
+static void load_tokenizer(const char* path, int vocab_size, Tokenizer* t) {
+  size_t size = 0, at = 4;
+  char* bytes = read_file(path, &size);
+  t->vocab_size = vocab_size;
+  t->pieces = calloc((size_t)vocab_size, sizeof(char*));
+  t->scores = calloc((size_t)vocab_size, sizeof(float));
+  for (int i = 0; i < vocab_size; ++i) {
+    int32_t len;
+    if (at + 8 > size) die(path, "truncated vocabulary");
+    memcpy(&t->scores[i], bytes + at, 4);
+    memcpy(&len, bytes + at + 4, 4);
+    at += 8;
+    if (len < 0 || at + (size_t)len > size) die(path, "bad piece length");
+    t->pieces[i] = malloc((size_t)len + 1);
+    memcpy(t->pieces[i], bytes + at, (size_t)len);
+    t->pieces[i][len] = '\0';
+    at += (size_t)len;
+  }
+  free(bytes);
+}
+
+/* Prints a piece; "<0xHH>" stands for the byte 0xHH (llama2.c's decode). */
+static void print_piece(const char* piece) {
+  unsigned value;
+  if (strlen(piece) == 6 && sscanf(piece, "<0x%02X>", &value) == 1) {
+    putchar((int)value);
+  } else {
+    fputs(piece, stdout);
+  }
+}
+
+static int lookup(const Tokenizer* t, const char* piece) {
+  for (int i = 0; i < t->vocab_size; ++i)
+    if (strcmp(t->pieces[i], piece) == 0) return i;
+  return -1;
+}
+
+/* llama2.c's encoder (sentencepiece BPE): a dummy space prefix, one token per character (bytes +3
+ * when the character has no piece), then the best-scoring adjacent merge until none is left.
+ * Returns the number of ids written (at most `max`). */
+static int encode(const Tokenizer* t, const char* text, int* ids, int max) {
+  int n = 0;
+  const int space = lookup(t, " ");
+  if (*text && space >= 0 && n < max) ids[n++] = space;
+  char piece[8];
+  for (const char* p = text; *p && n < max;) {
+    int len = 1;
+    while (len < 4 && (p[len] & 0xC0) == 0x80) ++len; /* a UTF-8 code point */
+    memcpy(piece, p, (size_t)len);
+    piece[len] = '\0';
+    const int id = lookup(t, piece);
+    if (id >= 0) {
+      ids[n++] = id;
+    } else {
+      for (int i = 0; i < len && n < max; ++i) ids[n++] = (unsigned char)p[i] + 3;
+    }
+    p += len;
+  }
+  char merged[256];
+  for (;;) {
+    float best = -1e10f;
+    int best_id = -1, best_at = -1;
+    for (int i = 0; i + 1 < n; ++i) {
+      snprintf(merged, sizeof(merged), "%s%s", t->pieces[ids[i]], t->pieces[ids[i + 1]]);
+      const int id = lookup(t, merged);
+      if (id >= 0 && t->scores[id] > best) {
+        best = t->scores[id];
+        best_id = id;
+        best_at = i;
+      }
+    }
+    if (best_at < 0) break;
+    ids[best_at] = best_id;
+    memmove(ids + best_at + 1, ids + best_at + 2, sizeof(int) * (size_t)(n - best_at - 2));
+    --n;
+  }
+  return n;
+}
+
+static int read_ids(const char* json, const char* key, int* out, int max) {
+  char pattern[64];
+  snprintf(pattern, sizeof(pattern), "\"%s\"", key);
+  const char* p = strstr(json, pattern);
+  if (!p || !(p = strchr(p, '['))) return 0;
+  int n = 0;
+  ++p;
+  while (*p && *p != ']' && n < max) {
+    char* end;
+    long v = strtol(p, &end, 10);
+    if (end == p) {
+      ++p;
+      continue;
+    }
+    out[n++] = (int)v;
+    p = end;
+  }
+  return n;
+}
+
+static void rmsnorm(float* out, const float* x, const float* weight, int n) {
+  double ss = 0;
+  for (int i = 0; i < n; ++i) ss += (double)x[i] * x[i];
+  const float scale = 1.0f / sqrtf((float)(ss / n) + 1e-5f);
+  for (int i = 0; i < n; ++i) out[i] = weight[i] * (scale * x[i]);
+}
+
+static void matvec(float* out, const float* x, const float* w, int rows, int cols) {
+  for (int r = 0; r < rows; ++r) {
+    float acc = 0;
+    const float* wr = w + (size_t)r * cols;
+    for (int c = 0; c < cols; ++c) acc += wr[c] * x[c];
+    out[r] = acc;
+  }
+}
+
+static void rope(float* x, int n, int head, int64_t pos) {
+  for (int i = 0; i < n; i += 2) {
+    const float freq = 1.0f / powf(10000.0f, (float)(i % head) / (float)head);
+    const float angle = (float)pos * freq, c = cosf(angle), s = sinf(angle);
+    const float a = x[i], b = x[i + 1];
+    x[i] = a * c - b * s;
+    x[i + 1] = a * s + b * c;
+  }
+}
+
+typedef struct {
+  DLTensor t;
+  int64_t shape[4], strides[4];
+} View;
+
+/* [1, heads, tokens, head_dim] over a [tokens, heads, head_dim] buffer. */
+static void make_view(View* v, float* data, int tokens, int heads, int head_dim) {
+  v->shape[0] = 1;
+  v->shape[1] = heads;
+  v->shape[2] = tokens;
+  v->shape[3] = head_dim;
+  v->strides[0] = (int64_t)tokens * heads * head_dim;
+  v->strides[1] = head_dim;
+  v->strides[2] = (int64_t)heads * head_dim;
+  v->strides[3] = 1;
+  memset(&v->t, 0, sizeof(v->t));
+  v->t.data = data;
+  v->t.device.device_type = kDLCPU;
+  v->t.ndim = 4;
+  v->t.dtype.code = kDLFloat;
+  v->t.dtype.bits = 32;
+  v->t.dtype.lanes = 1;
+  v->t.shape = v->shape;
+  v->t.strides = v->strides;
+}
+
+/* Runs `tokens` tokens through the model. With `observe`, every layer's attention is an observe
+ * call (the tokens' queries score the cache, at the positions after the sequence; the cache does
+ * not grow) and no keys or values are computed; otherwise an attend call. Writes the last token's
+ * logits when `logits` is not NULL. */
+static void forward(const Config* c, const Weights* w, attnkit_session* session, const int* ids,
+                    int tokens, int observe, float* logits) {
+  const int D = c->dim, head = D / c->n_heads, kv_dim = head * c->n_kv_heads, H = c->hidden_dim;
+  float* x = malloc(sizeof(float) * (size_t)tokens * D);
+  float* xb = malloc(sizeof(float) * D);
+  float* q = malloc(sizeof(float) * (size_t)tokens * D);
+  float* k = malloc(sizeof(float) * (size_t)tokens * kv_dim);
+  float* v = malloc(sizeof(float) * (size_t)tokens * kv_dim);
+  float* att = malloc(sizeof(float) * (size_t)tokens * D);
+  float* tmp = malloc(sizeof(float) * (size_t)(H > D ? H : D));
+  float* h1 = malloc(sizeof(float) * H);
+  float* h3 = malloc(sizeof(float) * H);
+  int64_t first_position = 0;
+  check(attnkit_session_next_position(session, 0, &first_position), "next_position");
+  for (int t = 0; t < tokens; ++t) {
+    memcpy(x + (size_t)t * D, w->token_embedding + (size_t)ids[t] * D, sizeof(float) * D);
+  }
+  for (int l = 0; l < c->n_layers; ++l) {
+    for (int t = 0; t < tokens; ++t) {
+      rmsnorm(xb, x + (size_t)t * D, w->rms_att + (size_t)l * D, D);
+      matvec(q + (size_t)t * D, xb, w->wq + (size_t)l * D * D, D, D);
+      rope(q + (size_t)t * D, D, head, first_position + t);
+      if (observe) continue;
+      matvec(k + (size_t)t * kv_dim, xb, w->wk + (size_t)l * kv_dim * D, kv_dim, D);
+      matvec(v + (size_t)t * kv_dim, xb, w->wv + (size_t)l * kv_dim * D, kv_dim, D);
+      rope(k + (size_t)t * kv_dim, kv_dim, head, first_position + t);
+    }
+    View qv, kv, vv, ov;
+    make_view(&qv, q, tokens, c->n_heads, head);
+    make_view(&ov, att, tokens, c->n_heads, head);
+    if (observe) {
+      check(attnkit_session_observe(session, l, &qv.t, &ov.t), "observe");
+    } else {
+      make_view(&kv, k, tokens, c->n_kv_heads, head);
+      make_view(&vv, v, tokens, c->n_kv_heads, head);
+      check(attnkit_session_attend(session, l, &qv.t, &kv.t, &vv.t, &ov.t), "attend");
+    }
+    for (int t = 0; t < tokens; ++t) {
+      float* xt = x + (size_t)t * D;
+      matvec(tmp, att + (size_t)t * D, w->wo + (size_t)l * D * D, D, D);
+      for (int i = 0; i < D; ++i) xt[i] += tmp[i];
+      rmsnorm(xb, xt, w->rms_ffn + (size_t)l * D, D);
+      matvec(h1, xb, w->w1 + (size_t)l * H * D, H, D);
+      matvec(h3, xb, w->w3 + (size_t)l * H * D, H, D);
+      for (int i = 0; i < H; ++i) h1[i] = h1[i] / (1.0f + expf(-h1[i])) * h3[i];
+      matvec(tmp, h1, w->w2 + (size_t)l * D * H, D, H);
+      for (int i = 0; i < D; ++i) xt[i] += tmp[i];
+    }
+  }
+  if (logits != NULL) {
+    rmsnorm(xb, x + (size_t)(tokens - 1) * D, w->rms_final, D);
+    matvec(logits, xb, w->token_embedding, c->vocab_size, D);
+  }
+  free(x);
+  free(xb);
+  free(q);
+  free(k);
+  free(v);
+  free(att);
+  free(tmp);
+  free(h1);
+  free(h3);
+}
+
+static int argmax(const float* v, int n) {
+  int best = 0;
+  for (int i = 1; i < n; ++i)
+    if (v[i] > v[best]) best = i;
+  return best;
+}
+
+/* One run: its generated ids, the positions layer 0 (kv head 0) keeps after the first decode
+ * step, and the most bytes held after any decode step. */
+typedef struct {
+  int generated[kMaxTokens];
+  int64_t kept[kMaxTokens];
+  size_t num_kept;
+  int64_t max_decode_bytes;
+} Run;
+
+typedef struct {
+  const Config* c;
+  const Weights* w;
+  const char* session_text;
+  const int *context, *scoring, *question;
+  int context_len, scoring_len, question_len, steps;
+} Scenario;
+
+static void run(const Scenario* s, int observe, Run* out) {
+  attnkit_session* session = NULL;
+  check(attnkit_session_create_from_text(s->session_text, strlen(s->session_text), &session),
+        "session");
+  float* logits = malloc(sizeof(float) * (size_t)s->c->vocab_size);
+  forward(s->c, s->w, session, s->context, s->context_len, 0, logits);
+  if (observe) forward(s->c, s->w, session, s->scoring, s->scoring_len, 1, NULL);
+  if (s->question_len > 0) forward(s->c, s->w, session, s->question, s->question_len, 0, logits);
+  out->max_decode_bytes = 0;
+  for (int step = 0; step < s->steps; ++step) {
+    out->generated[step] = argmax(logits, s->c->vocab_size);
+    forward(s->c, s->w, session, &out->generated[step], 1, 0, logits);
+    int64_t held = 0;
+    check(attnkit_session_bytes_held(session, &held), "bytes_held");
+    if (held > out->max_decode_bytes) out->max_decode_bytes = held;
+    if (step == 0) {
+      attnkit_int64_array* positions = NULL;
+      check(attnkit_session_positions(session, 0, 0, 0, &positions), "positions");
+      out->num_kept = positions->size < kMaxTokens ? positions->size : kMaxTokens;
+      memcpy(out->kept, positions->data, sizeof(int64_t) * out->num_kept);
+      attnkit_int64_array_free(positions);
+    }
+  }
+  free(logits);
+  attnkit_session_free(session);
+}
+
+static void print_kept(const char* label, const Run* r) {
+  printf("%s (%zu):", label, r->num_kept);
+  for (size_t i = 0; i < r->num_kept; ++i) printf(" %lld", (long long)r->kept[i]);
+  printf("\n");
+}
+
+int main(int argc, char** argv) {
+  char model_dir[4096];
+  const char* models = getenv("ATTNKIT_MODELS_DIR");
+  if (models && *models) {
+    snprintf(model_dir, sizeof(model_dir), "%s/stories260k", models);
+  } else {
+    snprintf(model_dir, sizeof(model_dir), "%s/../shared/models/stories260k", ATTNKIT_SOURCE_DIR);
+  }
+  const char* scoring = NULL;
+  const char* question_text = "Where did the little girl go?";
+  int context_len = 160, steps = 40;
+  for (int i = 1; i < argc; ++i) {
+    if (i + 1 < argc && strcmp(argv[i], "--scoring") == 0) {
+      scoring = argv[++i];
+    } else if (i + 1 < argc && strcmp(argv[i], "--model") == 0) {
+      snprintf(model_dir, sizeof(model_dir), "%s", argv[++i]);
+    } else if (i + 1 < argc && strcmp(argv[i], "--context") == 0) {
+      context_len = atoi(argv[++i]);
+    } else if (i + 1 < argc && strcmp(argv[i], "--tokens") == 0) {
+      steps = atoi(argv[++i]);
+    } else if (i + 1 < argc && strcmp(argv[i], "--question") == 0) {
+      question_text = argv[++i];
+    } else {
+      scoring = NULL;
+      break;
+    }
+  }
+  const int kvzip = scoring != NULL && strcmp(scoring, "kvzip") == 0;
+  if (scoring == NULL || (!kvzip && strcmp(scoring, "question") != 0) || steps <= 0 ||
+      steps > kMaxTokens || context_len <= kBudget) {
+    fprintf(stderr,
+            "usage: %s --scoring question|kvzip [--model DIR] [--context N > %d] [--tokens N] "
+            "[--question TEXT]\n",
+            argv[0], kBudget);
+    return 2;
+  }
+  if (attnkit_abi_version() != ATTNKIT_ABI_VERSION) die("libattnkit", "ABI version mismatch");
+
+  char path[4200];
+  Config c;
+  Weights w;
+  Tokenizer tok;
+  snprintf(path, sizeof(path), "%s/stories260K.bin", model_dir);
+  load_model(path, &c, &w);
+  snprintf(path, sizeof(path), "%s/tok512.bin", model_dir);
+  load_tokenizer(path, c.vocab_size, &tok);
+  snprintf(path, sizeof(path), "%s/reference.json", model_dir);
+  char* reference = read_file(path, NULL);
+  static int context[kMaxTokens], scoring_ids[2 * kMaxTokens], question[kMaxTokens];
+  const int available = read_ids(reference, "greedy_ids_full_cache", context, kMaxTokens);
+  free(reference);
+  if (available < context_len) die("--context", "longer than reference.json's greedy text");
+
+  Scenario s = {&c, &w, NULL, context, scoring_ids, question, context_len, 0, 0, steps};
+  if (kvzip) {
+    /* KVzip's reconstruction prompt: the instruction, then the context again (without its BOS). */
+    s.scoring_len = encode(&tok, "Repeat the story:", scoring_ids, kMaxTokens);
+    memcpy(scoring_ids + s.scoring_len, context + 1, sizeof(int) * (size_t)(context_len - 1));
+    s.scoring_len += context_len - 1;
+  } else {
+    s.question_len = encode(&tok, question_text, question, kMaxTokens);
+    memcpy(scoring_ids, question, sizeof(int) * (size_t)s.question_len);
+    s.scoring_len = s.question_len;
+  }
+  if (context_len + s.question_len + steps > c.seq_len) die("--tokens", "beyond the context size");
+  char session_text[512];
+  snprintf(session_text, sizeof(session_text),
+           "num_layers: %d num_heads: %d num_kv_heads: %d head_dim: %d page_size: %d "
+           "rope { theta: 10000 interleaved: true } "
+           "eviction { enabled: true granularity: PER_TOKEN start_tokens: 4 "
+           "intermediate_tokens: %d recent_tokens: 16 defer_eviction_to_decode: true %s }",
+           c.n_layers, c.n_heads, c.n_kv_heads, c.dim / c.n_heads, kPageSize, kBudget - 20,
+           kvzip ? "algorithm: H2O" : "algorithm: SNAPKV window_size: 16");
+  s.session_text = session_text;
+
+  static Run with_observe, again, without;
+  run(&s, 1, &with_observe);
+  run(&s, 1, &again);
+  run(&s, 0, &without);
+
+  printf("scoring: %s; context %d tokens, %d observed queries per layer, budget %d tokens\n",
+         kvzip ? "KVzip context reconstruction (H2O over the repeat prompt's queries)"
+               : "question-aware (SnapKV, the question's queries as the window)",
+         context_len, s.scoring_len, kBudget);
+  printf("config: %s\n", session_text);
+  if (!kvzip) {
+    printf("question:");
+    for (int i = 0; i < s.question_len; ++i) print_piece(tok.pieces[question[i]]);
+    printf("\n");
+  }
+  print_kept("kept by layer 0 after the first decode step, with observe", &with_observe);
+  print_kept("kept without observe", &without);
+  printf("generated:");
+  for (int i = 0; i < steps; ++i) print_piece(tok.pieces[with_observe.generated[i]]);
+  printf("\n");
+  const int64_t head_dim = c.dim / c.n_heads;
+  const int64_t budget_bytes = (int64_t)c.n_layers * c.n_kv_heads * kBudget * head_dim * 4 * 2;
+  const int differ =
+      with_observe.num_kept != without.num_kept ||
+      memcmp(with_observe.kept, without.kept, sizeof(int64_t) * with_observe.num_kept) != 0;
+  const int deterministic =
+      memcmp(with_observe.generated, again.generated, sizeof(int) * (size_t)steps) == 0 &&
+      with_observe.num_kept == again.num_kept &&
+      memcmp(with_observe.kept, again.kept, sizeof(int64_t) * with_observe.num_kept) == 0;
+  const int within =
+      with_observe.max_decode_bytes == budget_bytes && with_observe.num_kept == kBudget;
+  printf("bytes held after each decode step: at most %lld (budget: %lld)\n",
+         (long long)with_observe.max_decode_bytes, (long long)budget_bytes);
+  printf("kept positions differ from the run without observe: %s\n", differ ? "yes" : "no");
+  printf("second run identical: %s\n", deterministic ? "yes" : "no");
+  printf("bytes held equal the budget: %s\n", within ? "yes" : "no");
+  const int ok = differ && deterministic && within;
+  printf("checks: %s\n", ok ? "ok" : "FAILED");
+  for (int i = 0; i < tok.vocab_size; ++i) free(tok.pieces[i]);
+  free(tok.pieces);
+  free(tok.scores);
+  free(w.data);
+  return ok ? 0 : 1;
+}
