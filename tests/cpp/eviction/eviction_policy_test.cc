@@ -182,7 +182,9 @@ TEST(EvictionPolicyTest, PyramidKvBudgetsFallWithDepthAndKeepTheMean) {
   int64_t sum = 0;
   for (int l = 0; l < 4; ++l) {
     sum += p->LayerBudget(l) - 12;
-    if (l > 0) EXPECT_LT(p->LayerBudget(l), p->LayerBudget(l - 1));
+    if (l > 0) {
+      EXPECT_LT(p->LayerBudget(l), p->LayerBudget(l - 1));
+    }
     EXPECT_EQ((p->LayerBudget(l) - 12) % 4, 0);
   }
   EXPECT_NEAR(sum / 4.0, 64.0, 4.0);
