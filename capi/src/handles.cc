@@ -1,28 +1,31 @@
 #include "handles.h"
 
+#include <mutex>
 #include <new>
+#include <shared_mutex>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
 
 namespace attnkit::capi {
 namespace {
 
+// std::shared_mutex (pthread rwlock) rather than absl::Mutex: Debian's Abseil is a shared library
+// built without ThreadSanitizer, whose annotations would then be missing, and scripts/tsan.sh
+// checks this registry from many threads.
 class Registry {
  public:
   bool Insert(const void* handle, HandleKind kind) {
-    absl::MutexLock lock(&mutex_);
+    std::unique_lock<std::shared_mutex> lock(mutex_);
     return live_.insert_or_assign(handle, kind).second;
   }
   bool Contains(const void* handle, HandleKind kind) const {
-    absl::ReaderMutexLock lock(&mutex_);
+    std::shared_lock<std::shared_mutex> lock(mutex_);
     auto it = live_.find(handle);
     return it != live_.end() && it->second == kind;
   }
   bool Erase(const void* handle, HandleKind kind) {
-    absl::MutexLock lock(&mutex_);
+    std::unique_lock<std::shared_mutex> lock(mutex_);
     auto it = live_.find(handle);
     if (it == live_.end() || it->second != kind) return false;
     live_.erase(it);
@@ -30,8 +33,8 @@ class Registry {
   }
 
  private:
-  mutable absl::Mutex mutex_;
-  absl::flat_hash_map<const void*, HandleKind> live_ ABSL_GUARDED_BY(mutex_);
+  mutable std::shared_mutex mutex_;
+  absl::flat_hash_map<const void*, HandleKind> live_;  // guarded by mutex_
 };
 
 // Never destroyed: handles may be freed from static destructors of the host after ours ran.
