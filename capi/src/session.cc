@@ -148,4 +148,37 @@ attnkit_status* attnkit_session_reset(attnkit_session* session) {
   });
 }
 
+attnkit_status* attnkit_session_save(const attnkit_session* session, attnkit_buffer** out) {
+  return Guard(__func__, [&]() -> absl::Status {
+    ATTNKIT_CHECK_HANDLE(session, kSession);
+    ATTNKIT_CHECK_ARG(out);
+    *out = nullptr;
+    auto blob = session->session->Save();
+    if (!blob.ok()) return blob.status();
+    *out = attnkit::capi::NewBuffer(*blob);
+    return absl::OkStatus();
+  });
+}
+
+attnkit_status* attnkit_session_load(attnkit_session* session, const void* blob, size_t size) {
+  return Guard(__func__, [&]() -> absl::Status {
+    ATTNKIT_CHECK_HANDLE(session, kSession);
+    if (blob == nullptr && size > 0) return absl::InvalidArgumentError("blob: must not be NULL");
+    return session->session->Load(attnkit::capi::ByteView(blob, size));
+  });
+}
+
+attnkit_status* attnkit_session_fork(const attnkit_session* session, attnkit_session** out) {
+  return Guard(__func__, [&]() -> absl::Status {
+    ATTNKIT_CHECK_HANDLE(session, kSession);
+    ATTNKIT_CHECK_ARG(out);
+    *out = nullptr;
+    auto fork = session->session->Fork();
+    if (!fork.ok()) return fork.status();
+    *out = attnkit::capi::Adopt(new attnkit_session{std::move(*fork)},
+                                attnkit::capi::HandleKind::kSession);
+    return absl::OkStatus();
+  });
+}
+
 }  // extern "C"

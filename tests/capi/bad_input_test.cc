@@ -655,6 +655,44 @@ void AddStaleHandleCases(std::vector<Case>* cases) {
       },
       Error({"session", "not a live attnkit_session"}));
   add(
+      "session_fork: freed session",
+      [] {
+        attnkit_session* s = NewSessionWithPrompt();
+        attnkit_session_free(s);
+        attnkit_session* fork = nullptr;
+        return attnkit_session_fork(s, &fork);
+      },
+      Error({"session", "not a live attnkit_session"}));
+  add(
+      "session_save: freed session",
+      [] {
+        attnkit_session* s = NewSessionWithPrompt();
+        attnkit_session_free(s);
+        attnkit_buffer* blob = nullptr;
+        return attnkit_session_save(s, &blob);
+      },
+      Error({"session", "not a live attnkit_session"}));
+  add(
+      "session_load: a blob of another config (2 layers vs 1)",
+      [] {
+        attnkit_session* two = NewSessionWithPrompt();  // 2 layers
+        attnkit_buffer* blob = nullptr;
+        attnkit_status_free(attnkit_session_save(two, &blob));
+        const char one[] = "num_layers: 1 num_heads: 4 num_kv_heads: 2 head_dim: 8";
+        attnkit_session* s = nullptr;
+        attnkit_status_free(attnkit_session_create_from_text(one, sizeof(one) - 1, &s));
+        return attnkit_session_load(s, blob->data, blob->size);
+      },
+      Error({"blob: saved from a session with another configuration", "num_layers"}));
+  add(
+      "session_load: not a blob",
+      [] {
+        attnkit_session* s = NewSession();
+        const char text[] = "num_layers: 1 num_heads: 4 num_kv_heads: 2 head_dim: 8 1234567890";
+        return attnkit_session_load(s, text, sizeof(text));
+      },
+      Error({"blob: not a saved attnkit session"}));
+  add(
       "session_reset: an eviction policy passed as the session",
       [] { return attnkit_session_reset(reinterpret_cast<attnkit_session*>(NewPolicy(kH2O))); },
       Error({"session", "not a live attnkit_session"}));

@@ -175,6 +175,56 @@ TEST(SessionCapiTest, ObserveAttendsTheCacheAndAppendsNothing) {
   EXPECT_EQ(std::find(kept[0].begin(), kept[0].end(), 6), kept[0].end());
 }
 
+// Save, load and fork through the C ABI: the loaded and the forked session give the original's
+// outputs bit for bit; a bad blob is a clear status and changes nothing.
+TEST(SessionCapiTest, SaveLoadAndForkRoundTripBitForBit) {
+  at::manual_seed(9);
+  auto attend = [](attnkit_session* s, const at::Tensor& q, const at::Tensor& k,
+                   const at::Tensor& v) {
+    at::Tensor out = at::empty_like(q);
+    DLView qv(q), kv(k), vv(v), ov(out);
+    Status st{attnkit_session_attend(s, 0, qv, kv, vv, ov)};
+    EXPECT_EQ(st.s, nullptr) << st.message();
+    return out;
+  };
+  attnkit_session* original = NewSession();
+  attend(original, at::randn({1, 4, 6, 8}), at::randn({1, 2, 6, 8}), at::randn({1, 2, 6, 8}));
+  attnkit_buffer* blob = nullptr;
+  Status saved{attnkit_session_save(original, &blob)};
+  ASSERT_EQ(saved.s, nullptr) << saved.message();
+  attnkit_session* loaded = NewSession();
+  Status load{attnkit_session_load(loaded, blob->data, blob->size)};
+  ASSERT_EQ(load.s, nullptr) << load.message();
+  attnkit_session* fork = nullptr;
+  Status forked{attnkit_session_fork(original, &fork)};
+  ASSERT_EQ(forked.s, nullptr) << forked.message();
+  for (int step = 0; step < 6; ++step) {  // the budget is 4 tokens: every step evicts
+    at::Tensor q = at::randn({1, 4, 1, 8}), k = at::randn({1, 2, 1, 8}),
+               v = at::randn({1, 2, 1, 8});
+    const at::Tensor want = attend(original, q, k, v);
+    EXPECT_TRUE(at::equal(attend(loaded, q, k, v), want)) << "step " << step;
+    EXPECT_TRUE(at::equal(attend(fork, q, k, v), want)) << "step " << step;
+  }
+  // Truncated: a clear status, and the session still saves what it saved before.
+  attnkit_buffer* before = nullptr;
+  Status again{attnkit_session_save(loaded, &before)};
+  ASSERT_EQ(again.s, nullptr);
+  Status truncated{attnkit_session_load(loaded, blob->data, blob->size - 1)};
+  EXPECT_EQ(truncated.code(), ATTNKIT_INVALID_ARGUMENT);
+  EXPECT_NE(truncated.message().find("blob: truncated"), std::string::npos) << truncated.message();
+  attnkit_buffer* after = nullptr;
+  Status after_st{attnkit_session_save(loaded, &after)};
+  ASSERT_EQ(after_st.s, nullptr);
+  EXPECT_EQ(std::string(reinterpret_cast<char*>(before->data), before->size),
+            std::string(reinterpret_cast<char*>(after->data), after->size));
+  Status null_blob{attnkit_session_load(loaded, nullptr, 10)};
+  EXPECT_NE(null_blob.message().find("blob: must not be NULL"), std::string::npos);
+  Status null_out{attnkit_session_fork(original, nullptr)};
+  EXPECT_EQ(null_out.code(), ATTNKIT_INVALID_ARGUMENT);
+  for (attnkit_buffer* b : {blob, before, after}) attnkit_buffer_free(b);
+  for (attnkit_session* s : {original, loaded, fork}) attnkit_session_free(s);
+}
+
 // Ratio mode through the C ABI: a session keeps int(n * (1 - r)) of the n tokens it saw (0.3 of
 // 90: 62, kvpress's rounding), a policy object the same share of the cache it is given; the
 // config's field path names a bad ratio.

@@ -81,6 +81,25 @@ ATTNKIT_API attnkit_status* attnkit_session_next_position(const attnkit_session*
 /* Drops every cached token and policy state to start a new prompt; reserved pages are reused. */
 ATTNKIT_API attnkit_status* attnkit_session_reset(attnkit_session* session);
 
+/* The session's whole state (its config, every layer's pages, positions and counters, the
+ * eviction policies' scores) as one versioned, checksummed blob (docs/algorithms.md 1.7). *out is
+ * a new buffer the caller frees with attnkit_buffer_free(). A session created with the same config
+ * that loads the blob computes exactly what this one would have. */
+ATTNKIT_API attnkit_status* attnkit_session_save(const attnkit_session* session,
+                                                 attnkit_buffer** out);
+
+/* Replaces the session's state with a blob from attnkit_session_save() of a session with the same
+ * config (device and device_index aside). A blob that is truncated, altered, of another format
+ * version or from another config is ATTNKIT_INVALID_ARGUMENT naming what is wrong, and the
+ * session is left exactly as it was. `blob` is read during the call only. */
+ATTNKIT_API attnkit_status* attnkit_session_load(attnkit_session* session, const void* blob,
+                                                 size_t size);
+
+/* A new session with the session's config and state and its own copy of the pages: a compressed
+ * context that several continuations go on from. *out is freed with attnkit_session_free(). */
+ATTNKIT_API attnkit_status* attnkit_session_fork(const attnkit_session* session,
+                                                 attnkit_session** out);
+
 #ifdef __cplusplus
 }
 #endif

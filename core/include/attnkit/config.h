@@ -183,6 +183,10 @@ struct SessionOptions {
   bool has_rope = false;
   KvFormatOptions kv_format;
   HeadSplitOptions head_split;
+  // The binary attnkit.v1.SessionConfig these options were parsed from (ParseSessionConfig sets
+  // it): what Session::Save() writes into a blob and Load() compares with. Empty for options built
+  // in code; such sessions can be forked but not saved or loaded.
+  std::string config_binary;
 
   // kv_format's keys or values with kDefault resolved to dtype, and its group size resolved.
   KvDataType key_type() const { return Resolve(kv_format.keys); }

@@ -37,6 +37,12 @@ absl::Status ValidateVisualOptions(const VisualOptions& options);
 // selection; xattention.per_head_thresholds has num_heads entries).
 absl::Status ValidateSessionOptions(const SessionOptions& options);
 
+// Whether a session saved with the binary SessionConfig `saved` may be loaded into one created
+// from `current`: OK when they are the same configuration (device and device_index aside: the
+// pages' bytes do not depend on where they live), else INVALID_ARGUMENT naming the first field
+// that differs and both values.
+absl::Status CheckSavedSessionConfig(absl::string_view saved, absl::string_view current);
+
 // What an EvictionConfig with `algorithm` and every other field omitted gives: EvictionOptions{}
 // with the algorithm and its default window (config.h).
 EvictionOptions DefaultEvictionOptions(EvictionAlgorithm algorithm);

@@ -10,7 +10,10 @@
 
 #include <google/protobuf/io/tokenizer.h>
 #include <google/protobuf/text_format.h>
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/unknown_field_set.h>
+#include <google/protobuf/util/message_differencer.h>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -938,7 +941,38 @@ absl::StatusOr<VisualOptions> ParseVisualPruningConfig(absl::string_view data, b
 }
 
 absl::StatusOr<SessionOptions> ParseSessionConfig(absl::string_view data, bool text) {
-  return ParseAndConvert<pb::SessionConfig>(data, text, ConvertSession);
+  pb::SessionConfig message;
+  ATTNKIT_RETURN_IF_ERROR(ParseMessage(data, text, &message));
+  ATTNKIT_ASSIGN_OR_RETURN(SessionOptions options, ConvertSession(message));
+  {
+    google::protobuf::io::StringOutputStream stream(&options.config_binary);
+    google::protobuf::io::CodedOutputStream coded(&stream);
+    coded.SetSerializationDeterministic(true);
+    message.SerializeToCodedStream(&coded);
+  }  // the streams trim the string when they go
+  return options;
+}
+
+absl::Status CheckSavedSessionConfig(absl::string_view saved, absl::string_view current) {
+  pb::SessionConfig a, b;
+  if (!a.ParseFromArray(saved.data(), static_cast<int>(saved.size()))) {
+    return absl::InvalidArgumentError("blob: the saved SessionConfig does not parse");
+  }
+  if (!b.ParseFromArray(current.data(), static_cast<int>(current.size()))) {
+    return absl::InternalError("the session's own SessionConfig does not parse");
+  }
+  for (pb::SessionConfig* c : {&a, &b}) {
+    c->clear_device();
+    c->clear_device_index();
+  }
+  google::protobuf::util::MessageDifferencer differ;
+  std::string report;
+  differ.ReportDifferencesToString(&report);
+  if (differ.Compare(a, b)) return absl::OkStatus();
+  // One line per difference, e.g. `modified: eviction.budget: 64 -> 128`; the first one is enough.
+  const std::string first = report.substr(0, report.find('\n'));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "blob: saved from a session with another configuration (saved -> this session): ", first));
 }
 
 absl::StatusOr<std::string> ValidateConfig(ConfigKind kind, absl::string_view data, bool text) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <sstream>
 
 #include <ATen/Functions.h>
 
@@ -11,6 +12,7 @@
 #include "config/algorithms.h"
 #include "eviction/scorers.h"
 #include "eviction/selection.h"
+#include "util/archive.h"
 
 namespace attnkit {
 namespace {
@@ -185,7 +187,118 @@ class EvictionPolicyImpl : public EvictionPolicy {
     rng_.seed(options_.seed);
   }
 
+  std::string SaveState() const override {
+    util::ArchiveWriter w;
+    w.I64(static_cast<int64_t>(layers_.size()));
+    w.I64(layout_.rows());
+    for (const LayerScores& state : layers_) {
+      w.Bool(state.observed);
+      for (const auto* rows : {&state.scores, &state.counters}) {
+        w.I64(static_cast<int64_t>(rows->size()));
+        for (const std::vector<double>& row : *rows) w.Doubles(row);
+      }
+      w.Tensor(state.window);
+      w.Tensor(state.query_sum);
+      w.Tensor(state.query_outer);
+      w.I64(state.query_count);
+      w.I64(state.next_position);
+    }
+    w.Int64s(tokens_seen_);
+    w.Bool(host_counts_);
+    std::ostringstream rng;
+    rng << rng_;
+    w.Bytes(rng.str());
+    return std::move(w.data());
+  }
+
+  absl::Status LoadState(absl::string_view bytes) override {
+    util::ArchiveReader r(bytes);
+    const int64_t num_layers = r.I64("policy layers"), rows = r.I64("policy rows");
+    if (r.ok() && (num_layers != static_cast<int64_t>(layers_.size()) || rows != layout_.rows())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("blob: the saved policy has ", num_layers, " layers of ", rows,
+                       " score rows; this one has ", layers_.size(), " of ", layout_.rows()));
+    }
+    std::vector<LayerScores> layers(layers_.size());
+    for (size_t l = 0; l < layers.size() && r.ok(); ++l) {
+      LayerScores& state = layers[l];
+      state.observed = r.Bool("observed");
+      for (auto* out : {&state.scores, &state.counters}) {
+        const int64_t n = r.Count("score rows", 8);
+        if (n != 0 && n != rows) {
+          r.Fail(absl::InvalidArgumentError(
+              absl::StrCat("blob: layer ", l, " has ", n, " score rows, expected ", rows)));
+        }
+        for (int64_t i = 0; i < n && r.ok(); ++i) out->push_back(r.Doubles("scores"));
+      }
+      state.window = r.Tensor("attention window");
+      state.query_sum = r.Tensor("query sums");
+      state.query_outer = r.Tensor("query outer products");
+      state.query_count = r.I64("query count");
+      state.next_position = r.I64("next position");
+      if (r.ok()) r.Fail(CheckLayerState(state, static_cast<int>(l)));
+    }
+    std::vector<int64_t> tokens_seen = r.Int64s("tokens seen");
+    const bool host_counts = r.Bool("host counts");
+    const std::string rng_text = r.Bytes("random state");
+    if (!r.ok()) return r.status();
+    if (tokens_seen.size() != layers_.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "blob: ", tokens_seen.size(), " tokens-seen counts for ", layers_.size(), " layers"));
+    }
+    std::mt19937_64 rng;
+    std::istringstream rng_in(rng_text);
+    rng_in >> rng;
+    if (rng_in.fail())
+      return absl::InvalidArgumentError("blob: the policy's random state is unreadable");
+    if (r.remaining() != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("blob: ", r.remaining(), " bytes after the policy's state"));
+    }
+    layers_ = std::move(layers);
+    tokens_seen_ = std::move(tokens_seen);
+    host_counts_ = host_counts;
+    rng_ = rng;
+    return absl::OkStatus();
+  }
+
  private:
+  // What the scorers assume of a layer's state (a loaded one is checked before it is used).
+  absl::Status CheckLayerState(const LayerScores& state, int layer) const {
+    auto bad = [&](const std::string& what) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("blob: layer ", layer, "'s policy state: ", what));
+    };
+    if (options_.normalize_scores && !state.scores.empty()) {
+      if (state.counters.size() != state.scores.size()) return bad("scores without counters");
+      for (size_t i = 0; i < state.scores.size(); ++i) {
+        if (state.counters[i].size() != state.scores[i].size()) {
+          return bad(absl::StrCat("row ", i, " has ", state.scores[i].size(), " scores but ",
+                                  state.counters[i].size(), " counters"));
+        }
+      }
+    }
+    if (state.window.defined() &&
+        (state.window.dim() != 3 || state.window.size(0) != layout_.num_heads ||
+         state.window.scalar_type() != at::kFloat)) {
+      return bad("the attention window is not float32 [num_heads, rows, keys]");
+    }
+    if (state.query_sum.defined() != state.query_outer.defined()) {
+      return bad("query sums without outer products");
+    }
+    if (state.query_sum.defined()) {
+      const at::Tensor& s = state.query_sum;
+      const at::Tensor& o = state.query_outer;
+      if (s.dim() != 2 || s.size(0) != layout_.num_heads || s.scalar_type() != at::kDouble ||
+          o.dim() != 3 || o.size(0) != layout_.num_heads || o.size(1) != s.size(1) ||
+          o.size(2) != s.size(1) || o.scalar_type() != at::kDouble) {
+        return bad("query statistics are not float64 [num_heads, d] and [num_heads, d, d]");
+      }
+    }
+    if (state.query_count < 0 || state.next_position < 0) return bad("negative counts");
+    return absl::OkStatus();
+  }
+
   absl::Status CheckLayer(int layer) const {
     if (layer < 0 || layer >= static_cast<int>(layers_.size())) {
       return absl::InvalidArgumentError(

@@ -26,6 +26,11 @@
 #include "attnkit/sparse/sparse_attention.h"
 #include "session/page_pool.h"
 
+namespace attnkit::util {
+class ArchiveReader;
+class ArchiveWriter;
+}  // namespace attnkit::util
+
 namespace attnkit::session {
 
 // The element type of a session's pages.
@@ -113,6 +118,15 @@ class KvStore {
   at::Device device() const { return device_; }
   // Drops every token; pages stay reserved for reuse.
   void Clear();
+
+  // The store's contents for Session::Save() and Fork() (kv_store_state.cc): per layer the tokens
+  // appended per sequence and every (sequence, kv head)'s cache: length, positions, residual
+  // window and the bytes of its pages in the store's format.
+  void SaveState(util::ArchiveWriter& w) const;
+  // Fills this store (new and empty, made from the same options) from SaveState()'s bytes: the
+  // same tokens at the same cache indices, so attention over them is what it was. Contents that
+  // do not fit this store's shape are INVALID_ARGUMENT (the store is then to be discarded).
+  absl::Status LoadState(util::ArchiveReader& r);
 
  protected:
   KvStore(const StoreContext& context, at::Device device);

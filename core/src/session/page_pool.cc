@@ -70,6 +70,22 @@ void ChunkedPagePool::AddPages() {
   for (int32_t p = first + pages_per_chunk_ - 1; p >= first; --p) free_.push_back(p);
 }
 
+void ChunkedPagePool::ReadPages(const std::vector<int32_t>& pages, char* out) const {
+  for (int32_t page : pages) {
+    std::memcpy(out, Keys(page), key_half_bytes_);
+    std::memcpy(out + key_half_bytes_, Values(page), value_half_bytes_);
+    out += page_bytes();
+  }
+}
+
+void ChunkedPagePool::WritePages(const std::vector<int32_t>& pages, const char* in) {
+  for (int32_t page : pages) {
+    std::memcpy(Keys(page), in, key_half_bytes_);
+    std::memcpy(Values(page), in + key_half_bytes_, value_half_bytes_);
+    in += page_bytes();
+  }
+}
+
 ArenaPagePool::ArenaPagePool(int page_size, int head_dim, at::ScalarType dtype, at::Device device)
     : PagePool(page_size, head_dim, dtype),
       device_(device),
@@ -92,6 +108,33 @@ void ArenaPagePool::EnsureFree(int64_t pages) {
   if (static_cast<int64_t>(free_.size()) < pages) {
     Grow(arena_pages_ + pages - static_cast<int64_t>(free_.size()));
   }
+}
+
+namespace {
+
+std::vector<int64_t> Widen(const std::vector<int32_t>& pages) {
+  return std::vector<int64_t>(pages.begin(), pages.end());
+}
+
+}  // namespace
+
+void ArenaPagePool::ReadPages(const std::vector<int32_t>& pages, char* out) const {
+  if (pages.empty()) return;
+  const int64_t n = static_cast<int64_t>(pages.size());
+  const at::Tensor host = arena_tensor_.view({arena_pages_, page_bytes()})
+                              .index_select(0, IndexTensor(Widen(pages), device_))
+                              .to(at::kCPU)
+                              .contiguous();
+  std::memcpy(out, host.data_ptr(), static_cast<size_t>(n * page_bytes()));
+}
+
+void ArenaPagePool::WritePages(const std::vector<int32_t>& pages, const char* in) {
+  if (pages.empty()) return;
+  const int64_t n = static_cast<int64_t>(pages.size());
+  at::Tensor host = at::empty({n, page_bytes()}, at::kByte);
+  std::memcpy(host.data_ptr(), in, static_cast<size_t>(n * page_bytes()));
+  arena_tensor_.view({arena_pages_, page_bytes()})
+      .index_copy_(0, IndexTensor(Widen(pages), device_), host.to(device_));
 }
 
 at::Tensor ArenaPagePool::Rows() const {

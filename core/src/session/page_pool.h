@@ -47,6 +47,10 @@ class PagePool {
   int64_t page_bytes() const { return key_half_bytes_ + value_half_bytes_; }
   int64_t pages_in_use() const { return in_use_; }
   virtual int64_t pages_reserved() const = 0;
+  // The bytes of `pages`, each its keys (key_page_bytes()) then its values (value_page_bytes()),
+  // copied to / from host memory at `out` / `in`: what a saved session holds of its pages.
+  virtual void ReadPages(const std::vector<int32_t>& pages, char* out) const = 0;
+  virtual void WritePages(const std::vector<int32_t>& pages, const char* in) = 0;
 
  protected:
   PagePool(int page_size, int head_dim, at::ScalarType dtype);
@@ -76,6 +80,8 @@ class ChunkedPagePool final : public PagePool {
   int64_t pages_reserved() const override {
     return static_cast<int64_t>(key_chunks_.size()) * pages_per_chunk_;
   }
+  void ReadPages(const std::vector<int32_t>& pages, char* out) const override;
+  void WritePages(const std::vector<int32_t>& pages, const char* in) override;
 
  private:
   void AddPages() override;
@@ -114,6 +120,9 @@ class ArenaPagePool final : public PagePool {
   void FlushMoves();
   at::Device device() const { return device_; }
   int64_t pages_reserved() const override { return arena_pages_; }
+  // One gather (or scatter) on the device and one transfer for all the pages.
+  void ReadPages(const std::vector<int32_t>& pages, char* out) const override;
+  void WritePages(const std::vector<int32_t>& pages, const char* in) override;
 
  private:
   void AddPages() override { Grow(arena_pages_ + 1); }

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <vector>
 #include <chrono>
+#include <cstring>
 
 #include <ATen/Functions.h>
 
@@ -19,6 +20,7 @@
 #include "attnkit/sparse/sparse_attention.h"
 #include "session/kv_store.h"
 #include "session/session_testing.h"
+#include "util/archive.h"
 #include "util/status_macros.h"
 
 namespace attnkit {
@@ -47,11 +49,18 @@ struct LayerCounters {
 
 enum class StoreKind { kHost, kDevice };
 
+// A saved session: this header, then `payload_bytes` of payload whose CRC-32C is `crc`
+// (docs/algorithms.md 1.7).
+constexpr char kBlobMagic[16] = "attnkit-session";  // 15 characters and the NUL
+constexpr uint32_t kBlobVersion = 1;
+constexpr int64_t kBlobHeaderBytes = 16 + 4 + 8 + 4;
+
 class SessionImpl : public Session {
  public:
   explicit SessionImpl(const SessionOptions& o) : options_(o) {}
 
   absl::Status Init(StoreKind kind) {
+    kind_ = kind;
     const SessionOptions& o = options_;
     at::Device device(at::kCPU);
     if (o.device == DeviceKind::kCUDA) {
@@ -217,7 +226,186 @@ class SessionImpl : public Session {
     std::fill(seen_.begin(), seen_.end(), 0);
   }
 
+  absl::StatusOr<std::string> Save() const override {
+    if (options_.config_binary.empty()) {
+      return absl::FailedPreconditionError(
+          "session: made from SessionOptions built in code, so it has no config to save; create "
+          "it from a SessionConfig (ParseSessionConfig, attnkit_session_create)");
+    }
+    util::ArchiveWriter w;
+    w.Raw(kBlobMagic, sizeof kBlobMagic);
+    w.U32(kBlobVersion);
+    w.I64(0);  // payload bytes and CRC, filled in below
+    w.U32(0);
+    w.Bytes(options_.config_binary);
+    WriteState(w);
+    std::string& blob = w.data();
+    const int64_t payload = static_cast<int64_t>(blob.size()) - kBlobHeaderBytes;
+    const uint32_t crc =
+        util::Crc32c(absl::string_view(blob).substr(static_cast<size_t>(kBlobHeaderBytes)));
+    std::memcpy(&blob[20], &payload, sizeof payload);
+    std::memcpy(&blob[28], &crc, sizeof crc);
+    return std::move(blob);
+  }
+
+  absl::Status Load(absl::string_view blob) override {
+    if (options_.config_binary.empty()) {
+      return absl::FailedPreconditionError(
+          "session: made from SessionOptions built in code, so a blob's config cannot be checked "
+          "against it; create it from a SessionConfig");
+    }
+    ATTNKIT_ASSIGN_OR_RETURN(const absl::string_view payload, CheckBlob(blob));
+    util::ArchiveReader r(payload);
+    const std::string config = r.Bytes("config");
+    if (!r.ok()) return r.status();
+    ATTNKIT_RETURN_IF_ERROR(CheckSavedSessionConfig(config, options_.config_binary));
+    return ReadState(r);
+  }
+
+  absl::StatusOr<std::unique_ptr<Session>> Fork() const override {
+    auto fork = std::make_unique<SessionImpl>(options_);
+    ATTNKIT_RETURN_IF_ERROR(fork->Init(kind_));
+    util::ArchiveWriter w;
+    WriteState(w);
+    util::ArchiveReader r(w.data());
+    ATTNKIT_RETURN_IF_ERROR(fork->ReadState(r));
+    return std::unique_ptr<Session>(std::move(fork));
+  }
+
  private:
+  // The payload of a saved blob after checking its header, length and checksum.
+  static absl::StatusOr<absl::string_view> CheckBlob(absl::string_view blob) {
+    if (static_cast<int64_t>(blob.size()) < kBlobHeaderBytes) {
+      return absl::InvalidArgumentError(absl::StrCat("blob: ", blob.size(),
+                                                     " bytes, shorter than the ", kBlobHeaderBytes,
+                                                     "-byte header of a saved session"));
+    }
+    if (std::memcmp(blob.data(), kBlobMagic, sizeof kBlobMagic) != 0) {
+      return absl::InvalidArgumentError(
+          "blob: not a saved attnkit session (it does not start with \"attnkit-session\")");
+    }
+    uint32_t version, crc;
+    int64_t payload;
+    std::memcpy(&version, blob.data() + 16, sizeof version);
+    std::memcpy(&payload, blob.data() + 20, sizeof payload);
+    std::memcpy(&crc, blob.data() + 28, sizeof crc);
+    if (version != kBlobVersion) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "blob: format version ", version, "; this attnkit reads version ", kBlobVersion));
+    }
+    const int64_t present = static_cast<int64_t>(blob.size()) - kBlobHeaderBytes;
+    if (payload != present) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "blob: ", payload > present ? "truncated" : "has extra bytes", ": the header says ",
+          payload, " bytes of state, ", present, " are present"));
+    }
+    const absl::string_view body = blob.substr(static_cast<size_t>(kBlobHeaderBytes));
+    if (util::Crc32c(body) != crc) {
+      return absl::InvalidArgumentError(
+          "blob: checksum mismatch: the saved state was altered or damaged");
+    }
+    return body;
+  }
+
+  // Everything but the config: counters, policies, store.
+  void WriteState(util::ArchiveWriter& w) const {
+    w.I64(steps_);
+    w.Int64s(seen_);
+    w.I64(peak_bytes_);
+    w.I64(peak_within_calls_);
+    w.F64(attention_seconds_);
+    w.F64(policy_seconds_);
+    w.I64(static_cast<int64_t>(layers_.size()));
+    for (const LayerCounters& c : layers_) {
+      w.I64(c.steps);
+      w.I64(c.evictions);
+      w.I64(c.evicted_tokens);
+      w.Int64s(c.decode_steps);
+      w.I64(c.observe_passes);
+    }
+    w.I64(static_cast<int64_t>(policies_.size()));
+    for (const auto& policy : policies_) {
+      w.Bool(policy != nullptr);
+      if (policy != nullptr) w.Bytes(policy->SaveState());
+    }
+    store_->SaveState(w);
+  }
+
+  // Reads WriteState()'s bytes into new counters, policies and store, and takes them only when
+  // everything was read and checked: on any error the session is as it was.
+  absl::Status ReadState(util::ArchiveReader& r) {
+    const SessionOptions& o = options_;
+    const int64_t steps = r.I64("steps");
+    std::vector<int64_t> seen = r.Int64s("tokens seen");
+    const int64_t peak = r.I64("peak bytes"), peak_within = r.I64("peak bytes within calls");
+    const double attention_seconds = r.F64("attention seconds");
+    const double policy_seconds = r.F64("policy seconds");
+    const int64_t num_layers = r.I64("layers");
+    if (!r.ok()) return r.status();
+    if (num_layers != o.num_layers || seen.size() != static_cast<size_t>(o.batch_size)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("blob: saved with ", num_layers, " layers and ", seen.size(),
+                       " sequences; this session has ", o.num_layers, " and ", o.batch_size));
+    }
+    std::vector<LayerCounters> layers(o.num_layers);
+    for (LayerCounters& c : layers) {
+      c.steps = r.I64("layer steps");
+      c.evictions = r.I64("layer evictions");
+      c.evicted_tokens = r.I64("evicted tokens");
+      c.decode_steps = r.Int64s("decode steps");
+      c.observe_passes = r.I64("observe passes");
+      if (r.ok() && !c.decode_steps.empty() &&
+          c.decode_steps.size() != static_cast<size_t>(o.batch_size)) {
+        r.Fail(absl::InvalidArgumentError(absl::StrCat(
+            "blob: ", c.decode_steps.size(), " decode counters for ", o.batch_size, " sequences")));
+      }
+    }
+    const int64_t num_policies = r.Count("policies", 4);
+    if (r.ok() && num_policies != static_cast<int64_t>(policies_.size())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "blob: ", num_policies, " eviction policies; this session has ", policies_.size()));
+    }
+    std::vector<std::unique_ptr<EvictionPolicy>> policies(policies_.size());
+    for (auto& policy : policies) {
+      if (!r.Bool("policy present")) continue;
+      const std::string state = r.Bytes("policy state");
+      if (!r.ok()) break;
+      ATTNKIT_ASSIGN_OR_RETURN(
+          policy, EvictionPolicy::Create(o.eviction, o.num_layers, o.num_heads, o.num_kv_heads));
+      ATTNKIT_RETURN_IF_ERROR(policy->LoadState(state));
+    }
+    if (!r.ok()) return r.status();
+    if (!policies.empty() && policies[0] == nullptr) {
+      return absl::InvalidArgumentError("blob: sequence 0's eviction policy is missing");
+    }
+    std::unique_ptr<KvStore> store;
+    const session::StoreContext context{&options_, sparse_.get()};
+    if (kind_ == StoreKind::kDevice) {
+      const at::Device device =
+          o.device == DeviceKind::kCUDA
+              ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(o.device_index))
+              : at::Device(at::kCPU);
+      ATTNKIT_ASSIGN_OR_RETURN(store, session::MakeDeviceStore(context, device));
+    } else {
+      ATTNKIT_ASSIGN_OR_RETURN(store, session::MakeHostStore(context));
+    }
+    ATTNKIT_RETURN_IF_ERROR(store->LoadState(r));
+    if (r.remaining() != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("blob: ", r.remaining(), " bytes after the session's state"));
+    }
+    steps_ = steps;
+    seen_ = std::move(seen);
+    peak_bytes_ = peak;
+    peak_within_calls_ = peak_within;
+    attention_seconds_ = attention_seconds;
+    policy_seconds_ = policy_seconds;
+    layers_ = std::move(layers);
+    policies_ = std::move(policies);
+    store_ = std::move(store);
+    return absl::OkStatus();
+  }
+
   static absl::Status CheckIndex(const char* name, int value, int limit) {
     if (value >= 0 && value < limit) return absl::OkStatus();
     return absl::InvalidArgumentError(
@@ -470,6 +658,7 @@ class SessionImpl : public Session {
   }
 
   SessionOptions options_;
+  StoreKind kind_ = StoreKind::kHost;
   std::unique_ptr<sparse::SparseAttention> sparse_;  // the configured sparse mode, if any
   std::unique_ptr<KvStore> store_;
   std::vector<LayerCounters> layers_;

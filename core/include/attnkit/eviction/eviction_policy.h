@@ -11,11 +11,13 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "attnkit/config.h"
 
 namespace attnkit {
@@ -104,6 +106,14 @@ class EvictionPolicy {
 
   // Forgets every layer's state (a new prompt).
   virtual void Reset() = 0;
+
+  // The policy's whole state (every layer's scores and counters, tokens seen, the random state)
+  // as bytes, for Session::Save() and Fork(). LoadState() of those bytes on a policy created with
+  // the same options and shape makes it select exactly what the saved one would have. Bytes that
+  // do not fit this policy (another shape, truncated, inconsistent rows) are INVALID_ARGUMENT and
+  // leave the policy as it was.
+  virtual std::string SaveState() const = 0;
+  virtual absl::Status LoadState(absl::string_view state) = 0;
 };
 
 }  // namespace attnkit

@@ -11,11 +11,13 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "attnkit/config.h"
 #include "attnkit/config_parser.h"
 
@@ -61,6 +63,21 @@ class Session {
   virtual int64_t BytesHeld() const = 0;
   // Drops every cached token and policy state (a new prompt); pages stay reserved for reuse.
   virtual void Reset() = 0;
+
+  // The session's whole state as one versioned, checksummed blob (docs/algorithms.md 1.7): its
+  // config, every layer's pages (in the page format), positions and step counters, and the
+  // eviction policies' scores and counters. A session created with the same config that Load()s
+  // it then computes exactly what this one would have (bit for bit). FAILED_PRECONDITION for a
+  // session made from SessionOptions built in code (it has no config to save).
+  virtual absl::StatusOr<std::string> Save() const = 0;
+  // Replaces this session's state with a Save() blob's. The blob must come from a session with
+  // the same configuration (device and device_index aside); a blob that is truncated, altered,
+  // of another format version or from another configuration is INVALID_ARGUMENT naming what is
+  // wrong, and the session is left exactly as it was.
+  virtual absl::Status Load(absl::string_view blob) = 0;
+  // A new, independent session with this one's configuration and state (its own copy of every
+  // page): one compressed context, several continuations.
+  virtual absl::StatusOr<std::unique_ptr<Session>> Fork() const = 0;
 };
 
 }  // namespace attnkit

@@ -1,0 +1,325 @@
+// Session::Save / Load / Fork: a loaded or forked session goes on exactly (bit for bit) as the
+// original does, for every ready-made config in samples/configs (eviction policies, schedules,
+// quantized pages, sparse prefill, head split) and more; damaged blobs are clear errors that leave
+// the session as it was.
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <ATen/Functions.h>
+#include <gtest/gtest.h>
+
+#include "attnkit/config_parser.h"
+#include "attnkit/session/session.h"
+#include "session/session_testing.h"
+#include "util/archive.h"
+
+namespace attnkit {
+namespace {
+
+// The samples' model shape (stories260k: head_split's labels are per its layers and kv heads),
+// with two sequences.
+constexpr int kLayers = 5, kHeads = 8, kKvHeads = 4, kDim = 8, kBatch = 2;
+const char* kShape =
+    "\nnum_layers: 5 num_heads: 8 num_kv_heads: 4 head_dim: 8 batch_size: 2 rope { theta: 10000 }";
+
+std::string ReadFile(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// Every session config in samples/configs plus configs the samples do not cover.
+std::vector<std::pair<std::string, std::string>> Configs() {
+  std::vector<std::pair<std::string, std::string>> out;
+  const auto dir = std::filesystem::path(ATTNKIT_SOURCE_DIR) / "samples" / "configs";
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    if (entry.path().extension() != ".textproto") continue;
+    const std::string text = ReadFile(entry.path());
+    if (text.find("attnkit.v1.SessionConfig") == std::string::npos) continue;
+    out.emplace_back(entry.path().stem().string(), text);
+  }
+  out.emplace_back("rkv_bf16", R"(dtype: BFLOAT16 page_size: 8
+      eviction { enabled: true algorithm: RKV granularity: PER_TOKEN start_tokens: 4
+                 intermediate_tokens: 40 recent_tokens: 8 window_size: 8 })");
+  out.emplace_back("h2o_normalized_per_head", R"(page_size: 4
+      eviction { enabled: true algorithm: H2O granularity: PER_TOKEN per_head: true
+                 normalize_scores: true start_tokens: 2 intermediate_tokens: 50 recent_tokens: 6 })");
+  out.emplace_back("tova_rerotate", R"(page_size: 4
+      eviction { enabled: true algorithm: TOVA granularity: PER_TOKEN start_tokens: 2
+                 intermediate_tokens: 50 recent_tokens: 6 rerotate_keys: true })");
+  out.emplace_back("int8_residual_snapkv", R"(page_size: 16
+      kv_format { keys: INT8 values: INT8 residual_tokens: 8 }
+      eviction { enabled: true algorithm: SNAPKV granularity: PER_TOKEN start_tokens: 4
+                 intermediate_tokens: 60 window_size: 8 pooling { kernel_size: 5 } })");
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::unique_ptr<Session> Create(const std::string& text) {
+  auto options = ParseSessionConfig(text, true);
+  EXPECT_TRUE(options.ok()) << options.status();
+  if (!options.ok()) return nullptr;
+  auto session = Session::Create(*options);
+  EXPECT_TRUE(session.ok()) << session.status();
+  return session.ok() ? std::move(*session) : nullptr;
+}
+
+// One call's inputs for every layer.
+struct Call {
+  int64_t tokens;
+  std::vector<at::Tensor> q, k, v;
+};
+
+std::vector<Call> MakeCalls(const std::vector<int64_t>& tokens, uint64_t seed) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  std::vector<Call> calls;
+  for (int64_t t : tokens) {
+    Call c{t, {}, {}, {}};
+    for (int l = 0; l < kLayers; ++l) {
+      c.q.push_back(at::randn({kBatch, kHeads, t, kDim}, gen, at::TensorOptions(at::kFloat)));
+      c.k.push_back(at::randn({kBatch, kKvHeads, t, kDim}, gen, at::TensorOptions(at::kFloat)));
+      c.v.push_back(at::randn({kBatch, kKvHeads, t, kDim}, gen, at::TensorOptions(at::kFloat)));
+    }
+    calls.push_back(std::move(c));
+  }
+  return calls;
+}
+
+// Runs `call` through every layer; returns the outputs.
+std::vector<at::Tensor> RunCall(Session& s, const Call& call) {
+  std::vector<at::Tensor> outs;
+  for (int l = 0; l < kLayers; ++l) {
+    at::Tensor out = at::empty_like(call.q[l]);
+    const absl::Status status = s.Attend(l, call.q[l], call.k[l], call.v[l], out);
+    EXPECT_TRUE(status.ok()) << status;
+    outs.push_back(out);
+  }
+  return outs;
+}
+
+std::vector<std::vector<int64_t>> AllPositions(const Session& s) {
+  std::vector<std::vector<int64_t>> out;
+  for (int l = 0; l < kLayers; ++l) {
+    for (int b = 0; b < kBatch; ++b) {
+      for (int h = 0; h < kKvHeads; ++h) out.push_back(*s.Positions(l, b, h));
+    }
+  }
+  return out;
+}
+
+// A prompt in two chunks and 24 decode steps: what the saved session has seen.
+std::vector<Call> History() {
+  return MakeCalls({70, 60, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1},
+                   7);
+}
+// 40 more decode steps (the continuation all three sessions run).
+std::vector<Call> Continuation() { return MakeCalls(std::vector<int64_t>(40, 1), 11); }
+
+class StateTest : public ::testing::TestWithParam<std::pair<std::string, std::string>> {};
+
+TEST_P(StateTest, SaveLoadAndForkGoOnBitForBit) {
+  const std::string text = GetParam().second + kShape;
+  auto original = Create(text);
+  ASSERT_NE(original, nullptr);
+  for (const Call& call : History()) RunCall(*original, call);
+
+  auto blob = original->Save();
+  ASSERT_TRUE(blob.ok()) << blob.status();
+  auto loaded = Create(text);
+  ASSERT_NE(loaded, nullptr);
+  const absl::Status load = loaded->Load(*blob);
+  ASSERT_TRUE(load.ok()) << load;
+  auto fork = original->Fork();
+  ASSERT_TRUE(fork.ok()) << fork.status();
+  // A blob is a function of the state: the loaded session saves the same bytes.
+  EXPECT_TRUE(*loaded->Save() == *blob);
+  EXPECT_EQ(AllPositions(*loaded), AllPositions(*original));
+
+  int step = 0;
+  for (const Call& call : Continuation()) {
+    const std::vector<at::Tensor> want = RunCall(*original, call);
+    const std::vector<at::Tensor> got_loaded = RunCall(*loaded, call);
+    const std::vector<at::Tensor> got_fork = RunCall(**fork, call);
+    for (int l = 0; l < kLayers; ++l) {
+      ASSERT_TRUE(at::equal(got_loaded[l], want[l])) << "loaded, step " << step << " layer " << l;
+      ASSERT_TRUE(at::equal(got_fork[l], want[l])) << "fork, step " << step << " layer " << l;
+    }
+    ++step;
+  }
+  EXPECT_EQ(AllPositions(*loaded), AllPositions(*original));
+  EXPECT_EQ(AllPositions(**fork), AllPositions(*original));
+  EXPECT_EQ(loaded->BytesHeld(), original->BytesHeld());
+  EXPECT_EQ((*fork)->BytesHeld(), original->BytesHeld());
+  EXPECT_EQ(loaded->Stats().evicted_tokens, original->Stats().evicted_tokens);
+  EXPECT_EQ(*loaded->NextPosition(1), *original->NextPosition(1));
+}
+
+INSTANTIATE_TEST_SUITE_P(Configs, StateTest, ::testing::ValuesIn(Configs()),
+                         [](const auto& info) { return info.param.first; });
+
+TEST(StateTest, ForkIsIndependentOfItsSource) {
+  const std::string text =
+      ReadFile(std::filesystem::path(ATTNKIT_SOURCE_DIR) / "samples/configs/snapkv.textproto") +
+      kShape;
+  auto a = Create(text);
+  for (const Call& call : History()) RunCall(*a, call);
+  auto fork = a->Fork();
+  ASSERT_TRUE(fork.ok()) << fork.status();
+  const auto positions = AllPositions(**fork);
+  const int64_t bytes = (*fork)->BytesHeld();
+  // The source goes on (and evicts); then is reset: the fork still holds what it held.
+  for (const Call& call : Continuation()) RunCall(*a, call);
+  a->Reset();
+  EXPECT_EQ(AllPositions(**fork), positions);
+  EXPECT_EQ((*fork)->BytesHeld(), bytes);
+  a.reset();
+  for (const Call& call : MakeCalls({1, 1}, 3)) RunCall(**fork, call);
+  EXPECT_GT((*fork)->Stats().steps, 0);
+}
+
+TEST(StateTest, TensorPathSessionRoundTrips) {
+  // The device store's tensor path on the CPU: the arena's pages are saved and loaded by gather
+  // and scatter as on a GPU.
+  for (const char* name : {"full_cache", "snapkv"}) {
+    SCOPED_TRACE(name);
+    auto options =
+        ParseSessionConfig(ReadFile(std::filesystem::path(ATTNKIT_SOURCE_DIR) / "samples/configs" /
+                                    (std::string(name) + ".textproto")) +
+                               kShape,
+                           true);
+    ASSERT_TRUE(options.ok()) << options.status();
+    auto a = session::CreateTensorPathSessionForTesting(*options);
+    auto b = session::CreateTensorPathSessionForTesting(*options);
+    ASSERT_TRUE(a.ok() && b.ok());
+    for (const Call& call : History()) RunCall(**a, call);
+    auto blob = (*a)->Save();
+    ASSERT_TRUE(blob.ok()) << blob.status();
+    ASSERT_TRUE((*b)->Load(*blob).ok());
+    auto fork = (*a)->Fork();
+    ASSERT_TRUE(fork.ok()) << fork.status();
+    for (const Call& call : Continuation()) {
+      const auto want = RunCall(**a, call);
+      const auto got = RunCall(**b, call);
+      const auto forked = RunCall(**fork, call);
+      for (int l = 0; l < kLayers; ++l) {
+        ASSERT_TRUE(at::equal(got[l], want[l]));
+        ASSERT_TRUE(at::equal(forked[l], want[l]));
+      }
+    }
+    EXPECT_EQ(AllPositions(**b), AllPositions(**a));
+  }
+}
+
+// Bad blobs: each a clear INVALID_ARGUMENT, the session exactly as it was (it saves the same
+// bytes afterwards and goes on as its twin).
+class BadBlobTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    text_ = ReadFile(std::filesystem::path(ATTNKIT_SOURCE_DIR) /
+                     "samples/configs/int4_pages.textproto") +
+            "\neviction { enabled: true algorithm: SNAPKV granularity: PER_TOKEN start_tokens: 4 "
+            "intermediate_tokens: 60 window_size: 8 }" +
+            kShape;
+    auto source = Create(text_);
+    for (const Call& call : History()) RunCall(*source, call);
+    blob_ = *source->Save();
+    target_ = Create(text_);
+    for (const Call& call : MakeCalls({30, 1, 1}, 5)) RunCall(*target_, call);
+    before_ = *target_->Save();
+  }
+
+  // Loads `blob` into the target: must fail naming `expect`, leaving it untouched.
+  void ExpectRejected(const std::string& blob, const std::string& expect) {
+    const absl::Status s = target_->Load(blob);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    EXPECT_NE(s.message().find(expect), absl::string_view::npos) << s;
+    EXPECT_TRUE(*target_->Save() == before_) << "the failed load changed the session";
+  }
+
+  static std::string WithCrc(std::string blob) {
+    const uint32_t crc = util::Crc32c(absl::string_view(blob).substr(32));
+    std::memcpy(&blob[28], &crc, 4);
+    return blob;
+  }
+
+  std::string text_, blob_, before_;
+  std::unique_ptr<Session> target_;
+};
+
+TEST_F(BadBlobTest, TruncatedAlteredOrForeign) {
+  for (size_t cut : {size_t{0}, size_t{10}, size_t{31}, size_t{32}, size_t{100}, blob_.size() / 2,
+                     blob_.size() - 1}) {
+    ExpectRejected(blob_.substr(0, cut), "blob:");
+  }
+  ExpectRejected(blob_ + "x", "extra bytes");
+  std::string flipped = blob_;
+  flipped[blob_.size() / 3] ^= 0x10;
+  ExpectRejected(flipped, "checksum");
+  std::string version = blob_;
+  version[16] = 9;
+  ExpectRejected(version, "format version 9");
+  std::string magic = blob_;
+  magic[0] = 'X';
+  ExpectRejected(magic, "not a saved attnkit session");
+  // A session saved with another budget.
+  std::string other = text_;
+  other.replace(other.find("intermediate_tokens: 60"), 23, "intermediate_tokens: 61");
+  auto source = Create(other);
+  for (const Call& call : MakeCalls({20}, 1)) RunCall(*source, call);
+  ExpectRejected(*source->Save(), "intermediate_tokens");
+  // From a differently shaped model (2 kv heads).
+  std::string shape = text_;
+  shape.replace(shape.find("num_kv_heads: 4"), 15, "num_kv_heads: 2");
+  auto narrow = Create(shape);
+  ExpectRejected(*narrow->Save(), "num_kv_heads");
+}
+
+TEST_F(BadBlobTest, LyingContentsWithAValidChecksumNeverCrash) {
+  // Every 8-byte field of the first 4 KiB (lengths, counts, sizes) and random bytes beyond, set
+  // to large, negative or small values with the checksum recomputed: a status every time, OK
+  // only for a blob that still makes sense, and the session untouched when it fails.
+  std::mt19937_64 rng(1);
+  const int64_t values[] = {-1, 0, 1, 3, 1 << 20, int64_t{1} << 40, INT64_MAX};
+  int rejected = 0, tried = 0;
+  for (size_t at = 32; at + 8 <= blob_.size() && at < 4096; at += 8) {
+    std::string blob = blob_;
+    const int64_t v = values[rng() % 7];
+    std::memcpy(&blob[at], &v, 8);
+    blob = WithCrc(blob);
+    const absl::Status s = target_->Load(blob);
+    ++tried;
+    if (!s.ok()) {
+      ++rejected;
+      EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+      EXPECT_TRUE(*target_->Save() == before_) << "at " << at << ": " << s;
+    } else {
+      target_ = Create(text_);  // loaded something else: start again from the same state
+      for (const Call& call : MakeCalls({30, 1, 1}, 5)) RunCall(*target_, call);
+      before_ = *target_->Save();  // its clocks differ
+    }
+  }
+  EXPECT_GT(rejected, tried / 4);
+}
+
+TEST(StateTest, OptionsBuiltInCodeCannotBeSavedButCanBeForked) {
+  SessionOptions o;
+  o.num_layers = 1;
+  o.num_heads = 2;
+  o.num_kv_heads = 1;
+  o.head_dim = 8;
+  auto s = Session::Create(o);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ((*s)->Save().status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*s)->Load("").code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE((*s)->Fork().ok());
+}
+
+}  // namespace
+}  // namespace attnkit
