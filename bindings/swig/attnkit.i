@@ -55,7 +55,8 @@
 /* ---- argument shapes of the C ABI mapped onto the contracts ---- */
 %apply (const void* ATTNKIT_BYTES, size_t ATTNKIT_BYTES_SIZE) {
   (const void* config, size_t size),
-  (const void* data, size_t size)
+  (const void* data, size_t size),
+  (const void* blob, size_t size)
 };
 %apply (const char* ATTNKIT_TEXT, size_t ATTNKIT_TEXT_SIZE) { (const char* text, size_t size) };
 %apply (const int64_t* ATTNKIT_INT64S, size_t ATTNKIT_INT64S_SIZE) {
@@ -128,6 +129,9 @@ ATTNKIT_EXPOSE(attnkit_session_bytes_held)
 ATTNKIT_EXPOSE(attnkit_session_positions)
 ATTNKIT_EXPOSE(attnkit_session_next_position)
 ATTNKIT_EXPOSE(attnkit_session_reset)
+ATTNKIT_EXPOSE(attnkit_session_save)
+ATTNKIT_EXPOSE(attnkit_session_load)
+ATTNKIT_EXPOSE(attnkit_session_fork)
 
 ATTNKIT_EXPOSE(attnkit_eviction_policy_create)
 ATTNKIT_EXPOSE(attnkit_eviction_policy_create_from_text)

@@ -91,6 +91,41 @@ namespace AttnKit.Tests
         }
 
         [Fact]
+        public void SaveLoadAndForkGoOnBitForBit()
+        {
+            string text = TestSupport.SessionText(layers: 1, heads: Heads, kvHeads: KvHeads, headDim: HeadDim,
+                eviction: "eviction { enabled: true algorithm: H2O granularity: PER_TOKEN start_tokens: 1 " +
+                          "intermediate_tokens: 2 recent_tokens: 1 }");
+            float[] Step(Session s, int tokens, int seed)
+            {
+                var output = new float[Heads * tokens * HeadDim];
+                s.Attend(0, new TensorView(TestSupport.Random(Heads * tokens * HeadDim, seed), 1, Heads, tokens, HeadDim),
+                         new TensorView(TestSupport.Random(KvHeads * tokens * HeadDim, seed + 1), 1, KvHeads, tokens, HeadDim),
+                         new TensorView(TestSupport.Random(KvHeads * tokens * HeadDim, seed + 2), 1, KvHeads, tokens, HeadDim),
+                         new TensorView(output, 1, Heads, tokens, HeadDim));
+                return output;
+            }
+            using var original = Session.FromText(text);
+            Step(original, 6, 40);
+            byte[] blob = original.Save();
+            using var loaded = Session.FromText(text);
+            loaded.Load(blob);
+            using var fork = original.Fork();
+            for (int step = 0; step < 5; ++step)  // a 4-token budget: every step evicts
+            {
+                float[] want = Step(original, 1, 50 + 3 * step);
+                Assert.Equal(want, Step(loaded, 1, 50 + 3 * step));
+                Assert.Equal(want, Step(fork, 1, 50 + 3 * step));
+            }
+            Assert.Equal(original.Positions(0), loaded.Positions(0));
+            byte[] before = loaded.Save();
+            var e = Assert.Throws<AttnKitException>(() => loaded.Load(blob.AsSpan(0, blob.Length - 1)));
+            Assert.Equal(StatusCode.InvalidArgument, e.Code);
+            Assert.Contains("blob: truncated", e.Message);
+            Assert.Equal(before, loaded.Save());  // untouched
+        }
+
+        [Fact]
         public void RatioModeKeepsTheShareOfTheTokensSeen()
         {
             var config = new AttnKit.Proto.SessionConfig { NumLayers = 1, NumHeads = Heads, NumKvHeads = KvHeads, HeadDim = HeadDim };

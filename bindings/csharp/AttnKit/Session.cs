@@ -111,6 +111,40 @@ namespace AttnKit
             AttnKitNative.attnkit_session_reset(lease.Pointer);
         }
 
+        /// <summary>
+        /// The session's whole state (config, pages, positions, counters, the eviction policies' scores) as
+        /// one versioned, checksummed blob. A session created with the same config that <see cref="Load"/>s it
+        /// computes exactly what this one would have.
+        /// </summary>
+        public byte[] Save()
+        {
+            using var lease = _handle.Acquire(this);
+            AttnKitNative.attnkit_session_save(lease.Pointer, out byte[] blob);
+            return blob;
+        }
+
+        /// <summary>
+        /// Replaces the session's state with a <see cref="Save"/> blob of a session with the same config.
+        /// A truncated, altered or foreign blob throws <see cref="AttnKitException"/> (InvalidArgument)
+        /// and leaves the session as it was.
+        /// </summary>
+        public void Load(ReadOnlySpan<byte> blob)
+        {
+            using var lease = _handle.Acquire(this);
+            AttnKitNative.attnkit_session_load(lease.Pointer, blob);
+        }
+
+        /// <summary>
+        /// A new session with this one's config and state (pages shared copy-on-write on the CPU):
+        /// one compressed context, several continuations. Dispose it like any session.
+        /// </summary>
+        public Session Fork()
+        {
+            using var lease = _handle.Acquire(this);
+            AttnKitNative.attnkit_session_fork(lease.Pointer, out IntPtr fork);
+            return new Session(fork);
+        }
+
         /// <summary>Frees the session and its cache; later calls throw ObjectDisposedException.</summary>
         public void Dispose() => _handle.Dispose();
 

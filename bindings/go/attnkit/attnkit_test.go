@@ -517,3 +517,60 @@ func TestConcurrentSessions(t *testing.T) {
 	go func() { defer wg.Done(); shared.Close() }()
 	wg.Wait()
 }
+
+func TestSessionSaveLoadAndForkGoOnBitForBit(t *testing.T) {
+	config := smallConfig()
+	config.Eviction = snapKV()
+	original, err := NewSession(config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer original.Close()
+	for layer := 0; layer < 2; layer++ {
+		if _, err := attend(original, layer, 12, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	blob, err := original.Save()
+	if err != nil {
+		t.Fatal(err)
+	}
+	loaded, err := NewSession(config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer loaded.Close()
+	if err := loaded.Load(blob); err != nil {
+		t.Fatal(err)
+	}
+	fork, err := original.Fork()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fork.Close()
+	for step := 0; step < 6; step++ { // a 10-token budget: the steps evict
+		for layer := 0; layer < 2; layer++ {
+			seed := float32(10 + step)
+			want, _ := attend(original, layer, 1, seed)
+			for name, s := range map[string]*Session{"loaded": loaded, "fork": fork} {
+				got, err := attend(s, layer, 1, seed)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i := range want {
+					if got[i] != want[i] {
+						t.Fatalf("%s, step %d layer %d element %d: %v vs %v", name, step, layer, i, got[i], want[i])
+					}
+				}
+			}
+		}
+	}
+	before, _ := loaded.Save()
+	e := asError(t, loaded.Load(blob[:len(blob)-1]), InvalidArgument)
+	if !strings.Contains(e.Message, "blob: truncated") {
+		t.Fatalf("message %q", e.Message)
+	}
+	if after, _ := loaded.Save(); string(after) != string(before) {
+		t.Fatal("a failed load changed the session")
+	}
+}

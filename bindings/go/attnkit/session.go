@@ -146,3 +146,32 @@ func (s *Session) NextPosition(sequence int) (int64, error) {
 func (s *Session) Reset() error {
 	return s.h.use("Reset", func(ptr uintptr) error { return fromCapi(capi.Attnkit_session_reset(ptr)) })
 }
+
+// Save returns the session's whole state (config, pages, positions, counters, the eviction
+// policies' scores) as one versioned, checksummed blob. A session created with the same config
+// that loads it computes exactly what this one would have.
+func (s *Session) Save() ([]byte, error) {
+	var blob []byte
+	err := s.h.use("Save", func(ptr uintptr) error { return fromCapi(capi.Attnkit_session_save(ptr, &blob)) })
+	if err != nil {
+		return nil, err
+	}
+	return blob, nil
+}
+
+// Load replaces the session's state with a Save blob of a session with the same config. A
+// truncated, altered or foreign blob is an InvalidArgument error and leaves the session as it was.
+func (s *Session) Load(blob []byte) error {
+	return s.h.use("Load", func(ptr uintptr) error { return fromCapi(capi.Attnkit_session_load(ptr, blob)) })
+}
+
+// Fork returns a new session with this one's config and state (pages shared copy-on-write on
+// the CPU): one compressed context, several continuations. Close it like any session.
+func (s *Session) Fork() (*Session, error) {
+	var forked uintptr
+	err := s.h.use("Fork", func(ptr uintptr) error { return fromCapi(capi.Attnkit_session_fork(ptr, &forked)) })
+	if err != nil {
+		return nil, err
+	}
+	return newSession(forked), nil
+}

@@ -76,3 +76,22 @@ class Session(Handle):
     def reset(self) -> None:
         """Drops every cached token and policy state (a new prompt)."""
         self._native.reset()
+
+    def save(self) -> bytes:
+        """The session's whole state (config, pages, positions, counters, the eviction policies'
+        scores) as one versioned, checksummed blob. A session created with the same config that
+        :meth:`load` s it computes exactly what this one would have."""
+        return self._native.save()
+
+    def load(self, blob: bytes) -> None:
+        """Replaces the state with a :meth:`save` blob (bytes-like) of a session with the same
+        config. A truncated, altered or foreign blob raises ``attnkit.InvalidArgument`` and leaves
+        the session as it was."""
+        self._native.load(blob)
+
+    def fork(self) -> "Session":
+        """A new session with this one's config and state (pages shared copy-on-write on the
+        CPU): one compressed context, several continuations."""
+        fork = Session.__new__(Session)
+        fork._native = self._native.fork()
+        return fork

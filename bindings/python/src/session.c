@@ -104,6 +104,40 @@ static PyObject* session_reset(Handle* self, PyObject* unused) {
   Py_RETURN_NONE;
 }
 
+static PyObject* session_save(Handle* self, PyObject* unused) {
+  attnkit_buffer* buffer = NULL;
+  int rc;
+  ATTNKIT_PY_RUN(rc, self, attnkit_session_save(session_of(self), &buffer));
+  if (rc != 0) return NULL;
+  PyObject* bytes = PyBytes_FromStringAndSize((const char*)buffer->data, (Py_ssize_t)buffer->size);
+  attnkit_buffer_free(buffer);
+  return bytes;
+}
+
+static PyObject* session_load(Handle* self, PyObject* args) {
+  Py_buffer blob;
+  if (!PyArg_ParseTuple(args, "y*:load", &blob)) return NULL;
+  int rc;
+  ATTNKIT_PY_RUN(rc, self, attnkit_session_load(session_of(self), blob.buf, (size_t)blob.len));
+  PyBuffer_Release(&blob);
+  if (rc != 0) return NULL;
+  Py_RETURN_NONE;
+}
+
+static PyObject* session_fork(Handle* self, PyObject* unused) {
+  Handle* fork = akpy_handle_alloc(Py_TYPE(self), "Session", session_free, 1);
+  if (fork == NULL) return NULL;
+  attnkit_session* forked = NULL;
+  int rc;
+  ATTNKIT_PY_RUN(rc, self, attnkit_session_fork(session_of(self), &forked));
+  if (rc != 0) {
+    Py_DECREF(fork);
+    return NULL;
+  }
+  fork->handle = forked;
+  return (PyObject*)fork;
+}
+
 static PyMethodDef session_methods[] = {
     {"attend", (PyCFunction)session_attend, METH_VARARGS,
      "attend(layer, q, k, v, out): one attention call; tensors are borrowed for the call."},
@@ -116,6 +150,12 @@ static PyMethodDef session_methods[] = {
     {"next_position", (PyCFunction)session_next_position, METH_VARARGS,
      "next_position(sequence) -> the RoPE position of the next token."},
     {"reset", (PyCFunction)session_reset, METH_NOARGS, "Drops every cached token."},
+    {"save", (PyCFunction)session_save, METH_NOARGS,
+     "save() -> bytes: the whole state as a versioned, checksummed blob."},
+    {"load", (PyCFunction)session_load, METH_VARARGS,
+     "load(blob): replaces the state with a save() blob of a session with the same config."},
+    {"fork", (PyCFunction)session_fork, METH_NOARGS,
+     "fork() -> Session: a new session with this one's config and state (pages copy-on-write)."},
     {"close", (PyCFunction)akpy_handle_close, METH_NOARGS, "Frees the session; idempotent."},
     {NULL, NULL, 0, NULL},
 };

@@ -95,8 +95,11 @@ ATTNKIT_API attnkit_status* attnkit_session_save(const attnkit_session* session,
 ATTNKIT_API attnkit_status* attnkit_session_load(attnkit_session* session, const void* blob,
                                                  size_t size);
 
-/* A new session with the session's config and state and its own copy of the pages: a compressed
- * context that several continuations go on from. *out is freed with attnkit_session_free(). */
+/* A new session with the session's config and state: a compressed context that several
+ * continuations go on from. On the CPU the pages are shared copy-on-write (nothing is copied until
+ * one of the sessions writes a page; the two may then be used from different threads); a CUDA
+ * session's pages are copied. Forking counts as a call on `session` (one thread at a time).
+ * *out is freed with attnkit_session_free(). */
 ATTNKIT_API attnkit_status* attnkit_session_fork(const attnkit_session* session,
                                                  attnkit_session** out);
 

@@ -222,6 +222,8 @@ class HostStore final : public KvStore {
         const char* vb =
             static_cast<const char*>(v.data_ptr()) + (b * o.num_kv_heads + h) * T * row;
         const int64_t Lr = cache.residual, Q = cache.length - Lr;
+        cache.UnshareFrom(pool, Q / Pm);  // the partial page this append completes, if shared
+        if (res_pool != nullptr) cache.UnshareResidual(*res_pool);
         // The oldest `overflow` of [residual window, new tokens] move into the main pages: those
         // beyond the window's R tokens, and with KIVI keys only whole pages (groups) of them,
         // the first completing a partial last page (left partial by eviction).
@@ -337,6 +339,14 @@ class HostStore final : public KvStore {
     const int64_t P = pool.page_size();
     if (plain_) {
       const int64_t row = pool.row_bytes();
+      int64_t first_moved = static_cast<int64_t>(kept.size());
+      for (size_t i = 0; i < kept.size(); ++i) {
+        if (kept[i] != static_cast<int64_t>(i)) {
+          first_moved = static_cast<int64_t>(i);
+          break;
+        }
+      }
+      cache.UnshareFrom(pool, first_moved / P);
       cache.Keep(pool, kept, [&](int64_t from, int64_t to) {
         std::memcpy(pool.KeyRow(cache.page_of(to, P), to % P),
                     pool.KeyRow(cache.page_of(from, P), from % P), row);
@@ -373,6 +383,8 @@ class HostStore final : public KvStore {
                     key_rows.data() + (i - requantize_from) * d);
       }
     }
+    cache.UnshareFrom(pool, first_moved / Pm);
+    if (res_pool != nullptr) cache.UnshareResidual(*res_pool);
     cache.residual = new_residual;  // Keep releases the main pages beyond new_q
     cache.Keep(pool, kept, [&](int64_t from, int64_t to) {
       if (from < old_q) {
@@ -408,6 +420,14 @@ class HostStore final : public KvStore {
     const int64_t Pr = context_.options->page_size;
     const int d = pool.head_dim();
     std::vector<float> buffer(d);
+    for (int64_t i = 0; i < cache.length; ++i) {
+      if (cache.rotated[i] == i) continue;
+      if (i < Q) cache.UnshareFrom(pool, i / P);  // the pages from the first turning key on
+      if (layers_[layer_index].residual_pool != nullptr) {
+        cache.UnshareResidual(*residual_pools_[layer_index]);
+      }
+      break;
+    }
     if (channel_keys_) {
       // A KIVI key page is quantized again when any of its tokens turns.
       std::vector<float> rows(static_cast<size_t>(P * d));
@@ -446,6 +466,26 @@ class HostStore final : public KvStore {
   }
 
   int64_t max_decode_queries() const override { return kPagedKernelMaxQueries; }
+
+  std::unique_ptr<KvStore> ShareForFork(const StoreContext& context) override {
+    auto fork = std::make_unique<HostStore>(context);
+    for (size_t l = 0; l < layers_.size(); ++l) {
+      Layer& mine = layers_[l];
+      Layer& theirs = fork->layers_[l];
+      auto pool = pools_[l]->ShareFrozen();
+      fork->pools_[l] = pool.get();
+      theirs.pool = std::move(pool);
+      if (mine.residual_pool != nullptr) {
+        auto residual = residual_pools_[l]->ShareFrozen();
+        fork->residual_pools_[l] = residual.get();
+        theirs.residual_pool = std::move(residual);
+      }
+      theirs.heads = mine.heads;
+      theirs.seen = mine.seen;
+    }
+    fork->sparse_density_ = sparse_density_;
+    return fork;
+  }
 
  private:
   // Drops the window's leading pages no token uses any more, and its trailing ones.

@@ -127,6 +127,10 @@ class KvStore {
   // same tokens at the same cache indices, so attention over them is what it was. Contents that
   // do not fit this store's shape are INVALID_ARGUMENT (the store is then to be discarded).
   absl::Status LoadState(util::ArchiveReader& r);
+  // A store for a fork (Session::Fork) made with `context` (the fork's options): the same tokens
+  // with the pages shared copy-on-write, so nothing is copied until one side writes a page; or
+  // nullptr when the store cannot share its pages (the fork then copies SaveState's bytes).
+  virtual std::unique_ptr<KvStore> ShareForFork(const StoreContext& context) { return nullptr; }
 
  protected:
   KvStore(const StoreContext& context, at::Device device);
@@ -159,6 +163,7 @@ class KvStore {
     for (int64_t b = 0; b < o.batch_size; ++b) {
       for (int64_t h = 0; h < o.num_kv_heads; ++h) {
         HeadCache& cache = layer.heads[b * o.num_kv_heads + h];
+        cache.UnshareFrom(*layer.pool, (cache.length - cache.residual) / layer.pool->page_size());
         cache.Reserve(*layer.pool, T);
         write(b, h, cache);
         for (int64_t t = 0; t < T; ++t) {

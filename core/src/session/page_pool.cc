@@ -46,7 +46,7 @@ int32_t PagePool::Allocate() {
 }
 
 void PagePool::Release(int32_t page) {
-  free_.push_back(page);
+  if (!Frozen(page)) free_.push_back(page);  // a frozen page is shared: never reused
   --in_use_;
 }
 
@@ -59,7 +59,7 @@ ChunkedPagePool::ChunkedPagePool(int page_size, int head_dim, int64_t key_page_b
       pages_per_chunk_(PagesPerChunk(page_bytes())) {}
 
 void ChunkedPagePool::AddPages() {
-  const int32_t first = static_cast<int32_t>(key_chunks_.size()) * pages_per_chunk_;
+  const int32_t first = frozen_pages_ + static_cast<int32_t>(key_chunks_.size()) * pages_per_chunk_;
   for (auto [chunks, bytes] :
        {std::pair<std::vector<char*>*, int64_t>{&key_chunks_, key_half_bytes_},
         {&value_chunks_, value_half_bytes_}}) {
@@ -84,6 +84,28 @@ void ChunkedPagePool::WritePages(const std::vector<int32_t>& pages, const char* 
     std::memcpy(Values(page), in + key_half_bytes_, value_half_bytes_);
     in += page_bytes();
   }
+}
+
+void ChunkedPagePool::CopyPage(int32_t from, int32_t to) {
+  std::memcpy(Keys(to), Keys(from), key_half_bytes_);
+  std::memcpy(Values(to), Values(from), value_half_bytes_);
+}
+
+std::unique_ptr<ChunkedPagePool> ChunkedPagePool::ShareFrozen() {
+  auto frozen = std::make_shared<FrozenChunks>();
+  if (frozen_ != nullptr) *frozen = *frozen_;
+  frozen->owners.insert(frozen->owners.end(), chunks_.begin(), chunks_.end());
+  frozen->key_chunks.insert(frozen->key_chunks.end(), key_chunks_.begin(), key_chunks_.end());
+  frozen->value_chunks.insert(frozen->value_chunks.end(), value_chunks_.begin(),
+                              value_chunks_.end());
+  frozen_pages_ += static_cast<int32_t>(key_chunks_.size()) * pages_per_chunk_;
+  frozen_ = std::move(frozen);
+  chunks_.clear();
+  key_chunks_.clear();
+  value_chunks_.clear();
+  free_.clear();  // every free page was frozen with the rest
+  auto shared = std::unique_ptr<ChunkedPagePool>(new ChunkedPagePool(*this));
+  return shared;
 }
 
 ArenaPagePool::ArenaPagePool(int page_size, int head_dim, at::ScalarType dtype, at::Device device)
@@ -137,6 +159,11 @@ void ArenaPagePool::WritePages(const std::vector<int32_t>& pages, const char* in
       .index_copy_(0, IndexTensor(Widen(pages), device_), host.to(device_));
 }
 
+void ArenaPagePool::CopyPage(int32_t from, int32_t to) {
+  at::Tensor pages = arena_tensor_.view({arena_pages_, page_bytes()});
+  pages[to].copy_(pages[from]);
+}
+
 at::Tensor ArenaPagePool::Rows() const {
   if (arena_pages_ == 0)
     return at::empty({0, head_dim_}, at::TensorOptions().dtype(dtype_).device(device_));
@@ -160,6 +187,26 @@ void ArenaPagePool::FlushMoves() {
 void HeadCache::Reserve(PagePool& pool, int64_t extra) {
   const int64_t needed = (length - residual + extra + pool.page_size() - 1) / pool.page_size();
   while (static_cast<int64_t>(pages.size()) < needed) pages.push_back(pool.Allocate());
+}
+
+void HeadCache::UnshareFrom(PagePool& pool, int64_t first) {
+  for (size_t p = static_cast<size_t>(std::max<int64_t>(first, 0)); p < pages.size(); ++p) {
+    if (!pool.Frozen(pages[p])) continue;
+    const int32_t own = pool.Allocate();
+    pool.CopyPage(pages[p], own);
+    pool.Release(pages[p]);
+    pages[p] = own;
+  }
+}
+
+void HeadCache::UnshareResidual(PagePool& residual_pool) {
+  for (int32_t& page : residual_pages) {
+    if (!residual_pool.Frozen(page)) continue;
+    const int32_t own = residual_pool.Allocate();
+    residual_pool.CopyPage(page, own);
+    residual_pool.Release(page);
+    page = own;
+  }
 }
 
 void HeadCache::Truncate(PagePool& pool, int64_t new_length) {

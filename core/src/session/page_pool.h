@@ -16,6 +16,7 @@
 #define ATTNKIT_CORE_SESSION_PAGE_POOL_H_
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -51,6 +52,10 @@ class PagePool {
   // copied to / from host memory at `out` / `in`: what a saved session holds of its pages.
   virtual void ReadPages(const std::vector<int32_t>& pages, char* out) const = 0;
   virtual void WritePages(const std::vector<int32_t>& pages, const char* in) = 0;
+  // Copy-on-write (ChunkedPagePool::ShareFrozen): whether `page` is shared with another session's
+  // pool and so must not be written; CopyPage copies a page's keys and values into another page.
+  virtual bool Frozen(int32_t page) const { return false; }
+  virtual void CopyPage(int32_t from, int32_t to) = 0;
 
  protected:
   PagePool(int page_size, int head_dim, at::ScalarType dtype);
@@ -72,8 +77,14 @@ class ChunkedPagePool final : public PagePool {
   ChunkedPagePool(int page_size, int head_dim, at::ScalarType dtype);
   ChunkedPagePool(int page_size, int head_dim, int64_t key_page_bytes, int64_t value_page_bytes);
 
-  char* Keys(int32_t page) const { return Base(key_chunks_, page, key_half_bytes_); }
-  char* Values(int32_t page) const { return Base(value_chunks_, page, value_half_bytes_); }
+  char* Keys(int32_t page) const {
+    return page < frozen_pages_ ? Base(frozen_->key_chunks, page, key_half_bytes_)
+                                : Base(key_chunks_, page - frozen_pages_, key_half_bytes_);
+  }
+  char* Values(int32_t page) const {
+    return page < frozen_pages_ ? Base(frozen_->value_chunks, page, value_half_bytes_)
+                                : Base(value_chunks_, page - frozen_pages_, value_half_bytes_);
+  }
   // Row `row` (< page_size) of a page's keys or values.
   char* KeyRow(int32_t page, int64_t row) const { return Keys(page) + row * row_bytes_; }
   char* ValueRow(int32_t page, int64_t row) const { return Values(page) + row * row_bytes_; }
@@ -82,8 +93,24 @@ class ChunkedPagePool final : public PagePool {
   }
   void ReadPages(const std::vector<int32_t>& pages, char* out) const override;
   void WritePages(const std::vector<int32_t>& pages, const char* in) override;
+  bool Frozen(int32_t page) const override { return page < frozen_pages_; }
+  void CopyPage(int32_t from, int32_t to) override;
+
+  // Copy-on-write sharing for Session::Fork: every page this pool has (in use or free) becomes
+  // frozen, read-only memory shared with the returned pool, which starts with this pool's pages
+  // in use (the same ids, so the caches' page lists carry over). Neither pool writes a frozen
+  // page: a cache about to write one copies it into a page of its own (HeadCache::UnshareFrom).
+  // A frozen page released is not reused; the memory goes when the last pool sharing it does.
+  // The pools share no mutable state: each may be used from its own thread.
+  std::unique_ptr<ChunkedPagePool> ShareFrozen();
 
  private:
+  // Immutable once made: the chunks of the frozen pages [0, frozen_pages_).
+  struct FrozenChunks {
+    std::vector<at::Tensor> owners;
+    std::vector<char*> key_chunks, value_chunks;
+  };
+
   void AddPages() override;
   char* Base(const std::vector<char*>& chunks, int32_t page, int64_t bytes) const {
     return chunks[page / pages_per_chunk_] + (page % pages_per_chunk_) * bytes;
@@ -92,6 +119,8 @@ class ChunkedPagePool final : public PagePool {
   int32_t pages_per_chunk_;
   std::vector<at::Tensor> chunks_;  // owners of the memory below
   std::vector<char*> key_chunks_, value_chunks_;
+  std::shared_ptr<const FrozenChunks> frozen_;
+  int32_t frozen_pages_ = 0;  // a multiple of pages_per_chunk_
 };
 
 class ArenaPagePool final : public PagePool {
@@ -123,6 +152,7 @@ class ArenaPagePool final : public PagePool {
   // One gather (or scatter) on the device and one transfer for all the pages.
   void ReadPages(const std::vector<int32_t>& pages, char* out) const override;
   void WritePages(const std::vector<int32_t>& pages, const char* in) override;
+  void CopyPage(int32_t from, int32_t to) override;
 
  private:
   void AddPages() override { Grow(arena_pages_ + 1); }
@@ -153,6 +183,11 @@ struct HeadCache {
   int32_t page_of(int64_t i, int64_t page_size) const { return pages[i / page_size]; }
   // Makes room for `extra` more tokens.
   void Reserve(PagePool& pool, int64_t extra);
+  // Copy-on-write: the pages from index `first` on that are frozen (shared with a fork) are
+  // replaced by copies of their own, so they can be written. Stores call it before they write.
+  void UnshareFrom(PagePool& pool, int64_t first);
+  // The same for every residual page.
+  void UnshareResidual(PagePool& residual_pool);
   // Keeps the tokens at `kept` (ascending indices), compacting them to the front: move(from, to)
   // moves the rows of token `from` to index `to` (the store's layout), then the positions follow
   // and the pages no longer needed are released. A store that queues its moves must run them

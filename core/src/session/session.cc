@@ -265,10 +265,13 @@ class SessionImpl : public Session {
   absl::StatusOr<std::unique_ptr<Session>> Fork() const override {
     auto fork = std::make_unique<SessionImpl>(options_);
     ATTNKIT_RETURN_IF_ERROR(fork->Init(kind_));
+    // The host store shares its pages copy-on-write; another store's pages are copied.
+    std::unique_ptr<KvStore> shared =
+        store_->ShareForFork(session::StoreContext{&fork->options_, fork->sparse_.get()});
     util::ArchiveWriter w;
-    WriteState(w);
+    WriteState(w, /*with_store=*/shared == nullptr);
     util::ArchiveReader r(w.data());
-    ATTNKIT_RETURN_IF_ERROR(fork->ReadState(r));
+    ATTNKIT_RETURN_IF_ERROR(fork->ReadState(r, std::move(shared)));
     return std::unique_ptr<Session>(std::move(fork));
   }
 
@@ -307,8 +310,8 @@ class SessionImpl : public Session {
     return body;
   }
 
-  // Everything but the config: counters, policies, store.
-  void WriteState(util::ArchiveWriter& w) const {
+  // Everything but the config: counters, policies and (`with_store`) the store.
+  void WriteState(util::ArchiveWriter& w, bool with_store = true) const {
     w.I64(steps_);
     w.Int64s(seen_);
     w.I64(peak_bytes_);
@@ -328,12 +331,13 @@ class SessionImpl : public Session {
       w.Bool(policy != nullptr);
       if (policy != nullptr) w.Bytes(policy->SaveState());
     }
-    store_->SaveState(w);
+    if (with_store) store_->SaveState(w);
   }
 
   // Reads WriteState()'s bytes into new counters, policies and store, and takes them only when
-  // everything was read and checked: on any error the session is as it was.
-  absl::Status ReadState(util::ArchiveReader& r) {
+  // everything was read and checked: on any error the session is as it was. With `store` given
+  // (a fork's shared store), the bytes hold no store.
+  absl::Status ReadState(util::ArchiveReader& r, std::unique_ptr<KvStore> store = nullptr) {
     const SessionOptions& o = options_;
     const int64_t steps = r.I64("steps");
     std::vector<int64_t> seen = r.Int64s("tokens seen");
@@ -378,18 +382,19 @@ class SessionImpl : public Session {
     if (!policies.empty() && policies[0] == nullptr) {
       return absl::InvalidArgumentError("blob: sequence 0's eviction policy is missing");
     }
-    std::unique_ptr<KvStore> store;
     const session::StoreContext context{&options_, sparse_.get()};
-    if (kind_ == StoreKind::kDevice) {
-      const at::Device device =
-          o.device == DeviceKind::kCUDA
-              ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(o.device_index))
-              : at::Device(at::kCPU);
-      ATTNKIT_ASSIGN_OR_RETURN(store, session::MakeDeviceStore(context, device));
-    } else {
-      ATTNKIT_ASSIGN_OR_RETURN(store, session::MakeHostStore(context));
+    if (store == nullptr) {
+      if (kind_ == StoreKind::kDevice) {
+        const at::Device device =
+            o.device == DeviceKind::kCUDA
+                ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(o.device_index))
+                : at::Device(at::kCPU);
+        ATTNKIT_ASSIGN_OR_RETURN(store, session::MakeDeviceStore(context, device));
+      } else {
+        ATTNKIT_ASSIGN_OR_RETURN(store, session::MakeHostStore(context));
+      }
+      ATTNKIT_RETURN_IF_ERROR(store->LoadState(r));
     }
-    ATTNKIT_RETURN_IF_ERROR(store->LoadState(r));
     if (r.remaining() != 0) {
       return absl::InvalidArgumentError(
           absl::StrCat("blob: ", r.remaining(), " bytes after the session's state"));
@@ -679,6 +684,18 @@ absl::StatusOr<std::unique_ptr<Session>> MakeSession(const SessionOptions& optio
 }
 
 }  // namespace
+
+absl::StatusOr<std::string> Session::Save() const {
+  return absl::UnimplementedError("session: this Session implementation cannot save its state");
+}
+
+absl::Status Session::Load(absl::string_view) {
+  return absl::UnimplementedError("session: this Session implementation cannot load a state");
+}
+
+absl::StatusOr<std::unique_ptr<Session>> Session::Fork() const {
+  return absl::UnimplementedError("session: this Session implementation cannot fork");
+}
 
 absl::StatusOr<std::unique_ptr<Session>> Session::Create(const SessionOptions& options) {
   return MakeSession(options, StoreKind::kHost);

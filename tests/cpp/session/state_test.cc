@@ -6,10 +6,13 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 #include <random>
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include <malloc.h>
 
 #include <ATen/Functions.h>
 #include <gtest/gtest.h>
@@ -164,24 +167,115 @@ TEST_P(StateTest, SaveLoadAndForkGoOnBitForBit) {
 INSTANTIATE_TEST_SUITE_P(Configs, StateTest, ::testing::ValuesIn(Configs()),
                          [](const auto& info) { return info.param.first; });
 
-TEST(StateTest, ForkIsIndependentOfItsSource) {
-  const std::string text =
-      ReadFile(std::filesystem::path(ATTNKIT_SOURCE_DIR) / "samples/configs/snapkv.textproto") +
-      kShape;
-  auto a = Create(text);
-  for (const Call& call : History()) RunCall(*a, call);
-  auto fork = a->Fork();
-  ASSERT_TRUE(fork.ok()) << fork.status();
-  const auto positions = AllPositions(**fork);
-  const int64_t bytes = (*fork)->BytesHeld();
-  // The source goes on (and evicts); then is reset: the fork still holds what it held.
-  for (const Call& call : Continuation()) RunCall(*a, call);
-  a->Reset();
-  EXPECT_EQ(AllPositions(**fork), positions);
-  EXPECT_EQ((*fork)->BytesHeld(), bytes);
-  a.reset();
-  for (const Call& call : MakeCalls({1, 1}, 3)) RunCall(**fork, call);
-  EXPECT_GT((*fork)->Stats().steps, 0);
+// Heap bytes in use (glibc): arena allocations and mmapped blocks.
+size_t HeapBytesInUse() {
+  const struct mallinfo2 info = mallinfo2();
+  return info.uordblks + info.hblkhd;
+}
+
+std::string SampleConfig(const char* name) {
+  return ReadFile(std::filesystem::path(ATTNKIT_SOURCE_DIR) / "samples/configs" /
+                  (std::string(name) + ".textproto")) +
+         kShape;
+}
+
+// A fork shares the host store's pages copy-on-write: forking copies no page (the heap grows by
+// far less than the pages held), and whatever either side writes afterwards (appends, evictions
+// that compact, a reset and a new prompt) leaves the other's tokens as they were: the fork then
+// goes on exactly as a session loaded from a blob saved at the moment of the fork.
+TEST(StateTest, ForkSharesPagesCopyOnWrite) {
+  for (const char* name : {"snapkv", "int4_pages", "streaming_llm"}) {
+    SCOPED_TRACE(name);
+    const std::string text = SampleConfig(name);
+    auto source = Create(text);
+    for (const Call& call : History()) RunCall(*source, call);
+    const std::string blob = *source->Save();
+    auto fork = source->Fork();
+    ASSERT_TRUE(fork.ok()) << fork.status();
+    // The source writes: 40 steps (each evicting), a reset, a new prompt.
+    for (const Call& call : Continuation()) RunCall(*source, call);
+    source->Reset();
+    for (const Call& call : MakeCalls({90, 1, 1}, 13)) RunCall(*source, call);
+    auto twin = Create(text);
+    ASSERT_TRUE(twin->Load(blob).ok());
+    for (const Call& call : Continuation()) {
+      const auto want = RunCall(*twin, call);
+      const auto got = RunCall(**fork, call);
+      for (int l = 0; l < kLayers; ++l) ASSERT_TRUE(at::equal(got[l], want[l]));
+    }
+    EXPECT_EQ(AllPositions(**fork), AllPositions(*twin));
+    EXPECT_EQ((*fork)->BytesHeld(), twin->BytesHeld());
+    // A fork of a fork, the source gone: still its own.
+    auto second = (*fork)->Fork();
+    ASSERT_TRUE(second.ok());
+    source.reset();
+    fork->reset();
+    const auto calls = MakeCalls({1, 1, 1}, 17);
+    for (const Call& call : calls) {
+      const auto want = RunCall(*twin, call);
+      const auto got = RunCall(**second, call);
+      for (int l = 0; l < kLayers; ++l) ASSERT_TRUE(at::equal(got[l], want[l]));
+    }
+  }
+}
+
+// Forking copies no page: at head dim 128 (the pages dominate what a session holds) the heap grows
+// by a small fraction of the bytes of pages the fork holds; a deep copy (Load) grows it by more
+// than them.
+TEST(StateTest, ForkAllocatesNoPages) {
+  for (const char* name : {"snapkv", "int4_pages", "full_cache"}) {
+    SCOPED_TRACE(name);
+    const std::string text = ReadFile(std::filesystem::path(ATTNKIT_SOURCE_DIR) /
+                                      "samples/configs" / (std::string(name) + ".textproto")) +
+                             "\nnum_layers: 1 num_heads: 4 num_kv_heads: 2 head_dim: 128";
+    auto source = Create(text);
+    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(3);
+    for (int64_t tokens : {600, 1}) {
+      const at::Tensor q = at::randn({1, 4, tokens, 128}, gen, at::TensorOptions(at::kFloat));
+      const at::Tensor k = at::randn({1, 2, tokens, 128}, gen, at::TensorOptions(at::kFloat));
+      ASSERT_TRUE(source->Attend(0, q, k, k, at::empty_like(q)).ok());
+    }
+    const std::string blob = *source->Save();
+    const size_t pages = static_cast<size_t>(source->BytesHeld());
+    size_t before = HeapBytesInUse();
+    auto fork = source->Fork();
+    ASSERT_TRUE(fork.ok()) << fork.status();
+    const size_t forked = HeapBytesInUse() - before;
+    EXPECT_LT(forked, pages / 10) << "the fork allocated " << forked << " heap bytes for " << pages
+                                  << " bytes of pages";
+    EXPECT_EQ(static_cast<size_t>((*fork)->BytesHeld()), pages);
+    auto copy = Create(text);
+    before = HeapBytesInUse();
+    ASSERT_TRUE(copy->Load(blob).ok());
+    EXPECT_GT(HeapBytesInUse() - before, pages) << "a loaded copy holds its own pages";
+  }
+}
+
+// A source and its fork share frozen pages but no mutable state: each runs on its own thread
+// (the thread sanitizer pass runs this test too) and both give what a lone run gives.
+TEST(StateTest, SourceAndForkRunOnTwoThreads) {
+  const std::string text = SampleConfig("snapkv");
+  auto source = Create(text);
+  for (const Call& call : History()) RunCall(*source, call);
+  auto twin = Create(text);
+  ASSERT_TRUE(twin->Load(*source->Save()).ok());
+  auto fork = source->Fork();
+  ASSERT_TRUE(fork.ok());
+  const auto a_calls = Continuation(), b_calls = MakeCalls(std::vector<int64_t>(40, 1), 23);
+  std::vector<std::vector<at::Tensor>> a_out, b_out;
+  std::thread a([&] {
+    for (const Call& call : a_calls) a_out.push_back(RunCall(*source, call));
+  });
+  std::thread b([&] {
+    for (const Call& call : b_calls) b_out.push_back(RunCall(**fork, call));
+  });
+  a.join();
+  b.join();
+  for (size_t i = 0; i < b_calls.size(); ++i) {
+    const auto want = RunCall(*twin, b_calls[i]);
+    for (int l = 0; l < kLayers; ++l) ASSERT_TRUE(at::equal(b_out[i][l], want[l])) << i;
+  }
+  EXPECT_EQ(a_out.size(), a_calls.size());
 }
 
 TEST(StateTest, TensorPathSessionRoundTrips) {

@@ -863,6 +863,52 @@ attnkit_status *_wrap_attnkit_session_reset_capi_588e7b66fba89907(attnkit_sessio
 }
 
 
+attnkit_status *_wrap_attnkit_session_save_capi_588e7b66fba89907(attnkit_session *_swig_go_0, attnkit_buffer **_swig_go_1) {
+  attnkit_session *arg1 = (attnkit_session *) 0 ;
+  attnkit_buffer **arg2 = (attnkit_buffer **) 0 ;
+  attnkit_status *result = 0 ;
+  attnkit_status *_swig_go_result;
+  
+  arg1 = (attnkit_session *)_swig_go_0; 
+  arg2 = (attnkit_buffer **)_swig_go_1; *arg2 = NULL; 
+  
+  result = (attnkit_status *)attnkit_session_save((struct attnkit_session const *)arg1,arg2);
+  _swig_go_result = result; 
+  return _swig_go_result;
+}
+
+
+attnkit_status *_wrap_attnkit_session_load_capi_588e7b66fba89907(attnkit_session *_swig_go_0, _goslice_ _swig_go_1) {
+  attnkit_session *arg1 = (attnkit_session *) 0 ;
+  void *arg2 = (void *) 0 ;
+  size_t arg3 ;
+  attnkit_status *result = 0 ;
+  attnkit_status *_swig_go_result;
+  
+  arg1 = (attnkit_session *)_swig_go_0; 
+  arg2 = (void *)_swig_go_1.array; arg3 = (size_t)_swig_go_1.len; 
+  
+  result = (attnkit_status *)attnkit_session_load(arg1,(void const *)arg2,arg3);
+  _swig_go_result = result; 
+  return _swig_go_result;
+}
+
+
+attnkit_status *_wrap_attnkit_session_fork_capi_588e7b66fba89907(attnkit_session *_swig_go_0, attnkit_session **_swig_go_1) {
+  attnkit_session *arg1 = (attnkit_session *) 0 ;
+  attnkit_session **arg2 = (attnkit_session **) 0 ;
+  attnkit_status *result = 0 ;
+  attnkit_status *_swig_go_result;
+  
+  arg1 = (attnkit_session *)_swig_go_0; 
+  arg2 = (attnkit_session **)_swig_go_1; *arg2 = NULL; 
+  
+  result = (attnkit_status *)attnkit_session_fork((struct attnkit_session const *)arg1,arg2);
+  _swig_go_result = result; 
+  return _swig_go_result;
+}
+
+
 attnkit_status *_wrap_attnkit_eviction_policy_create_capi_588e7b66fba89907(_goslice_ _swig_go_0, intgo _swig_go_1, intgo _swig_go_2, intgo _swig_go_3, attnkit_eviction_policy **_swig_go_4) {
   void *arg1 = (void *) 0 ;
   size_t arg2 ;

@@ -69,15 +69,19 @@ class Session {
   // eviction policies' scores and counters. A session created with the same config that Load()s
   // it then computes exactly what this one would have (bit for bit). FAILED_PRECONDITION for a
   // session made from SessionOptions built in code (it has no config to save).
-  virtual absl::StatusOr<std::string> Save() const = 0;
+  virtual absl::StatusOr<std::string> Save() const;
   // Replaces this session's state with a Save() blob's. The blob must come from a session with
   // the same configuration (device and device_index aside); a blob that is truncated, altered,
   // of another format version or from another configuration is INVALID_ARGUMENT naming what is
   // wrong, and the session is left exactly as it was.
-  virtual absl::Status Load(absl::string_view blob) = 0;
-  // A new, independent session with this one's configuration and state (its own copy of every
-  // page): one compressed context, several continuations.
-  virtual absl::StatusOr<std::unique_ptr<Session>> Fork() const = 0;
+  virtual absl::Status Load(absl::string_view blob);
+  // A new, independent session with this one's configuration and state: one compressed context,
+  // several continuations. On the CPU the pages are shared copy-on-write (nothing is copied until
+  // one side writes a page; the two may then run on different threads); a CUDA session's are
+  // copied. Forking counts as a call on this session (one thread at a time).
+  // (Session implementations other than attnkit's own, e.g. a host's wrapper, return UNIMPLEMENTED
+  // from these three unless they override them.)
+  virtual absl::StatusOr<std::unique_ptr<Session>> Fork() const;
 };
 
 }  // namespace attnkit

@@ -105,6 +105,36 @@ public final class Session implements AutoCloseable {
     handle.run(AttnKitNative::attnkit_session_reset);
   }
 
+  /**
+   * The session's whole state (config, pages, positions, counters, the eviction policies' scores)
+   * as one versioned, checksummed blob. A session created with the same config that {@link #load}s
+   * it computes exactly what this one would have.
+   */
+  public byte[] save() {
+    byte[][] blob = new byte[1][];
+    handle.run(p -> AttnKitNative.attnkit_session_save(p, blob));
+    return blob[0];
+  }
+
+  /**
+   * Replaces the session's state with a {@link #save} blob of a session with the same config. A
+   * truncated, altered or foreign blob throws {@link AttnKitException} (INVALID_ARGUMENT) and
+   * leaves the session as it was.
+   */
+  public void load(byte[] blob) {
+    handle.run(p -> AttnKitNative.attnkit_session_load(p, blob));
+  }
+
+  /**
+   * A new session with this one's config and state (pages shared copy-on-write on the CPU): one
+   * compressed context, several continuations. Close it like any session.
+   */
+  public Session fork() {
+    long[] forked = new long[1];
+    handle.run(p -> AttnKitNative.attnkit_session_fork(p, forked));
+    return new Session(forked[0]);
+  }
+
   public boolean isClosed() {
     return handle.isClosed();
   }
