@@ -123,6 +123,8 @@ class KvStore {
   // appended per sequence and every (sequence, kv head)'s cache: length, positions, residual
   // window and the bytes of its pages in the store's format.
   void SaveState(util::ArchiveWriter& w) const;
+  // About how many bytes SaveState writes (the pages and positions), to size the blob once.
+  int64_t SavedBytesHint() const;
   // Fills this store (new and empty, made from the same options) from SaveState()'s bytes: the
   // same tokens at the same cache indices, so attention over them is what it was. Contents that
   // do not fit this store's shape are INVALID_ARGUMENT (the store is then to be discarded).

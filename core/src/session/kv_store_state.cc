@@ -28,6 +28,21 @@ std::vector<int32_t> LoadPages(util::ArchiveReader& r, PagePool& pool, int64_t c
 
 }  // namespace
 
+int64_t KvStore::SavedBytesHint() const {
+  int64_t bytes = 0;
+  for (const Layer& layer : layers_) {
+    for (const HeadCache& cache : layer.heads) {
+      bytes += static_cast<int64_t>(cache.pages.size()) * layer.pool->page_bytes() +
+               16 * cache.length + 64;
+      if (layer.residual_pool != nullptr) {
+        bytes +=
+            static_cast<int64_t>(cache.residual_pages.size()) * layer.residual_pool->page_bytes();
+      }
+    }
+  }
+  return bytes;
+}
+
 void KvStore::SaveState(util::ArchiveWriter& w) const {
   w.F64(sparse_density_);
   w.I64(static_cast<int64_t>(layers_.size()));

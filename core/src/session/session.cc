@@ -233,6 +233,7 @@ class SessionImpl : public Session {
           "it from a SessionConfig (ParseSessionConfig, attnkit_session_create)");
     }
     util::ArchiveWriter w;
+    w.Reserve(static_cast<size_t>(store_->SavedBytesHint()) + options_.config_binary.size() + 4096);
     w.Raw(kBlobMagic, sizeof kBlobMagic);
     w.U32(kBlobVersion);
     w.I64(0);  // payload bytes and CRC, filled in below

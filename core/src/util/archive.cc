@@ -3,6 +3,10 @@
 #include <array>
 #include <cstring>
 
+#if defined(__x86_64__)
+#include <nmmintrin.h>
+#endif
+
 #include <ATen/Functions.h>
 
 #include "absl/strings/str_cat.h"
@@ -32,9 +36,25 @@ const CrcTables& Tables() {
 // The element types a saved tensor may have, by code.
 constexpr std::array<at::ScalarType, 3> kTensorTypes = {at::kFloat, at::kDouble, at::kLong};
 
+#if defined(__x86_64__)
+// The SSE4.2 crc32 instruction computes the same CRC-32C, 8 bytes at a time.
+__attribute__((target("sse4.2"))) uint32_t Crc32cSse42(const unsigned char* p, size_t n,
+                                                       uint32_t crc) {
+  uint64_t c = ~crc;
+  for (; n >= 8; n -= 8, p += 8) {
+    uint64_t v;
+    std::memcpy(&v, p, 8);
+    c = _mm_crc32_u64(c, v);
+  }
+  uint32_t c32 = static_cast<uint32_t>(c);
+  for (; n > 0; --n) c32 = _mm_crc32_u8(c32, *p++);
+  return ~c32;
+}
+#endif
+
 }  // namespace
 
-uint32_t Crc32c(absl::string_view data, uint32_t crc) {
+uint32_t Crc32cPortable(absl::string_view data, uint32_t crc) {
   const CrcTables& t = Tables();
   const auto* p = reinterpret_cast<const unsigned char*>(data.data());
   size_t n = data.size();
@@ -53,6 +73,18 @@ uint32_t Crc32c(absl::string_view data, uint32_t crc) {
   while (n-- > 0) crc = (crc >> 8) ^ t[0][(crc ^ *p++) & 0xFF];
   return ~crc;
 }
+
+uint32_t Crc32c(absl::string_view data, uint32_t crc) {
+#if defined(__x86_64__)
+  static const bool sse42 = __builtin_cpu_supports("sse4.2");
+  if (sse42) {
+    return Crc32cSse42(reinterpret_cast<const unsigned char*>(data.data()), data.size(), crc);
+  }
+#endif
+  return Crc32cPortable(data, crc);
+}
+
+void ArchiveWriter::Reserve(size_t n) { out_.reserve(out_.size() + n); }
 
 void ArchiveWriter::Bytes(absl::string_view bytes) {
   I64(static_cast<int64_t>(bytes.size()));

@@ -18,8 +18,10 @@
 
 namespace attnkit::util {
 
-// CRC-32C (Castagnoli) of `data`, continuing from `crc` (0 to start).
+// CRC-32C (Castagnoli) of `data`, continuing from `crc` (0 to start): the SSE4.2 instruction
+// where the CPU has it, else Crc32cPortable (slicing-by-8 tables), which gives the same values.
 uint32_t Crc32c(absl::string_view data, uint32_t crc = 0);
+uint32_t Crc32cPortable(absl::string_view data, uint32_t crc = 0);
 
 class ArchiveWriter {
  public:
@@ -38,6 +40,8 @@ class ArchiveWriter {
   void Raw(const void* data, size_t n) { out_.append(static_cast<const char*>(data), n); }
   // Reserves `n` bytes at the end and returns where they start (filled by the caller).
   char* Extend(size_t n);
+  // Makes room for `n` more bytes without writing them (one allocation for a large blob).
+  void Reserve(size_t n);
 
   std::string& data() { return out_; }
 

@@ -121,6 +121,72 @@ TEST(CudaSession, MatchesTheCpuSession) {
   }
 }
 
+// Save, load and fork of CUDA sessions: the loaded and the forked session go on bit for bit as
+// the original (the pages are gathered to the host and scattered back); a blob saved on the GPU
+// loads into a CPU session with the same config (device aside) and holds the same tokens.
+TEST(CudaSession, SaveLoadAndForkGoOnBitForBit) {
+  ATTNKIT_REQUIRE_GPU();
+  const std::string text =
+      "num_layers: 2 num_heads: 8 num_kv_heads: 2 head_dim: 128 batch_size: 2 page_size: 16 "
+      "dtype: BFLOAT16 eviction { enabled: true algorithm: SNAPKV granularity: PER_TOKEN "
+      "window_size: 8 start_tokens: 4 intermediate_tokens: 100 recent_tokens: 24 }";
+  auto options = ParseSessionConfig("device: CUDA " + text, true);
+  ASSERT_TRUE(options.ok()) << options.status();
+  auto original = Session::Create(*options);
+  auto loaded = Session::Create(*options);
+  ASSERT_TRUE(original.ok() && loaded.ok());
+  at::manual_seed(6);
+  const int64_t B = 2, H = 8, Hkv = 2, d = 128;
+  const auto cuda = at::TensorOptions().dtype(at::kBFloat16).device(at::kCUDA);
+  auto run = [&](Session& s, const std::vector<at::Tensor>& qkv) {
+    std::vector<at::Tensor> outs;
+    for (int layer = 0; layer < 2; ++layer) {
+      at::Tensor out = at::empty(qkv[3 * layer].sizes(), cuda);
+      const absl::Status st =
+          s.Attend(layer, qkv[3 * layer], qkv[3 * layer + 1], qkv[3 * layer + 2], out);
+      EXPECT_TRUE(st.ok()) << st;
+      outs.push_back(out);
+    }
+    return outs;
+  };
+  auto inputs = [&](int64_t T) {
+    std::vector<at::Tensor> qkv;
+    for (int layer = 0; layer < 2; ++layer) {
+      qkv.push_back(at::randn({B, H, T, d}).to(cuda));
+      qkv.push_back(at::randn({B, Hkv, T, d}).to(cuda));
+      qkv.push_back(at::randn({B, Hkv, T, d}).to(cuda));
+    }
+    return qkv;
+  };
+  run(**original, inputs(600));
+  for (int i = 0; i < 5; ++i) run(**original, inputs(1));
+  auto blob = (*original)->Save();
+  ASSERT_TRUE(blob.ok()) << blob.status();
+  ASSERT_TRUE((*loaded)->Load(*blob).ok());
+  auto fork = (*original)->Fork();
+  ASSERT_TRUE(fork.ok()) << fork.status();
+  auto cpu_options = ParseSessionConfig(text, true);
+  auto cpu = Session::Create(*cpu_options);
+  const absl::Status cross = (*cpu)->Load(*blob);
+  ASSERT_TRUE(cross.ok()) << cross;
+  for (int step = 0; step < 20; ++step) {
+    const auto qkv = inputs(1);
+    const auto want = run(**original, qkv);
+    const auto got = run(**loaded, qkv);
+    const auto forked = run(**fork, qkv);
+    for (int layer = 0; layer < 2; ++layer) {
+      ASSERT_TRUE(at::equal(got[layer], want[layer])) << "loaded, step " << step;
+      ASSERT_TRUE(at::equal(forked[layer], want[layer])) << "fork, step " << step;
+    }
+  }
+  for (int layer = 0; layer < 2; ++layer) {
+    for (int seq = 0; seq < B; ++seq) {
+      EXPECT_EQ(*(*loaded)->Positions(layer, seq, 0), *(*original)->Positions(layer, seq, 0));
+      EXPECT_EQ(*(*fork)->Positions(layer, seq, 1), *(*original)->Positions(layer, seq, 1));
+    }
+  }
+}
+
 TEST(CudaSession, RejectsInputsItCannotTake) {
   ATTNKIT_REQUIRE_GPU();
   auto options = ParseSessionConfig(

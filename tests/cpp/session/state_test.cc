@@ -402,6 +402,24 @@ TEST_F(BadBlobTest, LyingContentsWithAValidChecksumNeverCrash) {
   EXPECT_GT(rejected, tried / 4);
 }
 
+TEST(StateTest, Crc32cIsTheCastagnoliChecksum) {
+  // The check value of CRC-32C ("123456789"), and the instruction path agrees with the tables on
+  // every length and alignment of random bytes.
+  EXPECT_EQ(util::Crc32c("123456789"), 0xE3069283u);
+  EXPECT_EQ(util::Crc32cPortable("123456789"), 0xE3069283u);
+  std::mt19937_64 rng(4);
+  std::string bytes(1000, '\0');
+  for (char& c : bytes) c = static_cast<char>(rng());
+  for (size_t start : {0, 1, 3, 7}) {
+    for (size_t n : {0, 1, 7, 8, 9, 63, 500, 993}) {
+      const absl::string_view part = absl::string_view(bytes).substr(start, n);
+      EXPECT_EQ(util::Crc32c(part), util::Crc32cPortable(part)) << start << " " << n;
+      EXPECT_EQ(util::Crc32c(part.substr(n / 2), util::Crc32c(part.substr(0, n / 2))),
+                util::Crc32c(part));
+    }
+  }
+}
+
 TEST(StateTest, OptionsBuiltInCodeCannotBeSavedButCanBeForked) {
   SessionOptions o;
   o.num_layers = 1;
