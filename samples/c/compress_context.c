@@ -3,7 +3,7 @@
  * format, plain C).
  *
  *   attnkit_compress_context --scoring question|kvzip [--model DIR] [--context N] [--tokens N]
- *                            [--question TEXT]
+ *                            [--question TEXT] [--fork]
  *
  * question: question-aware compression (kvpress's pipeline with `question=`, SnapKV with the
  *   question as its window). The context is prefilled (eviction deferred to the first decode
@@ -20,7 +20,12 @@
  * identical), and without it (the kept positions must differ). It prints the kept positions of
  * layer 0, the generated text and the bytes held, and ends with "checks: ok" when every check
  * holds (exit status 1 otherwise). The context is the first N ids of reference.json's full-cache
- * greedy text (real model text, N default 160). */
+ * greedy text (real model text, N default 160).
+ *
+ * --fork (with kvzip): compress once, then ask two questions of the compressed context, one from
+ * a fork of the session (attnkit_session_fork: pages shared copy-on-write) and one from a session
+ * loaded from attnkit_session_save()'s blob; each answer must equal that of a session that
+ * compresses the context again (see run_forks). */
 #define SAMPLE_PROGRAM "attnkit_compress_context"
 #include "llama2c.h"
 
@@ -191,6 +196,76 @@ static void run(const Scenario* s, int observe, Run* out) {
   attnkit_session_free(session);
 }
 
+/* Compress once, ask several questions (--fork, kvzip scoring): the context is prefilled, scored
+ * by the reconstruction prompt's observe pass and evicted down to the budget by the first decode
+ * step. Then the compressed session is saved and forked: the fork answers `questions[0]`, a
+ * session loaded from the saved blob answers `questions[1]`, and each answer must equal that of a
+ * session that compresses the context again and then reads the question (the fork shares the
+ * compressed pages copy-on-write; the blob is a full copy). */
+static attnkit_session* compressed(const Scenario* s, float* logits, int* first) {
+  attnkit_session* session = NULL;
+  check(attnkit_session_create_from_text(s->session_text, strlen(s->session_text), &session),
+        "session");
+  forward(s->c, s->w, session, s->context, s->context_len, 0, logits);
+  forward(s->c, s->w, session, s->scoring, s->scoring_len, 1, NULL);
+  *first = argmax(logits, s->c->vocab_size);
+  forward(s->c, s->w, session, first, 1, 0, logits); /* evicts down to the budget */
+  return session;
+}
+
+static void answer(const Scenario* s, attnkit_session* session, const int* question,
+                   int question_len, float* logits, int* out) {
+  forward(s->c, s->w, session, question, question_len, 0, logits);
+  for (int step = 0; step < s->steps; ++step) {
+    out[step] = argmax(logits, s->c->vocab_size);
+    forward(s->c, s->w, session, &out[step], 1, 0, logits);
+  }
+}
+
+static int run_forks(const Scenario* s, const Tokenizer* tok, const int* const* questions,
+                     const int* question_lens) {
+  float* logits = malloc(sizeof(float) * (size_t)s->c->vocab_size);
+  int first = 0;
+  attnkit_session* source = compressed(s, logits, &first);
+  float* source_logits = malloc(sizeof(float) * (size_t)s->c->vocab_size);
+  memcpy(source_logits, logits, sizeof(float) * (size_t)s->c->vocab_size);
+  attnkit_buffer* blob = NULL;
+  check(attnkit_session_save(source, &blob), "save");
+  attnkit_session* targets[2] = {NULL, NULL};
+  check(attnkit_session_fork(source, &targets[0]), "fork");
+  check(attnkit_session_create_from_text(s->session_text, strlen(s->session_text), &targets[1]),
+        "session");
+  check(attnkit_session_load(targets[1], blob->data, blob->size), "load");
+  int64_t held = 0, forked_held = 0;
+  check(attnkit_session_bytes_held(source, &held), "bytes_held");
+  check(attnkit_session_bytes_held(targets[0], &forked_held), "bytes_held");
+  printf("compressed once: %lld bytes held; saved blob %zu bytes; fork holds %lld bytes\n",
+         (long long)held, blob->size, (long long)forked_held);
+  int ok = held == forked_held;
+  static int got[kMaxTokens], want[kMaxTokens];
+  for (int i = 0; i < 2; ++i) {
+    memcpy(logits, source_logits, sizeof(float) * (size_t)s->c->vocab_size);
+    answer(s, targets[i], questions[i], question_lens[i], logits, got);
+    int again_first = 0;
+    attnkit_session* again = compressed(s, logits, &again_first);
+    answer(s, again, questions[i], question_lens[i], logits, want);
+    attnkit_session_free(again);
+    const int same = again_first == first && memcmp(got, want, sizeof(int) * (size_t)s->steps) == 0;
+    printf("%s, question:", i == 0 ? "fork" : "loaded from the blob");
+    for (int t = 0; t < question_lens[i]; ++t) print_piece(tok->pieces[questions[i][t]]);
+    printf("\nanswer:");
+    for (int t = 0; t < s->steps; ++t) print_piece(tok->pieces[got[t]]);
+    printf("\nsame as compressing again: %s\n", same ? "yes" : "no");
+    ok = ok && same;
+  }
+  attnkit_buffer_free(blob);
+  for (int i = 0; i < 2; ++i) attnkit_session_free(targets[i]);
+  attnkit_session_free(source);
+  free(logits);
+  free(source_logits);
+  return ok;
+}
+
 static void print_kept(const char* label, const Run* r) {
   printf("%s (%zu):", label, r->num_kept);
   for (size_t i = 0; i < r->num_kept; ++i) printf(" %lld", (long long)r->kept[i]);
@@ -207,7 +282,7 @@ int main(int argc, char** argv) {
   }
   const char* scoring = NULL;
   const char* question_text = "Where did the little girl go?";
-  int context_len = 160, steps = 40;
+  int context_len = 160, steps = 40, fork_questions = 0;
   for (int i = 1; i < argc; ++i) {
     if (i + 1 < argc && strcmp(argv[i], "--scoring") == 0) {
       scoring = argv[++i];
@@ -219,6 +294,8 @@ int main(int argc, char** argv) {
       steps = atoi(argv[++i]);
     } else if (i + 1 < argc && strcmp(argv[i], "--question") == 0) {
       question_text = argv[++i];
+    } else if (strcmp(argv[i], "--fork") == 0) {
+      fork_questions = 1;
     } else {
       scoring = NULL;
       break;
@@ -226,10 +303,10 @@ int main(int argc, char** argv) {
   }
   const int kvzip = scoring != NULL && strcmp(scoring, "kvzip") == 0;
   if (scoring == NULL || (!kvzip && strcmp(scoring, "question") != 0) || steps <= 0 ||
-      steps > kMaxTokens || context_len <= kBudget) {
+      steps > kMaxTokens || context_len <= kBudget || (fork_questions && !kvzip)) {
     fprintf(stderr,
             "usage: %s --scoring question|kvzip [--model DIR] [--context N > %d] [--tokens N] "
-            "[--question TEXT]\n",
+            "[--question TEXT] [--fork (kvzip only)]\n",
             argv[0], kBudget);
     return 2;
   }
@@ -271,6 +348,21 @@ int main(int argc, char** argv) {
            c.n_layers, c.n_heads, c.n_kv_heads, c.dim / c.n_heads, kPageSize, kBudget - 20,
            kvzip ? "algorithm: H2O" : "algorithm: SNAPKV window_size: 16");
   s.session_text = session_text;
+
+  if (fork_questions) {
+    /* The question-agnostic compression serves two questions: the one given and another. */
+    static int second[kMaxTokens];
+    const int* questions[2] = {question, second};
+    int lens[2] = {encode(&tok, question_text, question, kMaxTokens),
+                   encode(&tok, "Who was happy?", second, kMaxTokens)};
+    if (context_len + 1 + lens[0] + steps > c.seq_len ||
+        context_len + 1 + lens[1] + steps > c.seq_len)
+      die("--tokens", "beyond the context size");
+    printf("config: %s\n", session_text);
+    const int ok = run_forks(&s, &tok, questions, lens);
+    printf("checks: %s\n", ok ? "ok" : "FAILED");
+    return ok ? 0 : 1;
+  }
 
   static Run with_observe, again, without;
   run(&s, 1, &with_observe);
