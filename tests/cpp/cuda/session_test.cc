@@ -187,6 +187,55 @@ TEST(CudaSession, SaveLoadAndForkGoOnBitForBit) {
   }
 }
 
+// Observe-only calls on a CUDA session: the output is the CPU session's within bfloat16, and the
+// first decode step after them keeps the same tokens (the observed queries' scores are the same).
+TEST(CudaSession, ObserveMatchesTheCpuSession) {
+  ATTNKIT_REQUIRE_GPU();
+  const std::string text =
+      "num_layers: 2 num_heads: 8 num_kv_heads: 2 head_dim: 128 page_size: 16 dtype: BFLOAT16 "
+      "eviction { enabled: true algorithm: SNAPKV granularity: PER_TOKEN window_size: 8 "
+      "start_tokens: 4 intermediate_tokens: 100 recent_tokens: 24 defer_eviction_to_decode: true }";
+  auto cpu = Session::Create(*ParseSessionConfig(text, true));
+  auto gpu = Session::Create(*ParseSessionConfig("device: CUDA " + text, true));
+  ASSERT_TRUE(cpu.ok() && gpu.ok());
+  at::manual_seed(8);
+  const int64_t H = 8, Hkv = 2, d = 128, T = 500, Q = 6;
+  const auto bf16 = at::TensorOptions().dtype(at::kBFloat16);
+  for (int layer = 0; layer < 2; ++layer) {
+    const at::Tensor q = at::randn({1, H, T, d}).to(at::kBFloat16);
+    const at::Tensor k = at::randn({1, Hkv, T, d}).to(at::kBFloat16);
+    const at::Tensor v = at::randn({1, Hkv, T, d}).to(at::kBFloat16);
+    ASSERT_TRUE((*cpu)->Attend(layer, q, k, v, at::empty({1, H, T, d}, bf16)).ok());
+    ASSERT_TRUE((*gpu)
+                    ->Attend(layer, q.cuda(), k.cuda(), v.cuda(),
+                             at::empty({1, H, T, d}, bf16.device(at::kCUDA)))
+                    .ok());
+  }
+  for (int layer = 0; layer < 2; ++layer) {
+    // The question aims at a few tokens' keys so that it moves the scores.
+    const at::Tensor question = at::randn({1, H, Q, d}).mul(3).to(at::kBFloat16);
+    at::Tensor a = at::empty({1, H, Q, d}, bf16);
+    at::Tensor b = at::empty({1, H, Q, d}, bf16.device(at::kCUDA));
+    ASSERT_TRUE((*cpu)->Observe(layer, question, a).ok());
+    const absl::Status s = (*gpu)->Observe(layer, question.cuda(), b);
+    ASSERT_TRUE(s.ok()) << s;
+    EXPECT_LT(MaxAbsError(b, a), 2e-2);
+  }
+  for (int layer = 0; layer < 2; ++layer) {
+    const at::Tensor q = at::randn({1, H, 1, d}).to(at::kBFloat16);
+    const at::Tensor k = at::randn({1, Hkv, 1, d}).to(at::kBFloat16);
+    ASSERT_TRUE((*cpu)->Attend(layer, q, k, k, at::empty({1, H, 1, d}, bf16)).ok());
+    ASSERT_TRUE((*gpu)
+                    ->Attend(layer, q.cuda(), k.cuda(), k.cuda(),
+                             at::empty({1, H, 1, d}, bf16.device(at::kCUDA)))
+                    .ok());
+    for (int kvh = 0; kvh < Hkv; ++kvh) {
+      EXPECT_GE(Overlap(*(*cpu)->Positions(layer, 0, kvh), *(*gpu)->Positions(layer, 0, kvh)),
+                0.98);
+    }
+  }
+}
+
 TEST(CudaSession, RejectsInputsItCannotTake) {
   ATTNKIT_REQUIRE_GPU();
   auto options = ParseSessionConfig(
