@@ -182,7 +182,7 @@ std::vector<T> ReadVector(ArchiveReader& r, const char* what) {
   const int64_t n = r.Count(what, sizeof(T));
   const char* p = r.Raw(what, n * static_cast<int64_t>(sizeof(T)));
   std::vector<T> v;
-  if (p == nullptr) return v;
+  if (p == nullptr || n == 0) return v;  // memcpy into an empty vector's null data() is UB
   v.resize(static_cast<size_t>(n));
   std::memcpy(v.data(), p, v.size() * sizeof(T));
   return v;
@@ -231,7 +231,7 @@ at::Tensor ArchiveReader::Tensor(const char* what) {
   const char* p = Raw(what, bytes);
   if (p == nullptr) return at::Tensor();
   at::Tensor t = at::empty(sizes, at::TensorOptions(type));
-  std::memcpy(t.data_ptr(), p, static_cast<size_t>(bytes));
+  if (bytes > 0) std::memcpy(t.data_ptr(), p, static_cast<size_t>(bytes));
   return t;
 }
 

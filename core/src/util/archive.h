@@ -37,7 +37,9 @@ class ArchiveWriter {
   // rank -1.
   void Tensor(const at::Tensor& t);
   // `n` raw bytes at `data` (a page's contents).
-  void Raw(const void* data, size_t n) { out_.append(static_cast<const char*>(data), n); }
+  void Raw(const void* data, size_t n) {
+    if (n > 0) out_.append(static_cast<const char*>(data), n);
+  }
   // Reserves `n` bytes at the end and returns where they start (filled by the caller).
   char* Extend(size_t n);
   // Makes room for `n` more bytes without writing them (one allocation for a large blob).
