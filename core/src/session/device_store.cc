@@ -117,11 +117,9 @@ class DeviceStore final : public KvStore {
   void Keep(int layer_index, int64_t index, const std::vector<int64_t>& kept) override {
     ArenaPagePool& pool = *pools_[layer_index];
     HeadCache& cache = layers_[layer_index].heads[index];
-    const int64_t P = pool.page_size();
-    cache.Keep(pool, kept, [&](int64_t from, int64_t to) {
-      const int32_t src = cache.page_of(from, P), dst = cache.page_of(to, P);
-      pool.QueueMove(pool.KeyRowIndex(src, from % P), pool.KeyRowIndex(dst, to % P));
-      pool.QueueMove(pool.ValueRowIndex(src, from % P), pool.ValueRowIndex(dst, to % P));
+    cache.KeepPages(pool, kept, [&](int32_t src, int64_t src_row, int32_t dst, int64_t dst_row) {
+      pool.QueueMove(pool.KeyRowIndex(src, src_row), pool.KeyRowIndex(dst, dst_row));
+      pool.QueueMove(pool.ValueRowIndex(src, src_row), pool.ValueRowIndex(dst, dst_row));
     });
   }
 

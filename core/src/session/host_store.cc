@@ -336,22 +336,11 @@ class HostStore final : public KvStore {
     Layer& layer = layers_[layer_index];
     ChunkedPagePool& pool = *pools_[layer_index];
     HeadCache& cache = layer.heads[index];
-    const int64_t P = pool.page_size();
     if (plain_) {
       const int64_t row = pool.row_bytes();
-      int64_t first_moved = static_cast<int64_t>(kept.size());
-      for (size_t i = 0; i < kept.size(); ++i) {
-        if (kept[i] != static_cast<int64_t>(i)) {
-          first_moved = static_cast<int64_t>(i);
-          break;
-        }
-      }
-      cache.UnshareFrom(pool, first_moved / P);
-      cache.Keep(pool, kept, [&](int64_t from, int64_t to) {
-        std::memcpy(pool.KeyRow(cache.page_of(to, P), to % P),
-                    pool.KeyRow(cache.page_of(from, P), from % P), row);
-        std::memcpy(pool.ValueRow(cache.page_of(to, P), to % P),
-                    pool.ValueRow(cache.page_of(from, P), from % P), row);
+      cache.KeepPages(pool, kept, [&](int32_t src, int64_t src_row, int32_t dst, int64_t dst_row) {
+        std::memcpy(pool.KeyRow(dst, dst_row), pool.KeyRow(src, src_row), row);
+        std::memcpy(pool.ValueRow(dst, dst_row), pool.ValueRow(src, src_row), row);
       });
       return;
     }

@@ -15,6 +15,7 @@
 #ifndef ATTNKIT_CORE_SESSION_PAGE_POOL_H_
 #define ATTNKIT_CORE_SESSION_PAGE_POOL_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -202,6 +203,56 @@ struct HeadCache {
       rotated[i] = rotated[from];
     }
     Truncate(pool, static_cast<int64_t>(kept.size()));
+  }
+  // Keep() for stores whose pages hold plain rows (no residual window, no per-page quantization):
+  // a destination page whose page_size tokens are one whole source page's, in order, takes that
+  // page as it is (no row moves: evicting whole aligned pages or groups compacts by editing the
+  // page list); the other destination pages get their rows by move_row(src_page, src_row,
+  // dst_page, dst_row), written into their own old page when it is free and writable (not frozen,
+  // not taken), else into a page whose rows are no longer needed, else a new one. Frozen pages are
+  // never written (copy-on-write). A store that queues its moves must read every source before it
+  // writes any destination (ArenaPagePool::FlushMoves does).
+  template <typename MoveRow>
+  void KeepPages(PagePool& pool, const std::vector<int64_t>& kept, MoveRow move_row) {
+    const int64_t P = pool.page_size(), n = static_cast<int64_t>(kept.size());
+    const std::vector<int32_t> old = pages;
+    std::vector<char> taken(old.size(), 0);
+    std::vector<int32_t> next((n + P - 1) / P);
+    size_t dead = 0;  // scan position for pages below the sources still to be read
+    for (int64_t j = 0; j < static_cast<int64_t>(next.size()); ++j) {
+      const int64_t first = j * P, last = std::min(n, first + P) - 1, source = kept[first];
+      if (last - first + 1 == P && source % P == 0 && kept[last] == source + P - 1) {
+        next[j] = old[source / P];
+        taken[source / P] = 1;
+      } else if (!taken[j] && !pool.Frozen(old[j])) {
+        next[j] = old[j];
+        taken[j] = 1;
+      } else {
+        // Pages before the first source page of this one hold no row still to be read.
+        const size_t frontier = static_cast<size_t>(source / P);
+        while (dead < frontier && (taken[dead] || pool.Frozen(old[dead]))) ++dead;
+        if (dead < frontier) {
+          next[j] = old[dead];
+          taken[dead] = 1;
+        } else {
+          next[j] = pool.Allocate();
+        }
+      }
+      for (int64_t i = first; i <= last; ++i) {
+        const int64_t from = kept[i];
+        const int32_t src = old[from / P];
+        if (src != next[j] || from % P != i % P) move_row(src, from % P, next[j], i % P);
+        origin[i] = origin[from];
+        rotated[i] = rotated[from];
+      }
+    }
+    for (size_t p = 0; p < old.size(); ++p) {
+      if (!taken[p]) pool.Release(old[p]);
+    }
+    pages = std::move(next);
+    length = n;
+    origin.resize(n);
+    rotated.resize(n);
   }
   void Clear(PagePool& pool) { Truncate(pool, 0); }
   // Releases the residual pages (the store clears the cache with Clear as well).
