@@ -365,6 +365,7 @@ class SessionImpl : public Session {
             "blob: ", c.decode_steps.size(), " decode counters for ", o.batch_size, " sequences")));
       }
     }
+    if (r.ok()) ATTNKIT_RETURN_IF_ERROR(CheckCounters(steps, seen, peak, peak_within, layers));
     const int64_t num_policies = r.Count("policies", 4);
     if (r.ok() && num_policies != static_cast<int64_t>(policies_.size())) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -409,6 +410,40 @@ class SessionImpl : public Session {
     layers_ = std::move(layers);
     policies_ = std::move(policies);
     store_ = std::move(store);
+    return absl::OkStatus();
+  }
+
+  // The counters of a loaded blob must be ones a session can reach (found by the load fuzzer: a
+  // blob whose layers' observe passes disagreed loaded, then refused every attend): none negative;
+  // the layers' steps, and their observe passes, run in order (a prefix of the layers one ahead of
+  // the rest, as a save between two layers' calls leaves them); never a step and an observe pass
+  // partway at once (each runs only when the other is complete).
+  static absl::Status CheckCounters(int64_t steps, const std::vector<int64_t>& seen, int64_t peak,
+                                    int64_t peak_within, const std::vector<LayerCounters>& layers) {
+    auto negative = [](const std::vector<int64_t>& v) {
+      return std::any_of(v.begin(), v.end(), [](int64_t x) { return x < 0; });
+    };
+    bool bad = steps < 0 || peak < 0 || peak_within < 0 || negative(seen);
+    for (const LayerCounters& c : layers) {
+      bad = bad || c.steps < 0 || c.evictions < 0 || c.evicted_tokens < 0 || c.observe_passes < 0 ||
+            negative(c.decode_steps);
+    }
+    if (bad) return absl::InvalidArgumentError("blob: altered: a negative counter");
+    auto in_order = [&](int64_t LayerCounters::*counter) {
+      for (size_t l = 1; l < layers.size(); ++l) {
+        if (layers[l].*counter > layers[l - 1].*counter) return false;
+      }
+      return layers.front().*counter - layers.back().*counter <= 1;
+    };
+    if (!in_order(&LayerCounters::steps) || !in_order(&LayerCounters::observe_passes)) {
+      return absl::InvalidArgumentError(
+          "blob: altered: the layers' step or observe-pass counters are not in layer order");
+    }
+    if (layers.front().steps != layers.back().steps &&
+        layers.front().observe_passes != layers.back().observe_passes) {
+      return absl::InvalidArgumentError(
+          "blob: altered: a step and an observe pass both partway through the layers");
+    }
     return absl::OkStatus();
   }
 
