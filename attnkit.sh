@@ -4,6 +4,7 @@
 #   ./attnkit.sh build       configure + build (build/ by default, ATTNKIT_BUILD_DIR overrides)
 #   ./attnkit.sh generate    the main job: the C sample over stories260k (extra args pass through)
 #   ./attnkit.sh test        everything: deps, build, the sanitizer pass, ctest (all labels but bench and open)
+#   ./attnkit.sh docs        the C API reference (Doxygen, builds nothing) into build/docs/html
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 build_dir="${ATTNKIT_BUILD_DIR:-$here/build}"
@@ -15,7 +16,7 @@ packages=(
   libprotobuf-dev protobuf-compiler libabsl-dev libdlpack-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-14 libclang-rt-14-dev clang-format clang-tidy
-  swig
+  swig doxygen
   python3-dev python3-numpy python3-protobuf python3-venv python3-setuptools python3-wheel python3-pip
   default-jdk-headless junit5 libprotobuf-java
   golang-go protoc-gen-go golang-google-protobuf-dev
@@ -87,5 +88,6 @@ case "${1:-}" in
     fi
     ctest --test-dir "$build_dir" --output-on-failure -LE "bench|open" -j "$jobs" "$@"
     ;;
-  *) sed -n '2,7p' "$0"; exit 2 ;;
+  docs) deps; ATTNKIT_DOCS_DIR="${ATTNKIT_DOCS_DIR:-$build_dir/docs}" "$here/scripts/docs.sh" ;;
+  *) sed -n '2,8p' "$0"; exit 2 ;;
 esac

@@ -1,4 +1,5 @@
-/* attnkit: KV cache eviction, sparse prefill attention and visual token pruning behind a C ABI.
+/** @file
+ * attnkit: KV cache eviction, sparse prefill attention and visual token pruning behind a C ABI.
  * The umbrella header; see each included header for its objects. Conventions (status, ownership,
  * tensors, threads) are in attnkit_common.h. */
 #ifndef ATTNKIT_ATTNKIT_H_

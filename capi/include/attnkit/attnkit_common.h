@@ -1,4 +1,5 @@
-/* attnkit C ABI: status, versions, library-owned buffers and the tensor convention.
+/** @file
+ * attnkit C ABI: status, versions, library-owned buffers and the tensor convention.
  *
  * Conventions for every attnkit_* function:
  * - A fallible call returns attnkit_status*: NULL on success, otherwise a status the caller owns
@@ -36,6 +37,8 @@
 
 #include <dlpack/dlpack.h>
 
+/** Marks the functions of the C ABI: exported from the shared library (dllexport while building
+ * it and dllimport outside on Windows, default visibility elsewhere). */
 #if defined(_WIN32)
 #if defined(ATTNKIT_BUILDING_LIBRARY)
 #define ATTNKIT_API __declspec(dllexport)
@@ -46,60 +49,62 @@
 #define ATTNKIT_API __attribute__((visibility("default")))
 #endif
 
+/** Marks a deprecated declaration; `hint` is shown in the compiler's warning (GCC and Clang; empty
+ * elsewhere). */
 #if defined(__GNUC__) || defined(__clang__)
 #define ATTNKIT_DEPRECATED(hint) __attribute__((deprecated(hint)))
 #else
 #define ATTNKIT_DEPRECATED(hint)
 #endif
 
-/* The ABI major version this header describes; attnkit_abi_version() returns the library's. */
+/** The ABI major version this header describes; attnkit_abi_version() returns the library's. */
 #define ATTNKIT_ABI_VERSION 1
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-/* Status codes, numbered like absl::StatusCode (and grpc/google.rpc). */
+/** Status codes, numbered like absl::StatusCode (and grpc/google.rpc). */
 typedef enum attnkit_status_code {
-  ATTNKIT_OK = 0,
-  ATTNKIT_CANCELLED = 1,
-  ATTNKIT_UNKNOWN = 2,
-  ATTNKIT_INVALID_ARGUMENT = 3,
-  ATTNKIT_DEADLINE_EXCEEDED = 4,
-  ATTNKIT_NOT_FOUND = 5,
-  ATTNKIT_ALREADY_EXISTS = 6,
-  ATTNKIT_PERMISSION_DENIED = 7,
-  ATTNKIT_RESOURCE_EXHAUSTED = 8,
-  ATTNKIT_FAILED_PRECONDITION = 9,
-  ATTNKIT_ABORTED = 10,
-  ATTNKIT_OUT_OF_RANGE = 11,
-  ATTNKIT_UNIMPLEMENTED = 12,
-  ATTNKIT_INTERNAL = 13,
-  ATTNKIT_UNAVAILABLE = 14,
-  ATTNKIT_DATA_LOSS = 15,
-  ATTNKIT_UNAUTHENTICATED = 16
+  ATTNKIT_OK = 0,                  /**< Success (calls return NULL, not a status, then). */
+  ATTNKIT_CANCELLED = 1,           /**< The operation was cancelled. */
+  ATTNKIT_UNKNOWN = 2,             /**< An unknown error. */
+  ATTNKIT_INVALID_ARGUMENT = 3,    /**< An argument is invalid; the message names it. */
+  ATTNKIT_DEADLINE_EXCEEDED = 4,   /**< A deadline expired. */
+  ATTNKIT_NOT_FOUND = 5,           /**< Something requested was not found. */
+  ATTNKIT_ALREADY_EXISTS = 6,      /**< Something to create already exists. */
+  ATTNKIT_PERMISSION_DENIED = 7,   /**< The caller may not do this. */
+  ATTNKIT_RESOURCE_EXHAUSTED = 8,  /**< A resource (e.g. memory) ran out. */
+  ATTNKIT_FAILED_PRECONDITION = 9, /**< The object is not in the state the call needs. */
+  ATTNKIT_ABORTED = 10,            /**< The operation was aborted. */
+  ATTNKIT_OUT_OF_RANGE = 11,       /**< A value is out of its valid range. */
+  ATTNKIT_UNIMPLEMENTED = 12,      /**< The operation is not implemented or supported. */
+  ATTNKIT_INTERNAL = 13,           /**< An internal error. */
+  ATTNKIT_UNAVAILABLE = 14,        /**< The service is unavailable. */
+  ATTNKIT_DATA_LOSS = 15,          /**< Unrecoverable data loss or corruption. */
+  ATTNKIT_UNAUTHENTICATED = 16     /**< The caller is not authenticated. */
 } attnkit_status_code;
 
-/* An error: a code and a message. Owned by the caller of the function that returned it. */
+/** An error: a code and a message. Owned by the caller of the function that returned it. */
 typedef struct attnkit_status attnkit_status;
 
-/* The code of `status`; ATTNKIT_OK for NULL. Thread-safe. */
+/** The code of `status`; ATTNKIT_OK for NULL. Thread-safe. */
 ATTNKIT_API attnkit_status_code attnkit_status_get_code(const attnkit_status* status);
 
-/* The message of `status` (NUL-terminated, UTF-8), owned by `status` and valid until it is freed;
+/** The message of `status` (NUL-terminated, UTF-8), owned by `status` and valid until it is freed;
  * "" for NULL. Thread-safe. */
 ATTNKIT_API const char* attnkit_status_get_message(const attnkit_status* status);
 
-/* Frees `status`. NULL is a no-op. */
+/** Frees `status`. NULL is a no-op. */
 ATTNKIT_API void attnkit_status_free(attnkit_status* status);
 
-/* The ABI major version of the loaded library. Bindings compare it with ATTNKIT_ABI_VERSION. */
+/** The ABI major version of the loaded library. Bindings compare it with ATTNKIT_ABI_VERSION. */
 ATTNKIT_API int32_t attnkit_abi_version(void);
 
-/* The library version, e.g. "0.1.0"; a static string. */
+/** The library version, e.g. "0.1.0"; a static string. */
 ATTNKIT_API const char* attnkit_version_string(void);
 
-/* Sets how many threads the library's computing calls use: 1 to 1024, or 0 (the default) for the
+/** Sets how many threads the library's computing calls use: 1 to 1024, or 0 (the default) for the
  * OpenMP default of the calling thread (OMP_NUM_THREADS, else one per core). Every entry point that
  * computes (attend, sparse attention, masks, visual selection, eviction observe and select) runs
  * its kernels and the BLAS products under it with that many threads, then gives the calling thread
@@ -107,29 +112,29 @@ ATTNKIT_API const char* attnkit_version_string(void);
  * num_threads outside [0, 1024]. */
 ATTNKIT_API attnkit_status* attnkit_set_num_threads(int32_t num_threads);
 
-/* The value last set with attnkit_set_num_threads() (0: the default). */
+/** The value last set with attnkit_set_num_threads() (0: the default). */
 ATTNKIT_API int32_t attnkit_get_num_threads(void);
 
-/* A library-owned byte buffer (serialized protos, text). Free with attnkit_buffer_free(). */
+/** A library-owned byte buffer (serialized protos, text). Free with attnkit_buffer_free(). */
 typedef struct attnkit_buffer {
-  uint8_t* data;
-  size_t size;
+  uint8_t* data; /**< The bytes (`size` of them). */
+  size_t size;   /**< The number of bytes. */
 } attnkit_buffer;
 
-/* Frees a buffer's data and the buffer. NULL is a no-op. */
+/** Frees a buffer's data and the buffer. NULL is a no-op. */
 ATTNKIT_API void attnkit_buffer_free(attnkit_buffer* buffer);
 
-/* A library-owned array of int64 (kept positions, indices). Free with attnkit_int64_array_free().
+/** A library-owned array of int64 (kept positions, indices). Free with attnkit_int64_array_free().
  */
 typedef struct attnkit_int64_array {
-  int64_t* data;
-  size_t size;
+  int64_t* data; /**< The values (`size` of them). */
+  size_t size;   /**< The number of values. */
 } attnkit_int64_array;
 
-/* Frees an array's data and the array. NULL is a no-op. */
+/** Frees an array's data and the array. NULL is a no-op. */
 ATTNKIT_API void attnkit_int64_array_free(attnkit_int64_array* array);
 
-/* Checks `tensor` the way every entry point does (non-NULL, data non-NULL unless empty, supported
+/** Checks `tensor` the way every entry point does (non-NULL, data non-NULL unless empty, supported
  * dtype and device, rank `expected_rank` when >= 0, no overlapping strides when `is_output`);
  * `name` is used in the message. Returns NULL when it would be accepted. For tests and bindings. */
 ATTNKIT_API attnkit_status* attnkit_tensor_check(const DLTensor* tensor, const char* name,

@@ -1,4 +1,5 @@
-/* attnkit C ABI: the attention-wrapping session. A generation loop hands every layer's attention
+/** @file
+ * attnkit C ABI: the attention-wrapping session. A generation loop hands every layer's attention
  * call to attnkit_session_attend(); the session owns the KV cache in fixed-size pages, computes
  * attention, applies the eviction policy and frees pages, so the bytes held follow the budget. */
 #ifndef ATTNKIT_ATTNKIT_SESSION_H_
@@ -10,24 +11,24 @@
 extern "C" {
 #endif
 
-/* A session for one batch of sequences. Not thread-safe: one thread at a time. */
+/** A session for one batch of sequences. Not thread-safe: one thread at a time. */
 typedef struct attnkit_session attnkit_session;
 
-/* Creates a session from a serialized attnkit.v1.SessionConfig (`config`, `size` bytes, borrowed).
+/** Creates a session from a serialized attnkit.v1.SessionConfig (`config`, `size` bytes, borrowed).
  * On success *out is a new session the caller frees with attnkit_session_free(). Bounds of the
  * model shape (INVALID_ARGUMENT naming the field beyond them): num_layers and num_heads at most
  * 1024, head_dim at most 1024, batch_size at most 4096, num_kv_heads dividing num_heads. */
 ATTNKIT_API attnkit_status* attnkit_session_create(const void* config, size_t size,
                                                    attnkit_session** out);
 
-/* As attnkit_session_create() from textproto (`size` bytes, not necessarily NUL-terminated). */
+/** As attnkit_session_create() from textproto (`size` bytes, not necessarily NUL-terminated). */
 ATTNKIT_API attnkit_status* attnkit_session_create_from_text(const char* text, size_t size,
                                                              attnkit_session** out);
 
-/* Frees `session` and its cache. NULL is a no-op. */
+/** Frees `session` and its cache. NULL is a no-op. */
 ATTNKIT_API void attnkit_session_free(attnkit_session* session);
 
-/* One attention call of `layer` (layers in order within a step, starting at 0):
+/** One attention call of `layer` (layers in order within a step, starting at 0):
  * q [batch, num_heads, tokens, head_dim], k and v [batch, num_kv_heads, tokens, head_dim] for the
  * new tokens (RoPE applied; finite: NaN or infinity is INVALID_ARGUMENT naming the tensor), any
  * strides (so [batch, tokens, heads, dim] buffers work without
@@ -42,7 +43,7 @@ ATTNKIT_API attnkit_status* attnkit_session_attend(attnkit_session* session, int
                                                    const DLTensor* q, const DLTensor* k,
                                                    const DLTensor* v, DLTensor* out);
 
-/* An observe-only call of `layer`: the queries q [batch, num_heads, tokens >= 1, head_dim]
+/** An observe-only call of `layer`: the queries q [batch, num_heads, tokens >= 1, head_dim]
  * (float32/float16/bfloat16, any strides, finite; RoPE applied at the positions that follow the
  * sequence, attnkit_session_next_position() + t) attend to the layer's cache as it is, every query
  * seeing every cached token, and feed the eviction policy's scores as the queries of an
@@ -58,44 +59,44 @@ ATTNKIT_API attnkit_status* attnkit_session_attend(attnkit_session* session, int
 ATTNKIT_API attnkit_status* attnkit_session_observe(attnkit_session* session, int32_t layer,
                                                     const DLTensor* q, DLTensor* out);
 
-/* The session's statistics as a serialized attnkit.v1.SessionStats. *out is a new buffer the caller
- * frees with attnkit_buffer_free(). */
+/** The session's statistics as a serialized attnkit.v1.SessionStats. *out is a new buffer the
+ * caller frees with attnkit_buffer_free(). */
 ATTNKIT_API attnkit_status* attnkit_session_stats(const attnkit_session* session,
                                                   attnkit_buffer** out);
 
-/* Bytes of KV pages in use (keys and values, every layer) written to *out. */
+/** Bytes of KV pages in use (keys and values, every layer) written to *out. */
 ATTNKIT_API attnkit_status* attnkit_session_bytes_held(const attnkit_session* session,
                                                        int64_t* out);
 
-/* Original positions (0 = first prompt token) of the tokens cached for (layer, sequence, kv_head),
+/** Original positions (0 = first prompt token) of the tokens cached for (layer, sequence, kv_head),
  * in cache order. *out is a new array the caller frees with attnkit_int64_array_free(). */
 ATTNKIT_API attnkit_status* attnkit_session_positions(const attnkit_session* session, int32_t layer,
                                                       int32_t sequence, int32_t kv_head,
                                                       attnkit_int64_array** out);
 
-/* The RoPE position the host should give the next token of `sequence` (tokens seen, or the cache
+/** The RoPE position the host should give the next token of `sequence` (tokens seen, or the cache
  * length when eviction.rerotate_keys is on). */
 ATTNKIT_API attnkit_status* attnkit_session_next_position(const attnkit_session* session,
                                                           int32_t sequence, int64_t* out);
 
-/* Drops every cached token and policy state to start a new prompt; reserved pages are reused. */
+/** Drops every cached token and policy state to start a new prompt; reserved pages are reused. */
 ATTNKIT_API attnkit_status* attnkit_session_reset(attnkit_session* session);
 
-/* The session's whole state (its config, every layer's pages, positions and counters, the
+/** The session's whole state (its config, every layer's pages, positions and counters, the
  * eviction policies' scores) as one versioned, checksummed blob (docs/algorithms.md 1.7). *out is
  * a new buffer the caller frees with attnkit_buffer_free(). A session created with the same config
  * that loads the blob computes exactly what this one would have. */
 ATTNKIT_API attnkit_status* attnkit_session_save(const attnkit_session* session,
                                                  attnkit_buffer** out);
 
-/* Replaces the session's state with a blob from attnkit_session_save() of a session with the same
+/** Replaces the session's state with a blob from attnkit_session_save() of a session with the same
  * config (device and device_index aside). A blob that is truncated, altered, of another format
  * version or from another config is ATTNKIT_INVALID_ARGUMENT naming what is wrong, and the
  * session is left exactly as it was. `blob` is read during the call only. */
 ATTNKIT_API attnkit_status* attnkit_session_load(attnkit_session* session, const void* blob,
                                                  size_t size);
 
-/* A new session with the session's config and state: a compressed context that several
+/** A new session with the session's config and state: a compressed context that several
  * continuations go on from. On the CPU the pages are shared copy-on-write (nothing is copied until
  * one of the sessions writes a page; the two may then be used from different threads); a CUDA
  * session's pages are copied. Forking counts as a call on `session` (one thread at a time).
