@@ -167,10 +167,21 @@ TEST_P(StateTest, SaveLoadAndForkGoOnBitForBit) {
 INSTANTIATE_TEST_SUITE_P(Configs, StateTest, ::testing::ValuesIn(Configs()),
                          [](const auto& info) { return info.param.first; });
 
-// Heap bytes in use (glibc): arena allocations and mmapped blocks.
+// Heap bytes in use: glibc's count (arena allocations and mmapped blocks), or the sanitizer
+// allocator's when ASan or TSan replaces malloc (mallinfo2 then reports nothing).
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+// The sanitizer runtimes' allocator statistics (sanitizer/allocator_interface.h, which g++ does
+// not ship).
+extern "C" size_t __sanitizer_get_current_allocated_bytes();
+#endif
+
 size_t HeapBytesInUse() {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  return __sanitizer_get_current_allocated_bytes();
+#else
   const struct mallinfo2 info = mallinfo2();
   return info.uordblks + info.hblkhd;
+#endif
 }
 
 std::string SampleConfig(const char* name) {
