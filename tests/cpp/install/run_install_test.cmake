@@ -1,10 +1,14 @@
-# cmake -P script: install, then build and run the consumer with find_package and with pkg-config.
+# cmake -P script: install the runtime and dev components, then build and run the consumer
+# with find_package and with pkg-config.
 file(REMOVE_RECURSE "${PREFIX}" "${WORK}")
-execute_process(COMMAND ${CMAKE_COMMAND} --install "${BUILD_DIR}" --prefix "${PREFIX}" --component Unspecified
-  RESULT_VARIABLE rc OUTPUT_QUIET)
-if(NOT rc EQUAL 0)
-  message(FATAL_ERROR "cmake --install failed (${rc})")
-endif()
+# The library's two install components (the runtime and dev packages' contents).
+foreach(component runtime dev)
+  execute_process(COMMAND ${CMAKE_COMMAND} --install "${BUILD_DIR}" --prefix "${PREFIX}"
+    --component ${component} RESULT_VARIABLE rc OUTPUT_QUIET)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "cmake --install --component ${component} failed (${rc})")
+  endif()
+endforeach()
 foreach(required include/attnkit/attnkit.h lib/libattnkit.so.1 lib/cmake/attnkit/attnkitConfig.cmake
         lib/pkgconfig/attnkit.pc)
   file(GLOB found "${PREFIX}/${required}" "${PREFIX}/lib/*/${required}")
