@@ -17,7 +17,7 @@ packages=(
   libprotobuf-dev protobuf-compiler libabsl-dev libdlpack-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-14 libclang-rt-14-dev clang-format clang-tidy
-  swig doxygen
+  swig doxygen file dpkg-dev
   python3-dev python3-numpy python3-protobuf python3-venv python3-setuptools python3-wheel python3-pip
   default-jdk-headless junit5 libprotobuf-java
   golang-go protoc-gen-go golang-google-protobuf-dev
