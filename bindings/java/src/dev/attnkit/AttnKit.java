@@ -45,7 +45,12 @@ public final class AttnKit {
 
   private AttnKit() {}
 
-  /** Loads and checks the native library once; throws the same failure on every later call. */
+  /**
+   * Loads and checks the native library once; throws the same failure on every later call.
+   *
+   * @throws AttnKitException FAILED_PRECONDITION when the native library cannot be found or loaded,
+   *     or its ABI version is not {@link #ABI_VERSION}
+   */
   public static void load() {
     if (loadedFrom != null) return;
     synchronized (LOCK) {
@@ -71,19 +76,35 @@ public final class AttnKit {
     }
   }
 
-  /** Where the native library was loaded from ("directory ...", "jar ...", "java.library.path"). */
+  /**
+   * Where the native library was loaded from, loading it first if needed.
+   *
+   * @return "directory " and the folder, "jar " and the jar's resource folder, or
+   *     "java.library.path"
+   * @throws AttnKitException as {@link #load()}
+   */
   public static String nativeLibrarySource() {
     load();
     return loadedFrom;
   }
 
-  /** The loaded library's ABI major version (equal to {@link #ABI_VERSION} once loaded). */
+  /**
+   * The loaded library's ABI major version, loading it first if needed.
+   *
+   * @return the library's ABI version (equal to {@link #ABI_VERSION} once loaded)
+   * @throws AttnKitException as {@link #load()}
+   */
   public static int abiVersion() {
     load();
     return AttnKitNative.attnkit_abi_version();
   }
 
-  /** The loaded library's version, e.g. "0.1.0". */
+  /**
+   * The loaded library's version, loading it first if needed.
+   *
+   * @return the library's release, e.g. "0.1.0"
+   * @throws AttnKitException as {@link #load()}
+   */
   public static String version() {
     load();
     return AttnKitNative.attnkit_version_string();
@@ -94,14 +115,20 @@ public final class AttnKit {
    * to 1024, or 0 (the default) for the OpenMP default (OMP_NUM_THREADS, else one per core). The
    * calling thread's own OpenMP setting is given back after each call.
    *
-   * @throws AttnKitException INVALID_ARGUMENT outside [0, 1024]
+   * @param numThreads threads per call, 1 to 1024, or 0 for the OpenMP default
+   * @throws AttnKitException INVALID_ARGUMENT outside [0, 1024]; as {@link #load()}
    */
   public static void setNumThreads(int numThreads) {
     load();
     AttnKitNative.attnkit_set_num_threads(numThreads);
   }
 
-  /** The value last given to {@link #setNumThreads} (0: the default). */
+  /**
+   * The thread count computing calls use.
+   *
+   * @return the value last given to {@link #setNumThreads} (0: the default)
+   * @throws AttnKitException as {@link #load()}
+   */
   public static int numThreads() {
     load();
     return AttnKitNative.attnkit_get_num_threads();

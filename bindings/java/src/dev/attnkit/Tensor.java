@@ -24,9 +24,13 @@ import java.util.Arrays;
 public final class Tensor {
   /** Element types, as DLPack codes and bits. */
   public enum DType {
+    /** 32-bit IEEE float (DLPack kDLFloat, 32 bits). */
     FLOAT32(2, 32),
+    /** 16-bit IEEE half float (DLPack kDLFloat, 16 bits). */
     FLOAT16(2, 16),
+    /** bfloat16 (DLPack kDLBfloat, 16 bits). */
     BFLOAT16(4, 16),
+    /** Unsigned byte (DLPack kDLUInt, 8 bits), e.g. block masks. */
     UINT8(1, 8);
 
     final int code;
@@ -37,7 +41,11 @@ public final class Tensor {
       this.bits = bits;
     }
 
-    /** Bytes per element. */
+    /**
+     * The element size.
+     *
+     * @return bytes per element
+     */
     public int bytes() {
       return bits / 8;
     }
@@ -82,7 +90,14 @@ public final class Tensor {
     this.strides = strides;
   }
 
-  /** A float32 tensor over {@code data}, which must hold exactly the shape's elements. */
+  /**
+   * A float32 tensor over an array (no copy is made here).
+   *
+   * @param data the elements, exactly as many as the shape's
+   * @param shape the dimensions, at most 8, each &gt;= 0
+   * @return a view of {@code data}
+   * @throws AttnKitException INVALID_ARGUMENT for a null argument, a bad shape or a size mismatch
+   */
   public static Tensor of(float[] data, long... shape) {
     requireNonNull(data, "data");
     long[] dims = checkShape(shape);
@@ -92,7 +107,14 @@ public final class Tensor {
     return new Tensor(STORAGE_FLOATS, data, 0, DType.FLOAT32, data.length, false, dims, null);
   }
 
-  /** A uint8 tensor over {@code data} (block masks), which must hold exactly the shape's elements. */
+  /**
+   * A uint8 tensor over an array (block masks; no copy is made here).
+   *
+   * @param data the elements, exactly as many as the shape's
+   * @param shape the dimensions, at most 8, each &gt;= 0
+   * @return a view of {@code data}
+   * @throws AttnKitException INVALID_ARGUMENT for a null argument, a bad shape or a size mismatch
+   */
   public static Tensor of(byte[] data, long... shape) {
     requireNonNull(data, "data");
     long[] dims = checkShape(shape);
@@ -102,7 +124,16 @@ public final class Tensor {
     return new Tensor(STORAGE_BYTES, data, 0, DType.UINT8, data.length, false, dims, null);
   }
 
-  /** A float32 tensor over a direct, native-order buffer, from its position (zero copy). */
+  /**
+   * A float32 tensor over a direct, native-order buffer, from its position (zero copy).
+   *
+   * @param buffer a direct buffer in {@link ByteOrder#nativeOrder()} with at least the shape's
+   *     elements remaining
+   * @param shape the dimensions, at most 8, each &gt;= 0
+   * @return a view of {@code buffer}
+   * @throws AttnKitException INVALID_ARGUMENT for a null, heap or non-native-order buffer, a bad
+   *     shape or too few elements
+   */
   public static Tensor of(FloatBuffer buffer, long... shape) {
     requireDirect(buffer, true);
     long[] dims = checkShape(shape);
@@ -118,7 +149,17 @@ public final class Tensor {
             null));
   }
 
-  /** A tensor of {@code dtype} over a direct buffer, from its position (zero copy). */
+  /**
+   * A tensor of {@code dtype} over a direct buffer, from its position (zero copy).
+   *
+   * @param buffer a direct buffer, in {@link ByteOrder#nativeOrder()} for multi-byte types, with at
+   *     least the shape's elements remaining
+   * @param dtype the element type
+   * @param shape the dimensions, at most 8, each &gt;= 0
+   * @return a view of {@code buffer}
+   * @throws AttnKitException INVALID_ARGUMENT for a null argument, a heap or non-native-order
+   *     buffer, a bad shape or too few elements
+   */
   public static Tensor of(ByteBuffer buffer, DType dtype, long... shape) {
     requireNonNull(dtype, "dtype");
     requireDirect(buffer, dtype.bytes() > 1);
@@ -135,14 +176,27 @@ public final class Tensor {
             null));
   }
 
-  /** A direct, native-order float buffer of {@code count} elements, ready for zero-copy tensors. */
+  /**
+   * A direct, native-order float buffer, ready for zero-copy tensors.
+   *
+   * @param count the number of floats
+   * @return a new direct buffer of {@code count} floats in {@link ByteOrder#nativeOrder()}
+   * @throws ArithmeticException when {@code count} floats exceed 2^31 - 1 bytes
+   */
   public static FloatBuffer allocateFloats(int count) {
     return ByteBuffer.allocateDirect(Math.multiplyExact(count, Float.BYTES))
         .order(ByteOrder.nativeOrder())
         .asFloatBuffer();
   }
 
-  /** The same storage with element strides (DLPack convention, one per dimension, >= 0). */
+  /**
+   * The same storage with element strides (DLPack convention).
+   *
+   * @param strides one stride per dimension, in elements, each &gt;= 0
+   * @return a new view of the same storage with these strides
+   * @throws AttnKitException INVALID_ARGUMENT for null, negative or mismatched strides, or ones
+   *     that address elements past the storage
+   */
   public Tensor withStrides(long... strides) {
     requireNonNull(strides, "strides");
     if (strides.length != shape.length) {
@@ -157,11 +211,20 @@ public final class Tensor {
             storageKind, storage, byteOffset, dtype, capacity, readOnly, shape, strides.clone()));
   }
 
+  /**
+   * The dimensions.
+   *
+   * @return a copy of the shape
+   */
   public long[] shape() {
     return shape.clone();
   }
 
-  /** The element strides; the compact row-major ones when none were given. */
+  /**
+   * The element strides.
+   *
+   * @return a copy of the strides given to {@link #withStrides}, else the compact row-major ones
+   */
   public long[] strides() {
     if (strides != null) return strides.clone();
     long[] compact = new long[shape.length];
@@ -173,20 +236,38 @@ public final class Tensor {
     return compact;
   }
 
+  /**
+   * The element type.
+   *
+   * @return the tensor's dtype
+   */
   public DType dtype() {
     return dtype;
   }
 
-  /** The number of elements (product of the shape). */
+  /**
+   * The number of elements.
+   *
+   * @return the product of the shape
+   */
   public long numel() {
     return numel(shape);
   }
 
-  /** True when the tensor is over a direct buffer (attnkit sees its memory, no copy). */
+  /**
+   * Whether the tensor is over a direct buffer.
+   *
+   * @return true when attnkit sees the buffer's memory (no copy)
+   */
   public boolean isDirect() {
     return storageKind == STORAGE_DIRECT;
   }
 
+  /**
+   * A short description, e.g. "Tensor[2, 3] FLOAT32 direct".
+   *
+   * @return the shape, the dtype and whether the storage is direct
+   */
   @Override
   public String toString() {
     return "Tensor" + Arrays.toString(shape) + " " + dtype + (isDirect() ? " direct" : "");

@@ -13,17 +13,37 @@ public final class VisualSelection implements AutoCloseable {
     handle = NativeHandle.own(this, "VisualSelection", pointer, AttnKitNative::attnkit_visual_selection_free);
   }
 
+  /**
+   * The number of images of the call.
+   *
+   * @return the images the selection covers
+   * @throws IllegalStateException after {@link #close()}
+   */
   public int numImages() {
     return (int) (long) handle.call(AttnKitNative::attnkit_visual_selection_num_images);
   }
 
-  /** The number of tokens of image {@code image}. */
+  /**
+   * The number of tokens of one image.
+   *
+   * @param image the image, from 0
+   * @return the tokens of image {@code image} before pruning
+   * @throws IndexOutOfBoundsException outside [0, {@link #numImages()})
+   * @throws IllegalStateException after {@link #close()}
+   */
   public long imageSize(int image) {
     checkImage(image);
     return handle.call(p -> AttnKitNative.attnkit_visual_selection_image_size(p, image));
   }
 
-  /** The kept token indices of image {@code image}, local to it and ascending. */
+  /**
+   * The kept tokens of one image.
+   *
+   * @param image the image, from 0
+   * @return the kept token indices of image {@code image}, local to it and ascending
+   * @throws IndexOutOfBoundsException outside [0, {@link #numImages()})
+   * @throws IllegalStateException after {@link #close()}
+   */
   public long[] keptIndices(int image) {
     checkImage(image);
     return handle.call(
@@ -34,7 +54,12 @@ public final class VisualSelection implements AutoCloseable {
         });
   }
 
-  /** The kept tokens of all images as indices into the concatenated image tokens, ascending. */
+  /**
+   * The kept tokens of all images.
+   *
+   * @return indices into the concatenated image tokens, ascending
+   * @throws IllegalStateException after {@link #close()}
+   */
   public long[] flatIndices() {
     long[][] indices = new long[1][];
     handle.run(p -> AttnKitNative.attnkit_visual_selection_flat_indices(p, indices));
@@ -44,6 +69,11 @@ public final class VisualSelection implements AutoCloseable {
   /**
    * The positions to keep in a prompt whose image tokens are marked nonzero in {@code imageTokenMask}
    * (one byte per prompt token): every other position plus the kept image tokens, ascending.
+   *
+   * @param imageTokenMask one byte per prompt token, nonzero for image tokens
+   * @return the prompt positions to keep, ascending
+   * @throws AttnKitException INVALID_ARGUMENT when the mask's image tokens do not match the images
+   * @throws IllegalStateException after {@link #close()}
    */
   public long[] keptPositions(byte[] imageTokenMask) {
     long[][] positions = new long[1][];
@@ -51,10 +81,16 @@ public final class VisualSelection implements AutoCloseable {
     return positions[0];
   }
 
+  /**
+   * Whether {@link #close()} was called.
+   *
+   * @return true once the selection is closed
+   */
   public boolean isClosed() {
     return handle.isClosed();
   }
 
+  /** Frees the selection; a second close does nothing. */
   @Override
   public void close() {
     handle.close();
