@@ -1,6 +1,11 @@
-# The Java binding's toolchain: a JDK (javac, jar, JNI headers), Debian's protobuf-java matching
-# protoc, and JUnit 5's console launcher (Debian junit5). ctest registration: attnkit_java_test().
+# The Java binding's toolchain: a JDK (javac, jar, javadoc, JNI headers), Debian's protobuf-java
+# matching protoc, and JUnit 5's console launcher (Debian junit5). ctest registration:
+# attnkit_java_test().
 find_package(Java 11 REQUIRED COMPONENTS Runtime Development)
+# FindJava looks for javadoc too (CMake 3.25 has no component for it); attnkit_java_docs needs it.
+if(NOT Java_JAVADOC_EXECUTABLE)
+  message(FATAL_ERROR "attnkit: javadoc not found (Debian: apt-get install default-jdk-headless)")
+endif()
 include(UseJava)
 # Only the JNI headers are needed (libattnkit_java does not link libjvm).
 # The JDK of the javac found (FindJNI may pick another one or none without JAVA_HOME).
