@@ -1,6 +1,7 @@
 // attnkit: the command-line tool installed with the library.
 //   attnkit validate [--kind K] [--shape L,H,KVH,D] CONFIG...   check configs (field-path errors)
 //   attnkit convert [--kind K] [--to text|binary|json] IN OUT   textproto <-> binary <-> JSON
+//   attnkit plan --config FILE [--shape L,H,KVH,D] [--batch B] --tokens N [--json]   KV bytes
 //   attnkit eval|generate|conformance|bench ARGS...               run the program attnkit-<name>
 // Configs are attnkit.v1 messages (proto/attnkit/v1). The kind of a file is taken from --kind, else
 // from its first line's "# attnkit.v1.<Message>" comment (as every file in samples/configs has),
@@ -23,6 +24,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "attnkit/config_messages.h"
 #include "attnkit/config_parser.h"
@@ -30,6 +32,7 @@
 #include "attnkit/v1/session.pb.h"
 #include "attnkit/v1/sparse_attention.pb.h"
 #include "attnkit/v1/visual_pruning.pb.h"
+#include "config/kv_plan.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 #include "google/protobuf/util/json_util.h"
@@ -48,6 +51,16 @@ constexpr char kUsage[] =
     "      Rewrite a config in another format. Formats come from the file names (.textproto,\n"
     "      .txtpb, .pbtxt: text; .json: JSON; .pb, .binpb, .bin: binary) or --to; OUT '-' is\n"
     "      standard output.\n"
+    "  plan --config FILE [--shape L,H,KVH,D] [--batch B] --tokens N [--json]\n"
+    "      Before running anything: the bytes of KV pages a session with the SessionConfig FILE\n"
+    "      holds after a prompt of N tokens per sequence, per layer and kv head and in total, for\n"
+    "      the full cache (no eviction, the config's page format) and for the config as given\n"
+    "      (eviction budgets, PyramidKV layer budgets, ratio mode, head_split streaming heads,\n"
+    "      int8/int4/int2 pages with their scales and residual window; whole pages of page_size\n"
+    "      tokens). Where the scores decide (AdaKV's per-head split, threshold eviction) the "
+    "bytes\n"
+    "      are an upper bound, marked so. --batch overrides the file's batch_size; --shape as for\n"
+    "      validate. --json prints one JSON object (full_bytes, config_bytes, per-layer arrays).\n"
     "  eval | generate | conformance | bench  ARGS...\n"
     "      Run the program attnkit-NAME installed beside this one (or found in the build tree),\n"
     "      e.g. `attnkit eval --quick`, `attnkit bench decode`.\n"
@@ -219,6 +232,28 @@ absl::StatusOr<Shape> ParseShape(const std::string& value) {
   return shape;
 }
 
+// A SessionConfig without a model shape gets `shape` (and stories260k's RoPE unless it has one);
+// returns the note saying so ("" when the file has its shape).
+std::string FillShape(pb::SessionConfig* session, const Shape& shape) {
+  const bool no_shape = session->num_layers() == 0 && session->num_heads() == 0 &&
+                        session->num_kv_heads() == 0 && session->head_dim() == 0;
+  if (!no_shape) return "";
+  session->set_num_layers(shape.layers);
+  session->set_num_heads(shape.heads);
+  session->set_num_kv_heads(shape.kv_heads);
+  session->set_head_dim(shape.head_dim);
+  // The samples add the model's RoPE too (stories260k: theta 10000, interleaved pairs).
+  const bool add_rope = !session->has_rope();
+  if (add_rope) {
+    session->mutable_rope()->set_theta(10000);
+    session->mutable_rope()->set_interleaved(true);
+  }
+  return absl::StrCat(" (no model shape in the file: checked with ", shape.layers, ",", shape.heads,
+                      ",", shape.kv_heads, ",", shape.head_dim,
+                      shape.given ? " from --shape" : ", stories260k's",
+                      add_rope ? " and RoPE theta 10000 interleaved" : "", ")");
+}
+
 // Validates one file; returns the line to print after the file name.
 absl::StatusOr<std::string> ValidateFile(const std::string& path, const Kind* forced,
                                          const Shape& shape) {
@@ -230,25 +265,7 @@ absl::StatusOr<std::string> ValidateFile(const std::string& path, const Kind* fo
   if (!loaded.ok()) return loaded.status();
   std::string note;
   if (loaded->kind->kind == ConfigKind::kSession) {
-    auto* session = static_cast<pb::SessionConfig*>(loaded->message.get());
-    const bool no_shape = session->num_layers() == 0 && session->num_heads() == 0 &&
-                          session->num_kv_heads() == 0 && session->head_dim() == 0;
-    if (no_shape) {
-      session->set_num_layers(shape.layers);
-      session->set_num_heads(shape.heads);
-      session->set_num_kv_heads(shape.kv_heads);
-      session->set_head_dim(shape.head_dim);
-      // The samples add the model's RoPE too (stories260k: theta 10000, interleaved pairs).
-      const bool add_rope = !session->has_rope();
-      if (add_rope) {
-        session->mutable_rope()->set_theta(10000);
-        session->mutable_rope()->set_interleaved(true);
-      }
-      note = absl::StrCat(" (no model shape in the file: checked with ", shape.layers, ",",
-                          shape.heads, ",", shape.kv_heads, ",", shape.head_dim,
-                          shape.given ? " from --shape" : ", stories260k's",
-                          add_rope ? " and RoPE theta 10000 interleaved" : "", ")");
-    }
+    note = FillShape(static_cast<pb::SessionConfig*>(loaded->message.get()), shape);
   }
   const auto status = attnkit::ValidateConfig(loaded->kind->kind,
                                               loaded->message->SerializeAsString(), /*text=*/false);
@@ -406,6 +423,176 @@ int Convert(const std::vector<std::string>& args) {
   return 0;
 }
 
+std::string JsonArray(const std::vector<int64_t>& values) {
+  std::string out = "[";
+  for (size_t i = 0; i < values.size(); ++i) absl::StrAppend(&out, i ? ", " : "", values[i]);
+  return out + "]";
+}
+
+std::string JsonString(const std::string& text) {
+  std::string out = "\"";
+  for (char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      absl::StrAppend(&out, "\\u00", c < 0x10 ? "0" : "", absl::Hex(c));
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+std::string PlanJson(const attnkit::KvPlan& plan) {
+  std::vector<int64_t> full, config;
+  for (const auto& layer : plan.layers) {
+    full.push_back(layer.full_bytes);
+    config.push_back(layer.config_bytes);
+  }
+  std::string out = absl::StrCat(
+      "{\n  \"tokens\": ", plan.tokens, ",\n  \"batch\": ", plan.batch,
+      ",\n  \"full_bytes\": ", plan.full_bytes, ",\n  \"config_bytes\": ", plan.config_bytes,
+      ",\n  \"exact\": ", plan.exact ? "true" : "false",
+      ",\n  \"full_layer_bytes\": ", JsonArray(full),
+      ",\n  \"config_layer_bytes\": ", JsonArray(config), ",\n  \"layers\": [");
+  for (size_t l = 0; l < plan.layers.size(); ++l) {
+    const auto& layer = plan.layers[l];
+    absl::StrAppend(
+        &out, l ? "," : "", "\n    {\"layer\": ", l, ", \"full_bytes\": ", layer.full_bytes,
+        ", \"config_bytes\": ", layer.config_bytes, ", \"exact\": ", layer.exact ? "true" : "false",
+        ", \"full_head_bytes\": ", JsonArray(layer.full_head_bytes), ", \"config_head_bytes\": ",
+        layer.per_head_runtime ? "null" : JsonArray(layer.config_head_bytes),
+        ", \"config_head_tokens\": ",
+        layer.per_head_runtime ? "null" : JsonArray(layer.config_head_tokens), "}");
+  }
+  absl::StrAppend(&out, "\n  ],\n  \"notes\": [");
+  for (size_t i = 0; i < plan.notes.size(); ++i) {
+    absl::StrAppend(&out, i ? ", " : "", JsonString(plan.notes[i]));
+  }
+  return out + "]\n}\n";
+}
+
+std::string PlanTable(const attnkit::KvPlan& plan, const std::string& header) {
+  std::string out = header;
+  for (const std::string& note : plan.notes) absl::StrAppend(&out, "  ", note, "\n");
+  absl::StrAppend(&out, absl::StrFormat("%6s %6s %14s %14s  %s\n", "layer", "kvhead", "full_bytes",
+                                        "config_bytes", "config_tokens"));
+  for (size_t l = 0; l < plan.layers.size(); ++l) {
+    const auto& layer = plan.layers[l];
+    const int64_t b = plan.batch;
+    for (size_t h = 0; !layer.per_head_runtime && h < layer.config_head_bytes.size(); ++h) {
+      absl::StrAppend(
+          &out, absl::StrFormat("%6d %6d %14d %14d  %d%s\n", l, h, layer.full_head_bytes[h] * b,
+                                layer.config_head_bytes[h] * b, layer.config_head_tokens[h],
+                                layer.exact ? "" : " (at most)"));
+    }
+    absl::StrAppend(
+        &out,
+        absl::StrFormat("%6d %6s %14d %14d  %s\n", l, "all", layer.full_bytes, layer.config_bytes,
+                        layer.per_head_runtime ? "upper bound: per-head split decided at run time"
+                        : layer.exact          ? ""
+                                               : "upper bound: decided at run time"));
+  }
+  absl::StrAppend(
+      &out, absl::StrFormat("%13s %14d %14d  %s\n", "total", plan.full_bytes, plan.config_bytes,
+                            plan.exact ? "exact" : "upper bound (see above)"));
+  if (plan.batch > 1) {
+    absl::StrAppend(&out, "  (bytes of all ", plan.batch,
+                    " sequences; every sequence holds the same)\n");
+  }
+  return out;
+}
+
+int Plan(const std::vector<std::string>& args) {
+  Shape shape;
+  std::string config;
+  int64_t tokens = 0, batch = 0;
+  bool json = false;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    const bool takes_value = a == "--config" || a == "--shape" || a == "--batch" || a == "--tokens";
+    if (takes_value && i + 1 >= args.size()) {
+      std::cerr << "attnkit plan: " << a << " needs a value\n";
+      return 2;
+    }
+    if (a == "--config") {
+      config = args[++i];
+    } else if (a == "--shape") {
+      auto parsed = ParseShape(args[++i]);
+      if (!parsed.ok()) {
+        std::cerr << "attnkit plan: " << parsed.status().message() << "\n";
+        return 2;
+      }
+      shape = *parsed;
+    } else if (a == "--batch" || a == "--tokens") {
+      int64_t* value = a == "--batch" ? &batch : &tokens;
+      if (!absl::SimpleAtoi(args[++i], value) || *value < 1) {
+        std::cerr << "attnkit plan: " << a << ": expected a positive integer, got '" << args[i]
+                  << "'\n";
+        return 2;
+      }
+    } else if (a == "--json") {
+      json = true;
+    } else {
+      std::cerr << "attnkit plan: unknown " << (absl::StartsWith(a, "--") ? "option " : "argument ")
+                << a << " (see attnkit help plan)\n";
+      return 2;
+    }
+  }
+  if (config.empty() || tokens == 0) {
+    std::cerr << "attnkit plan: " << (config.empty() ? "--config FILE" : "--tokens N")
+              << " is required (see attnkit help plan)\n";
+    return 2;
+  }
+  auto data = ReadFile(config);
+  if (!data.ok()) {
+    std::cerr << "attnkit plan: " << data.status().message() << "\n";
+    return 1;
+  }
+  Format format = Format::kText;
+  if (auto by_name = FormatOfName(config, "file"); by_name.ok()) format = *by_name;
+  auto loaded = Load(*data, format, nullptr);
+  if (!loaded.ok()) {
+    std::cerr << "attnkit plan: " << config << ": " << loaded.status().message() << "\n";
+    return 1;
+  }
+  if (loaded->kind->kind != ConfigKind::kSession) {
+    std::cerr << "attnkit plan: " << config << ": expected an attnkit.v1.SessionConfig, got "
+              << loaded->kind->message << " (by " << loaded->how << ")\n";
+    return 1;
+  }
+  auto* session = static_cast<pb::SessionConfig*>(loaded->message.get());
+  const std::string note = FillShape(session, shape);
+  if (batch > 0) {
+    if (batch > attnkit::kMaxBatchSize) {
+      std::cerr << "attnkit plan: --batch: at most " << attnkit::kMaxBatchSize << ", got " << batch
+                << "\n";
+      return 2;
+    }
+    session->set_batch_size(static_cast<int>(batch));
+  }
+  auto options = attnkit::ParseSessionConfig(session->SerializeAsString(), /*text=*/false);
+  if (!options.ok()) {
+    std::cerr << "attnkit plan: " << config << ": " << options.status().message() << "\n";
+    return 1;
+  }
+  auto plan = attnkit::PlanKvBytes(*options, tokens);
+  if (!plan.ok()) {
+    std::cerr << "attnkit plan: " << config << ": " << plan.status().message() << "\n";
+    return 1;
+  }
+  if (json) {
+    std::cout << PlanJson(*plan);
+  } else {
+    std::cout << PlanTable(
+        *plan, absl::StrCat(config, ": shape ", options->num_layers, ",", options->num_heads, ",",
+                            options->num_kv_heads, ",", options->head_dim, note, ", batch ",
+                            options->batch_size, ", ", tokens, " prompt tokens per sequence\n"));
+  }
+  return 0;
+}
+
 // Runs attnkit-NAME: beside this executable (installed), else at its build-tree path.
 int RunProgram(const std::string& name, const std::vector<std::string>& args) {
   std::vector<std::string> candidates;
@@ -451,11 +638,12 @@ int main(int argc, char** argv) {
   const std::string command = args[0];
   args.erase(args.begin());
   const bool wants_help = !args.empty() && (args[0] == "--help" || args[0] == "-h");
-  if (command == "validate" || command == "convert") {
+  if (command == "validate" || command == "convert" || command == "plan") {
     if (wants_help) {
       std::cout << kUsage;
       return 0;
     }
+    if (command == "plan") return Plan(args);
     return command == "validate" ? Validate(args) : Convert(args);
   }
   for (const char* program : {"eval", "generate", "conformance", "bench"}) {

@@ -362,37 +362,6 @@ RowFormat RowFormatOf(at::ScalarType dtype) {
   }
 }
 
-int64_t PageBytes(RowFormat format, int page_size, int head_dim, int group_size) {
-  const int64_t rows = page_size;
-  switch (format) {
-    case RowFormat::kFloat32:
-      return rows * head_dim * 4;
-    case RowFormat::kInt8:
-      return rows * (head_dim + 2 * (head_dim / group_size));
-    case RowFormat::kInt4:
-    case RowFormat::kInt2:
-      return rows * (head_dim * KiviBits(format) / 8 + 4 * (head_dim / group_size));
-    case RowFormat::kInt4Channel:
-    case RowFormat::kInt2Channel:
-      return head_dim * (rows * KiviBits(format) / 8 + 4);
-    default:
-      return rows * head_dim * 2;
-  }
-}
-
-int KiviBits(RowFormat format) {
-  switch (format) {
-    case RowFormat::kInt4:
-    case RowFormat::kInt4Channel:
-      return 4;
-    case RowFormat::kInt2:
-    case RowFormat::kInt2Channel:
-      return 2;
-    default:
-      return 0;
-  }
-}
-
 void ReadPageRow(RowFormat format, const char* page, int page_size, int head_dim, int group_size,
                  int64_t row, float* x) {
   const int d = head_dim, P = page_size;

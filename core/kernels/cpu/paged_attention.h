@@ -14,40 +14,11 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "session/page_format.h"  // RowFormat, KiviBits, IsPerChannel, PageBytes
+
 namespace attnkit::kernels {
 
-// The element format of a page's key or value rows.
-// kInt8: a page of page_size rows holds page_size * head_dim int8 values (row-major), then
-// page_size * (head_dim / group_size) float16 scales (row-major): x = scale[row][c / group] * q.
-// kInt4 / kInt2 (KIVI's value cache): per token, asymmetric over groups of group_size channels.
-//   A page holds page_size rows of head_dim codes packed along the channels (code j of a row at
-//   bit (j * bits) % 8 of byte j * bits / 8), then float16 scales [page_size][head_dim / group],
-//   then float16 minimums of the same shape.
-// kInt4Channel / kInt2Channel (KIVI's key cache): per channel, asymmetric over the page's tokens
-//   (the page is the quantization group). A page holds head_dim rows of page_size codes packed
-//   along the tokens, then float16 scales [head_dim], then float16 minimums [head_dim]. Pages are
-//   written a whole page at a time (QuantizeKivi over its tokens).
-// Both KIVI layouts dequantize as KIVI does in float16: x = half(half(code * scale) + min).
-enum class RowFormat {
-  kFloat32,
-  kFloat16,
-  kBFloat16,
-  kInt8,
-  kInt4,
-  kInt2,
-  kInt4Channel,
-  kInt2Channel
-};
-
-// Bits per code of a KIVI format (0 for the others), and whether it is the per-channel layout.
-int KiviBits(RowFormat format);
-inline bool IsPerChannel(RowFormat f) {
-  return f == RowFormat::kInt4Channel || f == RowFormat::kInt2Channel;
-}
-
 RowFormat RowFormatOf(at::ScalarType dtype);  // kFloat32/kFloat16/kBFloat16 (kChar: kInt8)
-// Bytes of one page's keys or values in `format`.
-int64_t PageBytes(RowFormat format, int page_size, int head_dim, int group_size);
 // Row `row` of a page in `format` as head_dim floats (any format).
 void ReadPageRow(RowFormat format, const char* page, int page_size, int head_dim, int group_size,
                  int64_t row, float* x);

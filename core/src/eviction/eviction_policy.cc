@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "attnkit/config_parser.h"
 #include "config/algorithms.h"
+#include "eviction/budgets.h"
 #include "eviction/scorers.h"
 #include "eviction/selection.h"
 #include "util/archive.h"
@@ -17,34 +18,11 @@
 namespace attnkit {
 namespace {
 
+using eviction::IntermediateBudgets;
+
 using eviction::Areas;
 using eviction::HeadLayout;
 using eviction::LayerScores;
-
-// The intermediate budget of `layer` for a mean of `mean` tokens per layer: the mean itself, or
-// with PyramidKV budgets falling linearly from the first layer to the last with the given
-// last/first ratio and that mean, each rounded down to whole groups.
-int64_t IntermediateBudget(const EvictionOptions& o, int64_t mean, int layer, int num_layers) {
-  if (!FindAllocator(o.allocator)->Has(kAllocatorPerLayer) || num_layers == 1) return mean;
-  const double first = 2.0 * static_cast<double>(mean) / (1.0 + o.pyramid_min_ratio);
-  const double last = first * o.pyramid_min_ratio;
-  const double budget = first + (last - first) * layer / (num_layers - 1);
-  const int64_t g = o.group_size;
-  return static_cast<int64_t>(std::floor(budget / g)) * g;
-}
-
-std::vector<int64_t> IntermediateBudgets(const EvictionOptions& o, int num_layers) {
-  std::vector<int64_t> out(num_layers);
-  for (int l = 0; l < num_layers; ++l)
-    out[l] = IntermediateBudget(o, o.intermediate_tokens, l, num_layers);
-  return out;
-}
-
-// Ratio mode (docs/algorithms.md 1.4): the tokens kept after seeing `seen`, rounded as kvpress's
-// int(k_len * (1 - compression_ratio)), at least 1.
-int64_t RatioTarget(int64_t seen, double ratio) {
-  return std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(seen) * (1.0 - ratio)));
-}
 
 class EvictionPolicyImpl : public EvictionPolicy {
  public:
@@ -321,11 +299,7 @@ class EvictionPolicyImpl : public EvictionPolicy {
   // spread over the layers as the allocator does.
   int64_t Intermediate(int layer, int64_t seen) const {
     if (!options_.ratio_mode()) return intermediate_[layer];
-    const int64_t g = options_.group_size;
-    const int64_t rest = RatioTarget(seen, options_.compression_ratio) - options_.start_tokens -
-                         options_.recent_tokens;
-    const int64_t mean = std::max<int64_t>(0, rest) / g * g;
-    return std::max<int64_t>(0, IntermediateBudget(options_, mean, layer, num_layers()));
+    return eviction::RatioIntermediate(options_, seen, layer, num_layers());
   }
   int64_t Intermediate(int layer) const { return Intermediate(layer, tokens_seen_[layer]); }
 

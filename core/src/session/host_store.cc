@@ -25,23 +25,7 @@ at::Tensor OnHost(const at::Tensor& t) { return t.is_cpu() ? t : t.cpu(); }
 
 using kernels::RowFormat;
 
-// KIVI keys are quantized per channel over a page of tokens, KIVI values per token.
-RowFormat FormatOf(KvDataType type, bool keys) {
-  switch (type) {
-    case KvDataType::kInt4:
-      return keys ? RowFormat::kInt4Channel : RowFormat::kInt4;
-    case KvDataType::kInt2:
-      return keys ? RowFormat::kInt2Channel : RowFormat::kInt2;
-    case KvDataType::kFloat16:
-      return RowFormat::kFloat16;
-    case KvDataType::kBFloat16:
-      return RowFormat::kBFloat16;
-    case KvDataType::kInt8:
-      return RowFormat::kInt8;
-    default:
-      return RowFormat::kFloat32;
-  }
-}
+using kernels::FormatOf;
 
 // Row `row` of a page in `format` read as floats, written from floats, copied within the pool.
 // Per-channel KIVI pages (keys) are written a page at a time (WritePage).
