@@ -16,15 +16,10 @@ using kernels::RowFormat;
 
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-RowFormat SessionFormat(DType dtype) {
-  return dtype == DType::kFloat16    ? RowFormat::kFloat16
-         : dtype == DType::kBFloat16 ? RowFormat::kBFloat16
-                                     : RowFormat::kFloat32;
-}
-
-// The host store's layout (host_store.cc): main pages of main_page tokens in the key and value
-// formats; with a residual window (or KIVI keys, which collect a group's tokens there first) a
-// second pool of page_size-token pages in the session dtype.
+// The host store's layout (kernels::HostLayoutOf, which the store builds its pools from): main
+// pages of main_page tokens in the key and value formats; with a residual window (or KIVI keys,
+// which collect a group's tokens there first) a second pool of page_size-token pages in the
+// session dtype.
 struct Layout {
   bool plain = true;
   bool channel_keys = false;
@@ -33,23 +28,20 @@ struct Layout {
 };
 
 Layout LayoutOf(const SessionOptions& o) {
+  const kernels::HostPageLayout h = kernels::HostLayoutOf(o);
   Layout l;
-  const RowFormat session = SessionFormat(o.dtype);
-  const RowFormat keys = kernels::FormatOf(o.key_type(), /*keys=*/true);
-  const RowFormat values = kernels::FormatOf(o.value_type(), /*keys=*/false);
-  const int group = o.kv_format.quantized() ? o.kv_group_size() : o.head_dim;
-  l.page = o.page_size;
-  l.residual_tokens = o.kv_format.residual_tokens;
-  l.channel_keys = kernels::IsPerChannel(keys);
-  l.plain = keys == session && values == session && l.residual_tokens == 0;
-  l.main_page = l.channel_keys ? group : o.page_size;
-  const int64_t session_page = kernels::PageBytes(session, o.page_size, o.head_dim, o.head_dim);
+  l.page = h.page_size;
+  l.residual_tokens = h.residual_tokens;
+  l.channel_keys = h.channel_keys;
+  l.plain = h.plain;
+  l.main_page = h.main_page;
+  const int64_t session_page = kernels::PageBytes(h.session, o.page_size, o.head_dim, o.head_dim);
   if (l.plain) {
     l.main_page_bytes = 2 * session_page;
   } else {
-    l.main_page_bytes = kernels::PageBytes(keys, l.main_page, o.head_dim, group) +
-                        kernels::PageBytes(values, l.main_page, o.head_dim, group);
-    if (l.residual_tokens > 0 || l.channel_keys) l.residual_page_bytes = 2 * session_page;
+    l.main_page_bytes = kernels::PageBytes(h.keys, l.main_page, o.head_dim, h.group) +
+                        kernels::PageBytes(h.values, l.main_page, o.head_dim, h.group);
+    if (h.residual_pool()) l.residual_page_bytes = 2 * session_page;
   }
   return l;
 }

@@ -144,20 +144,21 @@ class RowCodec {
 class HostStore final : public KvStore {
  public:
   explicit HostStore(const StoreContext& context)
+      : HostStore(context, kernels::HostLayoutOf(*context.options)) {}
+
+  HostStore(const StoreContext& context, const kernels::HostPageLayout& layout)
       : KvStore(context, at::Device(at::kCPU)),
         dtype_(StorageType(context.options->dtype)),
-        session_format_(kernels::RowFormatOf(dtype_)),
-        key_format_(FormatOf(context.options->key_type(), /*keys=*/true)),
-        value_format_(FormatOf(context.options->value_type(), /*keys=*/false)),
-        group_(context.options->kv_format.quantized() ? context.options->kv_group_size()
-                                                      : context.options->head_dim),
-        residual_tokens_(context.options->kv_format.residual_tokens),
-        channel_keys_(kernels::IsPerChannel(key_format_)),
-        main_page_(channel_keys_ ? group_ : context.options->page_size),
+        session_format_(layout.session),
+        key_format_(layout.keys),
+        value_format_(layout.values),
+        group_(layout.group),
+        residual_tokens_(layout.residual_tokens),
+        channel_keys_(layout.channel_keys),
+        main_page_(layout.main_page),
         codec_(main_page_, context.options->head_dim, group_) {
     const SessionOptions& o = *context.options;
-    plain_ =
-        key_format_ == session_format_ && value_format_ == session_format_ && residual_tokens_ == 0;
+    plain_ = layout.plain;
     for (Layer& layer : layers_) {
       std::unique_ptr<ChunkedPagePool> pool;
       if (plain_) {
@@ -170,8 +171,7 @@ class HostStore final : public KvStore {
       }
       pools_.push_back(pool.get());
       layer.pool = std::move(pool);
-      // KIVI keys collect a group's tokens in the window before quantizing them.
-      if (residual_tokens_ > 0 || channel_keys_) {
+      if (layout.residual_pool()) {
         auto residual = std::make_unique<ChunkedPagePool>(o.page_size, o.head_dim, dtype_);
         residual_pools_.push_back(residual.get());
         layer.residual_pool = std::move(residual);

@@ -89,6 +89,37 @@ inline RowFormat FormatOf(KvDataType type, bool keys) {
   }
 }
 
+// How the host store lays out a session's pages, decided from its options alone (the store
+// builds its pools from it; the planner counts bytes with it).
+struct HostPageLayout {
+  RowFormat session = RowFormat::kFloat32;  // the session dtype's format
+  RowFormat keys = RowFormat::kFloat32, values = RowFormat::kFloat32;
+  int group = 0;              // quantization group (head_dim when nothing is quantized)
+  int page_size = 16;         // tokens of a plain or residual page
+  int main_page = 16;         // tokens of a main page: a key group for KIVI keys, else page_size
+  int residual_tokens = 0;    // the full-precision window
+  bool channel_keys = false;  // KIVI keys: quantized per channel over a main page of tokens
+  bool plain = true;          // session-format pages and no residual window
+  // KIVI keys collect a group's tokens in the window before quantizing them.
+  bool residual_pool() const { return residual_tokens > 0 || channel_keys; }
+};
+
+inline HostPageLayout HostLayoutOf(const SessionOptions& o) {
+  HostPageLayout l;
+  l.session = o.dtype == DType::kFloat16    ? RowFormat::kFloat16
+              : o.dtype == DType::kBFloat16 ? RowFormat::kBFloat16
+                                            : RowFormat::kFloat32;
+  l.keys = FormatOf(o.key_type(), /*keys=*/true);
+  l.values = FormatOf(o.value_type(), /*keys=*/false);
+  l.group = o.kv_format.quantized() ? o.kv_group_size() : o.head_dim;
+  l.page_size = o.page_size;
+  l.residual_tokens = o.kv_format.residual_tokens;
+  l.channel_keys = IsPerChannel(l.keys);
+  l.main_page = l.channel_keys ? l.group : o.page_size;
+  l.plain = l.keys == l.session && l.values == l.session && l.residual_tokens == 0;
+  return l;
+}
+
 }  // namespace attnkit::kernels
 
 #endif  // ATTNKIT_CORE_SESSION_PAGE_FORMAT_H_
