@@ -55,24 +55,28 @@ class DeviceStore final : public KvStore {
 
   // The new tokens' keys and values written into their rows of the arena, one index_copy_ for the
   // keys and one for the values.
-  void Append(int layer_index, const at::Tensor& k, const at::Tensor& v,
-              const std::vector<int64_t>& first_rotated) override {
+  void AppendTo(int layer_index, const at::Tensor& k, const at::Tensor& v,
+                const std::vector<int64_t>& first_rotated,
+                absl::Span<const int64_t> sequences) override {
     Materialize(layer_index);
     const SessionOptions& o = *context_.options;
     const int64_t T = k.size(2), P = o.page_size;
     Layer& layer = layers_[layer_index];
     ArenaPagePool& pool = *pools_[layer_index];
     int64_t new_pages = 0;
-    for (const HeadCache& h : layer.heads) {
-      new_pages +=
-          std::max<int64_t>(0, (h.length + T + P - 1) / P - static_cast<int64_t>(h.pages.size()));
+    for (const int64_t b : sequences) {
+      for (int64_t kvh = 0; kvh < o.num_kv_heads; ++kvh) {
+        const HeadCache& h = layer.heads[b * o.num_kv_heads + kvh];
+        new_pages +=
+            std::max<int64_t>(0, (h.length + T + P - 1) / P - static_cast<int64_t>(h.pages.size()));
+      }
     }
     pool.EnsureFree(new_pages);
-    // The keys' row indices, then the values': [B, Hkv, T] each, in AppendEach's order.
-    const int64_t n = static_cast<int64_t>(layer.heads.size()) * T;
+    // The keys' row indices, then the values': [S, Hkv, T] each, in AppendEach's order.
+    const int64_t n = static_cast<int64_t>(sequences.size()) * o.num_kv_heads * T;
     std::vector<int64_t> rows_index(2 * n);
     int64_t next = 0;
-    AppendEach(layer, T, first_rotated, [&](int64_t, int64_t, HeadCache& cache) {
+    AppendEach(layer, T, first_rotated, sequences, [&](int64_t, int64_t, HeadCache& cache) {
       for (int64_t t = 0; t < T; ++t, ++next) {
         const int64_t i = cache.length + t;
         rows_index[next] = pool.KeyRowIndex(cache.page_of(i, P), i % P);
@@ -88,28 +92,29 @@ class DeviceStore final : public KvStore {
                      v.to(device_, pool.dtype()).contiguous().view({-1, o.head_dim}));
   }
 
-  absl::StatusOr<StepResult> Attend(int layer_index, const at::Tensor& q_in, int64_t window,
-                                    bool column_sums) override {
-    const SessionOptions& o = *context_.options;
+  absl::StatusOr<StepResult> AttendTo(int layer_index, const at::Tensor& q_in, int64_t window,
+                                      bool column_sums,
+                                      absl::Span<const int64_t> sequences) override {
     const int64_t T = q_in.size(2);
     const Layer& layer = layers_[layer_index];
     const at::Tensor q = q_in.to(device_);
-    StepResult r = MakeResult(layer, T, window, column_sums);
+    StepResult r = MakeResult(layer, T, window, column_sums, sequences);
     const sparse::SparseAttention* sparse = context_.sparse;
     const sparse::SparseAttention* engine =
         sparse != nullptr && T >= sparse->options().min_sparse_length ? sparse
         : T >= kDenseEngineMinQueries                                 ? dense_.get()
                                                                       : nullptr;
     if (T <= max_decode_queries() && FusedDecodeTakes()) {
-      for (int64_t b = 0; b < o.batch_size; ++b) {
-        ATTNKIT_RETURN_IF_ERROR(FusedDecode(layer_index, b, q[b], r));
+      for (size_t i = 0; i < sequences.size(); ++i) {
+        ATTNKIT_RETURN_IF_ERROR(FusedDecode(layer_index, sequences[i], i, q[i], r));
       }
-    } else if (engine != nullptr && EqualLengths(layer) && T > 1) {
-      for (int64_t b = 0; b < o.batch_size; ++b) {
-        ATTNKIT_RETURN_IF_ERROR(SparsePrefill(layer, b, *engine, true, q[b], window, r));
+    } else if (engine != nullptr && EqualLengths(layer, sequences) && T > 1) {
+      for (size_t i = 0; i < sequences.size(); ++i) {
+        ATTNKIT_RETURN_IF_ERROR(
+            SparsePrefill(layer, sequences[i], i, *engine, true, q[i], window, r));
       }
     } else {
-      DenseGroups(layer, q.to(at::kFloat), window, r);
+      DenseGroups(layer, q.to(at::kFloat), window, r, sequences);
     }
     return r;
   }
@@ -161,10 +166,12 @@ class DeviceStore final : public KvStore {
            o.scale > 0;
   }
 
-  // One decode token of sequence b through cuda::PagedDecodeAttention over the arena's pages.
+  // One decode token of sequence b (row i of the result) through cuda::PagedDecodeAttention over
+  // the arena's pages.
   // With a policy observing, every query head gets its own row of page pointers (its kv head's
   // pages), so the kernel's score rows are the per-head probabilities the policy reads.
-  absl::Status FusedDecode(int layer_index, int64_t b, const at::Tensor& q_b, StepResult& r) {
+  absl::Status FusedDecode(int layer_index, int64_t b, int64_t i, const at::Tensor& q_b,
+                           StepResult& r) {
     const SessionOptions& o = *context_.options;
     const Layer& layer = layers_[layer_index];
     const ArenaPagePool& pool = *pools_[layer_index];
@@ -201,9 +208,9 @@ class DeviceStore final : public KvStore {
     ATTNKIT_ASSIGN_OR_RETURN(at::Tensor step,
                              cuda::PagedDecodeAttention(q_b.select(1, 0).to(pool.dtype()), cache,
                                                         o.scale, observe ? &scores : nullptr));
-    r.out[b].select(1, 0).copy_(step);
-    if (r.window_rows.defined()) r.window_rows[b].select(1, 0).narrow(1, 0, max_len).copy_(scores);
-    if (r.column_sums.defined()) r.column_sums[b].narrow(1, 0, max_len).copy_(scores);
+    r.out[i].select(1, 0).copy_(step);
+    if (r.window_rows.defined()) r.window_rows[i].select(1, 0).narrow(1, 0, max_len).copy_(scores);
+    if (r.column_sums.defined()) r.column_sums[i].narrow(1, 0, max_len).copy_(scores);
     return absl::OkStatus();
   }
 

@@ -179,10 +179,11 @@ class HostStore final : public KvStore {
     }
   }
 
-  void Append(int layer_index, const at::Tensor& k_in, const at::Tensor& v_in,
-              const std::vector<int64_t>& first_rotated) override {
+  void AppendTo(int layer_index, const at::Tensor& k_in, const at::Tensor& v_in,
+                const std::vector<int64_t>& first_rotated,
+                absl::Span<const int64_t> sequences) override {
     Materialize(layer_index);
-    if (plain_) return AppendPlain(layer_index, k_in, v_in, first_rotated);
+    if (plain_) return AppendPlain(layer_index, k_in, v_in, first_rotated, sequences);
     const SessionOptions& o = *context_.options;
     const at::Tensor k = OnHost(k_in).to(dtype_).contiguous();
     const at::Tensor v = OnHost(v_in).to(dtype_).contiguous();
@@ -191,6 +192,8 @@ class HostStore final : public KvStore {
     fresh_layer_ = layer_index;
     fresh_keys_ = k;
     fresh_values_ = v;
+    fresh_rows_.assign(o.batch_size, -1);
+    for (size_t i = 0; i < sequences.size(); ++i) fresh_rows_[sequences[i]] = i;
     const int64_t T = k.size(2), P = o.page_size, Pm = main_page_, R = residual_tokens_;
     const int64_t row = o.head_dim * c10::elementSize(dtype_);
     Layer& layer = layers_[layer_index];
@@ -198,13 +201,13 @@ class HostStore final : public KvStore {
     ChunkedPagePool* res_pool =
         layer.residual_pool != nullptr ? residual_pools_[layer_index] : nullptr;
     std::vector<float> buffer(o.head_dim), key_rows;
-    for (int64_t b = 0; b < o.batch_size; ++b) {
+    for (size_t i = 0; i < sequences.size(); ++i) {
+      const int64_t b = sequences[i];
       for (int64_t h = 0; h < o.num_kv_heads; ++h) {
         HeadCache& cache = layer.heads[b * o.num_kv_heads + h];
-        const char* kb =
-            static_cast<const char*>(k.data_ptr()) + (b * o.num_kv_heads + h) * T * row;
-        const char* vb =
-            static_cast<const char*>(v.data_ptr()) + (b * o.num_kv_heads + h) * T * row;
+        const int64_t tensor_head = static_cast<int64_t>(i) * o.num_kv_heads + h;
+        const char* kb = static_cast<const char*>(k.data_ptr()) + tensor_head * T * row;
+        const char* vb = static_cast<const char*>(v.data_ptr()) + tensor_head * T * row;
         const int64_t Lr = cache.residual, Q = cache.length - Lr;
         cache.UnshareFrom(pool, Q / Pm);  // the partial page this append completes, if shared
         if (res_pool != nullptr) cache.UnshareResidual(*res_pool);
@@ -276,7 +279,7 @@ class HostStore final : public KvStore {
         }
         for (int64_t t = 0; t < T; ++t) {
           cache.origin.push_back(layer.seen[b] + t);
-          cache.rotated.push_back(first_rotated[b] + t);
+          cache.rotated.push_back(first_rotated[i] + t);
         }
         cache.length += T;
       }
@@ -284,9 +287,9 @@ class HostStore final : public KvStore {
     }
   }
 
-  absl::StatusOr<StepResult> Attend(int layer_index, const at::Tensor& q_in, int64_t window,
-                                    bool column_sums) override {
-    const SessionOptions& o = *context_.options;
+  absl::StatusOr<StepResult> AttendTo(int layer_index, const at::Tensor& q_in, int64_t window,
+                                      bool column_sums,
+                                      absl::Span<const int64_t> sequences) override {
     const at::Tensor qf = OnHost(q_in).to(at::kFloat).contiguous();  // [B, H, T, d]
     const int64_t T = qf.size(2);
     const Layer& layer = layers_[layer_index];
@@ -297,21 +300,24 @@ class HostStore final : public KvStore {
     } forget{this};
     if (fresh_layer_ != layer_index) ForgetFreshRows();
     attending_ = true;
-    StepResult r = MakeResult(layer, T, window, column_sums);
+    StepResult r = MakeResult(layer, T, window, column_sums, sequences);
     if (T <= kPagedKernelMaxQueries) {
-      PagedDecode(layer_index, qf, window, r);
+      PagedDecode(layer_index, qf, window, r, sequences);
       return r;
     }
     const sparse::SparseAttention* sparse = context_.sparse;
-    if (sparse != nullptr && EqualLengths(layer) && T >= sparse->options().min_sparse_length) {
-      for (int64_t b = 0; b < o.batch_size; ++b) {
-        if (absl::Status s = SparsePrefill(layer, b, *sparse, false, qf[b], window, r); !s.ok()) {
+    if (sparse != nullptr && EqualLengths(layer, sequences) &&
+        T >= sparse->options().min_sparse_length) {
+      for (size_t i = 0; i < sequences.size(); ++i) {
+        if (absl::Status s =
+                SparsePrefill(layer, sequences[i], i, *sparse, false, qf[i], window, r);
+            !s.ok()) {
           return s;
         }
       }
       return r;
     }
-    DenseGroups(layer, qf, window, r);
+    DenseGroups(layer, qf, window, r, sequences);
     return r;
   }
 
@@ -483,7 +489,7 @@ class HostStore final : public KvStore {
 
   // The plain layout (keys and values in the session dtype, no window): rows copied as given.
   void AppendPlain(int layer_index, const at::Tensor& k_in, const at::Tensor& v_in,
-                   const std::vector<int64_t>& first_rotated) {
+                   const std::vector<int64_t>& first_rotated, absl::Span<const int64_t> sequences) {
     const at::Tensor k = OnHost(k_in), v = OnHost(v_in);
     const int64_t T = k.size(2);
     Layer& layer = layers_[layer_index];
@@ -491,19 +497,19 @@ class HostStore final : public KvStore {
     const int64_t row = pool.row_bytes(), P = pool.page_size();
     const bool fast = k.scalar_type() == pool.dtype() && v.scalar_type() == pool.dtype() &&
                       k.stride(3) == 1 && v.stride(3) == 1;
-    AppendEach(layer, T, first_rotated, [&](int64_t b, int64_t h, HeadCache& cache) {
+    AppendEach(layer, T, first_rotated, sequences, [&](int64_t i, int64_t h, HeadCache& cache) {
       at::Tensor ks, vs;
       const char *kb, *vb;
       int64_t k_stride = row, v_stride = row;
       if (fast) {
         const int64_t es = k.element_size();
-        kb = static_cast<const char*>(k.data_ptr()) + (b * k.stride(0) + h * k.stride(1)) * es;
-        vb = static_cast<const char*>(v.data_ptr()) + (b * v.stride(0) + h * v.stride(1)) * es;
+        kb = static_cast<const char*>(k.data_ptr()) + (i * k.stride(0) + h * k.stride(1)) * es;
+        vb = static_cast<const char*>(v.data_ptr()) + (i * v.stride(0) + h * v.stride(1)) * es;
         k_stride = k.stride(2) * es;
         v_stride = v.stride(2) * es;
       } else {
-        ks = k[b][h].to(pool.dtype()).contiguous();
-        vs = v[b][h].to(pool.dtype()).contiguous();
+        ks = k[i][h].to(pool.dtype()).contiguous();
+        vs = v[i][h].to(pool.dtype()).contiguous();
         kb = static_cast<const char*>(ks.data_ptr());
         vb = static_cast<const char*>(vs.data_ptr());
       }
@@ -544,7 +550,8 @@ class HostStore final : public KvStore {
           cache.length >= fresh.size(2)) {
         const int64_t index = &cache - layer.heads.data(), T = fresh.size(2);
         const int64_t Hkv = context_.options->num_kv_heads;
-        out.narrow(0, cache.length - T, T).copy_(fresh[index / Hkv][index % Hkv]);
+        const int64_t row = fresh_rows_[index / Hkv];  // -1: not in the last Append
+        if (row >= 0) out.narrow(0, cache.length - T, T).copy_(fresh[row][index % Hkv]);
       }
       return out;
     }
@@ -559,8 +566,10 @@ class HostStore final : public KvStore {
     return out;
   }
 
-  // Every (sequence, kv head) group through the paged kernel, in parallel over the groups.
-  void PagedDecode(int layer_index, const at::Tensor& qf, int64_t window, StepResult& r) const {
+  // Every kv head of `sequences` through the paged kernel, in parallel over the (sequence, kv
+  // head) groups; row i of qf and of the result is sequence sequences[i].
+  void PagedDecode(int layer_index, const at::Tensor& qf, int64_t window, StepResult& r,
+                   absl::Span<const int64_t> sequences) const {
     const SessionOptions& o = *context_.options;
     const Layer& layer = layers_[layer_index];
     const ChunkedPagePool& pool = *pools_[layer_index];
@@ -570,15 +579,15 @@ class HostStore final : public KvStore {
                                                       : 0;
     // Groups are handed out one at a time rather than split evenly up front, so a thread slowed
     // by another process on its core takes fewer of them instead of holding the step back.
-    const int64_t groups = o.batch_size * o.num_kv_heads;
+    const int64_t groups = static_cast<int64_t>(sequences.size()) * o.num_kv_heads;
     std::atomic<int64_t> next{0};
     namespace workers = kernels::sparse_parallel;
     workers::RunWorkers(workers::Workers(groups), [&](int64_t) {
       std::vector<float> scratch, rows_buf, sums_buf;
       std::vector<const char*> page_keys, page_values, res_keys, res_values;
       for (int64_t gi; (gi = next.fetch_add(1)) < groups;) {
-        const int64_t b = gi / o.num_kv_heads, kvh = gi % o.num_kv_heads;
-        const HeadCache& cache = layer.heads[gi];
+        const int64_t b = gi / o.num_kv_heads, kvh = gi % o.num_kv_heads;  // b: the row
+        const HeadCache& cache = layer.heads[sequences[b] * o.num_kv_heads + kvh];
         scratch.resize(static_cast<size_t>(G * T * cache.length));
         page_keys.resize(cache.pages.size());
         page_values.resize(cache.pages.size());
@@ -663,6 +672,7 @@ class HostStore final : public KvStore {
   // layer ends: a prefill attends to its own tokens in full precision (not plain_ stores).
   int fresh_layer_ = -1;
   at::Tensor fresh_keys_, fresh_values_;
+  std::vector<int64_t> fresh_rows_;  // per sequence: its row of the fresh tensors, or -1
 
   bool attending_ = false;  // inside Attend: the only reader of the fresh rows
 

@@ -14,6 +14,8 @@ KvStore::KvStore(const StoreContext& context, at::Device device)
     : context_(context), device_(device) {
   const SessionOptions& o = *context.options;
   layers_.resize(o.num_layers);
+  all_sequences_.resize(o.batch_size);
+  for (int64_t b = 0; b < o.batch_size; ++b) all_sequences_[b] = b;
 }
 
 KvStore::Layer& KvStore::Materialize(int layer_index) {
@@ -130,35 +132,59 @@ void KvStore::Clear() {
   }
 }
 
-StepResult KvStore::MakeResult(const Layer& layer, int64_t T, int64_t window,
-                               bool column_sums) const {
+void KvStore::ClearSequence(int64_t b) {
+  const int64_t Hkv = context_.options->num_kv_heads;
+  for (Layer& layer : layers_) {
+    if (layer.heads.empty()) continue;
+    for (int64_t h = 0; h < Hkv; ++h) {
+      HeadCache& cache = layer.heads[b * Hkv + h];
+      if (layer.residual_pool != nullptr) cache.ClearResidual(*layer.residual_pool);
+      cache.Clear(*layer.pool);
+    }
+    layer.seen[b] = 0;
+  }
+}
+
+StepResult KvStore::MakeResult(const Layer& layer, int64_t T, int64_t window, bool column_sums,
+                               absl::Span<const int64_t> sequences) const {
   const SessionOptions& o = *context_.options;
   const auto floats = at::TensorOptions().dtype(at::kFloat).device(device_);
+  const int64_t S = static_cast<int64_t>(sequences.size());
   int64_t max_len = 0;
-  for (const HeadCache& h : layer.heads) max_len = std::max(max_len, h.length);
+  for (const int64_t b : sequences) {
+    for (int64_t h = 0; h < o.num_kv_heads; ++h) {
+      max_len = std::max(max_len, layer.heads[b * o.num_kv_heads + h].length);
+    }
+  }
   StepResult r;
-  r.out = at::empty({o.batch_size, o.num_heads, T, o.head_dim}, floats);
-  if (window > 0) r.window_rows = at::zeros({o.batch_size, o.num_heads, window, max_len}, floats);
-  if (column_sums) r.column_sums = at::zeros({o.batch_size, o.num_heads, max_len}, floats);
+  r.out = at::empty({S, o.num_heads, T, o.head_dim}, floats);
+  if (window > 0) r.window_rows = at::zeros({S, o.num_heads, window, max_len}, floats);
+  if (column_sums) r.column_sums = at::zeros({S, o.num_heads, max_len}, floats);
   return r;
 }
 
-bool KvStore::EqualLengths(const Layer& layer) const {
-  for (const HeadCache& h : layer.heads) {
-    if (h.length != layer.heads[0].length) return false;
+bool KvStore::EqualLengths(const Layer& layer, absl::Span<const int64_t> sequences) const {
+  const int64_t Hkv = context_.options->num_kv_heads;
+  const int64_t first = layer.heads[sequences[0] * Hkv].length;
+  for (const int64_t b : sequences) {
+    for (int64_t h = 0; h < Hkv; ++h) {
+      if (layer.heads[b * Hkv + h].length != first) return false;
+    }
   }
   return true;
 }
 
-void KvStore::DenseGroups(const Layer& layer, const at::Tensor& qf, int64_t window,
-                          StepResult& r) const {
+void KvStore::DenseGroups(const Layer& layer, const at::Tensor& qf, int64_t window, StepResult& r,
+                          absl::Span<const int64_t> sequences) const {
   const SessionOptions& o = *context_.options;
   const int64_t G = o.num_heads / o.num_kv_heads;
-  for (int64_t gi = 0; gi < o.batch_size * o.num_kv_heads; ++gi) {
-    const int64_t b = gi / o.num_kv_heads, kvh = gi % o.num_kv_heads;
-    PrefillGroup(layer, gi, qf[b].narrow(0, kvh * G, G), r.out[b].narrow(0, kvh * G, G), window,
-                 r.window_rows.defined() ? r.window_rows[b].narrow(0, kvh * G, G) : at::Tensor(),
-                 r.column_sums.defined() ? r.column_sums[b].narrow(0, kvh * G, G) : at::Tensor());
+  for (size_t i = 0; i < sequences.size(); ++i) {
+    for (int64_t kvh = 0; kvh < o.num_kv_heads; ++kvh) {
+      PrefillGroup(layer, sequences[i] * o.num_kv_heads + kvh, qf[i].narrow(0, kvh * G, G),
+                   r.out[i].narrow(0, kvh * G, G), window,
+                   r.window_rows.defined() ? r.window_rows[i].narrow(0, kvh * G, G) : at::Tensor(),
+                   r.column_sums.defined() ? r.column_sums[i].narrow(0, kvh * G, G) : at::Tensor());
+    }
   }
 }
 
@@ -204,7 +230,7 @@ absl::StatusOr<StepResult> KvStore::AttendCache(int layer_index, const at::Tenso
   const Layer& layer = layers_[layer_index];
   const at::Tensor qf = q.to(device_, at::kFloat).contiguous();  // [B, H, T, d]
   const int64_t T = qf.size(2), G = o.num_heads / o.num_kv_heads;
-  StepResult r = MakeResult(layer, T, window, column_sums);
+  StepResult r = MakeResult(layer, T, window, column_sums, all_sequences_);
   for (int64_t gi = 0; gi < o.batch_size * o.num_kv_heads; ++gi) {
     const int64_t b = gi / o.num_kv_heads, kvh = gi % o.num_kv_heads;
     PrefillGroup(layer, gi, qf[b].narrow(0, kvh * G, G), r.out[b].narrow(0, kvh * G, G), window,
@@ -215,7 +241,7 @@ absl::StatusOr<StepResult> KvStore::AttendCache(int layer_index, const at::Tenso
   return r;
 }
 
-absl::Status KvStore::SparsePrefill(const Layer& layer, int64_t b,
+absl::Status KvStore::SparsePrefill(const Layer& layer, int64_t b, int64_t i,
                                     const sparse::SparseAttention& engine, bool storage_dtype,
                                     const at::Tensor& q_b, int64_t window, StepResult& r) {
   const SessionOptions& o = *context_.options;
@@ -229,7 +255,7 @@ absl::Status KvStore::SparsePrefill(const Layer& layer, int64_t b,
   double density = 1.0;
   ATTNKIT_ASSIGN_OR_RETURN(
       at::Tensor out, engine.Prefill(q, at::stack(keys), at::stack(values), o.scale, &density));
-  r.out[b].copy_(out);
+  r.out[i].copy_(out);
   if (&engine == context_.sparse) sparse_density_ = density;
   if (!r.window_rows.defined() && !r.column_sums.defined()) return absl::OkStatus();
   const int64_t G = o.num_heads / o.num_kv_heads, T = q.size(1);
@@ -237,8 +263,8 @@ absl::Status KvStore::SparsePrefill(const Layer& layer, int64_t b,
   const bool sums = r.column_sums.defined();
   for (int64_t kvh = 0; kvh < o.num_kv_heads; ++kvh) {
     PrefillGroup(layer, b * o.num_kv_heads + kvh, qf.narrow(0, kvh * G, G), at::Tensor(), window,
-                 r.window_rows.defined() ? r.window_rows[b].narrow(0, kvh * G, G) : at::Tensor(),
-                 sums ? r.column_sums[b].narrow(0, kvh * G, G) : at::Tensor(),
+                 r.window_rows.defined() ? r.window_rows[i].narrow(0, kvh * G, G) : at::Tensor(),
+                 sums ? r.column_sums[i].narrow(0, kvh * G, G) : at::Tensor(),
                  sums ? 0 : T - window);
   }
   return absl::OkStatus();

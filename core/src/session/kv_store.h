@@ -21,6 +21,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "attnkit/config.h"
 #include "attnkit/config_parser.h"
 #include "attnkit/sparse/sparse_attention.h"
@@ -66,15 +67,22 @@ class KvStore {
  public:
   virtual ~KvStore() = default;
 
-  // Appends the T new tokens of `layer`: k, v [B, Hkv, T, d] (any device, dtype and strides).
-  // `first_rotated[b]` is the RoPE position the host gave sequence b's first new token.
-  virtual void Append(int layer, const at::Tensor& k, const at::Tensor& v,
-                      const std::vector<int64_t>& first_rotated) = 0;
-  // Causal attention of q [B, H, T, d] (the T tokens just appended are the last of each cache)
-  // with the observation of the last `window` queries (0: none) and, when `column_sums`, every
-  // query's probabilities summed.
-  virtual absl::StatusOr<StepResult> Attend(int layer, const at::Tensor& q, int64_t window,
-                                            bool column_sums) = 0;
+  // Appends the T new tokens of `layer`: k, v [S, Hkv, T, d] (any device, dtype and strides),
+  // where tensor row i holds the tokens of sequence sequences[i] (an empty `sequences`: every
+  // sequence of the batch, S = batch_size). `first_rotated[i]` is the RoPE position the host
+  // gave sequence sequences[i]'s first new token.
+  void Append(int layer, const at::Tensor& k, const at::Tensor& v,
+              const std::vector<int64_t>& first_rotated, absl::Span<const int64_t> sequences = {}) {
+    AppendTo(layer, k, v, first_rotated, Resolve(sequences));
+  }
+  // Causal attention of q [S, H, T, d] (the T tokens just appended are the last of each cache;
+  // row i of q, and of the result, is sequence sequences[i] as in Append) with the observation
+  // of the last `window` queries (0: none) and, when `column_sums`, every query's probabilities
+  // summed.
+  absl::StatusOr<StepResult> Attend(int layer, const at::Tensor& q, int64_t window,
+                                    bool column_sums, absl::Span<const int64_t> sequences = {}) {
+    return AttendTo(layer, q, window, column_sums, Resolve(sequences));
+  }
   // Keeps the tokens `kept` (ascending) of head `index` (= sequence * Hkv + kv head) of `layer`.
   virtual void Keep(int layer, int64_t index, const std::vector<int64_t>& kept) = 0;
   // Ends a round of Keep calls on `layer` (a store that batches its moves runs them here).
@@ -118,6 +126,9 @@ class KvStore {
   at::Device device() const { return device_; }
   // Drops every token; pages stay reserved for reuse.
   void Clear();
+  // Drops every token of sequence b in every layer (its pages go back to the pools for the
+  // other sequences); the other sequences are untouched.
+  void ClearSequence(int64_t b);
 
   // The store's contents for Session::Save() and Fork() (kv_store_state.cc): per layer the tokens
   // appended per sequence and every (sequence, kv head)'s cache: length, positions, residual
@@ -136,6 +147,16 @@ class KvStore {
 
  protected:
   KvStore(const StoreContext& context, at::Device device);
+  // Append and Attend with `sequences` resolved (never empty).
+  virtual void AppendTo(int layer, const at::Tensor& k, const at::Tensor& v,
+                        const std::vector<int64_t>& first_rotated,
+                        absl::Span<const int64_t> sequences) = 0;
+  virtual absl::StatusOr<StepResult> AttendTo(int layer, const at::Tensor& q, int64_t window,
+                                              bool column_sums,
+                                              absl::Span<const int64_t> sequences) = 0;
+  absl::Span<const int64_t> Resolve(absl::Span<const int64_t> sequences) const {
+    return sequences.empty() ? absl::Span<const int64_t>(all_sequences_) : sequences;
+  }
   at::Tensor SequenceRows(int layer, int64_t b, bool values) const;
 
   struct Layer {
@@ -156,21 +177,24 @@ class KvStore {
     return GatherStored(layer, cache, values).to(at::kFloat);
   }
 
-  // The bookkeeping of appending T tokens to every (sequence, kv head): pages reserved, then
-  // write(b, h, cache) stores the rows at [cache.length, cache.length + T), then the tokens'
-  // original and RoPE positions are recorded and the lengths advance.
+  // The bookkeeping of appending T tokens to every kv head of `sequences`: pages reserved, then
+  // write(i, h, cache) stores the rows of tensor row i (sequence sequences[i]) at
+  // [cache.length, cache.length + T), then the tokens' original and RoPE positions are recorded
+  // and the lengths advance.
   template <typename Write>
-  void AppendEach(Layer& layer, int64_t T, const std::vector<int64_t>& first_rotated, Write write) {
+  void AppendEach(Layer& layer, int64_t T, const std::vector<int64_t>& first_rotated,
+                  absl::Span<const int64_t> sequences, Write write) {
     const SessionOptions& o = *context_.options;
-    for (int64_t b = 0; b < o.batch_size; ++b) {
+    for (size_t i = 0; i < sequences.size(); ++i) {
+      const int64_t b = sequences[i];
       for (int64_t h = 0; h < o.num_kv_heads; ++h) {
         HeadCache& cache = layer.heads[b * o.num_kv_heads + h];
         cache.UnshareFrom(*layer.pool, (cache.length - cache.residual) / layer.pool->page_size());
         cache.Reserve(*layer.pool, T);
-        write(b, h, cache);
+        write(static_cast<int64_t>(i), h, cache);
         for (int64_t t = 0; t < T; ++t) {
           cache.origin.push_back(layer.seen[b] + t);
-          cache.rotated.push_back(first_rotated[b] + t);
+          cache.rotated.push_back(first_rotated[i] + t);
         }
         cache.length += T;
       }
@@ -178,11 +202,15 @@ class KvStore {
     }
   }
 
-  // The result and observation buffers of a call of T queries over `layer` (floats on device()).
-  StepResult MakeResult(const Layer& layer, int64_t T, int64_t window, bool column_sums) const;
-  bool EqualLengths(const Layer& layer) const;
-  // Dense prefill of every (sequence, kv head) (PrefillGroup); q float32 [B, H, T, d].
-  void DenseGroups(const Layer& layer, const at::Tensor& q, int64_t window, StepResult& r) const;
+  // The result and observation buffers of a call of T queries of `sequences` over `layer`
+  // (floats on device(), batch dimension sequences.size()).
+  StepResult MakeResult(const Layer& layer, int64_t T, int64_t window, bool column_sums,
+                        absl::Span<const int64_t> sequences) const;
+  // Whether every kv head of `sequences` holds the same number of tokens.
+  bool EqualLengths(const Layer& layer, absl::Span<const int64_t> sequences) const;
+  // Dense prefill of every kv head of `sequences` (PrefillGroup); q float32 [S, H, T, d].
+  void DenseGroups(const Layer& layer, const at::Tensor& q, int64_t window, StepResult& r,
+                   absl::Span<const int64_t> sequences) const;
   // Causal attention of a long query chunk, block by block of queries with BLAS products over the
   // keys each block can see; only the observation the policy needs is kept. Rows before
   // `first_row` are skipped, and `out` may be undefined (observation only, after sparse prefill).
@@ -190,18 +218,19 @@ class KvStore {
   void PrefillGroup(const Layer& layer, int64_t head_index, const at::Tensor& q,
                     const at::Tensor& out, int64_t window, const at::Tensor& window_rows,
                     const at::Tensor& column_sums, int64_t first_row = 0, bool causal = true) const;
-  // Prefill of sequence b (every kv head holding the same tokens) through `engine`, which computes
-  // the output; the observation is then computed densely for the rows it needs. With
-  // `storage_dtype`, q, keys and values reach the engine in the storage dtype (what the CUDA
-  // kernels read), else in float32.
-  absl::Status SparsePrefill(const Layer& layer, int64_t b, const sparse::SparseAttention& engine,
-                             bool storage_dtype, const at::Tensor& q_b, int64_t window,
-                             StepResult& r);
+  // Prefill of sequence b (every kv head holding the same tokens; row i of q and of the result)
+  // through `engine`, which computes the output; the observation is then computed densely for
+  // the rows it needs. With `storage_dtype`, q, keys and values reach the engine in the storage
+  // dtype (what the CUDA kernels read), else in float32.
+  absl::Status SparsePrefill(const Layer& layer, int64_t b, int64_t i,
+                             const sparse::SparseAttention& engine, bool storage_dtype,
+                             const at::Tensor& q_b, int64_t window, StepResult& r);
 
   StoreContext context_;
   at::Device device_;
   std::vector<Layer> layers_;
   double sparse_density_ = 1.0;
+  std::vector<int64_t> all_sequences_;  // 0, 1, ..., batch_size - 1
 };
 
 // The host store; tensors on other devices are copied to the host. Holds keys and values in

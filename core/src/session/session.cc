@@ -93,6 +93,8 @@ class SessionImpl : public Session {
     }
     layers_.resize(o.num_layers);  // decode_steps: on the layer's first step
     seen_.assign(o.batch_size, 0);
+    all_sequences_.resize(o.batch_size);
+    for (int64_t b = 0; b < o.batch_size; ++b) all_sequences_[b] = b;
     return absl::OkStatus();
   }
 
@@ -100,33 +102,34 @@ class SessionImpl : public Session {
 
   absl::Status Attend(int layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                       const at::Tensor& out) override {
-    ATTNKIT_RETURN_IF_ERROR(CheckCall(layer, q, k, v, out));
-    const int64_t T = q.size(2);
-    const auto t0 = Clock::now();
-    std::vector<int64_t> first_rotated(options_.batch_size);
-    for (int64_t b = 0; b < options_.batch_size; ++b) first_rotated[b] = NextRotated(layer, b);
-    store_->Append(layer, k, v, first_rotated);
-    // The call's tokens are held until the layer evicts below: the moment of the most bytes.
-    peak_within_calls_ = std::max(peak_within_calls_, BytesHeld());
-    const ObservationNeeds needs = policies_.empty() ? ObservationNeeds{} : policies_[0]->needs();
-    ATTNKIT_ASSIGN_OR_RETURN(
-        session::StepResult step,
-        store_->Attend(layer, q, std::min<int64_t>(needs.window_rows, T), needs.all_queries_sum));
-    out.copy_(step.out);
-    attention_seconds_ += Seconds(t0);
+    return AttendSequences(layer, q, k, v, out, {});
+  }
 
-    const auto t1 = Clock::now();
-    for (int64_t b = 0; b < static_cast<int64_t>(policies_.size()); ++b) {
-      ATTNKIT_RETURN_IF_ERROR(ObserveAndEvict(layer, b, step, q, first_rotated, T));
+  absl::Status AttendRagged(int layer, const at::Tensor& q, const at::Tensor& k,
+                            const at::Tensor& v, const at::Tensor& out,
+                            absl::Span<const int64_t> new_tokens) override {
+    if (static_cast<int64_t>(new_tokens.size()) != options_.batch_size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("new_tokens: expected one count per sequence (", options_.batch_size,
+                       "), got ", new_tokens.size()));
     }
-    if (options_.head_split.enabled()) StreamHeads(layer);
-    policy_seconds_ += Seconds(t1);
-    ++layers_[layer].steps;
-    if (layer == 0) {
-      for (int64_t& seen : seen_) seen += T;
-      ++steps_;
+    return AttendSequences(layer, q, k, v, out, new_tokens);
+  }
+
+  absl::Status ResetSequence(int sequence) override {
+    ATTNKIT_RETURN_IF_ERROR(CheckIndex("sequence", sequence, options_.batch_size));
+    if (layers_.front().steps != layers_.back().steps ||
+        layers_.front().observe_passes != layers_.back().observe_passes) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "sequence: reset of sequence ", sequence, " while step ", layers_.back().steps,
+          " or an observe pass is partway through its layers; reset between steps"));
     }
-    peak_bytes_ = std::max(peak_bytes_, BytesHeld());
+    store_->ClearSequence(sequence);
+    for (LayerCounters& layer : layers_) {
+      if (!layer.decode_steps.empty()) layer.decode_steps[sequence] = 0;
+    }
+    if (!policies_.empty() && policies_[sequence] != nullptr) policies_[sequence]->Reset();
+    seen_[sequence] = 0;
     return absl::OkStatus();
   }
 
@@ -157,7 +160,7 @@ class SessionImpl : public Session {
     const auto t1 = Clock::now();
     for (int64_t b = 0; b < static_cast<int64_t>(policies_.size()); ++b) {
       EvictionPolicy& policy = *policies_[b];
-      Observation obs = MakeObservation(layer, b, policy, step, q, NextRotated(layer, b));
+      Observation obs = MakeObservation(layer, b, b, policy, step, q, NextRotated(layer, b));
       obs.observed_queries = T;
       ATTNKIT_RETURN_IF_ERROR(policy.Observe(layer, obs));
     }
@@ -277,6 +280,139 @@ class SessionImpl : public Session {
   }
 
  private:
+  // An Attend call whose sequence b brings new_tokens[b] of the call's T tokens (empty: all T):
+  // the sequences are attended in groups of equal counts, each group as one store call (a step
+  // where every sequence brings T tokens is one call on the tensors as given).
+  absl::Status AttendSequences(int layer, const at::Tensor& q, const at::Tensor& k,
+                               const at::Tensor& v, const at::Tensor& out,
+                               absl::Span<const int64_t> new_tokens) {
+    const SessionOptions& o = options_;
+    ATTNKIT_RETURN_IF_ERROR(CheckIndex("layer", layer, o.num_layers));
+    ATTNKIT_RETURN_IF_ERROR(CheckShapes(q, k, v, out));
+    ATTNKIT_RETURN_IF_ERROR(CheckOrder(layer));
+    const int64_t T = q.size(2);
+    std::vector<int64_t> counts(o.batch_size, T);
+    if (!new_tokens.empty()) {
+      bool any = false;
+      for (int64_t b = 0; b < o.batch_size; ++b) {
+        if (new_tokens[b] < 0 || new_tokens[b] > T) {
+          return absl::InvalidArgumentError(absl::StrCat("new_tokens: sequence ", b, " brings ",
+                                                         new_tokens[b], " tokens; expected 0 to ",
+                                                         T, " (the tokens dimension of q)"));
+        }
+        counts[b] = new_tokens[b];
+        any = any || counts[b] > 0;
+      }
+      if (!any) {
+        return absl::InvalidArgumentError("new_tokens: every sequence brings 0 tokens");
+      }
+    }
+    ATTNKIT_RETURN_IF_ERROR(CheckStepTokens(layer, counts));
+    const bool full = std::all_of(counts.begin(), counts.end(), [&](int64_t n) { return n == T; });
+    if (full) {
+      ATTNKIT_RETURN_IF_ERROR(CheckFinite(q, k, v));
+    } else {
+      for (int64_t b = 0; b < o.batch_size; ++b) {
+        if (counts[b] == 0) continue;
+        ATTNKIT_RETURN_IF_ERROR(CheckFinite(q[b].narrow(1, 0, counts[b]),
+                                            k[b].narrow(1, 0, counts[b]),
+                                            v[b].narrow(1, 0, counts[b])));
+      }
+    }
+    // Groups of sequences bringing the same count, by ascending count.
+    std::vector<std::pair<int64_t, std::vector<int64_t>>> groups;
+    if (full) {
+      groups.push_back({T, {}});
+    } else {
+      for (int64_t b = 0; b < o.batch_size; ++b) {
+        if (counts[b] == 0) continue;
+        auto it = std::find_if(groups.begin(), groups.end(),
+                               [&](const auto& g) { return g.first == counts[b]; });
+        if (it == groups.end()) {
+          groups.push_back({counts[b], {b}});
+        } else {
+          it->second.push_back(b);
+        }
+      }
+      std::sort(groups.begin(), groups.end());
+    }
+    for (const auto& [n, members] : groups) {
+      ATTNKIT_RETURN_IF_ERROR(AttendGroup(layer, q, k, v, out, n, members));
+    }
+    if (!full) {
+      for (int64_t b = 0; b < o.batch_size; ++b) {
+        if (counts[b] < T) out[b].narrow(1, counts[b], T - counts[b]).zero_();
+      }
+    }
+    if (o.head_split.enabled()) StreamHeads(layer);
+    ++layers_[layer].steps;
+    if (layer == 0) {
+      for (int64_t b = 0; b < o.batch_size; ++b) seen_[b] += counts[b];
+      ++steps_;
+    }
+    peak_bytes_ = std::max(peak_bytes_, BytesHeld());
+    return absl::OkStatus();
+  }
+
+  // One store call for the sequences `members` (ascending; empty: every sequence, the tensors as
+  // given), each bringing the first n of the call's tokens.
+  absl::Status AttendGroup(int layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                           const at::Tensor& out, int64_t n, const std::vector<int64_t>& members) {
+    const auto t0 = Clock::now();
+    const bool all = members.empty();
+    const std::vector<int64_t>& sequences = all ? all_sequences_ : members;
+    at::Tensor qg = q, kg = k, vg = v;
+    if (!all) {
+      const at::Tensor index =
+          at::tensor(members, at::TensorOptions().dtype(at::kLong)).to(q.device());
+      qg = q.narrow(2, 0, n).index_select(0, index);
+      kg = k.narrow(2, 0, n).index_select(0, index.to(k.device()));
+      vg = v.narrow(2, 0, n).index_select(0, index.to(v.device()));
+    }
+    std::vector<int64_t> first_rotated(sequences.size());
+    for (size_t i = 0; i < sequences.size(); ++i) {
+      first_rotated[i] = NextRotated(layer, sequences[i]);
+    }
+    store_->Append(layer, kg, vg, first_rotated, sequences);
+    // The call's tokens are held until the layer evicts below: the moment of the most bytes.
+    peak_within_calls_ = std::max(peak_within_calls_, BytesHeld());
+    const ObservationNeeds needs = policies_.empty() ? ObservationNeeds{} : policies_[0]->needs();
+    ATTNKIT_ASSIGN_OR_RETURN(session::StepResult step,
+                             store_->Attend(layer, qg, std::min<int64_t>(needs.window_rows, n),
+                                            needs.all_queries_sum, sequences));
+    if (all) {
+      out.copy_(step.out);
+    } else {
+      for (size_t i = 0; i < members.size(); ++i) {
+        out[members[i]].narrow(1, 0, n).copy_(step.out[i]);
+      }
+    }
+    attention_seconds_ += Seconds(t0);
+    const auto t1 = Clock::now();
+    for (size_t i = 0; i < sequences.size() && !policies_.empty(); ++i) {
+      ATTNKIT_RETURN_IF_ERROR(ObserveAndEvict(layer, sequences[i], static_cast<int64_t>(i), step,
+                                              qg, first_rotated[i], n));
+    }
+    policy_seconds_ += Seconds(t1);
+    return absl::OkStatus();
+  }
+
+  // Every layer of a step takes the tokens its layer 0 took, per sequence: a layer past 0 must
+  // bring what the layer before it appended beyond it in this step.
+  absl::Status CheckStepTokens(int layer, const std::vector<int64_t>& counts) const {
+    if (layer == 0) return absl::OkStatus();
+    for (int64_t b = 0; b < options_.batch_size; ++b) {
+      const int64_t expected = store_->appended(layer - 1, b) - store_->appended(layer, b);
+      if (counts[b] != expected) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "new_tokens: layer ", layer, " of step ", layers_[layer].steps, " got ", counts[b],
+            " new tokens of sequence ", b, ", layer ", layer - 1, " got ", expected,
+            " (every layer of a step takes the same tokens of each sequence)"));
+      }
+    }
+    return absl::OkStatus();
+  }
+
   // The payload of a saved blob after checking its header, length and checksum.
   static absl::StatusOr<absl::string_view> CheckBlob(absl::string_view blob) {
     if (static_cast<int64_t>(blob.size()) < kBlobHeaderBytes) {
@@ -577,17 +713,6 @@ class SessionImpl : public Session {
     return absl::OkStatus();
   }
 
-  absl::Status CheckCall(int layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                         const at::Tensor& out) const {
-    ATTNKIT_RETURN_IF_ERROR(CheckIndex("layer", layer, options_.num_layers));
-    ATTNKIT_RETURN_IF_ERROR(CheckShapes(q, k, v, out));
-    ATTNKIT_RETURN_IF_ERROR(CheckOrder(layer));
-    return CheckFinite(q, k, v);
-  }
-
-  // The policy's part of a step for sequence b: observe, and evict when over budget.
-  // `step_queries`: the call's q [B, H, T, d]; `first_rotated[b]`: the RoPE position of sequence
-  // b's first new token.
   // Under a schedule, a scorer that reads only its window's queries (SnapKV, R-KV) observes the
   // last window_rows decode calls before each scheduled eviction, as DecodingPress scores with the
   // newest queries when it compresses; earlier calls of the interval are not observed. Scorers that
@@ -627,9 +752,9 @@ class SessionImpl : public Session {
     ++counters.evictions;
   }
 
-  // Sequence b's part of a call's result as the policy's observation; `queries` is the call's q,
-  // `first_rotated` the RoPE position of its first query.
-  Observation MakeObservation(int layer, int64_t b, const EvictionPolicy& policy,
+  // Sequence b's part (row i) of a call's result as the policy's observation; `queries` is the
+  // call's q, `first_rotated` the RoPE position of its first query.
+  Observation MakeObservation(int layer, int64_t b, int64_t i, const EvictionPolicy& policy,
                               const session::StepResult& step, const at::Tensor& queries,
                               int64_t first_rotated) const {
     std::vector<int64_t> lengths(options_.num_kv_heads);
@@ -638,20 +763,22 @@ class SessionImpl : public Session {
     }
     const int64_t max_len = *std::max_element(lengths.begin(), lengths.end());
     Observation obs;
-    if (step.window_rows.defined()) obs.window_rows = step.window_rows[b].narrow(2, 0, max_len);
-    if (step.column_sums.defined()) obs.all_queries_sum = step.column_sums[b].narrow(1, 0, max_len);
+    if (step.window_rows.defined()) obs.window_rows = step.window_rows[i].narrow(2, 0, max_len);
+    if (step.column_sums.defined()) obs.all_queries_sum = step.column_sums[i].narrow(1, 0, max_len);
     if (policy.per_head()) obs.lengths = lengths;
     if (policy.needs().queries) {
-      obs.queries = queries[b];
+      obs.queries = queries[i];
       obs.first_position = first_rotated;
       obs.rope = options_.has_rope ? &options_.rope : nullptr;
     }
     return obs;
   }
 
-  absl::Status ObserveAndEvict(int layer, int64_t b, const session::StepResult& step,
-                               const at::Tensor& step_queries,
-                               const std::vector<int64_t>& first_rotated, int64_t T) {
+  // The policy's part of a step for sequence b (row i of `step` and of `step_queries`, the call's
+  // queries), which brought T tokens: observe, and evict when over budget. `first_rotated`: the
+  // RoPE position of its first new token.
+  absl::Status ObserveAndEvict(int layer, int64_t b, int64_t i, const session::StepResult& step,
+                               const at::Tensor& step_queries, int64_t first_rotated, int64_t T) {
     const SessionOptions& o = options_;
     if (policies_[b] == nullptr) {
       ATTNKIT_ASSIGN_OR_RETURN(policies_[b], EvictionPolicy::Create(o.eviction, o.num_layers,
@@ -665,7 +792,7 @@ class SessionImpl : public Session {
       lengths[h] = store_->head(layer, HeadIndex(b, h)).length;
     if (!SkipsObservation(policy.needs(), layers_[layer].decode_steps[b], T)) {
       ATTNKIT_RETURN_IF_ERROR(policy.Observe(
-          layer, MakeObservation(layer, b, policy, step, step_queries, first_rotated[b])));
+          layer, MakeObservation(layer, b, i, policy, step, step_queries, first_rotated)));
     }
     if (o.eviction.defer_eviction_to_decode && T > 1) return absl::OkStatus();
     if (T == 1 && o.eviction.interval_steps > 1) {
@@ -705,6 +832,7 @@ class SessionImpl : public Session {
   std::vector<LayerCounters> layers_;
   std::vector<std::unique_ptr<EvictionPolicy>> policies_;
   std::vector<int64_t> seen_;
+  std::vector<int64_t> all_sequences_;  // 0, 1, ..., batch_size - 1
   int64_t steps_ = 0;
   int64_t peak_bytes_ = 0;
   int64_t peak_within_calls_ = 0;  // Stats().peak_bytes_within_calls
@@ -727,6 +855,15 @@ absl::StatusOr<std::string> Session::Save() const {
 
 absl::Status Session::Load(absl::string_view) {
   return absl::UnimplementedError("session: this Session implementation cannot load a state");
+}
+
+absl::Status Session::AttendRagged(int, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                   const at::Tensor&, absl::Span<const int64_t>) {
+  return absl::UnimplementedError("session: this Session implementation has no ragged calls");
+}
+
+absl::Status Session::ResetSequence(int) {
+  return absl::UnimplementedError("session: this Session implementation cannot reset a sequence");
 }
 
 absl::StatusOr<std::unique_ptr<Session>> Session::Fork() const {

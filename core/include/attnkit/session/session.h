@@ -18,6 +18,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "attnkit/config.h"
 #include "attnkit/config_parser.h"
 
@@ -36,6 +37,23 @@ class Session {
   // `out` [B, H, T, d] (any strides, floating dtype). Layers are called in order within a step.
   virtual absl::Status Attend(int layer, const at::Tensor& q, const at::Tensor& k,
                               const at::Tensor& v, const at::Tensor& out) = 0;
+
+  // A ragged call of `layer` (continuous batching): sequence b brings new_tokens[b] new tokens
+  // (0 to T; 0: it sits this step out, its cache and policy untouched), the first new_tokens[b]
+  // rows of its q [B, H, T, d] and k, v [B, Hkv, T, d]; the rows beyond are padding and never
+  // read. So one sequence can prefill while others decode. `out` [B, H, T, d] gets each
+  // sequence's attention in its first new_tokens[b] rows and zeros beyond. Every layer of a step
+  // must take the same counts (layer 0's); every policy, budget, schedule and position is per
+  // sequence. Attend is AttendRagged with every count T. new_tokens has batch_size entries.
+  virtual absl::Status AttendRagged(int layer, const at::Tensor& q, const at::Tensor& k,
+                                    const at::Tensor& v, const at::Tensor& out,
+                                    absl::Span<const int64_t> new_tokens);
+  // Retires sequence `sequence`: its tokens in every layer are dropped (the pages go back to the
+  // pool for the other sequences), its policy state, schedule counters and positions restart;
+  // the others are untouched. Its slot then takes a new sequence (whose first call is its
+  // prompt). Between steps only (FAILED_PRECONDITION while a step or an observe pass is partway
+  // through its layers).
+  virtual absl::Status ResetSequence(int sequence);
 
   // An observe-only call of `layer`: the queries q [B, H, T, d] (T >= 1, any strides,
   // float32/float16/bfloat16) attend to the layer's cache as it is, each query seeing every cached
