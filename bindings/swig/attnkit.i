@@ -61,7 +61,8 @@
 %apply (const char* ATTNKIT_TEXT, size_t ATTNKIT_TEXT_SIZE) { (const char* text, size_t size) };
 %apply (const int64_t* ATTNKIT_INT64S, size_t ATTNKIT_INT64S_SIZE) {
   (const int64_t* lengths, size_t num_lengths),
-  (const int64_t* image_sizes, size_t num_images)
+  (const int64_t* image_sizes, size_t num_images),
+  (const int64_t* new_tokens, size_t num_sequences)
 };
 %apply (const void* ATTNKIT_BYTES, size_t ATTNKIT_BYTES_SIZE) {
   (const uint8_t* image_token_mask, size_t prompt_length)
@@ -123,6 +124,8 @@ ATTNKIT_EXPOSE(attnkit_session_create)
 ATTNKIT_EXPOSE(attnkit_session_create_from_text)
 ATTNKIT_EXPOSE(attnkit_session_free)
 ATTNKIT_EXPOSE(attnkit_session_attend)
+ATTNKIT_EXPOSE(attnkit_session_attend_ragged)
+ATTNKIT_EXPOSE(attnkit_session_reset_sequence)
 ATTNKIT_EXPOSE(attnkit_session_observe)
 ATTNKIT_EXPOSE(attnkit_session_stats)
 ATTNKIT_EXPOSE(attnkit_session_bytes_held)

@@ -4,6 +4,7 @@
 #include "attnkit/config_parser.h"
 #include "attnkit/session/session.h"
 #include "capi_internal.h"
+#include "util/status_macros.h"
 
 struct attnkit_session {
   std::unique_ptr<attnkit::Session> session;
@@ -54,25 +55,61 @@ void attnkit_session_free(attnkit_session* session) {
   });
 }
 
+namespace {
+
+// q, k, v and out of an attend call, checked as DLPack tensors.
+absl::Status AttendTensors(const DLTensor* q, const DLTensor* k, const DLTensor* v, DLTensor* out,
+                           at::Tensor* tensors) {
+  TensorSpec spec{"q"};
+  spec.rank = 4;
+  const DLTensor* inputs[] = {q, k, v};
+  const char* names[] = {"q", "k", "v"};
+  for (int i = 0; i < 3; ++i) {
+    spec.name = names[i];
+    auto t = FromDLPack(inputs[i], spec);
+    if (!t.ok()) return t.status();
+    tensors[i] = *t;
+  }
+  spec.name = "out";
+  spec.is_output = true;
+  auto ot = FromDLPack(out, spec);
+  if (!ot.ok()) return ot.status();
+  tensors[3] = *ot;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 attnkit_status* attnkit_session_attend(attnkit_session* session, int32_t layer, const DLTensor* q,
                                        const DLTensor* k, const DLTensor* v, DLTensor* out) {
   return Guard(__func__, [&]() -> absl::Status {
     ATTNKIT_CHECK_HANDLE(session, kSession);
-    TensorSpec spec{"q"};
-    spec.rank = 4;
-    auto qt = FromDLPack(q, spec);
-    if (!qt.ok()) return qt.status();
-    spec.name = "k";
-    auto kt = FromDLPack(k, spec);
-    if (!kt.ok()) return kt.status();
-    spec.name = "v";
-    auto vt = FromDLPack(v, spec);
-    if (!vt.ok()) return vt.status();
-    spec.name = "out";
-    spec.is_output = true;
-    auto ot = FromDLPack(out, spec);
-    if (!ot.ok()) return ot.status();
-    return session->session->Attend(layer, *qt, *kt, *vt, *ot);
+    at::Tensor t[4];
+    ATTNKIT_RETURN_IF_ERROR(AttendTensors(q, k, v, out, t));
+    return session->session->Attend(layer, t[0], t[1], t[2], t[3]);
+  });
+}
+
+attnkit_status* attnkit_session_attend_ragged(attnkit_session* session, int32_t layer,
+                                              const DLTensor* q, const DLTensor* k,
+                                              const DLTensor* v, DLTensor* out,
+                                              const int64_t* new_tokens, size_t num_sequences) {
+  return Guard(__func__, [&]() -> absl::Status {
+    ATTNKIT_CHECK_HANDLE(session, kSession);
+    if (new_tokens == nullptr && num_sequences > 0) {
+      return absl::InvalidArgumentError("new_tokens: must not be NULL");
+    }
+    at::Tensor t[4];
+    ATTNKIT_RETURN_IF_ERROR(AttendTensors(q, k, v, out, t));
+    return session->session->AttendRagged(layer, t[0], t[1], t[2], t[3],
+                                          absl::Span<const int64_t>(new_tokens, num_sequences));
+  });
+}
+
+attnkit_status* attnkit_session_reset_sequence(attnkit_session* session, int32_t sequence) {
+  return Guard(__func__, [&]() -> absl::Status {
+    ATTNKIT_CHECK_HANDLE(session, kSession);
+    return session->session->ResetSequence(sequence);
   });
 }
 

@@ -279,6 +279,19 @@ std::vector<EntryPoint> EntryPoints() {
                  attnkit_session* s = NewSession();
                  return attnkit_session_attend(s, 0, t[0], t[1], t[2], t[3]);
                }});
+  e.push_back({"attnkit_session_attend_ragged",
+               [] {
+                 Args a{Float("q", {1, 4, 3, 8}, 2), Float("k", {1, 2, 3, 8}, 2),
+                        Float("v", {1, 2, 3, 8}, 2), Float("out", {1, 4, 3, 8}, 2)};
+                 for (int i = 0; i < 3; ++i) a[i].non_finite = Arg::NonFinite::kRejected;
+                 a[3].output = true;
+                 return a;
+               },
+               [](Tensors& t) {
+                 attnkit_session* s = NewSession();
+                 const int64_t counts[] = {3};
+                 return attnkit_session_attend_ragged(s, 0, t[0], t[1], t[2], t[3], counts, 1);
+               }});
   e.push_back({"attnkit_session_observe",
                [] {
                  Args a{Float("q", {1, 4, 2, 8}, 2), Float("out", {1, 4, 2, 8}, 2)};
@@ -654,6 +667,32 @@ void AddStaleHandleCases(std::vector<Case>* cases) {
         return attnkit_session_bytes_held(s, &bytes);
       },
       Error({"session", "not a live attnkit_session"}));
+  add(
+      "session_reset_sequence: freed session",
+      [] {
+        attnkit_session* s = NewSessionWithPrompt();
+        attnkit_session_free(s);
+        return attnkit_session_reset_sequence(s, 0);
+      },
+      Error({"session", "not a live attnkit_session"}));
+  add(
+      "session_reset_sequence: sequence out of range",
+      [] {
+        attnkit_session* s = NewSessionWithPrompt();
+        return attnkit_session_reset_sequence(s, 1);
+      },
+      Error({"sequence: must be in [0, 1), got 1"}));
+  add(
+      "session_attend_ragged: counts past the call's tokens",
+      [] {
+        attnkit_session* s = NewSession();
+        Args a{Float("q", {1, 4, 3, 8}), Float("k", {1, 2, 3, 8}), Float("v", {1, 2, 3, 8}),
+               Float("out", {1, 4, 3, 8})};
+        Tensors t = Realize(a);
+        const int64_t counts[] = {4};
+        return attnkit_session_attend_ragged(s, 0, t[0], t[1], t[2], t[3], counts, 1);
+      },
+      Error({"new_tokens: sequence 0 brings 4 tokens; expected 0 to 3"}));
   add(
       "session_fork: freed session",
       [] {

@@ -277,6 +277,93 @@ TEST(SessionCapiTest, RatioModeKeepsTheShareOfTheTokensSeen) {
       << rejected.message();
 }
 
+// Continuous batching through the C ABI: a batch-2 session where one sequence prefills while the
+// other decodes, a retired sequence's slot reused; each sequence's rows equal a batch-1 session's.
+TEST(SessionCapiTest, RaggedCallsAndRetiredSequencesMatchSeparateSessions) {
+  const std::string shape = "num_layers: 1 num_heads: 4 num_kv_heads: 2 head_dim: 8 page_size: 4 ";
+  const std::string policy =
+      "eviction { enabled: true algorithm: SNAPKV granularity: PER_TOKEN start_tokens: 1 "
+      "intermediate_tokens: 4 recent_tokens: 2 window_size: 2 }";
+  auto create = [&](int batch) {
+    const std::string text = shape + "batch_size: " + std::to_string(batch) + " " + policy;
+    attnkit_session* s = nullptr;
+    Status st{attnkit_session_create_from_text(text.data(), text.size(), &s)};
+    EXPECT_EQ(st.s, nullptr) << st.message();
+    return s;
+  };
+  attnkit_session* ragged = create(2);
+  attnkit_session* own[2] = {create(1), create(1)};
+  at::manual_seed(3);
+  auto step = [&](std::vector<int64_t> counts) {
+    const int64_t T = std::max(counts[0], counts[1]);
+    at::Tensor q = at::full({2, 4, T, 8}, NAN), k = at::full({2, 2, T, 8}, NAN);
+    at::Tensor v = at::full({2, 2, T, 8}, NAN), out = at::empty({2, 4, T, 8});
+    at::Tensor expected[2];
+    for (int b = 0; b < 2; ++b) {
+      if (counts[b] == 0) continue;
+      at::Tensor qb = at::randn({1, 4, counts[b], 8}), kb = at::randn({1, 2, counts[b], 8});
+      at::Tensor vb = at::randn({1, 2, counts[b], 8});
+      q[b].narrow(1, 0, counts[b]).copy_(qb[0]);
+      k[b].narrow(1, 0, counts[b]).copy_(kb[0]);
+      v[b].narrow(1, 0, counts[b]).copy_(vb[0]);
+      expected[b] = at::empty_like(qb);
+      DLView qv(qb), kv(kb), vv(vb), ov(expected[b]);
+      Status st{attnkit_session_attend(own[b], 0, qv, kv, vv, ov)};
+      ASSERT_EQ(st.s, nullptr) << st.message();
+    }
+    DLView qv(q), kv(k), vv(v), ov(out);
+    Status st{attnkit_session_attend_ragged(ragged, 0, qv, kv, vv, ov, counts.data(), 2)};
+    ASSERT_EQ(st.s, nullptr) << st.message();
+    int64_t own_bytes = 0;
+    for (int b = 0; b < 2; ++b) {
+      if (counts[b] > 0) {
+        EXPECT_TRUE(at::equal(out[b].narrow(1, 0, counts[b]), expected[b][0])) << "sequence " << b;
+      }
+      if (counts[b] < T) {
+        EXPECT_EQ(out[b].narrow(1, counts[b], T - counts[b]).abs().sum().item<float>(), 0.f);
+      }
+      int64_t bytes = 0;
+      Status held{attnkit_session_bytes_held(own[b], &bytes)};
+      own_bytes += bytes;
+    }
+    int64_t bytes = 0;
+    Status held{attnkit_session_bytes_held(ragged, &bytes)};
+    EXPECT_EQ(bytes, own_bytes);
+  };
+  step({9, 0});
+  step({1, 12});
+  for (int i = 0; i < 6; ++i) step({1, 1});
+  Status retired{attnkit_session_reset_sequence(ragged, 0)};
+  ASSERT_EQ(retired.s, nullptr) << retired.message();
+  attnkit_session_free(own[0]);
+  own[0] = create(1);
+  int64_t next = -1;
+  Status position{attnkit_session_next_position(ragged, 0, &next)};
+  EXPECT_EQ(next, 0);
+  step({5, 1});
+  for (int i = 0; i < 4; ++i) step({1, 1});
+
+  // Bad counts: clear statuses naming new_tokens.
+  at::Tensor q = at::randn({2, 4, 2, 8}), kv = at::randn({2, 2, 2, 8}), out = at::empty_like(q);
+  DLView qv(q), kvv(kv), ov(out);
+  const int64_t too_many[] = {3, 1};
+  Status over{attnkit_session_attend_ragged(ragged, 0, qv, kvv, kvv, ov, too_many, 2)};
+  EXPECT_EQ(over.code(), ATTNKIT_INVALID_ARGUMENT);
+  EXPECT_NE(over.message().find("new_tokens: sequence 0 brings 3 tokens"), std::string::npos)
+      << over.message();
+  Status null_counts{attnkit_session_attend_ragged(ragged, 0, qv, kvv, kvv, ov, nullptr, 2)};
+  EXPECT_NE(null_counts.message().find("new_tokens: must not be NULL"), std::string::npos);
+  Status short_counts{attnkit_session_attend_ragged(ragged, 0, qv, kvv, kvv, ov, too_many, 1)};
+  EXPECT_NE(short_counts.message().find("one count per sequence (2), got 1"), std::string::npos);
+  Status bad_sequence{attnkit_session_reset_sequence(ragged, 2)};
+  EXPECT_EQ(bad_sequence.code(), ATTNKIT_INVALID_ARGUMENT);
+  EXPECT_NE(bad_sequence.message().find("sequence: must be in [0, 2), got 2"), std::string::npos)
+      << bad_sequence.message();
+  attnkit_session_free(ragged);
+  attnkit_session_free(own[0]);
+  attnkit_session_free(own[1]);
+}
+
 TEST(EvictionPolicyCapiTest, ObserveSelectAndKeptPositions) {
   const char config[] =
       "enabled: true algorithm: H2O granularity: PER_TOKEN start_tokens: 1 "

@@ -43,6 +43,31 @@ ATTNKIT_API attnkit_status* attnkit_session_attend(attnkit_session* session, int
                                                    const DLTensor* q, const DLTensor* k,
                                                    const DLTensor* v, DLTensor* out);
 
+/** A ragged call of `layer` (continuous batching): sequence b brings new_tokens[b] new tokens
+ * (0 to tokens; 0: it sits this step out, its cache and policy untouched), the first
+ * new_tokens[b] rows of its q [batch, num_heads, tokens, head_dim] and k, v [batch, num_kv_heads,
+ * tokens, head_dim]; the rows beyond are padding and never read (they need not be finite). One
+ * sequence can prefill while the others decode. `out` (q's shape) gets each sequence's attention
+ * in its first new_tokens[b] rows and zeros beyond. `num_sequences` must be the batch_size and at
+ * least one count positive; every layer of a step takes the counts its layer 0 took
+ * (INVALID_ARGUMENT naming new_tokens otherwise, the session unchanged). Every policy, budget,
+ * schedule and position is per sequence: a sequence computes what a session of its own would.
+ * Tensors and `new_tokens` are borrowed for the call; devices as for attnkit_session_attend(). */
+ATTNKIT_API attnkit_status* attnkit_session_attend_ragged(attnkit_session* session, int32_t layer,
+                                                          const DLTensor* q, const DLTensor* k,
+                                                          const DLTensor* v, DLTensor* out,
+                                                          const int64_t* new_tokens,
+                                                          size_t num_sequences);
+
+/** Retires `sequence` (a finished request of a continuous batch): its tokens in every layer are
+ * dropped and its pages go back to the pool for the other sequences; its policy state, schedule
+ * counters and positions restart; the other sequences are untouched. The slot then takes a new
+ * sequence through attnkit_session_attend_ragged() (its first tokens are its prompt). Between
+ * steps only (FAILED_PRECONDITION while a step or an observe pass is partway through its
+ * layers). */
+ATTNKIT_API attnkit_status* attnkit_session_reset_sequence(attnkit_session* session,
+                                                           int32_t sequence);
+
 /** An observe-only call of `layer`: the queries q [batch, num_heads, tokens >= 1, head_dim]
  * (float32/float16/bfloat16, any strides, finite; RoPE applied at the positions that follow the
  * sequence, attnkit_session_next_position() + t) attend to the layer's cache as it is, every query

@@ -47,31 +47,32 @@ typedef _goslice_ swig_type_10;
 typedef _goslice_ swig_type_11;
 typedef _goslice_ swig_type_12;
 typedef _goslice_ swig_type_13;
-typedef _gostring_ swig_type_14;
-typedef _goslice_ swig_type_15;
+typedef _goslice_ swig_type_14;
+typedef _gostring_ swig_type_15;
 typedef _goslice_ swig_type_16;
 typedef _goslice_ swig_type_17;
-typedef long long swig_type_18;
+typedef _goslice_ swig_type_18;
 typedef long long swig_type_19;
-typedef _goslice_ swig_type_20;
-typedef _gostring_ swig_type_21;
-typedef long long swig_type_22;
+typedef long long swig_type_20;
+typedef _goslice_ swig_type_21;
+typedef _gostring_ swig_type_22;
 typedef long long swig_type_23;
 typedef long long swig_type_24;
-typedef _goslice_ swig_type_25;
+typedef long long swig_type_25;
 typedef _goslice_ swig_type_26;
 typedef _goslice_ swig_type_27;
 typedef _goslice_ swig_type_28;
 typedef _goslice_ swig_type_29;
-typedef _gostring_ swig_type_30;
-typedef _goslice_ swig_type_31;
-typedef long long swig_type_32;
+typedef _goslice_ swig_type_30;
+typedef _gostring_ swig_type_31;
+typedef _goslice_ swig_type_32;
 typedef long long swig_type_33;
 typedef long long swig_type_34;
 typedef long long swig_type_35;
 typedef long long swig_type_36;
 typedef long long swig_type_37;
-typedef _goslice_ swig_type_38;
+typedef long long swig_type_38;
+typedef _goslice_ swig_type_39;
 extern void _wrap_Swig_free_capi_588e7b66fba89907(uintptr_t arg1);
 extern uintptr_t _wrap_Swig_malloc_capi_588e7b66fba89907(swig_intgo arg1);
 extern swig_intgo _wrap_ATTNKIT_OK_capi_588e7b66fba89907(void);
@@ -113,45 +114,47 @@ extern uintptr_t _wrap_attnkit_session_create_capi_588e7b66fba89907(swig_type_8 
 extern uintptr_t _wrap_attnkit_session_create_from_text_capi_588e7b66fba89907(swig_type_9 arg1, swig_voidp arg2);
 extern void _wrap_attnkit_session_free_capi_588e7b66fba89907(uintptr_t arg1);
 extern uintptr_t _wrap_attnkit_session_attend_capi_588e7b66fba89907(uintptr_t arg1, swig_intgo arg2, uintptr_t arg3, uintptr_t arg4, uintptr_t arg5, uintptr_t arg6);
+extern uintptr_t _wrap_attnkit_session_attend_ragged_capi_588e7b66fba89907(uintptr_t arg1, swig_intgo arg2, uintptr_t arg3, uintptr_t arg4, uintptr_t arg5, uintptr_t arg6, swig_type_10 arg7);
+extern uintptr_t _wrap_attnkit_session_reset_sequence_capi_588e7b66fba89907(uintptr_t arg1, swig_intgo arg2);
 extern uintptr_t _wrap_attnkit_session_observe_capi_588e7b66fba89907(uintptr_t arg1, swig_intgo arg2, uintptr_t arg3, uintptr_t arg4);
 extern uintptr_t _wrap_attnkit_session_stats_capi_588e7b66fba89907(uintptr_t arg1, swig_voidp arg2);
-extern uintptr_t _wrap_attnkit_session_bytes_held_capi_588e7b66fba89907(uintptr_t arg1, swig_type_10 arg2);
+extern uintptr_t _wrap_attnkit_session_bytes_held_capi_588e7b66fba89907(uintptr_t arg1, swig_type_11 arg2);
 extern uintptr_t _wrap_attnkit_session_positions_capi_588e7b66fba89907(uintptr_t arg1, swig_intgo arg2, swig_intgo arg3, swig_intgo arg4, swig_voidp arg5);
-extern uintptr_t _wrap_attnkit_session_next_position_capi_588e7b66fba89907(uintptr_t arg1, swig_intgo arg2, swig_type_11 arg3);
+extern uintptr_t _wrap_attnkit_session_next_position_capi_588e7b66fba89907(uintptr_t arg1, swig_intgo arg2, swig_type_12 arg3);
 extern uintptr_t _wrap_attnkit_session_reset_capi_588e7b66fba89907(uintptr_t arg1);
 extern uintptr_t _wrap_attnkit_session_save_capi_588e7b66fba89907(uintptr_t arg1, swig_voidp arg2);
-extern uintptr_t _wrap_attnkit_session_load_capi_588e7b66fba89907(uintptr_t arg1, swig_type_12 arg2);
+extern uintptr_t _wrap_attnkit_session_load_capi_588e7b66fba89907(uintptr_t arg1, swig_type_13 arg2);
 extern uintptr_t _wrap_attnkit_session_fork_capi_588e7b66fba89907(uintptr_t arg1, swig_voidp arg2);
-extern uintptr_t _wrap_attnkit_eviction_policy_create_capi_588e7b66fba89907(swig_type_13 arg1, swig_intgo arg2, swig_intgo arg3, swig_intgo arg4, swig_voidp arg5);
-extern uintptr_t _wrap_attnkit_eviction_policy_create_from_text_capi_588e7b66fba89907(swig_type_14 arg1, swig_intgo arg2, swig_intgo arg3, swig_intgo arg4, swig_voidp arg5);
+extern uintptr_t _wrap_attnkit_eviction_policy_create_capi_588e7b66fba89907(swig_type_14 arg1, swig_intgo arg2, swig_intgo arg3, swig_intgo arg4, swig_voidp arg5);
+extern uintptr_t _wrap_attnkit_eviction_policy_create_from_text_capi_588e7b66fba89907(swig_type_15 arg1, swig_intgo arg2, swig_intgo arg3, swig_intgo arg4, swig_voidp arg5);
 extern void _wrap_attnkit_eviction_policy_free_capi_588e7b66fba89907(uintptr_t arg1);
-extern uintptr_t _wrap_attnkit_eviction_policy_observe_capi_588e7b66fba89907(uintptr_t arg1, swig_intgo arg2, uintptr_t arg3, swig_type_15 arg4);
-extern uintptr_t _wrap_attnkit_eviction_policy_select_capi_588e7b66fba89907(uintptr_t arg1, swig_intgo arg2, uintptr_t arg3, swig_type_16 arg4, swig_voidp arg5);
+extern uintptr_t _wrap_attnkit_eviction_policy_observe_capi_588e7b66fba89907(uintptr_t arg1, swig_intgo arg2, uintptr_t arg3, swig_type_16 arg4);
+extern uintptr_t _wrap_attnkit_eviction_policy_select_capi_588e7b66fba89907(uintptr_t arg1, swig_intgo arg2, uintptr_t arg3, swig_type_17 arg4, swig_voidp arg5);
 extern swig_intgo _wrap_attnkit_eviction_policy_needs_keys_capi_588e7b66fba89907(uintptr_t arg1);
 extern swig_intgo _wrap_attnkit_eviction_policy_per_head_capi_588e7b66fba89907(uintptr_t arg1);
-extern uintptr_t _wrap_attnkit_eviction_policy_layer_budget_capi_588e7b66fba89907(uintptr_t arg1, swig_intgo arg2, swig_type_17 arg3);
+extern uintptr_t _wrap_attnkit_eviction_policy_layer_budget_capi_588e7b66fba89907(uintptr_t arg1, swig_intgo arg2, swig_type_18 arg3);
 extern uintptr_t _wrap_attnkit_eviction_policy_reset_capi_588e7b66fba89907(uintptr_t arg1);
-extern swig_type_18 _wrap_attnkit_kept_positions_num_rows_capi_588e7b66fba89907(uintptr_t arg1);
-extern uintptr_t _wrap_attnkit_kept_positions_row_capi_588e7b66fba89907(uintptr_t arg1, swig_type_19 arg2, swig_voidp arg3);
+extern swig_type_19 _wrap_attnkit_kept_positions_num_rows_capi_588e7b66fba89907(uintptr_t arg1);
+extern uintptr_t _wrap_attnkit_kept_positions_row_capi_588e7b66fba89907(uintptr_t arg1, swig_type_20 arg2, swig_voidp arg3);
 extern void _wrap_attnkit_kept_positions_free_capi_588e7b66fba89907(uintptr_t arg1);
-extern uintptr_t _wrap_attnkit_sparse_attention_create_capi_588e7b66fba89907(swig_type_20 arg1, swig_voidp arg2);
-extern uintptr_t _wrap_attnkit_sparse_attention_create_from_text_capi_588e7b66fba89907(swig_type_21 arg1, swig_voidp arg2);
+extern uintptr_t _wrap_attnkit_sparse_attention_create_capi_588e7b66fba89907(swig_type_21 arg1, swig_voidp arg2);
+extern uintptr_t _wrap_attnkit_sparse_attention_create_from_text_capi_588e7b66fba89907(swig_type_22 arg1, swig_voidp arg2);
 extern void _wrap_attnkit_sparse_attention_free_capi_588e7b66fba89907(uintptr_t arg1);
-extern uintptr_t _wrap_attnkit_sparse_attention_mask_shape_capi_588e7b66fba89907(uintptr_t arg1, swig_type_22 arg2, swig_type_23 arg3, swig_type_24 arg4, swig_type_25 arg5, swig_type_26 arg6, swig_type_27 arg7);
+extern uintptr_t _wrap_attnkit_sparse_attention_mask_shape_capi_588e7b66fba89907(uintptr_t arg1, swig_type_23 arg2, swig_type_24 arg3, swig_type_25 arg4, swig_type_26 arg5, swig_type_27 arg6, swig_type_28 arg7);
 extern uintptr_t _wrap_attnkit_sparse_attention_build_mask_capi_588e7b66fba89907(uintptr_t arg1, uintptr_t arg2, uintptr_t arg3, uintptr_t arg4);
 extern uintptr_t _wrap_attnkit_sparse_attention_attention_capi_588e7b66fba89907(uintptr_t arg1, uintptr_t arg2, uintptr_t arg3, uintptr_t arg4, uintptr_t arg5, double arg6, uintptr_t arg7);
-extern uintptr_t _wrap_attnkit_sparse_attention_prefill_capi_588e7b66fba89907(uintptr_t arg1, uintptr_t arg2, uintptr_t arg3, uintptr_t arg4, double arg5, uintptr_t arg6, swig_type_28 arg7);
-extern uintptr_t _wrap_attnkit_visual_pruner_create_capi_588e7b66fba89907(swig_type_29 arg1, swig_voidp arg2);
-extern uintptr_t _wrap_attnkit_visual_pruner_create_from_text_capi_588e7b66fba89907(swig_type_30 arg1, swig_voidp arg2);
+extern uintptr_t _wrap_attnkit_sparse_attention_prefill_capi_588e7b66fba89907(uintptr_t arg1, uintptr_t arg2, uintptr_t arg3, uintptr_t arg4, double arg5, uintptr_t arg6, swig_type_29 arg7);
+extern uintptr_t _wrap_attnkit_visual_pruner_create_capi_588e7b66fba89907(swig_type_30 arg1, swig_voidp arg2);
+extern uintptr_t _wrap_attnkit_visual_pruner_create_from_text_capi_588e7b66fba89907(swig_type_31 arg1, swig_voidp arg2);
 extern void _wrap_attnkit_visual_pruner_free_capi_588e7b66fba89907(uintptr_t arg1);
 extern uintptr_t _wrap_attnkit_visual_pruner_select_capi_588e7b66fba89907(uintptr_t arg1, uintptr_t arg2, uintptr_t arg3, uintptr_t arg4, swig_voidp arg5);
-extern uintptr_t _wrap_attnkit_visual_pruner_select_ragged_capi_588e7b66fba89907(uintptr_t arg1, uintptr_t arg2, uintptr_t arg3, swig_type_31 arg4, uintptr_t arg5, swig_voidp arg6);
-extern swig_type_32 _wrap_attnkit_visual_selection_num_images_capi_588e7b66fba89907(uintptr_t arg1);
-extern swig_type_33 _wrap_attnkit_visual_selection_image_size_capi_588e7b66fba89907(uintptr_t arg1, swig_type_34 arg2);
-extern swig_type_35 _wrap_attnkit_visual_selection_num_kept_capi_588e7b66fba89907(uintptr_t arg1, swig_type_36 arg2);
-extern uintptr_t _wrap_attnkit_visual_selection_indices_capi_588e7b66fba89907(uintptr_t arg1, swig_type_37 arg2);
+extern uintptr_t _wrap_attnkit_visual_pruner_select_ragged_capi_588e7b66fba89907(uintptr_t arg1, uintptr_t arg2, uintptr_t arg3, swig_type_32 arg4, uintptr_t arg5, swig_voidp arg6);
+extern swig_type_33 _wrap_attnkit_visual_selection_num_images_capi_588e7b66fba89907(uintptr_t arg1);
+extern swig_type_34 _wrap_attnkit_visual_selection_image_size_capi_588e7b66fba89907(uintptr_t arg1, swig_type_35 arg2);
+extern swig_type_36 _wrap_attnkit_visual_selection_num_kept_capi_588e7b66fba89907(uintptr_t arg1, swig_type_37 arg2);
+extern uintptr_t _wrap_attnkit_visual_selection_indices_capi_588e7b66fba89907(uintptr_t arg1, swig_type_38 arg2);
 extern uintptr_t _wrap_attnkit_visual_selection_flat_indices_capi_588e7b66fba89907(uintptr_t arg1, swig_voidp arg2);
-extern uintptr_t _wrap_attnkit_visual_selection_kept_positions_capi_588e7b66fba89907(uintptr_t arg1, swig_type_38 arg2, swig_voidp arg3);
+extern uintptr_t _wrap_attnkit_visual_selection_kept_positions_capi_588e7b66fba89907(uintptr_t arg1, swig_type_39 arg2, swig_voidp arg3);
 extern void _wrap_attnkit_visual_selection_free_capi_588e7b66fba89907(uintptr_t arg1);
 #undef intgo
 */
@@ -746,6 +749,48 @@ func Attnkit_session_attend(arg1 uintptr, arg2 int, arg3 *Tensor, arg4 *Tensor, 
 	return swig_r_1
 }
 
+func Attnkit_session_attend_ragged(arg1 uintptr, arg2 int, arg3 *Tensor, arg4 *Tensor, arg5 *Tensor, arg6 *Tensor, arg7 []int64) (_swig_ret error) {
+	var swig_r uintptr
+	var _swig_i_0 uintptr
+	_swig_i_0 = arg1
+	_swig_i_1 := arg2
+	var _swig_i_2 uintptr
+	staged_arg3 := stageTensor(arg3)
+	_swig_i_2 = stagedDesc(staged_arg3)
+	var _swig_i_3 uintptr
+	staged_arg4 := stageTensor(arg4)
+	_swig_i_3 = stagedDesc(staged_arg4)
+	var _swig_i_4 uintptr
+	staged_arg5 := stageTensor(arg5)
+	_swig_i_4 = stagedDesc(staged_arg5)
+	var _swig_i_5 uintptr
+	staged_arg6 := stageTensor(arg6)
+	_swig_i_5 = stagedDesc(staged_arg6)
+	_swig_i_6 := arg7
+	swig_r = (uintptr)(C._wrap_attnkit_session_attend_ragged_capi_588e7b66fba89907(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1), C.uintptr_t(_swig_i_2), C.uintptr_t(_swig_i_3), C.uintptr_t(_swig_i_4), C.uintptr_t(_swig_i_5), *(*C.swig_type_10)(unsafe.Pointer(&_swig_i_6))))
+	releaseStaged(staged_arg3)
+	releaseStaged(staged_arg4)
+	releaseStaged(staged_arg5)
+	releaseStaged(staged_arg6)
+	if Swig_escape_always_false {
+		Swig_escape_val = arg7
+	}
+	var swig_r_1 error
+	swig_r_1 = statusError(swig_r)
+	return swig_r_1
+}
+
+func Attnkit_session_reset_sequence(arg1 uintptr, arg2 int) (_swig_ret error) {
+	var swig_r uintptr
+	var _swig_i_0 uintptr
+	_swig_i_0 = arg1
+	_swig_i_1 := arg2
+	swig_r = (uintptr)(C._wrap_attnkit_session_reset_sequence_capi_588e7b66fba89907(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1)))
+	var swig_r_1 error
+	swig_r_1 = statusError(swig_r)
+	return swig_r_1
+}
+
 func Attnkit_session_observe(arg1 uintptr, arg2 int, arg3 *Tensor, arg4 *Tensor) (_swig_ret error) {
 	var swig_r uintptr
 	var _swig_i_0 uintptr
@@ -784,7 +829,7 @@ func Attnkit_session_bytes_held(arg1 uintptr, arg2 []int64) (_swig_ret error) {
 	var _swig_i_0 uintptr
 	_swig_i_0 = arg1
 	_swig_i_1 := arg2
-	swig_r = (uintptr)(C._wrap_attnkit_session_bytes_held_capi_588e7b66fba89907(C.uintptr_t(_swig_i_0), *(*C.swig_type_10)(unsafe.Pointer(&_swig_i_1))))
+	swig_r = (uintptr)(C._wrap_attnkit_session_bytes_held_capi_588e7b66fba89907(C.uintptr_t(_swig_i_0), *(*C.swig_type_11)(unsafe.Pointer(&_swig_i_1))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -816,7 +861,7 @@ func Attnkit_session_next_position(arg1 uintptr, arg2 int, arg3 []int64) (_swig_
 	_swig_i_0 = arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (uintptr)(C._wrap_attnkit_session_next_position_capi_588e7b66fba89907(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1), *(*C.swig_type_11)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (uintptr)(C._wrap_attnkit_session_next_position_capi_588e7b66fba89907(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1), *(*C.swig_type_12)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -854,7 +899,7 @@ func Attnkit_session_load(arg1 uintptr, arg2 []byte) (_swig_ret error) {
 	var _swig_i_0 uintptr
 	_swig_i_0 = arg1
 	_swig_i_1 := arg2
-	swig_r = (uintptr)(C._wrap_attnkit_session_load_capi_588e7b66fba89907(C.uintptr_t(_swig_i_0), *(*C.swig_type_12)(unsafe.Pointer(&_swig_i_1))))
+	swig_r = (uintptr)(C._wrap_attnkit_session_load_capi_588e7b66fba89907(C.uintptr_t(_swig_i_0), *(*C.swig_type_13)(unsafe.Pointer(&_swig_i_1))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -883,7 +928,7 @@ func Attnkit_eviction_policy_create(arg1 []byte, arg2 int, arg3 int, arg4 int, a
 	_swig_i_3 := arg4
 	var _swig_i_4 *uintptr
 	_swig_i_4 = arg5
-	swig_r = (uintptr)(C._wrap_attnkit_eviction_policy_create_capi_588e7b66fba89907(*(*C.swig_type_13)(unsafe.Pointer(&_swig_i_0)), C.swig_intgo(_swig_i_1), C.swig_intgo(_swig_i_2), C.swig_intgo(_swig_i_3), C.swig_voidp(_swig_i_4)))
+	swig_r = (uintptr)(C._wrap_attnkit_eviction_policy_create_capi_588e7b66fba89907(*(*C.swig_type_14)(unsafe.Pointer(&_swig_i_0)), C.swig_intgo(_swig_i_1), C.swig_intgo(_swig_i_2), C.swig_intgo(_swig_i_3), C.swig_voidp(_swig_i_4)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg1
 	}
@@ -900,7 +945,7 @@ func Attnkit_eviction_policy_create_from_text(arg1 string, arg2 int, arg3 int, a
 	_swig_i_3 := arg4
 	var _swig_i_4 *uintptr
 	_swig_i_4 = arg5
-	swig_r = (uintptr)(C._wrap_attnkit_eviction_policy_create_from_text_capi_588e7b66fba89907(*(*C.swig_type_14)(unsafe.Pointer(&_swig_i_0)), C.swig_intgo(_swig_i_1), C.swig_intgo(_swig_i_2), C.swig_intgo(_swig_i_3), C.swig_voidp(_swig_i_4)))
+	swig_r = (uintptr)(C._wrap_attnkit_eviction_policy_create_from_text_capi_588e7b66fba89907(*(*C.swig_type_15)(unsafe.Pointer(&_swig_i_0)), C.swig_intgo(_swig_i_1), C.swig_intgo(_swig_i_2), C.swig_intgo(_swig_i_3), C.swig_voidp(_swig_i_4)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg1
 	}
@@ -924,7 +969,7 @@ func Attnkit_eviction_policy_observe(arg1 uintptr, arg2 int, arg3 *Tensor, arg4 
 	staged_arg3 := stageTensor(arg3)
 	_swig_i_2 = stagedDesc(staged_arg3)
 	_swig_i_3 := arg4
-	swig_r = (uintptr)(C._wrap_attnkit_eviction_policy_observe_capi_588e7b66fba89907(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1), C.uintptr_t(_swig_i_2), *(*C.swig_type_15)(unsafe.Pointer(&_swig_i_3))))
+	swig_r = (uintptr)(C._wrap_attnkit_eviction_policy_observe_capi_588e7b66fba89907(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1), C.uintptr_t(_swig_i_2), *(*C.swig_type_16)(unsafe.Pointer(&_swig_i_3))))
 	releaseStaged(staged_arg3)
 	if Swig_escape_always_false {
 		Swig_escape_val = arg4
@@ -945,7 +990,7 @@ func Attnkit_eviction_policy_select(arg1 uintptr, arg2 int, arg3 *Tensor, arg4 [
 	_swig_i_3 := arg4
 	var _swig_i_4 *uintptr
 	_swig_i_4 = arg5
-	swig_r = (uintptr)(C._wrap_attnkit_eviction_policy_select_capi_588e7b66fba89907(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1), C.uintptr_t(_swig_i_2), *(*C.swig_type_16)(unsafe.Pointer(&_swig_i_3)), C.swig_voidp(_swig_i_4)))
+	swig_r = (uintptr)(C._wrap_attnkit_eviction_policy_select_capi_588e7b66fba89907(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1), C.uintptr_t(_swig_i_2), *(*C.swig_type_17)(unsafe.Pointer(&_swig_i_3)), C.swig_voidp(_swig_i_4)))
 	releaseStaged(staged_arg3)
 	if Swig_escape_always_false {
 		Swig_escape_val = arg4
@@ -977,7 +1022,7 @@ func Attnkit_eviction_policy_layer_budget(arg1 uintptr, arg2 int, arg3 []int64) 
 	_swig_i_0 = arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (uintptr)(C._wrap_attnkit_eviction_policy_layer_budget_capi_588e7b66fba89907(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1), *(*C.swig_type_17)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (uintptr)(C._wrap_attnkit_eviction_policy_layer_budget_capi_588e7b66fba89907(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1), *(*C.swig_type_18)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1011,7 +1056,7 @@ func Attnkit_kept_positions_row(arg1 uintptr, arg2 int64, arg3 *uint64) (_swig_r
 	_swig_i_1 := arg2
 	var _swig_i_2 *uint64
 	_swig_i_2 = arg3
-	swig_r = (uintptr)(C._wrap_attnkit_kept_positions_row_capi_588e7b66fba89907(C.uintptr_t(_swig_i_0), C.swig_type_19(_swig_i_1), C.swig_voidp(_swig_i_2)))
+	swig_r = (uintptr)(C._wrap_attnkit_kept_positions_row_capi_588e7b66fba89907(C.uintptr_t(_swig_i_0), C.swig_type_20(_swig_i_1), C.swig_voidp(_swig_i_2)))
 	var swig_r_1 uintptr
 	swig_r_1 = swig_r
 	return swig_r_1
@@ -1028,7 +1073,7 @@ func Attnkit_sparse_attention_create(arg1 []byte, arg2 *uintptr) (_swig_ret erro
 	_swig_i_0 := arg1
 	var _swig_i_1 *uintptr
 	_swig_i_1 = arg2
-	swig_r = (uintptr)(C._wrap_attnkit_sparse_attention_create_capi_588e7b66fba89907(*(*C.swig_type_20)(unsafe.Pointer(&_swig_i_0)), C.swig_voidp(_swig_i_1)))
+	swig_r = (uintptr)(C._wrap_attnkit_sparse_attention_create_capi_588e7b66fba89907(*(*C.swig_type_21)(unsafe.Pointer(&_swig_i_0)), C.swig_voidp(_swig_i_1)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg1
 	}
@@ -1042,7 +1087,7 @@ func Attnkit_sparse_attention_create_from_text(arg1 string, arg2 *uintptr) (_swi
 	_swig_i_0 := arg1
 	var _swig_i_1 *uintptr
 	_swig_i_1 = arg2
-	swig_r = (uintptr)(C._wrap_attnkit_sparse_attention_create_from_text_capi_588e7b66fba89907(*(*C.swig_type_21)(unsafe.Pointer(&_swig_i_0)), C.swig_voidp(_swig_i_1)))
+	swig_r = (uintptr)(C._wrap_attnkit_sparse_attention_create_from_text_capi_588e7b66fba89907(*(*C.swig_type_22)(unsafe.Pointer(&_swig_i_0)), C.swig_voidp(_swig_i_1)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg1
 	}
@@ -1067,7 +1112,7 @@ func Attnkit_sparse_attention_mask_shape(arg1 uintptr, arg2 int64, arg3 int64, a
 	_swig_i_4 := arg5
 	_swig_i_5 := arg6
 	_swig_i_6 := arg7
-	swig_r = (uintptr)(C._wrap_attnkit_sparse_attention_mask_shape_capi_588e7b66fba89907(C.uintptr_t(_swig_i_0), C.swig_type_22(_swig_i_1), C.swig_type_23(_swig_i_2), C.swig_type_24(_swig_i_3), *(*C.swig_type_25)(unsafe.Pointer(&_swig_i_4)), *(*C.swig_type_26)(unsafe.Pointer(&_swig_i_5)), *(*C.swig_type_27)(unsafe.Pointer(&_swig_i_6))))
+	swig_r = (uintptr)(C._wrap_attnkit_sparse_attention_mask_shape_capi_588e7b66fba89907(C.uintptr_t(_swig_i_0), C.swig_type_23(_swig_i_1), C.swig_type_24(_swig_i_2), C.swig_type_25(_swig_i_3), *(*C.swig_type_26)(unsafe.Pointer(&_swig_i_4)), *(*C.swig_type_27)(unsafe.Pointer(&_swig_i_5)), *(*C.swig_type_28)(unsafe.Pointer(&_swig_i_6))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg5
 	}
@@ -1153,7 +1198,7 @@ func Attnkit_sparse_attention_prefill(arg1 uintptr, arg2 *Tensor, arg3 *Tensor, 
 	staged_arg6 := stageTensor(arg6)
 	_swig_i_5 = stagedDesc(staged_arg6)
 	_swig_i_6 := arg7
-	swig_r = (uintptr)(C._wrap_attnkit_sparse_attention_prefill_capi_588e7b66fba89907(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), C.uintptr_t(_swig_i_2), C.uintptr_t(_swig_i_3), C.double(_swig_i_4), C.uintptr_t(_swig_i_5), *(*C.swig_type_28)(unsafe.Pointer(&_swig_i_6))))
+	swig_r = (uintptr)(C._wrap_attnkit_sparse_attention_prefill_capi_588e7b66fba89907(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), C.uintptr_t(_swig_i_2), C.uintptr_t(_swig_i_3), C.double(_swig_i_4), C.uintptr_t(_swig_i_5), *(*C.swig_type_29)(unsafe.Pointer(&_swig_i_6))))
 	releaseStaged(staged_arg2)
 	releaseStaged(staged_arg3)
 	releaseStaged(staged_arg4)
@@ -1171,7 +1216,7 @@ func Attnkit_visual_pruner_create(arg1 []byte, arg2 *uintptr) (_swig_ret error) 
 	_swig_i_0 := arg1
 	var _swig_i_1 *uintptr
 	_swig_i_1 = arg2
-	swig_r = (uintptr)(C._wrap_attnkit_visual_pruner_create_capi_588e7b66fba89907(*(*C.swig_type_29)(unsafe.Pointer(&_swig_i_0)), C.swig_voidp(_swig_i_1)))
+	swig_r = (uintptr)(C._wrap_attnkit_visual_pruner_create_capi_588e7b66fba89907(*(*C.swig_type_30)(unsafe.Pointer(&_swig_i_0)), C.swig_voidp(_swig_i_1)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg1
 	}
@@ -1185,7 +1230,7 @@ func Attnkit_visual_pruner_create_from_text(arg1 string, arg2 *uintptr) (_swig_r
 	_swig_i_0 := arg1
 	var _swig_i_1 *uintptr
 	_swig_i_1 = arg2
-	swig_r = (uintptr)(C._wrap_attnkit_visual_pruner_create_from_text_capi_588e7b66fba89907(*(*C.swig_type_30)(unsafe.Pointer(&_swig_i_0)), C.swig_voidp(_swig_i_1)))
+	swig_r = (uintptr)(C._wrap_attnkit_visual_pruner_create_from_text_capi_588e7b66fba89907(*(*C.swig_type_31)(unsafe.Pointer(&_swig_i_0)), C.swig_voidp(_swig_i_1)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg1
 	}
@@ -1240,7 +1285,7 @@ func Attnkit_visual_pruner_select_ragged(arg1 uintptr, arg2 *Tensor, arg3 *Tenso
 	_swig_i_4 = stagedDesc(staged_arg5)
 	var _swig_i_5 *uintptr
 	_swig_i_5 = arg6
-	swig_r = (uintptr)(C._wrap_attnkit_visual_pruner_select_ragged_capi_588e7b66fba89907(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), C.uintptr_t(_swig_i_2), *(*C.swig_type_31)(unsafe.Pointer(&_swig_i_3)), C.uintptr_t(_swig_i_4), C.swig_voidp(_swig_i_5)))
+	swig_r = (uintptr)(C._wrap_attnkit_visual_pruner_select_ragged_capi_588e7b66fba89907(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), C.uintptr_t(_swig_i_2), *(*C.swig_type_32)(unsafe.Pointer(&_swig_i_3)), C.uintptr_t(_swig_i_4), C.swig_voidp(_swig_i_5)))
 	releaseStaged(staged_arg2)
 	releaseStaged(staged_arg3)
 	releaseStaged(staged_arg5)
@@ -1265,7 +1310,7 @@ func Attnkit_visual_selection_image_size(arg1 uintptr, arg2 int64) (_swig_ret in
 	var _swig_i_0 uintptr
 	_swig_i_0 = arg1
 	_swig_i_1 := arg2
-	swig_r = (int64)(C._wrap_attnkit_visual_selection_image_size_capi_588e7b66fba89907(C.uintptr_t(_swig_i_0), C.swig_type_34(_swig_i_1)))
+	swig_r = (int64)(C._wrap_attnkit_visual_selection_image_size_capi_588e7b66fba89907(C.uintptr_t(_swig_i_0), C.swig_type_35(_swig_i_1)))
 	return swig_r
 }
 
@@ -1274,7 +1319,7 @@ func Attnkit_visual_selection_num_kept(arg1 uintptr, arg2 int64) (_swig_ret int6
 	var _swig_i_0 uintptr
 	_swig_i_0 = arg1
 	_swig_i_1 := arg2
-	swig_r = (int64)(C._wrap_attnkit_visual_selection_num_kept_capi_588e7b66fba89907(C.uintptr_t(_swig_i_0), C.swig_type_36(_swig_i_1)))
+	swig_r = (int64)(C._wrap_attnkit_visual_selection_num_kept_capi_588e7b66fba89907(C.uintptr_t(_swig_i_0), C.swig_type_37(_swig_i_1)))
 	return swig_r
 }
 
@@ -1283,7 +1328,7 @@ func Attnkit_visual_selection_indices(arg1 uintptr, arg2 int64) (_swig_ret uintp
 	var _swig_i_0 uintptr
 	_swig_i_0 = arg1
 	_swig_i_1 := arg2
-	swig_r = (uintptr)(C._wrap_attnkit_visual_selection_indices_capi_588e7b66fba89907(C.uintptr_t(_swig_i_0), C.swig_type_37(_swig_i_1)))
+	swig_r = (uintptr)(C._wrap_attnkit_visual_selection_indices_capi_588e7b66fba89907(C.uintptr_t(_swig_i_0), C.swig_type_38(_swig_i_1)))
 	var swig_r_1 uintptr
 	swig_r_1 = swig_r
 	return swig_r_1
@@ -1311,7 +1356,7 @@ func Attnkit_visual_selection_kept_positions(arg1 uintptr, arg2 []byte, arg3 *[]
 	var _swig_i_2 *uintptr
 	var owned_arg3 uintptr
 	_swig_i_2 = &owned_arg3
-	swig_r = (uintptr)(C._wrap_attnkit_visual_selection_kept_positions_capi_588e7b66fba89907(C.uintptr_t(_swig_i_0), *(*C.swig_type_38)(unsafe.Pointer(&_swig_i_1)), C.swig_voidp(_swig_i_2)))
+	swig_r = (uintptr)(C._wrap_attnkit_visual_selection_kept_positions_capi_588e7b66fba89907(C.uintptr_t(_swig_i_0), *(*C.swig_type_39)(unsafe.Pointer(&_swig_i_1)), C.swig_voidp(_swig_i_2)))
 	*arg3 = takeInt64Array(owned_arg3)
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2

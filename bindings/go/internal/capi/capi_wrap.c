@@ -739,6 +739,51 @@ attnkit_status *_wrap_attnkit_session_attend_capi_588e7b66fba89907(attnkit_sessi
 }
 
 
+attnkit_status *_wrap_attnkit_session_attend_ragged_capi_588e7b66fba89907(attnkit_session *_swig_go_0, intgo _swig_go_1, DLTensor *_swig_go_2, DLTensor *_swig_go_3, DLTensor *_swig_go_4, DLTensor *_swig_go_5, _goslice_ _swig_go_6) {
+  attnkit_session *arg1 = (attnkit_session *) 0 ;
+  int32_t arg2 ;
+  DLTensor *arg3 = (DLTensor *) 0 ;
+  DLTensor *arg4 = (DLTensor *) 0 ;
+  DLTensor *arg5 = (DLTensor *) 0 ;
+  DLTensor *arg6 = (DLTensor *) 0 ;
+  int64_t *arg7 = (int64_t *) 0 ;
+  size_t arg8 ;
+  DLTensor dl_tensor3 ;
+  DLTensor dl_tensor4 ;
+  DLTensor dl_tensor5 ;
+  DLTensor dl_tensor6 ;
+  attnkit_status *result = 0 ;
+  attnkit_status *_swig_go_result;
+  
+  arg1 = (attnkit_session *)_swig_go_0; 
+  arg2 = (int32_t)_swig_go_1; 
+  arg3 = attnkit_swig_tensor_from_desc((const attnkit_swig_tensor_desc*)_swig_go_2, &dl_tensor3); 
+  arg4 = attnkit_swig_tensor_from_desc((const attnkit_swig_tensor_desc*)_swig_go_3, &dl_tensor4); 
+  arg5 = attnkit_swig_tensor_from_desc((const attnkit_swig_tensor_desc*)_swig_go_4, &dl_tensor5); 
+  arg6 = attnkit_swig_tensor_from_desc((const attnkit_swig_tensor_desc*)_swig_go_5, &dl_tensor6); 
+  arg7 = (int64_t *)_swig_go_6.array; arg8 = (size_t)_swig_go_6.len; 
+  
+  result = (attnkit_status *)attnkit_session_attend_ragged(arg1,arg2,(DLTensor const *)arg3,(DLTensor const *)arg4,(DLTensor const *)arg5,arg6,(int64_t const *)arg7,arg8);
+  _swig_go_result = result; 
+  return _swig_go_result;
+}
+
+
+attnkit_status *_wrap_attnkit_session_reset_sequence_capi_588e7b66fba89907(attnkit_session *_swig_go_0, intgo _swig_go_1) {
+  attnkit_session *arg1 = (attnkit_session *) 0 ;
+  int32_t arg2 ;
+  attnkit_status *result = 0 ;
+  attnkit_status *_swig_go_result;
+  
+  arg1 = (attnkit_session *)_swig_go_0; 
+  arg2 = (int32_t)_swig_go_1; 
+  
+  result = (attnkit_status *)attnkit_session_reset_sequence(arg1,arg2);
+  _swig_go_result = result; 
+  return _swig_go_result;
+}
+
+
 attnkit_status *_wrap_attnkit_session_observe_capi_588e7b66fba89907(attnkit_session *_swig_go_0, intgo _swig_go_1, DLTensor *_swig_go_2, DLTensor *_swig_go_3) {
   attnkit_session *arg1 = (attnkit_session *) 0 ;
   int32_t arg2 ;
