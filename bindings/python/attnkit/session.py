@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 from attnkit import _attnkit, _config, _tensors
 from attnkit._types import ConfigLike, Int64Array, TensorLike
@@ -39,6 +39,26 @@ class Session(Handle):
             out = _tensors.float_output(_tensors.shape_of(q, "q"), q)
         self._native.attend(layer, q, k, v, out)
         return out
+
+    def attend_ragged(self, layer: int, q: TensorLike, k: TensorLike, v: TensorLike,
+                      new_tokens: Sequence[int],
+                      out: Optional[TensorLike] = None) -> TensorLike:
+        """A ragged call of ``layer`` (continuous batching): sequence b brings ``new_tokens[b]``
+        new tokens (0 to the tokens dimension; 0: it sits the step out), the first rows of its q,
+        k, v (shapes as :meth:`attend`); the rows beyond are padding and never read. One sequence
+        can prefill while the others decode. Returns ``out`` with each sequence's attention in its
+        first ``new_tokens[b]`` rows and zeros beyond. Every layer of a step takes the same counts;
+        policies, budgets and positions are per sequence."""
+        if out is None:
+            out = _tensors.float_output(_tensors.shape_of(q, "q"), q)
+        self._native.attend_ragged(layer, q, k, v, out, list(new_tokens))
+        return out
+
+    def reset_sequence(self, sequence: int) -> None:
+        """Retires ``sequence`` (a finished request): its pages go back to the pool, its policy
+        state and positions restart; the other sequences are untouched. Its slot then takes a new
+        sequence through :meth:`attend_ragged`. Between steps only."""
+        self._native.reset_sequence(sequence)
 
     def observe(self, layer: int, q: TensorLike,
                 out: Optional[TensorLike] = None) -> Optional[TensorLike]:

@@ -40,6 +40,45 @@ static PyObject* session_attend(Handle* self, PyObject* args) {
   Py_RETURN_NONE;
 }
 
+static PyObject* session_attend_ragged(Handle* self, PyObject* args) {
+  static const TensorSpec specs[] = {{"q", 0, 0}, {"k", 0, 0}, {"v", 0, 0}, {"out", 1, 0}};
+  enum { kCount = sizeof(specs) / sizeof(specs[0]) };
+  int layer;
+  PyObject* objs[kCount];
+  PyObject* counts_obj;
+  if (!PyArg_ParseTuple(args, "iOOOOO:attend_ragged", &layer, &objs[0], &objs[1], &objs[2],
+                        &objs[3], &counts_obj)) {
+    return NULL;
+  }
+  int64_t* counts = NULL;
+  size_t num_counts = 0;
+  if (akpy_int64_list(counts_obj, "new_tokens: expected a sequence of ints", &counts,
+                      &num_counts) != 0) {
+    return NULL;
+  }
+  TensorArg t[kCount];
+  int rc = akpy_tensors_from_objects(t, objs, specs, kCount);
+  if (rc == 0) {
+    ATTNKIT_PY_RUN(rc, self,
+                   attnkit_session_attend_ragged(session_of(self), layer, &t[0].tensor,
+                                                 &t[1].tensor, &t[2].tensor, &t[3].tensor, counts,
+                                                 num_counts));
+  }
+  akpy_tensors_release(t, kCount);
+  PyMem_Free(counts);
+  if (rc != 0) return NULL;
+  Py_RETURN_NONE;
+}
+
+static PyObject* session_reset_sequence(Handle* self, PyObject* args) {
+  int sequence;
+  if (!PyArg_ParseTuple(args, "i:reset_sequence", &sequence)) return NULL;
+  int rc;
+  ATTNKIT_PY_RUN(rc, self, attnkit_session_reset_sequence(session_of(self), sequence));
+  if (rc != 0) return NULL;
+  Py_RETURN_NONE;
+}
+
 static PyObject* session_observe(Handle* self, PyObject* args) {
   static const TensorSpec specs[] = {{"q", 0, 0}, {"out", 1, 1}};
   enum { kCount = sizeof(specs) / sizeof(specs[0]) };
@@ -141,6 +180,11 @@ static PyObject* session_fork(Handle* self, PyObject* unused) {
 static PyMethodDef session_methods[] = {
     {"attend", (PyCFunction)session_attend, METH_VARARGS,
      "attend(layer, q, k, v, out): one attention call; tensors are borrowed for the call."},
+    {"attend_ragged", (PyCFunction)session_attend_ragged, METH_VARARGS,
+     "attend_ragged(layer, q, k, v, out, new_tokens): a ragged call (sequence b brings "
+     "new_tokens[b] of the tokens); tensors are borrowed for the call."},
+    {"reset_sequence", (PyCFunction)session_reset_sequence, METH_VARARGS,
+     "reset_sequence(sequence): retires a sequence, freeing its pages; between steps."},
     {"observe", (PyCFunction)session_observe, METH_VARARGS,
      "observe(layer, q, out or None): an observe-only call; tensors are borrowed for the call."},
     {"stats", (PyCFunction)session_stats, METH_NOARGS, "Serialized attnkit.v1.SessionStats."},
