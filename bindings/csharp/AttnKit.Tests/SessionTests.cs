@@ -126,6 +126,81 @@ namespace AttnKit.Tests
         }
 
         [Fact]
+        public void RaggedCallsAndRetiredSequencesMatchSeparateSessions()
+        {
+            string policy = "page_size: 4 eviction { enabled: true algorithm: SNAPKV granularity: PER_TOKEN " +
+                            "start_tokens: 1 intermediate_tokens: 4 recent_tokens: 2 window_size: 2 }";
+            string Config(int batch) => TestSupport.SessionText(layers: 1, heads: Heads, kvHeads: KvHeads,
+                headDim: HeadDim, eviction: $"batch_size: {batch} {policy}");
+            using var ragged = Session.FromText(Config(2));
+            var own = new[] { Session.FromText(Config(1)), Session.FromText(Config(1)) };
+            int seed = 100;
+            void Step(long[] counts)
+            {
+                int width = (int)counts.Max();
+                int qRow = Heads * width * HeadDim, kvRow = KvHeads * width * HeadDim;
+                var q = Enumerable.Repeat(float.NaN, 2 * qRow).ToArray();  // padding: never read
+                var k = Enumerable.Repeat(float.NaN, 2 * kvRow).ToArray();
+                var v = Enumerable.Repeat(float.NaN, 2 * kvRow).ToArray();
+                var want = new float[2][];
+                for (int b = 0; b < 2; ++b)
+                {
+                    int n = (int)counts[b];
+                    if (n == 0) continue;
+                    float[] qb = TestSupport.Random(Heads * n * HeadDim, seed++);
+                    float[] kb = TestSupport.Random(KvHeads * n * HeadDim, seed++);
+                    float[] vb = TestSupport.Random(KvHeads * n * HeadDim, seed++);
+                    for (int h = 0; h < Heads; ++h)
+                        Array.Copy(qb, h * n * HeadDim, q, b * qRow + h * width * HeadDim, n * HeadDim);
+                    for (int h = 0; h < KvHeads; ++h)
+                    {
+                        Array.Copy(kb, h * n * HeadDim, k, b * kvRow + h * width * HeadDim, n * HeadDim);
+                        Array.Copy(vb, h * n * HeadDim, v, b * kvRow + h * width * HeadDim, n * HeadDim);
+                    }
+                    want[b] = new float[Heads * n * HeadDim];
+                    own[b].Attend(0, new TensorView(qb, 1, Heads, n, HeadDim), new TensorView(kb, 1, KvHeads, n, HeadDim),
+                                  new TensorView(vb, 1, KvHeads, n, HeadDim), new TensorView(want[b], 1, Heads, n, HeadDim));
+                }
+                var output = new float[2 * qRow];
+                ragged.AttendRagged(0, new TensorView(q, 2, Heads, width, HeadDim), new TensorView(k, 2, KvHeads, width, HeadDim),
+                                    new TensorView(v, 2, KvHeads, width, HeadDim), new TensorView(output, 2, Heads, width, HeadDim),
+                                    counts);
+                for (int b = 0; b < 2; ++b)
+                {
+                    int n = (int)counts[b];
+                    for (int h = 0; h < Heads; ++h)
+                        for (int t = 0; t < width; ++t)
+                            for (int d = 0; d < HeadDim; ++d)
+                            {
+                                float got = output[b * qRow + (h * width + t) * HeadDim + d];
+                                Assert.Equal(t < n ? want[b]![(h * n + t) * HeadDim + d] : 0f, got);
+                            }
+                }
+                Assert.Equal(own[0].BytesHeld + own[1].BytesHeld, ragged.BytesHeld);
+            }
+            Step(new long[] { 9, 0 });
+            Step(new long[] { 1, 12 });  // one decodes while the other prefills
+            for (int i = 0; i < 6; ++i) Step(new long[] { 1, 1 });
+            ragged.ResetSequence(0);
+            own[0].Dispose();
+            own[0] = Session.FromText(Config(1));
+            Assert.Equal(0, ragged.NextPosition(0));
+            Step(new long[] { 5, 1 });
+            for (int i = 0; i < 4; ++i) Step(new long[] { 1, 1 });
+
+            var bad = new float[2 * Heads * 2 * HeadDim];
+            var badKv = new float[2 * KvHeads * 2 * HeadDim];
+            var e = Assert.Throws<AttnKitException>(() => ragged.AttendRagged(0, new TensorView(bad, 2, Heads, 2, HeadDim),
+                new TensorView(badKv, 2, KvHeads, 2, HeadDim), new TensorView(badKv, 2, KvHeads, 2, HeadDim),
+                new TensorView(bad, 2, Heads, 2, HeadDim), new long[] { 3, 1 }));
+            Assert.Equal(StatusCode.InvalidArgument, e.Code);
+            Assert.Contains("new_tokens: sequence 0 brings 3 tokens", e.Message);
+            e = Assert.Throws<AttnKitException>(() => ragged.ResetSequence(2));
+            Assert.Contains("sequence: must be in [0, 2), got 2", e.Message);
+            foreach (var s in own) s.Dispose();
+        }
+
+        [Fact]
         public void RatioModeKeepsTheShareOfTheTokensSeen()
         {
             var config = new AttnKit.Proto.SessionConfig { NumLayers = 1, NumHeads = Heads, NumKvHeads = KvHeads, HeadDim = HeadDim };

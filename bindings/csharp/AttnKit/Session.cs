@@ -50,6 +50,32 @@ namespace AttnKit
         }
 
         /// <summary>
+        /// A ragged call of <paramref name="layer"/> (continuous batching): sequence b brings
+        /// <paramref name="newTokens"/>[b] new tokens (0 to the tokens dimension; 0: it sits the step out), the
+        /// first rows of its q, k and v (shapes as <see cref="Attend"/>); the rows beyond are padding and never
+        /// read. One sequence can prefill while the others decode. <paramref name="output"/> gets each
+        /// sequence's attention in its first newTokens[b] rows and zeros beyond. Every layer of a step takes the
+        /// same counts; policies, budgets and positions are per sequence.
+        /// </summary>
+        public void AttendRagged(int layer, TensorView q, TensorView k, TensorView v, TensorView output,
+                                 ReadOnlySpan<long> newTokens)
+        {
+            using var lease = _handle.Acquire(this);
+            AttnKitNative.attnkit_session_attend_ragged(lease.Pointer, layer, q, k, v, output, newTokens);
+        }
+
+        /// <summary>
+        /// Retires <paramref name="sequence"/> (a finished request): its pages go back to the pool, its policy
+        /// state and positions restart; the other sequences are untouched. Its slot then takes a new sequence
+        /// through <see cref="AttendRagged"/>. Between steps only.
+        /// </summary>
+        public void ResetSequence(int sequence)
+        {
+            using var lease = _handle.Acquire(this);
+            AttnKitNative.attnkit_session_reset_sequence(lease.Pointer, sequence);
+        }
+
+        /// <summary>
         /// An observe-only call of <paramref name="layer"/>: the queries q [batch, heads, tokens, head_dim]
         /// (RoPE applied at the positions after the sequence, <see cref="NextPosition"/> + t) attend to the
         /// layer's cache as it is, every query seeing every cached token, and feed the eviction policy's
