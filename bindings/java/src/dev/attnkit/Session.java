@@ -81,6 +81,43 @@ public final class Session implements AutoCloseable {
   }
 
   /**
+   * A ragged call of {@code layer} (continuous batching): sequence b brings {@code newTokens[b]}
+   * new tokens (0 to the tokens dimension; 0: it sits the step out), the first rows of its q, k
+   * and v (shapes as {@link #attend}); the rows beyond are padding and never read. One sequence can
+   * prefill while the others decode. {@code out} gets each sequence's attention in its first
+   * newTokens[b] rows and zeros beyond. Every layer of a step takes the same counts; policies,
+   * budgets and positions are per sequence.
+   *
+   * @param layer the layer, from 0, in order within a step
+   * @param q the queries [batch, heads, tokens, head_dim]
+   * @param k the new keys [batch, kv_heads, tokens, head_dim]
+   * @param v the new values [batch, kv_heads, tokens, head_dim]
+   * @param out receives the attention output, q's shape
+   * @param newTokens per sequence, how many of the tokens it brings (batch_size entries)
+   * @throws AttnKitException INVALID_ARGUMENT for a bad layer, tensor or count (the session is then
+   *     unchanged)
+   * @throws IllegalStateException after {@link #close()}
+   */
+  public void attendRagged(int layer, Tensor q, Tensor k, Tensor v, Tensor out, long[] newTokens) {
+    handle.run(
+        p -> AttnKitNative.attnkit_session_attend_ragged(p, layer, q, k, v, out, newTokens));
+  }
+
+  /**
+   * Retires {@code sequence} (a finished request): its pages go back to the pool, its policy state
+   * and positions restart; the other sequences are untouched. Its slot then takes a new sequence
+   * through {@link #attendRagged}. Between steps only.
+   *
+   * @param sequence the sequence, from 0
+   * @throws AttnKitException INVALID_ARGUMENT for a sequence out of range; FAILED_PRECONDITION while
+   *     a step or an observe pass is partway through its layers
+   * @throws IllegalStateException after {@link #close()}
+   */
+  public void resetSequence(int sequence) {
+    handle.run(p -> AttnKitNative.attnkit_session_reset_sequence(p, sequence));
+  }
+
+  /**
    * An observe-only call of {@code layer}: the queries q [batch, heads, tokens, head_dim] (RoPE
    * applied at the positions after the sequence, {@link #nextPosition} + t) attend to the layer's
    * cache as it is, every query seeing every cached token, and feed the eviction policy's scores as
