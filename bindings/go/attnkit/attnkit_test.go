@@ -2,6 +2,7 @@ package attnkit
 
 import (
 	"errors"
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -572,5 +573,118 @@ func TestSessionSaveLoadAndForkGoOnBitForBit(t *testing.T) {
 	}
 	if after, _ := loaded.Save(); string(after) != string(before) {
 		t.Fatal("a failed load changed the session")
+	}
+}
+
+// A ragged batch of two: one sequence prefills while the other decodes, a retired sequence's slot
+// takes a new one; every sequence computes exactly what a session of its own computes.
+func TestSessionRaggedCallsMatchSeparateSessions(t *testing.T) {
+	config := func(batch int32) *attnkitpb.SessionConfig {
+		c := &attnkitpb.SessionConfig{NumLayers: 1, NumHeads: 4, NumKvHeads: 2, HeadDim: 8, PageSize: 4, BatchSize: batch}
+		c.Eviction = snapKV()
+		return c
+	}
+	newSession := func(batch int32) *Session {
+		s, err := NewSession(config(batch))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	ragged := newSession(2)
+	defer ragged.Close()
+	own := []*Session{newSession(1), newSession(1)}
+	defer func() {
+		for _, s := range own {
+			s.Close()
+		}
+	}()
+	seed := float32(1)
+	step := func(counts []int64) {
+		width := counts[0]
+		if counts[1] > width {
+			width = counts[1]
+		}
+		qRow, kvRow := 4*width*8, 2*width*8
+		nan := float32(math.NaN())
+		q, k, v := make([]float32, 2*qRow), make([]float32, 2*kvRow), make([]float32, 2*kvRow)
+		for _, x := range [][]float32{q, k, v} {
+			for i := range x {
+				x[i] = nan // padding: never read
+			}
+		}
+		want := make([][]float32, 2)
+		for b, n := range counts {
+			if n == 0 {
+				continue
+			}
+			qb, kb, vb := filled(int(4*n*8), seed), filled(int(2*n*8), seed+1), filled(int(2*n*8), seed+2)
+			seed += 3
+			for h := int64(0); h < 4; h++ {
+				copy(q[int64(b)*qRow+h*width*8:], qb[h*n*8:(h+1)*n*8])
+			}
+			for h := int64(0); h < 2; h++ {
+				copy(k[int64(b)*kvRow+h*width*8:], kb[h*n*8:(h+1)*n*8])
+				copy(v[int64(b)*kvRow+h*width*8:], vb[h*n*8:(h+1)*n*8])
+			}
+			out := NewTensor(make([]float32, 4*n*8), 1, 4, n, 8)
+			if err := own[b].Attend(0, NewTensor(qb, 1, 4, n, 8), NewTensor(kb, 1, 2, n, 8), NewTensor(vb, 1, 2, n, 8), out); err != nil {
+				t.Fatal(err)
+			}
+			want[b] = out.Data
+		}
+		out := NewTensor(make([]float32, 2*qRow), 2, 4, width, 8)
+		if err := ragged.AttendRagged(0, NewTensor(q, 2, 4, width, 8), NewTensor(k, 2, 2, width, 8), NewTensor(v, 2, 2, width, 8), out, counts); err != nil {
+			t.Fatal(err)
+		}
+		for b, n := range counts {
+			for h := int64(0); h < 4; h++ {
+				for r := int64(0); r < width; r++ {
+					for d := int64(0); d < 8; d++ {
+						got := out.Data[int64(b)*qRow+(h*width+r)*8+d]
+						expected := float32(0)
+						if r < n {
+							expected = want[b][(h*n+r)*8+d]
+						}
+						if got != expected {
+							t.Fatalf("counts %v, sequence %d head %d row %d: %v, want %v", counts, b, h, r, got, expected)
+						}
+					}
+				}
+			}
+		}
+		held, _ := ragged.BytesHeld()
+		a, _ := own[0].BytesHeld()
+		c, _ := own[1].BytesHeld()
+		if held != a+c {
+			t.Fatalf("bytes held %d, separate sessions %d", held, a+c)
+		}
+	}
+	step([]int64{9, 0})
+	step([]int64{1, 12}) // one decodes while the other prefills
+	for i := 0; i < 6; i++ {
+		step([]int64{1, 1})
+	}
+	if err := ragged.ResetSequence(0); err != nil {
+		t.Fatal(err)
+	}
+	own[0].Close()
+	own[0] = newSession(1)
+	if next, _ := ragged.NextPosition(0); next != 0 {
+		t.Fatalf("next position of a retired sequence: %d", next)
+	}
+	step([]int64{5, 1})
+	for i := 0; i < 4; i++ {
+		step([]int64{1, 1})
+	}
+	q := NewTensor(make([]float32, 2*4*2*8), 2, 4, 2, 8)
+	kv := NewTensor(make([]float32, 2*2*2*8), 2, 2, 2, 8)
+	e := asError(t, ragged.AttendRagged(0, q, kv, kv, q, []int64{3, 1}), InvalidArgument)
+	if !strings.Contains(e.Message, "new_tokens: sequence 0 brings 3 tokens") {
+		t.Fatalf("message %q", e.Message)
+	}
+	e = asError(t, ragged.ResetSequence(2), InvalidArgument)
+	if !strings.Contains(e.Message, "sequence: must be in [0, 2), got 2") {
+		t.Fatalf("message %q", e.Message)
 	}
 }

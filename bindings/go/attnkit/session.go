@@ -75,6 +75,32 @@ func (s *Session) Attend(layer int, q, k, v, out Tensor) error {
 	})
 }
 
+// AttendRagged runs a ragged call of layer (continuous batching): sequence b brings newTokens[b]
+// new tokens (0 to the tokens dimension; 0: it sits the step out), the first rows of its q, k and
+// v (shapes as Attend); the rows beyond are padding and never read. One sequence can prefill while
+// the others decode. out gets each sequence's attention in its first newTokens[b] rows and zeros
+// beyond. Every layer of a step takes the same counts; policies, budgets and positions are per
+// sequence. newTokens has one entry per sequence (batch_size).
+func (s *Session) AttendRagged(layer int, q, k, v, out Tensor, newTokens []int64) error {
+	tensors, release, err := describeAll([]string{"q", "k", "v", "out"}, []Tensor{q, k, v, out}, true)
+	if err != nil {
+		return err
+	}
+	defer release()
+	return s.h.use("AttendRagged", func(ptr uintptr) error {
+		return fromCapi(capi.Attnkit_session_attend_ragged(ptr, layer, tensors[0], tensors[1], tensors[2], tensors[3], newTokens))
+	})
+}
+
+// ResetSequence retires sequence (a finished request): its pages go back to the pool, its policy
+// state and positions restart; the other sequences are untouched. Its slot then takes a new
+// sequence through AttendRagged. Between steps only.
+func (s *Session) ResetSequence(sequence int) error {
+	return s.h.use("ResetSequence", func(ptr uintptr) error {
+		return fromCapi(capi.Attnkit_session_reset_sequence(ptr, sequence))
+	})
+}
+
 // Observe runs an observe-only call of layer: the queries q [batch, heads, tokens, head_dim] (RoPE
 // applied at the positions after the sequence, NextPosition + t) attend to the layer's cache as it
 // is, every query seeing every cached token, and feed the eviction policy's scores as an Attend
