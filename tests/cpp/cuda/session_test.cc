@@ -196,6 +196,79 @@ TEST(CudaSession, SaveLoadAndForkGoOnBitForBit) {
   }
 }
 
+// Ragged calls on a CUDA session (the device store serves a subset of the batch per store call):
+// a batch-2 session where one sequence prefills while the other decodes, a retired slot reused,
+// against two batch-1 CUDA sessions fed the same tokens: the same kept tokens, the same bytes and
+// outputs within one bfloat16 ulp (the pages lie elsewhere in the arena; see the save/load test).
+TEST(CudaSession, RaggedCallsMatchSeparateSessions) {
+  ATTNKIT_REQUIRE_GPU();
+  const std::string shape =
+      "device: CUDA num_layers: 2 num_heads: 8 num_kv_heads: 2 head_dim: 128 "
+      "page_size: 16 dtype: BFLOAT16 ";
+  const std::string policy =
+      "eviction { enabled: true algorithm: SNAPKV granularity: PER_TOKEN window_size: 8 "
+      "start_tokens: 4 intermediate_tokens: 100 recent_tokens: 24 }";
+  auto make = [&](int batch) {
+    auto options =
+        ParseSessionConfig(shape + "batch_size: " + std::to_string(batch) + " " + policy, true);
+    EXPECT_TRUE(options.ok()) << options.status();
+    auto session = Session::Create(*options);
+    EXPECT_TRUE(session.ok()) << session.status();
+    return std::move(*session);
+  };
+  auto ragged = make(2);
+  std::vector<std::unique_ptr<Session>> own;
+  own.push_back(make(1));
+  own.push_back(make(1));
+  at::manual_seed(9);
+  const int64_t H = 8, Hkv = 2, d = 128;
+  const auto cuda = at::TensorOptions().dtype(at::kBFloat16).device(at::kCUDA);
+  auto step = [&](std::vector<int64_t> counts) {
+    const int64_t T = std::max(counts[0], counts[1]);
+    for (int layer = 0; layer < 2; ++layer) {
+      at::Tensor q = at::zeros({2, H, T, d}, cuda), k = at::zeros({2, Hkv, T, d}, cuda);
+      at::Tensor v = at::zeros({2, Hkv, T, d}, cuda), out = at::empty({2, H, T, d}, cuda);
+      std::vector<at::Tensor> want(2);
+      for (int b = 0; b < 2; ++b) {
+        if (counts[b] == 0) continue;
+        const at::Tensor qb = at::randn({1, H, counts[b], d}).to(cuda);
+        const at::Tensor kb = at::randn({1, Hkv, counts[b], d}).to(cuda);
+        const at::Tensor vb = at::randn({1, Hkv, counts[b], d}).to(cuda);
+        q[b].narrow(1, 0, counts[b]).copy_(qb[0]);
+        k[b].narrow(1, 0, counts[b]).copy_(kb[0]);
+        v[b].narrow(1, 0, counts[b]).copy_(vb[0]);
+        want[b] = at::empty_like(qb);
+        ASSERT_TRUE(own[b]->Attend(layer, qb, kb, vb, want[b]).ok());
+      }
+      const absl::Status st = ragged->AttendRagged(layer, q, k, v, out, counts);
+      ASSERT_TRUE(st.ok()) << st;
+      for (int b = 0; b < 2; ++b) {
+        if (counts[b] == 0) continue;
+        const at::Tensor got = out[b].narrow(1, 0, counts[b]).to(at::kFloat);
+        const at::Tensor expected = want[b][0].to(at::kFloat);
+        ASSERT_TRUE(at::allclose(got, expected, /*rtol=*/1.0 / 128, /*atol=*/1e-6))
+            << "counts " << counts[0] << "," << counts[1] << " layer " << layer << " sequence " << b
+            << ": max difference " << (got - expected).abs().max().item<float>();
+      }
+    }
+    for (int b = 0; b < 2; ++b) {
+      for (int layer = 0; layer < 2; ++layer) {
+        for (int h = 0; h < Hkv; ++h) {
+          ASSERT_EQ(*ragged->Positions(layer, b, h), *own[b]->Positions(layer, 0, h));
+        }
+      }
+    }
+    EXPECT_EQ(ragged->BytesHeld(), own[0]->BytesHeld() + own[1]->BytesHeld());
+  };
+  step({600, 0});
+  step({1, 300});  // one decodes (fused kernel) while the other prefills
+  for (int i = 0; i < 10; ++i) step({1, 1});
+  ASSERT_TRUE(ragged->ResetSequence(0).ok());
+  own[0] = make(1);
+  step({50, 1});
+  for (int i = 0; i < 5; ++i) step({1, 1});
+}
+
 // Observe-only calls on a CUDA session: the output is the CPU session's within bfloat16, and the
 // first decode step after them keeps the same tokens (the observed queries' scores are the same).
 TEST(CudaSession, ObserveMatchesTheCpuSession) {
