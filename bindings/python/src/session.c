@@ -59,10 +59,10 @@ static PyObject* session_attend_ragged(Handle* self, PyObject* args) {
   TensorArg t[kCount];
   int rc = akpy_tensors_from_objects(t, objs, specs, kCount);
   if (rc == 0) {
-    ATTNKIT_PY_RUN(rc, self,
-                   attnkit_session_attend_ragged(session_of(self), layer, &t[0].tensor,
-                                                 &t[1].tensor, &t[2].tensor, &t[3].tensor, counts,
-                                                 num_counts));
+    ATTNKIT_PY_RUN(
+        rc, self,
+        attnkit_session_attend_ragged(session_of(self), layer, &t[0].tensor, &t[1].tensor,
+                                      &t[2].tensor, &t[3].tensor, counts, num_counts));
   }
   akpy_tensors_release(t, kCount);
   PyMem_Free(counts);
