@@ -354,8 +354,12 @@ absl::StatusOr<Result> RunConfig(const ModelData& d, const std::string& config,
   r.model = m.name, r.config = config, r.budget_fraction = fraction;
   r.texts = d.texts.size();
   r.tokens_per_text = d.texts[0].ids.size();
-  r.budget_tokens =
-      options.eviction.enabled ? options.eviction.max_cache_tokens() : r.tokens_per_text;
+  // Ratio mode: what a layer keeps once it has seen a whole text.
+  r.budget_tokens = !options.eviction.enabled ? r.tokens_per_text
+                    : options.eviction.ratio_mode()
+                        ? std::max(1, static_cast<int>(r.tokens_per_text *
+                                                       (1 - options.eviction.compression_ratio)))
+                        : options.eviction.max_cache_tokens();
   const bool evicts = options.eviction.enabled;
   double kl = 0, nll = 0, seconds = 0;
   int64_t agree = 0, tokens = 0;
@@ -761,8 +765,15 @@ int Main(int argc, char** argv) {
       }
       for (double b : f.budgets) {
         Item it{mi, c.name, *o, b};
-        it.options.eviction =
-            ScaleToBudget(o->eviction, static_cast<int>(std::lround(b * f.text_tokens)));
+        if (o->eviction.ratio_mode()) {
+          // Ratio mode (schedule.compression_ratio): the budget is the share of the tokens seen
+          // that each layer keeps, so a text ends holding about b of its tokens as the fixed
+          // budgets do; the written start and recent areas stay.
+          it.options.eviction.compression_ratio = 1.0 - b;
+        } else {
+          it.options.eviction =
+              ScaleToBudget(o->eviction, static_cast<int>(std::lround(b * f.text_tokens)));
+        }
         items.push_back(it);
       }
     }
