@@ -43,6 +43,11 @@ set(ATTNKIT_CSHARP_BINARY_DIR "${PROJECT_BINARY_DIR}/bindings/csharp")
 set(ATTNKIT_CSHARP_SWIG_DIR "${ATTNKIT_CSHARP_BINARY_DIR}/swig")
 set(ATTNKIT_CSHARP_PROTO_DIR "${ATTNKIT_CSHARP_BINARY_DIR}/proto")
 set(ATTNKIT_CSHARP_NATIVE_DIR "${ATTNKIT_CSHARP_BINARY_DIR}/native")
+# The generated sources (swig/, proto/ below this folder) carry few doc comments: no CS1591 for
+# them, while AttnKit.csproj makes it an error for the hand-written API.
+file(WRITE "${ATTNKIT_CSHARP_BINARY_DIR}/.editorconfig"
+     "# Written by cmake/AttnkitCSharp.cmake: generated C# sources need no doc comments.\n"
+     "[*.cs]\ndotnet_diagnostic.CS1591.severity = none\n")
 set(ATTNKIT_DOTNET_PROPERTIES
   "-p:AttnKitSwigDir=${ATTNKIT_CSHARP_SWIG_DIR}/csharp"
   "-p:AttnKitProtoDir=${ATTNKIT_CSHARP_PROTO_DIR}"

@@ -8,9 +8,13 @@ namespace AttnKit
     /// <summary>Which attnkit.v1 message a config holds.</summary>
     public enum ConfigKind
     {
+        /// <summary>attnkit.v1.EvictionConfig.</summary>
         Eviction = 0,
+        /// <summary>attnkit.v1.SparseAttentionConfig.</summary>
         SparseAttention = 1,
+        /// <summary>attnkit.v1.VisualPruningConfig.</summary>
         VisualPruning = 2,
+        /// <summary>attnkit.v1.SessionConfig.</summary>
         Session = 3,
     }
 
@@ -21,12 +25,17 @@ namespace AttnKit
     /// </summary>
     public static class Config
     {
+        /// <summary>
+        /// Checks a serialized config of <paramref name="kind"/>; throws <see cref="AttnKitException"/>
+        /// (InvalidArgument, the message starting with the field's path) when it is not valid.
+        /// </summary>
         public static void Validate(ConfigKind kind, ReadOnlySpan<byte> config)
         {
             Library.EnsureLoaded();
             AttnKitNative.attnkit_config_validate((attnkit_config_kind)kind, config);
         }
 
+        /// <summary>As <see cref="Validate(ConfigKind, ReadOnlySpan{byte})"/> for a config in textproto.</summary>
         public static void ValidateText(ConfigKind kind, string text)
         {
             Library.EnsureLoaded();

@@ -22,6 +22,7 @@ namespace AttnKit
             _handle = Own(policy);
         }
 
+        /// <summary>From a generated EvictionConfig message, for a model of the given shape.</summary>
         public EvictionPolicy(EvictionConfig config, int numLayers, int numHeads, int numKvHeads)
             : this((config ?? throw new ArgumentNullException(nameof(config))).ToByteArray(), numLayers, numHeads,
                    numKvHeads)
@@ -112,6 +113,7 @@ namespace AttnKit
             AttnKitNative.attnkit_eviction_policy_reset(lease.Pointer);
         }
 
+        /// <summary>Frees the native object; later calls throw ObjectDisposedException.</summary>
         public void Dispose() => _handle.Dispose();
 
         private static NativeHandle Own(IntPtr policy) =>

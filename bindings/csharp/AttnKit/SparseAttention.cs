@@ -21,6 +21,7 @@ namespace AttnKit
             _handle = Own(sparse);
         }
 
+        /// <summary>From a generated SparseAttentionConfig message.</summary>
         public SparseAttention(SparseAttentionConfig config)
             : this((config ?? throw new ArgumentNullException(nameof(config))).ToByteArray())
         {
@@ -28,6 +29,7 @@ namespace AttnKit
 
         private SparseAttention(IntPtr sparse) => _handle = Own(sparse);
 
+        /// <summary>From a SparseAttentionConfig in textproto.</summary>
         public static SparseAttention FromText(string textproto)
         {
             Library.EnsureLoaded();
@@ -66,6 +68,7 @@ namespace AttnKit
             return density;
         }
 
+        /// <summary>Frees the native object; later calls throw ObjectDisposedException.</summary>
         public void Dispose() => _handle.Dispose();
 
         private static NativeHandle Own(IntPtr sparse) =>

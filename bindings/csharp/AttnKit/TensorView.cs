@@ -8,8 +8,11 @@ namespace AttnKit
     /// <summary>Element types a tensor may hold (DLPack codes).</summary>
     public enum DType
     {
+        /// <summary>32-bit IEEE float.</summary>
         Float32,
+        /// <summary>16-bit IEEE half.</summary>
         Float16,
+        /// <summary>bfloat16 (the upper half of a float32).</summary>
         BFloat16,
         /// <summary>8-bit unsigned (sparse block masks).</summary>
         UInt8,
@@ -18,7 +21,9 @@ namespace AttnKit
     /// <summary>Where a tensor's memory lives (DLPack DLDeviceType numbering).</summary>
     public enum Device
     {
+        /// <summary>Host memory.</summary>
         Cpu = 1,
+        /// <summary>Memory of a CUDA device (<see cref="TensorView.DeviceId"/>).</summary>
         Cuda = 2,
     }
 
@@ -136,11 +141,17 @@ namespace AttnKit
         /// <summary>True for <c>default(TensorView)</c>.</summary>
         public bool IsNull => !_isSet;
 
+        /// <summary>The element type.</summary>
         public DType DType { get; }
+        /// <summary>Where the memory lives.</summary>
         public Device Device { get; }
+        /// <summary>The device's index (0 for host memory).</summary>
         public int DeviceId { get; }
+        /// <summary>Bytes from the data pointer to the first element.</summary>
         public long ByteOffset { get; }
+        /// <summary>The number of dimensions.</summary>
         public int Rank => _shape.Length;
+        /// <summary>The extent of each dimension.</summary>
         public ReadOnlySpan<long> Shape => _shape;
 
         /// <summary>Strides in elements; empty for row-major.</summary>

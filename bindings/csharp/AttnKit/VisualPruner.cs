@@ -21,6 +21,7 @@ namespace AttnKit
             _handle = Own(pruner);
         }
 
+        /// <summary>From a generated VisualPruningConfig message.</summary>
         public VisualPruner(VisualPruningConfig config)
             : this((config ?? throw new ArgumentNullException(nameof(config))).ToByteArray())
         {
@@ -28,6 +29,7 @@ namespace AttnKit
 
         private VisualPruner(IntPtr pruner) => _handle = Own(pruner);
 
+        /// <summary>From a VisualPruningConfig in textproto.</summary>
         public static VisualPruner FromText(string textproto)
         {
             Library.EnsureLoaded();
@@ -58,6 +60,7 @@ namespace AttnKit
             return new VisualSelection(selection);
         }
 
+        /// <summary>Frees the native object; later calls throw ObjectDisposedException.</summary>
         public void Dispose() => _handle.Dispose();
 
         private static NativeHandle Own(IntPtr pruner) =>
@@ -72,6 +75,7 @@ namespace AttnKit
         internal VisualSelection(IntPtr selection) =>
             _handle = new NativeHandle(selection, static pointer => AttnKitNative.attnkit_visual_selection_free(pointer));
 
+        /// <summary>The number of images the selection covers.</summary>
         public int NumImages
         {
             get
@@ -113,6 +117,7 @@ namespace AttnKit
             return positions;
         }
 
+        /// <summary>Frees the native object; later calls throw ObjectDisposedException.</summary>
         public void Dispose() => _handle.Dispose();
     }
 }
