@@ -5,7 +5,8 @@
 #   ./attnkit.sh generate    the main job: the C sample over stories260k (extra args pass through)
 #   ./attnkit.sh test        everything: deps, build, the sanitizer pass, ctest (all labels but bench and open)
 #   ./attnkit.sh docs        the C API reference (Doxygen, builds nothing) into build/docs/html
-#   ./attnkit.sh package     build, then the Debian packages libattnkit1 and libattnkit-dev into dist/
+#   ./attnkit.sh package     build, then into dist/: the Debian packages libattnkit1 and libattnkit-dev,
+#                            the NuGet package, the jars and pom, the Python wheel
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 build_dir="${ATTNKIT_BUILD_DIR:-$here/build}"
@@ -92,13 +93,16 @@ case "${1:-}" in
   docs) deps; ATTNKIT_DOCS_DIR="${ATTNKIT_DOCS_DIR:-$build_dir/docs}" "$here/scripts/docs.sh" ;;
   package)
     # The normal build, then cpack (cmake/AttnkitPackage.cmake) into dist/, which holds only the
-    # .debs of the last run (CPack's staging folder is removed).
+    # .debs of the last run (CPack's staging folder is removed), then scripts/package_bindings.sh.
     build
     dist="${ATTNKIT_DIST_DIR:-$here/dist}"
     rm -f "$dist"/libattnkit*.deb
     cpack --config "$build_dir/CPackConfig.cmake" -B "$dist"
     rm -rf "$dist/_CPack_Packages"
     for deb in "$dist"/*.deb; do echo "$deb: $(dpkg-deb -f "$deb" Depends)"; done
+    # The language packages: NuGet, the jars and pom, the Python wheel (a language this build
+    # has no tools for is reported and left out).
+    bash "$here/scripts/package_bindings.sh" "$build_dir" "$here" "$dist"
     ;;
   *) sed -n '2,8p' "$0"; exit 2 ;;
 esac
