@@ -50,6 +50,7 @@ type Error struct {
 	Message string
 }
 
+// Error returns the code and the message ("attnkit: INVALID_ARGUMENT: q: ...").
 func (e *Error) Error() string { return "attnkit: " + e.Code.String() + ": " + e.Message }
 
 func newError(code Code, format string, args ...interface{}) *Error {
