@@ -29,8 +29,11 @@ absl::StatusOr<attnkit::ConfigKind> Kind(const attnkit_config_kind& kind) {
   return absl::InvalidArgumentError(absl::StrCat("kind: unknown config kind ", raw));
 }
 
-absl::Status CheckData(const void* data, size_t size) {
-  if (data == nullptr && size > 0) return absl::InvalidArgumentError("data: must not be NULL");
+// `name`: the parameter as the header names it (data, text).
+absl::Status CheckData(const void* data, size_t size, const char* name) {
+  if (data == nullptr && size > 0) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": must not be NULL"));
+  }
   return absl::OkStatus();
 }
 
@@ -42,7 +45,7 @@ attnkit_status* attnkit_config_validate(attnkit_config_kind kind, const void* da
   return Guard(__func__, [&]() -> absl::Status {
     auto k = Kind(kind);
     if (!k.ok()) return k.status();
-    if (absl::Status s = CheckData(data, size); !s.ok()) return s;
+    if (absl::Status s = CheckData(data, size, "data"); !s.ok()) return s;
     return attnkit::ValidateConfig(*k, attnkit::capi::ByteView(data, size), /*text=*/false)
         .status();
   });
@@ -53,7 +56,7 @@ attnkit_status* attnkit_config_validate_text(attnkit_config_kind kind, const cha
   return Guard(__func__, [&]() -> absl::Status {
     auto k = Kind(kind);
     if (!k.ok()) return k.status();
-    if (absl::Status s = CheckData(text, size); !s.ok()) return s;
+    if (absl::Status s = CheckData(text, size, "text"); !s.ok()) return s;
     return attnkit::ValidateConfig(*k, attnkit::capi::ByteView(text, size), /*text=*/true).status();
   });
 }
@@ -65,7 +68,7 @@ attnkit_status* attnkit_config_text_to_binary(attnkit_config_kind kind, const ch
     *out = nullptr;
     auto k = Kind(kind);
     if (!k.ok()) return k.status();
-    if (absl::Status s = CheckData(text, size); !s.ok()) return s;
+    if (absl::Status s = CheckData(text, size, "text"); !s.ok()) return s;
     auto bytes = attnkit::ConfigTextToBinary(*k, attnkit::capi::ByteView(text, size));
     if (!bytes.ok()) return bytes.status();
     *out = attnkit::capi::NewBuffer(*bytes);
@@ -80,7 +83,7 @@ attnkit_status* attnkit_config_binary_to_text(attnkit_config_kind kind, const vo
     *out = nullptr;
     auto k = Kind(kind);
     if (!k.ok()) return k.status();
-    if (absl::Status s = CheckData(data, size); !s.ok()) return s;
+    if (absl::Status s = CheckData(data, size, "data"); !s.ok()) return s;
     auto text = attnkit::ConfigBinaryToText(*k, attnkit::capi::ByteView(data, size));
     if (!text.ok()) return text.status();
     *out = attnkit::capi::NewBuffer(*text);

@@ -28,7 +28,9 @@ constexpr const char kKVLayout[] = "[batch, kv_heads, k_len, head_dim]";
 absl::Status Create(const void* data, size_t size, bool text, attnkit_sparse_attention** out) {
   ATTNKIT_CHECK_ARG(out);
   *out = nullptr;
-  if (data == nullptr && size > 0) return absl::InvalidArgumentError("data: must not be NULL");
+  if (data == nullptr && size > 0) {
+    return absl::InvalidArgumentError(text ? "text: must not be NULL" : "data: must not be NULL");
+  }
   const absl::string_view view = attnkit::capi::ByteView(data, size);
   auto options = attnkit::ParseSparseAttentionConfig(view, text);
   if (!options.ok()) return options.status();

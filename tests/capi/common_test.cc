@@ -411,10 +411,15 @@ TEST(ConfigTest, BadKindAndNullArguments) {
 
   ExpectInvalid(attnkit_config_validate(ATTNKIT_CONFIG_SESSION, nullptr, 4),
                 {"data: must not be NULL"});
+  // The text entry points name their parameter `text` (an independent bad-input check found
+  // them saying "data").
   ExpectInvalid(attnkit_config_validate_text(ATTNKIT_CONFIG_SESSION, nullptr, 4),
-                {"data: must not be NULL"});
+                {"text: must not be NULL"});
   ExpectInvalid(attnkit_config_text_to_binary(ATTNKIT_CONFIG_SESSION, nullptr, 4, &out),
-                {"data: must not be NULL"});
+                {"text: must not be NULL"});
+  attnkit_sparse_attention* sparse = nullptr;
+  ExpectInvalid(attnkit_sparse_attention_create_from_text(nullptr, 4, &sparse),
+                {"text: must not be NULL"});
   ExpectInvalid(attnkit_config_binary_to_text(ATTNKIT_CONFIG_SESSION, nullptr, 4, &out),
                 {"data: must not be NULL"});
   ExpectInvalid(

@@ -19,7 +19,8 @@
  * arrays) are checked before use against a registry of the live ones: a handle already freed, one
  * of another kind or a pointer attnkit never returned is INVALID_ARGUMENT naming the argument ("not
  * a live attnkit_session"), freeing it again is a no-op, and the getters without a status return
- * their empty value (0, NULL, ""; ATTNKIT_UNKNOWN for attnkit_status_get_code()). Only a freed
+ * their empty value (0, NULL; ATTNKIT_UNKNOWN for attnkit_status_get_code(), and for
+ * attnkit_status_get_message() a message saying the status is not live). Only a freed
  * handle whose address the allocator has since given to a new object of the same kind passes as
  * that new object.
  * - Threads: one object is used by one thread at a time; distinct objects are independent (any
@@ -92,7 +93,8 @@ typedef struct attnkit_status attnkit_status;
 ATTNKIT_API attnkit_status_code attnkit_status_get_code(const attnkit_status* status);
 
 /** The message of `status` (NUL-terminated, UTF-8), owned by `status` and valid until it is freed;
- * "" for NULL. Thread-safe. */
+ * "" for NULL; for a pointer that is not a live status, a static message saying so ("status: not
+ * a live attnkit_status ..."). Thread-safe. */
 ATTNKIT_API const char* attnkit_status_get_message(const attnkit_status* status);
 
 /** Frees `status`. NULL is a no-op. */

@@ -47,7 +47,8 @@ ATTNKIT_API void attnkit_eviction_policy_free(attnkit_eviction_policy* policy);
  * [batch, num_heads, queries, cache_tokens] (softmax weights over the cache as it is now, the new
  * tokens included; summed over the batch). For per-head policies whose kv heads hold different
  * numbers of tokens, pass `lengths` (num_kv_heads entries, each at most cache_tokens; weights
- * past a head's length are ignored), else NULL and 0. Weights must be finite (NaN or infinity is
+ * past a head's length are ignored; one entry stands for every kv head; any other count is
+ * INVALID_ARGUMENT), else NULL and 0. Weights must be finite (NaN or infinity is
  * INVALID_ARGUMENT, as for the session's inputs), checked before the scores change. */
 ATTNKIT_API attnkit_status* attnkit_eviction_policy_observe(attnkit_eviction_policy* policy,
                                                             int32_t layer,

@@ -308,6 +308,11 @@ class EvictionPolicyImpl : public EvictionPolicy {
     if (lengths.empty()) return absl::InvalidArgumentError("lengths: at least one cache length");
     for (int64_t len : lengths)
       if (len < 0) return absl::InvalidArgumentError("lengths: must be non-negative");
+    if (lengths.size() != 1 && static_cast<int>(lengths.size()) != layout_.num_kv_heads) {
+      return absl::InvalidArgumentError(absl::StrCat("lengths: expected 1 or num_kv_heads (",
+                                                     layout_.num_kv_heads, ") entries, got ",
+                                                     lengths.size()));
+    }
     if (!layout_.per_head) {
       for (int64_t len : lengths) {
         if (len != lengths[0]) {
@@ -318,11 +323,6 @@ class EvictionPolicyImpl : public EvictionPolicy {
       return std::vector<int64_t>{lengths[0]};
     }
     if (lengths.size() == 1) return std::vector<int64_t>(layout_.num_kv_heads, lengths[0]);
-    if (static_cast<int>(lengths.size()) != layout_.num_kv_heads) {
-      return absl::InvalidArgumentError(absl::StrCat("lengths: expected 1 or num_kv_heads (",
-                                                     layout_.num_kv_heads, ") entries, got ",
-                                                     lengths.size()));
-    }
     return lengths;
   }
 

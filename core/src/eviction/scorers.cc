@@ -152,7 +152,9 @@ class AccumulatingScorer : public Scorer {
         return absl::FailedPreconditionError(absl::StrCat(
             "the attention covers ", fresh.size() + options_.start_tokens,
             " cached tokens but the policy tracks ", prev.size() + options_.start_tokens,
-            ": call Select() after every observed step and drop the tokens it evicts"));
+            ": select after every observed step (attnkit_eviction_policy_select) and drop the "
+            "tokens "
+            "it evicts"));
       }
       const int64_t num_new = static_cast<int64_t>(fresh.size() - prev.size());
       for (size_t i = 0; i < prev.size(); ++i) fresh[i] += prev[i];

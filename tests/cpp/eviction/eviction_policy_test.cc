@@ -215,6 +215,13 @@ TEST(EvictionPolicyTest, MisuseIsAnError) {
   EXPECT_EQ(kept.status().code(), absl::StatusCode::kFailedPrecondition);
   // A layer-wide policy needs equal lengths.
   EXPECT_FALSE(p->Select(0, {4, 5}, at::Tensor()).ok());
+  // One length, or one per kv head (2), and no other count (found by an independent bad-input
+  // check: three equal lengths were accepted).
+  auto three = p->Select(0, {4, 4, 4}, at::Tensor());
+  ASSERT_FALSE(three.ok());
+  EXPECT_EQ(three.status().message(), "lengths: expected 1 or num_kv_heads (2) entries, got 3");
+  EXPECT_FALSE(p->ObserveWeights(0, Weights(4, 1, 5, 0), {5, 5, 5}).ok());
+  EXPECT_TRUE(p->Select(0, {4, 4}, at::Tensor()).ok());
 }
 
 TEST(EvictionPolicyTest, ResetForgetsScores) {
