@@ -312,16 +312,10 @@ int main(int argc, char** argv) {
   }
   if (attnkit_abi_version() != ATTNKIT_ABI_VERSION) die("libattnkit", "ABI version mismatch");
 
-  char path[4200];
   Config c;
   Weights w;
   Tokenizer tok;
-  snprintf(path, sizeof(path), "%s/stories260K.bin", model_dir);
-  load_model(path, &c, &w);
-  snprintf(path, sizeof(path), "%s/tok512.bin", model_dir);
-  load_tokenizer(path, c.vocab_size, &tok);
-  snprintf(path, sizeof(path), "%s/reference.json", model_dir);
-  char* reference = read_file(path, NULL);
+  char* reference = load_model_dir(model_dir, &c, &w, &tok);
   static int context[kMaxTokens], scoring_ids[2 * kMaxTokens], question[kMaxTokens];
   const int available = read_ids(reference, "greedy_ids_full_cache", context, kMaxTokens);
   free(reference);

@@ -108,48 +108,20 @@ int main(int argc, char** argv) {
   }
   if (attnkit_abi_version() != ATTNKIT_ABI_VERSION) die("libattnkit", "ABI version mismatch");
 
-  char path[4200];
   Config c;
   Weights w;
   Tokenizer tok;
-  snprintf(path, sizeof(path), "%s/stories260K.bin", model_dir);
-  load_model(path, &c, &w);
-  snprintf(path, sizeof(path), "%s/tok512.bin", model_dir);
-  load_tokenizer(path, c.vocab_size, &tok);
-  snprintf(path, sizeof(path), "%s/reference.json", model_dir);
-  char* reference = read_file(path, NULL);
+  char* reference = load_model_dir(model_dir, &c, &w, &tok);
   int prompt[64], expected[1024];
   const int prompt_len = read_ids(reference, "prompt_ids", prompt, 64);
   const int expected_len = read_ids(reference, "greedy_ids_full_cache", expected, 1024);
   free(reference);
-  if (prompt_len == 0) die(path, "no prompt_ids");
+  if (prompt_len == 0) die("reference.json", "no prompt_ids");
   if (prompt_len + steps > c.seq_len) die("--tokens", "prompt + tokens exceed the model's context");
 
-  /* The session config: the file's policies merged with the model's shape (binary protos merge,
-   * the later message's scalars win). */
-  size_t text_size = 0;
-  char* text = read_file(config_path, &text_size);
-  attnkit_buffer *policies = NULL, *shape = NULL;
-  check(attnkit_config_text_to_binary(ATTNKIT_CONFIG_SESSION, text, text_size, &policies),
-        config_path);
-  free(text);
-  char shape_text[256];
-  snprintf(shape_text, sizeof(shape_text),
-           "num_layers: %d num_heads: %d num_kv_heads: %d head_dim: %d "
-           "rope { theta: 10000 interleaved: true }",
-           c.n_layers, c.n_heads, c.n_kv_heads, c.dim / c.n_heads);
-  check(
-      attnkit_config_text_to_binary(ATTNKIT_CONFIG_SESSION, shape_text, strlen(shape_text), &shape),
-      "model shape");
-  size_t config_size = policies->size + shape->size;
-  uint8_t* config = malloc(config_size + 1);
-  memcpy(config, policies->data, policies->size);
-  memcpy(config + policies->size, shape->data, shape->size);
+  attnkit_buffer* policies = read_policies(config_path);
+  attnkit_session* session = make_session(policies, &c, 1, config_path);
   attnkit_buffer_free(policies);
-  attnkit_buffer_free(shape);
-  attnkit_session* session = NULL;
-  check(attnkit_session_create(config, config_size, &session), config_path);
-  free(config);
 
   float* logits = malloc(sizeof(float) * c.vocab_size);
   int* generated = malloc(sizeof(int) * (size_t)steps);

@@ -127,6 +127,51 @@ static void load_tokenizer(const char* path, int vocab_size, Tokenizer* t) {
   free(bytes);
 }
 
+/* The model folder's stories260K.bin and tok512.bin; returns reference.json's text (free it). */
+static char* load_model_dir(const char* model_dir, Config* c, Weights* w, Tokenizer* tok) {
+  char path[4200];
+  snprintf(path, sizeof(path), "%s/stories260K.bin", model_dir);
+  load_model(path, c, w);
+  snprintf(path, sizeof(path), "%s/tok512.bin", model_dir);
+  load_tokenizer(path, c->vocab_size, tok);
+  snprintf(path, sizeof(path), "%s/reference.json", model_dir);
+  return read_file(path, NULL);
+}
+
+/* The attnkit.v1.SessionConfig textproto at `path` (policies, no model shape) in binary. */
+static inline attnkit_buffer* read_policies(const char* path) {
+  size_t size = 0;
+  char* text = read_file(path, &size);
+  attnkit_buffer* policies = NULL;
+  check(attnkit_config_text_to_binary(ATTNKIT_CONFIG_SESSION, text, size, &policies), path);
+  free(text);
+  return policies;
+}
+
+/* A session of `policies` merged with the model's shape and `batch` sequences (binary protos
+ * merge, the later message's scalars win); `what` names the config in errors. */
+static inline attnkit_session* make_session(const attnkit_buffer* policies, const Config* c,
+                                            int batch, const char* what) {
+  char shape_text[256];
+  snprintf(shape_text, sizeof(shape_text),
+           "num_layers: %d num_heads: %d num_kv_heads: %d head_dim: %d batch_size: %d "
+           "rope { theta: 10000 interleaved: true }",
+           c->n_layers, c->n_heads, c->n_kv_heads, c->dim / c->n_heads, batch);
+  attnkit_buffer* shape = NULL;
+  check(
+      attnkit_config_text_to_binary(ATTNKIT_CONFIG_SESSION, shape_text, strlen(shape_text), &shape),
+      "model shape");
+  const size_t size = policies->size + shape->size;
+  uint8_t* config = malloc(size + 1);
+  memcpy(config, policies->data, policies->size);
+  memcpy(config + policies->size, shape->data, shape->size);
+  attnkit_buffer_free(shape);
+  attnkit_session* session = NULL;
+  check(attnkit_session_create(config, size, &session), what);
+  free(config);
+  return session;
+}
+
 /* Prints a piece; "<0xHH>" stands for the byte 0xHH (llama2.c's decode). */
 static void print_piece(const char* piece) {
   unsigned value;

@@ -113,29 +113,6 @@ static void forward_batch(const Config* c, const Weights* w, attnkit_session* se
   free(h3);
 }
 
-/* A session of the config's policies with the model's shape and `batch` sequences. */
-static attnkit_session* make_session(const uint8_t* policies, size_t policies_size, const Config* c,
-                                     int batch) {
-  char shape_text[256];
-  snprintf(shape_text, sizeof(shape_text),
-           "num_layers: %d num_heads: %d num_kv_heads: %d head_dim: %d batch_size: %d "
-           "rope { theta: 10000 interleaved: true }",
-           c->n_layers, c->n_heads, c->n_kv_heads, c->dim / c->n_heads, batch);
-  attnkit_buffer* shape = NULL;
-  check(
-      attnkit_config_text_to_binary(ATTNKIT_CONFIG_SESSION, shape_text, strlen(shape_text), &shape),
-      "model shape");
-  const size_t size = policies_size + shape->size;
-  uint8_t* config = malloc(size + 1);
-  memcpy(config, policies, policies_size);
-  memcpy(config + policies_size, shape->data, shape->size);
-  attnkit_buffer_free(shape);
-  attnkit_session* session = NULL;
-  check(attnkit_session_create(config, size, &session), "session config");
-  free(config);
-  return session;
-}
-
 int main(int argc, char** argv) {
   char model_dir[4096], config_path[4096];
   const char* models = getenv("ATTNKIT_MODELS_DIR");
@@ -166,27 +143,16 @@ int main(int argc, char** argv) {
   }
   if (attnkit_abi_version() != ATTNKIT_ABI_VERSION) die("libattnkit", "ABI version mismatch");
 
-  char path[4200];
   Config c;
   Weights w;
   Tokenizer tok;
-  snprintf(path, sizeof(path), "%s/stories260K.bin", model_dir);
-  load_model(path, &c, &w);
-  snprintf(path, sizeof(path), "%s/tok512.bin", model_dir);
-  load_tokenizer(path, c.vocab_size, &tok);
-  snprintf(path, sizeof(path), "%s/reference.json", model_dir);
-  char* reference = read_file(path, NULL);
+  char* reference = load_model_dir(model_dir, &c, &w, &tok);
   int prompt[64];
   const int prompt_len = read_ids(reference, "prompt_ids", prompt, 64);
   free(reference);
-  if (prompt_len < 2) die(path, "no prompt_ids");
+  if (prompt_len < 2) die("reference.json", "no prompt_ids");
 
-  size_t text_size = 0;
-  char* text = read_file(config_path, &text_size);
-  attnkit_buffer* policies = NULL;
-  check(attnkit_config_text_to_binary(ATTNKIT_CONFIG_SESSION, text, text_size, &policies),
-        config_path);
-  free(text);
+  attnkit_buffer* policies = read_policies(config_path);
 
   /* The requests: the reference prompt cut to different lengths, each followed by a different
    * token so the continuations differ, and different numbers of tokens to generate. */
@@ -200,7 +166,7 @@ int main(int argc, char** argv) {
     q->to_generate = 30 + (r * 23) % 100;  // past the 100-token budget of snapkv.textproto
   }
 
-  attnkit_session* session = make_session(policies->data, policies->size, &c, slots);
+  attnkit_session* session = make_session(policies, &c, slots, config_path);
   float* logits[kMaxSlots];
   for (int b = 0; b < slots; ++b) logits[b] = malloc(sizeof(float) * c.vocab_size);
   int slot_request[kMaxSlots];  // -1: free
@@ -252,7 +218,7 @@ int main(int argc, char** argv) {
   int agree = 0;
   for (int r = 0; r < num_requests; ++r) {
     const Request* q = &requests[r];
-    attnkit_session* alone = make_session(policies->data, policies->size, &c, 1);
+    attnkit_session* alone = make_session(policies, &c, 1, config_path);
     int ids[kMaxTokens];
     memcpy(ids, q->ids, sizeof(int) * (size_t)q->prompt_len);
     const int* ids_of[1] = {ids};
