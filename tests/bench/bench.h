@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
+
 namespace attnkit::bench {
 
 // argv after the subcommand; returns the process exit code.
@@ -17,6 +19,12 @@ bool RegisterBench(const std::string& name, const std::string& summary, BenchMai
 
 // Median wall time in milliseconds of `reps` runs of `fn` after `warmup` runs.
 double MedianMs(const std::function<void()>& fn, int reps, int warmup = 1);
+
+// Milliseconds since `t0`.
+double MsSince(std::chrono::steady_clock::time_point t0);
+
+// Exits the benchmark (status 1) with `what` and the message when `s` is not OK.
+void Check(const absl::Status& s, const char* what);
 
 // Builds the RESULT line incrementally: Add("dense_ms", 12.5).
 class ResultJson {

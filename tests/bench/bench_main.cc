@@ -42,6 +42,16 @@ bool RegisterBench(const std::string& name, const std::string& summary, BenchMai
   return true;
 }
 
+double MsSince(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void Check(const absl::Status& s, const char* what) {
+  if (s.ok()) return;
+  std::fprintf(stderr, "%s: %s\n", what, std::string(s.message()).c_str());
+  std::exit(1);
+}
+
 double MedianMs(const std::function<void()>& fn, int reps, int warmup) {
   for (int i = 0; i < warmup; ++i) fn();
   std::vector<double> times;

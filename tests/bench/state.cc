@@ -30,10 +30,6 @@ size_t HeapBytesInUse() {
   return info.uordblks + info.hblkhd;
 }
 
-double MsSince(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-}
-
 std::unique_ptr<Session> Make(const std::string& policy) {
   auto options = ParseSessionConfig(
       "num_layers: " + std::to_string(kLayers) + " num_heads: " + std::to_string(kHeads) +
@@ -45,12 +41,6 @@ std::unique_ptr<Session> Make(const std::string& policy) {
     std::exit(1);
   }
   return std::move(*Session::Create(*options));
-}
-
-void Check(const absl::Status& s, const char* what) {
-  if (s.ok()) return;
-  std::fprintf(stderr, "%s: %s\n", what, std::string(s.message()).c_str());
-  std::exit(1);
 }
 
 // One call of `tokens` new tokens through every layer (random inputs from `seed`).
