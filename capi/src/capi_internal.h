@@ -45,9 +45,14 @@ class ScopedLibraryThreads {
   int restore_ = 0;  // the caller's count to put back, 0: nothing changed
 };
 
-// Runs `body` (returning absl::Status) under ScopedLibraryThreads: bad_alloc becomes
-// RESOURCE_EXHAUSTED, any other exception INTERNAL, each message prefixed with the entry point's
-// name.
+// Whether `e` is ATen's report of an allocation that failed: c10::OutOfMemoryError (the CUDA
+// caching allocator) or the CPU allocator's enforce ("DefaultCPUAllocator: can't allocate memory:
+// you tried to allocate N bytes", a plain c10::Error in libtorch 1.13).
+bool IsAllocationFailure(const c10::Error& e) noexcept;
+
+// Runs `body` (returning absl::Status) under ScopedLibraryThreads: bad_alloc and ATen's
+// allocation failures become RESOURCE_EXHAUSTED, any other exception INTERNAL, each message
+// prefixed with the entry point's name.
 template <typename Body>
 attnkit_status* Guard(const char* function, Body&& body) noexcept {
   try {
@@ -56,6 +61,10 @@ attnkit_status* Guard(const char* function, Body&& body) noexcept {
   } catch (const std::bad_alloc&) {
     return MakeStatus(ATTNKIT_RESOURCE_EXHAUSTED, std::string(function) + ": out of memory");
   } catch (const c10::Error& e) {
+    if (IsAllocationFailure(e)) {
+      return MakeStatus(ATTNKIT_RESOURCE_EXHAUSTED, std::string(function) + ": out of memory (" +
+                                                        e.what_without_backtrace() + ")");
+    }
     return MakeStatus(ATTNKIT_INTERNAL, std::string(function) + ": " + e.what_without_backtrace());
   } catch (const std::exception& e) {
     return MakeStatus(ATTNKIT_INTERNAL, std::string(function) + ": " + e.what());

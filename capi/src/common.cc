@@ -45,6 +45,13 @@ ScopedLibraryThreads::~ScopedLibraryThreads() {
   if (restore_ > 0) omp_set_num_threads(restore_);
 }
 
+bool IsAllocationFailure(const c10::Error& e) noexcept {
+  if (dynamic_cast<const c10::OutOfMemoryError*>(&e) != nullptr) return true;
+  const char* what = e.what_without_backtrace();
+  return what != nullptr && (std::strstr(what, "can't allocate memory") != nullptr ||
+                             std::strstr(what, "not enough memory") != nullptr);
+}
+
 attnkit_status* MakeStatus(attnkit_status_code code, std::string message) {
   return Adopt(new attnkit_status{code, std::move(message)}, HandleKind::kStatus);
 }

@@ -164,9 +164,10 @@ attnkit_status* attnkit_sparse_attention_mask_shape(const attnkit_sparse_attenti
     const int64_t heads = sparse->impl->MaskHeads(num_heads);
     int64_t cells = 0;
     if (__builtin_mul_overflow(heads, grid->q_blocks * grid->k_blocks, &cells)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("mask: [mask_heads, q_blocks, k_blocks] = [", heads, ", ", grid->q_blocks,
-                       ", ", grid->k_blocks, "] has more than 2^63 elements"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "num_heads: ", num_heads, " gives a mask [mask_heads, q_blocks, k_blocks] = [", heads,
+          ", ", grid->q_blocks, ", ", grid->k_blocks, "] of more than 2^63 elements (q_len ", q_len,
+          ", k_len ", k_len, ")"));
     }
     *mask_heads = heads;
     *q_blocks = grid->q_blocks;

@@ -13,6 +13,7 @@
 // before the fork. ATTNKIT_BAD_INPUT_FILTER=<substring> runs only the cases whose label contains
 // it.
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -21,6 +22,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <limits>
 #include <memory>
@@ -1223,7 +1225,7 @@ void AddMisuseCases(std::vector<Case>* cases) {
         {"negative k_len", 4, 0, -8, "k_len"},
         {"q_len = k_len = 2^63-1", 4, kI64Max, kI64Max, "mask"},
         {"num_heads 2^62 (XATTENTION per-head mask)", int64_t{1} << 62, 1 << 20, 1 << 20,
-         "mask"}}) {
+         "num_heads: 4611686018427387904 gives a mask"}}) {
     const int64_t h = heads, ql = q, kl = k;
     add(
         std::string("sparse_mask_shape: ") + label,
@@ -1534,6 +1536,86 @@ Outcome RunIsolated(const Case& c) {
     if (message.find(f) == std::string::npos) return {false, got + " (missing \"" + f + "\")"};
   }
   return {true, got};
+}
+
+// The address space this process maps now, from /proc/self/statm (0 when unreadable).
+int64_t MappedBytes() {
+  std::ifstream statm("/proc/self/statm");
+  int64_t pages = 0;
+  if (!(statm >> pages)) return 0;
+  return pages * sysconf(_SC_PAGESIZE);
+}
+
+// Out of memory inside ATen: in a forked child whose address space is limited (RLIMIT_AS) to what
+// it maps plus 4 MiB, an eviction policy observes attention weights of 64 MiB, whose finiteness
+// check and head sum need ATen allocations of 16 MiB each. The call must return
+// RESOURCE_EXHAUSTED naming the entry point (it was INTERNAL with ATen's allocator message), and
+// once the limit is lifted the same call on the same policy succeeds (the failed one changed
+// nothing). The thread pool is created by a small call before the limit.
+TEST(BadInputMatrix, AtenOutOfMemoryIsResourceExhausted) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "a sanitizer's allocator does not return failed allocations under RLIMIT_AS";
+#else
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    close(fds[0]);
+    alarm(60);
+    std::string report;
+    auto status_text = [](attnkit_status* st) {
+      std::string text = std::to_string(static_cast<int>(attnkit_status_get_code(st))) + " " +
+                         attnkit_status_get_message(st);
+      attnkit_status_free(st);
+      return text;
+    };
+    attnkit_eviction_policy* warm = NewPolicy(kH2O);
+    attnkit_eviction_policy* policy = NewPolicy(kH2O);
+    std::vector<float> small(4 * 4, 0.25f);
+    int64_t small_shape[] = {1, 4, 1, 4};
+    DLTensor small_t{small.data(), {kDLCPU, 0}, 4, {kDLFloat, 32, 1}, small_shape, nullptr, 0};
+    const int64_t small_len[] = {4};
+    report +=
+        "warm " + status_text(attnkit_eviction_policy_observe(warm, 0, &small_t, small_len, 1));
+    const int64_t n = int64_t{1} << 22;
+    std::vector<float> big(static_cast<size_t>(4 * n), 1.0f / static_cast<float>(n));
+    int64_t big_shape[] = {1, 4, 1, n};
+    DLTensor big_t{big.data(), {kDLCPU, 0}, 4, {kDLFloat, 32, 1}, big_shape, nullptr, 0};
+    const int64_t big_len[] = {n};
+    rlimit old_limit{};
+    getrlimit(RLIMIT_AS, &old_limit);
+    rlimit tight = old_limit;
+    tight.rlim_cur = static_cast<rlim_t>(MappedBytes() + (int64_t{4} << 20));
+    setrlimit(RLIMIT_AS, &tight);
+    report +=
+        "\nlimited " + status_text(attnkit_eviction_policy_observe(policy, 0, &big_t, big_len, 1));
+    setrlimit(RLIMIT_AS, &old_limit);
+    report +=
+        "\nlifted " + status_text(attnkit_eviction_policy_observe(policy, 0, &big_t, big_len, 1));
+    ssize_t ignored = write(fds[1], report.data(), report.size());
+    (void)ignored;
+    close(fds[1]);
+    std::_Exit(0);
+  }
+  close(fds[1]);
+  std::string report;
+  char buffer[4096];
+  ssize_t got;
+  while ((got = read(fds[0], buffer, sizeof(buffer))) > 0) report.append(buffer, got);
+  close(fds[0]);
+  int wstatus = 0;
+  waitpid(pid, &wstatus, 0);
+  ASSERT_TRUE(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0)
+      << "the child crashed, hung or failed its setup; it reported:\n"
+      << report;
+  std::printf("%s\n", report.c_str());
+  const std::string limited = std::to_string(static_cast<int>(ATTNKIT_RESOURCE_EXHAUSTED)) +
+                              " attnkit_eviction_policy_observe: out of memory";
+  EXPECT_NE(report.find("warm 0 "), std::string::npos) << report;
+  EXPECT_NE(report.find("\nlimited " + limited), std::string::npos) << report;
+  EXPECT_NE(report.find("\nlifted 0 "), std::string::npos) << report;
+#endif
 }
 
 TEST(BadInputMatrix, EveryCaseReturnsAStatusNamingTheArgument) {
