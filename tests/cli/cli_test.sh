@@ -37,9 +37,12 @@ expect 1 "eviction\.window_size" -- "$attnkit" validate "$work/bad_window.textpr
 # A shape that does not fit (GQA needs num_heads to be a multiple of num_kv_heads).
 expect 1 "num_kv_heads|num_heads" -- \
   "$attnkit" validate --shape 5,8,3,8 "$source_dir/samples/configs/full_cache.textproto"
-# Syntax errors name the line and column.
+# Syntax errors name the line, the column and the field being read.
 printf 'page_size: 16\neviction { enabld: true }\n' > "$work/typo.textproto"
-expect 1 "2:[0-9]+: .*enabld" -- "$attnkit" validate --kind session "$work/typo.textproto"
+expect 1 "2:[0-9]+ \(eviction\.enabld\): .*enabld" -- "$attnkit" validate --kind session "$work/typo.textproto"
+printf 'page_size: 16\neviction {\n  enabled: true\n  window_size: seven\n}\n' > "$work/word.textproto"
+expect 1 "4:16 \(eviction\.window_size\): Expected integer" -- \
+  "$attnkit" validate --kind session "$work/word.textproto"
 # One bad file among good ones: the good ones still say OK, the exit status says a file failed.
 expect 1 "1 of 2 valid" -- \
   "$attnkit" validate "$source_dir/samples/configs/full_cache.textproto" "$work/bad_window.textproto"

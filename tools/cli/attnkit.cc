@@ -120,14 +120,22 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
 }
 
 // Collects the text parser's errors ("line:column: message") instead of printing them.
+// The parser's first error as "line:column (field.path): message".
 class ErrorCollector : public google::protobuf::io::ErrorCollector {
  public:
+  ErrorCollector(const std::string& text, const google::protobuf::Descriptor* type)
+      : text_(text), type_(type) {}
   void AddError(int line, int column, const std::string& message) override {
-    if (first_.empty()) first_ = absl::StrCat(line + 1, ":", column + 1, ": ", message);
+    if (!first_.empty()) return;
+    const std::string path = attnkit::TextFieldPath(text_, line, column, type_);
+    first_ = absl::StrCat(line + 1, ":", column + 1, path.empty() ? "" : " (" + path + ")", ": ",
+                          message);
   }
   const std::string& first() const { return first_; }
 
  private:
+  const std::string& text_;
+  const google::protobuf::Descriptor* type_;
   std::string first_;
 };
 
@@ -135,7 +143,7 @@ absl::Status Parse(const std::string& data, Format format, google::protobuf::Mes
   switch (format) {
     case Format::kText: {
       google::protobuf::TextFormat::Parser parser;
-      ErrorCollector errors;
+      ErrorCollector errors(data, message->GetDescriptor());
       parser.RecordErrorsTo(&errors);
       if (parser.ParseFromString(data, message)) return absl::OkStatus();
       return absl::InvalidArgumentError(

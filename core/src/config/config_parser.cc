@@ -4,9 +4,12 @@
 #include "attnkit/config_messages.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <string>
 #include <tuple>
+#include <utility>
+#include <vector>
 
 #include <google/protobuf/io/tokenizer.h>
 #include <google/protobuf/text_format.h>
@@ -34,16 +37,25 @@ absl::Status FieldError(absl::string_view prefix, absl::string_view field, absl:
   return absl::InvalidArgumentError(absl::StrCat(prefix, field, ": ", what));
 }
 
+// The textproto parser's errors, each with its line and column (1-based) and the field it was
+// reading ("line 1 column 40 (eviction.window_size): Expected integer, got: abc").
 class CollectingErrors : public google::protobuf::io::ErrorCollector {
  public:
+  CollectingErrors(const std::string& text, const google::protobuf::Descriptor* type)
+      : text_(text), type_(type) {}
   void AddError(int line, google::protobuf::io::ColumnNumber column,
                 const std::string& message) override {
-    errors_.push_back(absl::StrCat("line ", line + 1, " column ", column + 1, ": ", message));
+    const std::string path = TextFieldPath(text_, line, column, type_);
+    errors_.push_back(absl::StrCat("line ", line + 1, " column ", column + 1,
+                                   path.empty() ? "" : absl::StrCat(" (", path, ")"), ": ",
+                                   message));
   }
   void AddWarning(int, google::protobuf::io::ColumnNumber, const std::string&) override {}
   std::string Text() const { return absl::StrJoin(errors_, "; "); }
 
  private:
+  const std::string& text_;
+  const google::protobuf::Descriptor* type_;
   std::vector<std::string> errors_;
 };
 
@@ -85,9 +97,10 @@ absl::Status ParseMessage(absl::string_view data, bool text, google::protobuf::M
   const std::string type = message->GetDescriptor()->full_name();
   if (text) {
     google::protobuf::TextFormat::Parser parser;
-    CollectingErrors errors;
+    const std::string text_data(data);
+    CollectingErrors errors(text_data, message->GetDescriptor());
     parser.RecordErrorsTo(&errors);
-    if (!parser.ParseFromString(std::string(data), message)) {
+    if (!parser.ParseFromString(text_data, message)) {
       return absl::InvalidArgumentError(
           absl::StrCat("config: not a valid textproto ", type, ": ", errors.Text()));
     }
@@ -640,6 +653,87 @@ auto ParseAndConvert(absl::string_view data, bool text, Converter convert)
 }
 
 }  // namespace
+
+std::string TextFieldPath(const std::string& text, int line, int column,
+                          const google::protobuf::Descriptor* type) {
+  size_t end = 0;  // the offset of (line, column)
+  for (int l = 0; l < line && end < text.size(); ++end) {
+    if (text[end] == '\n') ++l;
+  }
+  for (int c = 0; c < column && end < text.size() && text[end] != '\n'; ++end) {
+    c = text[end] == '\t' ? c + 8 - c % 8 : c + 1;
+  }
+  struct Level {
+    const google::protobuf::Descriptor* type;
+    std::string name;                               // the field that opened it, with its index
+    std::vector<std::pair<std::string, int>> seen;  // field names seen at this level, and counts
+    std::string key;                                // the last field name at this level
+  };
+  auto index_of = [](Level& level, const std::string& name) {
+    for (auto& [n, count] : level.seen) {
+      if (n == name) return count++;
+    }
+    level.seen.emplace_back(name, 1);
+    return 0;
+  };
+  auto qualified = [](const Level& level, const std::string& name, int index) {
+    const google::protobuf::FieldDescriptor* field =
+        level.type != nullptr ? level.type->FindFieldByName(name) : nullptr;
+    return field != nullptr && field->is_repeated() ? absl::StrCat(name, "[", index, "]") : name;
+  };
+  std::vector<Level> stack{{type, "", {}, ""}};
+  auto is_ident = [](char ch) {
+    return std::isalnum(static_cast<unsigned char>(ch)) != 0 || ch == '_';
+  };
+  size_t i = 0;
+  while (i < text.size() && i <= end) {
+    const char ch = text[i];
+    if (ch == '#') {
+      while (i < text.size() && text[i] != '\n') ++i;
+    } else if (ch == '"' || ch == '\'') {
+      for (++i; i < text.size() && text[i] != ch && text[i] != '\n'; ++i) {
+        if (text[i] == '\\') ++i;
+      }
+      ++i;
+    } else if (std::isalpha(static_cast<unsigned char>(ch)) != 0 || ch == '_') {
+      const size_t start = i;
+      while (i < text.size() && is_ident(text[i])) ++i;
+      size_t next = i;
+      while (next < text.size() && std::isspace(static_cast<unsigned char>(text[next])) != 0) {
+        ++next;
+      }
+      const bool colon = next < text.size() && text[next] == ':';
+      if (colon) {
+        ++next;
+        while (next < text.size() && std::isspace(static_cast<unsigned char>(text[next])) != 0) {
+          ++next;
+        }
+      }
+      const bool opens = next < text.size() && (text[next] == '{' || text[next] == '<');
+      if (colon || opens) {
+        Level& level = stack.back();
+        const std::string name = text.substr(start, i - start);
+        level.key = qualified(level, name, index_of(level, name));
+        if (opens && next < end) {
+          const google::protobuf::FieldDescriptor* field =
+              level.type != nullptr ? level.type->FindFieldByName(name) : nullptr;
+          stack.push_back({field != nullptr ? field->message_type() : nullptr, level.key, {}, ""});
+          i = next + 1;
+        }
+      }
+    } else if ((ch == '}' || ch == '>') && stack.size() > 1 && i < end) {
+      stack.pop_back();
+      stack.back().key.clear();
+      ++i;
+    } else {
+      ++i;
+    }
+  }
+  std::vector<std::string> parts;
+  for (size_t l = 1; l < stack.size(); ++l) parts.push_back(stack[l].name);
+  if (!stack.back().key.empty()) parts.push_back(stack.back().key);
+  return absl::StrJoin(parts, ".");
+}
 
 std::unique_ptr<google::protobuf::Message> NewConfigMessage(ConfigKind kind) {
   switch (kind) {

@@ -9,6 +9,7 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <google/protobuf/text_format.h>
@@ -920,6 +921,32 @@ TEST(ConfigGarbageTest, MalformedTextRejectedWithPosition) {
       ValidateConfig(ConfigKind::kEviction, "algorithm: 99", true).status();
   EXPECT_EQ(enum_number.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(enum_number.message()), HasSubstr("algorithm"));
+}
+
+// A textproto error names the field being read, by its path in the top-level message (repeated
+// fields with the occurrence's index), beside the line and column.
+TEST(ConfigGarbageTest, MalformedTextNamesTheField) {
+  const std::pair<std::string, std::string> cases[] = {
+      {"num_layers: 2 eviction { enabled: true window_size: abc }",
+       "line 1 column 53 (eviction.window_size): "},
+      {"num_layers: 2\neviction {\n  enabled: true\n  no_such_field: 3\n}",
+       "line 4 column 16 (eviction.no_such_field): "},
+      {"eviction: 5", "line 1 column 11 (eviction): "},
+      {"rope { theta: 10000 } kv_format { keys: INT8 values: INT9 }", "line 1 column 59 (kv_format.values): "},
+      {"head_split { head_scores: 0.5 head_scores: 0.25 head_scores: x }",
+       "(head_split.head_scores[2]): "},
+      {"# a comment with eviction { in it\n\tnum_heads: \"4\"", "line 2 column 20 (num_heads): "},
+      {"eviction { window_size: 4 } num_layers: {", "(num_layers): "},
+  };
+  for (const auto& [text, want] : cases) {
+    SCOPED_TRACE(text);
+    const absl::Status status = ValidateConfig(ConfigKind::kSession, text, true).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(status.message()), HasSubstr(want));
+  }
+  // Before any field: no path.
+  const absl::Status top = ValidateConfig(ConfigKind::kSession, "{{{{", true).status();
+  EXPECT_THAT(std::string(top.message()), HasSubstr("line 1 column 1: "));
 }
 
 TEST(ConfigGarbageTest, MalformedBytesRejected) {
