@@ -77,9 +77,11 @@ ATTNKIT_API attnkit_status* attnkit_session_reset_sequence(attnkit_session* sess
  * (KVzip). Nothing is appended and nothing is evicted: the next call that may evict uses the
  * scores (configure defer_eviction_to_decode to keep the prompt whole until the first decode step).
  * `out` (NULL, or q's shape, any non-overlapping strides, floating dtype) receives
- * softmax(q K^T * scale) V over the cache. Observe passes run the layers in order from 0 and only
- * between steps (FAILED_PRECONDITION otherwise, or when a sequence's cache of the layer is empty);
- * a call refused by these checks or the tensor checks leaves the session unchanged. Tensors are
+ * softmax(q K^T * scale) V over the cache. A sequence that holds no token (a slot not started
+ * yet, or retired with attnkit_session_reset_sequence()) sits the pass out: its rows of q are not
+ * read (they may hold anything) and its rows of `out` get zeros. Observe passes run the layers in
+ * order from 0 and only between steps (FAILED_PRECONDITION otherwise, or when no sequence holds a
+ * token); a call refused by these checks or the tensor checks leaves the session unchanged. Tensors are
  * borrowed for the call; devices as for attnkit_session_attend(). */
 ATTNKIT_API attnkit_status* attnkit_session_observe(attnkit_session* session, int32_t layer,
                                                     const DLTensor* q, DLTensor* out);

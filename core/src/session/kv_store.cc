@@ -225,18 +225,22 @@ void KvStore::PrefillGroup(const Layer& layer, int64_t head_index, const at::Ten
 }
 
 absl::StatusOr<StepResult> KvStore::AttendCache(int layer_index, const at::Tensor& q,
-                                                int64_t window, bool column_sums) const {
+                                                int64_t window, bool column_sums,
+                                                absl::Span<const int64_t> sequences) const {
   const SessionOptions& o = *context_.options;
   const Layer& layer = layers_[layer_index];
-  const at::Tensor qf = q.to(device_, at::kFloat).contiguous();  // [B, H, T, d]
+  const absl::Span<const int64_t> rows = Resolve(sequences);
+  const at::Tensor qf = q.to(device_, at::kFloat).contiguous();  // [S, H, T, d]
   const int64_t T = qf.size(2), G = o.num_heads / o.num_kv_heads;
-  StepResult r = MakeResult(layer, T, window, column_sums, all_sequences_);
-  for (int64_t gi = 0; gi < o.batch_size * o.num_kv_heads; ++gi) {
-    const int64_t b = gi / o.num_kv_heads, kvh = gi % o.num_kv_heads;
-    PrefillGroup(layer, gi, qf[b].narrow(0, kvh * G, G), r.out[b].narrow(0, kvh * G, G), window,
-                 r.window_rows.defined() ? r.window_rows[b].narrow(0, kvh * G, G) : at::Tensor(),
-                 r.column_sums.defined() ? r.column_sums[b].narrow(0, kvh * G, G) : at::Tensor(),
-                 /*first_row=*/0, /*causal=*/false);
+  StepResult r = MakeResult(layer, T, window, column_sums, rows);
+  for (int64_t i = 0; i < static_cast<int64_t>(rows.size()); ++i) {
+    for (int64_t kvh = 0; kvh < o.num_kv_heads; ++kvh) {
+      const int64_t gi = rows[i] * o.num_kv_heads + kvh;
+      PrefillGroup(layer, gi, qf[i].narrow(0, kvh * G, G), r.out[i].narrow(0, kvh * G, G), window,
+                   r.window_rows.defined() ? r.window_rows[i].narrow(0, kvh * G, G) : at::Tensor(),
+                   r.column_sums.defined() ? r.column_sums[i].narrow(0, kvh * G, G) : at::Tensor(),
+                   /*first_row=*/0, /*causal=*/false);
+    }
   }
   return r;
 }

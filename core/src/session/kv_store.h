@@ -91,12 +91,14 @@ class KvStore {
   virtual void Rerotate(int layer, int64_t index, const RopeOptions& rope) = 0;
   // The longest call (queries) its paged decode kernel takes; longer calls run as prefill.
   virtual int64_t max_decode_queries() const = 0;
-  // Attention of q [B, H, T, d] over `layer`'s cache as it is, with no causal mask (every query
-  // sees every cached token) and nothing appended: an observe-only call (Session::Observe). The
+  // Attention of q [S, H, T, d] over `layer`'s cache as it is, with no causal mask (every query
+  // sees every cached token) and nothing appended: an observe-only call (Session::Observe). Row i
+  // of q and of the result is sequence sequences[i] (empty: every sequence, S = batch_size). The
   // result has the layout of Attend's; dense on every store (plain ATen on device()), whatever
   // the sparse mode.
   absl::StatusOr<StepResult> AttendCache(int layer, const at::Tensor& q, int64_t window,
-                                         bool column_sums) const;
+                                         bool column_sums,
+                                         absl::Span<const int64_t> sequences = {}) const;
 
   // Float32 keys of every kv head of sequence b, [Hkv, max_len, d] zero-padded, on device() (what
   // the scorers that read keys take).

@@ -137,30 +137,65 @@ class SessionImpl : public Session {
     ATTNKIT_RETURN_IF_ERROR(CheckIndex("layer", layer, options_.num_layers));
     ATTNKIT_RETURN_IF_ERROR(CheckQueries(q, out));
     ATTNKIT_RETURN_IF_ERROR(CheckObserveOrder(layer));
-    if (!at::isfinite(q).all().item<bool>()) {
-      return absl::InvalidArgumentError("q: contains NaN or infinity");
-    }
+    // The sequences that hold tokens take part; an empty slot (never started, or retired with
+    // ResetSequence) sits the pass out: its rows of q are never read (they may hold NaN), its
+    // rows of `out` get zeros, its policy is untouched.
+    std::vector<int64_t> active;
     for (int64_t b = 0; b < options_.batch_size; ++b) {
+      int empty_heads = 0;
       for (int h = 0; h < options_.num_kv_heads; ++h) {
-        if (store_->head(layer, HeadIndex(b, h)).length == 0) {
-          return absl::FailedPreconditionError(
-              absl::StrCat("layer: layer ", layer, " holds no token of sequence ", b, " (kv head ",
-                           h, "): observed queries attend to the cache, so attend a prompt first"));
-        }
+        if (store_->head(layer, HeadIndex(b, h)).length == 0) ++empty_heads;
       }
+      if (empty_heads == 0) {
+        active.push_back(b);
+      } else if (empty_heads < options_.num_kv_heads) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("layer: layer ", layer, " holds no token in ", empty_heads, " of the ",
+                         options_.num_kv_heads, " kv heads of sequence ", b,
+                         ": observed queries attend to every kv head's cache"));
+      }
+    }
+    if (active.empty()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("layer: layer ", layer,
+                       " holds no token of any sequence: observed queries attend to the cache, "
+                       "so attend a prompt first"));
+    }
+    const bool everyone = static_cast<int64_t>(active.size()) == options_.batch_size;
+    const at::Tensor index = everyone ? at::Tensor() : at::tensor(active, at::kLong);
+    const at::Tensor q_active = everyone ? q : q.index_select(0, index.to(q.device()));
+    if (!at::isfinite(q_active).all().item<bool>()) {
+      return absl::InvalidArgumentError("q: contains NaN or infinity");
     }
     const int64_t T = q.size(2);
     const auto t0 = Clock::now();
-    const ObservationNeeds needs = policies_.empty() ? ObservationNeeds{} : policies_[0]->needs();
-    ATTNKIT_ASSIGN_OR_RETURN(session::StepResult step,
-                             store_->AttendCache(layer, q, std::min<int64_t>(needs.window_rows, T),
-                                                 needs.all_queries_sum));
-    if (out.defined()) out.copy_(step.out);
+    for (const int64_t b : active) {
+      if (!policies_.empty() && policies_[b] == nullptr) {
+        ATTNKIT_ASSIGN_OR_RETURN(policies_[b],
+                                 EvictionPolicy::Create(options_.eviction, options_.num_layers,
+                                                        options_.num_heads, options_.num_kv_heads));
+      }
+    }
+    const ObservationNeeds needs =
+        policies_.empty() ? ObservationNeeds{} : policies_[active[0]]->needs();
+    ATTNKIT_ASSIGN_OR_RETURN(
+        session::StepResult step,
+        store_->AttendCache(layer, q_active, std::min<int64_t>(needs.window_rows, T),
+                            needs.all_queries_sum, active));
+    if (out.defined()) {
+      if (everyone) {
+        out.copy_(step.out);
+      } else {
+        out.zero_();
+        out.index_copy_(0, index.to(out.device()), step.out.to(out.device(), out.scalar_type()));
+      }
+    }
     attention_seconds_ += Seconds(t0);
     const auto t1 = Clock::now();
-    for (int64_t b = 0; b < static_cast<int64_t>(policies_.size()); ++b) {
+    for (int64_t i = 0; i < static_cast<int64_t>(active.size()) && !policies_.empty(); ++i) {
+      const int64_t b = active[i];
       EvictionPolicy& policy = *policies_[b];
-      Observation obs = MakeObservation(layer, b, b, policy, step, q, NextRotated(layer, b));
+      Observation obs = MakeObservation(layer, b, i, policy, step, q_active, NextRotated(layer, b));
       obs.observed_queries = T;
       ATTNKIT_RETURN_IF_ERROR(policy.Observe(layer, obs));
     }

@@ -117,6 +117,37 @@ class RaggedTest : public ::testing::TestWithParam<Variant> {
     EXPECT_EQ(ragged_->BytesHeld(), separate_bytes) << "step " << step_;
   }
 
+  // An observe pass of `n` queries: slots that hold no token (`empty`) sit it out (NaN in their
+  // query rows, never read; zeros in their output rows); the others' rows must equal their own
+  // sessions' observe outputs, and the next steps then keep what those sessions keep.
+  void Observe(int64_t n, const std::vector<bool>& empty) {
+    for (int layer = 0; layer < kLayers; ++layer) {
+      at::Tensor q = at::full({kBatch, kHeads, n, kDim}, std::nanf(""));
+      at::Tensor out = at::full_like(q, 5.f);
+      std::vector<at::Tensor> expected(kBatch);
+      for (int b = 0; b < kBatch; ++b) {
+        if (empty[b]) continue;
+        const at::Tensor qb = at::randn({1, kHeads, n, kDim});
+        q[b].copy_(qb[0]);
+        expected[b] = at::empty_like(qb);
+        const absl::Status s = separate_[b]->Observe(layer, qb, expected[b]);
+        ASSERT_TRUE(s.ok()) << s;
+      }
+      const absl::Status s = ragged_->Observe(layer, q, out);
+      ASSERT_TRUE(s.ok()) << s;
+      for (int b = 0; b < kBatch; ++b) {
+        if (empty[b]) {
+          EXPECT_TRUE(at::equal(out[b], at::zeros_like(out[b]))) << "empty slot " << b;
+        } else {
+          EXPECT_TRUE(at::equal(out[b], expected[b][0]))
+              << "observe, layer " << layer << " sequence " << b << ": max diff "
+              << (out[b] - expected[b][0]).abs().max().item<float>();
+        }
+      }
+    }
+    ExpectSameState();
+  }
+
   void Retire(int b) {
     ASSERT_TRUE(ragged_->ResetSequence(b).ok());
     separate_[b] = MakeSession(GetParam(), 1);
@@ -153,6 +184,20 @@ TEST_P(RaggedTest, ARetiredSequenceFreesItsPagesAndItsSlotTakesANewOne) {
   Retire(0);
   Retire(2);
   Step({5, 1, 9});
+  for (int i = 0; i < 4; ++i) Step({1, 1, 1});
+}
+
+TEST_P(RaggedTest, ObservePassesSkipEmptySlots) {
+  Step({14, 0, 9});  // slot 1 never started
+  Observe(3, {false, true, false});
+  for (int i = 0; i < 6; ++i) Step({1, 0, 1});
+  Step({1, 12, 1});
+  Observe(2, {false, false, false});
+  for (int i = 0; i < 4; ++i) Step({1, 1, 1});
+  Retire(0);  // a retired slot sits out too
+  Observe(4, {true, false, false});
+  for (int i = 0; i < 6; ++i) Step({0, 1, 1});
+  Step({10, 1, 1});
   for (int i = 0; i < 4; ++i) Step({1, 1, 1});
 }
 

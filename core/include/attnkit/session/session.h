@@ -64,8 +64,9 @@ class Session {
   // (any strides, floating dtype) receives softmax(q K^T * scale) V over the cache, or is left
   // undefined when the host needs no output. The host gives the queries the RoPE positions that
   // follow the sequence (NextPosition(sequence) + t). Observe passes run the layers in order from
-  // 0, like steps, and only between steps (not while a step is partway through its layers); each
-  // (sequence, kv head) of the layer must hold at least one token.
+  // 0, like steps, and only between steps (not while a step is partway through its layers). A
+  // sequence that holds no token (a slot not started yet, or retired) sits the pass out: its rows
+  // of q are not read, its rows of `out` get zeros; at least one sequence must hold tokens.
   virtual absl::Status Observe(int layer, const at::Tensor& q, const at::Tensor& out) = 0;
 
   // Original token positions (0 = first prompt token) held by (layer, sequence, kv head), in cache
