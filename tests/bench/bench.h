@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "progress.h"
 
 namespace attnkit::bench {
 
@@ -17,8 +18,29 @@ namespace attnkit::bench {
 using BenchMain = std::function<int(const std::vector<std::string>& args)>;
 bool RegisterBench(const std::string& name, const std::string& summary, BenchMain main);
 
-// Median wall time in milliseconds of `reps` runs of `fn` after `warmup` runs.
-double MedianMs(const std::function<void()>& fn, int reps, int warmup = 1);
+// A progress bar on standard error for one phase of a benchmark ("attnkit-bench prefill: dense
+// 16384 [#####.....] 2/4  50%  ETA 12s"), drawn only when standard error is a terminal and erased
+// when the phase ends, so the figures printed on standard output stay plain. MedianMs draws one
+// for its runs; the benchmarks draw their own over decode steps and repetitions.
+class PhaseBar {
+ public:
+  PhaseBar(const std::string& phase, int64_t total);
+  ~PhaseBar() { bar_.Clear(); }
+  PhaseBar(const PhaseBar&) = delete;
+  PhaseBar& operator=(const PhaseBar&) = delete;
+  void Update(int64_t done) { bar_.Update(done); }
+
+ private:
+  tools::ProgressBar bar_;
+};
+
+// The benchmark running ("attnkit-bench prefill"), the label of every PhaseBar.
+const std::string& BenchLabel();
+
+// Median wall time in milliseconds of `reps` runs of `fn` after `warmup` runs (with a PhaseBar
+// labelled `phase`).
+double MedianMs(const std::function<void()>& fn, int reps, int warmup = 1,
+                const std::string& phase = "");
 
 // Milliseconds since `t0`.
 double MsSince(std::chrono::steady_clock::time_point t0);

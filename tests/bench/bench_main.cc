@@ -52,8 +52,24 @@ void Check(const absl::Status& s, const char* what) {
   std::exit(1);
 }
 
-double MedianMs(const std::function<void()>& fn, int reps, int warmup) {
-  for (int i = 0; i < warmup; ++i) fn();
+std::string& MutableBenchLabel() {
+  static std::string label = "attnkit-bench";
+  return label;
+}
+
+const std::string& BenchLabel() { return MutableBenchLabel(); }
+
+PhaseBar::PhaseBar(const std::string& phase, int64_t total)
+    : bar_(phase.empty() ? BenchLabel() : BenchLabel() + ": " + phase, total) {
+  bar_.Update(0);
+}
+
+double MedianMs(const std::function<void()>& fn, int reps, int warmup, const std::string& phase) {
+  PhaseBar bar(phase, warmup + reps);
+  for (int i = 0; i < warmup; ++i) {
+    fn();
+    bar.Update(i + 1);
+  }
   std::vector<double> times;
   for (int i = 0; i < reps; ++i) {
     auto start = std::chrono::steady_clock::now();
@@ -61,6 +77,7 @@ double MedianMs(const std::function<void()>& fn, int reps, int warmup) {
     times.push_back(
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
             .count());
+    bar.Update(warmup + i + 1);
   }
   std::sort(times.begin(), times.end());
   return times[times.size() / 2];
@@ -139,5 +156,6 @@ int main(int argc, char** argv) {
   at::set_num_threads(threads != nullptr ? std::atoi(threads)
                                          : static_cast<int>(std::thread::hardware_concurrency()));
   std::printf("machine: %s\n", attnkit::bench::MachineDescription().c_str());
+  attnkit::bench::MutableBenchLabel() = std::string("attnkit-bench ") + argv[1];
   return registry[argv[1]].main(std::vector<std::string>(argv + 2, argv + argc));
 }

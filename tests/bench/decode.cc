@@ -87,7 +87,9 @@ SessionRun RunSession(const Shape& s, bool evict, const at::Tensor& prompt_q,
   at::Tensor step_out = at::empty({1, s.heads, 1, s.dim}, at::kFloat);
   std::vector<double> times;
   double bytes_read = 0;
+  PhaseBar bar("decode steps", s.steps);
   for (int i = 0; i < s.steps; ++i) {
+    bar.Update(i);
     const int64_t held = session->Stats().tokens_held;  // tokens over kv heads before the step
     auto t0 = std::chrono::steady_clock::now();
     absl::Status st =

@@ -70,10 +70,15 @@ double CpuNowMs() {
 
 // Median wall time (as MedianMs) and median CPU time over `reps` runs after `warmup`. The CPU time
 // (all threads) stays meaningful when other processes load the machine, the wall time does not.
-Times Measure(const std::function<void()>& fn, int reps, int warmup) {
-  for (int i = 0; i < warmup; ++i) fn();
+Times Measure(const std::function<void()>& fn, int reps, int warmup, const std::string& phase) {
+  PhaseBar bar(phase, warmup + reps);
+  for (int i = 0; i < warmup; ++i) {
+    fn();
+    bar.Update(i + 1);
+  }
   std::vector<double> wall, cpu;
   for (int i = 0; i < reps; ++i) {
+    bar.Update(warmup + i);
     const double c0 = CpuNowMs();
     const auto w0 = std::chrono::steady_clock::now();
     fn();
@@ -150,30 +155,34 @@ int PrefillMain(const std::vector<std::string>& args) {
     const at::Tensor future = at::ones({len, len}, at::kBool).triu(1);
 
     at::Tensor dense_out, full_out, scratch;
-    auto attend = [&](const at::Tensor& mask, at::Tensor* out) {
-      return Measure([&] { *out = Must(sparse->Attention(q, k, v, mask, scale)); }, reps, warmup);
+    const std::string at_len = " " + std::to_string(len);
+    auto attend = [&](const at::Tensor& mask, at::Tensor* out, const char* name) {
+      return Measure([&] { *out = Must(sparse->Attention(q, k, v, mask, scale)); }, reps, warmup,
+                     name + at_len);
     };
-    const Times dense =
-        Measure([&] { dense_out = DenseCausal(q, k, v, future, scale); }, reps, warmup);
-    const Times full_t = attend(full, &full_out);
+    const Times dense = Measure([&] { dense_out = DenseCausal(q, k, v, future, scale); }, reps,
+                                warmup, "libtorch dense" + at_len);
+    const Times full_t = attend(full, &full_out, "full mask");
     const Times full_avx2 = Measure(
         [&] {
           scratch = Must(kernels::BlockSparseAttentionCpu(q, k, v, full, kBlock, scale,
                                                           kernels::SparseGemm::kVectorized));
         },
-        reps, warmup);
-    const Times tri_t = attend(tri, &scratch);
-    const Times random_t = attend(random, &scratch);
-    const Times x8 = Measure(
-        [&] { scratch = Must(kernels::XAttentionEstimateCpu(q, k, kBlock, 8)); }, reps, warmup);
+        reps, warmup, "full mask, AVX2" + at_len);
+    const Times tri_t = attend(tri, &scratch, "tri-shape");
+    const Times random_t = attend(random, &scratch, "random 10%");
+    const Times x8 =
+        Measure([&] { scratch = Must(kernels::XAttentionEstimateCpu(q, k, kBlock, 8)); }, reps,
+                warmup, "xattention stride 8" + at_len);
     const Times x8_avx2 = Measure(
         [&] {
           scratch = Must(
               kernels::XAttentionEstimateCpu(q, k, kBlock, 8, kernels::SparseGemm::kVectorized));
         },
-        reps, warmup);
-    const Times x16 = Measure(
-        [&] { scratch = Must(kernels::XAttentionEstimateCpu(q, k, kBlock, 16)); }, reps, warmup);
+        reps, warmup, "xattention stride 8, AVX2" + at_len);
+    const Times x16 =
+        Measure([&] { scratch = Must(kernels::XAttentionEstimateCpu(q, k, kBlock, 16)); }, reps,
+                warmup, "xattention stride 16" + at_len);
     const double err = (full_out - dense_out).abs().max().item<double>();
     const double tri_density = sparse::MaskDensity(tri, grid);
     const double random_density = sparse::MaskDensity(random, grid);
@@ -227,9 +236,10 @@ int PrefillMain(const std::vector<std::string>& args) {
       Times dense_loaded, full_loaded, tri_loaded;
       {
         BackgroundLoad load;
-        dense_loaded = Measure([&] { dense_out = DenseCausal(q, k, v, future, scale); }, reps, 0);
-        full_loaded = attend(full, &full_out);
-        tri_loaded = attend(tri, &scratch);
+        dense_loaded = Measure([&] { dense_out = DenseCausal(q, k, v, future, scale); }, reps, 0,
+                               "libtorch dense, loaded" + at_len);
+        full_loaded = attend(full, &full_out, "full mask, loaded");
+        tri_loaded = attend(tri, &scratch, "tri-shape, loaded");
       }
       std::printf("  under background load (wall ms, CPU ms; x its quiet wall time):\n");
       line("libtorch dense causal", dense_loaded, dense, "x quiet");

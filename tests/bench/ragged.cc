@@ -94,7 +94,9 @@ int RaggedBench(const std::vector<std::string>& args) {
   // Decode steps: the same tokens to both sides.
   std::vector<double> ragged_ms, separate_ms;
   const std::vector<int64_t> ones(kSequences, 1);
+  PhaseBar bar("decode steps, ragged and separate", steps);
   for (int s = 0; s < steps; ++s) {
+    bar.Update(s);
     const Tokens t = Random(kSequences, 1000 + s);  // [1, H, 16, d]: token b is sequence b's
     const at::Tensor q = t.q[0].transpose(0, 1).unsqueeze(2).contiguous();  // [16, H, 1, d]
     const at::Tensor k = t.k[0].transpose(0, 1).unsqueeze(2).contiguous();

@@ -109,7 +109,9 @@ int StateBench(const std::vector<std::string>& args) {
 
   std::vector<double> save_ms, load_ms;
   size_t blob_bytes = 0;
+  PhaseBar bar("save and load", reps);
   for (int i = 0; i < reps; ++i) {
+    bar.Update(i);
     auto t0 = std::chrono::steady_clock::now();
     auto blob = full->Save();
     save_ms.push_back(MsSince(t0));
