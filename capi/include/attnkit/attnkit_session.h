@@ -81,8 +81,8 @@ ATTNKIT_API attnkit_status* attnkit_session_reset_sequence(attnkit_session* sess
  * yet, or retired with attnkit_session_reset_sequence()) sits the pass out: its rows of q are not
  * read (they may hold anything) and its rows of `out` get zeros. Observe passes run the layers in
  * order from 0 and only between steps (FAILED_PRECONDITION otherwise, or when no sequence holds a
- * token); a call refused by these checks or the tensor checks leaves the session unchanged. Tensors are
- * borrowed for the call; devices as for attnkit_session_attend(). */
+ * token); a call refused by these checks or the tensor checks leaves the session unchanged. Tensors
+ * are borrowed for the call; devices as for attnkit_session_attend(). */
 ATTNKIT_API attnkit_status* attnkit_session_observe(attnkit_session* session, int32_t layer,
                                                     const DLTensor* q, DLTensor* out);
 
