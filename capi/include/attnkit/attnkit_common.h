@@ -14,7 +14,11 @@
  * the strides reach all below 2^63 (INVALID_ARGUMENT naming the argument otherwise). A descriptor
  * that stays within those bounds but points at memory the caller does not own cannot be detected.
  * - No call aborts or throws into the host: every failure, an internal one included, comes back as
- * a status (RESOURCE_EXHAUSTED when memory runs out).
+ * a status (RESOURCE_EXHAUSTED when memory runs out: an allocation of attnkit's or of ATen's that
+ * fails; the message names the entry point and keeps ATen's). One case is outside attnkit's reach:
+ * OpenBLAS (the BLAS under Debian's libtorch) retries forever when it cannot map a work buffer, so
+ * a host that caps its address space (RLIMIT_AS, `ulimit -v`) must leave room for those buffers
+ * (docs/DEPENDENCIES.md).
  * - Handles (every object the library returns: sessions, policies, selections, statuses, buffers,
  * arrays) are checked before use against a registry of the live ones: a handle already freed, one
  * of another kind or a pointer attnkit never returned is INVALID_ARGUMENT naming the argument ("not
