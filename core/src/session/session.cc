@@ -60,7 +60,6 @@ class SessionImpl : public Session {
   explicit SessionImpl(const SessionOptions& o) : options_(o) {}
 
   absl::Status Init(StoreKind kind) {
-    kind_ = kind;
     const SessionOptions& o = options_;
     at::Device device(at::kCPU);
     if (o.device == DeviceKind::kCUDA) {
@@ -75,6 +74,8 @@ class SessionImpl : public Session {
       device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(o.device_index));
       kind = StoreKind::kDevice;
     }
+    // After the device's choice: ReadState (Load, Fork) makes its store of this kind.
+    kind_ = kind;
     if (o.sparse.mode != SparseMode::kDense) {
       ATTNKIT_ASSIGN_OR_RETURN(sparse_, sparse::SparseAttention::Create(o.sparse));
     }
