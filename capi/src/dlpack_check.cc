@@ -201,7 +201,8 @@ absl::StatusOr<CheckedTensor> CheckDLTensor(const DLTensor* t, const TensorSpec&
   out.extent_bytes = *extent;
   if (spec.is_output && numel > 1) {
     // No two indices may reach the same element: sorted by stride, each dimension must step past
-    // everything the smaller ones span.
+    // everything the smaller ones reach (`span`: the largest offset they reach, plus one), which
+    // makes the offsets a mixed-radix numbering, distinct for distinct indices.
     std::vector<int> order(t->ndim);
     std::iota(order.begin(), order.end(), 0);
     std::sort(order.begin(), order.end(), [&](int a, int b) { return strides[a] < strides[b]; });
@@ -211,9 +212,12 @@ absl::StatusOr<CheckedTensor> CheckDLTensor(const DLTensor* t, const TensorSpec&
       if (strides[i] < span) {
         return absl::InvalidArgumentError(
             absl::StrCat(name, ": output strides ", Dims(strides), " for shape ", Dims(sizes),
-                         " overlap (distinct elements would share memory)"));
+                         " overlap or may overlap (sorted by stride, each dimension's stride must "
+                         "step past the largest offset the smaller-stride dimensions reach)"));
       }
-      if (__builtin_mul_overflow(strides[i], sizes[i], &span)) {
+      int64_t reach = 0;
+      if (__builtin_mul_overflow(strides[i], sizes[i] - 1, &reach) ||
+          __builtin_add_overflow(span, reach, &span)) {
         return absl::InvalidArgumentError(absl::StrCat(name, ": output strides ", Dims(strides),
                                                        " for shape ", Dims(sizes),
                                                        " span more than 2^63 elements"));

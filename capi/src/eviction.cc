@@ -1,5 +1,7 @@
 #include "attnkit/attnkit_eviction.h"
 
+#include <algorithm>
+
 #include <ATen/Functions.h>
 
 #include "absl/strings/str_cat.h"
@@ -39,9 +41,16 @@ absl::Status Create(absl::string_view data, bool text, int32_t num_layers, int32
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<int64_t>> Lengths(const int64_t* lengths, size_t num_lengths) {
+// The caller's lengths, after their count (checked before anything is read or allocated: 0, 1 or
+// num_kv_heads; the policy says which it takes).
+absl::StatusOr<std::vector<int64_t>> Lengths(const int64_t* lengths, size_t num_lengths,
+                                             int32_t num_kv_heads) {
   if (lengths == nullptr && num_lengths > 0) {
     return absl::InvalidArgumentError("lengths: must not be NULL when num_lengths > 0");
+  }
+  if (num_lengths > 1 && num_lengths != static_cast<size_t>(num_kv_heads)) {
+    return absl::InvalidArgumentError(absl::StrCat("lengths: expected 1 or num_kv_heads (",
+                                                   num_kv_heads, ") entries, got ", num_lengths));
   }
   return std::vector<int64_t>(lengths, lengths + num_lengths);
 }
@@ -88,12 +97,14 @@ attnkit_status* attnkit_eviction_policy_observe(attnkit_eviction_policy* policy,
     spec.rank = 4;
     auto weights = FromDLPack(attention, spec);
     if (!weights.ok()) return weights.status();
-    if (weights->size(1) != policy->num_heads) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "attention: expected [batch, num_heads=", policy->num_heads,
-          ", queries, cache tokens], got shape ", attnkit::capi::ShapeString(weights->sizes())));
+    if (weights->size(1) != policy->num_heads || weights->size(0) < 1 || weights->size(2) < 1 ||
+        weights->size(3) < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("attention: expected [batch >= 1, num_heads=", policy->num_heads,
+                       ", queries >= 1, cache tokens >= 1], got shape ",
+                       attnkit::capi::ShapeString(weights->sizes())));
     }
-    auto lens = Lengths(lengths, num_lengths);
+    auto lens = Lengths(lengths, num_lengths, policy->num_kv_heads);
     if (!lens.ok()) return lens.status();
     return policy->policy->ObserveWeights(layer, *weights, *lens);
   });
@@ -106,7 +117,7 @@ attnkit_status* attnkit_eviction_policy_select(attnkit_eviction_policy* policy, 
     ATTNKIT_CHECK_HANDLE(policy, kEvictionPolicy);
     ATTNKIT_CHECK_ARG(out);
     *out = nullptr;
-    auto lens = Lengths(lengths, num_lengths);
+    auto lens = Lengths(lengths, num_lengths, policy->num_kv_heads);
     if (!lens.ok()) return lens.status();
     at::Tensor key_tensor;
     if (keys != nullptr) {
@@ -125,6 +136,19 @@ attnkit_status* attnkit_eviction_policy_select(attnkit_eviction_policy* policy, 
         return absl::InvalidArgumentError(
             absl::StrCat("keys: expected [num_kv_heads, cache_tokens, head_dim], got shape ",
                          attnkit::capi::ShapeString(key_tensor.sizes())));
+      }
+      // The shape before anything is read: the kv heads, a head_dim, and (a buffer with room
+      // for more tokens is fine) only the tokens the lengths cover are read.
+      if (key_tensor.size(0) != policy->num_kv_heads || key_tensor.size(2) < 1) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("keys: expected [num_kv_heads=", policy->num_kv_heads,
+                         ", cache_tokens, head_dim >= 1], got shape ",
+                         attnkit::capi::ShapeString(key_tensor.sizes())));
+      }
+      int64_t longest = 0;
+      for (int64_t len : *lens) longest = std::max(longest, len);
+      if (longest >= 0 && key_tensor.size(1) > longest) {
+        key_tensor = key_tensor.narrow(1, 0, longest);
       }
       // The session checks its inputs before they reach the cache; keys handed in here are
       // checked the same way (EvictionPolicy::Select trusts them).

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/types/span.h"
 #include "absl/strings/string_view.h"
 #include "attnkit/attnkit_visual.h"
 #include "attnkit/config_parser.h"
@@ -46,7 +47,7 @@ std::string Dims(const at::Tensor& t) { return attnkit::capi::ShapeString(t.size
 // `sizes` empty means the batched form ([N, .] or [num_images, N, .]).
 absl::Status Select(const attnkit_visual_pruner* pruner, const DLTensor* image_embeds,
                     const DLTensor* image_features, const DLTensor* text_embeds,
-                    const std::vector<int64_t>* ragged_sizes, attnkit_visual_selection** out) {
+                    const absl::Span<const int64_t>* ragged_sizes, attnkit_visual_selection** out) {
   ATTNKIT_CHECK_ARG(out);
   *out = nullptr;
   ATTNKIT_CHECK_HANDLE(pruner, kVisualPruner);
@@ -105,6 +106,13 @@ absl::Status Select(const attnkit_visual_pruner* pruner, const DLTensor* image_e
   std::vector<attnkit::VisualImage> images;
   std::vector<int64_t> sizes;
   if (ragged) {
+    // Each image holds at least one row: a count beyond the rows is refused before any size is
+    // read (a count larger than the caller's array would read past it).
+    if (ragged_sizes->size() > static_cast<size_t>(features->size(0))) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "num_images: ", ragged_sizes->size(), " images cannot split the ", features->size(0),
+          " rows of image_features (each image holds at least one row)"));
+    }
     int64_t offset = 0;
     for (size_t i = 0; i < ragged_sizes->size(); ++i) {
       const int64_t n = (*ragged_sizes)[i];
@@ -204,7 +212,7 @@ attnkit_status* attnkit_visual_pruner_select_ragged(const attnkit_visual_pruner*
     *out = nullptr;
     ATTNKIT_CHECK_ARG(image_sizes);
     if (num_images == 0) return absl::InvalidArgumentError("num_images: must be >= 1");
-    const std::vector<int64_t> sizes(image_sizes, image_sizes + num_images);
+    const absl::Span<const int64_t> sizes(image_sizes, num_images);
     return Select(pruner, image_embeds, image_features, text_embeds, &sizes, out);
   });
 }

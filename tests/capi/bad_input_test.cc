@@ -1119,6 +1119,78 @@ void AddMisuseCases(std::vector<Case>* cases) {
         return attnkit_eviction_policy_observe(NewPolicy(kH2O), 0, t[0], &len, 1);
       },
       Error({"attention", "4"}));
+  // Found by an independent re-run of the check: a count past the lengths array reached a
+  // std::vector allocation (INTERNAL), zero cache tokens or a zero head_dim were accepted, and keys
+  // of the wrong kv-head count were read (copied, or past a short buffer) before being checked.
+  const size_t kHugeCount = std::numeric_limits<size_t>::max();
+  add(
+      "eviction_policy_observe: num_lengths SIZE_MAX",
+      [] {
+        Args a{Float("attention", {1, 4, 2, 6})};
+        Tensors t = Realize(a);
+        const int64_t lengths[] = {6, 6};
+        return attnkit_eviction_policy_observe(NewPolicy(kH2O), 0, t[0], lengths, kHugeCount);
+      },
+      Error({"lengths: expected 1 or num_kv_heads (2) entries, got 18446744073709551615"}));
+  add(
+      "eviction_policy_select: num_lengths SIZE_MAX",
+      [] {
+        attnkit_kept_positions* k = nullptr;
+        const int64_t lengths[] = {6, 6};
+        return attnkit_eviction_policy_select(NewPolicy(kH2O), 0, nullptr, lengths, kHugeCount, &k);
+      },
+      Error({"lengths: expected 1 or num_kv_heads (2) entries"}));
+  add(
+      "eviction_policy_observe: zero cache tokens",
+      [] {
+        Args a{Float("attention", {1, 4, 6, 0})};
+        Tensors t = Realize(a);
+        const int64_t len = 0;
+        return attnkit_eviction_policy_observe(NewPolicy(kH2O), 0, t[0], &len, 1);
+      },
+      Error({"attention", "cache tokens >= 1", "[1, 4, 6, 0]"}));
+  add(
+      "eviction_policy_select: KNORM keys with head_dim 0",
+      [] {
+        Args a{Float("keys", {2, 6, 0})};
+        Tensors t = Realize(a);
+        const int64_t len = 6;
+        attnkit_kept_positions* k = nullptr;
+        return attnkit_eviction_policy_select(NewPolicy(kKNorm), 0, t[0], &len, 1, &k);
+      },
+      Error({"keys", "head_dim >= 1", "[2, 6, 0]"}));
+  add(
+      "eviction_policy_select: keys of 2^40 kv heads refused before a copy",
+      [] {
+        Args a{Float("keys", {int64_t{1} << 40, 6, 8})};
+        Tensors t = Realize(a);
+        const int64_t len = 6;
+        attnkit_kept_positions* k = nullptr;
+        return attnkit_eviction_policy_select(NewPolicy(kKNorm), 0, t[0], &len, 1, &k);
+      },
+      Error({"keys", "num_kv_heads=2"}, ATTNKIT_INVALID_ARGUMENT));
+  add(
+      "eviction_policy_select: keys with room for more tokens than the lengths",
+      [] {
+        // [2, 10, 8] with tokens 6..9 NaN: only the 6 tokens the length covers are read.
+        Args a{Float("keys", {2, 10, 8})};
+        Tensors t = Realize(a);
+        float* data = static_cast<float*>(t[0]->data);
+        for (int h = 0; h < 2; ++h) {
+          for (int i = 6 * 8; i < 10 * 8; ++i) data[h * 80 + i] = std::nanf("");
+        }
+        const int64_t len = 6;
+        attnkit_kept_positions* k = nullptr;
+        attnkit_eviction_policy* p = NewPolicy(kKNorm);
+        attnkit_status* st = attnkit_eviction_policy_select(p, 0, t[0], &len, 1, &k);
+        if (st != nullptr) return st;
+        size_t kept = 0;
+        const int64_t* row = attnkit_kept_positions_row(k, 0, &kept);
+        const bool evicted = row != nullptr && kept == 4;
+        attnkit_kept_positions_free(k);
+        return evicted ? st : Fail("expected 4 of 6 tokens kept");
+      },
+      Ok());
   add(
       "eviction_policy_select: NULL policy",
       [] {
@@ -1326,6 +1398,18 @@ void AddMisuseCases(std::vector<Case>* cases) {
     attnkit_visual_selection_free(sel);
     return st;
   };
+  add(
+      "visual_select_ragged: num_images SIZE_MAX (two sizes given)",
+      [] {
+        Args a{Float("image_embeds", {6, 4}), Float("image_features", {6, 8}),
+               Float("text_embeds", {3, 4})};
+        Tensors t = Realize(a);
+        const int64_t sizes[] = {2, 4};
+        attnkit_visual_selection* sel = nullptr;
+        return attnkit_visual_pruner_select_ragged(NewPruner(), t[0], t[1], sizes,
+                                                   std::numeric_limits<size_t>::max(), t[2], &sel);
+      },
+      Error({"num_images: 18446744073709551615 images cannot split the 6 rows of image_features"}));
   add(
       "visual_select_ragged: image_sizes NULL",
       [ragged] {

@@ -1,5 +1,6 @@
 // The C ABI basics through libattnkit only: status objects, versions, buffers, the DLPack checks
 // every entry point applies (attnkit_tensor_check), and the config functions of attnkit_config.h.
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -238,6 +239,47 @@ TEST(TensorCheckTest, OverlappingOutputRejected) {
   at::Tensor hidden = big.as_strided({2, 3, 4}, {12, 2, 1});
   DLView hidden_view(hidden);
   ExpectInvalid(attnkit_tensor_check(hidden_view, "out", 3, 1), {"out", "overlap"});
+
+  // Equal strides: shape [2, 2], strides [2, 2] reach offsets 0, 2, 2, 4.
+  at::Tensor same = storage.as_strided({2, 2}, {2, 2});
+  DLView same_view(same);
+  ExpectInvalid(attnkit_tensor_check(same_view, "out", 2, 1), {"out", "overlap"});
+}
+
+// Interleaved layouts whose strides do not nest as products of sizes but never reach one element
+// twice (found refused by an independent check: the test compared each stride with the product of
+// the smaller ones' strides and sizes, not with the largest offset they reach).
+TEST(TensorCheckTest, InterleavedOutputsAccepted) {
+  at::Tensor storage = Floats({64});
+  // [2, 2] with strides [3, 2]: offsets 0, 2, 3, 5.
+  at::Tensor interleaved = storage.as_strided({2, 2}, {3, 2});
+  DLView view(interleaved);
+  EXPECT_OK(attnkit_tensor_check(view, "out", 2, 1));
+  // [2, 2, 3] with strides [7, 3, 1]: rows of 3 at 0, 3, 7, 10.
+  at::Tensor gapped = storage.as_strided({2, 2, 3}, {7, 3, 1});
+  DLView gapped_view(gapped);
+  EXPECT_OK(attnkit_tensor_check(gapped_view, "out", 3, 1));
+  // Brute force over small shapes and strides: every accepted layout reaches each offset once;
+  // every layout whose sorted strides each step past what the smaller ones reach is accepted
+  // (other non-overlapping layouts, e.g. [2, 3] with strides [3, 2], are refused: the rule is
+  // sufficient, not necessary, and the message says what it requires).
+  for (int64_t s0 = 0; s0 <= 7; ++s0) {
+    for (int64_t s1 = 0; s1 <= 7; ++s1) {
+      at::Tensor t = storage.as_strided({2, 3}, {s0, s1});
+      std::vector<int64_t> offsets;
+      for (int64_t i = 0; i < 2; ++i)
+        for (int64_t j = 0; j < 3; ++j) offsets.push_back(i * s0 + j * s1);
+      std::sort(offsets.begin(), offsets.end());
+      const bool distinct = std::adjacent_find(offsets.begin(), offsets.end()) == offsets.end();
+      const bool nested =
+          (s1 <= s0 && s1 >= 1 && s0 >= 1 + 2 * s1) || (s0 < s1 && s0 >= 1 && s1 >= 1 + s0);
+      DLView v(t);
+      attnkit_status* st = attnkit_tensor_check(v, "out", 2, 1);
+      if (st == nullptr) EXPECT_TRUE(distinct) << "strides [" << s0 << ", " << s1 << "]";
+      if (nested) EXPECT_EQ(st, nullptr) << "strides [" << s0 << ", " << s1 << "]";
+      attnkit_status_free(st);
+    }
+  }
 }
 
 TEST(TensorCheckTest, LegalLayoutsAccepted) {

@@ -13,6 +13,10 @@
  * stride, and the element count, the compact byte size of the shape and byte_offset + the bytes
  * the strides reach all below 2^63 (INVALID_ARGUMENT naming the argument otherwise). A descriptor
  * that stays within those bounds but points at memory the caller does not own cannot be detected.
+ * An output's strides must not overlap, checked by a rule that is sufficient, not necessary:
+ * sorted by stride, each dimension's stride must step past the largest offset the smaller-stride
+ * dimensions reach (every compact, transposed, permuted or sliced layout passes; an interleaving
+ * that never overlaps but does not nest, e.g. shape [2, 3] with strides [3, 2], is refused).
  * - No call aborts or throws into the host: every failure, an internal one included, comes back as
  * a status (RESOURCE_EXHAUSTED when memory runs out: an allocation of attnkit's or of ATen's that
  * fails; the message names the entry point and keeps ATen's). One case is outside attnkit's reach:

@@ -48,8 +48,9 @@ ATTNKIT_API void attnkit_eviction_policy_free(attnkit_eviction_policy* policy);
  * tokens included; summed over the batch). For per-head policies whose kv heads hold different
  * numbers of tokens, pass `lengths` (num_kv_heads entries, each at most cache_tokens; weights
  * past a head's length are ignored; one entry stands for every kv head; any other count is
- * INVALID_ARGUMENT), else NULL and 0. Weights must be finite (NaN or infinity is
- * INVALID_ARGUMENT, as for the session's inputs), checked before the scores change. */
+ * INVALID_ARGUMENT), else NULL and 0. Every size of `attention` must be >= 1. Weights must be
+ * finite (NaN or infinity is INVALID_ARGUMENT, as for the session's inputs), checked before the
+ * scores change. */
 ATTNKIT_API attnkit_status* attnkit_eviction_policy_observe(attnkit_eviction_policy* policy,
                                                             int32_t layer,
                                                             const DLTensor* attention,
@@ -59,9 +60,10 @@ ATTNKIT_API attnkit_status* attnkit_eviction_policy_observe(attnkit_eviction_pol
 /** Decides what `layer` keeps. `lengths`: the cache length (1 entry) or one per kv head. `keys`:
  * [num_kv_heads, cache_tokens, head_dim] or [1, num_kv_heads, cache_tokens, head_dim], needed when
  * attnkit_eviction_policy_needs_keys() says so (DIVERSEKV, KNORM, KEYDIFF), else may be NULL; given
- * keys must be finite. Selecting from a layer that has not observed every cached token (e.g.
- * before any observe) is FAILED_PRECONDITION. On success *out holds the kept positions (ascending
- * cache indices) per row. */
+ * keys must be finite. cache_tokens may exceed the longest length (a buffer with room for more):
+ * only the first max(lengths) tokens of each head are read. Selecting from a layer that has not
+ * observed every cached token (e.g. before any observe) is FAILED_PRECONDITION. On success *out
+ * holds the kept positions (ascending cache indices) per row. */
 ATTNKIT_API attnkit_status* attnkit_eviction_policy_select(attnkit_eviction_policy* policy,
                                                            int32_t layer, const DLTensor* keys,
                                                            const int64_t* lengths,
