@@ -1110,13 +1110,16 @@ void AddMisuseCases(std::vector<Case>* cases) {
   add(
       "eviction_policy_observe: negative length",
       [observe] { return observe(NewPolicy(kH2O), 0, {-1}, 6); }, Error({"lengths"}));
+  // Attention of `shape` observed by a fresh H2O policy (layer 0) with the first `count` lengths.
+  auto observe_shaped = [](std::vector<int64_t> shape, std::vector<int64_t> lengths, size_t count) {
+    Args a{Float("attention", std::move(shape))};
+    Tensors t = Realize(a);
+    return attnkit_eviction_policy_observe(NewPolicy(kH2O), 0, t[0], lengths.data(), count);
+  };
   add(
       "eviction_policy_observe: heads 3 (num_heads 4)",
-      [] {
-        Args a{Float("attention", {1, 3, 2, 6})};
-        Tensors t = Realize(a);
-        const int64_t len = 6;
-        return attnkit_eviction_policy_observe(NewPolicy(kH2O), 0, t[0], &len, 1);
+      [observe_shaped] {
+        return observe_shaped({1, 3, 2, 6}, {6}, 1);
       },
       Error({"attention", "4"}));
   // Found by an independent re-run of the check: a count past the lengths array reached a
@@ -1125,11 +1128,8 @@ void AddMisuseCases(std::vector<Case>* cases) {
   const size_t kHugeCount = std::numeric_limits<size_t>::max();
   add(
       "eviction_policy_observe: num_lengths SIZE_MAX",
-      [] {
-        Args a{Float("attention", {1, 4, 2, 6})};
-        Tensors t = Realize(a);
-        const int64_t lengths[] = {6, 6};
-        return attnkit_eviction_policy_observe(NewPolicy(kH2O), 0, t[0], lengths, kHugeCount);
+      [observe_shaped] {
+        return observe_shaped({1, 4, 2, 6}, {6, 6}, kHugeCount);
       },
       Error({"lengths: expected 1 or num_kv_heads (2) entries, got 18446744073709551615"}));
   add(
@@ -1142,11 +1142,8 @@ void AddMisuseCases(std::vector<Case>* cases) {
       Error({"lengths: expected 1 or num_kv_heads (2) entries"}));
   add(
       "eviction_policy_observe: zero cache tokens",
-      [] {
-        Args a{Float("attention", {1, 4, 6, 0})};
-        Tensors t = Realize(a);
-        const int64_t len = 0;
-        return attnkit_eviction_policy_observe(NewPolicy(kH2O), 0, t[0], &len, 1);
+      [observe_shaped] {
+        return observe_shaped({1, 4, 6, 0}, {0}, 1);
       },
       Error({"attention", "cache tokens >= 1", "[1, 4, 6, 0]"}));
   add(
@@ -1571,31 +1568,47 @@ struct Outcome {
 };
 
 // Runs one case in a child process; the child reports the status through a pipe.
-Outcome RunIsolated(const Case& c) {
+// Runs `child` in a forked child (with a 60 s alarm: a hang is a failure too) and returns what it
+// wrote through the pipe, with the child's wait status. The parent calls nothing of the library.
+struct ChildRun {
+  bool started = false;
+  std::string report;
+  int wstatus = 0;
+};
+ChildRun RunInChild(const std::function<std::string()>& child) {
+  ChildRun run;
   int fds[2];
-  if (pipe(fds) != 0) return {false, "pipe failed"};
+  if (pipe(fds) != 0) return run;
   const pid_t pid = fork();
-  if (pid < 0) return {false, "fork failed"};
+  if (pid < 0) return run;
   if (pid == 0) {
     close(fds[0]);
-    alarm(60);  // a hang is a failure too
-    attnkit_status* st = c.run();
-    const attnkit_status_code code = attnkit_status_get_code(st);
-    const std::string message = attnkit_status_get_message(st);
-    const std::string report = std::to_string(static_cast<int>(code)) + " " + message;
+    alarm(60);
+    const std::string report = child();
     ssize_t ignored = write(fds[1], report.data(), report.size());
     (void)ignored;
     close(fds[1]);
     std::_Exit(0);
   }
   close(fds[1]);
-  std::string report;
   char buffer[4096];
   ssize_t n;
-  while ((n = read(fds[0], buffer, sizeof(buffer))) > 0) report.append(buffer, n);
+  while ((n = read(fds[0], buffer, sizeof(buffer))) > 0) run.report.append(buffer, n);
   close(fds[0]);
-  int wstatus = 0;
-  waitpid(pid, &wstatus, 0);
+  waitpid(pid, &run.wstatus, 0);
+  run.started = true;
+  return run;
+}
+
+Outcome RunIsolated(const Case& c) {
+  const ChildRun run = RunInChild([&c] {
+    attnkit_status* st = c.run();
+    const attnkit_status_code code = attnkit_status_get_code(st);
+    return std::to_string(static_cast<int>(code)) + " " + attnkit_status_get_message(st);
+  });
+  if (!run.started) return {false, "pipe or fork failed"};
+  const std::string& report = run.report;
+  const int wstatus = run.wstatus;
   if (WIFSIGNALED(wstatus)) {
     return {false, std::string("child died of signal ") + strsignal(WTERMSIG(wstatus)) +
                        (WTERMSIG(wstatus) == SIGALRM ? " (hang)" : "")};
@@ -1640,13 +1653,7 @@ TEST(BadInputMatrix, AtenOutOfMemoryIsResourceExhausted) {
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
   GTEST_SKIP() << "a sanitizer's allocator does not return failed allocations under RLIMIT_AS";
 #else
-  int fds[2];
-  ASSERT_EQ(pipe(fds), 0);
-  const pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    close(fds[0]);
-    alarm(60);
+  const ChildRun run = RunInChild([] {
     std::string report;
     auto status_text = [](attnkit_status* st) {
       std::string text = std::to_string(static_cast<int>(attnkit_status_get_code(st))) + " " +
@@ -1677,20 +1684,11 @@ TEST(BadInputMatrix, AtenOutOfMemoryIsResourceExhausted) {
     setrlimit(RLIMIT_AS, &old_limit);
     report +=
         "\nlifted " + status_text(attnkit_eviction_policy_observe(policy, 0, &big_t, big_len, 1));
-    ssize_t ignored = write(fds[1], report.data(), report.size());
-    (void)ignored;
-    close(fds[1]);
-    std::_Exit(0);
-  }
-  close(fds[1]);
-  std::string report;
-  char buffer[4096];
-  ssize_t got;
-  while ((got = read(fds[0], buffer, sizeof(buffer))) > 0) report.append(buffer, got);
-  close(fds[0]);
-  int wstatus = 0;
-  waitpid(pid, &wstatus, 0);
-  ASSERT_TRUE(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0)
+    return report;
+  });
+  ASSERT_TRUE(run.started) << "pipe or fork failed";
+  const std::string& report = run.report;
+  ASSERT_TRUE(WIFEXITED(run.wstatus) && WEXITSTATUS(run.wstatus) == 0)
       << "the child crashed, hung or failed its setup; it reported:\n"
       << report;
   std::printf("%s\n", report.c_str());

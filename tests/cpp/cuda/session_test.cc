@@ -38,6 +38,20 @@ double Overlap(const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
   return static_cast<double>(common.size()) / static_cast<double>(std::max(a.size(), b.size()));
 }
 
+// One step of `layers` layers: layer l attends qkv[3l], qkv[3l + 1], qkv[3l + 2] into a new
+// output of q's shape (on q's device and dtype); the outputs in layer order.
+std::vector<at::Tensor> AttendLayers(Session& s, const std::vector<at::Tensor>& qkv, int layers) {
+  std::vector<at::Tensor> outs;
+  for (int layer = 0; layer < layers; ++layer) {
+    at::Tensor out = at::empty_like(qkv[3 * layer]);
+    const absl::Status st =
+        s.Attend(layer, qkv[3 * layer], qkv[3 * layer + 1], qkv[3 * layer + 2], out);
+    EXPECT_TRUE(st.ok()) << st;
+    outs.push_back(out);
+  }
+  return outs;
+}
+
 TEST(CudaSession, MatchesTheCpuSession) {
   ATTNKIT_REQUIRE_GPU();
   const std::string shape =
@@ -144,17 +158,7 @@ TEST(CudaSession, SaveLoadAndForkGoOnBitForBit) {
   at::manual_seed(6);
   const int64_t B = 2, H = 8, Hkv = 2, d = 128;
   const auto cuda = at::TensorOptions().dtype(at::kBFloat16).device(at::kCUDA);
-  auto run = [&](Session& s, const std::vector<at::Tensor>& qkv) {
-    std::vector<at::Tensor> outs;
-    for (int layer = 0; layer < 2; ++layer) {
-      at::Tensor out = at::empty(qkv[3 * layer].sizes(), cuda);
-      const absl::Status st =
-          s.Attend(layer, qkv[3 * layer], qkv[3 * layer + 1], qkv[3 * layer + 2], out);
-      EXPECT_TRUE(st.ok()) << st;
-      outs.push_back(out);
-    }
-    return outs;
-  };
+  auto run = [](Session& s, const std::vector<at::Tensor>& qkv) { return AttendLayers(s, qkv, 2); };
   auto inputs = [&](int64_t T) {
     std::vector<at::Tensor> qkv;
     for (int layer = 0; layer < 2; ++layer) {
@@ -327,15 +331,7 @@ TEST(CudaSession, SaveLoadAgainstFreshPages) {
     at::manual_seed(6);
     std::vector<std::vector<at::Tensor>> ks(c.layers), vs(c.layers);  // every step's k, v
     auto run = [&](Session& s, const std::vector<at::Tensor>& qkv) {
-      std::vector<at::Tensor> outs;
-      for (int layer = 0; layer < c.layers; ++layer) {
-        at::Tensor out = at::empty(qkv[3 * layer].sizes(), cuda);
-        const absl::Status st =
-            s.Attend(layer, qkv[3 * layer], qkv[3 * layer + 1], qkv[3 * layer + 2], out);
-        EXPECT_TRUE(st.ok()) << st;
-        outs.push_back(out);
-      }
-      return outs;
+      return AttendLayers(s, qkv, static_cast<int>(c.layers));
     };
     auto inputs = [&](int64_t T) {
       std::vector<at::Tensor> qkv;
