@@ -275,8 +275,12 @@ TEST(TensorCheckTest, InterleavedOutputsAccepted) {
           (s1 <= s0 && s1 >= 1 && s0 >= 1 + 2 * s1) || (s0 < s1 && s0 >= 1 && s1 >= 1 + s0);
       DLView v(t);
       attnkit_status* st = attnkit_tensor_check(v, "out", 2, 1);
-      if (st == nullptr) EXPECT_TRUE(distinct) << "strides [" << s0 << ", " << s1 << "]";
-      if (nested) EXPECT_EQ(st, nullptr) << "strides [" << s0 << ", " << s1 << "]";
+      if (st == nullptr) {
+        EXPECT_TRUE(distinct) << "strides [" << s0 << ", " << s1 << "]";
+      }
+      if (nested) {
+        EXPECT_EQ(st, nullptr) << "strides [" << s0 << ", " << s1 << "]";
+      }
       attnkit_status_free(st);
     }
   }

@@ -54,14 +54,31 @@ void DropStart(std::vector<std::vector<double>>& rows, int start) {
   }
 }
 
-// dst[k] += src[k] for k < n (float into double), compiled for AVX-512, AVX2 and the baseline and
-// chosen when the library loads (GCC's target_clones). Each element's additions keep their order,
-// so every path gives the same bits; the policy's observations of a decode step are mostly this
-// loop (32 heads x the cache length).
-__attribute__((target_clones("avx512f", "avx2", "default"))) void AddInto(double* dst,
-                                                                          const float* src,
-                                                                          int64_t n) {
+// dst[k] += src[k] for k < n (float into double): the policy's observations of a decode step are
+// mostly this loop (32 heads x the cache length). Compiled for AVX-512, AVX2 and the baseline and
+// picked once at run time (a function pointer, not an ifunc: ThreadSanitizer's instrumentation
+// of an ifunc resolver crashes before its runtime starts). Each element's additions keep their
+// order, so every path gives the same bits.
+inline __attribute__((always_inline)) void AddIntoLoop(double* dst, const float* src, int64_t n) {
   for (int64_t k = 0; k < n; ++k) dst[k] += static_cast<double>(src[k]);
+}
+__attribute__((target("avx512f"))) void AddIntoAvx512(double* dst, const float* src, int64_t n) {
+  AddIntoLoop(dst, src, n);
+}
+__attribute__((target("avx2"))) void AddIntoAvx2(double* dst, const float* src, int64_t n) {
+  AddIntoLoop(dst, src, n);
+}
+void AddIntoBaseline(double* dst, const float* src, int64_t n) { AddIntoLoop(dst, src, n); }
+
+void AddInto(double* dst, const float* src, int64_t n) {
+  using Fn = void (*)(double*, const float*, int64_t);
+  static const Fn fn = [] {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return static_cast<Fn>(AddIntoAvx512);
+    if (__builtin_cpu_supports("avx2")) return static_cast<Fn>(AddIntoAvx2);
+    return static_cast<Fn>(AddIntoBaseline);
+  }();
+  fn(dst, src, n);
 }
 
 // Per-head [H][K] vectors of a [H, r, K] tensor summed over r.
