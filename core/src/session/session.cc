@@ -171,11 +171,7 @@ class SessionImpl : public Session {
     const int64_t T = q.size(2);
     const auto t0 = Clock::now();
     for (const int64_t b : active) {
-      if (!policies_.empty() && policies_[b] == nullptr) {
-        ATTNKIT_ASSIGN_OR_RETURN(policies_[b],
-                                 EvictionPolicy::Create(options_.eviction, options_.num_layers,
-                                                        options_.num_heads, options_.num_kv_heads));
-      }
+      if (!policies_.empty()) ATTNKIT_RETURN_IF_ERROR(EnsurePolicy(b));
     }
     const ObservationNeeds needs =
         policies_.empty() ? ObservationNeeds{} : policies_[active[0]]->needs();
@@ -810,16 +806,22 @@ class SessionImpl : public Session {
     return obs;
   }
 
+  // Sequence b's eviction policy, made on its first use (a slot's policy is created lazily).
+  absl::Status EnsurePolicy(int64_t b) {
+    if (policies_[b] != nullptr) return absl::OkStatus();
+    ATTNKIT_ASSIGN_OR_RETURN(policies_[b],
+                             EvictionPolicy::Create(options_.eviction, options_.num_layers,
+                                                    options_.num_heads, options_.num_kv_heads));
+    return absl::OkStatus();
+  }
+
   // The policy's part of a step for sequence b (row i of `step` and of `step_queries`, the call's
   // queries), which brought T tokens: observe, and evict when over budget. `first_rotated`: the
   // RoPE position of its first new token.
   absl::Status ObserveAndEvict(int layer, int64_t b, int64_t i, const session::StepResult& step,
                                const at::Tensor& step_queries, int64_t first_rotated, int64_t T) {
     const SessionOptions& o = options_;
-    if (policies_[b] == nullptr) {
-      ATTNKIT_ASSIGN_OR_RETURN(policies_[b], EvictionPolicy::Create(o.eviction, o.num_layers,
-                                                                    o.num_heads, o.num_kv_heads));
-    }
+    ATTNKIT_RETURN_IF_ERROR(EnsurePolicy(b));
     EvictionPolicy& policy = *policies_[b];
     std::vector<int64_t>& decode_steps = layers_[layer].decode_steps;
     if (decode_steps.empty()) decode_steps.assign(o.batch_size, 0);
