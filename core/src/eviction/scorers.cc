@@ -4,6 +4,8 @@
 #include <cmath>
 #include <limits>
 
+#include <immintrin.h>
+
 #include <ATen/Functions.h>
 
 #include "absl/strings/str_cat.h"
@@ -54,32 +56,119 @@ void DropStart(std::vector<std::vector<double>>& rows, int start) {
   }
 }
 
-// dst[k] += src[k] for k < n (float into double): the policy's observations of a decode step are
-// mostly this loop (32 heads x the cache length). Compiled for AVX-512, AVX2 and the baseline and
-// picked once at run time (a function pointer, not an ifunc: ThreadSanitizer's instrumentation
-// of an ifunc resolver crashes before its runtime starts). Each element's additions keep their
-// order, so every path gives the same bits.
-inline __attribute__((always_inline)) void AddIntoLoop(double* dst, const float* src, int64_t n) {
-  for (int64_t k = 0; k < n; ++k) dst[k] += static_cast<double>(src[k]);
+// dst[k] += src[j * stride + k] for j = 0, 1, ..., count - 1 in turn, k < n (float rows into
+// double sums): the policy's observations of a decode step are mostly this (32 heads x the cache
+// length). Each element's additions keep this order on every path, so every path gives the same
+// bits; the vector paths hold a block of sums in registers across the rows, so the sums are read
+// and written once per call rather than once per row. Compiled for AVX-512, AVX2 and the baseline
+// and picked once at run time (a function pointer, not an ifunc: ThreadSanitizer's
+// instrumentation of an ifunc resolver crashes before its runtime starts).
+inline __attribute__((always_inline)) void AddRowsTail(double* dst, const float* src,
+                                                       int64_t stride, int64_t count, int64_t from,
+                                                       int64_t n) {
+  for (int64_t k = from; k < n; ++k) {
+    double sum = dst[k];
+    for (int64_t j = 0; j < count; ++j) sum += static_cast<double>(src[j * stride + k]);
+    dst[k] = sum;
+  }
 }
-__attribute__((target("avx512f"))) void AddIntoAvx512(double* dst, const float* src, int64_t n) {
-  AddIntoLoop(dst, src, n);
-}
-__attribute__((target("avx2"))) void AddIntoAvx2(double* dst, const float* src, int64_t n) {
-  AddIntoLoop(dst, src, n);
-}
-void AddIntoBaseline(double* dst, const float* src, int64_t n) { AddIntoLoop(dst, src, n); }
 
-void AddInto(double* dst, const float* src, int64_t n) {
-  using Fn = void (*)(double*, const float*, int64_t);
-  static const Fn fn = [] {
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) return static_cast<Fn>(AddIntoAvx512);
-    if (__builtin_cpu_supports("avx2")) return static_cast<Fn>(AddIntoAvx2);
-    return static_cast<Fn>(AddIntoBaseline);
-  }();
-  fn(dst, src, n);
+// GCC 12's _mm512_cvtps_pd reads an "undefined" register it declares self-initialized, which
+// -Wmaybe-uninitialized reports (GCC bug 105593, fixed in 13).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+__attribute__((target("avx512f"))) void AddRowsAvx512(double* dst, const float* src, int64_t stride,
+                                                      int64_t count, int64_t n) {
+  int64_t k = 0;
+  for (; k + 32 <= n; k += 32) {
+    __m512d a0 = _mm512_loadu_pd(dst + k), a1 = _mm512_loadu_pd(dst + k + 8);
+    __m512d a2 = _mm512_loadu_pd(dst + k + 16), a3 = _mm512_loadu_pd(dst + k + 24);
+    for (int64_t j = 0; j < count; ++j) {
+      const float* row = src + j * stride + k;
+      a0 = _mm512_add_pd(a0, _mm512_cvtps_pd(_mm256_loadu_ps(row)));
+      a1 = _mm512_add_pd(a1, _mm512_cvtps_pd(_mm256_loadu_ps(row + 8)));
+      a2 = _mm512_add_pd(a2, _mm512_cvtps_pd(_mm256_loadu_ps(row + 16)));
+      a3 = _mm512_add_pd(a3, _mm512_cvtps_pd(_mm256_loadu_ps(row + 24)));
+    }
+    _mm512_storeu_pd(dst + k, a0);
+    _mm512_storeu_pd(dst + k + 8, a1);
+    _mm512_storeu_pd(dst + k + 16, a2);
+    _mm512_storeu_pd(dst + k + 24, a3);
+  }
+  for (; k + 8 <= n; k += 8) {
+    __m512d a = _mm512_loadu_pd(dst + k);
+    for (int64_t j = 0; j < count; ++j) {
+      a = _mm512_add_pd(a, _mm512_cvtps_pd(_mm256_loadu_ps(src + j * stride + k)));
+    }
+    _mm512_storeu_pd(dst + k, a);
+  }
+  AddRowsTail(dst, src, stride, count, k, n);
 }
+#pragma GCC diagnostic pop
+
+__attribute__((target("avx2"))) void AddRowsAvx2(double* dst, const float* src, int64_t stride,
+                                                 int64_t count, int64_t n) {
+  int64_t k = 0;
+  for (; k + 16 <= n; k += 16) {
+    __m256d a0 = _mm256_loadu_pd(dst + k), a1 = _mm256_loadu_pd(dst + k + 4);
+    __m256d a2 = _mm256_loadu_pd(dst + k + 8), a3 = _mm256_loadu_pd(dst + k + 12);
+    for (int64_t j = 0; j < count; ++j) {
+      const float* row = src + j * stride + k;
+      a0 = _mm256_add_pd(a0, _mm256_cvtps_pd(_mm_loadu_ps(row)));
+      a1 = _mm256_add_pd(a1, _mm256_cvtps_pd(_mm_loadu_ps(row + 4)));
+      a2 = _mm256_add_pd(a2, _mm256_cvtps_pd(_mm_loadu_ps(row + 8)));
+      a3 = _mm256_add_pd(a3, _mm256_cvtps_pd(_mm_loadu_ps(row + 12)));
+    }
+    _mm256_storeu_pd(dst + k, a0);
+    _mm256_storeu_pd(dst + k + 4, a1);
+    _mm256_storeu_pd(dst + k + 8, a2);
+    _mm256_storeu_pd(dst + k + 12, a3);
+  }
+  AddRowsTail(dst, src, stride, count, k, n);
+}
+
+void AddRowsBaseline(double* dst, const float* src, int64_t stride, int64_t count, int64_t n) {
+  constexpr int64_t kBlock = 16;
+  int64_t k = 0;
+  for (; k + kBlock <= n; k += kBlock) {
+    double sums[kBlock];
+    for (int64_t i = 0; i < kBlock; ++i) sums[i] = dst[k + i];
+    for (int64_t j = 0; j < count; ++j) {
+      const float* row = src + j * stride + k;
+      for (int64_t i = 0; i < kBlock; ++i) sums[i] += static_cast<double>(row[i]);
+    }
+    for (int64_t i = 0; i < kBlock; ++i) dst[k + i] = sums[i];
+  }
+  AddRowsTail(dst, src, stride, count, k, n);
+}
+
+using AddRowsFn = void (*)(double*, const float*, int64_t, int64_t, int64_t);
+
+AddRowsFn PickAddRows() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) return AddRowsAvx512;
+  if (__builtin_cpu_supports("avx2")) return AddRowsAvx2;
+  return AddRowsBaseline;
+}
+
+}  // namespace
+
+void AddRowsInto(double* dst, const float* src, int64_t stride, int64_t count, int64_t n) {
+  static const AddRowsFn fn = PickAddRows();
+  fn(dst, src, stride, count, n);
+}
+
+namespace testing {
+
+void AddRowsIntoPath(int path, double* dst, const float* src, int64_t stride, int64_t count,
+                     int64_t n) {
+  const AddRowsFn paths[] = {AddRowsBaseline, AddRowsAvx2, AddRowsAvx512};
+  paths[path](dst, src, stride, count, n);
+}
+
+}  // namespace testing
+
+namespace {
 
 // Per-head [H][K] vectors of a [H, r, K] tensor summed over r.
 std::vector<std::vector<double>> SumRows(const at::Tensor& rows3) {
@@ -87,10 +176,7 @@ std::vector<std::vector<double>> SumRows(const at::Tensor& rows3) {
   const int64_t H = t.size(0), R = t.size(1), K = t.size(2);
   const float* p = t.data_ptr<float>();
   std::vector<std::vector<double>> out(H, std::vector<double>(K, 0.0));
-  for (int64_t h = 0; h < H; ++h)
-    for (int64_t r = 0; r < R; ++r) {
-      AddInto(out[h].data(), p + (h * R + r) * K, K);
-    }
+  for (int64_t h = 0; h < H; ++h) AddRowsInto(out[h].data(), p + h * R * K, K, R, K);
   return out;
 }
 
@@ -233,12 +319,12 @@ class AccumulatingScorer : public Scorer {
     for (int r = 0; r < layout_.rows(); ++r) {
       rows[r].assign(std::max<int64_t>(std::min(row_lengths[r], K) - S, 0), 0.0);
     }
-    for (int64_t h = 0; h < H; ++h) {
-      std::vector<double>& row = rows[layout_.RowOfHead(static_cast<int>(h))];
-      const int64_t n = static_cast<int64_t>(row.size());
-      for (int64_t q = 0; q < R; ++q) {
-        AddInto(row.data(), p + (h * R + q) * K + S, n);
-      }
+    // A row's heads are consecutive (HeadLayout), so its H / rows() heads x R queries are one
+    // run of rows K floats apart.
+    const int64_t heads_per_row = H / layout_.rows();
+    for (int r = 0; r < layout_.rows(); ++r) {
+      AddRowsInto(rows[r].data(), p + r * heads_per_row * R * K + S, K, heads_per_row * R,
+                  static_cast<int64_t>(rows[r].size()));
     }
     return rows;
   }

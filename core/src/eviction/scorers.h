@@ -82,6 +82,17 @@ std::vector<double> AveragePool(const std::vector<double>& values, int kernel,
 // The configured pooling of `values` (options.pool_kind, pool_kernel, pool_alignment).
 std::vector<double> Pool(const std::vector<double>& values, const EvictionOptions& options);
 
+// dst[k] += src[j * stride + k] for j = 0, 1, ..., count - 1 in turn (each element's additions in
+// this order, in double), k < n: an observation's attention rows summed into score rows. The
+// AVX-512, AVX2 or baseline path, chosen once at run time; all give the same bits.
+void AddRowsInto(double* dst, const float* src, int64_t stride, int64_t count, int64_t n);
+
+namespace testing {
+// One path of AddRowsInto: 0 baseline, 1 AVX2, 2 AVX-512 (the caller checks the CPU has it).
+void AddRowsIntoPath(int path, double* dst, const float* src, int64_t stride, int64_t count,
+                     int64_t n);
+}  // namespace testing
+
 }  // namespace attnkit::eviction
 
 #endif  // ATTNKIT_CORE_EVICTION_SCORERS_H_

@@ -267,13 +267,17 @@ std::vector<int64_t> SelectRow(const std::vector<double>& scores, int64_t cache_
   }
   std::vector<int64_t> positions;
   const int64_t unit = per_group ? g : 1;
+  positions.reserve(kept_units.size() * unit);
   for (int64_t u : kept_units) {
     for (int64_t j = 0; j < unit; ++j) {
       const int64_t p = u * unit + j;
       if (p < cache_len) positions.push_back(p);
     }
   }
-  std::sort(positions.begin(), positions.end());
+  // Only the refined picks can come out of order.
+  if (!std::is_sorted(positions.begin(), positions.end())) {
+    std::sort(positions.begin(), positions.end());
+  }
   positions.erase(std::unique(positions.begin(), positions.end()), positions.end());
   return positions;
 }

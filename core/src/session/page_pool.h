@@ -219,17 +219,29 @@ struct HeadCache {
     std::vector<char> taken(old.size(), 0);
     std::vector<int32_t> next((n + P - 1) / P);
     size_t dead = 0;  // scan position for pages below the sources still to be read
+    // Page and row of a token without a 64-bit division per token where the page size is a power
+    // of two (evicting a few tokens of a long cache walks every later token).
+    const int shift = (P & (P - 1)) == 0 ? __builtin_ctzll(static_cast<uint64_t>(P)) : -1;
+    auto page_of = [&](int64_t t) { return shift >= 0 ? t >> shift : t / P; };
+    auto row_of = [&](int64_t t) { return shift >= 0 ? t & (P - 1) : t % P; };
     for (int64_t j = 0; j < static_cast<int64_t>(next.size()); ++j) {
       const int64_t first = j * P, last = std::min(n, first + P) - 1, source = kept[first];
-      if (last - first + 1 == P && source % P == 0 && kept[last] == source + P - 1) {
-        next[j] = old[source / P];
-        taken[source / P] = 1;
-      } else if (!taken[j] && !pool.Frozen(old[j])) {
+      if (last - first + 1 == P && row_of(source) == 0 && kept[last] == source + P - 1) {
+        next[j] = old[page_of(source)];
+        taken[page_of(source)] = 1;
+        if (source != first) {  // the page moves whole: only the positions follow
+          std::copy(origin.begin() + source, origin.begin() + source + P, origin.begin() + first);
+          std::copy(rotated.begin() + source, rotated.begin() + source + P,
+                    rotated.begin() + first);
+        }
+        continue;
+      }
+      if (!taken[j] && !pool.Frozen(old[j])) {
         next[j] = old[j];
         taken[j] = 1;
       } else {
         // Pages before the first source page of this one hold no row still to be read.
-        const size_t frontier = static_cast<size_t>(source / P);
+        const size_t frontier = static_cast<size_t>(page_of(source));
         while (dead < frontier && (taken[dead] || pool.Frozen(old[dead]))) ++dead;
         if (dead < frontier) {
           next[j] = old[dead];
@@ -239,9 +251,9 @@ struct HeadCache {
         }
       }
       for (int64_t i = first; i <= last; ++i) {
-        const int64_t from = kept[i];
-        const int32_t src = old[from / P];
-        if (src != next[j] || from % P != i % P) move_row(src, from % P, next[j], i % P);
+        const int64_t from = kept[i], from_row = row_of(from), to_row = i - first;
+        const int32_t src = old[page_of(from)];
+        if (src != next[j] || from_row != to_row) move_row(src, from_row, next[j], to_row);
         origin[i] = origin[from];
         rotated[i] = rotated[from];
       }

@@ -795,8 +795,19 @@ class SessionImpl : public Session {
     }
     const int64_t max_len = *std::max_element(lengths.begin(), lengths.end());
     Observation obs;
-    if (step.window_rows.defined()) obs.window_rows = step.window_rows[i].narrow(2, 0, max_len);
-    if (step.column_sums.defined()) obs.all_queries_sum = step.column_sums[i].narrow(1, 0, max_len);
+    // Views of row i up to the longest head (no narrowing view when the rows end there, as a
+    // decode step's do: each ATen view costs about a microsecond, paid every observed step).
+    if (step.window_rows.defined()) {
+      obs.window_rows = step.window_rows[i];
+      if (obs.window_rows.size(2) != max_len)
+        obs.window_rows = obs.window_rows.narrow(2, 0, max_len);
+    }
+    if (step.column_sums.defined()) {
+      obs.all_queries_sum = step.column_sums[i];
+      if (obs.all_queries_sum.size(1) != max_len) {
+        obs.all_queries_sum = obs.all_queries_sum.narrow(1, 0, max_len);
+      }
+    }
     if (policy.per_head()) obs.lengths = lengths;
     if (policy.needs().queries) {
       obs.queries = queries[i];
@@ -825,10 +836,7 @@ class SessionImpl : public Session {
     EvictionPolicy& policy = *policies_[b];
     std::vector<int64_t>& decode_steps = layers_[layer].decode_steps;
     if (decode_steps.empty()) decode_steps.assign(o.batch_size, 0);
-    std::vector<int64_t> lengths(o.num_kv_heads);
-    for (int h = 0; h < o.num_kv_heads; ++h)
-      lengths[h] = store_->head(layer, HeadIndex(b, h)).length;
-    if (!SkipsObservation(policy.needs(), layers_[layer].decode_steps[b], T)) {
+    if (!SkipsObservation(policy.needs(), decode_steps[b], T)) {
       ATTNKIT_RETURN_IF_ERROR(policy.Observe(
           layer, MakeObservation(layer, b, i, policy, step, step_queries, first_rotated)));
     }
@@ -836,10 +844,13 @@ class SessionImpl : public Session {
     if (T == 1 && o.eviction.interval_steps > 1) {
       // DecodingPress's schedule: every interval_steps-th decode call may evict; the count restarts
       // whether or not the layer was over budget then.
-      int64_t& since = layers_[layer].decode_steps[b];
+      int64_t& since = decode_steps[b];
       if (++since < o.eviction.interval_steps) return absl::OkStatus();
       since = 0;
     }
+    std::vector<int64_t> lengths(o.num_kv_heads);
+    for (int h = 0; h < o.num_kv_heads; ++h)
+      lengths[h] = store_->head(layer, HeadIndex(b, h)).length;
     const std::vector<int64_t> select_lengths =
         policy.per_head() ? lengths : std::vector<int64_t>{lengths[0]};
     policy.SetTokensSeen(layer, store_->appended(layer, b));  // the budget of ratio mode

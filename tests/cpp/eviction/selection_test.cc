@@ -1,4 +1,7 @@
 // Selection building blocks: torch-compatible top-k (ties), integer linspace, pooling.
+#include <cmath>
+#include <cstdio>
+#include <cstring>
 #include <random>
 
 #include <ATen/Functions.h>
@@ -30,6 +33,44 @@ TEST(SelectionTest, TopKMatchesTorchTopKWithTies) {
       std::sort(want.begin(), want.end());
       std::sort(got.begin(), got.end());
       ASSERT_EQ(got, want) << "n=" << n << " k=" << k << " largest=" << largest;
+    }
+  }
+}
+
+// The observation row sums: every path this CPU has (baseline, AVX2, AVX-512) gives the bits of
+// the plain loop, row after row, for lengths around the vector blocks and a stride wider than the
+// length (the rows of one observation are a cache's capacity apart). Values of mixed magnitude
+// make the order of the additions show in the bits.
+TEST(SelectionTest, AddRowsIntoEveryPathMatchesThePlainLoop) {
+  __builtin_cpu_init();
+  const bool has[] = {true, static_cast<bool>(__builtin_cpu_supports("avx2")),
+                      static_cast<bool>(__builtin_cpu_supports("avx512f"))};
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> mantissa(0.0f, 1.0f);
+  std::uniform_int_distribution<int> exponent(-30, 10);
+  for (int64_t n : {0, 1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 100, 1056}) {
+    for (int64_t count : {1, 3, 32}) {
+      const int64_t stride = n + 5;
+      std::vector<float> src(static_cast<size_t>(stride * count));
+      for (float& x : src) x = std::ldexp(mantissa(rng), exponent(rng));
+      std::vector<double> start(static_cast<size_t>(n));
+      for (double& x : start) x = std::ldexp(static_cast<double>(mantissa(rng)), exponent(rng));
+      std::vector<double> want = start;
+      for (int64_t j = 0; j < count; ++j)
+        for (int64_t k = 0; k < n; ++k) want[k] += static_cast<double>(src[j * stride + k]);
+      for (int path = 0; path < 3; ++path) {
+        if (!has[path]) {
+          std::printf("AddRowsInto path %d: this CPU lacks it, not run\n", path);
+          continue;
+        }
+        std::vector<double> got = start;
+        testing::AddRowsIntoPath(path, got.data(), src.data(), stride, count, n);
+        ASSERT_EQ(0, std::memcmp(got.data(), want.data(), sizeof(double) * n))
+            << "path " << path << " n=" << n << " count=" << count;
+      }
+      std::vector<double> got = start;
+      AddRowsInto(got.data(), src.data(), stride, count, n);
+      ASSERT_EQ(0, std::memcmp(got.data(), want.data(), sizeof(double) * n));
     }
   }
 }
