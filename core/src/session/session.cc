@@ -564,6 +564,7 @@ class SessionImpl : public Session {
         ATTNKIT_ASSIGN_OR_RETURN(store, session::MakeHostStore(context));
       }
       ATTNKIT_RETURN_IF_ERROR(store->LoadState(r));
+      ATTNKIT_RETURN_IF_ERROR(CheckAppended(*store, layers));
     }
     if (r.remaining() != 0) {
       return absl::InvalidArgumentError(
@@ -611,6 +612,32 @@ class SessionImpl : public Session {
         layers.front().observe_passes != layers.back().observe_passes) {
       return absl::InvalidArgumentError(
           "blob: altered: a step and an observe pass both partway through the layers");
+    }
+    return absl::OkStatus();
+  }
+
+  // Every layer of a step takes the same tokens of each sequence, so a layer has appended what the
+  // layer before it has, or less while a step is partway through the layers (found by the load
+  // fuzzer: a blob whose layer 0 claimed another count was accepted, and the next step refused).
+  absl::Status CheckAppended(const KvStore& store, const std::vector<LayerCounters>& layers) const {
+    for (int l = 1; l < options_.num_layers; ++l) {
+      for (int64_t b = 0; b < options_.batch_size; ++b) {
+        const int64_t before = store.appended(l - 1, b), here = store.appended(l, b);
+        if (here < 0 || here > before ||
+            (layers[l].steps == layers[l - 1].steps && here != before)) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("blob: altered: layer ", l, " of sequence ", b, " has appended ", here,
+                           " tokens, layer ", l - 1, " ", before, " (after ", layers[l].steps,
+                           " and ", layers[l - 1].steps, " steps)"));
+        }
+      }
+    }
+    for (int64_t b = 0; b < options_.batch_size && options_.num_layers > 0; ++b) {
+      if (store.appended(0, b) < 0) {
+        return absl::InvalidArgumentError(absl::StrCat("blob: altered: layer 0 of sequence ", b,
+                                                       " has appended ", store.appended(0, b),
+                                                       " tokens"));
+      }
     }
     return absl::OkStatus();
   }

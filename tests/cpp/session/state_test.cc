@@ -413,6 +413,41 @@ TEST_F(BadBlobTest, LyingContentsWithAValidChecksumNeverCrash) {
   EXPECT_GT(rejected, tried / 4);
 }
 
+// Every layer of a step takes the same tokens, so a blob whose layers disagree on how many tokens a
+// sequence has appended is altered, even when every position it holds is within the count (the
+// load fuzzer found such a blob accepted, and the next step refused).
+TEST_F(BadBlobTest, LayersThatAppendedOtherCountsAreRefused) {
+  // Each materialized layer of the store: a present flag (u32 1), then the tokens appended per
+  // sequence (count 2, then 154 and 154: the history's 70 + 60 + 24 tokens).
+  std::string pattern(4 + 3 * 8, '\0');
+  const uint32_t present = 1;
+  const int64_t fields[] = {kBatch, 154, 154};
+  std::memcpy(&pattern[0], &present, 4);
+  std::memcpy(&pattern[4], fields, sizeof fields);
+  std::vector<size_t> at;
+  for (size_t p = blob_.find(pattern); p != std::string::npos; p = blob_.find(pattern, p + 1)) {
+    at.push_back(p);
+  }
+  ASSERT_EQ(at.size(), static_cast<size_t>(kLayers)) << "the blob's layout changed";
+  const struct {
+    int layer;
+    int64_t count;
+    const char* expect;
+  } cases[] = {{0, 155, "layer 1 of sequence 1 has appended 154 tokens, layer 0 155"},
+               {0, 1000000, "layer 0 1000000"},
+               {2, 153, "layer 2 of sequence 1 has appended 153 tokens, layer 1 154"},
+               {kLayers - 1, 155, "has appended 155 tokens, layer 3 154"},
+               {3, -1, "outside the -1 tokens appended"}};  // the positions' check sees it first
+  for (const auto& c : cases) {
+    std::string blob = blob_;
+    std::memcpy(&blob[at[c.layer] + 4 + 16], &c.count, 8);  // sequence 1
+    ExpectRejected(WithCrc(blob), c.expect);
+  }
+  // The same blob unaltered loads, and the loaded session goes on.
+  ASSERT_TRUE(target_->Load(blob_).ok());
+  for (const Call& call : Continuation()) RunCall(*target_, call);
+}
+
 TEST(StateTest, Crc32cIsTheCastagnoliChecksum) {
   // The check value of CRC-32C ("123456789"), and the instruction path agrees with the tables on
   // every length and alignment of random bytes.
