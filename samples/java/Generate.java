@@ -90,6 +90,14 @@ public final class Generate {
     /** Runs {@code tokens} ids (from {@code ids[from]}) through every layer, attention through
      * {@code session}; writes the logits of the last token. */
     public void forward(Session session, int[] ids, int from, int tokens, float[] logits) {
+      forward(session, ids, from, tokens, logits, false);
+    }
+
+    /** As {@link #forward(Session, int[], int, int, float[])}; the logits are not computed when
+     * {@code logits} is null. With {@code observe}, every layer's attention is an observe call (the
+     * tokens' queries score the cache at the positions after the sequence; the cache does not grow)
+     * and no keys or values are computed (samples/c/compress_context.c). */
+    public void forward(Session session, int[] ids, int from, int tokens, float[] logits, boolean observe) {
       final int d = dim, head = d / nHeads, kvDim = head * nKvHeads, h = hiddenDim;
       float[] x = new float[tokens * d];
       float[] xb = new float[d];
@@ -108,13 +116,18 @@ public final class Generate {
         for (int t = 0; t < tokens; ++t) {
           rmsnorm(xb, 0, x, t * d, rmsAtt, l * d, d);
           matvec(q, t * d, xb, 0, wq, l * d * d, d, d);
+          rope(q, t * d, d, head, firstPosition + t);
+          if (observe) continue;
           matvec(k, t * kvDim, xb, 0, wk, l * kvDim * d, kvDim, d);
           matvec(v, t * kvDim, xb, 0, wv, l * kvDim * d, kvDim, d);
-          rope(q, t * d, d, head, firstPosition + t);
           rope(k, t * kvDim, kvDim, head, firstPosition + t);
         }
-        session.attend(l, view(q, tokens, nHeads, head), view(k, tokens, nKvHeads, head),
-            view(v, tokens, nKvHeads, head), view(att, tokens, nHeads, head));
+        if (observe) {
+          session.observe(l, view(q, tokens, nHeads, head), view(att, tokens, nHeads, head));
+        } else {
+          session.attend(l, view(q, tokens, nHeads, head), view(k, tokens, nKvHeads, head),
+              view(v, tokens, nKvHeads, head), view(att, tokens, nHeads, head));
+        }
         for (int t = 0; t < tokens; ++t) {
           final int xt = t * d;
           matvec(tmp, 0, att, t * d, wo, l * d * d, d, d);
@@ -127,6 +140,7 @@ public final class Generate {
           for (int i = 0; i < d; ++i) x[xt + i] += tmp[i];
         }
       }
+      if (logits == null) return;
       rmsnorm(xb, 0, x, (tokens - 1) * d, rmsFinal, 0, d);
       matvec(logits, 0, xb, 0, tokenEmbedding, 0, vocabSize, d);
     }
@@ -189,21 +203,43 @@ public final class Generate {
   }
 
   /** tok512.bin: int32 max_token_length, then per token float32 score, int32 length, UTF-8 bytes.
-   * Pieces stay bytes (byte-fallback pieces decoded): the sample prints them as the C sample does. */
-  public static byte[][] loadTokenizer(Path path, int vocabSize) throws IOException {
-    ByteBuffer bytes = ByteBuffer.wrap(Files.readAllBytes(path)).order(ByteOrder.LITTLE_ENDIAN);
-    byte[][] pieces = new byte[vocabSize][];
-    bytes.position(4);
-    for (int i = 0; i < vocabSize; ++i) {
-      if (bytes.remaining() < 8) throw new Failure(path.toString(), "truncated vocabulary");
-      bytes.getFloat();
-      final int length = bytes.getInt();
-      if (length < 0 || length > bytes.remaining()) throw new Failure(path.toString(), "bad piece length");
-      pieces[i] = new byte[length];
-      bytes.get(pieces[i]);
-      pieces[i] = bytePiece(pieces[i]);
+   * The pieces as stored ("&lt;0x0A&gt;" for a byte) and their merge scores, as an encoder needs them. */
+  public static final class Vocabulary {
+    public final byte[][] storedPieces;
+    public final float[] scores;
+
+    private Vocabulary(byte[][] storedPieces, float[] scores) {
+      this.storedPieces = storedPieces;
+      this.scores = scores;
     }
-    return pieces;
+
+    public static Vocabulary load(Path path, int vocabSize) throws IOException {
+      ByteBuffer bytes = ByteBuffer.wrap(Files.readAllBytes(path)).order(ByteOrder.LITTLE_ENDIAN);
+      byte[][] pieces = new byte[vocabSize][];
+      float[] scores = new float[vocabSize];
+      bytes.position(4);
+      for (int i = 0; i < vocabSize; ++i) {
+        if (bytes.remaining() < 8) throw new Failure(path.toString(), "truncated vocabulary");
+        scores[i] = bytes.getFloat();
+        final int length = bytes.getInt();
+        if (length < 0 || length > bytes.remaining()) throw new Failure(path.toString(), "bad piece length");
+        pieces[i] = new byte[length];
+        bytes.get(pieces[i]);
+      }
+      return new Vocabulary(pieces, scores);
+    }
+
+    /** The pieces as printed: bytes, byte-fallback pieces decoded, as the C sample prints them. */
+    public byte[][] printedPieces() {
+      byte[][] printed = new byte[storedPieces.length][];
+      for (int i = 0; i < printed.length; ++i) printed[i] = bytePiece(storedPieces[i]);
+      return printed;
+    }
+  }
+
+  /** tok512.bin's pieces as printed (see {@link Vocabulary#printedPieces}). */
+  public static byte[][] loadTokenizer(Path path, int vocabSize) throws IOException {
+    return Vocabulary.load(path, vocabSize).printedPieces();
   }
 
   /** The integer array {@code key} of reference.json ("key": [1, 2, ...]). */

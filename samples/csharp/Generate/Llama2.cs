@@ -1,6 +1,7 @@
 // stories260k (llama2.c legacy format) in plain C#: weights, tokenizer and the forward pass, with
-// every layer's attention handed to an AttnKit.Session. Mirrors samples/c/generate.c operation for
-// operation (float32, same accumulation order), so both print the same text.
+// every layer's attention handed to an AttnKit.Session. Mirrors samples/c/generate.c and
+// samples/c/compress_context.c operation for operation (float32, same accumulation order), so the C
+// and C# samples print the same text. Shared by the Generate and CompressContext samples.
 using System;
 using System.Buffers.Binary;
 using System.IO;
@@ -74,9 +75,12 @@ namespace AttnKit.Samples
         /// <summary>
         /// Runs <paramref name="ids"/> through every layer, attention through <paramref name="session"/>
         /// (q, k, v and the output as [1, heads, tokens, head_dim] views of [tokens, heads, head_dim]
-        /// buffers: strides, no copies); writes the last token's logits.
+        /// buffers: strides, no copies); writes the last token's logits unless <paramref name="logits"/>
+        /// is empty. With <paramref name="observe"/>, every layer's attention is an observe call (the
+        /// tokens' queries score the cache at the positions after the sequence; the cache does not grow)
+        /// and no keys or values are computed.
         /// </summary>
-        public void Forward(Session session, ReadOnlySpan<int> ids, Span<float> logits)
+        public void Forward(Session session, ReadOnlySpan<int> ids, Span<float> logits, bool observe = false)
         {
             var c = Config;
             int D = c.Dim, head = c.HeadDim, kvDim = c.KvDim, H = c.HiddenDim, tokens = ids.Length;
@@ -100,13 +104,21 @@ namespace AttnKit.Samples
                 {
                     RmsNorm(xb, x.AsSpan(t * D, D), _w.AsSpan(_rmsAtt + l * D, D));
                     MatVec(q.AsSpan(t * D, D), xb, _w.AsSpan(_wq + l * D * D), D, D);
+                    Rope(q.AsSpan(t * D, D), head, firstPosition + t);
+                    if (observe) continue;
                     MatVec(k.AsSpan(t * kvDim, kvDim), xb, _w.AsSpan(_wk + l * kvDim * D), kvDim, D);
                     MatVec(v.AsSpan(t * kvDim, kvDim), xb, _w.AsSpan(_wv + l * kvDim * D), kvDim, D);
-                    Rope(q.AsSpan(t * D, D), head, firstPosition + t);
                     Rope(k.AsSpan(t * kvDim, kvDim), head, firstPosition + t);
                 }
-                session.Attend(l, View(q, tokens, c.NumHeads, head), View(k, tokens, c.NumKvHeads, head),
-                               View(v, tokens, c.NumKvHeads, head), View(att, tokens, c.NumHeads, head));
+                if (observe)
+                {
+                    session.Observe(l, View(q, tokens, c.NumHeads, head), View(att, tokens, c.NumHeads, head));
+                }
+                else
+                {
+                    session.Attend(l, View(q, tokens, c.NumHeads, head), View(k, tokens, c.NumKvHeads, head),
+                                   View(v, tokens, c.NumKvHeads, head), View(att, tokens, c.NumHeads, head));
+                }
                 for (int t = 0; t < tokens; ++t)
                 {
                     Span<float> xt = x.AsSpan(t * D, D);
@@ -120,6 +132,7 @@ namespace AttnKit.Samples
                     for (int i = 0; i < D; ++i) xt[i] += tmp[i];
                 }
             }
+            if (logits.IsEmpty) return;
             RmsNorm(xb, x.AsSpan((tokens - 1) * D, D), _w.AsSpan(_rmsFinal, D));
             MatVec(logits, xb, _w.AsSpan(_tokenEmbedding), c.VocabSize, D);
         }
@@ -163,28 +176,42 @@ namespace AttnKit.Samples
         }
     }
 
-    /// <summary>tok512.bin: the token pieces as raw bytes (decoding is concatenation).</summary>
+    /// <summary>
+    /// tok512.bin: the token pieces as printed (decoding is concatenation), and as stored ("&lt;0x0A&gt;"
+    /// for a byte) with their merge scores, which an encoder needs.
+    /// </summary>
     public sealed class Llama2Tokenizer
     {
         private readonly byte[][] _pieces;
+        private readonly byte[][] _storedPieces;
+        private readonly float[] _scores;
 
-        private Llama2Tokenizer(byte[][] pieces) => _pieces = pieces;
+        private Llama2Tokenizer(byte[][] storedPieces, float[] scores)
+        {
+            _storedPieces = storedPieces;
+            _scores = scores;
+            _pieces = Array.ConvertAll(storedPieces, BytePiece);
+        }
+
+        public int VocabSize => _pieces.Length;
 
         public static Llama2Tokenizer Load(string path, int vocabSize)
         {
             byte[] bytes = File.ReadAllBytes(path);
             var pieces = new byte[vocabSize][];
+            var scores = new float[vocabSize];
             int at = 4;  // max_token_length
             for (int i = 0; i < vocabSize; ++i)
             {
                 if (at + 8 > bytes.Length) throw new InvalidDataException($"{path}: truncated vocabulary");
-                int length = BinaryPrimitives.ReadInt32LittleEndian(bytes.AsSpan(at + 4));  // after the score
+                scores[i] = BinaryPrimitives.ReadSingleLittleEndian(bytes.AsSpan(at));
+                int length = BinaryPrimitives.ReadInt32LittleEndian(bytes.AsSpan(at + 4));
                 at += 8;
                 if (length < 0 || at + length > bytes.Length) throw new InvalidDataException($"{path}: bad piece length");
-                pieces[i] = BytePiece(bytes.AsSpan(at, length).ToArray());
+                pieces[i] = bytes.AsSpan(at, length).ToArray();
                 at += length;
             }
-            return new Llama2Tokenizer(pieces);
+            return new Llama2Tokenizer(pieces, scores);
         }
 
         /// <summary>A byte-fallback piece "&lt;0xHH&gt;" stands for the byte 0xHH (a newline is
@@ -201,6 +228,12 @@ namespace AttnKit.Samples
         }
 
         public ReadOnlySpan<byte> Piece(int id) => _pieces[id];
+
+        /// <summary>The piece as tok512.bin stores it ("&lt;0x0A&gt;" for the byte 0x0A).</summary>
+        public ReadOnlySpan<byte> StoredPiece(int id) => _storedPieces[id];
+
+        /// <summary>The piece's merge score (the encoder merges the best-scoring pair first).</summary>
+        public float Score(int id) => _scores[id];
 
         /// <summary>The pieces of <paramref name="ids"/> concatenated verbatim, as UTF-8 bytes.</summary>
         public byte[] Decode(ReadOnlySpan<int> ids)
