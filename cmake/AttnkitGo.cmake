@@ -7,8 +7,9 @@
 # tree, every Go cache lives in the build tree, and the go command never reaches the network.
 #
 # attnkit_go_stage_module(<source_dir> <staged_dir> [REPLACE <module=>dir>...] [EXCLUDE <regex>])
-#   Copies <source_dir>'s *.go files and go.mod into <staged_dir>, appending the replace directives;
-#   files whose path (relative to <source_dir>) matches EXCLUDE are left to the build.
+#   Copies <source_dir>'s *.go files and go.mod into <staged_dir>, appending the replace directives,
+#   and removes staged *.go files that no longer have a source; files whose path (relative to
+#   <source_dir>) matches EXCLUDE are left to the build.
 # attnkit_go_test(<name> DIRECTORY <dir> COMMAND <args...> [LABELS <labels>])
 #   Registers ctest `go_<name>` running `go <args>` in <dir> with the Go environment.
 find_program(ATTNKIT_GO go REQUIRED)
@@ -45,6 +46,13 @@ function(attnkit_go_stage_module source_dir staged_dir)
   endif()
   foreach(source IN LISTS sources)
     configure_file("${source_dir}/${source}" "${staged_dir}/${source}" COPYONLY)
+  endforeach()
+  # A staged file whose source was moved or deleted would still be compiled: remove it.
+  file(GLOB_RECURSE staged RELATIVE "${staged_dir}" "${staged_dir}/*.go")
+  foreach(staged_file IN LISTS staged)
+    if(NOT staged_file IN_LIST sources AND NOT (ARG_EXCLUDE AND staged_file MATCHES "${ARG_EXCLUDE}"))
+      file(REMOVE "${staged_dir}/${staged_file}")
+    endif()
   endforeach()
   file(READ "${source_dir}/go.mod" go_mod)
   set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS "${source_dir}/go.mod")

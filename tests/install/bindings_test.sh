@@ -7,8 +7,9 @@
 #   java    generate.java compiled and run with attnkit-<v>.jar and protobuf-java on the class path
 #   csharp  `dotnet new console` restoring AttnKit from a local feed of the .nupkg (its own packages
 #           folder, so NuGet's global cache cannot stand in for the package under test)
-#   go      a new module with a replace to the checkout's bindings/go (source only, as published),
-#           cgo flags from `pkg-config attnkit` of the unpacked libattnkit-dev .deb
+#   go      a new module with samples/go/generate's main.go and replaces to the checkout's bindings/go
+#           and samples/go (its llama2c package; source only, as published), cgo flags from
+#           `pkg-config attnkit` of the unpacked libattnkit-dev .deb
 # The packages come from ATTNKIT_DIST_DIR (e.g. dist/ of `./attnkit.sh package`), else they are made
 # from this build into the temporary folder (scripts/package_bindings.sh; cpack for go).
 # Usage: bindings_test.sh LANG BUILD_DIR SOURCE_DIR. Exit 77 (skipped) when the language's tools
@@ -180,7 +181,9 @@ EOF
     libdir="$(dirname "$(dirname "$pc")")"
     module="$work/newcomer"
     mkdir -p "$module"
-    cp "$source_dir"/samples/go/generate/main.go "$source_dir"/samples/go/generate/llama2c.go "$module/"
+    # The sample's command; its model code (package llama2c) comes from the checkout's samples/go
+    # module, as the binding from bindings/go.
+    cp "$source_dir"/samples/go/generate/main.go "$module/"
     cat > "$module/go.mod" <<EOF
 module example.com/newcomer
 
@@ -188,14 +191,17 @@ go 1.19
 
 require (
 	github.com/attnkit/attnkit/bindings/go v0.0.0
+	github.com/attnkit/attnkit/samples/go v0.0.0
 	google.golang.org/protobuf v1.28.1
 )
 
 replace github.com/attnkit/attnkit/bindings/go => $source_dir/bindings/go
 
+replace github.com/attnkit/attnkit/samples/go => $source_dir/samples/go
+
 replace google.golang.org/protobuf => $ATTNKIT_GO_PROTOBUF_DIR
 EOF
-    echo "\$ PKG_CONFIG_PATH=\$TMP${libdir#"$work"}/pkgconfig go run . (a replace to bindings/go)"
+    echo "\$ PKG_CONFIG_PATH=\$TMP${libdir#"$work"}/pkgconfig go run . (replaces to bindings/go and samples/go)"
     # Go's caches in the temporary folder too: everything is compiled from the sources.
     (cd "$module" && "${clean_env[@]}" PKG_CONFIG_LIBDIR="$libdir/pkgconfig" \
       LD_LIBRARY_PATH="$libdir" GOCACHE="$work/go/cache" GOPATH="$work/go/path" \

@@ -1,5 +1,6 @@
 // Command generate is the Go sample: samples/c/generate.c's generation loop over stories260k
-// (llama2.c format) in Go, every attention call through attnkit.Session.Attend.
+// (llama2.c format) in Go, every attention call through attnkit.Session.Attend (the model code is
+// samples/go/llama2c's).
 //
 //	generate [--model DIR] [--config FILE] [--tokens N]
 //
@@ -23,6 +24,7 @@ import (
 
 	"github.com/attnkit/attnkit/bindings/go/attnkit"
 	"github.com/attnkit/attnkit/bindings/go/attnkitpb"
+	"github.com/attnkit/attnkit/samples/go/llama2c"
 )
 
 // sourceDir is the source tree, set by the build (-ldflags -X main.sourceDir=...).
@@ -35,7 +37,7 @@ func die(what string, err error) {
 
 // sessionConfig reads the policies of configPath and adds the model's shape (proto.Merge: the
 // shape's scalars win, as the C sample's concatenated binary messages).
-func sessionConfig(configPath string, m *Model) (*attnkitpb.SessionConfig, error) {
+func sessionConfig(configPath string, m *llama2c.Model) (*attnkitpb.SessionConfig, error) {
 	text, err := os.ReadFile(configPath)
 	if err != nil {
 		return nil, err
@@ -48,7 +50,7 @@ func sessionConfig(configPath string, m *Model) (*attnkitpb.SessionConfig, error
 }
 
 // withModelShape merges the model's shape into config.
-func withModelShape(config *attnkitpb.SessionConfig, m *Model) *attnkitpb.SessionConfig {
+func withModelShape(config *attnkitpb.SessionConfig, m *llama2c.Model) *attnkitpb.SessionConfig {
 	proto.Merge(config, &attnkitpb.SessionConfig{
 		NumLayers:  int32(m.NumLayers),
 		NumHeads:   int32(m.NumHeads),
@@ -83,11 +85,11 @@ func main() {
 		die("libattnkit", err)
 	}
 
-	model, err := LoadModel(filepath.Join(*modelDir, "stories260K.bin"))
+	model, err := llama2c.LoadModel(filepath.Join(*modelDir, "stories260K.bin"))
 	if err != nil {
 		die("model", err)
 	}
-	pieces, err := LoadTokenizer(filepath.Join(*modelDir, "tok512.bin"), model.VocabSize)
+	tokenizer, err := llama2c.LoadTokenizer(filepath.Join(*modelDir, "tok512.bin"), model.VocabSize)
 	if err != nil {
 		die("tokenizer", err)
 	}
@@ -96,8 +98,8 @@ func main() {
 	if err != nil {
 		die("reference", err)
 	}
-	prompt := ReadIDs(reference, "prompt_ids")
-	expected := ReadIDs(reference, "greedy_ids_full_cache")
+	prompt := llama2c.ReadIDs(reference, "prompt_ids")
+	expected := llama2c.ReadIDs(reference, "greedy_ids_full_cache")
 	if len(prompt) == 0 {
 		die(referencePath, fmt.Errorf("no prompt_ids"))
 	}
@@ -125,10 +127,10 @@ func main() {
 	out := bufio.NewWriter(os.Stdout)
 	defer out.Flush()
 	for _, id := range prompt[1:] {
-		out.Write(pieces[id])
+		out.Write(tokenizer.Pieces[id])
 	}
 	for _, id := range generation.IDs {
-		out.Write(pieces[id])
+		out.Write(tokenizer.Pieces[id])
 	}
 	out.WriteString("\n")
 

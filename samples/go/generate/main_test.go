@@ -7,6 +7,7 @@ import (
 
 	"github.com/attnkit/attnkit/bindings/go/attnkit"
 	"github.com/attnkit/attnkit/bindings/go/attnkitpb"
+	"github.com/attnkit/attnkit/samples/go/llama2c"
 )
 
 // modelsDir finds ../shared/models (ATTNKIT_MODELS_DIR, or ATTNKIT_SHARED_DIR/models).
@@ -28,7 +29,7 @@ func modelsDir(t *testing.T) string {
 // 100 tokens, with every attention call through Session.Attend; the cache then holds every token.
 func TestDecodeLoopMatchesReference(t *testing.T) {
 	dir := modelsDir(t)
-	model, err := LoadModel(filepath.Join(dir, "stories260K.bin"))
+	model, err := llama2c.LoadModel(filepath.Join(dir, "stories260K.bin"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +37,7 @@ func TestDecodeLoopMatchesReference(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	prompt, expected := ReadIDs(reference, "prompt_ids"), ReadIDs(reference, "greedy_ids_full_cache")
+	prompt, expected := llama2c.ReadIDs(reference, "prompt_ids"), llama2c.ReadIDs(reference, "greedy_ids_full_cache")
 	const steps = 100
 	if len(prompt) == 0 || len(expected) < len(prompt)+steps {
 		t.Fatalf("reference.json: %d prompt ids, %d greedy ids", len(prompt), len(expected))
@@ -71,7 +72,7 @@ func TestDecodeLoopMatchesReference(t *testing.T) {
 // greedy ids stay the full cache's for at least 95 of 100 tokens, in less than 0.6x the bytes.
 func TestDecodeLoopOnInt8Pages(t *testing.T) {
 	dir := modelsDir(t)
-	model, err := LoadModel(filepath.Join(dir, "stories260K.bin"))
+	model, err := llama2c.LoadModel(filepath.Join(dir, "stories260K.bin"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +80,7 @@ func TestDecodeLoopOnInt8Pages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	prompt, expected := ReadIDs(reference, "prompt_ids"), ReadIDs(reference, "greedy_ids_full_cache")
+	prompt, expected := llama2c.ReadIDs(reference, "prompt_ids"), llama2c.ReadIDs(reference, "greedy_ids_full_cache")
 	const steps = 100
 	if len(prompt) == 0 || len(expected) < len(prompt)+steps {
 		t.Fatalf("reference.json: %d prompt ids, %d greedy ids", len(prompt), len(expected))

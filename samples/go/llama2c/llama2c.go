@@ -1,4 +1,11 @@
-package main
+// Package llama2c is the model code the Go samples share (samples/go/generate,
+// samples/go/compress_context), as samples/c/llama2c.h is the C samples': the llama2.c checkpoint
+// and tokenizer readers, reference.json's id arrays, the float32 math of the stories260k forward
+// pass with every attention call through an attnkit.Session, and greedy generation.
+//
+// The float32 arithmetic follows samples/c/llama2c.h operation for operation, with libm's expf,
+// powf, cosf and sinf (libm.go), so the Go and C samples compute the same bits.
+package llama2c
 
 import (
 	"encoding/binary"
@@ -25,6 +32,7 @@ type Weights struct {
 type Model struct {
 	Config
 	Weights
+	ropeFreq []float32 // RoPE's frequency of each offset within a head
 }
 
 // LoadModel reads a llama2.c legacy .bin checkpoint.
@@ -62,7 +70,7 @@ func LoadModel(path string) (*Model, error) {
 		data = data[n:]
 		return part
 	}
-	m := &Model{Config: c}
+	m := &Model{Config: c, ropeFreq: ropeFrequencies(head)}
 	m.TokenEmbedding = take(c.VocabSize * D)
 	m.RMSAtt = take(L * D)
 	m.WQ = take(L * D * D)
@@ -77,27 +85,41 @@ func LoadModel(path string) (*Model, error) {
 	return m, nil
 }
 
-// LoadTokenizer reads tok512.bin: the byte pieces of every token.
-func LoadTokenizer(path string, vocabSize int) ([][]byte, error) {
+// Tokenizer is tok512.bin: every token's piece as stored (byte tokens as "<0xHH>") with its merge
+// score, and as printed.
+type Tokenizer struct {
+	// Stored are the pieces as tok512.bin stores them, which the encoder matches.
+	Stored [][]byte
+	// Scores are the merge scores of the pieces.
+	Scores []float32
+	// Pieces are the pieces as printed: a byte token's byte (llama2.c's decode).
+	Pieces [][]byte
+}
+
+// LoadTokenizer reads tok512.bin: the pieces and scores of vocabSize tokens.
+func LoadTokenizer(path string, vocabSize int) (*Tokenizer, error) {
 	bytes, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	pieces := make([][]byte, vocabSize)
+	t := &Tokenizer{Stored: make([][]byte, vocabSize), Scores: make([]float32, vocabSize),
+		Pieces: make([][]byte, vocabSize)}
 	at := 4
-	for i := range pieces {
+	for i := range t.Pieces {
 		if at+8 > len(bytes) {
 			return nil, fmt.Errorf("%s: truncated vocabulary", path)
 		}
+		t.Scores[i] = math.Float32frombits(binary.LittleEndian.Uint32(bytes[at:]))
 		length := int(int32(binary.LittleEndian.Uint32(bytes[at+4:])))
 		at += 8
 		if length < 0 || at+length > len(bytes) {
 			return nil, fmt.Errorf("%s: bad piece length", path)
 		}
-		pieces[i] = bytePiece(bytes[at : at+length])
+		t.Stored[i] = bytes[at : at+length : at+length]
+		t.Pieces[i] = bytePiece(t.Stored[i])
 		at += length
 	}
-	return pieces, nil
+	return t, nil
 }
 
 // ReadIDs reads the integer array key of reference.json.
@@ -114,15 +136,17 @@ func ReadIDs(json []byte, key string) []int {
 	return ids
 }
 
-// The float32 arithmetic below follows samples/c/generate.c operation for operation (float math
-// functions as float64 rounded to float32, which matches the C library's float functions), so the
-// two samples produce the same tokens.
+// The float32 arithmetic below follows samples/c/llama2c.h operation for operation: sums in the same
+// order and precision, and libm's expf, powf, cosf and sinf where the C sample calls them (the
+// float64 functions rounded to float32 differ from glibc's for about 1 % of RoPE angles and near
+// float32 rounding midpoints of expf), so the Go and C samples compute the same bits.
 
 func rmsnorm(out, x, weight []float32) {
 	ss := 0.0
 	for _, v := range x {
 		ss += float64(v) * float64(v)
 	}
+	// sqrtf is correctly rounded, as is the float64 square root of a float32 rounded to float32.
 	scale := 1 / float32(math.Sqrt(float64(float32(ss/float64(len(x)))+1e-5)))
 	for i := range out {
 		out[i] = weight[i] * (scale * x[i])
@@ -141,12 +165,37 @@ func matvec(out, x, w []float32, rows, cols int) {
 	}
 }
 
-// rope rotates interleaved pairs (x[2i], x[2i+1]) of each head at position pos.
-func rope(x []float32, head int, pos int64) {
+// ropeFrequencies returns the RoPE frequency of every offset within a head, as rope() computes
+// it: 1.0f / powf(10000.0f, (float)(i % head) / (float)head).
+func ropeFrequencies(head int) []float32 {
+	freq := make([]float32, head)
+	for r := range freq {
+		freq[r] = 1 / powf(10000, float32(r)/float32(head))
+	}
+	return freq
+}
+
+// ropeTable returns cosf and sinf of (float)pos * freq for the positions first, first+1, ...,
+// first+tokens-1 (row t, column i % head).
+func (m *Model) ropeTable(first int64, tokens int) (cos, sin []float32) {
+	head := len(m.ropeFreq)
+	angles := make([]float32, tokens*head)
+	for t := 0; t < tokens; t++ {
+		for r, freq := range m.ropeFreq {
+			angles[t*head+r] = float32(first+int64(t)) * freq
+		}
+	}
+	cos, sin = make([]float32, len(angles)), make([]float32, len(angles))
+	cosSinf(angles, cos, sin)
+	return cos, sin
+}
+
+// rope rotates interleaved pairs (x[2i], x[2i+1]) of each head by the angles of one position (cos
+// and sin: a row of ropeTable).
+func rope(x, cos, sin []float32) {
+	head := len(cos)
 	for i := 0; i < len(x); i += 2 {
-		freq := 1 / float32(math.Pow(10000, float64(float32(i%head)/float32(head))))
-		angle := float32(pos) * freq
-		c, s := float32(math.Cos(float64(angle))), float32(math.Sin(float64(angle)))
+		c, s := cos[i%head], sin[i%head]
 		a, b := x[i], x[i+1]
 		x[i] = a*c - b*s
 		x[i+1] = a*s + b*c
@@ -160,9 +209,21 @@ func view(data []float32, tokens, heads, headDim int) *attnkit.Float32Tensor {
 		WithStrides(int64(tokens*heads*headDim), int64(headDim), int64(heads*headDim), 1)
 }
 
-// Forward runs tokens through every layer, attention through session, and writes the logits of the
-// last token.
+// Forward runs tokens through every layer, each layer's attention an Attend call of session (which
+// appends their keys and values to the cache), and writes the logits of the last token when logits
+// is not nil.
 func (m *Model) Forward(session *attnkit.Session, ids []int, logits []float32) error {
+	return m.forward(session, ids, false, logits)
+}
+
+// Observe runs tokens through every layer with each layer's attention an Observe call of session:
+// their queries (at the positions after the sequence) score the cache, which does not grow; no keys
+// or values are computed and no logits are written.
+func (m *Model) Observe(session *attnkit.Session, ids []int) error {
+	return m.forward(session, ids, true, nil)
+}
+
+func (m *Model) forward(session *attnkit.Session, ids []int, observe bool, logits []float32) error {
 	D, head, H, tokens := m.Dim, m.Dim/m.NumHeads, m.HiddenDim, len(ids)
 	kvDim := head * m.NumKVHeads
 	x := make([]float32, tokens*D)
@@ -174,24 +235,34 @@ func (m *Model) Forward(session *attnkit.Session, ids []int, logits []float32) e
 	tmp := make([]float32, D)
 	h1 := make([]float32, H)
 	h3 := make([]float32, H)
+	e := make([]float32, H)
 	firstPosition, err := session.NextPosition(0)
 	if err != nil {
 		return err
 	}
+	cos, sin := m.ropeTable(firstPosition, tokens)
 	for t, id := range ids {
 		copy(x[t*D:(t+1)*D], m.TokenEmbedding[id*D:(id+1)*D])
 	}
 	for l := 0; l < m.NumLayers; l++ {
 		for t := 0; t < tokens; t++ {
+			cosT, sinT := cos[t*head:(t+1)*head], sin[t*head:(t+1)*head]
 			rmsnorm(xb, x[t*D:(t+1)*D], m.RMSAtt[l*D:(l+1)*D])
 			matvec(q[t*D:(t+1)*D], xb, m.WQ[l*D*D:], D, D)
+			rope(q[t*D:(t+1)*D], cosT, sinT)
+			if observe {
+				continue
+			}
 			matvec(k[t*kvDim:(t+1)*kvDim], xb, m.WK[l*kvDim*D:], kvDim, D)
 			matvec(v[t*kvDim:(t+1)*kvDim], xb, m.WV[l*kvDim*D:], kvDim, D)
-			rope(q[t*D:(t+1)*D], head, firstPosition+int64(t))
-			rope(k[t*kvDim:(t+1)*kvDim], head, firstPosition+int64(t))
+			rope(k[t*kvDim:(t+1)*kvDim], cosT, sinT)
 		}
-		err := session.Attend(l, view(q, tokens, m.NumHeads, head), view(k, tokens, m.NumKVHeads, head),
-			view(v, tokens, m.NumKVHeads, head), view(att, tokens, m.NumHeads, head))
+		if observe {
+			err = session.Observe(l, view(q, tokens, m.NumHeads, head), view(att, tokens, m.NumHeads, head))
+		} else {
+			err = session.Attend(l, view(q, tokens, m.NumHeads, head), view(k, tokens, m.NumKVHeads, head),
+				view(v, tokens, m.NumKVHeads, head), view(att, tokens, m.NumHeads, head))
+		}
 		if err != nil {
 			return err
 		}
@@ -204,8 +275,12 @@ func (m *Model) Forward(session *attnkit.Session, ids []int, logits []float32) e
 			rmsnorm(xb, xt, m.RMSFFN[l*D:(l+1)*D])
 			matvec(h1, xb, m.W1[l*H*D:], H, D)
 			matvec(h3, xb, m.W3[l*H*D:], H, D)
+			for i, h := range h1 {
+				e[i] = -h
+			}
+			expf(e)
 			for i := range h1 {
-				h1[i] = h1[i] / (1 + float32(math.Exp(float64(-h1[i])))) * h3[i]
+				h1[i] = h1[i] / (1 + e[i]) * h3[i]
 			}
 			matvec(tmp, h1, m.W2[l*D*H:], D, H)
 			for i := range xt {
@@ -213,12 +288,15 @@ func (m *Model) Forward(session *attnkit.Session, ids []int, logits []float32) e
 			}
 		}
 	}
-	rmsnorm(xb, x[(tokens-1)*D:], m.RMSFinal)
-	matvec(logits, xb, m.TokenEmbedding, m.VocabSize, D)
+	if logits != nil {
+		rmsnorm(xb, x[(tokens-1)*D:], m.RMSFinal)
+		matvec(logits, xb, m.TokenEmbedding, m.VocabSize, D)
+	}
 	return nil
 }
 
-func argmax(values []float32) int {
+// Argmax returns the index of the largest value (the first of equals), greedy decoding's token.
+func Argmax(values []float32) int {
 	best := 0
 	for i, v := range values {
 		if v > values[best] {
@@ -242,7 +320,7 @@ func (m *Model) Generate(session *attnkit.Session, prompt []int, steps int) (*Ge
 	}
 	g := &Generation{IDs: make([]int, steps)}
 	for s := 0; s < steps; s++ {
-		g.IDs[s] = argmax(logits)
+		g.IDs[s] = Argmax(logits)
 		held, err := session.BytesHeld()
 		if err != nil {
 			return nil, err
