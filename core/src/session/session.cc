@@ -620,23 +620,21 @@ class SessionImpl : public Session {
   // layer before it has, or less while a step is partway through the layers (found by the load
   // fuzzer: a blob whose layer 0 claimed another count was accepted, and the next step refused).
   absl::Status CheckAppended(const KvStore& store, const std::vector<LayerCounters>& layers) const {
-    for (int l = 1; l < options_.num_layers; ++l) {
+    for (int l = 0; l < options_.num_layers; ++l) {
       for (int64_t b = 0; b < options_.batch_size; ++b) {
-        const int64_t before = store.appended(l - 1, b), here = store.appended(l, b);
-        if (here < 0 || here > before ||
-            (layers[l].steps == layers[l - 1].steps && here != before)) {
+        const int64_t here = store.appended(l, b);
+        if (here < 0) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "blob: altered: layer ", l, " of sequence ", b, " has appended ", here, " tokens"));
+        }
+        if (l == 0) continue;
+        const int64_t before = store.appended(l - 1, b);
+        if (here > before || (layers[l].steps == layers[l - 1].steps && here != before)) {
           return absl::InvalidArgumentError(
               absl::StrCat("blob: altered: layer ", l, " of sequence ", b, " has appended ", here,
                            " tokens, layer ", l - 1, " ", before, " (after ", layers[l].steps,
                            " and ", layers[l - 1].steps, " steps)"));
         }
-      }
-    }
-    for (int64_t b = 0; b < options_.batch_size && options_.num_layers > 0; ++b) {
-      if (store.appended(0, b) < 0) {
-        return absl::InvalidArgumentError(absl::StrCat("blob: altered: layer 0 of sequence ", b,
-                                                       " has appended ", store.appended(0, b),
-                                                       " tokens"));
       }
     }
     return absl::OkStatus();
@@ -811,15 +809,21 @@ class SessionImpl : public Session {
     ++counters.evictions;
   }
 
+  // The cache length of each kv head of sequence b in `layer`.
+  std::vector<int64_t> HeadLengths(int layer, int64_t b) const {
+    std::vector<int64_t> lengths(options_.num_kv_heads);
+    for (int h = 0; h < options_.num_kv_heads; ++h) {
+      lengths[h] = store_->head(layer, HeadIndex(b, h)).length;
+    }
+    return lengths;
+  }
+
   // Sequence b's part (row i) of a call's result as the policy's observation; `queries` is the
   // call's q, `first_rotated` the RoPE position of its first query.
   Observation MakeObservation(int layer, int64_t b, int64_t i, const EvictionPolicy& policy,
                               const session::StepResult& step, const at::Tensor& queries,
                               int64_t first_rotated) const {
-    std::vector<int64_t> lengths(options_.num_kv_heads);
-    for (int h = 0; h < options_.num_kv_heads; ++h) {
-      lengths[h] = store_->head(layer, HeadIndex(b, h)).length;
-    }
+    const std::vector<int64_t> lengths = HeadLengths(layer, b);
     const int64_t max_len = *std::max_element(lengths.begin(), lengths.end());
     Observation obs;
     // Views of row i up to the longest head (no narrowing view when the rows end there, as a
@@ -875,9 +879,7 @@ class SessionImpl : public Session {
       if (++since < o.eviction.interval_steps) return absl::OkStatus();
       since = 0;
     }
-    std::vector<int64_t> lengths(o.num_kv_heads);
-    for (int h = 0; h < o.num_kv_heads; ++h)
-      lengths[h] = store_->head(layer, HeadIndex(b, h)).length;
+    const std::vector<int64_t> lengths = HeadLengths(layer, b);
     const std::vector<int64_t> select_lengths =
         policy.per_head() ? lengths : std::vector<int64_t>{lengths[0]};
     policy.SetTokensSeen(layer, store_->appended(layer, b));  // the budget of ratio mode
