@@ -225,12 +225,7 @@ public final class CompressContext {
   }
 
   static int run(String[] args) throws IOException {
-    String sourceDir = System.getenv("ATTNKIT_SOURCE_DIR");
-    if (sourceDir == null || sourceDir.isEmpty()) sourceDir = ".";
-    String models = System.getenv("ATTNKIT_MODELS_DIR");
-    Path modelDir = models != null && !models.isEmpty()
-        ? Paths.get(models, "stories260k")
-        : Paths.get(sourceDir, "..", "shared", "models", "stories260k");
+    Path modelDir = Generate.defaultModelDir();
     String scoring = null;
     String questionText = "Where did the little girl go?";
     int contextLen = 160, steps = 40;

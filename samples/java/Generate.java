@@ -277,13 +277,23 @@ public final class Generate {
     }
   }
 
-  static int run(String[] args) throws IOException {
+  /** $ATTNKIT_SOURCE_DIR, else the working directory. */
+  static String sourceDir() {
     String sourceDir = System.getenv("ATTNKIT_SOURCE_DIR");
-    if (sourceDir == null || sourceDir.isEmpty()) sourceDir = ".";
+    return sourceDir == null || sourceDir.isEmpty() ? "." : sourceDir;
+  }
+
+  /** stories260k's folder: $ATTNKIT_MODELS_DIR/stories260k, else ../shared/models/stories260k beside the source tree. */
+  static Path defaultModelDir() {
     String models = System.getenv("ATTNKIT_MODELS_DIR");
-    Path modelDir = models != null && !models.isEmpty()
+    return models != null && !models.isEmpty()
         ? Paths.get(models, "stories260k")
-        : Paths.get(sourceDir, "..", "shared", "models", "stories260k");
+        : Paths.get(sourceDir(), "..", "shared", "models", "stories260k");
+  }
+
+  static int run(String[] args) throws IOException {
+    String sourceDir = sourceDir();
+    Path modelDir = defaultModelDir();
     Path configPath = Paths.get(sourceDir, "samples", "configs", "snapkv.textproto");
     int steps = 200;
     for (int i = 0; i < args.length; ++i) {

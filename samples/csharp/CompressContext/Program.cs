@@ -26,10 +26,7 @@ static int Fail(string message)
     return 1;
 }
 
-string? models = Environment.GetEnvironmentVariable("ATTNKIT_MODELS_DIR");
-string modelDir = !string.IsNullOrEmpty(models)
-    ? Path.Combine(models, "stories260k")
-    : Path.Combine(SourceTree.Find(), "..", "shared", "models", "stories260k");
+string modelDir = SourceTree.DefaultModelDir();
 string? scoring = null;
 string questionText = "Where did the little girl go?";
 int contextLen = 160, steps = 40;
@@ -321,17 +318,5 @@ sealed class Encoder
             ids[bestAt] = bestId;
             ids.RemoveAt(bestAt + 1);
         }
-    }
-}
-
-/// <summary>The source tree: baked in at build time (AttnKitSourceDir), else found from the working directory.</summary>
-static class SourceTree
-{
-    public static string Find()
-    {
-        var attribute = typeof(SourceTree).Assembly.GetCustomAttributes(typeof(System.Reflection.AssemblyMetadataAttribute), false)
-            .OfType<System.Reflection.AssemblyMetadataAttribute>().FirstOrDefault(a => a.Key == "AttnKitSourceDir");
-        if (attribute?.Value is { Length: > 0 } dir) return dir;
-        return Directory.GetCurrentDirectory();
     }
 }

@@ -5,10 +5,32 @@
 using System;
 using System.Buffers.Binary;
 using System.IO;
+using System.Linq;
 using AttnKit;
 
 namespace AttnKit.Samples
 {
+    /// <summary>The source tree: baked in at build time (AttnKitSourceDir), else found from the working directory.</summary>
+    public static class SourceTree
+    {
+        public static string Find()
+        {
+            var attribute = typeof(SourceTree).Assembly.GetCustomAttributes(typeof(System.Reflection.AssemblyMetadataAttribute), false)
+                .OfType<System.Reflection.AssemblyMetadataAttribute>().FirstOrDefault(a => a.Key == "AttnKitSourceDir");
+            if (attribute?.Value is { Length: > 0 } dir) return dir;
+            return Directory.GetCurrentDirectory();
+        }
+
+        /// <summary>stories260k's folder: $ATTNKIT_MODELS_DIR/stories260k, else ../shared/models/stories260k beside the source tree.</summary>
+        public static string DefaultModelDir()
+        {
+            string? models = Environment.GetEnvironmentVariable("ATTNKIT_MODELS_DIR");
+            return !string.IsNullOrEmpty(models)
+                ? Path.Combine(models, "stories260k")
+                : Path.Combine(Find(), "..", "shared", "models", "stories260k");
+        }
+    }
+
     /// <summary>The llama2.c header: model shape.</summary>
     public sealed record Llama2Config(int Dim, int HiddenDim, int NumLayers, int NumHeads, int NumKvHeads,
                                       int VocabSize, int SeqLen)

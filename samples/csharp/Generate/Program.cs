@@ -24,10 +24,7 @@ static int Fail(string message)
 }
 
 string sourceDir = SourceTree.Find();
-string? models = Environment.GetEnvironmentVariable("ATTNKIT_MODELS_DIR");
-string modelDir = !string.IsNullOrEmpty(models)
-    ? Path.Combine(models, "stories260k")
-    : Path.Combine(sourceDir, "..", "shared", "models", "stories260k");
+string modelDir = SourceTree.DefaultModelDir();
 string configPath = Path.Combine(sourceDir, "samples", "configs", "snapkv.textproto");
 int steps = 200;
 for (int i = 0; i < args.Length; ++i)
@@ -116,16 +113,4 @@ static int ArgMax(ReadOnlySpan<float> v)
         if (v[i] > v[best]) best = i;
     }
     return best;
-}
-
-/// <summary>The source tree: baked in at build time (AttnKitSourceDir), else found from the working directory.</summary>
-static class SourceTree
-{
-    public static string Find()
-    {
-        var attribute = typeof(SourceTree).Assembly.GetCustomAttributes(typeof(System.Reflection.AssemblyMetadataAttribute), false)
-            .OfType<System.Reflection.AssemblyMetadataAttribute>().FirstOrDefault(a => a.Key == "AttnKitSourceDir");
-        if (attribute?.Value is { Length: > 0 } dir) return dir;
-        return Directory.GetCurrentDirectory();
-    }
 }
