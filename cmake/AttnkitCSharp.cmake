@@ -54,8 +54,20 @@ set(ATTNKIT_DOTNET_PROPERTIES
   "-p:AttnKitNativeDir=${ATTNKIT_CSHARP_NATIVE_DIR}"
   "-p:AttnKitVersion=${PROJECT_VERSION}")
 
+# Every dotnet build and pack runs in this one-job pool (Ninja): each rebuilds the AttnKit project
+# it references into the same artifacts folder, and two at once collide on its files ("The process
+# cannot access the file .../AttnKit.deps.json because it is being used by another process", seen
+# when `dotnet pack AttnKit` and the Generate sample's build ran side by side). Other generators
+# ignore pools; there, the targets' DEPENDS order what must come first.
+# (This file is included by the binding and by the samples: the pool is declared once.)
+get_property(attnkit_job_pools GLOBAL PROPERTY JOB_POOLS)
+if(NOT "attnkit_dotnet=1" IN_LIST attnkit_job_pools)
+  set_property(GLOBAL APPEND PROPERTY JOB_POOLS attnkit_dotnet=1)
+endif()
+
 # attnkit_dotnet_build(<target> PROJECT <csproj> [SOURCES <files...>] [DEPENDS <deps...>])
 #   `dotnet build` of <csproj> (and what it references) when its sources change; target <target>.
+#   Runs in the attnkit_dotnet job pool.
 function(attnkit_dotnet_build target)
   cmake_parse_arguments(ARG "" "PROJECT" "SOURCES;DEPENDS" ${ARGN})
   set(stamp "${CMAKE_CURRENT_BINARY_DIR}/${target}.stamp")
@@ -70,6 +82,7 @@ function(attnkit_dotnet_build target)
     COMMAND ${CMAKE_COMMAND} -E touch "${stamp}"
     DEPENDS "${ARG_PROJECT}" ${ARG_SOURCES} ${ARG_DEPENDS}
     COMMENT "dotnet build ${target}"
+    JOB_POOL attnkit_dotnet
     VERBATIM)
   add_custom_target(${target} ALL DEPENDS "${stamp}")
 endfunction()
