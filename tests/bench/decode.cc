@@ -4,22 +4,28 @@
 // session without eviction, (c) the session with SnapKV at a 1024-token budget, (d) a large memory
 // copy, (e) the session without eviction on bfloat16, int8, KIVI int4 and int2 pages (kv_format),
 // and SnapKV 1024 on int4 pages, (f) SnapKV at 1024 on kvpress DecodingPress's schedule, evicting
-// on every 64th decode step only; (h) the 8K prompt given in 1K chunks to a session with SnapKV at
-// 1024, evicting between chunks, against the same prompt in one call: the most bytes held within
-// the calls (SessionStats.peak_bytes_within_calls) and the prefill time; with --background-load,
-// (g) (b) and (c) again while a busy process competes for the cores.
+// on every 64th decode step only; (i) Quest sparse decode (sparse_decode, token budget 1024) on the
+// full cache, over structured data (a few dominant keys per kv head, which the queries look for),
+// with its recall: the share of exact attention that falls on the pages it reads; (h) the 8K prompt
+// given in 1K chunks to a session with SnapKV at 1024, evicting between chunks, against the same
+// prompt in one call: the most bytes held within the calls (SessionStats.peak_bytes_within_calls)
+// and the prefill time; with --background-load, (g) (b) and (c) again while a busy process competes
+// for the cores.
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <string>
 
 #include <ATen/Functions.h>
 #include <ATen/Parallel.h>
+#include <ATen/TensorOperators.h>
 
 #include "attnkit/config_parser.h"
 #include "attnkit/session/session.h"
 #include "bench.h"
+#include "cpu/quest.h"
 
 namespace attnkit::bench {
 namespace {
@@ -38,6 +44,56 @@ const char* kInt4Format =
     " kv_format { keys: INT4 values: INT4 group_size: 32 residual_tokens: 128 }";
 const char* kInt2Format =
     " kv_format { keys: INT2 values: INT2 group_size: 32 residual_tokens: 128 }";
+const int64_t kQuestBudget = 1024;
+const char* kQuestConfig = " sparse_decode { token_budget: 1024 }";
+
+// Structured decode data for Quest: per kv head, 16 dominant keys at random positions of the prompt
+// carry a head direction u_h (norm 12) over unit noise; every decode query of the kv head's group
+// looks for u_h (12 u_h + noise of 0.5 a channel), so exact attention puts most of its mass on the
+// dominant keys while the other keys' logits stay noise. Replaces prompt_k and the steps' queries.
+void StructuredDecodeData(const Shape& s, at::Tensor* prompt_k, std::vector<at::Tensor>* steps) {
+  const int G = s.heads / s.kv_heads;
+  at::Tensor u = at::randn({s.kv_heads, s.dim});
+  u = u / u.norm(2, -1, true) * 12.0;
+  at::Tensor k = at::randn({1, s.kv_heads, s.prompt, s.dim});
+  for (int h = 0; h < s.kv_heads; ++h) {
+    const at::Tensor where = at::randperm(s.prompt).narrow(0, 0, 16);
+    k[0][h].index_add_(0, where, u[h].unsqueeze(0).expand({16, s.dim}));
+  }
+  *prompt_k = k;
+  for (int i = 0; i < s.steps; ++i) {
+    (*steps)[3 * i] = (u.repeat_interleave(G, 0) + at::randn({s.heads, s.dim}) * 0.5)
+                          .view({1, s.heads, 1, s.dim});
+  }
+}
+
+// Quest's recall over the structured steps: per step, kv head and query head, the share of exact
+// attention over the full cache (the prompt and the steps so far) on the pages Quest reads
+// (kernels::QuestReferencePages, the plain reference the session's selection is tested against),
+// averaged.
+double QuestRecall(const Shape& s, const at::Tensor& prompt_k,
+                   const std::vector<at::Tensor>& steps) {
+  const int G = s.heads / s.kv_heads;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(s.dim));
+  at::Tensor keys = at::empty({s.kv_heads, s.prompt + s.steps, s.dim});
+  keys.narrow(1, 0, s.prompt).copy_(prompt_k[0]);
+  double total = 0;
+  int64_t count = 0;
+  for (int i = 0; i < s.steps; ++i) {
+    const int64_t L = s.prompt + i + 1;
+    keys.narrow(1, L - 1, 1).copy_(steps[3 * i + 1][0]);
+    const at::Tensor q = steps[3 * i][0].select(1, 0);  // [H, d]
+    for (int h = 0; h < s.kv_heads; ++h) {
+      const at::Tensor k = keys[h].narrow(0, 0, L), qg = q.narrow(0, h * G, G);
+      const at::Tensor pages = kernels::QuestReferencePages(qg, k, 16, kQuestBudget, 0, 0);
+      const at::Tensor mask = pages.repeat_interleave(16).narrow(0, 0, L).to(at::kFloat);
+      const at::Tensor p = at::softmax(at::matmul(qg, k.transpose(0, 1)).mul_(scale), -1);
+      total += at::matmul(p, mask).sum().item<double>();
+      count += G;
+    }
+  }
+  return total / static_cast<double>(count);
+}
 
 std::unique_ptr<Session> MakeSession(const Shape& s, bool evict, const std::string& format,
                                      int interval_steps) {
@@ -256,6 +312,15 @@ int DecodeBench(const std::vector<std::string>& args) {
       RunSession(s, true, prompt_q, prompt_k, prompt_v, steps, kInt4Format, kivi_row(4));
   measure_copy();
   const SessionRun interval = RunSession(s, true, prompt_q, prompt_k, prompt_v, steps, "", 0, 64);
+  // (i) Quest over the structured data (its own keys and queries; the time of a step does not
+  // depend on the values, the pages it reads do).
+  at::Tensor quest_k;
+  std::vector<at::Tensor> quest_steps = steps;
+  StructuredDecodeData(s, &quest_k, &quest_steps);
+  const SessionRun quest =
+      RunSession(s, false, prompt_q, quest_k, prompt_v, quest_steps, kQuestConfig);
+  const double quest_recall = QuestRecall(s, quest_k, quest_steps);
+  measure_copy();
   const int64_t chunk = 1024;
   const PrefillRun chunked = ChunkedPrefill(s, prompt_q, prompt_k, prompt_v, chunk);
   PrefillRun unchunked;  // (c)'s prompt, the same session config in one call
@@ -296,6 +361,12 @@ int DecodeBench(const std::vector<std::string>& args) {
       "mean %.3f), policy %.2f %% of the steps (4 intervals)\n",
       interval.step_ms, interval.mean_step_ms, snap.step_ms, snap.mean_step_ms,
       100.0 * interval.policy_share);
+
+  std::printf(
+      "(i) session, Quest (budget 1024):     %8.3f ms/step (%.2fx no eviction), recall %.4f on "
+      "structured data, %lld KV bytes held\n",
+      quest.step_ms, quest.step_ms / full.step_ms, quest_recall,
+      static_cast<long long>(quest.bytes_held));
 
   const int64_t chunk_bytes = chunk * s.dim * 4 * 2 * s.kv_heads;
   const int64_t snapkv_budget_bytes = int64_t{1024} * s.dim * 4 * 2 * s.kv_heads;
@@ -366,6 +437,9 @@ int DecodeBench(const std::vector<std::string>& args) {
            static_cast<double>(snapkv_budget_bytes + chunk_bytes));
   json.Add("chunked_prefill_bytes_held", static_cast<double>(chunked.bytes_held));
   json.Add("chunked_prefill_ms", chunked.ms);
+  json.Add("session_quest_ms", quest.step_ms);
+  json.Add("quest_recall", quest_recall);
+  json.Add("quest_over_full_ms", quest.step_ms / full.step_ms);
   json.Add("unchunked_prefill_ms", unchunked.ms);
   if (background_load) {
     // (g) the sessions without eviction and with SnapKV again while a busy process competes for

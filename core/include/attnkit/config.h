@@ -5,6 +5,7 @@
 #ifndef ATTNKIT_CONFIG_H_
 #define ATTNKIT_CONFIG_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -166,6 +167,20 @@ struct HeadSplitOptions {
   }
 };
 
+// Quest-style sparse decode, resolved (the proto's SparseDecode): off while token_budget is 0.
+struct SparseDecodeOptions {
+  int64_t token_budget = 0;
+  int start_pages = 0;
+  int recent_pages = 0;
+  int dense_layers = 0;
+  bool enabled() const { return token_budget > 0; }
+  // Pages a decode step reads per kv head (before the start and recent ones): Quest's
+  // min(max(3, token_budget // page_size), pages).
+  int64_t budget_pages(int page_size) const {
+    return std::max<int64_t>(3, token_budget / page_size);
+  }
+};
+
 struct SessionOptions {
   int num_layers = 0;
   int num_heads = 0;
@@ -183,6 +198,7 @@ struct SessionOptions {
   bool has_rope = false;
   KvFormatOptions kv_format;
   HeadSplitOptions head_split;
+  SparseDecodeOptions sparse_decode;
   // The binary attnkit.v1.SessionConfig these options were parsed from (ParseSessionConfig sets
   // it): what Session::Save() writes into a blob and Load() compares with. Empty for options built
   // in code; such sessions can be forked but not saved or loaded.

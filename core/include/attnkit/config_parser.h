@@ -73,6 +73,7 @@ struct SessionStatsView {
   int64_t steps = 0, tokens_seen = 0, tokens_held = 0, bytes_held = 0, bytes_reserved = 0;
   int64_t peak_bytes_held = 0, evictions = 0, evicted_tokens = 0, page_size = 0;
   int64_t peak_bytes_within_calls = 0;
+  int64_t sparse_decode_tokens_read = 0, sparse_decode_tokens_held = 0;
   double attention_seconds = 0, policy_seconds = 0, sparse_density = 1.0;
   std::vector<LayerStatsView> layers;
   std::vector<HeadStatsView> heads;

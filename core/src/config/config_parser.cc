@@ -447,6 +447,29 @@ absl::Status ValidateKvFormat(const SessionOptions& o) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateSparseDecode(const SessionOptions& o) {
+  const SparseDecodeOptions& q = o.sparse_decode;
+  ATTNKIT_RETURN_IF_ERROR(NonNegative(q.token_budget, "", "sparse_decode.token_budget"));
+  ATTNKIT_RETURN_IF_ERROR(NonNegative(q.start_pages, "", "sparse_decode.start_pages"));
+  ATTNKIT_RETURN_IF_ERROR(NonNegative(q.recent_pages, "", "sparse_decode.recent_pages"));
+  ATTNKIT_RETURN_IF_ERROR(NonNegative(q.dense_layers, "", "sparse_decode.dense_layers"));
+  if (!q.enabled()) return absl::OkStatus();
+  if (o.device == DeviceKind::kCUDA) {
+    return FieldError("", "sparse_decode",
+                      "runs on the host store only (device CPU); the CUDA store has no sparse "
+                      "decode yet");
+  }
+  const KvDataType session_type = o.dtype == DType::kFloat16    ? KvDataType::kFloat16
+                                  : o.dtype == DType::kBFloat16 ? KvDataType::kBFloat16
+                                                                : KvDataType::kFloat32;
+  if (o.key_type() != session_type || o.value_type() != session_type) {
+    return FieldError("", "sparse_decode",
+                      "needs pages in the session dtype (no kv_format: its page bounds are kept "
+                      "for plain pages only)");
+  }
+  return absl::OkStatus();
+}
+
 // ValidateSessionOptions, where `check_eviction` says whether the eviction options are validated
 // (a config validates a present eviction message even when it is disabled).
 // The resolved split: one label per (layer, kv head), tokens kept by streaming heads, and no
@@ -579,6 +602,7 @@ absl::Status ValidateSession(const SessionOptions& o, bool check_eviction) {
   }
   ATTNKIT_RETURN_IF_ERROR(ValidateKvFormat(o));
   ATTNKIT_RETURN_IF_ERROR(ValidateHeadSplit(o));
+  ATTNKIT_RETURN_IF_ERROR(ValidateSparseDecode(o));
   if (!o.sparse.per_head_thresholds.empty() &&
       static_cast<int>(o.sparse.per_head_thresholds.size()) != o.num_heads) {
     return FieldError("", "sparse_attention.xattention.per_head_thresholds",
@@ -630,6 +654,10 @@ absl::StatusOr<SessionOptions> ConvertSession(const pb::SessionConfig& c) {
     o.kv_format.group_size = f.group_size();
     o.kv_format.residual_tokens = f.residual_tokens();
   }
+  o.sparse_decode.token_budget = c.sparse_decode().token_budget();
+  o.sparse_decode.start_pages = c.sparse_decode().start_pages();
+  o.sparse_decode.recent_pages = c.sparse_decode().recent_pages();
+  o.sparse_decode.dense_layers = c.sparse_decode().dense_layers();
   if (c.has_head_split()) {
     // The shape first: the split's counts are checked against it.
     ATTNKIT_RETURN_IF_ERROR(ValidateSession(o, /*check_eviction=*/c.has_eviction()));
@@ -1119,6 +1147,8 @@ std::string SerializeSessionStats(const SessionStatsView& s) {
   m.set_attention_seconds(s.attention_seconds);
   m.set_policy_seconds(s.policy_seconds);
   m.set_sparse_density(s.sparse_density);
+  m.set_sparse_decode_tokens_read(s.sparse_decode_tokens_read);
+  m.set_sparse_decode_tokens_held(s.sparse_decode_tokens_held);
   m.set_page_size(s.page_size);
   for (const auto& l : s.layers) {
     auto* lm = m.add_layers();

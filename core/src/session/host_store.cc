@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cpu/paged_attention.h"
+#include "cpu/quest.h"
 #include "cpu/sparse_parallel.h"
 #include "session/kv_store.h"
 #include "session/rope.h"
@@ -163,6 +164,7 @@ class HostStore final : public KvStore {
       std::unique_ptr<ChunkedPagePool> pool;
       if (plain_) {
         pool = std::make_unique<ChunkedPagePool>(o.page_size, o.head_dim, dtype_);
+        if (o.sparse_decode.enabled()) pool->EnableKeySummaries();
       } else {
         // KIVI keys: a main page is one quantization group of tokens.
         pool = std::make_unique<ChunkedPagePool>(
@@ -329,6 +331,7 @@ class HostStore final : public KvStore {
     if (plain_) {
       const int64_t row = pool.row_bytes();
       cache.KeepPages(pool, kept, [&](int32_t src, int64_t src_row, int32_t dst, int64_t dst_row) {
+        pool.TouchRow(dst, dst_row);
         std::memcpy(pool.KeyRow(dst, dst_row), pool.KeyRow(src, src_row), row);
         std::memcpy(pool.ValueRow(dst, dst_row), pool.ValueRow(src, src_row), row);
       });
@@ -429,6 +432,7 @@ class HostStore final : public KvStore {
       const int64_t delta = i - cache.rotated[i];
       if (delta == 0) continue;
       if (plain_) {
+        pool.TouchRow(cache.page_of(i, P), i % P);
         RotateRow(pool.KeyRow(cache.page_of(i, P), i % P), pool.dtype(), d, delta, rope);
       } else if (i < Q) {
         char* page = pool.Keys(cache.pages[i / P]);
@@ -493,7 +497,7 @@ class HostStore final : public KvStore {
     const at::Tensor k = OnHost(k_in), v = OnHost(v_in);
     const int64_t T = k.size(2);
     Layer& layer = layers_[layer_index];
-    const ChunkedPagePool& pool = *pools_[layer_index];
+    ChunkedPagePool& pool = *pools_[layer_index];
     const int64_t row = pool.row_bytes(), P = pool.page_size();
     const bool fast = k.scalar_type() == pool.dtype() && v.scalar_type() == pool.dtype() &&
                       k.stride(3) == 1 && v.stride(3) == 1;
@@ -515,6 +519,7 @@ class HostStore final : public KvStore {
       }
       for (int64_t t = 0; t < T; ++t) {
         const int64_t i = cache.length + t;
+        pool.TouchRow(cache.page_of(i, P), i % P);
         std::memcpy(pool.KeyRow(cache.page_of(i, P), i % P), kb + t * k_stride, row);
         std::memcpy(pool.ValueRow(cache.page_of(i, P), i % P), vb + t * v_stride, row);
       }
@@ -572,8 +577,11 @@ class HostStore final : public KvStore {
                    absl::Span<const int64_t> sequences) const {
     const SessionOptions& o = *context_.options;
     const Layer& layer = layers_[layer_index];
-    const ChunkedPagePool& pool = *pools_[layer_index];
+    ChunkedPagePool& pool = *pools_[layer_index];
     const int64_t T = qf.size(2), G = o.num_heads / o.num_kv_heads;
+    // Quest: one query per sequence, past the dense layers, on pages that keep their summaries.
+    const bool quest = T == 1 && pool.key_summaries() &&
+                       layer_index >= context_.options->sparse_decode.dense_layers;
     const int64_t max_len = r.window_rows.defined()   ? r.window_rows.size(3)
                             : r.column_sums.defined() ? r.column_sums.size(2)
                                                       : 0;
@@ -585,15 +593,32 @@ class HostStore final : public KvStore {
     workers::RunWorkers(workers::Workers(groups), [&](int64_t) {
       std::vector<float> scratch, rows_buf, sums_buf;
       std::vector<const char*> page_keys, page_values, res_keys, res_values;
+      std::vector<int64_t> read;  // Quest: the pages read (slots of cache.pages), else empty
+      int64_t quest_read = 0, quest_held = 0;
       for (int64_t gi; (gi = next.fetch_add(1)) < groups;) {
         const int64_t b = gi / o.num_kv_heads, kvh = gi % o.num_kv_heads;  // b: the row
         const HeadCache& cache = layer.heads[sequences[b] * o.num_kv_heads + kvh];
-        scratch.resize(static_cast<size_t>(G * T * cache.length));
-        page_keys.resize(cache.pages.size());
-        page_values.resize(cache.pages.size());
-        for (size_t p = 0; p < cache.pages.size(); ++p) {
-          page_keys[p] = pool.Keys(cache.pages[p]);
-          page_values[p] = pool.Values(cache.pages[p]);
+        const float* q = qf[b].narrow(0, kvh * G, G).data_ptr<float>();
+        read.clear();
+        if (quest) QuestPages(pool, cache, q, static_cast<int>(G), &read);
+        // The tokens read: every cached one, or those of the pages Quest chose.
+        int64_t length = cache.length;
+        if (!read.empty()) {
+          length = 0;
+          for (int64_t p : read) {
+            length += std::min<int64_t>(o.page_size, cache.length - p * o.page_size);
+          }
+          quest_read += length;
+          quest_held += cache.length;
+        }
+        scratch.resize(static_cast<size_t>(G * T * length));
+        const size_t pages = read.empty() ? cache.pages.size() : read.size();
+        page_keys.resize(pages);
+        page_values.resize(pages);
+        for (size_t p = 0; p < pages; ++p) {
+          const int32_t page = cache.pages[read.empty() ? p : read[p]];
+          page_keys[p] = pool.Keys(page);
+          page_values[p] = pool.Values(page);
         }
         kernels::PagedGroupArgs args;
         args.main.keys = page_keys.data();
@@ -617,45 +642,91 @@ class HostStore final : public KvStore {
         }
         args.page_size = o.page_size;
         args.group_size = group_;
-        args.length = cache.length;
+        args.length = length;
         args.rows_per_query = static_cast<int>(G);
         args.queries = T;
         args.head_dim = o.head_dim;
         args.scale = static_cast<float>(o.scale);
-        args.q = qf[b].narrow(0, kvh * G, G).data_ptr<float>();
+        args.q = q;
         args.out = r.out[b].narrow(0, kvh * G, G).data_ptr<float>();
         // The kernel writes the observation as [G, window, length]; the buffers are [G, window,
         // max_len]: compact scratch copies, then one copy per row.
         if (window > 0) {
-          rows_buf.assign(static_cast<size_t>(G * window * cache.length), 0.f);
+          rows_buf.assign(static_cast<size_t>(G * window * length), 0.f);
           args.window_rows = rows_buf.data();
           args.window = window;
         }
         if (r.column_sums.defined()) {
-          sums_buf.assign(static_cast<size_t>(G * cache.length), 0.f);
+          sums_buf.assign(static_cast<size_t>(G * length), 0.f);
           args.column_sums = sums_buf.data();
         }
         args.scratch = scratch.data();
         kernels::PagedGroupAttention(args);
-        const int64_t L = cache.length, H = o.num_heads;
+        const int64_t L = length, H = o.num_heads;
+        // A compact row of the kernel's into the result's row (zero-filled): whole, or page by
+        // page at the cache indices of the pages Quest read (the others got no attention).
+        auto place = [&](const float* src, float* dst) {
+          if (read.empty()) {
+            std::memcpy(dst, src, L * sizeof(float));
+            return;
+          }
+          for (int64_t p : read) {
+            const int64_t n = std::min<int64_t>(o.page_size, cache.length - p * o.page_size);
+            std::memcpy(dst + p * o.page_size, src, n * sizeof(float));
+            src += n;
+          }
+        };
         if (window > 0) {
           float* dst = r.window_rows.data_ptr<float>();
           for (int64_t g = 0; g < G; ++g) {
             for (int64_t w = 0; w < window; ++w) {
-              std::memcpy(dst + ((b * H + kvh * G + g) * window + w) * max_len,
-                          rows_buf.data() + (g * window + w) * L, L * sizeof(float));
+              place(rows_buf.data() + (g * window + w) * L,
+                    dst + ((b * H + kvh * G + g) * window + w) * max_len);
             }
           }
         }
         if (r.column_sums.defined()) {
           float* dst = r.column_sums.data_ptr<float>();
           for (int64_t g = 0; g < G; ++g) {
-            std::memcpy(dst + (b * H + kvh * G + g) * max_len, sums_buf.data() + g * L,
-                        L * sizeof(float));
+            place(sums_buf.data() + g * L, dst + (b * H + kvh * G + g) * max_len);
           }
         }
       }
+      if (quest_held > 0) {
+        quest_read_ += quest_read;
+        quest_held_ += quest_held;
+      }
     });
+  }
+
+  // Quest's choice for one kv head's decode query rows q [G, d]: the slots of cache.pages to read
+  // (ascending) into `read`, left empty when every page is to be read. The summaries of pages
+  // written since the last step are brought up to date first (only this head's pages: safe beside
+  // the other heads' workers).
+  void QuestPages(ChunkedPagePool& pool, const HeadCache& cache, const float* q, int G,
+                  std::vector<int64_t>* read) const {
+    const SparseDecodeOptions& sd = context_.options->sparse_decode;
+    const int P = pool.page_size(), d = pool.head_dim();
+    const int64_t pages = static_cast<int64_t>(cache.pages.size());
+    const int64_t to_read = kernels::QuestPagesToRead(cache.length, pages, P, sd.token_budget,
+                                                      sd.start_pages, sd.recent_pages);
+    if (to_read >= pages) return;
+    std::vector<const float*> summaries(static_cast<size_t>(pages));
+    for (int64_t p = 0; p < pages; ++p) {
+      const int32_t page = cache.pages[p];
+      const int64_t rows = std::min<int64_t>(P, cache.length - p * P);
+      int32_t& done = pool.summarized_rows(page);
+      if (done != rows) {  // more: a page cut short (its summary had rows it no longer holds)
+        kernels::ExtendKeySummary(session_format_, pool.Keys(page), d, done < rows ? done : 0, rows,
+                                  pool.key_summary(page));
+        done = static_cast<int32_t>(rows);
+      }
+      summaries[p] = pool.key_summary(page);
+    }
+    std::vector<float> bounds(static_cast<size_t>(pages));
+    kernels::QuestPageBounds(q, G, d, summaries.data(), pages, bounds.data());
+    *read =
+        kernels::QuestSelectPages(bounds.data(), pages, to_read, sd.start_pages, sd.recent_pages);
   }
 
   std::vector<ChunkedPagePool*> pools_;           // layers_[l].pool, typed

@@ -130,6 +130,8 @@ void KvStore::Clear() {
     }
     std::fill(layer.seen.begin(), layer.seen.end(), 0);
   }
+  quest_read_ = 0;
+  quest_held_ = 0;
 }
 
 void KvStore::ClearSequence(int64_t b) {

@@ -14,6 +14,7 @@
 #ifndef ATTNKIT_CORE_SESSION_KV_STORE_H_
 #define ATTNKIT_CORE_SESSION_KV_STORE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -125,6 +126,10 @@ class KvStore {
   std::vector<FormatBytesView> FormatBytesHeld() const;
   // MaskDensity of the configured sparse engine's last prefill (1.0 before any).
   double sparse_density() const { return sparse_density_; }
+  // Quest sparse decode: tokens read by the kv heads' decode attentions that chose pages, and the
+  // tokens those heads held (SessionStats' sparse_decode_tokens_read / _held).
+  int64_t sparse_decode_tokens_read() const { return quest_read_; }
+  int64_t sparse_decode_tokens_held() const { return quest_held_; }
   at::Device device() const { return device_; }
   // Drops every token; pages stay reserved for reuse.
   void Clear();
@@ -232,6 +237,8 @@ class KvStore {
   at::Device device_;
   std::vector<Layer> layers_;
   double sparse_density_ = 1.0;
+  // Added to by the decode workers (sparse_decode_tokens_read / _held).
+  mutable std::atomic<int64_t> quest_read_{0}, quest_held_{0};
   std::vector<int64_t> all_sequences_;  // 0, 1, ..., batch_size - 1
 };
 

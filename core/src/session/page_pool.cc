@@ -68,6 +68,13 @@ void ChunkedPagePool::AddPages() {
     chunks->push_back(static_cast<char*>(chunk.data_ptr()));
   }
   for (int32_t p = first + pages_per_chunk_ - 1; p >= first; --p) free_.push_back(p);
+  if (summaries_on_) ResizeSummaries();
+}
+
+void ChunkedPagePool::ResizeSummaries() {
+  const int64_t pages = frozen_pages_ + static_cast<int64_t>(key_chunks_.size()) * pages_per_chunk_;
+  summary_rows_.resize(pages, 0);
+  summaries_.resize(pages * 2 * head_dim_);
 }
 
 void ChunkedPagePool::ReadPages(const std::vector<int32_t>& pages, char* out) const {
@@ -83,12 +90,17 @@ void ChunkedPagePool::WritePages(const std::vector<int32_t>& pages, const char* 
     std::memcpy(Keys(page), in, key_half_bytes_);
     std::memcpy(Values(page), in + key_half_bytes_, value_half_bytes_);
     in += page_bytes();
+    TouchRow(page, 0);
   }
 }
 
 void ChunkedPagePool::CopyPage(int32_t from, int32_t to) {
   std::memcpy(Keys(to), Keys(from), key_half_bytes_);
   std::memcpy(Values(to), Values(from), value_half_bytes_);
+  if (summaries_on_) {
+    summary_rows_[to] = summary_rows_[from];
+    std::memcpy(key_summary(to), key_summary(from), 2 * head_dim_ * sizeof(float));
+  }
 }
 
 std::unique_ptr<ChunkedPagePool> ChunkedPagePool::ShareFrozen() {

@@ -97,6 +97,26 @@ class ChunkedPagePool final : public PagePool {
   bool Frozen(int32_t page) const override { return page < frozen_pages_; }
   void CopyPage(int32_t from, int32_t to) override;
 
+  // Quest's page summaries (sparse decode): per page, the channel-wise minimum and maximum of its
+  // first summarized_rows(page) key rows, [2, head_dim] floats at key_summary(page). Off until
+  // EnableKeySummaries(). Whoever writes a key row calls TouchRow: a row the summary covers drops
+  // it whole (a minimum cannot forget a row), a later row leaves it to be extended. WritePages
+  // drops the pages' summaries, CopyPage copies one, a fork's pool starts with copies of them (its
+  // frozen pages hold the same rows). A page cut short (eviction) has a summary of more rows than
+  // it holds: readers rebuild such a summary from row 0.
+  void EnableKeySummaries() {
+    summaries_on_ = true;
+    ResizeSummaries();
+  }
+  bool key_summaries() const { return summaries_on_; }
+  int32_t& summarized_rows(int32_t page) { return summary_rows_[page]; }
+  float* key_summary(int32_t page) {
+    return summaries_.data() + static_cast<int64_t>(page) * 2 * head_dim_;
+  }
+  void TouchRow(int32_t page, int64_t row) {
+    if (summaries_on_ && summary_rows_[page] > row) summary_rows_[page] = 0;
+  }
+
   // Copy-on-write sharing for Session::Fork: every page this pool has (in use or free) becomes
   // frozen, read-only memory shared with the returned pool, which starts with this pool's pages
   // in use (the same ids, so the caches' page lists carry over). Neither pool writes a frozen
@@ -117,11 +137,16 @@ class ChunkedPagePool final : public PagePool {
     return chunks[page / pages_per_chunk_] + (page % pages_per_chunk_) * bytes;
   }
 
+  void ResizeSummaries();
+
   int32_t pages_per_chunk_;
   std::vector<at::Tensor> chunks_;  // owners of the memory below
   std::vector<char*> key_chunks_, value_chunks_;
   std::shared_ptr<const FrozenChunks> frozen_;
   int32_t frozen_pages_ = 0;  // a multiple of pages_per_chunk_
+  bool summaries_on_ = false;
+  std::vector<int32_t> summary_rows_;  // per page id
+  std::vector<float> summaries_;       // per page id: [2, head_dim]
 };
 
 class ArenaPagePool final : public PagePool {

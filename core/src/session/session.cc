@@ -227,6 +227,8 @@ class SessionImpl : public Session {
     s.peak_bytes_held = peak_bytes_;
     s.peak_bytes_within_calls = std::max(peak_within_calls_, peak_bytes_);
     s.sparse_density = store_->sparse_density();
+    s.sparse_decode_tokens_read = store_->sparse_decode_tokens_read();
+    s.sparse_decode_tokens_held = store_->sparse_decode_tokens_held();
     s.bytes_reserved = store_->BytesReserved();
     s.format_bytes = store_->FormatBytesHeld();
     for (int l = 0; l < options_.num_layers; ++l) {
