@@ -145,6 +145,18 @@ int PrefillMain(const std::vector<std::string>& args) {
   std::printf("prefill: %ld heads, head_dim %ld, fp32, block %ld, median of %d after %d warm-up\n",
               static_cast<long>(kHeads), static_cast<long>(kDim), static_cast<long>(kBlock), reps,
               warmup);
+  // The machine's sgemm rate (libtorch's BLAS, all threads): a 2048^3 float32 product, the
+  // reference for the full-mask kernel's GFLOP/s below.
+  double sgemm_gflops = 0;
+  {
+    const int64_t n = 2048;
+    const at::Tensor a = at::randn({n, n}), b = at::randn({n, n});
+    at::Tensor c = at::empty({n, n});
+    const Times t = Measure([&] { at::mm_out(c, a, b); }, 5, 2, "sgemm 2048");
+    sgemm_gflops = 2.0 * n * n * n / (t.wall_ms * 1e-3) / 1e9;
+    std::printf("sgemm 2048^3: %.1f ms, %.1f GFLOP/s\n", t.wall_ms, sgemm_gflops);
+    result.Add("sgemm_gflops", sgemm_gflops);
+  }
   for (int64_t len : lengths) {
     at::Tensor q = at::randn({kHeads, len, kDim}), k = at::randn({kHeads, len, kDim});
     at::Tensor v = at::randn({kHeads, len, kDim});
@@ -205,6 +217,11 @@ int PrefillMain(const std::vector<std::string>& args) {
                 tri_density, random_density, err);
     std::printf("  tri-shape speedup vs dense: %.2fx wall, %.2fx CPU\n",
                 dense.wall_ms / tri_t.wall_ms, dense.cpu_ms / tri_t.cpu_ms);
+    // Causal attention's useful FLOPs: q.k and p.v over the L (L + 1) / 2 causal pairs per head.
+    const double causal_flops = 4.0 * kDim * (len * (len + 1) / 2.0) * kHeads;
+    const double full_gflops = causal_flops / (full_t.wall_ms * 1e-3) / 1e9;
+    std::printf("  full mask: %.1f GFLOP/s (%.0f %% of sgemm)\n", full_gflops,
+                100.0 * full_gflops / sgemm_gflops);
     std::fflush(stdout);
     const std::string sfx = "_" + std::to_string(len);
     auto add = [&](const std::string& key, const Times& t) {
@@ -231,6 +248,8 @@ int PrefillMain(const std::vector<std::string>& args) {
     result.Add("random10_vs_full_cpu" + sfx, random_t.cpu_ms / full_t.cpu_ms);
     result.Add("xattn_s8_vs_dense_cpu" + sfx, x8.cpu_ms / dense.cpu_ms);
     result.Add("full_max_abs_diff" + sfx, err);
+    result.Add("full_gflops" + sfx, full_gflops);
+    result.Add("full_over_sgemm" + sfx, full_gflops / sgemm_gflops);
     if (background_load) {
       // The same contenders again while a busy process competes for the cores.
       Times dense_loaded, full_loaded, tri_loaded;
