@@ -355,11 +355,14 @@ absl::StatusOr<Result> RunConfig(const ModelData& d, const std::string& config,
   r.texts = d.texts.size();
   r.tokens_per_text = d.texts[0].ids.size();
   // Ratio mode: what a layer keeps once it has seen a whole text.
-  r.budget_tokens = !options.eviction.enabled ? r.tokens_per_text
-                    : options.eviction.ratio_mode()
-                        ? std::max(1, static_cast<int>(r.tokens_per_text *
-                                                       (1 - options.eviction.compression_ratio)))
-                        : options.eviction.max_cache_tokens();
+  // Quest (sparse_decode, no eviction): the tokens a decode step reads per kv head.
+  r.budget_tokens =
+      options.sparse_decode.enabled() ? static_cast<int>(options.sparse_decode.token_budget)
+      : !options.eviction.enabled     ? r.tokens_per_text
+      : options.eviction.ratio_mode()
+          ? std::max(1,
+                     static_cast<int>(r.tokens_per_text * (1 - options.eviction.compression_ratio)))
+          : options.eviction.max_cache_tokens();
   const bool evicts = options.eviction.enabled;
   double kl = 0, nll = 0, seconds = 0;
   int64_t agree = 0, tokens = 0;
@@ -757,6 +760,15 @@ int Main(int argc, char** argv) {
           failed.push_back(absl::StrCat("`", c.name, "`: ", o.status().message()));
         }
         invalid[c.name] = std::string(o.status().message());
+        continue;
+      }
+      if (!o->eviction.enabled && o->sparse_decode.enabled()) {
+        // Quest: nothing is evicted; each budget is the tokens a decode step reads per kv head.
+        for (double b : f.budgets) {
+          Item it{mi, c.name, *o, b};
+          it.options.sparse_decode.token_budget = std::lround(b * f.text_tokens);
+          items.push_back(it);
+        }
         continue;
       }
       if (!o->eviction.enabled) {
