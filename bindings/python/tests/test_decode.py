@@ -70,6 +70,24 @@ class DecodeLoop(unittest.TestCase):
         # A row of 8 channels: 8 int8 + one float16 scale = 10 bytes instead of 32.
         self.assertLess(held, 0.6 * full_held)
 
+    def test_quest_reads_a_part_of_the_full_cache(self):
+        # samples/configs/quest.textproto: 6 pages of 16 tokens read per kv head and decode step
+        # in layers 2-4, nothing evicted; SessionStats counts what the decode steps read.
+        config = self.sample.session_config(os.path.join(CONFIGS, "quest.textproto"), self.model)
+        prompt = self.reference["prompt_ids"]
+        steps = 200
+        with attnkit.Session(config) as session:
+            logits = self.sample.forward(self.model, session, prompt)
+            for _ in range(steps):
+                logits = self.sample.forward(self.model, session, [int(np.argmax(logits))])
+            stats = session.stats()
+            tokens = len(session.positions(0))
+        self.assertEqual(tokens, len(prompt) + steps)  # nothing evicted
+        self.assertGreater(stats.sparse_decode_tokens_held, 0)
+        # Each choice reads at most 6 * 16 = 96 tokens of a longer cache.
+        self.assertLess(stats.sparse_decode_tokens_read, stats.sparse_decode_tokens_held)
+        self.assertGreater(stats.sparse_decode_tokens_read, 0)
+
     def test_snapkv_holds_the_budget(self):
         generated, held, tokens = self.decode("snapkv.textproto", 160)
         # Budget: start 4 + intermediate 64 + recent 32, evicted in groups of 4.
