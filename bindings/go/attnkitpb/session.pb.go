@@ -509,8 +509,8 @@ func (x *SessionConfig) GetSparseDecode() *SparseDecode {
 // Quest's chunk_size). With grouped queries, a page's bound is the largest over the kv head's query
 // heads, and they all read the chosen pages (the reference is multi-head; see docs/algorithms.md).
 // Calls of more than one query (prefill, chunks) attend densely, as the reference's do. Composes
-// with eviction (the bounds follow the kept pages); runs on the host store (device CPU) over pages
-// in the session dtype (no kv_format quantization).
+// with eviction (the bounds follow the kept pages); runs on pages in the session dtype (no
+// kv_format quantization), on the CPU and on CUDA.
 type SparseDecode struct {
 	state         protoimpl.MessageState
 	sizeCache     protoimpl.SizeCache

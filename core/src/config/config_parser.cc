@@ -454,11 +454,6 @@ absl::Status ValidateSparseDecode(const SessionOptions& o) {
   ATTNKIT_RETURN_IF_ERROR(NonNegative(q.recent_pages, "", "sparse_decode.recent_pages"));
   ATTNKIT_RETURN_IF_ERROR(NonNegative(q.dense_layers, "", "sparse_decode.dense_layers"));
   if (!q.enabled()) return absl::OkStatus();
-  if (o.device == DeviceKind::kCUDA) {
-    return FieldError("", "sparse_decode",
-                      "runs on the host store only (device CPU); the CUDA store has no sparse "
-                      "decode yet");
-  }
   const KvDataType session_type = o.dtype == DType::kFloat16    ? KvDataType::kFloat16
                                   : o.dtype == DType::kBFloat16 ? KvDataType::kBFloat16
                                                                 : KvDataType::kFloat32;

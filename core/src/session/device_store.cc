@@ -8,6 +8,7 @@
 #include <ATen/Functions.h>
 
 #include "absl/strings/str_cat.h"
+#include "cpu/quest.h"
 #include "cuda/kernels.h"
 #include "session/kv_store.h"
 #include "session/rope.h"
@@ -37,6 +38,7 @@ class DeviceStore final : public KvStore {
     for (Layer& layer : layers_) {
       auto pool =
           std::make_unique<ArenaPagePool>(o.page_size, o.head_dim, StorageType(o.dtype), device);
+      if (o.sparse_decode.enabled()) pool->EnableKeySummaries();
       pools_.push_back(pool.get());
       layer.pool = std::move(pool);
     }
@@ -79,6 +81,7 @@ class DeviceStore final : public KvStore {
     AppendEach(layer, T, first_rotated, sequences, [&](int64_t, int64_t, HeadCache& cache) {
       for (int64_t t = 0; t < T; ++t, ++next) {
         const int64_t i = cache.length + t;
+        pool.TouchRow(cache.page_of(i, P), i % P);
         rows_index[next] = pool.KeyRowIndex(cache.page_of(i, P), i % P);
         rows_index[n + next] = pool.ValueRowIndex(cache.page_of(i, P), i % P);
       }
@@ -104,7 +107,12 @@ class DeviceStore final : public KvStore {
         sparse != nullptr && T >= sparse->options().min_sparse_length ? sparse
         : T >= kDenseEngineMinQueries                                 ? dense_.get()
                                                                       : nullptr;
-    if (T <= max_decode_queries() && FusedDecodeTakes()) {
+    if (T == 1 && pools_[layer_index]->key_summaries() &&
+        layer_index >= context_.options->sparse_decode.dense_layers) {
+      for (size_t i = 0; i < sequences.size(); ++i) {
+        QuestDecode(layer_index, sequences[i], static_cast<int64_t>(i), q[i], r);
+      }
+    } else if (T <= max_decode_queries() && FusedDecodeTakes()) {
       for (size_t i = 0; i < sequences.size(); ++i) {
         ATTNKIT_RETURN_IF_ERROR(FusedDecode(layer_index, sequences[i], i, q[i], r));
       }
@@ -123,6 +131,7 @@ class DeviceStore final : public KvStore {
     ArenaPagePool& pool = *pools_[layer_index];
     HeadCache& cache = layers_[layer_index].heads[index];
     cache.KeepPages(pool, kept, [&](int32_t src, int64_t src_row, int32_t dst, int64_t dst_row) {
+      pool.TouchRow(dst, dst_row);
       pool.QueueMove(pool.KeyRowIndex(src, src_row), pool.KeyRowIndex(dst, dst_row));
       pool.QueueMove(pool.ValueRowIndex(src, src_row), pool.ValueRowIndex(dst, dst_row));
     });
@@ -140,6 +149,7 @@ class DeviceStore final : public KvStore {
     for (int64_t i = 0; i < cache.length; ++i) {
       const int64_t delta = i - cache.rotated[i];
       if (delta == 0) continue;
+      pools_[layer_index]->TouchRow(cache.page_of(i, P), i % P);
       rows.push_back(pool.KeyRowIndex(cache.page_of(i, P), i % P));
       deltas.push_back(static_cast<double>(delta));
       cache.rotated[i] = i;
@@ -212,6 +222,102 @@ class DeviceStore final : public KvStore {
     if (r.window_rows.defined()) r.window_rows[i].select(1, 0).narrow(1, 0, max_len).copy_(scores);
     if (r.column_sums.defined()) r.column_sums[i].narrow(1, 0, max_len).copy_(scores);
     return absl::OkStatus();
+  }
+
+  // Quest (sparse_decode) for sequence b's decode query q_b [H, 1, d] (row i of the result), as
+  // tensor operations on the device: each kv head's stale page summaries rebuilt from its rows,
+  // the pages' bounds computed there and brought to the host, the pages chosen as the host store
+  // chooses them (kernels::QuestSelectPages), then exact attention over the chosen rows; the
+  // observation holds the probabilities of the rows read, zero elsewhere.
+  void QuestDecode(int layer_index, int64_t b, int64_t i, const at::Tensor& q_b, StepResult& r) {
+    const SessionOptions& o = *context_.options;
+    const SparseDecodeOptions& sd = o.sparse_decode;
+    const Layer& layer = layers_[layer_index];
+    ArenaPagePool& pool = *pools_[layer_index];
+    const int64_t G = o.num_heads / o.num_kv_heads, P = o.page_size;
+    const at::Tensor rows = pool.Rows();
+    for (int64_t h = 0; h < o.num_kv_heads; ++h) {
+      const HeadCache& cache = layer.heads[b * o.num_kv_heads + h];
+      const int64_t pages = static_cast<int64_t>(cache.pages.size());
+      const at::Tensor q = q_b.narrow(0, h * G, G).select(1, 0).to(at::kFloat);  // [G, d]
+      const int64_t to_read =
+          kernels::QuestPagesToRead(cache.length, pages, static_cast<int>(P), sd.token_budget,
+                                    sd.start_pages, sd.recent_pages);
+      std::vector<int64_t> read;  // slots of cache.pages, ascending
+      if (to_read < pages) {
+        UpdateSummaries(pool, cache);
+        std::vector<int64_t> page_ids(cache.pages.begin(), cache.pages.end());
+        const at::Tensor s = pool.summaries().index_select(0, IndexTensor(page_ids, device_));
+        const at::Tensor bounds = at::matmul(q.clamp_min(0), s.select(1, 1).t())
+                                      .add_(at::matmul(q.clamp_max(0), s.select(1, 0).t()))
+                                      .amax(0)
+                                      .to(at::kCPU)
+                                      .contiguous();
+        read = kernels::QuestSelectPages(bounds.data_ptr<float>(), pages, to_read, sd.start_pages,
+                                         sd.recent_pages);
+      } else {
+        for (int64_t p = 0; p < pages; ++p) read.push_back(p);
+      }
+      // The rows read: cache indices, and their key and value rows in the arena.
+      std::vector<int64_t> positions, index;
+      for (int64_t p : read) {
+        for (int64_t t = p * P; t < std::min(cache.length, (p + 1) * P); ++t)
+          positions.push_back(t);
+      }
+      const int64_t n = static_cast<int64_t>(positions.size());
+      index.resize(2 * n);
+      for (int64_t j = 0; j < n; ++j) {
+        const int32_t page = cache.page_of(positions[j], P);
+        index[j] = pool.KeyRowIndex(page, positions[j] % P);
+        index[n + j] = pool.ValueRowIndex(page, positions[j] % P);
+      }
+      if (to_read < pages) {
+        quest_read_ += n;
+        quest_held_ += cache.length;
+      }
+      const at::Tensor kv = rows.index_select(0, IndexTensor(index, device_)).to(at::kFloat);
+      const at::Tensor probs =
+          at::softmax(at::matmul(q, kv.narrow(0, 0, n).t()).mul_(o.scale), -1);  // [G, n]
+      r.out[i].narrow(0, h * G, G).select(1, 0).copy_(at::matmul(probs, kv.narrow(0, n, n)));
+      if (r.window_rows.defined() || r.column_sums.defined()) {
+        const at::Tensor where = IndexTensor(positions, device_);
+        if (r.window_rows.defined()) {
+          r.window_rows[i].narrow(0, h * G, G).select(1, 0).index_copy_(1, where, probs);
+        }
+        if (r.column_sums.defined()) {
+          r.column_sums[i].narrow(0, h * G, G).index_copy_(1, where, probs);
+        }
+      }
+    }
+  }
+
+  // Rebuilds the summaries of the head's pages whose rows changed since they were taken: their
+  // key rows gathered, the rows past each page's count masked, channel-wise min and max.
+  void UpdateSummaries(ArenaPagePool& pool, const HeadCache& cache) {
+    const int64_t P = pool.page_size();
+    std::vector<int64_t> stale, counts, index;
+    for (size_t p = 0; p < cache.pages.size(); ++p) {
+      const int32_t page = cache.pages[p];
+      const int64_t count = std::min<int64_t>(P, cache.length - static_cast<int64_t>(p) * P);
+      if (pool.summarized_rows(page) == count) continue;
+      pool.summarized_rows(page) = static_cast<int32_t>(count);
+      stale.push_back(page);
+      counts.push_back(count);
+      for (int64_t row = 0; row < P; ++row) index.push_back(pool.KeyRowIndex(page, row));
+    }
+    if (stale.empty()) return;
+    const int64_t m = static_cast<int64_t>(stale.size());
+    const at::Tensor keys = pool.Rows()
+                                .index_select(0, IndexTensor(index, device_))
+                                .to(at::kFloat)
+                                .view({m, P, pool.head_dim()});
+    const at::Tensor valid = at::arange(P, at::TensorOptions().dtype(at::kLong).device(device_))
+                                 .unsqueeze(0)
+                                 .lt(IndexTensor(counts, device_).unsqueeze(1))
+                                 .unsqueeze(2);  // [m, P, 1]
+    const at::Tensor lo = at::where(valid, keys, at::full({}, INFINITY, keys.options())).amin(1);
+    const at::Tensor hi = at::where(valid, keys, at::full({}, -INFINITY, keys.options())).amax(1);
+    pool.summaries().index_copy_(0, IndexTensor(stale, device_), at::stack({lo, hi}, 1));
   }
 
   std::vector<ArenaPagePool*> pools_;               // layers_[l].pool, typed

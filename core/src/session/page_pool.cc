@@ -136,6 +136,17 @@ void ArenaPagePool::Grow(int64_t min_pages) {
   // after the released ones, so reuse still comes first.
   std::rotate(free_.begin(), free_.end() - (pages - arena_pages_), free_.end());
   arena_pages_ = pages;
+  if (summaries_on_) ResizeSummaries();
+}
+
+void ArenaPagePool::ResizeSummaries() {
+  summary_rows_.resize(arena_pages_, 0);
+  const int64_t have = summary_tensor_.defined() ? summary_tensor_.size(0) : 0;
+  if (have == arena_pages_) return;
+  at::Tensor next = at::empty({arena_pages_, 2, head_dim_},
+                              at::TensorOptions().dtype(at::kFloat).device(device_));
+  if (have > 0) next.narrow(0, 0, have).copy_(summary_tensor_);
+  summary_tensor_ = next;
 }
 
 void ArenaPagePool::EnsureFree(int64_t pages) {
@@ -169,11 +180,16 @@ void ArenaPagePool::WritePages(const std::vector<int32_t>& pages, const char* in
   std::memcpy(host.data_ptr(), in, static_cast<size_t>(n * page_bytes()));
   arena_tensor_.view({arena_pages_, page_bytes()})
       .index_copy_(0, IndexTensor(Widen(pages), device_), host.to(device_));
+  for (int32_t page : pages) TouchRow(page, 0);
 }
 
 void ArenaPagePool::CopyPage(int32_t from, int32_t to) {
   at::Tensor pages = arena_tensor_.view({arena_pages_, page_bytes()});
   pages[to].copy_(pages[from]);
+  if (summaries_on_) {
+    summary_rows_[to] = summary_rows_[from];
+    summary_tensor_[to].copy_(summary_tensor_[from]);
+  }
 }
 
 at::Tensor ArenaPagePool::Rows() const {

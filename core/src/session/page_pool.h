@@ -58,6 +58,24 @@ class PagePool {
   virtual bool Frozen(int32_t page) const { return false; }
   virtual void CopyPage(int32_t from, int32_t to) = 0;
 
+  // Quest's page summaries (sparse decode): per page, the channel-wise minimum and maximum of its
+  // first summarized_rows(page) key rows, kept by the layout ([2, head_dim] floats: host memory in
+  // ChunkedPagePool::key_summary, a device tensor in ArenaPagePool::summaries). Off until
+  // EnableKeySummaries(). Whoever writes a key row calls TouchRow: a row the summary covers drops
+  // it whole (a minimum cannot forget a row), a later row leaves it to be extended. WritePages
+  // drops the pages' summaries, CopyPage copies one, a fork's pool starts with copies of them (its
+  // frozen pages hold the same rows). A page cut short (eviction) has a summary of more rows than
+  // it holds: readers rebuild such a summary from row 0.
+  void EnableKeySummaries() {
+    summaries_on_ = true;
+    ResizeSummaries();
+  }
+  bool key_summaries() const { return summaries_on_; }
+  int32_t& summarized_rows(int32_t page) { return summary_rows_[page]; }
+  void TouchRow(int32_t page, int64_t row) {
+    if (summaries_on_ && summary_rows_[page] > row) summary_rows_[page] = 0;
+  }
+
  protected:
   PagePool(int page_size, int head_dim, at::ScalarType dtype);
   // Keys and values in their own formats: a page's keys take key_page_bytes, its values
@@ -65,6 +83,11 @@ class PagePool {
   PagePool(int page_size, int head_dim, int64_t key_page_bytes, int64_t value_page_bytes);
   // Adds at least one page id to free_ (called when it is empty).
   virtual void AddPages() = 0;
+  // Sizes the summaries (and summary_rows_) to the page ids there are, keeping the existing ones.
+  virtual void ResizeSummaries() = 0;
+
+  bool summaries_on_ = false;
+  std::vector<int32_t> summary_rows_;  // per page id
 
   int page_size_, head_dim_;
   at::ScalarType dtype_;
@@ -97,24 +120,9 @@ class ChunkedPagePool final : public PagePool {
   bool Frozen(int32_t page) const override { return page < frozen_pages_; }
   void CopyPage(int32_t from, int32_t to) override;
 
-  // Quest's page summaries (sparse decode): per page, the channel-wise minimum and maximum of its
-  // first summarized_rows(page) key rows, [2, head_dim] floats at key_summary(page). Off until
-  // EnableKeySummaries(). Whoever writes a key row calls TouchRow: a row the summary covers drops
-  // it whole (a minimum cannot forget a row), a later row leaves it to be extended. WritePages
-  // drops the pages' summaries, CopyPage copies one, a fork's pool starts with copies of them (its
-  // frozen pages hold the same rows). A page cut short (eviction) has a summary of more rows than
-  // it holds: readers rebuild such a summary from row 0.
-  void EnableKeySummaries() {
-    summaries_on_ = true;
-    ResizeSummaries();
-  }
-  bool key_summaries() const { return summaries_on_; }
-  int32_t& summarized_rows(int32_t page) { return summary_rows_[page]; }
+  // Quest's page summary, [2, head_dim] floats (see PagePool::EnableKeySummaries).
   float* key_summary(int32_t page) {
     return summaries_.data() + static_cast<int64_t>(page) * 2 * head_dim_;
-  }
-  void TouchRow(int32_t page, int64_t row) {
-    if (summaries_on_ && summary_rows_[page] > row) summary_rows_[page] = 0;
   }
 
   // Copy-on-write sharing for Session::Fork: every page this pool has (in use or free) becomes
@@ -137,16 +145,14 @@ class ChunkedPagePool final : public PagePool {
     return chunks[page / pages_per_chunk_] + (page % pages_per_chunk_) * bytes;
   }
 
-  void ResizeSummaries();
+  void ResizeSummaries() override;
 
   int32_t pages_per_chunk_;
   std::vector<at::Tensor> chunks_;  // owners of the memory below
   std::vector<char*> key_chunks_, value_chunks_;
   std::shared_ptr<const FrozenChunks> frozen_;
-  int32_t frozen_pages_ = 0;  // a multiple of pages_per_chunk_
-  bool summaries_on_ = false;
-  std::vector<int32_t> summary_rows_;  // per page id
-  std::vector<float> summaries_;       // per page id: [2, head_dim]
+  int32_t frozen_pages_ = 0;      // a multiple of pages_per_chunk_
+  std::vector<float> summaries_;  // per page id: [2, head_dim]
 };
 
 class ArenaPagePool final : public PagePool {
@@ -179,9 +185,12 @@ class ArenaPagePool final : public PagePool {
   void ReadPages(const std::vector<int32_t>& pages, char* out) const override;
   void WritePages(const std::vector<int32_t>& pages, const char* in) override;
   void CopyPage(int32_t from, int32_t to) override;
+  // Quest's page summaries: float32 [pages_reserved(), 2, head_dim] on device().
+  at::Tensor& summaries() { return summary_tensor_; }
 
  private:
   void AddPages() override { Grow(arena_pages_ + 1); }
+  void ResizeSummaries() override;
   void Grow(int64_t min_pages);
   char* ArenaBase() const { return static_cast<char*>(arena_tensor_.data_ptr()); }
 
@@ -189,6 +198,7 @@ class ArenaPagePool final : public PagePool {
   int32_t min_grow_pages_;
   at::Tensor arena_tensor_;  // [arena_pages_ * page_bytes()] bytes
   int64_t arena_pages_ = 0;
+  at::Tensor summary_tensor_;
   std::vector<int64_t> pending_from_, pending_to_;
 };
 

@@ -6,6 +6,7 @@
 // bits), and the config's validation.
 #include <cmath>
 #include <cstdio>
+#include <tuple>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,7 @@
 #include "attnkit/session/session.h"
 #include "cpu/paged_attention.h"
 #include "cpu/quest.h"
+#include "session/session_testing.h"
 
 namespace attnkit {
 namespace {
@@ -24,11 +26,14 @@ namespace {
 using kernels::QuestPagesToRead;
 using kernels::QuestReferencePages;
 
-std::unique_ptr<Session> MakeSession(const std::string& text) {
+// A session on the host store, or (tensor_path) on the device store's tensor path (what CUDA
+// sessions run) on the CPU.
+std::unique_ptr<Session> MakeSession(const std::string& text, bool tensor_path = false) {
   auto options = ParseSessionConfig(text, true);
   EXPECT_TRUE(options.ok()) << options.status();
   if (!options.ok()) return nullptr;
-  auto session = Session::Create(*options);
+  auto session = tensor_path ? session::CreateTensorPathSessionForTesting(*options)
+                             : Session::Create(*options);
   EXPECT_TRUE(session.ok()) << session.status();
   return session.ok() ? std::move(*session) : nullptr;
 }
@@ -123,7 +128,7 @@ TEST(QuestPagesTest, PagesToReadFollowsTheReference) {
 // A session's decode output against exact attention over the reference's pages: every step's
 // kv head h reads the pages QuestReferencePages picks for its query heads over the keys it holds
 // (the history rows at Positions()).
-class QuestSessionTest : public ::testing::Test {
+class QuestSessionTest : public ::testing::TestWithParam<bool> {
  protected:
   static constexpr int kHeads = 4, kKvHeads = 2, kDim = 16, kPage = 4;
 
@@ -159,7 +164,7 @@ class QuestSessionTest : public ::testing::Test {
   // history tensors' second half); checks every step against Expected.
   void Run(const std::string& config, int64_t prompt, int steps, int64_t budget, int64_t start,
            int64_t recent, int dense_layers) {
-    session_ = MakeSession(config);
+    session_ = MakeSession(config, GetParam());
     Session* s = session_.get();
     ASSERT_NE(s, nullptr);
     at::manual_seed(11);
@@ -206,7 +211,7 @@ class QuestSessionTest : public ::testing::Test {
   std::unique_ptr<Session> session_;
 };
 
-TEST_F(QuestSessionTest, DecodeReadsTheReferencePages) {
+TEST_P(QuestSessionTest, DecodeReadsTheReferencePages) {
   Run(Config("sparse_decode { token_budget: 16 }"), 61, 12, 16, 0, 0, 0);
   EXPECT_EQ(checked_, 24);
   // Every decode attention read 4 pages of 4 (the last one partial while the length is not a
@@ -222,13 +227,13 @@ TEST_F(QuestSessionTest, DecodeReadsTheReferencePages) {
   EXPECT_GE(stats.sparse_decode_tokens_read, read_at_most - 4 * 12 * 3);
 }
 
-TEST_F(QuestSessionTest, StartRecentPagesAndDenseLayers) {
+TEST_P(QuestSessionTest, StartRecentPagesAndDenseLayers) {
   Run(Config("sparse_decode { token_budget: 20 start_pages: 1 recent_pages: 2 dense_layers: 1 }"),
       70, 10, 20, 1, 2, 1);
   EXPECT_EQ(checked_, 20);
 }
 
-TEST_F(QuestSessionTest, ComposesWithEviction) {
+TEST_P(QuestSessionTest, ComposesWithEviction) {
   // H2O reads every step's column sums, which come from the pages read (zero elsewhere); the
   // kept sets differ per kv head and the expectation follows Positions().
   Run(Config("eviction { enabled: true algorithm: H2O granularity: PER_TOKEN per_head: true "
@@ -238,7 +243,7 @@ TEST_F(QuestSessionTest, ComposesWithEviction) {
   EXPECT_EQ(checked_, 60);
 }
 
-TEST_F(QuestSessionTest, CacheShorterThanTheBudgetFollowsTheReference) {
+TEST_P(QuestSessionTest, CacheShorterThanTheBudgetFollowsTheReference) {
   // The reference reads min(L, budget) // page_size pages: a 41-token cache reads 10 of its 11.
   Run(Config("sparse_decode { token_budget: 4096 }"), 40, 5, 4096, 0, 0, 0);
   EXPECT_EQ(checked_, 10);
@@ -247,13 +252,15 @@ TEST_F(QuestSessionTest, CacheShorterThanTheBudgetFollowsTheReference) {
 // Page summaries follow every write: a session whose summaries are all rebuilt (a Load() of its
 // blob) and a fork that shares its pages must decode the same bits as the session, through
 // eviction that moves rows and re-rotation that changes keys.
-class QuestSummaryTest : public ::testing::TestWithParam<const char*> {};
+// (eviction config, tensor path)
+class QuestSummaryTest : public ::testing::TestWithParam<std::tuple<const char*, bool>> {};
 
 TEST_P(QuestSummaryTest, LoadedCopyAndForkDecodeTheSameBits) {
   const std::string config =
       std::string("num_layers: 1 num_heads: 4 num_kv_heads: 2 head_dim: 16 page_size: 4 ") +
-      GetParam() + " sparse_decode { token_budget: 12 recent_pages: 1 }";
-  auto s = MakeSession(config);
+      std::get<0>(GetParam()) + " sparse_decode { token_budget: 12 recent_pages: 1 }";
+  const bool tensor_path = std::get<1>(GetParam());
+  auto s = MakeSession(config, tensor_path);
   ASSERT_NE(s, nullptr);
   at::manual_seed(5);
   auto step = [](Session& session, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
@@ -267,7 +274,7 @@ TEST_P(QuestSummaryTest, LoadedCopyAndForkDecodeTheSameBits) {
   for (int i = 0; i < 24; ++i) {
     auto blob = s->Save();
     ASSERT_TRUE(blob.ok()) << blob.status();
-    auto loaded = MakeSession(config);
+    auto loaded = MakeSession(config, tensor_path);
     ASSERT_TRUE(loaded->Load(*blob).ok());
     auto fork = s->Fork();
     ASSERT_TRUE(fork.ok()) << fork.status();
@@ -284,14 +291,22 @@ TEST_P(QuestSummaryTest, LoadedCopyAndForkDecodeTheSameBits) {
 
 INSTANTIATE_TEST_SUITE_P(
     Evictions, QuestSummaryTest,
-    ::testing::Values(
-        // Rows move and every kept key turns (re-rotation) every 5th step.
-        "rope { theta: 10000 } eviction { enabled: true algorithm: SNAPKV granularity: PER_TOKEN "
-        "rerotate_keys: true start_tokens: 4 intermediate_tokens: 30 recent_tokens: 6 "
-        "window_size: 4 schedule { interval_steps: 5 } }",
-        // One token per kv head out every step: pages cut short, then appended to again.
-        "eviction { enabled: true algorithm: H2O granularity: PER_TOKEN per_head: true "
-        "start_tokens: 4 intermediate_tokens: 30 recent_tokens: 6 }"));
+    ::testing::Combine(
+        ::testing::Values(
+            // Rows move and every kept key turns (re-rotation) every 5th step.
+            "rope { theta: 10000 } eviction { enabled: true algorithm: SNAPKV granularity: "
+            "PER_TOKEN "
+            "rerotate_keys: true start_tokens: 4 intermediate_tokens: 30 recent_tokens: 6 "
+            "window_size: 4 schedule { interval_steps: 5 } }",
+            // One token per kv head out every step: pages cut short, then appended to again.
+            "eviction { enabled: true algorithm: H2O granularity: PER_TOKEN per_head: true "
+            "start_tokens: 4 intermediate_tokens: 30 recent_tokens: 6 }"),
+        ::testing::Bool()));
+
+INSTANTIATE_TEST_SUITE_P(Stores, QuestSessionTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "TensorPath" : "HostStore";
+                         });
 
 TEST(QuestConfigTest, BadValuesNameTheField) {
   const std::string shape = "num_layers: 1 num_heads: 4 num_kv_heads: 2 head_dim: 16 ";
@@ -306,7 +321,6 @@ TEST(QuestConfigTest, BadValuesNameTheField) {
            {"sparse_decode { token_budget: 64 } kv_format { keys: INT8 values: INT8 }",
             "sparse_decode"},
            {"sparse_decode { token_budget: 64 } kv_format { keys: BF16 }", "sparse_decode"},
-           {"sparse_decode { token_budget: 64 } device: CUDA", "sparse_decode"},
        }) {
     auto options = ParseSessionConfig(shape + c.extra, true);
     ASSERT_FALSE(options.ok()) << c.extra;
