@@ -80,6 +80,16 @@ TEST(CudaSession, MatchesTheCpuSession) {
                "STREAMING_LLM granularity: PER_TOKEN start_tokens: 4 intermediate_tokens: 0 "
                "recent_tokens: 124 rerotate_keys: true }",
        at::kBFloat16, 2e-2},
+      // Quest: the device store's tensor path against the host store's kernel, same pages.
+      {"fp32 quest",
+       shape + "sparse_decode { token_budget: 160 start_pages: 1 recent_pages: 1 }", at::kFloat,
+       1e-4},
+      {"bf16 quest with snapkv",
+       shape +
+           "dtype: BFLOAT16 sparse_decode { token_budget: 64 } eviction { enabled: true "
+           "algorithm: SNAPKV granularity: PER_TOKEN window_size: 8 " +
+           budget + "}",
+       at::kBFloat16, 2e-2},
       {"bf16 tri-shape prefill",
        shape + "dtype: BFLOAT16 sparse_attention { mode: TRI_SHAPE "
                "block_size: 128 recent_size: 256 last_query_size: 64 "
