@@ -106,7 +106,11 @@ __attribute__((target("avx512f"))) float PageBoundAvx512(const float* pos, const
       a0 = _mm512_fmadd_ps(_mm512_loadu_ps(n + c), _mm512_loadu_ps(lo + c), a0);
       a1 = _mm512_fmadd_ps(_mm512_loadu_ps(n + c + 16), _mm512_loadu_ps(lo + c + 16), a1);
     }
-    float acc = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    // Lanes summed through memory: GCC 12's _mm512_reduce_add_ps trips -Wmaybe-uninitialized.
+    alignas(64) float lanes[16];
+    _mm512_store_ps(lanes, _mm512_add_ps(a0, a1));
+    float acc = 0.0f;
+    for (float x : lanes) acc += x;
     for (; c < d; ++c) acc += p[c] * hi[c] + n[c] * lo[c];
     best = std::max(best, acc);
   }
