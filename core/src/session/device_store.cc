@@ -109,8 +109,18 @@ class DeviceStore final : public KvStore {
                                                                       : nullptr;
     if (T == 1 && pools_[layer_index]->key_summaries() &&
         layer_index >= context_.options->sparse_decode.dense_layers) {
+      // Without an observation the fused kernel reads the chosen pages (CUDA, 16-bit pages);
+      // otherwise tensor operations over the gathered rows give the probabilities too.
+      const bool observe = r.window_rows.defined() || r.column_sums.defined();
       for (size_t i = 0; i < sequences.size(); ++i) {
-        QuestDecode(layer_index, sequences[i], static_cast<int64_t>(i), q[i], r);
+        const std::vector<std::vector<int64_t>> read =
+            ChooseQuestPages(layer_index, sequences[i], q[i]);
+        if (!observe && FusedDecodeTakes()) {
+          ATTNKIT_RETURN_IF_ERROR(
+              FusedDecode(layer_index, sequences[i], static_cast<int64_t>(i), q[i], r, &read));
+        } else {
+          QuestAttend(layer_index, sequences[i], static_cast<int64_t>(i), q[i], r, read);
+        }
       }
     } else if (T <= max_decode_queries() && FusedDecodeTakes()) {
       for (size_t i = 0; i < sequences.size(); ++i) {
@@ -180,8 +190,10 @@ class DeviceStore final : public KvStore {
   // the arena's pages.
   // With a policy observing, every query head gets its own row of page pointers (its kv head's
   // pages), so the kernel's score rows are the per-head probabilities the policy reads.
+  // With `read` (Quest, no observation): kv head h's table row holds only the pages at slots
+  // read[h] (ascending, so a partial last page stays last) and its length is their tokens.
   absl::Status FusedDecode(int layer_index, int64_t b, int64_t i, const at::Tensor& q_b,
-                           StepResult& r) {
+                           StepResult& r, const std::vector<std::vector<int64_t>>* read = nullptr) {
     const SessionOptions& o = *context_.options;
     const Layer& layer = layers_[layer_index];
     const ArenaPagePool& pool = *pools_[layer_index];
@@ -198,10 +210,27 @@ class DeviceStore final : public KvStore {
     std::vector<int64_t> table(rows * (max_pages + 1), 0);
     for (int64_t row = 0; row < rows; ++row) {
       const HeadCache& cache = layer.heads[b * o.num_kv_heads + (observe ? row / G : row)];
+      if (read != nullptr && !observe) {
+        int64_t length = 0;
+        const std::vector<int64_t>& slots = (*read)[row];
+        for (size_t p = 0; p < slots.size(); ++p) {
+          const int64_t slot = slots[p];
+          table[row * max_pages + p] = reinterpret_cast<int64_t>(pool.Keys(cache.pages[slot]));
+          length += std::min<int64_t>(o.page_size, cache.length - slot * o.page_size);
+        }
+        table[rows * max_pages + row] = length;
+        continue;
+      }
       for (size_t p = 0; p < cache.pages.size(); ++p) {
         table[row * max_pages + p] = reinterpret_cast<int64_t>(pool.Keys(cache.pages[p]));
       }
       table[rows * max_pages + row] = cache.length;
+    }
+    if (read != nullptr && !observe) {  // the longest row read, not the longest cache
+      max_len = 0;
+      for (int64_t row = 0; row < rows; ++row) {
+        max_len = std::max(max_len, table[rows * max_pages + row]);
+      }
     }
     const at::Tensor device_table = IndexTensor(table, device_);
     cuda::PagedCache cache;
@@ -224,43 +253,71 @@ class DeviceStore final : public KvStore {
     return absl::OkStatus();
   }
 
-  // Quest (sparse_decode) for sequence b's decode query q_b [H, 1, d] (row i of the result), as
-  // tensor operations on the device: each kv head's stale page summaries rebuilt from its rows,
-  // the pages' bounds computed there and brought to the host, the pages chosen as the host store
-  // chooses them (kernels::QuestSelectPages), then exact attention over the chosen rows; the
-  // observation holds the probabilities of the rows read, zero elsewhere.
-  void QuestDecode(int layer_index, int64_t b, int64_t i, const at::Tensor& q_b, StepResult& r) {
+  // Quest's choice (sparse_decode) for sequence b's decode query q_b [H, 1, d]: per kv head the
+  // slots of its pages to read, ascending (every slot when the budget covers the cache). Each
+  // head's stale page summaries are rebuilt from its rows, the bounds of every head are computed
+  // on the device and come to the host in one copy, and the pages are chosen as the host store
+  // chooses them (kernels::QuestSelectPages).
+  std::vector<std::vector<int64_t>> ChooseQuestPages(int layer_index, int64_t b,
+                                                     const at::Tensor& q_b) {
     const SessionOptions& o = *context_.options;
     const SparseDecodeOptions& sd = o.sparse_decode;
     const Layer& layer = layers_[layer_index];
     ArenaPagePool& pool = *pools_[layer_index];
     const int64_t G = o.num_heads / o.num_kv_heads, P = o.page_size;
-    const at::Tensor rows = pool.Rows();
+    std::vector<std::vector<int64_t>> read(o.num_kv_heads);
+    std::vector<int64_t> choosing, to_read(o.num_kv_heads);
+    std::vector<at::Tensor> bounds;
     for (int64_t h = 0; h < o.num_kv_heads; ++h) {
       const HeadCache& cache = layer.heads[b * o.num_kv_heads + h];
       const int64_t pages = static_cast<int64_t>(cache.pages.size());
-      const at::Tensor q = q_b.narrow(0, h * G, G).select(1, 0).to(at::kFloat);  // [G, d]
-      const int64_t to_read =
-          kernels::QuestPagesToRead(cache.length, pages, static_cast<int>(P), sd.token_budget,
-                                    sd.start_pages, sd.recent_pages);
-      std::vector<int64_t> read;  // slots of cache.pages, ascending
-      if (to_read < pages) {
-        UpdateSummaries(pool, cache);
-        std::vector<int64_t> page_ids(cache.pages.begin(), cache.pages.end());
-        const at::Tensor s = pool.summaries().index_select(0, IndexTensor(page_ids, device_));
-        const at::Tensor bounds = at::matmul(q.clamp_min(0), s.select(1, 1).t())
-                                      .add_(at::matmul(q.clamp_max(0), s.select(1, 0).t()))
-                                      .amax(0)
-                                      .to(at::kCPU)
-                                      .contiguous();
-        read = kernels::QuestSelectPages(bounds.data_ptr<float>(), pages, to_read, sd.start_pages,
-                                         sd.recent_pages);
-      } else {
-        for (int64_t p = 0; p < pages; ++p) read.push_back(p);
+      to_read[h] = kernels::QuestPagesToRead(cache.length, pages, static_cast<int>(P),
+                                             sd.token_budget, sd.start_pages, sd.recent_pages);
+      if (to_read[h] >= pages) {
+        for (int64_t p = 0; p < pages; ++p) read[h].push_back(p);
+        continue;
       }
+      UpdateSummaries(pool, cache);
+      const std::vector<int64_t> page_ids(cache.pages.begin(), cache.pages.end());
+      const at::Tensor s = pool.summaries().index_select(0, IndexTensor(page_ids, device_));
+      const at::Tensor q = q_b.narrow(0, h * G, G).select(1, 0).to(at::kFloat);  // [G, d]
+      bounds.push_back(at::matmul(q.clamp_min(0), s.select(1, 1).t())
+                           .add_(at::matmul(q.clamp_max(0), s.select(1, 0).t()))
+                           .amax(0));
+      choosing.push_back(h);
+    }
+    if (choosing.empty()) return read;
+    const at::Tensor host = at::cat(bounds).to(at::kCPU).contiguous();
+    const float* all = host.data_ptr<float>();
+    for (const int64_t h : choosing) {
+      const HeadCache& cache = layer.heads[b * o.num_kv_heads + h];
+      const int64_t pages = static_cast<int64_t>(cache.pages.size());
+      read[h] = kernels::QuestSelectPages(all, pages, to_read[h], sd.start_pages, sd.recent_pages);
+      all += pages;
+      int64_t n = 0;
+      for (const int64_t p : read[h]) n += std::min<int64_t>(P, cache.length - p * P);
+      quest_read_ += n;
+      quest_held_ += cache.length;
+    }
+    return read;
+  }
+
+  // Exact attention of sequence b's decode query over the pages `read` (ChooseQuestPages) as
+  // tensor operations on the device (row i of the result); the observation holds the
+  // probabilities of the rows read, zero elsewhere.
+  void QuestAttend(int layer_index, int64_t b, int64_t i, const at::Tensor& q_b, StepResult& r,
+                   const std::vector<std::vector<int64_t>>& read) {
+    const SessionOptions& o = *context_.options;
+    const Layer& layer = layers_[layer_index];
+    const ArenaPagePool& pool = *pools_[layer_index];
+    const int64_t G = o.num_heads / o.num_kv_heads, P = o.page_size;
+    const at::Tensor rows = pool.Rows();
+    for (int64_t h = 0; h < o.num_kv_heads; ++h) {
+      const HeadCache& cache = layer.heads[b * o.num_kv_heads + h];
+      const at::Tensor q = q_b.narrow(0, h * G, G).select(1, 0).to(at::kFloat);  // [G, d]
       // The rows read: cache indices, and their key and value rows in the arena.
       std::vector<int64_t> positions, index;
-      for (int64_t p : read) {
+      for (const int64_t p : read[h]) {
         for (int64_t t = p * P; t < std::min(cache.length, (p + 1) * P); ++t)
           positions.push_back(t);
       }
@@ -270,10 +327,6 @@ class DeviceStore final : public KvStore {
         const int32_t page = cache.page_of(positions[j], P);
         index[j] = pool.KeyRowIndex(page, positions[j] % P);
         index[n + j] = pool.ValueRowIndex(page, positions[j] % P);
-      }
-      if (to_read < pages) {
-        quest_read_ += n;
-        quest_held_ += cache.length;
       }
       const at::Tensor kv = rows.index_select(0, IndexTensor(index, device_)).to(at::kFloat);
       const at::Tensor probs =

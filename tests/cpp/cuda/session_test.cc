@@ -81,9 +81,12 @@ TEST(CudaSession, MatchesTheCpuSession) {
                "recent_tokens: 124 rerotate_keys: true }",
        at::kBFloat16, 2e-2},
       // Quest: the device store's tensor path against the host store's kernel, same pages.
-      {"fp32 quest",
-       shape + "sparse_decode { token_budget: 160 start_pages: 1 recent_pages: 1 }", at::kFloat,
-       1e-4},
+      {"fp32 quest", shape + "sparse_decode { token_budget: 160 start_pages: 1 recent_pages: 1 }",
+       at::kFloat, 1e-4},
+      // bf16 without an observation: the fused kernel over a table of the chosen pages.
+      {"bf16 quest (fused kernel)",
+       shape + "dtype: BFLOAT16 sparse_decode { token_budget: 160 start_pages: 1 }", at::kBFloat16,
+       2e-2},
       {"bf16 quest with snapkv",
        shape +
            "dtype: BFLOAT16 sparse_decode { token_budget: 64 } eviction { enabled: true "
