@@ -189,6 +189,12 @@ std::vector<int64_t> QuestSelectPages(const float* bounds, int64_t pages, int64_
   return out;
 }
 
+int64_t TokensInPages(const std::vector<int64_t>& slots, int64_t length, int page_size) {
+  int64_t n = 0;
+  for (const int64_t p : slots) n += std::min<int64_t>(page_size, length - p * page_size);
+  return n;
+}
+
 at::Tensor QuestReferencePages(const at::Tensor& q_in, const at::Tensor& keys_in, int64_t page_size,
                                int64_t token_budget, int64_t start_pages, int64_t recent_pages) {
   const at::Tensor q = q_in.to(at::kFloat), keys = keys_in.to(at::kFloat);

@@ -51,6 +51,10 @@ int64_t QuestPagesToRead(int64_t length, int64_t pages, int page_size, int64_t t
 std::vector<int64_t> QuestSelectPages(const float* bounds, int64_t pages, int64_t to_read,
                                       int64_t start_pages, int64_t recent_pages);
 
+// Tokens in the pages at `slots` of a cache of `length` tokens in pages of `page_size` (the last
+// page may be partial).
+int64_t TokensInPages(const std::vector<int64_t>& slots, int64_t length, int page_size);
+
 // Plain ATen reference of the whole selection: q [rows, d] (the query heads of one kv head, after
 // RoPE), keys [L, d] (that kv head's cache, the step's own key included): a bool [pages] tensor
 // marking the pages read. Follows the reference's arithmetic (per-chunk amax of keys times the

@@ -107,8 +107,7 @@ class DeviceStore final : public KvStore {
         sparse != nullptr && T >= sparse->options().min_sparse_length ? sparse
         : T >= kDenseEngineMinQueries                                 ? dense_.get()
                                                                       : nullptr;
-    if (T == 1 && pools_[layer_index]->key_summaries() &&
-        layer_index >= context_.options->sparse_decode.dense_layers) {
+    if (QuestStep(layer_index, T)) {
       // Without an observation the fused kernel reads the chosen pages (CUDA, 16-bit pages);
       // otherwise tensor operations over the gathered rows give the probabilities too.
       const bool observe = r.window_rows.defined() || r.column_sums.defined();
@@ -211,14 +210,11 @@ class DeviceStore final : public KvStore {
     for (int64_t row = 0; row < rows; ++row) {
       const HeadCache& cache = layer.heads[b * o.num_kv_heads + (observe ? row / G : row)];
       if (read != nullptr && !observe) {
-        int64_t length = 0;
         const std::vector<int64_t>& slots = (*read)[row];
         for (size_t p = 0; p < slots.size(); ++p) {
-          const int64_t slot = slots[p];
-          table[row * max_pages + p] = reinterpret_cast<int64_t>(pool.Keys(cache.pages[slot]));
-          length += std::min<int64_t>(o.page_size, cache.length - slot * o.page_size);
+          table[row * max_pages + p] = reinterpret_cast<int64_t>(pool.Keys(cache.pages[slots[p]]));
         }
-        table[rows * max_pages + row] = length;
+        table[rows * max_pages + row] = kernels::TokensInPages(slots, cache.length, o.page_size);
         continue;
       }
       for (size_t p = 0; p < cache.pages.size(); ++p) {
@@ -294,9 +290,7 @@ class DeviceStore final : public KvStore {
       const int64_t pages = static_cast<int64_t>(cache.pages.size());
       read[h] = kernels::QuestSelectPages(all, pages, to_read[h], sd.start_pages, sd.recent_pages);
       all += pages;
-      int64_t n = 0;
-      for (const int64_t p : read[h]) n += std::min<int64_t>(P, cache.length - p * P);
-      quest_read_ += n;
+      quest_read_ += kernels::TokensInPages(read[h], cache.length, static_cast<int>(P));
       quest_held_ += cache.length;
     }
     return read;

@@ -579,9 +579,7 @@ class HostStore final : public KvStore {
     const Layer& layer = layers_[layer_index];
     ChunkedPagePool& pool = *pools_[layer_index];
     const int64_t T = qf.size(2), G = o.num_heads / o.num_kv_heads;
-    // Quest: one query per sequence, past the dense layers, on pages that keep their summaries.
-    const bool quest = T == 1 && pool.key_summaries() &&
-                       layer_index >= context_.options->sparse_decode.dense_layers;
+    const bool quest = QuestStep(layer_index, T);
     const int64_t max_len = r.window_rows.defined()   ? r.window_rows.size(3)
                             : r.column_sums.defined() ? r.column_sums.size(2)
                                                       : 0;
@@ -604,10 +602,7 @@ class HostStore final : public KvStore {
         // The tokens read: every cached one, or those of the pages Quest chose.
         int64_t length = cache.length;
         if (!read.empty()) {
-          length = 0;
-          for (int64_t p : read) {
-            length += std::min<int64_t>(o.page_size, cache.length - p * o.page_size);
-          }
+          length = kernels::TokensInPages(read, cache.length, o.page_size);
           quest_read += length;
           quest_held += cache.length;
         }

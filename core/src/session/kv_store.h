@@ -173,6 +173,12 @@ class KvStore {
     std::vector<HeadCache> heads;  // [batch * num_kv_heads]
     std::vector<int64_t> seen;     // tokens appended per sequence
   };
+  // Whether a call of T queries on `layer` runs Quest (sparse_decode): one query per sequence,
+  // past the dense layers, on pages that keep their summaries.
+  bool QuestStep(int layer, int64_t T) const {
+    return T == 1 && layers_[layer].pool->key_summaries() &&
+           layer >= context_.options->sparse_decode.dense_layers;
+  }
   // `layer`'s per-head state, created on its first use (every Append starts with this).
   Layer& Materialize(int layer);
   static const HeadCache& EmptyHead();
