@@ -5,7 +5,6 @@
 #ifndef ATTNKIT_CONFIG_H_
 #define ATTNKIT_CONFIG_H_
 
-#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -174,11 +173,6 @@ struct SparseDecodeOptions {
   int recent_pages = 0;
   int dense_layers = 0;
   bool enabled() const { return token_budget > 0; }
-  // Pages a decode step reads per kv head (before the start and recent ones): Quest's
-  // min(max(3, token_budget // page_size), pages).
-  int64_t budget_pages(int page_size) const {
-    return std::max<int64_t>(3, token_budget / page_size);
-  }
 };
 
 struct SessionOptions {

@@ -454,10 +454,9 @@ absl::Status ValidateSparseDecode(const SessionOptions& o) {
   ATTNKIT_RETURN_IF_ERROR(NonNegative(q.recent_pages, "", "sparse_decode.recent_pages"));
   ATTNKIT_RETURN_IF_ERROR(NonNegative(q.dense_layers, "", "sparse_decode.dense_layers"));
   if (!q.enabled()) return absl::OkStatus();
-  const KvDataType session_type = o.dtype == DType::kFloat16    ? KvDataType::kFloat16
-                                  : o.dtype == DType::kBFloat16 ? KvDataType::kBFloat16
-                                                                : KvDataType::kFloat32;
-  if (o.key_type() != session_type || o.value_type() != session_type) {
+  SessionOptions native = o;  // the same session without a kv_format: the session dtype's pages
+  native.kv_format = KvFormatOptions{};
+  if (o.key_type() != native.key_type() || o.value_type() != native.value_type()) {
     return FieldError("", "sparse_decode",
                       "needs pages in the session dtype (no kv_format: its page bounds are kept "
                       "for plain pages only)");
