@@ -33,6 +33,11 @@ absl::Status Create(absl::string_view data, bool text, int32_t num_layers, int32
   *out = nullptr;
   auto options = attnkit::ParseEvictionConfig(data, text);
   if (!options.ok()) return options.status();
+  if (options->cache_merging) {
+    return absl::InvalidArgumentError(
+        "cache_merging: CaM writes merged values into the cache, which a policy object does not "
+        "hold; configure it on a session (attnkit_session_create)");
+  }
   auto policy = attnkit::EvictionPolicy::Create(*options, num_layers, num_heads, num_kv_heads);
   if (!policy.ok()) return policy.status();
   *out =

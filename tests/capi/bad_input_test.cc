@@ -1080,6 +1080,14 @@ void AddMisuseCases(std::vector<Case>* cases) {
       },
       Error({"num_heads", "at most"}));
   add(
+      "eviction_policy_create: cache_merging needs a session",
+      [] {
+        const std::string text = std::string(kH2O) + " cache_merging { merge_budget: 4 }";
+        attnkit_eviction_policy* p = nullptr;
+        return attnkit_eviction_policy_create_from_text(text.data(), text.size(), 2, 4, 2, &p);
+      },
+      Error({"cache_merging", "session"}));
+  add(
       "eviction_policy_create: NULL out",
       [] { return attnkit_eviction_policy_create_from_text(kH2O, strlen(kH2O), 2, 4, 2, nullptr); },
       Error({"out", "NULL"}));

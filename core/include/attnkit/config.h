@@ -88,6 +88,11 @@ struct EvictionOptions {
   // Ratio mode (schedule.compression_ratio, 0: off): a layer that has seen n tokens keeps
   // max(1, int(n * (1 - compression_ratio))); the intermediate area is what the areas leave.
   double compression_ratio = 0.0;
+  // CaM (cache_merging): evicted tokens' values merged into the merge_budget kept tokens after
+  // them, with draws seeded by merge_seed (docs/algorithms.md 1.9).
+  bool cache_merging = false;
+  int merge_budget = 32;
+  uint64_t merge_seed = 0;
   bool ratio_mode() const { return compression_ratio > 0; }
 
   int max_cache_tokens() const { return start_tokens + intermediate_tokens + recent_tokens; }

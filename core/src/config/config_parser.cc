@@ -285,6 +285,11 @@ absl::StatusOr<EvictionOptions> ToEvictionOptions(const pb::EvictionConfig& c,
   o.compression_ratio = c.schedule().compression_ratio();
   o.threshold_eviction = c.has_score_threshold();
   o.score_threshold = c.score_threshold();
+  o.cache_merging = c.has_cache_merging();
+  ATTNKIT_RETURN_IF_ERROR(
+      NonNegative(c.cache_merging().merge_budget(), p, "cache_merging.merge_budget"));
+  if (c.cache_merging().merge_budget() != 0) o.merge_budget = c.cache_merging().merge_budget();
+  o.merge_seed = c.cache_merging().seed();
   if (c.has_expected_attention()) {
     const pb::ExpectedAttention& e = c.expected_attention();
     const EvictionAlgorithmDescriptor* d = FindEvictionAlgorithm(o.algorithm);
@@ -946,6 +951,15 @@ absl::Status ValidateEvictionOptions(const EvictionOptions& o, absl::string_view
                         absl::StrCat(allocator->name,
                                      " does not compose with score_threshold "
                                      "(a threshold has no budget to allocate)"));
+    }
+  }
+  if (o.cache_merging) {
+    ATTNKIT_RETURN_IF_ERROR(Positive(o.merge_budget, p, "cache_merging.merge_budget"));
+    if (algorithm->selection != EvictionSelection::kTopScores) {
+      return FieldError(p, "cache_merging",
+                        absl::StrCat(name,
+                                     " has no scores to choose the tokens to merge (CaM needs a "
+                                     "scoring algorithm)"));
     }
   }
   if (o.expected_future_positions <= 0) {

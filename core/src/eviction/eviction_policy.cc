@@ -5,15 +5,18 @@
 #include <limits>
 #include <sstream>
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Functions.h>
 
 #include "absl/strings/str_cat.h"
 #include "attnkit/config_parser.h"
 #include "config/algorithms.h"
 #include "eviction/budgets.h"
+#include "eviction/cache_merging.h"
 #include "eviction/scorers.h"
 #include "eviction/selection.h"
 #include "util/archive.h"
+#include "util/status_macros.h"
 
 namespace attnkit {
 namespace {
@@ -43,6 +46,10 @@ class EvictionPolicyImpl : public EvictionPolicy {
   ObservationNeeds needs() const override {
     ObservationNeeds n = scorer_->needs();
     if (refinement_.Has(kRefinementNeedsKeys)) n.keys = true;
+    if (options_.cache_merging) {
+      n.values = true;
+      n.decode_column_sums = true;
+    }
     return n;
   }
   bool per_head() const override { return layout_.per_head; }
@@ -61,6 +68,8 @@ class EvictionPolicyImpl : public EvictionPolicy {
 
   absl::Status Observe(int layer, const Observation& obs) override {
     if (absl::Status s = CheckLayer(layer); !s.ok()) return s;
+    if (options_.cache_merging) ATTNKIT_RETURN_IF_ERROR(ObserveMerge(layers_[layer], obs));
+    if (obs.merge_only) return absl::OkStatus();
     const at::Tensor& any = obs.window_rows.defined() ? obs.window_rows : obs.all_queries_sum;
     const ObservationNeeds n = scorer_->needs();
     if (n.queries) return scorer_->Observe(layers_[layer], obs, {});  // no attention read
@@ -104,6 +113,7 @@ class EvictionPolicyImpl : public EvictionPolicy {
     if (!rows_or.ok()) return rows_or.status();
     const std::vector<int64_t>& rows = *rows_or;
     tokens_seen_[layer] = TokensSeen(layer, rows);  // what LayerBudget() reports from now on
+    merged_.clear();
     KeptPositions kept(rows.size());
     if (!OverBudget(layer, rows)) {
       for (size_t r = 0; r < rows.size(); ++r) {
@@ -155,12 +165,16 @@ class EvictionPolicyImpl : public EvictionPolicy {
         kept[r] = eviction::SelectRow((*scores)[r], rows[r], areas, options_, row_keys, rng_);
       }
     }
+    if (options_.cache_merging) Merge(layer, *scores, rows, kept, values);
     scorer_->Compact(state, kept);
     return kept;
   }
 
+  std::vector<MergedValues> TakeMergedValues() override { return std::move(merged_); }
+
   void Reset() override {
     for (auto& layer : layers_) layer = LayerScores();
+    merged_.clear();
     std::fill(tokens_seen_.begin(), tokens_seen_.end(), 0);
     rng_.seed(options_.seed);
   }
@@ -186,6 +200,12 @@ class EvictionPolicyImpl : public EvictionPolicy {
     std::ostringstream rng;
     rng << rng_;
     w.Bytes(rng.str());
+    if (options_.cache_merging) {  // only then: the bytes of other policies stay as they were
+      for (const LayerScores& state : layers_) {
+        w.Tensor(state.merge_attention);
+        w.I64(state.merge_steps);
+      }
+    }
     return std::move(w.data());
   }
 
@@ -219,6 +239,18 @@ class EvictionPolicyImpl : public EvictionPolicy {
     std::vector<int64_t> tokens_seen = r.Int64s("tokens seen");
     const bool host_counts = r.Bool("host counts");
     const std::string rng_text = r.Bytes("random state");
+    for (size_t l = 0; options_.cache_merging && l < layers.size() && r.ok(); ++l) {
+      layers[l].merge_attention = r.Tensor("merge attention");
+      layers[l].merge_steps = r.I64("merge steps");
+      const at::Tensor& a = layers[l].merge_attention;
+      if (r.ok() && (layers[l].merge_steps < 0 ||
+                     (a.defined() && (a.dim() != 2 || a.size(0) != layout_.num_kv_heads ||
+                                      a.scalar_type() != at::kFloat)))) {
+        r.Fail(absl::InvalidArgumentError(absl::StrCat(
+            "blob: layer ", l,
+            "'s merge state is not float32 [num_kv_heads, tokens] with a non-negative count")));
+      }
+    }
     if (!r.ok()) return r.status();
     if (tokens_seen.size() != layers_.size()) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -275,6 +307,83 @@ class EvictionPolicyImpl : public EvictionPolicy {
     }
     if (state.query_count < 0 || state.next_position < 0) return bad("negative counts");
     return absl::OkStatus();
+  }
+
+  // CaM's running attention: a decode call adds its probabilities averaged over each kv head's
+  // query heads (kvpress's CAMPress accumulates output attentions the same way); a call of
+  // several queries (a prompt) starts over. Observe-only passes are not steps.
+  absl::Status ObserveMerge(LayerScores& state, const Observation& obs) {
+    if (obs.observed_queries > 0 || obs.call_queries == 0) return absl::OkStatus();
+    if (obs.call_queries > 1) {
+      state.merge_attention = at::Tensor();
+      state.merge_steps = 0;
+      return absl::OkStatus();
+    }
+    const at::Tensor& sums = obs.all_queries_sum;
+    if (!sums.defined() || sums.dim() != 2 || sums.size(0) != layout_.num_heads) {
+      return absl::InvalidArgumentError(
+          "all_queries_sum: cache_merging needs the decode call's attention [num_heads, cache "
+          "tokens]");
+    }
+    const int64_t K = sums.size(1), G = layout_.num_heads / layout_.num_kv_heads;
+    at::Tensor step = sums.to(at::kCPU, at::kFloat).reshape({layout_.num_kv_heads, G, K}).mean(1);
+    at::Tensor& a = state.merge_attention;
+    if (a.defined()) {
+      if (a.size(1) > K) a = a.narrow(1, 0, K);
+      if (a.size(1) < K) a = at::constant_pad_nd(a, {0, K - a.size(1)});
+      step = at::add(a, step);
+    }
+    a = step.contiguous();
+    ++state.merge_steps;
+    return absl::OkStatus();
+  }
+
+  // CaM at an eviction of `layer`: each score row's merge (MergeRow) from the decode calls since
+  // the last eviction, kept for TakeMergedValues(); then the running attention keeps the kept
+  // tokens' entries and the count starts over.
+  void Merge(int layer, const std::vector<std::vector<double>>& scores,
+             const std::vector<int64_t>& rows, const KeptPositions& kept,
+             const at::Tensor& values) {
+    LayerScores& state = layers_[layer];
+    const int Hkv = layout_.num_kv_heads;
+    merged_.assign(Hkv, MergedValues());
+    if (state.merge_steps > 0 && state.merge_attention.defined()) {
+      at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(
+          eviction::MergeSeed(options_.merge_seed, layer, tokens_seen_[layer]));
+      const at::Tensor v = values.to(at::kCPU, at::kFloat).contiguous();
+      at::Tensor a = state.merge_attention;
+      const int64_t width = *std::max_element(rows.begin(), rows.end());
+      if (a.size(1) < width) a = at::constant_pad_nd(a, {0, width - a.size(1)}).contiguous();
+      for (size_t r = 0; r < rows.size(); ++r) {
+        std::vector<int64_t> heads;
+        if (layout_.per_head) {
+          heads.push_back(static_cast<int64_t>(r));
+        } else {
+          for (int h = 0; h < Hkv; ++h) heads.push_back(h);
+        }
+        eviction::RowMerge m =
+            eviction::MergeRow(v, a, heads, scores[r], options_.start_tokens, kept[r], rows[r],
+                               state.merge_steps, options_.merge_budget, generator);
+        if (m.targets.empty()) continue;
+        for (size_t i = 0; i < heads.size(); ++i) {
+          merged_[heads[i]] = MergedValues{m.targets, m.values[static_cast<int64_t>(i)]};
+        }
+      }
+    }
+    state.merge_steps = 0;
+    if (!state.merge_attention.defined()) return;
+    // The kept tokens' running attention, at their new indices (zeros past a head's length).
+    const at::Tensor& a = state.merge_attention;
+    int64_t width = 0;
+    for (const auto& k : kept) width = std::max<int64_t>(width, static_cast<int64_t>(k.size()));
+    at::Tensor compact = at::zeros({Hkv, width}, at::kFloat);
+    for (int h = 0; h < Hkv; ++h) {
+      const std::vector<int64_t>& k = kept[layout_.per_head ? h : 0];
+      const float* src = a.data_ptr<float>() + h * a.stride(0);
+      float* dst = compact.data_ptr<float>() + h * width;
+      for (size_t i = 0; i < k.size(); ++i) dst[i] = k[i] < a.size(1) ? src[k[i]] : 0.0f;
+    }
+    state.merge_attention = compact;
   }
 
   absl::Status CheckLayer(int layer) const {
@@ -338,6 +447,7 @@ class EvictionPolicyImpl : public EvictionPolicy {
   std::vector<int64_t> tokens_seen_;
   bool host_counts_ = false;  // SetTokensSeen() was called: the host counts the tokens seen
   std::mt19937_64 rng_;
+  std::vector<MergedValues> merged_;  // CaM: the last Select's merges (TakeMergedValues)
 };
 
 }  // namespace
@@ -393,11 +503,14 @@ absl::Status EvictionPolicy::ObserveWeights(int layer, const at::Tensor& attenti
   Observation obs;
   obs.lengths = lengths;
   const at::Tensor summed = attention.to(at::kFloat).sum(0);  // [H, q, K]
+  obs.call_queries = summed.size(1);
   if (n.window_rows > 0) {
     const int64_t r = std::min<int64_t>(n.window_rows, summed.size(1));
     obs.window_rows = summed.narrow(1, summed.size(1) - r, r);
   }
-  if (n.all_queries_sum) obs.all_queries_sum = summed.sum(1);
+  if (n.all_queries_sum || (n.decode_column_sums && summed.size(1) == 1)) {
+    obs.all_queries_sum = summed.sum(1);
+  }
   if (!obs.window_rows.defined() && !obs.all_queries_sum.defined()) {
     obs.all_queries_sum = summed.sum(1);  // shape carrier for scorers that ignore attention
   }

@@ -28,6 +28,11 @@ struct LayerScores {
   at::Tensor query_sum, query_outer;
   int64_t query_count = 0;
   int64_t next_position = 0;
+  // CaM (cache_merging): per kv head, the running sum of the decode calls' attention, averaged
+  // over the kv head's query heads ([Hkv, K] float32, K the longest head's length; undefined
+  // before the first decode call), and the decode calls since the layer last evicted.
+  at::Tensor merge_attention;
+  int64_t merge_steps = 0;
 };
 
 // Shape facts every scorer needs.

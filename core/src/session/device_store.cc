@@ -166,6 +166,19 @@ class DeviceStore final : public KvStore {
     RotateRows(pool.Rows(), rows, deltas, rope, pool.head_dim());
   }
 
+  void WriteValueRows(int layer_index, int64_t index, const std::vector<int64_t>& rows,
+                      const at::Tensor& values) override {
+    if (rows.empty()) return;
+    ArenaPagePool& pool = *pools_[layer_index];
+    const HeadCache& cache = layers_[layer_index].heads[index];
+    const int64_t P = pool.page_size();
+    std::vector<int64_t> slots;
+    slots.reserve(rows.size());
+    for (int64_t i : rows) slots.push_back(pool.ValueRowIndex(cache.page_of(i, P), i % P));
+    at::Tensor all = pool.Rows();
+    all.index_copy_(0, IndexTensor(slots, device_), values.to(all.device(), all.scalar_type()));
+  }
+
   // The fused CUDA decode kernel takes one query per call.
   int64_t max_decode_queries() const override { return 1; }
 

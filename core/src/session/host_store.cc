@@ -395,6 +395,36 @@ class HostStore final : public KvStore {
     if (res_pool != nullptr) TrimResidual(cache, *res_pool);
   }
 
+  void WriteValueRows(int layer_index, int64_t index, const std::vector<int64_t>& rows,
+                      const at::Tensor& values) override {
+    if (rows.empty()) return;
+    ForgetFreshRows();
+    ChunkedPagePool& pool = *pools_[layer_index];
+    Layer& layer = layers_[layer_index];
+    HeadCache& cache = layer.heads[index];
+    const int64_t P = pool.page_size(), Q = cache.length - cache.residual;
+    const int64_t Pr = context_.options->page_size;
+    const int d = pool.head_dim();
+    const at::Tensor v = OnHost(values).to(at::kFloat).contiguous();
+    const float* x = v.data_ptr<float>();
+    const int64_t lowest = *std::min_element(rows.begin(), rows.end());
+    if (lowest < Q) cache.UnshareFrom(pool, lowest / P);  // shared pages are copied first
+    if (layer.residual_pool != nullptr) cache.UnshareResidual(*residual_pools_[layer_index]);
+    for (size_t r = 0; r < rows.size(); ++r) {
+      const int64_t i = rows[r];
+      if (plain_) {
+        codec_.Write(session_format_, pool.Values(cache.page_of(i, P)), i % P, x + r * d);
+      } else if (i < Q) {
+        codec_.Write(value_format_, pool.Values(cache.pages[i / P]), i % P, x + r * d);
+      } else {
+        ChunkedPagePool& res = *residual_pools_[layer_index];
+        const int64_t slot = cache.residual_first + i - Q;
+        codec_.Write(session_format_, res.Values(cache.residual_pages[slot / Pr]), slot % Pr,
+                     x + r * d);
+      }
+    }
+  }
+
   void Rerotate(int layer_index, int64_t index, const RopeOptions& rope) override {
     ChunkedPagePool& pool = *pools_[layer_index];
     HeadCache& cache = layers_[layer_index].heads[index];

@@ -88,6 +88,11 @@ class KvStore {
   virtual void Keep(int layer, int64_t index, const std::vector<int64_t>& kept) = 0;
   // Ends a round of Keep calls on `layer` (a store that batches its moves runs them here).
   virtual void FinishKeep(int layer) {}
+  // Overwrites the values of head `index`'s cache rows `rows` with `values` (float32 [rows, d],
+  // any device), stored in the store's format (rounded to 16 bits, or quantized again row by
+  // row): CaM's merged values.
+  virtual void WriteValueRows(int layer, int64_t index, const std::vector<int64_t>& rows,
+                              const at::Tensor& values) = 0;
   // Re-rotates head `index`'s keys so that each carries its cache index as its RoPE position.
   virtual void Rerotate(int layer, int64_t index, const RopeOptions& rope) = 0;
   // The longest call (queries) its paged decode kernel takes; longer calls run as prefill.

@@ -411,9 +411,10 @@ class SessionImpl : public Session {
     // The call's tokens are held until the layer evicts below: the moment of the most bytes.
     peak_within_calls_ = std::max(peak_within_calls_, BytesHeld());
     const ObservationNeeds needs = policies_.empty() ? ObservationNeeds{} : policies_[0]->needs();
-    ATTNKIT_ASSIGN_OR_RETURN(session::StepResult step,
-                             store_->Attend(layer, qg, std::min<int64_t>(needs.window_rows, n),
-                                            needs.all_queries_sum, sequences));
+    ATTNKIT_ASSIGN_OR_RETURN(
+        session::StepResult step,
+        store_->Attend(layer, qg, std::min<int64_t>(needs.window_rows, n),
+                       needs.all_queries_sum || (needs.decode_column_sums && n == 1), sequences));
     if (all) {
       out.copy_(step.out);
     } else {
@@ -869,9 +870,13 @@ class SessionImpl : public Session {
     EvictionPolicy& policy = *policies_[b];
     std::vector<int64_t>& decode_steps = layers_[layer].decode_steps;
     if (decode_steps.empty()) decode_steps.assign(o.batch_size, 0);
-    if (!SkipsObservation(policy.needs(), decode_steps[b], T)) {
-      ATTNKIT_RETURN_IF_ERROR(policy.Observe(
-          layer, MakeObservation(layer, b, i, policy, step, step_queries, first_rotated)));
+    const bool skip = SkipsObservation(policy.needs(), decode_steps[b], T);
+    if (!skip || policy.needs().decode_column_sums) {
+      // A skipped call still feeds CaM's running attention (merge_only).
+      Observation obs = MakeObservation(layer, b, i, policy, step, step_queries, first_rotated);
+      obs.call_queries = T;
+      obs.merge_only = skip;
+      ATTNKIT_RETURN_IF_ERROR(policy.Observe(layer, obs));
     }
     if (o.eviction.defer_eviction_to_decode && T > 1) return absl::OkStatus();
     if (T == 1 && o.eviction.interval_steps > 1) {
@@ -890,6 +895,13 @@ class SessionImpl : public Session {
     const at::Tensor values =
         policy.needs().values ? store_->SequenceValues(layer, b) : at::Tensor();
     ATTNKIT_ASSIGN_OR_RETURN(auto kept, policy.Select(layer, select_lengths, keys, values));
+    // CaM: the evicted values merged into kept tokens are written before the tokens move.
+    std::vector<MergedValues> merged = policy.TakeMergedValues();
+    for (size_t h = 0; h < merged.size(); ++h) {
+      if (merged[h].rows.empty()) continue;
+      store_->WriteValueRows(layer, HeadIndex(b, static_cast<int>(h)), merged[h].rows,
+                             merged[h].values);
+    }
     LayerCounters& counters = layers_[layer];
     for (int h = 0; h < o.num_kv_heads; ++h) {
       const int64_t index = HeadIndex(b, h);

@@ -55,6 +55,14 @@ std::vector<Config> Configs() {
            "PER_TOKEN per_head: true " +
            small_budget + "}",
        1e-5},
+      {"cam over h2o, every third decode step",
+       shape + "eviction { enabled: true algorithm: H2O granularity: PER_TOKEN " + small_budget +
+           "schedule { interval_steps: 3 } cache_merging { merge_budget: 8 seed: 5 } }",
+       1e-5},
+      {"cam over adakv per head",
+       shape + "eviction { enabled: true algorithm: SNAPKV granularity: PER_TOKEN " + small_budget +
+           "budget { allocator: ADAKV } cache_merging { merge_budget: 4 } }",
+       1e-5},
       {"streaming rerotate",
        shape + "rope { theta: 10000 } eviction { enabled: true algorithm: "
                "STREAMING_LLM granularity: PER_TOKEN start_tokens: 4 "

@@ -61,6 +61,11 @@ std::vector<std::pair<std::string, std::string>> Configs() {
       kv_format { keys: INT8 values: INT8 residual_tokens: 8 }
       eviction { enabled: true algorithm: SNAPKV granularity: PER_TOKEN start_tokens: 4
                  intermediate_tokens: 60 window_size: 8 pooling { kernel_size: 5 } })");
+  out.emplace_back("cam_int8_per_head_interval", R"(page_size: 8
+      kv_format { keys: INT8 values: INT8 residual_tokens: 8 }
+      eviction { enabled: true algorithm: H2O granularity: PER_TOKEN per_head: true
+                 start_tokens: 2 intermediate_tokens: 50 recent_tokens: 6
+                 schedule { interval_steps: 4 } cache_merging { merge_budget: 6 seed: 2 } })");
   std::sort(out.begin(), out.end());
   return out;
 }

@@ -35,6 +35,9 @@ struct ObservationNeeds {
   bool values = false;
   // The call's queries with their RoPE positions and the RoPE layout (Observation::queries).
   bool queries = false;
+  // Column sums ([H, K], as all_queries_sum) of single-query (decode) calls only: CaM's running
+  // attention (cache_merging).
+  bool decode_column_sums = false;
 };
 
 // Attention of one step of one layer, summed over the batch of the sequence group.
@@ -57,6 +60,19 @@ struct Observation {
   // the cache, so the observation brings no new token and each query saw every cached token (what
   // the normalized scores' counters count). 0: an attention call, whose queries are its new tokens.
   int64_t observed_queries = 0;
+  // Queries of the attention call (1: a decode step; 0: not said). CaM sums the attention of
+  // single-query calls and starts over at a call of several.
+  int64_t call_queries = 0;
+  // Only CaM's running attention learns from this call: a session's schedule has the scorer skip
+  // it (SnapKV and R-KV observe only the window before a scheduled eviction).
+  bool merge_only = false;
+};
+
+// New values for some cached tokens of one kv head (CaM: evicted values merged into kept ones):
+// cache indices as they were given to Select() (ascending) and float32 [rows, head_dim].
+struct MergedValues {
+  std::vector<int64_t> rows;
+  at::Tensor values;
 };
 
 // Kept positions (indices into the cache as it is, ascending) per row: one row for layer-wide
@@ -101,6 +117,10 @@ class EvictionPolicy {
                                        const at::Tensor& keys) {
     return Select(layer, lengths, keys, at::Tensor());
   }
+  // With cache_merging: the values the last Select() changed, per kv head (empty rows: none);
+  // the host writes them into its cache before keeping the selected positions. Moved out (a
+  // second call returns nothing); empty without cache_merging.
+  virtual std::vector<MergedValues> TakeMergedValues() { return {}; }
   // True when Select() would evict from some row.
   virtual bool OverBudget(int layer, const std::vector<int64_t>& lengths) const = 0;
 
