@@ -590,12 +590,14 @@ func (x *SparseDecode) GetDenseLayers() int32 {
 
 // DuoAttention's head split (kvpress's DuoAttentionPress): each (layer, kv head) is a streaming
 // head, which keeps only its first sink_tokens and its last recent_tokens tokens, or a retrieval
-// head, which keeps the full cache (eviction must be off). The labels come either from
+// head, which keeps the full cache, or, with `eviction` enabled (per_head: true), follows the
+// eviction policy (docs/algorithms.md 1.5). The labels come either from
 // `streaming` or from `head_scores` and `streaming_ratio`, as DuoAttentionPress derives them:
 // the round(count * streaming_ratio) heads with the lowest scores stream (ties: the lower index
-// first). Streaming heads drop their middle after every call (prompt and decode steps), so their
-// pages stay at sink_tokens + recent_tokens; kvpress masks only the prompt's middle (see
-// docs/algorithms.md).
+// first). Without eviction, streaming heads drop their middle after every call (prompt and decode
+// steps), so their pages stay at sink_tokens + recent_tokens; with eviction they drop it whenever
+// their layer evicts (after every call by default, or as defer_eviction_to_decode and the
+// schedule say). kvpress masks only the prompt's middle (see docs/algorithms.md).
 type HeadSplit struct {
 	state         protoimpl.MessageState
 	sizeCache     protoimpl.SizeCache

@@ -93,6 +93,12 @@ struct EvictionOptions {
   bool cache_merging = false;
   int merge_budget = 32;
   uint64_t merge_seed = 0;
+  // Set by a session with head_split and eviction (not a config field): per (layer, kv head),
+  // layer-major, whether the head streams; a streaming head keeps its first streaming_sink and
+  // last streaming_recent tokens whenever its layer evicts, and is not scored into a merge.
+  std::vector<bool> streaming_heads;
+  int streaming_sink = 0;
+  int streaming_recent = 0;
   bool ratio_mode() const { return compression_ratio > 0; }
 
   int max_cache_tokens() const { return start_tokens + intermediate_tokens + recent_tokens; }

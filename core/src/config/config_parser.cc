@@ -488,9 +488,15 @@ absl::Status ValidateHeadSplit(const SessionOptions& o) {
                       absl::StrCat("must be at least 1, got ", h.recent_tokens,
                                    " (kvpress's recent_size 0 would keep every token)"));
   }
-  if (o.eviction.enabled) {
-    return FieldError("", "head_split",
-                      "retrieval heads keep the full cache: needs eviction.enabled false");
+  if (o.eviction.enabled && !o.eviction.per_head) {
+    return FieldError("", "eviction.per_head",
+                      "must be true with head_split (streaming and retrieval kv heads keep "
+                      "different tokens)");
+  }
+  if (o.eviction.enabled && o.eviction.allocator == BudgetAllocator::kAdaKV) {
+    return FieldError("", "eviction.budget.allocator",
+                      "ADAKV does not compose with head_split (its top-k over the layer's kv "
+                      "heads would give streaming heads a share they never use)");
   }
   return absl::OkStatus();
 }

@@ -19,9 +19,10 @@ uint64_t SplitMix64(uint64_t x) {
 
 }  // namespace
 
-uint64_t MergeSeed(uint64_t seed, int layer, int64_t tokens_seen) {
+uint64_t MergeSeed(uint64_t seed, int layer, int64_t tokens_seen, int row) {
   const uint64_t where = (static_cast<uint64_t>(layer) << 40) ^ static_cast<uint64_t>(tokens_seen);
-  return SplitMix64(seed ^ SplitMix64(where));
+  const uint64_t layer_seed = SplitMix64(seed ^ SplitMix64(where));
+  return row == 0 ? layer_seed : SplitMix64(layer_seed + static_cast<uint64_t>(row));
 }
 
 RowMerge MergeRow(const at::Tensor& values, const at::Tensor& attention,

@@ -14,10 +14,11 @@
 
 namespace attnkit::eviction {
 
-// The seed of the merge draws of one eviction of `layer` after it has seen `tokens_seen` tokens
-// (SplitMix64 of the configured seed mixed with both; the reference draws from torch's global
-// generator, whose state a session cannot share).
-uint64_t MergeSeed(uint64_t seed, int layer, int64_t tokens_seen);
+// The seed of the merge draws of score row `row` at one eviction of `layer` after it has seen
+// `tokens_seen` tokens: SplitMix64 of the configured seed mixed with the layer and the count (the
+// reference draws from torch's global generator, whose state a session cannot share), advanced by
+// the row for rows past 0, so a per-head policy's kv heads draw independently of each other.
+uint64_t MergeSeed(uint64_t seed, int layer, int64_t tokens_seen, int row = 0);
 
 // What one score row's merge changes: the kept cache indices whose values change (ascending)
 // and their new values, float32 [heads.size(), targets.size(), d] in the order of `heads`.

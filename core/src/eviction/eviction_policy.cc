@@ -100,8 +100,10 @@ class EvictionPolicyImpl : public EvictionPolicy {
             ? options_.start_tokens + Intermediate(layer, TokensSeen(layer, lengths)) +
                   options_.recent_tokens
             : LayerBudget(layer);
-    for (int64_t len : lengths)
-      if (len > limit) return true;
+    for (size_t r = 0; r < lengths.size(); ++r) {
+      const bool streams = lengths.size() > 1 && Streams(layer, static_cast<int>(r));
+      if (lengths[r] > (streams ? StreamedTokens() : limit)) return true;
+    }
     return false;
   }
 
@@ -163,6 +165,17 @@ class EvictionPolicyImpl : public EvictionPolicy {
         }
         at::Tensor row_keys = keys;
         kept[r] = eviction::SelectRow((*scores)[r], rows[r], areas, options_, row_keys, rng_);
+      }
+    }
+    for (size_t r = 0; r < rows.size(); ++r) {
+      if (!Streams(layer, static_cast<int>(r))) continue;
+      // A streaming head keeps its first and last tokens, whatever its scores.
+      kept[r].clear();
+      const int64_t n = rows[r], sink = options_.streaming_sink;
+      for (int64_t p = 0; p < n; ++p) {
+        if (n <= StreamedTokens() || p < sink || p >= n - options_.streaming_recent) {
+          kept[r].push_back(p);
+        }
       }
     }
     if (options_.cache_merging) Merge(layer, *scores, rows, kept, values);
@@ -348,13 +361,14 @@ class EvictionPolicyImpl : public EvictionPolicy {
     const int Hkv = layout_.num_kv_heads;
     merged_.assign(Hkv, MergedValues());
     if (state.merge_steps > 0 && state.merge_attention.defined()) {
-      at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(
-          eviction::MergeSeed(options_.merge_seed, layer, tokens_seen_[layer]));
       const at::Tensor v = values.to(at::kCPU, at::kFloat).contiguous();
       at::Tensor a = state.merge_attention;
       const int64_t width = *std::max_element(rows.begin(), rows.end());
       if (a.size(1) < width) a = at::constant_pad_nd(a, {0, width - a.size(1)}).contiguous();
       for (size_t r = 0; r < rows.size(); ++r) {
+        if (Streams(layer, static_cast<int>(r))) continue;  // streaming heads only drop tokens
+        at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(eviction::MergeSeed(
+            options_.merge_seed, layer, tokens_seen_[layer], static_cast<int>(r)));
         std::vector<int64_t> heads;
         if (layout_.per_head) {
           heads.push_back(static_cast<int64_t>(r));
@@ -384,6 +398,15 @@ class EvictionPolicyImpl : public EvictionPolicy {
       for (size_t i = 0; i < k.size(); ++i) dst[i] = k[i] < a.size(1) ? src[k[i]] : 0.0f;
     }
     state.merge_attention = compact;
+  }
+
+  // Whether kv head `row` of `layer` streams (a session's head split; per-head policies only).
+  bool Streams(int layer, int row) const {
+    return layout_.per_head && !options_.streaming_heads.empty() &&
+           options_.streaming_heads[static_cast<size_t>(layer) * layout_.num_kv_heads + row];
+  }
+  int64_t StreamedTokens() const {
+    return int64_t{options_.streaming_sink} + options_.streaming_recent;
   }
 
   absl::Status CheckLayer(int layer) const {
@@ -472,6 +495,14 @@ absl::StatusOr<std::unique_ptr<EvictionPolicy>> EvictionPolicy::Create(
                      num_kv_heads));
   }
   if (absl::Status s = ValidateEvictionOptions(options); !s.ok()) return s;
+  if (!options.streaming_heads.empty() &&
+      (!options.per_head || static_cast<int64_t>(options.streaming_heads.size()) !=
+                                int64_t{num_layers} * num_kv_heads)) {
+    return absl::InvalidArgumentError(absl::StrCat("head_split: ", options.streaming_heads.size(),
+                                                   " streaming labels for a per-head policy of ",
+                                                   num_layers, " layers of ", num_kv_heads,
+                                                   " kv heads"));
+  }
   HeadLayout layout{num_heads, num_kv_heads, options.per_head};
   return std::unique_ptr<EvictionPolicy>(new EvictionPolicyImpl(options, num_layers, layout));
 }

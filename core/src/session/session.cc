@@ -57,7 +57,14 @@ constexpr int64_t kBlobHeaderBytes = 16 + 4 + 8 + 4;
 
 class SessionImpl : public Session {
  public:
-  explicit SessionImpl(const SessionOptions& o) : options_(o) {}
+  explicit SessionImpl(const SessionOptions& o) : options_(o) {
+    if (o.head_split.enabled() && o.eviction.enabled) {
+      // The policy keeps the streaming heads' tokens when their layer evicts (HeadSplit).
+      options_.eviction.streaming_heads = o.head_split.streaming;
+      options_.eviction.streaming_sink = o.head_split.sink_tokens;
+      options_.eviction.streaming_recent = o.head_split.recent_tokens;
+    }
+  }
 
   absl::Status Init(StoreKind kind) {
     const SessionOptions& o = options_;
@@ -378,7 +385,8 @@ class SessionImpl : public Session {
         if (counts[b] < T) out[b].narrow(1, counts[b], T - counts[b]).zero_();
       }
     }
-    if (o.head_split.enabled()) StreamHeads(layer);
+    // With eviction the policy trims the streaming heads when their layer evicts.
+    if (o.head_split.enabled() && !o.eviction.enabled) StreamHeads(layer);
     ++layers_[layer].steps;
     if (layer == 0) {
       for (int64_t b = 0; b < o.batch_size; ++b) seen_[b] += counts[b];

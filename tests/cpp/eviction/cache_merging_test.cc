@@ -138,6 +138,8 @@ TEST(CacheMergingTest, SeedsDifferPerLayerAndEviction) {
   EXPECT_NE(eviction::MergeSeed(3, 1, 100), eviction::MergeSeed(3, 2, 100));
   EXPECT_NE(eviction::MergeSeed(3, 1, 100), eviction::MergeSeed(3, 1, 101));
   EXPECT_NE(eviction::MergeSeed(3, 1, 100), eviction::MergeSeed(4, 1, 100));
+  EXPECT_EQ(eviction::MergeSeed(3, 1, 100), eviction::MergeSeed(3, 1, 100, 0));
+  EXPECT_NE(eviction::MergeSeed(3, 1, 100, 1), eviction::MergeSeed(3, 1, 100, 2));
 }
 
 std::unique_ptr<EvictionPolicy> Policy(const std::string& text, int heads, int kv_heads) {

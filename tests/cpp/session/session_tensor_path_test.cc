@@ -63,6 +63,12 @@ std::vector<Config> Configs() {
        shape + "eviction { enabled: true algorithm: SNAPKV granularity: PER_TOKEN " + small_budget +
            "budget { allocator: ADAKV } cache_merging { merge_budget: 4 } }",
        1e-5},
+      {"head split with snapkv retrieval heads",
+       shape +
+           "head_split { streaming: [true, false, false, true] sink_tokens: 4 recent_tokens: 12 } "
+           "eviction { enabled: true algorithm: SNAPKV granularity: PER_TOKEN per_head: true " +
+           small_budget + "}",
+       1e-5},
       {"streaming rerotate",
        shape + "rope { theta: 10000 } eviction { enabled: true algorithm: "
                "STREAMING_LLM granularity: PER_TOKEN start_tokens: 4 "

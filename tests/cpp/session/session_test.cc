@@ -391,8 +391,59 @@ TEST(SessionTest, HeadSplitLabelsFromScoresAsKvpressDerivesThem) {
           "enabled: true algorithm: SNAPKV granularity: PER_TOKEN intermediate_tokens: 4 }",
       true);
   ASSERT_FALSE(with_eviction.ok());
-  EXPECT_EQ(std::string(with_eviction.status().message()).rfind("head_split: retrieval", 0), 0u)
+  EXPECT_EQ(
+      std::string(with_eviction.status().message()).rfind("eviction.per_head: must be true", 0), 0u)
       << with_eviction.status();
+  auto with_adakv = ParseSessionConfig(
+      std::string(kShape) +
+          "head_split { streaming: [true, false, true, true] recent_tokens: 2 } eviction { "
+          "enabled: true algorithm: SNAPKV granularity: PER_TOKEN intermediate_tokens: 4 "
+          "budget { allocator: ADAKV } }",
+      true);
+  ASSERT_FALSE(with_adakv.ok());
+  EXPECT_EQ(std::string(with_adakv.status().message()).rfind("eviction.budget.allocator", 0), 0u)
+      << with_adakv.status();
+}
+
+// Head split with eviction: retrieval heads follow the per-head policy, so each keeps exactly
+// what the same head keeps in a session without the split; streaming heads keep their first
+// sink_tokens and last recent_tokens whenever their layer evicts (every call here).
+TEST(SessionTest, HeadSplitRetrievalHeadsFollowThePolicy) {
+  const std::string eviction =
+      "eviction { enabled: true algorithm: H2O granularity: PER_TOKEN per_head: true "
+      "start_tokens: 1 intermediate_tokens: 6 recent_tokens: 2 cache_merging { merge_budget: 2 } "
+      "}";
+  auto split = MakeSession(std::string(kShape) +
+                           "head_split { streaming: [true, false, false, true] sink_tokens: 2 "
+                           "recent_tokens: 3 } " +
+                           eviction);
+  auto plain = MakeSession(std::string(kShape) + eviction);
+  at::manual_seed(5);
+  for (int step = 0; step < 12; ++step) {
+    const int64_t T = step == 0 ? 14 : 1;
+    const at::Tensor q = at::randn({1, 4, T, 16}), k = at::randn({1, 2, T, 16});
+    const at::Tensor v = at::randn({1, 2, T, 16});
+    for (int layer = 0; layer < 2; ++layer) {
+      at::Tensor a = at::empty_like(q), b = at::empty_like(q);
+      ASSERT_TRUE(split->Attend(layer, q, k, v, a).ok());
+      ASSERT_TRUE(plain->Attend(layer, q, k, v, b).ok());
+      const int64_t seen = 14 + step;
+      for (int h = 0; h < 2; ++h) {
+        const bool streaming = (layer == 0 && h == 0) || (layer == 1 && h == 1);
+        auto p = split->Positions(layer, 0, h), want = plain->Positions(layer, 0, h);
+        ASSERT_TRUE(p.ok() && want.ok());
+        if (streaming) {
+          std::vector<int64_t> stream = {0, 1, seen - 3, seen - 2, seen - 1};
+          EXPECT_EQ(*p, stream) << "layer " << layer << " step " << step;
+        } else {
+          EXPECT_EQ(*p, *want) << "layer " << layer << " head " << h << " step " << step;
+          // The retrieval head's output too: its scores, merges and cache are the plain head's.
+          EXPECT_TRUE(at::equal(a.narrow(1, 2 * h, 2), b.narrow(1, 2 * h, 2)))
+              << "layer " << layer << " head " << h << " step " << step;
+        }
+      }
+    }
+  }
 }
 
 TEST(SessionTest, BatchSequencesKeepTheirOwnTokens) {

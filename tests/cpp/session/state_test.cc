@@ -66,6 +66,13 @@ std::vector<std::pair<std::string, std::string>> Configs() {
       eviction { enabled: true algorithm: H2O granularity: PER_TOKEN per_head: true
                  start_tokens: 2 intermediate_tokens: 50 recent_tokens: 6
                  schedule { interval_steps: 4 } cache_merging { merge_budget: 6 seed: 2 } })");
+  out.emplace_back("head_split_h2o_retrieval", R"(page_size: 4
+      head_split { streaming: [true, false, false, true, true, false, false, false, true, true,
+                               false, false, true, false, false, false, false, false, false, true]
+                   sink_tokens: 2 recent_tokens: 10 }
+      eviction { enabled: true algorithm: H2O granularity: PER_TOKEN per_head: true
+                 start_tokens: 2 intermediate_tokens: 40 recent_tokens: 6
+                 cache_merging { merge_budget: 4 } })");
   std::sort(out.begin(), out.end());
   return out;
 }
