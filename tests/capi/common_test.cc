@@ -385,7 +385,7 @@ TEST(ConfigTest, InvalidConfigNamesTheField) {
   const std::string eviction = "algorithm: H2O window_size: 8 recent_tokens: 32";
   ExpectInvalid(
       attnkit_config_validate_text(ATTNKIT_CONFIG_EVICTION, eviction.data(), eviction.size()),
-      {"window_size: is only supported by SNAPKV and RKV, not H2O"});
+      {"window_size: is only supported by SNAPKV, RKV and CAKE, not H2O"});
 }
 
 TEST(ConfigTest, GarbageRejectedNeverCrashes) {

@@ -206,6 +206,7 @@ EvictionOptions ScaleToBudget(EvictionOptions e, int budget) {
   e.start_tokens = start;
   e.recent_tokens = recent;
   e.intermediate_tokens = intermediate;
+  if (e.algorithm == EvictionAlgorithm::kCake) e.window_size = recent;  // CAKE keeps its window
   return e;
 }
 

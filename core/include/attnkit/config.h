@@ -29,12 +29,13 @@ enum class EvictionAlgorithm {
   kStreamingLLM,
   kRandom,
   kExpectedAttention,
+  kCake,
 };
 enum class RefinedAlgorithm { kNone, kKVCrush, kDiverseKV };
 enum class KVCrushAnchor { kAlternate, kZeros, kOnes, kMean, kRandom };
 enum class PoolingAlignment { kCentered, kForward };
 enum class PoolingKind { kMax, kAverage };
-enum class BudgetAllocator { kUniform, kPyramidKV, kAdaKV };
+enum class BudgetAllocator { kUniform, kPyramidKV, kAdaKV, kCake };
 enum class Normalization { kReferenceCounters, kNormSum };
 
 const char* EvictionAlgorithmName(EvictionAlgorithm algorithm);
@@ -69,6 +70,11 @@ struct EvictionOptions {
   BudgetAllocator allocator = BudgetAllocator::kUniform;
   double pyramid_min_ratio = 0.125;
   double adakv_floor = 0.2;
+  // CAKE: the indicator's variance weight, the preference's temperatures, cascading allocation.
+  double cake_gamma = 200.0;
+  double cake_tau1 = 1.0;
+  double cake_tau2 = 1.0;
+  bool cake_cascading = false;
   bool per_head = false;
   bool defer_eviction_to_decode = false;
   bool rerotate_keys = false;

@@ -66,7 +66,8 @@ enum class EvictionSelection {
   X(STREAMING_LLM, kStreamingLLM, Position, kStartAndNewest, 0, 0u)                    \
   X(RANDOM_SCORES, kRandom, Random, kTopScores, 0, kRefinable | kAllocatable)          \
   X(EXPECTED_ATTENTION, kExpectedAttention, ExpectedAttention, kTopScores, 0,          \
-    kRefinable | kAllocatable | kNeedsKeys | kQueryStatistics)
+    kRefinable | kAllocatable | kNeedsKeys | kQueryStatistics)                         \
+  X(CAKE, kCake, Cake, kTopScores, 32, kTakesWindow | kAllocatable)
 
 struct EvictionAlgorithmDescriptor {
   EvictionAlgorithm algorithm;
@@ -132,13 +133,16 @@ enum AllocatorCapability : uint32_t {
   kAllocatorPerLayer = 1u << 0,
   // One selection over all kv heads of a layer: every kv head keeps its own tokens (per_head).
   kAllocatorPerHead = 1u << 1,
+  // Layer budgets decided at run time from each layer's prompt attention (CAKE).
+  kAllocatorFromAttention = 1u << 2,
 };
 
 // X(proto name inside BudgetAllocation, C++ enumerator, capabilities)
 #define ATTNKIT_BUDGET_ALLOCATORS(X)           \
   X(UNIFORM, kUniform, 0u)                     \
   X(PYRAMIDKV, kPyramidKV, kAllocatorPerLayer) \
-  X(ADAKV, kAdaKV, kAllocatorPerHead)
+  X(ADAKV, kAdaKV, kAllocatorPerHead)          \
+  X(CAKE, kCake, kAllocatorFromAttention)
 
 struct AllocatorDescriptor {
   BudgetAllocator allocator;

@@ -275,6 +275,17 @@ absl::StatusOr<EvictionOptions> ToEvictionOptions(const pb::EvictionConfig& c,
   o.allocator = FromProto(b.allocator());
   if (b.pyramid_min_ratio() != 0) o.pyramid_min_ratio = b.pyramid_min_ratio();
   if (b.adakv_floor() != 0) o.adakv_floor = b.adakv_floor();
+  if (b.cake_tau1() != 0) o.cake_tau1 = b.cake_tau1();
+  if (b.cake_tau2() != 0) o.cake_tau2 = b.cake_tau2();
+  o.cake_cascading = b.cake_cascading();
+  if (c.has_cake()) {
+    if (o.algorithm != EvictionAlgorithm::kCake) {
+      return FieldError(
+          p, "cake",
+          absl::StrCat("only applies to CAKE, not ", EvictionAlgorithmName(o.algorithm)));
+    }
+    if (c.cake().has_gamma()) o.cake_gamma = c.cake().gamma();
+  }
   const AllocatorDescriptor* allocator = FindAllocator(o.allocator);
   o.per_head = c.per_head() || (allocator != nullptr && allocator->Has(kAllocatorPerHead));
   o.defer_eviction_to_decode = c.defer_eviction_to_decode();
@@ -957,6 +968,46 @@ absl::Status ValidateEvictionOptions(const EvictionOptions& o, absl::string_view
                         absl::StrCat(allocator->name,
                                      " does not compose with score_threshold "
                                      "(a threshold has no budget to allocate)"));
+    }
+  }
+  const bool cake_allocator = o.allocator == BudgetAllocator::kCake;
+  if (cake_allocator && o.algorithm != EvictionAlgorithm::kCake) {
+    return FieldError(p, "budget.allocator",
+                      absl::StrCat("CAKE needs algorithm CAKE (its budgets come from CAKE's window "
+                                   "attention), not ",
+                                   name));
+  }
+  if (!cake_allocator && (o.cake_tau1 != 1.0 || o.cake_tau2 != 1.0 || o.cake_cascading)) {
+    return FieldError(p, "budget.cake_tau1",
+                      "cake_tau1, cake_tau2 and cake_cascading need the "
+                      "CAKE allocator");
+  }
+  for (const auto& [field, tau] : {std::pair<const char*, double>{"budget.cake_tau1", o.cake_tau1},
+                                   {"budget.cake_tau2", o.cake_tau2}}) {
+    if (!(tau > 0 && std::isfinite(tau))) {
+      return FieldError(p, field, absl::StrCat("must be positive and finite, got ", tau));
+    }
+  }
+  if (!std::isfinite(o.cake_gamma)) {
+    return FieldError(p, "cake.gamma", absl::StrCat("must be finite, got ", o.cake_gamma));
+  }
+  if (o.algorithm == EvictionAlgorithm::kCake) {
+    if (!o.per_head) {
+      return FieldError(p, "per_head",
+                        "must be true for CAKE (every kv head keeps its own tokens)");
+    }
+    if (o.per_group) {
+      return FieldError(p, "granularity", "CAKE needs PER_TOKEN (tokens are ranked one by one)");
+    }
+    if (o.recent_tokens != o.window_size) {
+      return FieldError(
+          p, "recent_tokens",
+          absl::StrCat("must equal window_size (", o.window_size,
+                       ") for CAKE: the observation window is always kept, got ", o.recent_tokens));
+    }
+    if (o.ratio_mode() || o.threshold_eviction) {
+      return FieldError(p, o.ratio_mode() ? "schedule.compression_ratio" : "score_threshold",
+                        "does not compose with CAKE");
     }
   }
   if (o.cache_merging) {

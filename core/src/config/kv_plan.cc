@@ -168,7 +168,10 @@ absl::StatusOr<KvPlan> PlanKvBytes(const SessionOptions& o, int64_t tokens) {
         " + recent ", e.recent_tokens, " tokens per kv head",
         e.allocator == BudgetAllocator::kPyramidKV ? ", PyramidKV budgets per layer" : "",
         adakv ? ", AdaKV: per-head split decided at run time" : "",
-        e.threshold_eviction ? ", threshold eviction: kept tokens decided at run time" : ""));
+        e.threshold_eviction ? ", threshold eviction: kept tokens decided at run time" : "",
+        e.allocator == BudgetAllocator::kCake
+            ? ", CAKE: layer budgets decided at run time (their sum is the uniform one's)"
+            : ""));
   }
   if (split.enabled()) {
     plan.notes.push_back(absl::StrCat("head split: streaming heads keep ", split.sink_tokens,
@@ -190,7 +193,13 @@ absl::StatusOr<KvPlan> PlanKvBytes(const SessionOptions& o, int64_t tokens) {
               : eviction::IntermediateBudget(e, e.intermediate_tokens, layer, o.num_layers);
       const int64_t areas = e.start_tokens + e.recent_tokens;
       const int64_t limit = e.threshold_eviction ? areas : areas + intermediate;
-      if (tokens > limit) {
+      if (tokens > limit && e.allocator == BudgetAllocator::kCake) {
+        // A layer's share follows its prompt's attention: at most the whole prompt.
+        for (int h = 0; h < H; ++h) {
+          heads[h] = KeepAtMost(full, tokens);
+          exact[h] = false;
+        }
+      } else if (tokens > limit) {
         if (e.threshold_eviction) {
           const int64_t cap = intermediate > 0 ? limit + intermediate : tokens;
           for (int h = 0; h < H; ++h) {

@@ -38,6 +38,7 @@ class EvictionPolicyImpl : public EvictionPolicy {
         scorer_(eviction::MakeScorer(options, layout)),
         layers_(num_layers),
         intermediate_(IntermediateBudgets(options, num_layers)),
+        cake_budget_(options.allocator == BudgetAllocator::kCake ? num_layers : 0, -1),
         tokens_seen_(num_layers, 0),
         rng_(options.seed) {}
 
@@ -87,8 +88,20 @@ class EvictionPolicyImpl : public EvictionPolicy {
     }
     auto rows = RowLengths(lengths);
     if (!rows.ok()) return rows.status();
-    return scorer_->Observe(layers_[layer], obs, *rows);
+    const bool had_preference = layers_[layer].has_preference;
+    ATTNKIT_RETURN_IF_ERROR(scorer_->Observe(layers_[layer], obs, *rows));
+    if (!cake_budget_.empty() && !had_preference && layers_[layer].has_preference) {
+      AllocateCake(layer, obs.window_rows.size(-1));
+    }
+    if (!cake_budget_.empty() && cake_budget_[layer] < 0 && obs.call_queries == 1) {
+      // Decoding with no share decided (a prompt of at most cache size + window tokens):
+      // CAKE's decoding cache keeps the configured key size.
+      cake_budget_[layer] = options_.intermediate_tokens;
+    }
+    return absl::OkStatus();
   }
+
+  std::vector<int> TakeCascade() override { return std::move(cascade_); }
 
   bool OverBudget(int layer, const std::vector<int64_t>& lengths) const override {
     if (layer < 0 || layer >= static_cast<int>(layers_.size())) return false;
@@ -188,6 +201,8 @@ class EvictionPolicyImpl : public EvictionPolicy {
   void Reset() override {
     for (auto& layer : layers_) layer = LayerScores();
     merged_.clear();
+    std::fill(cake_budget_.begin(), cake_budget_.end(), -1);
+    cascade_.clear();
     std::fill(tokens_seen_.begin(), tokens_seen_.end(), 0);
     rng_.seed(options_.seed);
   }
@@ -218,6 +233,13 @@ class EvictionPolicyImpl : public EvictionPolicy {
         w.Tensor(state.merge_attention);
         w.I64(state.merge_steps);
       }
+    }
+    if (options_.algorithm == EvictionAlgorithm::kCake) {  // likewise
+      for (const LayerScores& state : layers_) {
+        w.Bool(state.has_preference);
+        w.F64(state.preference);
+      }
+      w.Int64s(cake_budget_);
     }
     return std::move(w.data());
   }
@@ -264,6 +286,18 @@ class EvictionPolicyImpl : public EvictionPolicy {
             "'s merge state is not float32 [num_kv_heads, tokens] with a non-negative count")));
       }
     }
+    std::vector<int64_t> cake_budget = cake_budget_;
+    if (options_.algorithm == EvictionAlgorithm::kCake) {
+      for (size_t l = 0; l < layers.size() && r.ok(); ++l) {
+        layers[l].has_preference = r.Bool("cake preference present");
+        layers[l].preference = static_cast<float>(r.F64("cake preference"));
+      }
+      cake_budget = r.Int64s("cake budgets");
+      if (r.ok() && cake_budget.size() != cake_budget_.size()) {
+        r.Fail(absl::InvalidArgumentError(absl::StrCat(
+            "blob: ", cake_budget.size(), " CAKE layer budgets, expected ", cake_budget_.size())));
+      }
+    }
     if (!r.ok()) return r.status();
     if (tokens_seen.size() != layers_.size()) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -279,6 +313,7 @@ class EvictionPolicyImpl : public EvictionPolicy {
           absl::StrCat("blob: ", r.remaining(), " bytes after the policy's state"));
     }
     layers_ = std::move(layers);
+    cake_budget_ = std::move(cake_budget);
     tokens_seen_ = std::move(tokens_seen);
     host_counts_ = host_counts;
     rng_ = rng;
@@ -400,6 +435,31 @@ class EvictionPolicyImpl : public EvictionPolicy {
     state.merge_attention = compact;
   }
 
+  // CAKE's budgets (CakeprefillKVCache.__call__ and adjust_budgets): called once per layer, at
+  // its prompt, whose cache holds `tokens`. A prompt of at most cache size + window tokens (cache
+  // size = intermediate + window) evicts nothing then, and the layer keeps the configured
+  // intermediate area from its first decode step on (Observe). Else the layers with a preference so
+  // far (cascading: 0..layer; otherwise all, once the last layer's prompt came) share num_layers *
+  // intermediate_tokens in proportion to their preferences, adjusted as adjust_budgets does and
+  // capped at the prompt less the window; the earlier of them evict again (TakeCascade).
+  void AllocateCake(int layer, int64_t tokens) {
+    const int64_t w = options_.window_size, mean = options_.intermediate_tokens;
+    const int L = num_layers();
+    if (tokens <= mean + 2 * w) return;  // no eviction at the prompt; decoding keeps `mean`
+    std::vector<int> known;
+    for (int j = 0; j < L; ++j) {
+      if (layers_[j].has_preference) known.push_back(j);
+    }
+    if (!options_.cake_cascading && static_cast<int>(known.size()) < L) return;
+    std::vector<float> preferences;
+    for (int j : known) preferences.push_back(layers_[j].preference);
+    const std::vector<int64_t> budgets = eviction::CakeBudgets(preferences, mean * L, tokens - w);
+    for (size_t i = 0; i < known.size(); ++i) {
+      cake_budget_[known[i]] = std::min(budgets[i], tokens - w);
+      if (known[i] != layer) cascade_.push_back(known[i]);
+    }
+  }
+
   // Whether kv head `row` of `layer` streams (a session's head split; per-head policies only).
   bool Streams(int layer, int row) const {
     return layout_.per_head && !options_.streaming_heads.empty() &&
@@ -430,6 +490,10 @@ class EvictionPolicyImpl : public EvictionPolicy {
   // start and recent areas leave of the ratio's target for `seen` tokens, in whole groups and
   // spread over the layers as the allocator does.
   int64_t Intermediate(int layer, int64_t seen) const {
+    if (!cake_budget_.empty()) {
+      // CAKE: the layer's share once decided; none before (the prompt's layers wait for it).
+      return cake_budget_[layer] >= 0 ? cake_budget_[layer] : kUndecidedBudget;
+    }
     if (!options_.ratio_mode()) return intermediate_[layer];
     return eviction::RatioIntermediate(options_, seen, layer, num_layers());
   }
@@ -471,6 +535,11 @@ class EvictionPolicyImpl : public EvictionPolicy {
   bool host_counts_ = false;  // SetTokensSeen() was called: the host counts the tokens seen
   std::mt19937_64 rng_;
   std::vector<MergedValues> merged_;  // CaM: the last Select's merges (TakeMergedValues)
+  // CAKE allocator: each layer's intermediate budget once decided (-1: not yet), and the earlier
+  // layers a prompt's allocation shrank (TakeCascade).
+  std::vector<int64_t> cake_budget_;
+  std::vector<int> cascade_;
+  static constexpr int64_t kUndecidedBudget = int64_t{1} << 40;
 };
 
 }  // namespace

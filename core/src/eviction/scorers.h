@@ -33,6 +33,10 @@ struct LayerScores {
   // before the first decode call), and the decode calls since the layer last evicted.
   at::Tensor merge_attention;
   int64_t merge_steps = 0;
+  // CAKE: the layer's preference (entropy^(1/tau1) * variance^(1/tau2) of its prompt's window
+  // attention, float32 as the reference computes it), once the prompt was observed.
+  bool has_preference = false;
+  float preference = 0.0f;
 };
 
 // Shape facts every scorer needs.

@@ -887,6 +887,10 @@ class SessionImpl : public Session {
       ATTNKIT_RETURN_IF_ERROR(policy.Observe(layer, obs));
     }
     if (o.eviction.defer_eviction_to_decode && T > 1) return absl::OkStatus();
+    // CAKE's cascading budgets: the earlier layers this prompt's allocation shrank evict again.
+    for (int earlier : policy.TakeCascade()) {
+      ATTNKIT_RETURN_IF_ERROR(EvictIfOver(earlier, b, policy));
+    }
     if (T == 1 && o.eviction.interval_steps > 1) {
       // DecodingPress's schedule: every interval_steps-th decode call may evict; the count restarts
       // whether or not the layer was over budget then.
@@ -894,6 +898,13 @@ class SessionImpl : public Session {
       if (++since < o.eviction.interval_steps) return absl::OkStatus();
       since = 0;
     }
+    return EvictIfOver(layer, b, policy);
+  }
+
+  // Sequence b's eviction in `layer` when the policy finds it over budget: select, write CaM's
+  // merged values, keep, re-rotate.
+  absl::Status EvictIfOver(int layer, int64_t b, EvictionPolicy& policy) {
+    const SessionOptions& o = options_;
     const std::vector<int64_t> lengths = HeadLengths(layer, b);
     const std::vector<int64_t> select_lengths =
         policy.per_head() ? lengths : std::vector<int64_t>{lengths[0]};

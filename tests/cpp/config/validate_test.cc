@@ -52,6 +52,14 @@ void ExpectSameEviction(const EvictionOptions& a, const EvictionOptions& b) {
   EXPECT_EQ(a.interval_steps, b.interval_steps);
 }
 
+// What CAKE needs beyond an algorithm and a recent area: its per-head, per-token shape with the
+// window as the recent area.
+void SetCakeShape(pb::EvictionConfig& c) {
+  c.set_per_head(true);
+  c.set_granularity(pb::PER_TOKEN);
+  c.set_window_size(c.recent_tokens());
+}
+
 TEST(DescriptorTest, EveryProtoEnumValueHasItsRow) {
   const auto* algorithms = pb::EvictionAlgorithm_descriptor();
   int named = 0;
@@ -61,6 +69,7 @@ TEST(DescriptorTest, EveryProtoEnumValueHasItsRow) {
     pb::EvictionConfig c;
     c.set_algorithm(static_cast<pb::EvictionAlgorithm>(value->number()));
     c.set_recent_tokens(64);
+    if (value->number() == pb::CAKE) SetCakeShape(c);
     auto o = ParseEvictionConfig(c.SerializeAsString(), false);
     ASSERT_TRUE(o.ok()) << value->name() << ": " << o.status();
     EXPECT_EQ(EvictionAlgorithmName(o->algorithm), value->name());
@@ -109,6 +118,11 @@ TEST(DescriptorTest, EveryProtoEnumValueHasItsRow) {
     pb::EvictionConfig c;
     c.set_algorithm(pb::H2O);
     c.set_intermediate_tokens(64);
+    if (allocators->value(i)->number() == pb::BudgetAllocation::CAKE) {
+      c.set_algorithm(pb::CAKE);  // CAKE's budgets come from CAKE's window
+      c.set_recent_tokens(64);
+      SetCakeShape(c);
+    }
     c.mutable_budget()->set_allocator(
         static_cast<pb::BudgetAllocation::Allocator>(allocators->value(i)->number()));
     auto o = ParseEvictionConfig(c.SerializeAsString(), false);
@@ -123,7 +137,8 @@ TEST(DescriptorTest, CapabilitiesDriveTheRuleMessages) {
   c.set_recent_tokens(64);
   c.set_window_size(4);
   auto o = ParseEvictionConfig(c.SerializeAsString(), false);
-  EXPECT_EQ(o.status().message(), "window_size: is only supported by SNAPKV and RKV, not TOVA");
+  EXPECT_EQ(o.status().message(),
+            "window_size: is only supported by SNAPKV, RKV and CAKE, not TOVA");
   c.set_window_size(0);
   c.set_normalize_scores(true);
   o = ParseEvictionConfig(c.SerializeAsString(), false);
@@ -150,10 +165,18 @@ TEST(StructDefaultsTest, EvictionOptionsDefaultLikeOmittedProtoFields) {
     pb::EvictionConfig c;
     c.set_algorithm(value);
     c.set_recent_tokens(64);
+    const bool cake = d.algorithm == EvictionAlgorithm::kCake;
+    if (cake) SetCakeShape(c);
     auto o = ParseEvictionConfig(c.SerializeAsString(), false);
     ASSERT_TRUE(o.ok()) << o.status();
     EvictionOptions expected = DefaultEvictionOptions(d.algorithm);
     expected.recent_tokens = 64;
+    if (cake) {  // the same shape on the struct
+      expected.per_head = true;
+      expected.per_group = false;
+      expected.group_size = 1;
+      expected.window_size = 64;
+    }
     ExpectSameEviction(expected, *o);
     EXPECT_TRUE(ValidateEvictionOptions(expected).ok());
   }

@@ -212,7 +212,7 @@ TEST(RandomEvictionTest, ConfigRulesComeFromItsRow) {
   auto window =
       ParseEvictionConfig("algorithm: RANDOM_SCORES recent_tokens: 32 window_size: 4", true);
   EXPECT_EQ(window.status().message(),
-            "window_size: is only supported by SNAPKV and RKV, not RANDOM_SCORES");
+            "window_size: is only supported by SNAPKV, RKV and CAKE, not RANDOM_SCORES");
   auto normalize = ParseEvictionConfig(
       "algorithm: RANDOM_SCORES recent_tokens: 32 normalize_scores: true", true);
   EXPECT_EQ(normalize.status().message(),

@@ -69,6 +69,11 @@ std::vector<Config> Configs() {
            "eviction { enabled: true algorithm: SNAPKV granularity: PER_TOKEN per_head: true " +
            small_budget + "}",
        1e-5},
+      {"cake cascading budgets",
+       shape + "eviction { enabled: true algorithm: CAKE granularity: PER_TOKEN per_head: true "
+               "window_size: 12 recent_tokens: 12 intermediate_tokens: 24 "
+               "budget { allocator: CAKE cake_cascading: true } }",
+       1e-5},
       {"streaming rerotate",
        shape + "rope { theta: 10000 } eviction { enabled: true algorithm: "
                "STREAMING_LLM granularity: PER_TOKEN start_tokens: 4 "

@@ -121,6 +121,10 @@ class EvictionPolicy {
   // the host writes them into its cache before keeping the selected positions. Moved out (a
   // second call returns nothing); empty without cache_merging.
   virtual std::vector<MergedValues> TakeMergedValues() { return {}; }
+  // CAKE's cascading budgets: the layers other than the one just observed whose budget a
+  // prompt's allocation shrank; the host selects and compacts each of them again (Select() with
+  // its own cache). Moved out; empty for every other policy.
+  virtual std::vector<int> TakeCascade() { return {}; }
   // True when Select() would evict from some row.
   virtual bool OverBudget(int layer, const std::vector<int64_t>& lengths) const = 0;
 

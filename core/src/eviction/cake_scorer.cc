@@ -1,0 +1,122 @@
+// CAKE's eviction indicator (antgroup/cakekv, cake/model/modify_llama.py and cake_cache.py;
+// docs/algorithms.md 1.10). At a call of several queries (the prompt), over the last window_size
+// queries' attention A [H, w, K]: per key before the window, mean over the queries plus gamma
+// times their unbiased variance, average-pooled with kernel 5 (padding 2, zeros counted), then
+// averaged over each kv head's query heads. At a decode step: the step's own attention over the
+// keys before the window, pooled and averaged the same way. Scores are replaced by every call,
+// never accumulated, as CAKE's decoding cache recomputes them from the current query. The prompt
+// call also sets the layer's preference entropy(A)^(1/tau1) * sum(var(A))^(1/tau2), the input of
+// CAKE's layer budgets (eviction_policy.cc). The arithmetic is ATen's on float32 tensors shaped as
+// the reference's, so the scores and the preference are its values.
+#include <algorithm>
+#include <memory>
+#include <vector>
+
+#include <ATen/Functions.h>
+#include <ATen/TensorOperators.h>
+
+#include "absl/strings/str_cat.h"
+#include "eviction/scorers.h"
+
+namespace attnkit::eviction {
+namespace {
+
+class CakeScorer : public Scorer {
+ public:
+  CakeScorer(const EvictionOptions& options, const HeadLayout& layout)
+      : options_(options), layout_(layout) {}
+
+  ObservationNeeds needs() const override {
+    ObservationNeeds n;
+    n.window_rows = options_.window_size;
+    return n;
+  }
+
+  absl::Status Observe(LayerScores& state, const Observation& obs,
+                       const std::vector<int64_t>& row_lengths) override {
+    const at::Tensor& rows = obs.window_rows;
+    if (!rows.defined() || rows.dim() != 3 || rows.size(0) != layout_.num_heads) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("window_rows: CAKE needs the attention of the last queries [num_heads=",
+                       layout_.num_heads, ", queries, cache tokens]"));
+    }
+    const int64_t K = rows.size(2), w = options_.window_size;
+    const int64_t prefix = K - w;
+    const int Hkv = layout_.num_kv_heads, G = layout_.num_heads / Hkv;
+    state.scores.assign(layout_.rows(), {});
+    state.observed = true;
+    if (prefix <= 0) {
+      for (int r = 0; r < layout_.rows(); ++r) {
+        state.scores[r].assign(std::max<int64_t>(row_lengths[r] - options_.start_tokens, 0), 0.0);
+      }
+      return absl::OkStatus();
+    }
+    const at::Tensor a = rows.to(at::kCPU, at::kFloat).narrow(2, 0, prefix);  // [H, r, prefix]
+    const bool prompt = obs.observed_queries == 0 && a.size(1) > 1;
+    at::Tensor indicator = a.mean(1);
+    if (prompt) {
+      const at::Tensor var = a.var(1);  // unbiased, as torch.var
+      indicator = indicator + var * options_.cake_gamma;
+      if (!state.has_preference) {
+        const at::Tensor entropy = -(a * at::log(a + 1e-10)).sum();
+        const at::Tensor dispersion = var.sum(0).sum(0);
+        const at::Tensor preference =
+            entropy.pow(1.0 / options_.cake_tau1) * dispersion.pow(1.0 / options_.cake_tau2);
+        state.preference = preference.item<float>();
+        state.has_preference = true;
+      }
+    }
+    const at::Tensor pooled =
+        at::avg_pool1d(indicator.unsqueeze(0), {5}, {1}, {2}, false, true).squeeze(0);
+    const at::Tensor per_kv = pooled.reshape({Hkv, G, prefix}).mean(1).contiguous();
+    const float* p = per_kv.data_ptr<float>();
+    const int64_t S = options_.start_tokens;
+    for (int r = 0; r < layout_.rows(); ++r) {
+      std::vector<double>& row = state.scores[r];
+      row.assign(std::max<int64_t>(row_lengths[r] - S, 0), 0.0);
+      // Layer-wide rows (not reachable: validation asks for per_head) would average the kv heads.
+      const int h = layout_.per_head ? r : 0;
+      for (int64_t t = S; t < std::min(prefix, row_lengths[r]); ++t) row[t - S] = p[h * prefix + t];
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::vector<std::vector<double>>> Scores(LayerScores& state,
+                                                          const std::vector<int64_t>& row_lengths,
+                                                          const at::Tensor&,
+                                                          const at::Tensor&) override {
+    for (int r = 0; r < layout_.rows(); ++r) {
+      const size_t n = std::max<int64_t>(row_lengths[r] - options_.start_tokens, 0);
+      if (r >= static_cast<int>(state.scores.size()) || state.scores[r].size() != n) {
+        return absl::FailedPreconditionError("CAKE needs the call's attention: observe first");
+      }
+    }
+    return state.scores;
+  }
+
+  void Compact(LayerScores& state, const KeptPositions& kept) override {
+    const int64_t S = options_.start_tokens;
+    for (size_t r = 0; r < state.scores.size() && r < kept.size(); ++r) {
+      std::vector<double> next;
+      next.reserve(kept[r].size());
+      for (int64_t p : kept[r]) {
+        const int64_t i = p - S;
+        if (i >= 0 && i < static_cast<int64_t>(state.scores[r].size()))
+          next.push_back(state.scores[r][i]);
+      }
+      state.scores[r] = std::move(next);
+    }
+  }
+
+ private:
+  EvictionOptions options_;
+  HeadLayout layout_;
+};
+
+}  // namespace
+
+std::unique_ptr<Scorer> MakeCakeScorer(const EvictionOptions& options, const HeadLayout& layout) {
+  return std::make_unique<CakeScorer>(options, layout);
+}
+
+}  // namespace attnkit::eviction
