@@ -80,6 +80,18 @@ TEST(CudaSession, MatchesTheCpuSession) {
                "STREAMING_LLM granularity: PER_TOKEN start_tokens: 4 intermediate_tokens: 0 "
                "recent_tokens: 124 rerotate_keys: true }",
        at::kBFloat16, 2e-2},
+      // CaM: the device store writes the merged values (index_copy_); fp32 so the decode
+      // attention the merge draws read agrees with the CPU's to rounding.
+      {"fp32 cam over h2o",
+       shape + "eviction { enabled: true algorithm: H2O granularity: PER_TOKEN " + budget +
+           "cache_merging { merge_budget: 8 seed: 3 } }",
+       at::kFloat, 1e-4},
+      // CAKE: the layers' shares cascade while the prompt goes through the layers.
+      {"fp32 cake cascading",
+       shape + "eviction { enabled: true algorithm: CAKE granularity: PER_TOKEN per_head: true "
+               "window_size: 24 recent_tokens: 24 start_tokens: 4 intermediate_tokens: 100 "
+               "budget { allocator: CAKE cake_cascading: true } }",
+       at::kFloat, 1e-4},
       // Quest: the device store's tensor path against the host store's kernel, same pages.
       {"fp32 quest", shape + "sparse_decode { token_budget: 160 start_pages: 1 recent_pages: 1 }",
        at::kFloat, 1e-4},
