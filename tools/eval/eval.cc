@@ -295,6 +295,73 @@ absl::StatusOr<Reference> RunReference(const EvalModel& m, const SessionOptions&
   return r;
 }
 
+// A head-split file whose labels the tool derives (`head_split { sink_tokens recent_tokens }`
+// without `streaming`, `head_scores` or a ratio): DuoAttention learns which heads stream; these
+// models come with no such scores, so the tool gives each (layer, kv head) the share of the full
+// cache's attention that its decode queries put on the middle of the text (not the first
+// sink_tokens, not the last recent_tokens), averaged over the kv head's query heads, the first
+// texts and their decode queries. The heads that need the middle least stream.
+bool ToolHeadSplit(const std::string& with_comments) {
+  std::string text;  // without the comments, which may name any field
+  for (absl::string_view line : absl::StrSplit(with_comments, '\n')) {
+    absl::StrAppend(&text, line.substr(0, line.find('#')), "\n");
+  }
+  return text.find("head_split") != std::string::npos &&
+         text.find("head_scores") == std::string::npos &&
+         text.find("streaming:") == std::string::npos &&
+         text.find("streaming_ratio") == std::string::npos;
+}
+
+std::vector<double> MiddleAttention(const EvalModel& m, const std::vector<Reference>& refs,
+                                    int prefill, int sink, int recent, size_t max_texts) {
+  std::vector<double> score(static_cast<size_t>(m.n_layers) * m.n_kv_heads, 0.0);
+  const at::Tensor group = at::arange(m.n_heads, at::kLong).div(m.n_heads / m.n_kv_heads, "floor");
+  const double scale = 1.0 / std::sqrt(static_cast<double>(m.head_dim));
+  int64_t count = 0;
+  for (size_t i = 0; i < refs.size() && i < max_texts; ++i) {
+    const Reference& ref = refs[i];
+    const int64_t n = ref.q[0].size(0);
+    for (int l = 0; l < m.n_layers; ++l) {
+      at::Tensor q = ref.q[l].permute({1, 0, 2}).to(at::kDouble);
+      at::Tensor k = ref.k[l].index_select(1, group).permute({1, 0, 2}).to(at::kDouble);
+      at::Tensor causal = at::ones({n, n}, at::kBool).triu(1);
+      at::Tensor p =
+          at::softmax(at::matmul(q, k.transpose(1, 2)).mul(scale).masked_fill(causal, -INFINITY),
+                      -1)
+              .contiguous();
+      const double* pp = p.data_ptr<double>();
+      for (int64_t t = prefill; t < n; ++t) {
+        for (int h = 0; h < m.n_heads; ++h) {
+          const double* row = pp + (h * n + t) * n;
+          double mass = 0;
+          for (int64_t j = sink; j <= t - recent; ++j) mass += row[j];
+          score[static_cast<size_t>(l) * m.n_kv_heads + h / (m.n_heads / m.n_kv_heads)] += mass;
+        }
+      }
+    }
+    count += (n - prefill) * (m.n_heads / m.n_kv_heads);
+  }
+  for (double& x : score) x /= std::max<int64_t>(count, 1);
+  return score;
+}
+
+// `text` with the derived scores and `ratio` inserted into its head_split block.
+std::string WithHeadScores(std::string text, const std::vector<double>& scores, double ratio) {
+  std::string fields = absl::StrCat("streaming_ratio: ", ratio, " head_scores: [");
+  for (size_t i = 0; i < scores.size(); ++i) {
+    absl::StrAppend(&fields, i ? ", " : "", absl::StrFormat("%.17g", scores[i]));
+  }
+  fields += "] ";
+  size_t from = 0;  // the head_split outside the comments
+  for (size_t line = 0; (from = text.find("head_split", from)) != std::string::npos; ++from) {
+    line = text.rfind('\n', from);
+    if (text.find('#', line == std::string::npos ? 0 : line) > from) break;
+  }
+  const size_t at = text.find('{', from);
+  text.insert(at + 1, " " + fields);
+  return text;
+}
+
 struct Result {
   std::string model, config;
   double budget_fraction = 1;
@@ -364,7 +431,8 @@ absl::StatusOr<Result> RunConfig(const ModelData& d, const std::string& config,
           ? std::max(1,
                      static_cast<int>(r.tokens_per_text * (1 - options.eviction.compression_ratio)))
           : options.eviction.max_cache_tokens();
-  const bool evicts = options.eviction.enabled;
+  // A head split (no eviction): the held positions differ per head, so recall is measured.
+  const bool evicts = options.eviction.enabled || options.head_split.enabled();
   double kl = 0, nll = 0, seconds = 0;
   int64_t agree = 0, tokens = 0;
   std::vector<double> recall_sum(m.n_layers, 0.0);
@@ -750,7 +818,14 @@ int Main(int argc, char** argv) {
     for (size_t mi = 0; mi < data.size(); ++mi)
       items.push_back({mi, "full_cache", data[mi].full, 1.0});
   }
+  // Head-split files whose labels the tool derives from the full-cache runs (ToolHeadSplit):
+  // their items are made once those runs are done, one per budget b with streaming_ratio 1 - b.
+  std::vector<const Config*> tool_splits;
   for (const Config& c : *configs) {
+    if (ToolHeadSplit(c.text)) {
+      tool_splits.push_back(&c);
+      continue;
+    }
     for (size_t mi = 0; mi < data.size(); ++mi) {
       const ModelData& d = data[mi];
       auto o = ParseSessionConfig(c.text + d.model.shape_text, true);
@@ -860,6 +935,35 @@ int Main(int argc, char** argv) {
     if (!error.empty()) {
       Log(absl::StrCat("attnkit-eval: ", d.model.name, ": ", error));
       return 1;
+    }
+  }
+
+  for (const Config* c : tool_splits) {
+    for (size_t mi = 0; mi < data.size(); ++mi) {
+      const ModelData& d = data[mi];
+      auto probe = ParseSessionConfig(
+          WithHeadScores(c->text, std::vector<double>(d.model.n_layers * d.model.n_kv_heads, 0.0),
+                         0.5) +
+              d.model.shape_text,
+          true);
+      if (!probe.ok()) {
+        Log(absl::StrCat("attnkit-eval: ", c->path, ": ", probe.status().message(),
+                         " (skipped; the run continues)"));
+        failed.push_back(absl::StrCat("`", c->name, "`: ", probe.status().message()));
+        break;
+      }
+      const std::vector<double> scores =
+          MiddleAttention(d.model, d.refs, f.prefill, probe->head_split.sink_tokens,
+                          probe->head_split.recent_tokens, 4);
+      for (double b : f.budgets) {
+        auto o =
+            ParseSessionConfig(WithHeadScores(c->text, scores, 1.0 - b) + d.model.shape_text, true);
+        if (!o.ok()) {
+          Log(absl::StrCat("attnkit-eval: ", c->path, ": ", o.status().message()));
+          continue;
+        }
+        items.push_back({mi, c->name, *o, b});
+      }
     }
   }
 
