@@ -181,6 +181,21 @@ int PrefillMain(const std::vector<std::string>& args) {
                                                           kernels::SparseGemm::kVectorized));
         },
         reps, warmup, "full mask, AVX2" + at_len);
+    // The bfloat16 path (AVX512-BF16 dot products) on the same values rounded to bfloat16.
+    const bool bf16_path = kernels::Bf16PathTaken(at::kBFloat16, at::kBFloat16, at::kBFloat16);
+    Times full_bf16{};
+    double bf16_err = 0;
+    if (bf16_path) {
+      const at::Tensor qb = q.to(at::kBFloat16), kb = k.to(at::kBFloat16), vb = v.to(at::kBFloat16);
+      at::Tensor bf16_out;
+      full_bf16 = Measure(
+          [&] {
+            bf16_out = Must(kernels::BlockSparseAttentionCpu(qb, kb, vb, full, kBlock, scale,
+                                                             kernels::SparseGemm::kBf16Dot));
+          },
+          reps, warmup, "full mask, bf16" + at_len);
+      bf16_err = (bf16_out - full_out).abs().max().item<double>();
+    }
     const Times tri_t = attend(tri, &scratch, "tri-shape");
     const Times random_t = attend(random, &scratch, "random 10%");
     const Times x8 =
@@ -222,6 +237,20 @@ int PrefillMain(const std::vector<std::string>& args) {
     const double full_gflops = causal_flops / (full_t.wall_ms * 1e-3) / 1e9;
     std::printf("  full mask: %.1f GFLOP/s (%.0f %% of sgemm)\n", full_gflops,
                 100.0 * full_gflops / sgemm_gflops);
+    if (bf16_path) {
+      const double bf16_gflops = causal_flops / (full_bf16.wall_ms * 1e-3) / 1e9;
+      std::printf(
+          "  full mask, bf16 (AVX512-BF16): %.1f ms, %.1f GFLOP/s, %.2fx the float32 "
+          "time, max |diff| vs float32 %.2e\n",
+          full_bf16.wall_ms, bf16_gflops, full_bf16.wall_ms / full_t.wall_ms, bf16_err);
+      const std::string s2 = "_" + std::to_string(len);
+      result.Add("full_bf16_ms" + s2, full_bf16.wall_ms);
+      result.Add("full_bf16_gflops" + s2, bf16_gflops);
+      result.Add("full_bf16_over_fp32_time" + s2, full_bf16.wall_ms / full_t.wall_ms);
+      result.Add("full_bf16_max_abs_diff" + s2, bf16_err);
+    } else {
+      std::printf("  full mask, bf16: this CPU has no AVX512-BF16 (bfloat16 runs as float32)\n");
+    }
     std::fflush(stdout);
     const std::string sfx = "_" + std::to_string(len);
     auto add = [&](const std::string& key, const Times& t) {

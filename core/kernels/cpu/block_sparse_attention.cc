@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "cpu/bf16_dot.h"
 #include "cpu/sparse_gemm.h"
 #include "cpu/sparse_parallel.h"
 #include "cpu/sparse_vec.h"
@@ -127,6 +128,11 @@ absl::Status CheckBlockSparseInputs(const at::Tensor& q, const at::Tensor& k, co
   return absl::OkStatus();
 }
 
+bool Bf16PathTaken(at::ScalarType q, at::ScalarType k, at::ScalarType v) {
+  return q == at::kBFloat16 && k == at::kBFloat16 && v == at::kBFloat16 &&
+         bf16_dot::Bf16DotAvailable();
+}
+
 absl::StatusOr<at::Tensor> BlockSparseAttentionCpu(const at::Tensor& q, const at::Tensor& k,
                                                    const at::Tensor& v, const at::Tensor& mask,
                                                    int64_t block_size, double scale,
@@ -147,14 +153,24 @@ absl::StatusOr<at::Tensor> BlockSparseAttentionCpu(const at::Tensor& q, const at
   at::Tensor out = at::zeros({heads, q_len, vdim}, at::TensorOptions().dtype(at::kFloat));
   if (q_len == 0 || k_len == 0 || vdim == 0) return out;
 
-  // float32, compact, the scale folded into q.
-  const at::Tensor qf = at::mul(q.to(at::kFloat), scale).contiguous();
-  const at::Tensor kf = k.to(at::kFloat).contiguous();
-  const at::Tensor vf = v.to(at::kFloat).contiguous();
+  const bool bf16 = gemm == SparseGemm::kBf16Dot &&
+                    Bf16PathTaken(q.scalar_type(), k.scalar_type(), v.scalar_type());
+  if (gemm == SparseGemm::kBf16Dot && !bf16) gemm = SparseGemm::kBlas;
+  // float32, compact, the scale folded into q; or, on the bfloat16 path, the inputs as they are
+  // (the scale applied to the float32 scores).
+  const at::Tensor qf = bf16 ? q.contiguous() : at::mul(q.to(at::kFloat), scale).contiguous();
+  const at::Tensor kf = bf16 ? k.contiguous() : k.to(at::kFloat).contiguous();
+  const at::Tensor vf = bf16 ? v.contiguous() : v.to(at::kFloat).contiguous();
   const at::Tensor mf = mask.to(at::kBool).contiguous();
-  const float* qp = qf.data_ptr<float>();
-  const float* kp = kf.data_ptr<float>();
-  const float* vp = vf.data_ptr<float>();
+  const float* qp = bf16 ? nullptr : qf.data_ptr<float>();
+  const float* kp = bf16 ? nullptr : kf.data_ptr<float>();
+  const float* vp = bf16 ? nullptr : vf.data_ptr<float>();
+  auto bits = [](const at::Tensor& t) {
+    return reinterpret_cast<const uint16_t*>(t.data_ptr<at::BFloat16>());
+  };
+  const uint16_t* qh = bf16 ? bits(qf) : nullptr;
+  const uint16_t* kh = bf16 ? bits(kf) : nullptr;
+  const uint16_t* vh = bf16 ? bits(vf) : nullptr;
   const bool* mp = mf.data_ptr<bool>();
   float* op = out.data_ptr<float>();
   const int64_t mask_heads = mf.size(0);
@@ -186,9 +202,13 @@ absl::StatusOr<at::Tensor> BlockSparseAttentionCpu(const at::Tensor& q, const at
 
   sparse_parallel::RunWorkers(workers, [&](int64_t) {
     std::vector<float> scores(B * chunk_keys), acc(B * vdim), row_max(B), row_sum(B);
-    std::vector<float> kbuf(chunk_keys * dim), vbuf(chunk_keys * vdim);
-    std::vector<float> kpack(blas ? 0 : sparse_gemm::PackedSize(dim, chunk_keys));
-    std::vector<float> vpack(blas ? 0 : sparse_gemm::PackedSize(chunk_keys, vdim));
+    const bool floats = !bf16;
+    std::vector<float> kbuf(floats ? chunk_keys * dim : 0), vbuf(floats ? chunk_keys * vdim : 0);
+    std::vector<float> kpack(blas || bf16 ? 0 : sparse_gemm::PackedSize(dim, chunk_keys));
+    std::vector<float> vpack(blas || bf16 ? 0 : sparse_gemm::PackedSize(chunk_keys, vdim));
+    std::vector<uint32_t> kpack16(bf16 ? bf16_dot::PackedKeysWords(chunk_keys, dim) : 0);
+    std::vector<uint32_t> vpack16(bf16 ? bf16_dot::PackedValuesWords(chunk_keys, vdim) : 0);
+    std::vector<uint16_t> vbuf16(bf16 ? chunk_keys * vdim : 0);
     std::vector<int64_t> chunk;  // key block indices of the current chunk
     chunk.reserve(chunk_blocks);
     for (int64_t t; (t = next.fetch_add(1)) < num_tasks;) {
@@ -197,12 +217,31 @@ absl::StatusOr<at::Tensor> BlockSparseAttentionCpu(const at::Tensor& q, const at
       const int64_t q0 = r * B, q1 = std::min(q_len, q0 + B), nq = q1 - q0;
       const int64_t last_key = std::min(k_len - 1, q1 - 1 + delta);
       const bool* row_mask = mp + ((mask_heads == 1 ? 0 : h) * qb + r) * kb;
-      const float* qrows = qp + (h * q_len + q0) * dim;
-      const float* khead = kp + hk * k_len * dim;
-      const float* vhead = vp + hk * k_len * vdim;
+      const float* qrows = bf16 ? nullptr : qp + (h * q_len + q0) * dim;
+      const float* khead = bf16 ? nullptr : kp + hk * k_len * dim;
+      const float* vhead = bf16 ? nullptr : vp + hk * k_len * vdim;
       sv::Fill(acc.data(), nq * vdim, 0.0f);
       sv::Fill(row_max.data(), nq, -std::numeric_limits<float>::infinity());
       sv::Fill(row_sum.data(), nq, 0.0f);
+
+      // The bfloat16 path's products: keys packed block by block, values gathered then packed.
+      auto bf16_scores = [&]() {
+        int64_t n = 0;
+        int64_t total = 0;
+        for (int64_t c : chunk) total += std::min(k_len, (c + 1) * B) - c * B;
+        const uint16_t* kheadh = kh + hk * k_len * dim;
+        const uint16_t* vheadh = vh + hk * k_len * vdim;
+        for (int64_t c : chunk) {
+          const int64_t len = std::min(k_len, (c + 1) * B) - c * B;
+          bf16_dot::PackKeysBf16(kheadh + c * B * dim, dim, len, dim, n, total, kpack16.data());
+          std::memcpy(vbuf16.data() + n * vdim, vheadh + c * B * vdim, len * vdim * 2);
+          n += len;
+        }
+        bf16_dot::PackValuesBf16(vbuf16.data(), vdim, n, vdim, vpack16.data());
+        bf16_dot::ScoresBf16(nq, n, dim, qh + (h * q_len + q0) * dim, dim, kpack16.data(),
+                             static_cast<float>(scale), scores.data(), n);
+        return n;
+      };
 
       auto run_chunk = [&]() {
         // Keys of the chunk: whole blocks in ascending order, the last one possibly partial.
@@ -210,9 +249,11 @@ absl::StatusOr<at::Tensor> BlockSparseAttentionCpu(const at::Tensor& q, const at
         bool contiguous = true;
         for (size_t i = 1; i < chunk.size(); ++i) contiguous &= chunk[i] == chunk[i - 1] + 1;
         const int64_t first_key = chunk.front() * B;
-        const float* kc;
-        const float* vc;
-        if (contiguous) {
+        const float* kc = nullptr;
+        const float* vc = nullptr;
+        if (bf16) {
+          n = bf16_scores();
+        } else if (contiguous) {
           n = std::min(k_len, (chunk.back() + 1) * B) - first_key;
           kc = khead + first_key * dim;
           vc = vhead + first_key * vdim;
@@ -226,7 +267,9 @@ absl::StatusOr<at::Tensor> BlockSparseAttentionCpu(const at::Tensor& q, const at
           kc = kbuf.data();
           vc = vbuf.data();
         }
-        if (blas) {
+        if (bf16) {
+          // Scores already computed.
+        } else if (blas) {
           GemmNT(nq, n, dim, qrows, dim, kc, dim, scores.data(), n);
         } else {
           sparse_gemm::PackTransposed(kc, dim, n, dim, kpack.data());
@@ -254,7 +297,10 @@ absl::StatusOr<at::Tensor> BlockSparseAttentionCpu(const at::Tensor& q, const at
           row_sum[i] = row_sum[i] * alpha + sum;
           row_max[i] = mx;
         }
-        if (blas) {
+        if (bf16) {
+          bf16_dot::AccumulatePVBf16(nq, n, vdim, scores.data(), n, vpack16.data(), acc.data(),
+                                     vdim);
+        } else if (blas) {
           GemmNNAcc(nq, vdim, n, scores.data(), n, vc, vdim, acc.data(), vdim);
         } else {
           sparse_gemm::PackRows(vc, vdim, n, vdim, vpack.data());

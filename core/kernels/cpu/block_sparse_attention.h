@@ -28,7 +28,14 @@ namespace attnkit::kernels {
 //   at::get_num_threads() workers (sparse_parallel.h); no BLAS involved.
 // On this 2-core Zen 4 machine with OpenBLAS, kBlas measured about 1.5-3x faster end to end
 // (`attnkit-bench prefill` times both). Both are tested against the references.
-enum class SparseGemm { kVectorized, kBlas };
+// - kBf16Dot: bfloat16 q, k and v multiplied as they are with AVX512-BF16 dot products
+//   (bf16_dot.h), float32 accumulation, the probabilities rounded to bfloat16 before the second
+//   product as FlashAttention does; chosen at run time where the CPU has AVX512-BF16 and every
+//   input is bfloat16, otherwise the kernel runs as kBlas.
+enum class SparseGemm { kVectorized, kBlas, kBf16Dot };
+
+// Whether a kBf16Dot call on these dtypes takes the bfloat16 path on this CPU.
+bool Bf16PathTaken(at::ScalarType q, at::ScalarType k, at::ScalarType v);
 
 // Checks the shapes, dtypes and devices above; InvalidArgumentError naming the argument otherwise.
 absl::Status CheckBlockSparseInputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

@@ -9,6 +9,7 @@
 #include <ATen/Parallel.h>
 
 #include "absl/strings/str_cat.h"
+#include "cpu/block_sparse_attention.h"
 #include "cpu/paged_attention.h"
 #include "cpu/quest.h"
 #include "cpu/sparse_parallel.h"
@@ -312,7 +313,7 @@ class HostStore final : public KvStore {
         T >= sparse->options().min_sparse_length) {
       for (size_t i = 0; i < sequences.size(); ++i) {
         if (absl::Status s =
-                SparsePrefill(layer, sequences[i], i, *sparse, false, qf[i], window, r);
+                SparsePrefill(layer, sequences[i], i, *sparse, Bf16Prefill(), qf[i], window, r);
             !s.ok()) {
           return s;
         }
@@ -764,6 +765,12 @@ class HostStore final : public KvStore {
   int main_page_;      // tokens per main page (group_ with KIVI keys, else the session's)
   RowCodec codec_;
   bool plain_ = true;  // keys and values in the session dtype, no window
+  // bfloat16 pages on a CPU with AVX512-BF16: the sparse prefill reads q, k and v as bfloat16
+  // (the block-sparse kernel's kBf16Dot path) instead of converting them to float32.
+  bool Bf16Prefill() const {
+    return plain_ && dtype_ == at::kBFloat16 &&
+           kernels::Bf16PathTaken(at::kBFloat16, at::kBFloat16, at::kBFloat16);
+  }
   // The last Append's keys and values [B, Hkv, T, d] (session dtype) until the Attend of that
   // layer ends: a prefill attends to its own tokens in full precision (not plain_ stores).
   int fresh_layer_ = -1;

@@ -100,7 +100,9 @@ absl::StatusOr<at::Tensor> RunAttention(SparseBackend backend, const at::Tensor&
                                         const at::Tensor& mask, int64_t block_size, double scale) {
   switch (backend) {
     case SparseBackend::kCpu:
-      return kernels::BlockSparseAttentionCpu(q, k, v, mask, block_size, scale);
+      // bfloat16 inputs through AVX512-BF16 where the CPU has it, float32 otherwise.
+      return kernels::BlockSparseAttentionCpu(q, k, v, mask, block_size, scale,
+                                              kernels::SparseGemm::kBf16Dot);
     case SparseBackend::kCuda: {
       ATTNKIT_RETURN_IF_ERROR(kernels::CheckBlockSparseInputs(q, k, v, mask, block_size, scale));
       ATTNKIT_ASSIGN_OR_RETURN(cuda::BlockLists lists, cuda::MaskToBlockLists(mask, q.device()));

@@ -122,7 +122,9 @@ TEST(SparseAttention, PrefillIsMaskPlusAttention) {
   auto mask = sparse->BuildMask(q, k);
   ASSERT_TRUE(mask.ok());
   auto want = kernels::BlockSparseAttentionReference(q, k, v, *mask, 32, 0.25);
-  EXPECT_LE((*out - *want).abs().max().item<double>(), 2e-5);
+  // bfloat16 inputs take the AVX512-BF16 path where the CPU has it: probabilities in bfloat16.
+  const bool bf16 = kernels::Bf16PathTaken(at::kBFloat16, at::kBFloat16, at::kBFloat16);
+  EXPECT_LE((*out - *want).abs().max().item<double>(), bf16 ? 1e-2 : 2e-5);
   EXPECT_DOUBLE_EQ(density, MaskDensity(*mask, *BlockGrid::Make(300, 420, 32)));
   EXPECT_GT(density, 0.0);
   EXPECT_LT(density, 1.0);

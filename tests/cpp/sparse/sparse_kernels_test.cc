@@ -82,6 +82,53 @@ TEST(BlockSparseAttention, HalfPrecisionInputsAccumulateInFloat) {
   ExpectAttentionMatches(s, at::kHalf, 0.6, true, 2e-5);
 }
 
+// kBf16Dot: bfloat16 inputs through AVX512-BF16 dot products, the probabilities rounded to
+// bfloat16 before the second product (so the tolerance is bfloat16's, not float32's); float inputs
+// on that setting run the float32 kernel.
+TEST(BlockSparseAttention, Bf16DotPathMatchesReference) {
+  at::manual_seed(7);
+  {
+    const Shape s{2, 1, 90, 120, 16, 32};
+    at::Tensor q = Randn({2, 90, 16}), k = Randn({1, 120, 16}), v = Randn({1, 120, 16});
+    at::Tensor mask = RandomMask(1, s, 0.7);
+    auto a = BlockSparseAttentionCpu(q, k, v, mask, 32, 0.25, SparseGemm::kBf16Dot);
+    auto b = BlockSparseAttentionCpu(q, k, v, mask, 32, 0.25, SparseGemm::kBlas);
+    ASSERT_TRUE(a.ok() && b.ok());
+    EXPECT_TRUE(at::equal(*a, *b));  // float inputs: the float32 kernel
+  }
+  if (!Bf16PathTaken(at::kBFloat16, at::kBFloat16, at::kBFloat16)) {
+    GTEST_SKIP() << "this CPU has no AVX512-BF16: the bfloat16 path cannot run here (bfloat16 "
+                    "inputs take the float32 kernel, HalfPrecisionInputsAccumulateInFloat)";
+  }
+  const Shape shapes[] = {
+      {2, 2, 256, 256, 32, 64},    // whole blocks
+      {4, 2, 100, 333, 64, 32},    // q_len < k_len, GQA
+      {2, 1, 77, 77, 15, 16},      // odd head dim, partial blocks
+      {1, 1, 300, 1100, 128, 64},  // several chunks of 512 keys, d 128
+      {2, 1, 1, 200, 16, 64},      // one query
+  };
+  for (const Shape& s : shapes) {
+    for (double p : {1.0, 0.4}) {
+      SCOPED_TRACE(testing::Message()
+                   << "Lq " << s.q_len << " Lk " << s.k_len << " d " << s.dim << " p " << p);
+      at::Tensor q = Randn({s.heads, s.q_len, s.dim}, at::kBFloat16);
+      at::Tensor k = Randn({s.kv_heads, s.k_len, s.dim}, at::kBFloat16);
+      at::Tensor v = Randn({s.kv_heads, s.k_len, s.dim}, at::kBFloat16);
+      at::Tensor mask = RandomMask(1, s, p);
+      const double scale = 1.0 / std::sqrt(static_cast<double>(s.dim));
+      auto want = BlockSparseAttentionReference(q, k, v, mask, s.block, scale);
+      auto got = BlockSparseAttentionCpu(q, k, v, mask, s.block, scale, SparseGemm::kBf16Dot);
+      ASSERT_TRUE(want.ok() && got.ok());
+      EXPECT_LE(MaxAbsDiff(*got, *want), 1e-2);
+      // The float32 kernel on the same values lands within float32 rounding: the bfloat16 path
+      // differs from it only by the probabilities' rounding.
+      auto floats = BlockSparseAttentionCpu(q, k, v, mask, s.block, scale, SparseGemm::kBlas);
+      ASSERT_TRUE(floats.ok());
+      EXPECT_LE(MaxAbsDiff(*floats, *want), 2e-5);
+    }
+  }
+}
+
 TEST(BlockSparseAttention, FullMaskIsCausalAttention) {
   at::manual_seed(3);
   const int64_t h = 2, lq = 150, lk = 190, d = 16, b = 32;
