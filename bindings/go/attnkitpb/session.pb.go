@@ -509,8 +509,9 @@ func (x *SessionConfig) GetSparseDecode() *SparseDecode {
 // Quest's chunk_size). With grouped queries, a page's bound is the largest over the kv head's query
 // heads, and they all read the chosen pages (the reference is multi-head; see docs/algorithms.md).
 // Calls of more than one query (prefill, chunks) attend densely, as the reference's do. Composes
-// with eviction (the bounds follow the kept pages); runs on pages in the session dtype (no
-// kv_format quantization), on the CPU and on CUDA.
+// with eviction (the bounds follow the kept pages); runs on the CPU and on CUDA, and with a
+// kv_format (host store) chooses among the quantized pages, bounded by their dequantized keys,
+// always reading the residual window (docs/algorithms.md section 5).
 type SparseDecode struct {
 	state         protoimpl.MessageState
 	sizeCache     protoimpl.SizeCache

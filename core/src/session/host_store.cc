@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <limits>
 
 #include <ATen/Functions.h>
 #include <ATen/Parallel.h>
@@ -171,6 +172,8 @@ class HostStore final : public KvStore {
         pool = std::make_unique<ChunkedPagePool>(
             main_page_, o.head_dim, kernels::PageBytes(key_format_, main_page_, o.head_dim, group_),
             kernels::PageBytes(value_format_, main_page_, o.head_dim, group_));
+        // Quest over quantized pages: the bounds of what attention reads (dequantized rows).
+        if (o.sparse_decode.enabled()) pool->EnableKeySummaries();
       }
       pools_.push_back(pool.get());
       layer.pool = std::move(pool);
@@ -371,6 +374,7 @@ class HostStore final : public KvStore {
     cache.residual = new_residual;  // Keep releases the main pages beyond new_q
     cache.Keep(pool, kept, [&](int64_t from, int64_t to) {
       if (from < old_q) {
+        pool.TouchRow(cache.pages[to / Pm], to % Pm);  // Quest's summary of the page, if any
         if (!channel_keys_) {
           codec_.Copy(key_format_, pool.Keys(cache.pages[from / Pm]), from % Pm,
                       pool.Keys(cache.pages[to / Pm]), to % Pm);
@@ -389,6 +393,7 @@ class HostStore final : public KvStore {
     if (!key_rows.empty()) {
       const int d = pool.head_dim();
       for (int64_t i = requantize_from; i < new_q; i += Pm) {
+        pool.TouchRow(cache.pages[i / Pm], 0);
         codec_.WritePage(key_format_, pool.Keys(cache.pages[i / Pm]),
                          key_rows.data() + (i - requantize_from) * d, std::min(Pm, new_q - i));
       }
@@ -449,6 +454,7 @@ class HostStore final : public KvStore {
         bool turns = false;
         for (int64_t i = p0; i < p0 + n; ++i) turns = turns || cache.rotated[i] != i;
         if (!turns) continue;
+        pool.TouchRow(cache.pages[p0 / P], 0);
         char* page = pool.Keys(cache.pages[p0 / P]);
         for (int64_t i = 0; i < n; ++i) {
           codec_.Read(key_format_, page, i, rows.data() + i * d);
@@ -466,6 +472,7 @@ class HostStore final : public KvStore {
         pool.TouchRow(cache.page_of(i, P), i % P);
         RotateRow(pool.KeyRow(cache.page_of(i, P), i % P), pool.dtype(), d, delta, rope);
       } else if (i < Q) {
+        pool.TouchRow(cache.pages[i / P], i % P);
         char* page = pool.Keys(cache.pages[i / P]);
         codec_.Read(key_format_, page, i % P, buffer.data());
         RotateRow(buffer.data(), at::kFloat, d, delta, rope);
@@ -631,9 +638,12 @@ class HostStore final : public KvStore {
         read.clear();
         if (quest) QuestPages(pool, cache, q, static_cast<int>(G), &read);
         // The tokens read: every cached one, or those of the pages Quest chose.
+        // With a kv_format Quest chooses among the main (quantized) pages; the residual window,
+        // the newest tokens, is always read.
+        const int64_t main_tokens = cache.length - cache.residual;
         int64_t length = cache.length;
         if (!read.empty()) {
-          length = kernels::TokensInPages(read, cache.length, o.page_size);
+          length = kernels::TokensInPages(read, main_tokens, main_page_) + cache.residual;
           quest_read += length;
           quest_held += cache.length;
         }
@@ -697,10 +707,11 @@ class HostStore final : public KvStore {
             return;
           }
           for (int64_t p : read) {
-            const int64_t n = std::min<int64_t>(o.page_size, cache.length - p * o.page_size);
-            std::memcpy(dst + p * o.page_size, src, n * sizeof(float));
+            const int64_t n = std::min<int64_t>(main_page_, main_tokens - p * main_page_);
+            std::memcpy(dst + p * main_page_, src, n * sizeof(float));
             src += n;
           }
+          std::memcpy(dst + main_tokens, src, cache.residual * sizeof(float));
         };
         if (window > 0) {
           float* dst = r.window_rows.data_ptr<float>();
@@ -733,18 +744,37 @@ class HostStore final : public KvStore {
                   std::vector<int64_t>* read) const {
     const SparseDecodeOptions& sd = context_.options->sparse_decode;
     const int P = pool.page_size(), d = pool.head_dim();
-    const int64_t pages = static_cast<int64_t>(cache.pages.size());
-    const int64_t to_read = kernels::QuestPagesToRead(cache.length, pages, P, sd.token_budget,
+    const int64_t main_tokens = cache.length - cache.residual;  // the pages Quest chooses among
+    const int64_t pages = (main_tokens + P - 1) / P;
+    const int64_t to_read = kernels::QuestPagesToRead(main_tokens, pages, P, sd.token_budget,
                                                       sd.start_pages, sd.recent_pages);
     if (to_read >= pages) return;
     std::vector<const float*> summaries(static_cast<size_t>(pages));
+    std::vector<float> row;
     for (int64_t p = 0; p < pages; ++p) {
       const int32_t page = cache.pages[p];
-      const int64_t rows = std::min<int64_t>(P, cache.length - p * P);
+      const int64_t rows = std::min<int64_t>(P, main_tokens - p * P);
       int32_t& done = pool.summarized_rows(page);
       if (done != rows) {  // more: a page cut short (its summary had rows it no longer holds)
-        kernels::ExtendKeySummary(session_format_, pool.Keys(page), d, done < rows ? done : 0, rows,
-                                  pool.key_summary(page));
+        const int64_t from = done < rows ? done : 0;
+        float* summary = pool.key_summary(page);
+        if (plain_) {
+          kernels::ExtendKeySummary(session_format_, pool.Keys(page), d, from, rows, summary);
+        } else {
+          // Quantized keys: the bounds of the rows as attention reads them (dequantized).
+          row.resize(static_cast<size_t>(d));
+          if (from == 0) {
+            std::fill(summary, summary + d, std::numeric_limits<float>::infinity());
+            std::fill(summary + d, summary + 2 * d, -std::numeric_limits<float>::infinity());
+          }
+          for (int64_t r = from; r < rows; ++r) {
+            codec_.Read(key_format_, pool.Keys(page), r, row.data());
+            for (int c = 0; c < d; ++c) {
+              summary[c] = std::min(summary[c], row[c]);
+              summary[d + c] = std::max(summary[d + c], row[c]);
+            }
+          }
+        }
         done = static_cast<int32_t>(rows);
       }
       summaries[p] = pool.key_summary(page);

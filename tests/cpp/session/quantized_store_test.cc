@@ -16,6 +16,7 @@
 
 #include "attnkit/config_parser.h"
 #include "attnkit/session/session.h"
+#include "cpu/quest.h"
 #include "session/kv_store.h"
 #include "session/rope.h"
 #include "session/session_testing.h"
@@ -152,6 +153,75 @@ TEST(QuantizedStore, HoldsEachFormatAndAttendsOverWhatItHolds) {
             << (r->out[0].narrow(0, 2 * h, 2) - expect).abs().max().item<float>();
       }
     }
+  }
+}
+
+// Quest over quantized pages: each decode step reads the main pages QuestReferencePages picks
+// over the keys as stored (dequantized), chunked by the main page, and always the residual
+// window; the output is exact attention over those tokens as held. Page summaries follow the
+// rows that compaction moves and re-quantizes (KIVI keys).
+TEST(QuantizedStore, QuestChoosesAmongQuantizedPages) {
+  struct QuestCase {
+    KvDataType keys, values;
+    int residual, group;
+    int64_t prompt, budget;
+  };
+  const QuestCase cases[] = {
+      {KvDataType::kInt8, KvDataType::kInt8, 6, 16, 60, 12},
+      {KvDataType::kInt8, KvDataType::kInt8, 0, 16, 60, 16},
+      {KvDataType::kInt4, KvDataType::kInt4, 8, 16, 120, 48},
+  };
+  for (const QuestCase& c : cases) {
+    SessionOptions o = Shape(c.keys, c.values, c.residual, DType::kFloat32);
+    o.kv_format.group_size = c.group;
+    o.sparse_decode.token_budget = c.budget;
+    SCOPED_TRACE(std::string("keys ") + KvDataTypeName(o.key_type()) + " residual " +
+                 std::to_string(c.residual));
+    ASSERT_TRUE(ValidateSessionOptions(o).ok());
+    at::manual_seed(31);
+    auto store = Host(o);
+    const at::Tensor k0 = at::randn({1, 2, c.prompt, 64}), v0 = at::randn({1, 2, c.prompt, 64});
+    store->Append(0, k0, v0, {0});
+    ASSERT_TRUE(store->Attend(0, at::randn({1, 4, c.prompt, 64}), 0, false).ok());
+    int64_t length = c.prompt;
+    for (int step = 0; step < 8; ++step) {
+      if (step == 4) {  // compaction: every other token of the first half goes
+        for (int64_t h = 0; h < 2; ++h) {
+          std::vector<int64_t> kept;
+          for (int64_t i = 0; i < length; ++i) {
+            if (i >= length / 2 || i % 2 == 0) kept.push_back(i);
+          }
+          store->Keep(0, h, kept);
+        }
+        store->FinishKeep(0);
+        length = store->head(0, 0).length;
+      }
+      store->Append(0, at::randn({1, 2, 1, 64}), at::randn({1, 2, 1, 64}), {c.prompt + step});
+      ++length;
+      const at::Tensor q = at::randn({1, 4, 1, 64}).mul(2.0);
+      auto r = store->Attend(0, q, 0, false);
+      ASSERT_TRUE(r.ok()) << r.status();
+      const at::Tensor keys = store->SequenceKeys(0, 0), values = store->SequenceValues(0, 0);
+      for (int64_t h = 0; h < 2; ++h) {
+        const int64_t L = store->head(0, h).length, window = store->head(0, h).residual;
+        const int64_t main = L - window;
+        const int64_t page = o.key_type() == KvDataType::kInt4 ? c.group : o.page_size;
+        const at::Tensor qg = q[0].narrow(0, 2 * h, 2).select(1, 0);  // [2, d]
+        const at::Tensor pages =
+            kernels::QuestReferencePages(qg, keys[h].narrow(0, 0, main), page, c.budget, 0, 0);
+        const at::Tensor read = at::cat(
+            {pages.repeat_interleave(page).narrow(0, 0, main), at::ones({window}, at::kBool)});
+        at::Tensor scores = at::matmul(qg, keys[h].narrow(0, 0, L).t()) * o.scale;
+        scores.masked_fill_(read.logical_not().unsqueeze(0), -INFINITY);
+        const at::Tensor expect = at::matmul(at::softmax(scores, -1), values[h].narrow(0, 0, L));
+        const at::Tensor got = r->out[0].narrow(0, 2 * h, 2).select(1, 0);
+        EXPECT_TRUE(at::allclose(got, expect, 1e-4, 1e-5))
+            << "step " << step << " head " << h << " max diff "
+            << (got - expect).abs().max().item<float>();
+        EXPECT_LT(read.sum().item<int64_t>(), L);  // pages were skipped
+      }
+    }
+    EXPECT_GT(store->sparse_decode_tokens_held(), store->sparse_decode_tokens_read());
   }
 }
 

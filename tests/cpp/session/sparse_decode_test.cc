@@ -318,9 +318,6 @@ TEST(QuestConfigTest, BadValuesNameTheField) {
            {"sparse_decode { token_budget: 64 start_pages: -2 }", "sparse_decode.start_pages"},
            {"sparse_decode { token_budget: 64 recent_pages: -1 }", "sparse_decode.recent_pages"},
            {"sparse_decode { token_budget: 64 dense_layers: -1 }", "sparse_decode.dense_layers"},
-           {"sparse_decode { token_budget: 64 } kv_format { keys: INT8 values: INT8 }",
-            "sparse_decode"},
-           {"sparse_decode { token_budget: 64 } kv_format { keys: BF16 }", "sparse_decode"},
        }) {
     auto options = ParseSessionConfig(shape + c.extra, true);
     ASSERT_FALSE(options.ok()) << c.extra;
@@ -329,6 +326,11 @@ TEST(QuestConfigTest, BadValuesNameTheField) {
   }
   EXPECT_TRUE(
       ParseSessionConfig(shape + "sparse_decode { token_budget: 64 } dtype: BFLOAT16", true).ok());
+  // Quantized pages (host store; QuantizedStore.QuestChoosesAmongQuantizedPages checks them).
+  EXPECT_TRUE(ParseSessionConfig(shape + "sparse_decode { token_budget: 64 } kv_format { keys: "
+                                         "INT8 values: INT8 residual_tokens: 8 }",
+                                 true)
+                  .ok());
 }
 
 }  // namespace
