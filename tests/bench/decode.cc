@@ -320,6 +320,9 @@ int DecodeBench(const std::vector<std::string>& args) {
   const SessionRun quest =
       RunSession(s, false, prompt_q, quest_k, prompt_v, quest_steps, kQuestConfig);
   const double quest_recall = QuestRecall(s, quest_k, quest_steps);
+  // Quest over int8 pages (the same data): the bounds of the dequantized keys, the window read.
+  const SessionRun quest_int8 = RunSession(s, false, prompt_q, quest_k, prompt_v, quest_steps,
+                                           std::string(kQuestConfig) + kInt8Format, int8_row);
   measure_copy();
   const int64_t chunk = 1024;
   const PrefillRun chunked = ChunkedPrefill(s, prompt_q, prompt_k, prompt_v, chunk);
@@ -367,6 +370,11 @@ int DecodeBench(const std::vector<std::string>& args) {
       "structured data, %lld KV bytes held\n",
       quest.step_ms, quest.step_ms / full.step_ms, quest_recall,
       static_cast<long long>(quest.bytes_held));
+  std::printf(
+      "(i) session, Quest on int8 pages:     %8.3f ms/step (%.2fx no eviction, %.2fx int8 pages "
+      "read whole), %lld KV bytes held\n",
+      quest_int8.step_ms, quest_int8.step_ms / full.step_ms, quest_int8.step_ms / int8.step_ms,
+      static_cast<long long>(quest_int8.bytes_held));
 
   const int64_t chunk_bytes = chunk * s.dim * 4 * 2 * s.kv_heads;
   const int64_t snapkv_budget_bytes = int64_t{1024} * s.dim * 4 * 2 * s.kv_heads;
@@ -440,6 +448,8 @@ int DecodeBench(const std::vector<std::string>& args) {
   json.Add("session_quest_ms", quest.step_ms);
   json.Add("quest_recall", quest_recall);
   json.Add("quest_over_full_ms", quest.step_ms / full.step_ms);
+  json.Add("session_quest_int8_ms", quest_int8.step_ms);
+  json.Add("quest_int8_over_int8_ms", quest_int8.step_ms / int8.step_ms);
   json.Add("unchunked_prefill_ms", unchunked.ms);
   if (background_load) {
     // (g) the sessions without eviction and with SnapKV again while a busy process competes for
