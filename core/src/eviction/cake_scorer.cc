@@ -17,6 +17,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "eviction/scorers.h"
+#include "util/status_macros.h"
 
 namespace attnkit::eviction {
 namespace {
@@ -85,27 +86,14 @@ class CakeScorer : public Scorer {
                                                           const std::vector<int64_t>& row_lengths,
                                                           const at::Tensor&,
                                                           const at::Tensor&) override {
-    for (int r = 0; r < layout_.rows(); ++r) {
-      const size_t n = std::max<int64_t>(row_lengths[r] - options_.start_tokens, 0);
-      if (r >= static_cast<int>(state.scores.size()) || state.scores[r].size() != n) {
-        return absl::FailedPreconditionError("CAKE needs the call's attention: observe first");
-      }
-    }
+    ATTNKIT_RETURN_IF_ERROR(CheckObservedRows(state, row_lengths, layout_.rows(),
+                                              options_.start_tokens,
+                                              "CAKE needs the call's attention"));
     return state.scores;
   }
 
   void Compact(LayerScores& state, const KeptPositions& kept) override {
-    const int64_t S = options_.start_tokens;
-    for (size_t r = 0; r < state.scores.size() && r < kept.size(); ++r) {
-      std::vector<double> next;
-      next.reserve(kept[r].size());
-      for (int64_t p : kept[r]) {
-        const int64_t i = p - S;
-        if (i >= 0 && i < static_cast<int64_t>(state.scores[r].size()))
-          next.push_back(state.scores[r][i]);
-      }
-      state.scores[r] = std::move(next);
-    }
+    CompactRows(state.scores, kept, options_.start_tokens);
   }
 
  private:

@@ -9,6 +9,7 @@
 #include <ATen/Functions.h>
 
 #include "absl/strings/str_cat.h"
+#include "util/status_macros.h"
 
 namespace attnkit::eviction {
 namespace {
@@ -187,18 +188,6 @@ std::vector<std::vector<double>> FromMatrix(const at::Tensor& t2) {
   std::vector<std::vector<double>> out(H);
   for (int64_t h = 0; h < H; ++h) out[h].assign(p + h * K, p + (h + 1) * K);
   return out;
-}
-
-void CompactRows(std::vector<std::vector<double>>& rows, const KeptPositions& kept, int start) {
-  for (size_t r = 0; r < rows.size() && r < kept.size(); ++r) {
-    std::vector<double> next;
-    next.reserve(kept[r].size());
-    for (int64_t p : kept[r]) {
-      const int64_t i = p - start;
-      if (i >= 0 && i < static_cast<int64_t>(rows[r].size())) next.push_back(rows[r][i]);
-    }
-    rows[r] = std::move(next);
-  }
 }
 
 // H2O (no window) and SnapKV (window, pooled on the first observation): accumulated attention,
@@ -448,12 +437,9 @@ class TovaScorer : public Scorer {
                                                           const std::vector<int64_t>& row_lengths,
                                                           const at::Tensor&,
                                                           const at::Tensor&) override {
-    for (int r = 0; r < layout_.rows(); ++r) {
-      const size_t n = std::max<int64_t>(row_lengths[r] - options_.start_tokens, 0);
-      if (r >= static_cast<int>(state.scores.size()) || state.scores[r].size() != n) {
-        return absl::FailedPreconditionError("TOVA needs the step's attention: observe first");
-      }
-    }
+    ATTNKIT_RETURN_IF_ERROR(CheckObservedRows(state, row_lengths, layout_.rows(),
+                                              options_.start_tokens,
+                                              "TOVA needs the step's attention"));
     return state.scores;
   }
   void Compact(LayerScores& state, const KeptPositions& kept) override {
@@ -621,6 +607,29 @@ std::unique_ptr<Scorer> MakeKeyScorer(const EvictionOptions& options, const Head
 
 std::unique_ptr<Scorer> MakePositionScorer(const EvictionOptions&, const HeadLayout&) {
   return std::make_unique<PositionScorer>();
+}
+
+void CompactRows(std::vector<std::vector<double>>& rows, const KeptPositions& kept, int start) {
+  for (size_t r = 0; r < rows.size() && r < kept.size(); ++r) {
+    std::vector<double> next;
+    next.reserve(kept[r].size());
+    for (int64_t p : kept[r]) {
+      const int64_t i = p - start;
+      if (i >= 0 && i < static_cast<int64_t>(rows[r].size())) next.push_back(rows[r][i]);
+    }
+    rows[r] = std::move(next);
+  }
+}
+
+absl::Status CheckObservedRows(const LayerScores& state, const std::vector<int64_t>& row_lengths,
+                               int rows, int start, const char* what) {
+  for (int r = 0; r < rows; ++r) {
+    const size_t n = std::max<int64_t>(row_lengths[r] - start, 0);
+    if (r >= static_cast<int>(state.scores.size()) || state.scores[r].size() != n) {
+      return absl::FailedPreconditionError(absl::StrCat(what, ": observe first"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace attnkit::eviction

@@ -77,6 +77,15 @@ std::vector<std::vector<double>> RowsFromKvHeads(const std::vector<std::vector<d
                                                  const std::vector<int64_t>& row_lengths,
                                                  int start_tokens);
 
+// Drops the entries of evicted positions from per-row score vectors of positions start.. (`kept`:
+// per-row cache positions, ascending): what Scorer::Compact does for scores kept per position.
+void CompactRows(std::vector<std::vector<double>>& rows, const KeptPositions& kept, int start);
+
+// FAILED_PRECONDITION "`what`: observe first" unless every row holds a score per position past
+// the start area (scorers whose scores come from the last observation alone: TOVA, CAKE).
+absl::Status CheckObservedRows(const LayerScores& state, const std::vector<int64_t>& row_lengths,
+                               int rows, int start, const char* what);
+
 // Max-pooling along a score vector: centered (padding kernel/2, padded values ignored) or forward
 // (each entry takes the max of itself and the kernel-1 entries after it).
 std::vector<double> MaxPool(const std::vector<double>& values, int kernel,
