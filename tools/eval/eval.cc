@@ -295,6 +295,19 @@ absl::StatusOr<Reference> RunReference(const EvalModel& m, const SessionOptions&
   return r;
 }
 
+// The full-cache run's attention probabilities of layer `l` of a text: float64 [H, N, N], causal,
+// each query head against its kv head's keys (what recall and the head-split scores read).
+at::Tensor FullAttention(const EvalModel& m, const Reference& ref, int l) {
+  const int64_t n = ref.q[0].size(0);
+  const at::Tensor group = at::arange(m.n_heads, at::kLong).div(m.n_heads / m.n_kv_heads, "floor");
+  const double scale = 1.0 / std::sqrt(static_cast<double>(m.head_dim));
+  at::Tensor q = ref.q[l].permute({1, 0, 2});                         // [H, N, d]
+  at::Tensor k = ref.k[l].index_select(1, group).permute({1, 0, 2});  // [H, N, d]
+  at::Tensor scores = at::matmul(q.to(at::kDouble), k.to(at::kDouble).transpose(1, 2));
+  at::Tensor causal = at::ones({n, n}, at::kBool).triu(1);
+  return at::softmax(scores.mul(scale).masked_fill(causal, -INFINITY), -1).contiguous();
+}
+
 // A head-split file whose labels the tool derives (`head_split { sink_tokens recent_tokens }`
 // without `streaming`, `head_scores` or a ratio): DuoAttention learns which heads stream; these
 // models come with no such scores, so the tool gives each (layer, kv head) the share of the full
@@ -315,20 +328,11 @@ bool ToolHeadSplit(const std::string& with_comments) {
 std::vector<double> MiddleAttention(const EvalModel& m, const std::vector<Reference>& refs,
                                     int prefill, int sink, int recent, size_t max_texts) {
   std::vector<double> score(static_cast<size_t>(m.n_layers) * m.n_kv_heads, 0.0);
-  const at::Tensor group = at::arange(m.n_heads, at::kLong).div(m.n_heads / m.n_kv_heads, "floor");
-  const double scale = 1.0 / std::sqrt(static_cast<double>(m.head_dim));
   int64_t count = 0;
   for (size_t i = 0; i < refs.size() && i < max_texts; ++i) {
-    const Reference& ref = refs[i];
-    const int64_t n = ref.q[0].size(0);
+    const int64_t n = refs[i].q[0].size(0);
     for (int l = 0; l < m.n_layers; ++l) {
-      at::Tensor q = ref.q[l].permute({1, 0, 2}).to(at::kDouble);
-      at::Tensor k = ref.k[l].index_select(1, group).permute({1, 0, 2}).to(at::kDouble);
-      at::Tensor causal = at::ones({n, n}, at::kBool).triu(1);
-      at::Tensor p =
-          at::softmax(at::matmul(q, k.transpose(1, 2)).mul(scale).masked_fill(causal, -INFINITY),
-                      -1)
-              .contiguous();
+      const at::Tensor p = FullAttention(m, refs[i], l);
       const double* pp = p.data_ptr<double>();
       for (int64_t t = prefill; t < n; ++t) {
         for (int h = 0; h < m.n_heads; ++h) {
@@ -438,8 +442,6 @@ absl::StatusOr<Result> RunConfig(const ModelData& d, const std::string& config,
   std::vector<double> recall_sum(m.n_layers, 0.0);
   int64_t recall_count = 0;
   std::vector<double> peaks, avgs, full_peaks, full_avgs;
-  at::Tensor group = at::arange(m.n_heads, at::kLong).div(m.n_heads / m.n_kv_heads, "floor");
-  const double scale = 1.0 / std::sqrt(static_cast<double>(m.head_dim));
   for (size_t i = 0; i < d.texts.size(); ++i) {
     const std::vector<int64_t>& ids = d.texts[i].ids;
     const Reference& ref = d.refs[i];
@@ -470,12 +472,7 @@ absl::StatusOr<Result> RunConfig(const ModelData& d, const std::string& config,
       // held when that query attended.
       const int64_t n = ref.q[0].size(0);  // the tokens fed: every one but the last
       for (int l = 0; l < m.n_layers; ++l) {
-        at::Tensor q = ref.q[l].permute({1, 0, 2});                         // [H, N, d]
-        at::Tensor k = ref.k[l].index_select(1, group).permute({1, 0, 2});  // [H, N, d]
-        at::Tensor scores = at::matmul(q.to(at::kDouble), k.to(at::kDouble).transpose(1, 2));
-        at::Tensor causal = at::ones({n, n}, at::kBool).triu(1);
-        at::Tensor p =
-            at::softmax(scores.mul(scale).masked_fill(causal, -INFINITY), -1).contiguous();
+        const at::Tensor p = FullAttention(m, ref, l);
         const double* pp = p.data_ptr<double>();
         for (size_t step = 0; step < tr->held.size(); ++step) {
           const int64_t t = prefill + step;
