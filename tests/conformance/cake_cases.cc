@@ -51,9 +51,9 @@ absl::Status RunCakeCase(const SafetensorsFile& file, const JsonValue& config) {
                             {"head_dim", &dim},
                             {"prefill_len", &prompt},
                             {"num_steps", &steps}}) {
-    auto text = file.Metadata(key);
-    if (!text.ok()) return text.status();
-    *field = std::stoll(*text);
+    auto value = MetadataInt(file, key);
+    if (!value.ok()) return value.status();
+    *field = *value;
   }
   auto q = LoadTensor(file, "q");
   auto k = LoadTensor(file, "k");
@@ -104,16 +104,10 @@ absl::Status RunCakeCase(const SafetensorsFile& file, const JsonValue& config) {
     if (!kept.ok()) return kept.status();
     for (int64_t layer = 0; layer < layers; ++layer) {
       for (int64_t h = 0; h < kv_heads; ++h) {
-        attnkit_int64_array* positions = nullptr;
-        if (absl::Status s =
-                FromC(attnkit_session_positions(session.get(), static_cast<int32_t>(layer), 0,
-                                                static_cast<int32_t>(h), &positions),
-                      "positions");
-            !s.ok()) {
-          return s;
-        }
-        std::vector<int64_t> got(positions->data, positions->data + positions->size);
-        attnkit_int64_array_free(positions);
+        auto positions =
+            SessionPositions(session.get(), static_cast<int>(layer), 0, static_cast<int>(h));
+        if (!positions.ok()) return positions.status();
+        const std::vector<int64_t>& got = *positions;
         std::vector<int64_t> want;
         for (int64_t i = 0; i < first + n; ++i) {
           if ((*kept)[layer][h][i].item<int64_t>() != 0) want.push_back(i);

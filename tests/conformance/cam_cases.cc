@@ -77,9 +77,9 @@ absl::Status RunCamCase(const SafetensorsFile& file, const JsonValue& config) {
                             {"head_dim", &s.dim},
                             {"prefill_len", &s.prefill},
                             {"num_steps", &s.steps}}) {
-    auto text = file.Metadata(key);
-    if (!text.ok()) return text.status();
-    *field = std::stoll(*text);
+    auto value = MetadataInt(file, key);
+    if (!value.ok()) return value.status();
+    *field = *value;
   }
   auto q = LoadTensor(file, "q");
   auto k = LoadTensor(file, "k");

@@ -3,14 +3,18 @@
 #ifndef ATTNKIT_TESTS_CONFORMANCE_CONFORMANCE_H_
 #define ATTNKIT_TESTS_CONFORMANCE_CONFORMANCE_H_
 
+#include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "attnkit/attnkit_common.h"
+#include "attnkit/attnkit_session.h"
 #include "support/safetensors.h"
 #include "support/json.h"
 
@@ -25,6 +29,14 @@ bool RegisterKind(const std::string& kind, CaseRunner runner);
 // Takes a C ABI status (NULL = OK) and frees it; the message is prefixed with "`what`: " when
 // `what` is not empty.
 absl::Status FromC(attnkit_status* status, absl::string_view what = "");
+
+// The cache positions (ascending) a session's (layer, sequence, kv head) holds.
+absl::StatusOr<std::vector<int64_t>> SessionPositions(attnkit_session* session, int layer,
+                                                      int sequence, int kv_head);
+
+// An integer metadata value of a case file; INVALID_ARGUMENT naming the key when it is absent or
+// not an integer.
+absl::StatusOr<int64_t> MetadataInt(const SafetensorsFile& file, const std::string& key);
 
 // The device the cases hand their tensors to attnkit on (--device cpu|cuda[:N]; CPU by default):
 // inputs and outputs are allocated there, and outputs are copied back to the host to compare.

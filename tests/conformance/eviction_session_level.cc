@@ -42,14 +42,9 @@ absl::Status SessionLevel(const SafetensorsFile& file, const std::string& evicti
       return s;
     }
     for (int h = 0; h < num_kv_heads; ++h) {
-      attnkit_int64_array* positions = nullptr;
-      if (absl::Status s =
-              FromC(attnkit_session_positions(session.get(), 0, 0, h, &positions), "positions");
-          !s.ok()) {
-        return s;
-      }
-      std::vector<int64_t> got(positions->data, positions->data + positions->size);
-      attnkit_int64_array_free(positions);
+      auto positions = SessionPositions(session.get(), 0, 0, h);
+      if (!positions.ok()) return positions.status();
+      const std::vector<int64_t>& got = *positions;
       at::Tensor e = expected->to(at::kLong).contiguous();
       std::vector<int64_t> want(e.data_ptr<int64_t>(), e.data_ptr<int64_t>() + e.numel());
       if (got != want) {

@@ -91,16 +91,10 @@ absl::Status RunHeadSplitCase(const SafetensorsFile& file, const JsonValue& conf
   const at::Tensor mask = keep->to(at::kBool);
   for (int64_t layer = 0; layer < layers; ++layer) {
     for (int64_t h = 0; h < kv_heads; ++h) {
-      attnkit_int64_array* positions = nullptr;
-      if (absl::Status s =
-              FromC(attnkit_session_positions(session.get(), static_cast<int32_t>(layer), 0,
-                                              static_cast<int32_t>(h), &positions),
-                    "positions");
-          !s.ok()) {
-        return s;
-      }
-      std::vector<int64_t> got(positions->data, positions->data + positions->size);
-      attnkit_int64_array_free(positions);
+      auto positions =
+          SessionPositions(session.get(), static_cast<int>(layer), 0, static_cast<int>(h));
+      if (!positions.ok()) return positions.status();
+      const std::vector<int64_t>& got = *positions;
       std::vector<int64_t> want;
       for (int64_t i = 0; i < prompt; ++i) {
         if (mask[layer][h][i].item<bool>()) want.push_back(i);

@@ -251,14 +251,9 @@ absl::Status SessionLevel(const SafetensorsFile& file, const KvpressCase& c,
     return s;
   }
   for (int h = 0; h < c.num_kv_heads; ++h) {
-    attnkit_int64_array* positions = nullptr;
-    if (absl::Status s =
-            FromC(attnkit_session_positions(session.get(), 0, 0, h, &positions), "positions");
-        !s.ok()) {
-      return s;
-    }
-    std::vector<int64_t> got(positions->data, positions->data + positions->size);
-    attnkit_int64_array_free(positions);
+    auto positions = SessionPositions(session.get(), 0, 0, h);
+    if (!positions.ok()) return positions.status();
+    const std::vector<int64_t>& got = *positions;
     if (absl::Status s = CompareRow(got, want[h], absl::StrCat("session level, kv head ", h));
         !s.ok()) {
       return s;
@@ -406,14 +401,9 @@ absl::Status DmsSessionLevel(const SafetensorsFile& file, const std::string& tex
       return s;
     }
     for (int h = 0; h < kv_heads; ++h) {
-      attnkit_int64_array* positions = nullptr;
-      if (absl::Status s =
-              FromC(attnkit_session_positions(session.get(), 0, 0, h, &positions), "positions");
-          !s.ok()) {
-        return s;
-      }
-      std::vector<int64_t> got(positions->data, positions->data + positions->size);
-      attnkit_int64_array_free(positions);
+      auto positions = SessionPositions(session.get(), 0, 0, h);
+      if (!positions.ok()) return positions.status();
+      const std::vector<int64_t>& got = *positions;
       if (absl::Status s =
               CompareRow(got, (*want)[h], absl::StrCat("session level, ", prefix, ", kv head ", h));
           !s.ok()) {

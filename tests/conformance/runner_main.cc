@@ -14,6 +14,7 @@
 
 #include <ATen/ops/empty.h>
 
+#include "absl/strings/numbers.h"
 #include "conformance.h"
 #include "progress.h"
 
@@ -50,6 +51,29 @@ absl::Status FromC(attnkit_status* status, absl::string_view what) {
   absl::Status out(static_cast<absl::StatusCode>(attnkit_status_get_code(status)), message);
   attnkit_status_free(status);
   return out;
+}
+
+absl::StatusOr<std::vector<int64_t>> SessionPositions(attnkit_session* session, int layer,
+                                                      int sequence, int kv_head) {
+  attnkit_int64_array* positions = nullptr;
+  if (absl::Status s = FromC(
+          attnkit_session_positions(session, layer, sequence, kv_head, &positions), "positions");
+      !s.ok()) {
+    return s;
+  }
+  std::vector<int64_t> out(positions->data, positions->data + positions->size);
+  attnkit_int64_array_free(positions);
+  return out;
+}
+
+absl::StatusOr<int64_t> MetadataInt(const SafetensorsFile& file, const std::string& key) {
+  auto text = file.Metadata(key);
+  if (!text.ok()) return text.status();
+  int64_t value = 0;
+  if (!absl::SimpleAtoi(*text, &value)) {
+    return absl::InvalidArgumentError(key + ": expected an integer, got \"" + *text + "\"");
+  }
+  return value;
 }
 
 bool RegisterKind(const std::string& kind, CaseRunner runner) {
