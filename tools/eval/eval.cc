@@ -314,11 +314,17 @@ at::Tensor FullAttention(const EvalModel& m, const Reference& ref, int l) {
 // cache's attention that its decode queries put on the middle of the text (not the first
 // sink_tokens, not the last recent_tokens), averaged over the kv head's query heads, the first
 // texts and their decode queries. The heads that need the middle least stream.
-bool ToolHeadSplit(const std::string& with_comments) {
-  std::string text;  // without the comments, which may name any field
-  for (absl::string_view line : absl::StrSplit(with_comments, '\n')) {
-    absl::StrAppend(&text, line.substr(0, line.find('#')), "\n");
+// A textproto without its comments (which may name any field).
+std::string WithoutComments(const std::string& text) {
+  std::string out;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    absl::StrAppend(&out, line.substr(0, line.find('#')), "\n");
   }
+  return out;
+}
+
+bool ToolHeadSplit(const std::string& with_comments) {
+  const std::string text = WithoutComments(with_comments);
   return text.find("head_split") != std::string::npos &&
          text.find("head_scores") == std::string::npos &&
          text.find("streaming:") == std::string::npos &&
@@ -349,19 +355,17 @@ std::vector<double> MiddleAttention(const EvalModel& m, const std::vector<Refere
   return score;
 }
 
-// `text` with the derived scores and `ratio` inserted into its head_split block.
-std::string WithHeadScores(std::string text, const std::vector<double>& scores, double ratio) {
+// The file's text (comments dropped) with the derived scores and `ratio` inserted into its
+// head_split block.
+std::string WithHeadScores(const std::string& with_comments, const std::vector<double>& scores,
+                           double ratio) {
+  std::string text = WithoutComments(with_comments);
   std::string fields = absl::StrCat("streaming_ratio: ", ratio, " head_scores: [");
   for (size_t i = 0; i < scores.size(); ++i) {
     absl::StrAppend(&fields, i ? ", " : "", absl::StrFormat("%.17g", scores[i]));
   }
   fields += "] ";
-  size_t from = 0;  // the head_split outside the comments
-  for (size_t line = 0; (from = text.find("head_split", from)) != std::string::npos; ++from) {
-    line = text.rfind('\n', from);
-    if (text.find('#', line == std::string::npos ? 0 : line) > from) break;
-  }
-  const size_t at = text.find('{', from);
+  const size_t at = text.find('{', text.find("head_split"));
   text.insert(at + 1, " " + fields);
   return text;
 }
