@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
-#include <limits>
 
 #include <ATen/Functions.h>
 #include <ATen/Parallel.h>
@@ -750,7 +749,7 @@ class HostStore final : public KvStore {
                                                       sd.start_pages, sd.recent_pages);
     if (to_read >= pages) return;
     std::vector<const float*> summaries(static_cast<size_t>(pages));
-    std::vector<float> row;
+    std::vector<float> dequantized;  // a quantized page's rows as floats
     for (int64_t p = 0; p < pages; ++p) {
       const int32_t page = cache.pages[p];
       const int64_t rows = std::min<int64_t>(P, main_tokens - p * P);
@@ -762,18 +761,13 @@ class HostStore final : public KvStore {
           kernels::ExtendKeySummary(session_format_, pool.Keys(page), d, from, rows, summary);
         } else {
           // Quantized keys: the bounds of the rows as attention reads them (dequantized).
-          row.resize(static_cast<size_t>(d));
-          if (from == 0) {
-            std::fill(summary, summary + d, std::numeric_limits<float>::infinity());
-            std::fill(summary + d, summary + 2 * d, -std::numeric_limits<float>::infinity());
-          }
+          dequantized.resize(static_cast<size_t>(rows * d));
           for (int64_t r = from; r < rows; ++r) {
-            codec_.Read(key_format_, pool.Keys(page), r, row.data());
-            for (int c = 0; c < d; ++c) {
-              summary[c] = std::min(summary[c], row[c]);
-              summary[d + c] = std::max(summary[d + c], row[c]);
-            }
+            codec_.Read(key_format_, pool.Keys(page), r, dequantized.data() + r * d);
           }
+          kernels::ExtendKeySummary(RowFormat::kFloat32,
+                                    reinterpret_cast<const char*>(dequantized.data()), d, from,
+                                    rows, summary);
         }
         done = static_cast<int32_t>(rows);
       }
