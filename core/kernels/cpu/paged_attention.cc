@@ -43,12 +43,16 @@ inline __m256 Exp8(__m256 x) {
 }
 #endif
 
-// Asks for the first lines of the next page, whose address the hardware prefetcher cannot guess.
-inline void Prefetch(const char* page, int64_t bytes) {
+// Asks for the first `limit` bytes of the next page, whose address the hardware prefetcher
+// cannot guess.
+inline void Prefetch(const char* page, int64_t bytes, int64_t limit = 1024) {
   if (page == nullptr) return;
-  for (int64_t off = 0; off < std::min<int64_t>(bytes, 1024); off += 64)
+  for (int64_t off = 0; off < std::min<int64_t>(bytes, limit); off += 64)
     __builtin_prefetch(page + off);
 }
+// KIVI pages are small (a few KiB) and read from their end first (the scales and minimums):
+// the whole next page is asked for.
+constexpr int64_t kKiviPrefetchBytes = 8192;
 
 inline float RoundHalfScalar(float x) { return static_cast<float>(c10::Half(x)); }
 
@@ -112,27 +116,57 @@ namespace avx2 {
       _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16))
 #define VLOAD_I8(p) \
   _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))))
-inline __m256 CodesToFloats(__m128i bytes, __m128i spread, __m256i shifts, int mask) {
-  const __m256i x = _mm256_cvtepu8_epi32(_mm_shuffle_epi8(bytes, spread));
-  return _mm256_cvtepi32_ps(
-      _mm256_and_si256(_mm256_srlv_epi32(x, shifts), _mm256_set1_epi32(mask)));
+// KIVI codes as table indices (only the low 4 bits of a lane count) and the 16-entry table of
+// a group's dequantized values: lanes below 8 in `lo`, the rest in `hi`.
+#define VI __m256i
+inline __m256i CodesToIndices(__m128i bytes, __m128i spread, __m256i shifts) {
+  return _mm256_srlv_epi32(_mm256_cvtepu8_epi32(_mm_shuffle_epi8(bytes, spread)), shifts);
 }
-inline __m256 LoadCodes4(const uint8_t* p) {
+inline __m256i LoadIndices4(const uint8_t* p) {
   int32_t word;
   std::memcpy(&word, p, 4);
-  return CodesToFloats(_mm_cvtsi32_si128(word),
-                       _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 0, 0, 0, 0, 0, 0, 0, 0),
-                       _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4), 15);
+  return CodesToIndices(_mm_cvtsi32_si128(word),
+                        _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 0, 0, 0, 0, 0, 0, 0, 0),
+                        _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4));
 }
-inline __m256 LoadCodes2(const uint8_t* p) {
+inline __m256i LoadIndices2(const uint8_t* p) {
   int16_t word;
   std::memcpy(&word, p, 2);
-  return CodesToFloats(_mm_cvtsi32_si128(static_cast<uint16_t>(word)),
-                       _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0),
-                       _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6), 3);
+  return CodesToIndices(_mm_cvtsi32_si128(static_cast<uint16_t>(word)),
+                        _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0),
+                        _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6));
 }
-inline __m256 RoundHalfV(__m256 v) {
-  return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+// W bytes from p, one per lane.
+inline __m256i LoadBytes(const uint8_t* p) {
+  return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+}
+inline __m256i ShiftRight(__m256i x, int n) { return _mm256_srli_epi32(x, n); }
+struct KiviTable {
+  __m256 lo, hi;
+};
+// Entry i is KiviValue(i % 2^BITS, scale, mn).
+template <int BITS>
+inline KiviTable MakeKiviTable(float scale, float mn) {
+  const __m256 s = _mm256_set1_ps(scale), m = _mm256_set1_ps(mn);
+  auto entries = [&](__m256 codes) { return _mm256_fmadd_ps(codes, s, m); };
+  if constexpr (BITS == 4) {
+    return {entries(_mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7)),
+            entries(_mm256_setr_ps(8, 9, 10, 11, 12, 13, 14, 15))};
+  } else {
+    const __m256 t = entries(_mm256_setr_ps(0, 1, 2, 3, 0, 1, 2, 3));
+    return {t, t};
+  }
+}
+inline __m256 KiviLookup(const KiviTable& t, __m256i idx) {
+  return _mm256_blendv_ps(_mm256_permutevar8x32_ps(t.lo, idx), _mm256_permutevar8x32_ps(t.hi, idx),
+                          _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
+}
+// Lanes [a0 b0 a1 b1 ...]: the first W (ZipLo) and the last W (ZipHi) of a and b interleaved.
+inline __m256 ZipLo(__m256 a, __m256 b) {
+  return _mm256_permute2f128_ps(_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b), 0x20);
+}
+inline __m256 ZipHi(__m256 a, __m256 b) {
+  return _mm256_permute2f128_ps(_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b), 0x31);
 }
 #include "cpu/paged_attention_isa.inc"  // NOLINT(build/include)
 #undef V
@@ -148,6 +182,7 @@ inline __m256 RoundHalfV(__m256 v) {
 #undef VLOAD_F16
 #undef VLOAD_BF16
 #undef VLOAD_I8
+#undef VI
 }  // namespace avx2
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -180,27 +215,48 @@ namespace avx512 {
       _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16))
 #define VLOAD_I8(p) \
   _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))))
-inline __m512 CodesToFloats(__m128i bytes, __m128i spread, __m512i shifts, int mask) {
-  const __m512i x = _mm512_cvtepu8_epi32(_mm_shuffle_epi8(bytes, spread));
-  return _mm512_cvtepi32_ps(
-      _mm512_and_si512(_mm512_srlv_epi32(x, shifts), _mm512_set1_epi32(mask)));
+#define VI __m512i
+inline __m512i CodesToIndices(__m128i bytes, __m128i spread, __m512i shifts) {
+  return _mm512_srlv_epi32(_mm512_cvtepu8_epi32(_mm_shuffle_epi8(bytes, spread)), shifts);
 }
-inline __m512 LoadCodes4(const uint8_t* p) {
+inline __m512i LoadIndices4(const uint8_t* p) {
   int64_t word;
   std::memcpy(&word, p, 8);
-  return CodesToFloats(_mm_cvtsi64_si128(word),
-                       _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7),
-                       _mm512_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4), 15);
+  return CodesToIndices(_mm_cvtsi64_si128(word),
+                        _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7),
+                        _mm512_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4));
 }
-inline __m512 LoadCodes2(const uint8_t* p) {
+inline __m512i LoadIndices2(const uint8_t* p) {
   int32_t word;
   std::memcpy(&word, p, 4);
-  return CodesToFloats(_mm_cvtsi32_si128(word),
-                       _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
-                       _mm512_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6), 3);
+  return CodesToIndices(_mm_cvtsi32_si128(word),
+                        _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
+                        _mm512_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6));
 }
-inline __m512 RoundHalfV(__m512 v) {
-  return _mm512_cvtph_ps(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+inline __m512i LoadBytes(const uint8_t* p) {
+  return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+inline __m512i ShiftRight(__m512i x, int n) { return _mm512_srli_epi32(x, n); }
+struct KiviTable {
+  __m512 t;
+};
+template <int BITS>
+inline KiviTable MakeKiviTable(float scale, float mn) {
+  const __m512 codes = BITS == 4
+                           ? _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+                           : _mm512_setr_ps(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3);
+  return {_mm512_fmadd_ps(codes, _mm512_set1_ps(scale), _mm512_set1_ps(mn))};
+}
+inline __m512 KiviLookup(const KiviTable& t, __m512i idx) {
+  return _mm512_permutexvar_ps(idx, t.t);
+}
+inline __m512 ZipLo(__m512 a, __m512 b) {
+  return _mm512_permutex2var_ps(
+      a, _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), b);
+}
+inline __m512 ZipHi(__m512 a, __m512 b) {
+  return _mm512_permutex2var_ps(
+      a, _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31), b);
 }
 #include "cpu/paged_attention_isa.inc"  // NOLINT(build/include)
 #undef V
@@ -216,6 +272,7 @@ inline __m512 RoundHalfV(__m512 v) {
 #undef VLOAD_F16
 #undef VLOAD_BF16
 #undef VLOAD_I8
+#undef VI
 }  // namespace avx512
 #endif
 #if defined(__GNUC__) && !defined(__clang__)
@@ -391,7 +448,8 @@ void ReadPageRow(RowFormat format, const char* page, int page_size, int head_dim
       const c10::Half* mins = scales + static_cast<int64_t>(P) * ng;
       for (int j = 0; j < d; ++j) {
         const int64_t g = row * ng + j / group_size;
-        x[j] = DequantizeKivi(KiviCode(codes, j, bits), scales[g], mins[g]);
+        x[j] = KiviValue(KiviCode(codes, j, bits), static_cast<float>(scales[g]),
+                         static_cast<float>(mins[g]));
       }
       return;
     }
@@ -403,7 +461,8 @@ void ReadPageRow(RowFormat format, const char* page, int page_size, int head_dim
       const c10::Half* mins = scales + d;
       for (int c = 0; c < d; ++c) {
         const auto* codes = reinterpret_cast<const uint8_t*>(page) + c * channel_bytes;
-        x[c] = DequantizeKivi(KiviCode(codes, row, bits), scales[c], mins[c]);
+        x[c] = KiviValue(KiviCode(codes, row, bits), static_cast<float>(scales[c]),
+                         static_cast<float>(mins[c]));
       }
       return;
     }

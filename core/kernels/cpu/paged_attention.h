@@ -10,6 +10,7 @@
 #ifndef ATTNKIT_CORE_KERNELS_CPU_PAGED_ATTENTION_H_
 #define ATTNKIT_CORE_KERNELS_CPU_PAGED_ATTENTION_H_
 
+#include <cmath>
 #include <cstdint>
 
 #include <ATen/core/Tensor.h>
@@ -80,12 +81,20 @@ void DequantizeRowInt8(const int8_t* q, const c10::Half* scales, int head_dim, i
 // scale is 0. Codes are packed from bit `first_code * bits` of `codes` on (bits 2 or 4).
 void QuantizeKivi(const float* x, int64_t n, int64_t stride, int bits, uint8_t* codes,
                   int64_t first_code, c10::Half* scale, c10::Half* mn);
-// Code i of a packed KIVI row, and its dequantized value half(half(code * scale) + mn).
+// Code i of a packed KIVI row.
 inline int KiviCode(const uint8_t* codes, int64_t i, int bits) {
   const int64_t bit = i * bits;
   return (codes[bit / 8] >> (bit % 8)) & ((1 << bits) - 1);
 }
+// The fake quantization's dequantized value, half(half(code * scale) + mn), in float16
+// arithmetic as KIVI's unpack_and_dequant_* (the conformance cases check it bit for bit).
 float DequantizeKivi(int code, c10::Half scale, c10::Half mn);
+// The value attention reads from a KIVI page: fma(code, scale, mn) in float32, as KIVI's decode
+// kernels (quant/csrc/gemv_cuda.cu: scale * code + zero in float) read their packed cache. The
+// kernels, ReadPageRow and so every reader of a KIVI page use this one.
+inline float KiviValue(int code, float scale, float mn) {
+  return std::fma(static_cast<float>(code), scale, mn);
+}
 
 // exp(x) for 8 floats at a time where the CPU allows (used by softmax loops); exact to ~1 ulp of
 // float for x in [-87, 88], 0 below, and exp(-inf) = 0.

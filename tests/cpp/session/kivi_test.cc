@@ -34,10 +34,12 @@ using kernels::QuantizeKivi;
 at::Tensor ToHalfAndBack(const at::Tensor& t) { return t.to(at::kHalf).to(at::kFloat); }
 
 // The ATen reference of KIVI's quantization of each row of x [m, n] as one group, in float16
-// arithmetic (each operation rounded to float16): codes, scale and min per row, and the rows
-// dequantized as half(half(code * scale) + min). Constant rows (scale 0) get code 0.
+// arithmetic (each operation rounded to float16): codes, scale and min per row, the rows
+// dequantized as half(half(code * scale) + min) (the fake quantization), and the rows as
+// attention reads them, fma(code, scale, min) in float32 (KIVI's decode kernels; computed in
+// double, exact here, and rounded once). Constant rows (scale 0) get code 0.
 struct KiviRef {
-  at::Tensor codes, scale, mn, dequant;
+  at::Tensor codes, scale, mn, dequant, read;
 };
 KiviRef ReferenceKivi(const at::Tensor& x, int bits) {
   const double max_int = (1 << bits) - 1;
@@ -48,16 +50,17 @@ KiviRef ReferenceKivi(const at::Tensor& x, int bits) {
   const at::Tensor safe = at::where(scale > 0, scale, at::ones_like(scale));
   const at::Tensor u = ToHalfAndBack(ToHalfAndBack(xs - mn) / safe);
   const at::Tensor codes = at::where(scale > 0, u.clamp(0, max_int).round(), at::zeros_like(u));
-  return {codes, scale, mn, ToHalfAndBack(ToHalfAndBack(codes * scale) + mn)};
+  return {codes, scale, mn, ToHalfAndBack(ToHalfAndBack(codes * scale) + mn),
+          (codes.to(at::kDouble) * scale.to(at::kDouble) + mn.to(at::kDouble)).to(at::kFloat)};
 }
 
-// Keys [L, d] as KIVI pages hold them: per channel over groups of `group` tokens (the last group
-// may be shorter).
+// Keys [L, d] as attention reads them from KIVI pages: per channel over groups of `group` tokens
+// (the last group may be shorter).
 at::Tensor KeysHeld(const at::Tensor& k, int group, int bits) {
   std::vector<at::Tensor> parts;
   for (int64_t t0 = 0; t0 < k.size(0); t0 += group) {
     const at::Tensor g = k.narrow(0, t0, std::min<int64_t>(group, k.size(0) - t0));
-    parts.push_back(ReferenceKivi(g.t().contiguous(), bits).dequant.t());
+    parts.push_back(ReferenceKivi(g.t().contiguous(), bits).read.t());
   }
   return parts.empty() ? k.narrow(0, 0, 0) : at::cat(parts);
 }
@@ -65,7 +68,7 @@ at::Tensor KeysHeld(const at::Tensor& k, int group, int bits) {
 // Values [L, d]: per token over groups of `group` channels.
 at::Tensor ValuesHeld(const at::Tensor& v, int group, int bits) {
   const int64_t L = v.size(0), d = v.size(1);
-  return ReferenceKivi(v.reshape({L * d / group, group}), bits).dequant.reshape({L, d});
+  return ReferenceKivi(v.reshape({L * d / group, group}), bits).read.reshape({L, d});
 }
 
 TEST(KiviQuantize, MatchesKivisOwnFunctions) {
