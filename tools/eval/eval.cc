@@ -29,6 +29,8 @@
 #include <ATen/TensorOperators.h>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -61,6 +63,9 @@ struct Flags {
   std::string out_dir = std::string(ATTNKIT_SOURCE_DIR) + "/docs/quality";
   std::vector<double> budgets = {0.25, 0.5, 0.75};
   int num_texts = 32, text_tokens = 480, prefill = 32, jobs = 0;
+  // > 0: one text per model instead, the reference prompt and the first N ids the full-cache
+  // run generated after it (the model folder's reference.json), prefilled up to the prompt.
+  int reference_text = 0;
   bool regenerate_texts = false, resume = false, quick = false, check = false;
   std::string bars = "all";       // --bars core|random|all
   std::string substitute_random;  // config name run with RandomKeepSession instead
@@ -126,6 +131,53 @@ absl::Status WriteTexts(const std::string& path, const std::string& model,
       << "\n# then the token ids. Regenerate with: attnkit-eval --regenerate-texts\n";
   for (const Text& t : texts) out << t.seed << ": " << absl::StrJoin(t.ids, " ") << "\n";
   return out ? absl::OkStatus() : absl::DataLossError(absl::StrCat("writing ", path));
+}
+
+// The integers of the array after "key": in a JSON file such as reference.json.
+absl::StatusOr<std::vector<int64_t>> JsonIntArray(const std::string& text, const std::string& key,
+                                                  const std::string& path) {
+  const size_t at = text.find("\"" + key + "\"");
+  const size_t open = at == std::string::npos ? at : text.find('[', at);
+  const size_t close = open == std::string::npos ? open : text.find(']', open);
+  if (close == std::string::npos) {
+    return absl::DataLossError(absl::StrCat(path, ": no integer array \"", key, "\""));
+  }
+  std::vector<int64_t> out;
+  for (absl::string_view item : absl::StrSplit(
+           absl::string_view(text).substr(open + 1, close - open - 1), ',', absl::SkipEmpty())) {
+    int64_t v = 0;
+    if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(item), &v)) {
+      return absl::DataLossError(absl::StrCat(path, ": \"", key, "\" holds a non-integer"));
+    }
+    out.push_back(v);
+  }
+  return out;
+}
+
+// The reference prompt and the first `generated` ids after it of the full-cache greedy run
+// (reference.json's prompt_ids and greedy_ids_full_cache); *prompt_tokens gets the prompt's length.
+absl::StatusOr<Text> ReferenceText(const std::string& model_dir, int generated,
+                                   int* prompt_tokens) {
+  const std::string path = model_dir + "/reference.json";
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  auto prompt = JsonIntArray(buffer.str(), "prompt_ids", path);
+  if (!prompt.ok()) return prompt.status();
+  auto ids = JsonIntArray(buffer.str(), "greedy_ids_full_cache", path);
+  if (!ids.ok()) return ids.status();
+  const size_t want = prompt->size() + static_cast<size_t>(generated);
+  if (prompt->empty() || ids->size() < want ||
+      !std::equal(prompt->begin(), prompt->end(), ids->begin())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--reference-text ", generated, ": ", path, " has ",
+                     static_cast<int64_t>(ids->size()) - static_cast<int64_t>(prompt->size()),
+                     " generated ids after its ", prompt->size(), "-token prompt"));
+  }
+  ids->resize(want);
+  *prompt_tokens = static_cast<int>(prompt->size());
+  return Text{0, std::move(*ids)};
 }
 
 absl::StatusOr<std::vector<Text>> ReadTexts(const std::string& path) {
@@ -655,6 +707,7 @@ int Usage(const char* argv0) {
                "  [--budgets 0.25,0.5,0.75] [--texts N] [--text-tokens N] [--prefill N]\n"
                "  [--texts-dir DIR] [--regenerate-texts] [--out DIR] [--resume] [--jobs N]\n"
                "  [--quick] [--check] [--bars core|random|all] [--substitute-random CONFIG]\n"
+               "  [--reference-text N]\n"
                "See docs/quality/README.md.\n",
                argv0);
   return 2;
@@ -715,6 +768,12 @@ int Main(int argc, char** argv) {
         std::fprintf(stderr, "--bars: expected core, random or all, got %s\n", f.bars.c_str());
         return Usage(argv[0]);
       }
+    } else if (a == "--reference-text") {
+      f.reference_text = std::atoi(value().c_str());
+      if (f.reference_text <= 0) {
+        std::fprintf(stderr, "--reference-text: expected a positive number of ids\n");
+        return Usage(argv[0]);
+      }
     } else if (a == "--substitute-random") {
       f.substitute_random = value();
     } else {
@@ -768,27 +827,48 @@ int Main(int argc, char** argv) {
     }
     ModelData d;
     d.model = std::move(*model);
-    const std::string path = TextsPath(f, name);
-    if (f.regenerate_texts) {
-      Log(absl::StrCat("attnkit-eval: ", name, ": sampling ", f.num_texts, " texts of ",
-                       f.text_tokens, " tokens into ", path));
-      auto texts = SampleTexts(d.model, f.num_texts, f.text_tokens);
-      absl::Status st = texts.ok() ? WriteTexts(path, name, *texts) : texts.status();
-      if (!st.ok()) {
-        Log(absl::StrCat("attnkit-eval: ", name, ": ", st.message()));
+    if (f.reference_text > 0) {
+      int prompt_tokens = 0;
+      auto text = ReferenceText(dir, f.reference_text, &prompt_tokens);
+      if (!text.ok()) {
+        Log(absl::StrCat("attnkit-eval: ", name, ": ", text.status().message()));
         return 1;
       }
+      // The flags are per run: both models' reference prompts have the same length.
+      if (!data.empty() &&
+          (f.prefill != prompt_tokens || f.text_tokens != static_cast<int>(text->ids.size()))) {
+        Log(absl::StrCat("attnkit-eval: ", name, ": its reference prompt (", prompt_tokens,
+                         " tokens) differs from the other model's; run the models separately"));
+        return 1;
+      }
+      f.prefill = prompt_tokens;
+      f.num_texts = 1;
+      f.text_tokens = static_cast<int>(text->ids.size());
+      d.texts.push_back(std::move(*text));
     }
-    auto texts = ReadTexts(path);
-    if (!texts.ok() || static_cast<int>(texts->size()) < f.num_texts ||
-        static_cast<int>(texts->at(0).ids.size()) < f.text_tokens) {
-      Log(absl::StrCat("attnkit-eval: ", path, ": fewer than ", f.num_texts, " texts of ",
-                       f.text_tokens, " tokens; run with --regenerate-texts"));
-      return 1;
+    if (f.reference_text == 0) {
+      const std::string path = TextsPath(f, name);
+      if (f.regenerate_texts) {
+        Log(absl::StrCat("attnkit-eval: ", name, ": sampling ", f.num_texts, " texts of ",
+                         f.text_tokens, " tokens into ", path));
+        auto texts = SampleTexts(d.model, f.num_texts, f.text_tokens);
+        absl::Status st = texts.ok() ? WriteTexts(path, name, *texts) : texts.status();
+        if (!st.ok()) {
+          Log(absl::StrCat("attnkit-eval: ", name, ": ", st.message()));
+          return 1;
+        }
+      }
+      auto texts = ReadTexts(path);
+      if (!texts.ok() || static_cast<int>(texts->size()) < f.num_texts ||
+          static_cast<int>(texts->at(0).ids.size()) < f.text_tokens) {
+        Log(absl::StrCat("attnkit-eval: ", path, ": fewer than ", f.num_texts, " texts of ",
+                         f.text_tokens, " tokens; run with --regenerate-texts"));
+        return 1;
+      }
+      texts->resize(f.num_texts);
+      for (Text& t : *texts) t.ids.resize(f.text_tokens);
+      d.texts = std::move(*texts);
     }
-    texts->resize(f.num_texts);
-    for (Text& t : *texts) t.ids.resize(f.text_tokens);
-    d.texts = std::move(*texts);
     auto full = ParseSessionConfig(d.model.shape_text, true);
     if (!full.ok()) {
       Log(absl::StrCat("attnkit-eval: ", full.status().message()));
