@@ -47,9 +47,9 @@ absl::StatusOr<CaseData> ReadCase(const SafetensorsFile& file, const JsonValue& 
                             {"num_heads", &c.num_heads},
                             {"num_kv_heads", &c.num_kv_heads},
                             {"head_dim", &c.head_dim}}) {
-    auto v = file.Metadata(key);
+    auto v = MetadataInt(file, key);
     if (!v.ok()) return v.status();
-    *field = std::stoi(*v);
+    *field = static_cast<int>(*v);
   }
   return c;
 }

@@ -14,6 +14,7 @@
 
 #include <ATen/Functions.h>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -132,15 +133,17 @@ absl::StatusOr<KvpressCase> ReadCase(const SafetensorsFile& file, const JsonValu
                             {"num_heads", &c.num_heads},
                             {"num_kv_heads", &c.num_kv_heads},
                             {"head_dim", &c.head_dim}}) {
-    auto v = file.Metadata(key);
+    auto v = MetadataInt(file, key);
     if (!v.ok()) return v.status();
-    *field = std::stoi(*v);
+    *field = static_cast<int>(*v);
   }
   auto theta = file.Metadata("rope_theta");
   auto interleaved = file.Metadata("rope_interleaved");
   if (!theta.ok()) return theta.status();
   if (!interleaved.ok()) return interleaved.status();
-  c.rope_theta = std::stod(*theta);
+  if (!absl::SimpleAtod(*theta, &c.rope_theta)) {
+    return absl::InvalidArgumentError("rope_theta: expected a number, got \"" + *theta + "\"");
+  }
   c.rope_interleaved = *interleaved == "true";
   if (absl::Status s = MapPress(config, c); !s.ok()) return s;
   return c;
@@ -422,9 +425,9 @@ absl::Status RunDmsCase(const SafetensorsFile& file, const JsonValue& config) {
                             {"num_heads", &heads},
                             {"num_kv_heads", &kv_heads},
                             {"head_dim", &head_dim}}) {
-    auto v = file.Metadata(key);
+    auto v = MetadataInt(file, key);
     if (!v.ok()) return v.status();
-    *field = std::stoi(*v);
+    *field = static_cast<int>(*v);
   }
   if (absl::Status s = DmsPolicyLevel(file, *textproto, steps, heads, kv_heads); !s.ok()) return s;
   return DmsSessionLevel(file, *textproto, steps, heads, kv_heads, head_dim);

@@ -22,6 +22,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include <ATen/Functions.h>
@@ -75,7 +76,7 @@ struct Flags {
 // Texts.
 
 struct Text {
-  uint64_t seed;
+  uint64_t seed = 0;
   std::vector<int64_t> ids;
 };
 
@@ -188,11 +189,20 @@ absl::StatusOr<std::vector<Text>> ReadTexts(const std::string& path) {
   while (std::getline(in, line)) {
     if (line.empty() || line[0] == '#') continue;
     const size_t colon = line.find(':');
-    if (colon == std::string::npos) return absl::DataLossError(absl::StrCat(path, ": bad line"));
-    Text t{std::stoull(line.substr(0, colon)), {}};
-    std::stringstream ids(line.substr(colon + 1));
-    int64_t id;
-    while (ids >> id) t.ids.push_back(id);
+    Text t;
+    if (colon == std::string::npos || !absl::SimpleAtoi(line.substr(0, colon), &t.seed)) {
+      return absl::DataLossError(absl::StrCat(path, ": expected a line \"SEED: ID ID ...\", got \"",
+                                              line.substr(0, 40), "\""));
+    }
+    for (absl::string_view item :
+         absl::StrSplit(absl::string_view(line).substr(colon + 1), ' ', absl::SkipEmpty())) {
+      int64_t id = 0;
+      if (!absl::SimpleAtoi(item, &id) || id < 0) {
+        return absl::DataLossError(
+            absl::StrCat(path, ": text ", t.seed, ": \"", item, "\" is not a token id"));
+      }
+      t.ids.push_back(id);
+    }
     texts.push_back(std::move(t));
   }
   return texts;
@@ -451,18 +461,45 @@ std::string CsvRow(const Result& r) {
 
 absl::StatusOr<Result> ParseCsvRow(const std::string& line) {
   std::vector<std::string> f = absl::StrSplit(line, ',');
-  if (f.size() != 19) return absl::DataLossError("bad results row");
+  if (f.size() != 19) {
+    return absl::DataLossError(absl::StrCat("expected 19 fields, got ", f.size()));
+  }
   Result r;
   r.model = f[0], r.config = f[1];
-  r.budget_fraction = std::stod(f[2]);
-  r.budget_tokens = std::stoi(f[3]), r.texts = std::stoi(f[4]), r.tokens_per_text = std::stoi(f[5]);
-  r.predictions = std::stoll(f[6]);
-  r.kl = std::stod(f[7]), r.top1 = std::stod(f[8]), r.perplexity = std::stod(f[9]);
-  r.peak_bytes = std::stod(f[10]), r.avg_bytes = std::stod(f[11]);
-  r.full_peak_bytes = std::stod(f[12]), r.full_avg_bytes = std::stod(f[13]);
-  r.ms_per_token = std::stod(f[16]), r.mean_recall = std::stod(f[17]);
-  for (absl::string_view x : absl::StrSplit(f[18], ';', absl::SkipEmpty()))
-    r.recall.push_back(std::stod(std::string(x)));
+  // Every number must parse whole (a row cut short by an interrupted write does not).
+  std::string bad;
+  auto number = [&](int i, auto* out) {
+    bool ok = false;
+    if constexpr (std::is_same_v<std::remove_pointer_t<decltype(out)>, double>) {
+      ok = absl::SimpleAtod(f[i], out);
+    } else {
+      ok = absl::SimpleAtoi(f[i], out);
+    }
+    if (!ok && bad.empty())
+      bad = absl::StrCat("field ", i + 1, " (\"", f[i], "\") is not a number");
+  };
+  number(2, &r.budget_fraction);
+  number(3, &r.budget_tokens);
+  number(4, &r.texts);
+  number(5, &r.tokens_per_text);
+  number(6, &r.predictions);
+  number(7, &r.kl);
+  number(8, &r.top1);
+  number(9, &r.perplexity);
+  number(10, &r.peak_bytes);
+  number(11, &r.avg_bytes);
+  number(12, &r.full_peak_bytes);
+  number(13, &r.full_avg_bytes);
+  number(16, &r.ms_per_token);
+  number(17, &r.mean_recall);
+  for (absl::string_view x : absl::StrSplit(f[18], ';', absl::SkipEmpty())) {
+    double v = 0;
+    if (!absl::SimpleAtod(x, &v) && bad.empty()) {
+      bad = absl::StrCat("field 19 (\"", f[18], "\") is not a list of numbers");
+    }
+    r.recall.push_back(v);
+  }
+  if (!bad.empty()) return absl::DataLossError(bad);
   return r;
 }
 
@@ -612,14 +649,21 @@ std::string MarkdownTable(const std::vector<Result>& rows, const std::vector<std
   return md;
 }
 
+// The rows of a results.csv; a row that does not parse is left out with a message (its
+// configuration then runs again under --resume).
 std::vector<Result> ReadResults(const std::string& path) {
   std::vector<Result> rows;
   std::ifstream in(path);
   std::string line;
-  while (std::getline(in, line)) {
+  for (int number = 1; std::getline(in, line); ++number) {
     if (line.empty() || line.rfind("model,", 0) == 0) continue;
     auto r = ParseCsvRow(line);
-    if (r.ok()) rows.push_back(*r);
+    if (r.ok()) {
+      rows.push_back(*r);
+    } else {
+      Log(absl::StrCat("attnkit-eval: ", path, ":", number,
+                       ": skipped a row: ", r.status().message()));
+    }
   }
   return rows;
 }
@@ -859,7 +903,12 @@ int Main(int argc, char** argv) {
         }
       }
       auto texts = ReadTexts(path);
-      if (!texts.ok() || static_cast<int>(texts->size()) < f.num_texts ||
+      if (!texts.ok()) {
+        Log(absl::StrCat("attnkit-eval: ", texts.status().message(),
+                         "; run with --regenerate-texts to write the file again"));
+        return 1;
+      }
+      if (static_cast<int>(texts->size()) < f.num_texts ||
           static_cast<int>(texts->at(0).ids.size()) < f.text_tokens) {
         Log(absl::StrCat("attnkit-eval: ", path, ": fewer than ", f.num_texts, " texts of ",
                          f.text_tokens, " tokens; run with --regenerate-texts"));
