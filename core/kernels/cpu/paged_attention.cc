@@ -168,6 +168,12 @@ inline __m256 ZipLo(__m256 a, __m256 b) {
 inline __m256 ZipHi(__m256 a, __m256 b) {
   return _mm256_permute2f128_ps(_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b), 0x31);
 }
+// 2W bfloat16 values from p: the even-indexed ones (as floats) in *even, the odd ones in *odd.
+inline void LoadBf16Pairs(const uint16_t* p, __m256* even, __m256* odd) {
+  const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  *even = _mm256_castsi256_ps(_mm256_slli_epi32(x, 16));
+  *odd = _mm256_castsi256_ps(_mm256_and_si256(x, _mm256_set1_epi32(-65536)));
+}
 #include "cpu/paged_attention_isa.inc"  // NOLINT(build/include)
 #undef V
 #undef W
@@ -257,6 +263,11 @@ inline __m512 ZipLo(__m512 a, __m512 b) {
 inline __m512 ZipHi(__m512 a, __m512 b) {
   return _mm512_permutex2var_ps(
       a, _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31), b);
+}
+inline void LoadBf16Pairs(const uint16_t* p, __m512* even, __m512* odd) {
+  const __m512i x = _mm512_loadu_si512(p);
+  *even = _mm512_castsi512_ps(_mm512_slli_epi32(x, 16));
+  *odd = _mm512_castsi512_ps(_mm512_and_si512(x, _mm512_set1_epi32(-65536)));
 }
 #include "cpu/paged_attention_isa.inc"  // NOLINT(build/include)
 #undef V
