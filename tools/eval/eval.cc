@@ -75,6 +75,9 @@ struct Flags {
 // ---------------------------------------------------------------------------------------------
 // Texts.
 
+// "1 text", "32 texts".
+std::string TextCount(int64_t n) { return absl::StrCat(n, n == 1 ? " text" : " texts"); }
+
 struct Text {
   uint64_t seed = 0;
   std::vector<int64_t> ids;
@@ -630,7 +633,7 @@ std::string MarkdownTable(const std::vector<Result>& rows, const std::vector<std
   for (const Result& r : sorted) {
     if (r.model != model) {
       model = r.model;
-      absl::StrAppend(&md, "\n## ", model, " (", r.texts, " texts of ", r.tokens_per_text,
+      absl::StrAppend(&md, "\n## ", model, " (", TextCount(r.texts), " of ", r.tokens_per_text,
                       " tokens)\n\n| config | budget | KL | top-1 | ppl | peak | avg | ms/token | "
                       "recall per layer |\n|---|---|---|---|---|---|---|---|---|\n");
     }
@@ -1035,8 +1038,9 @@ int Main(int argc, char** argv) {
   // Full-cache references, one model at a time, texts in parallel.
   const auto start = std::chrono::steady_clock::now();
   for (ModelData& d : data) {
-    Log(absl::StrCat("attnkit-eval: ", d.model.name, ": full-cache runs of ", d.texts.size(),
-                     " texts (", f.text_tokens, " tokens, prefill ", f.prefill, ")"));
+    Log(absl::StrCat("attnkit-eval: ", d.model.name, ": full-cache runs of ",
+                     TextCount(static_cast<int64_t>(d.texts.size())), " (", f.text_tokens,
+                     " tokens, prefill ", f.prefill, ")"));
     d.refs.resize(d.texts.size());
     std::atomic<size_t> next{0};
     std::string error;
@@ -1155,9 +1159,10 @@ int Main(int argc, char** argv) {
 
   const std::vector<Result> rows = ReadResults(csv);
   std::string note = absl::StrFormat(
-      "%s%d texts of %d tokens per model, prefill %d tokens then one token per call; budgets "
+      "%s%s of %d tokens per model, prefill %d tokens then one token per call; budgets "
       "scaled from each configuration's areas.",
-      f.quick ? "Quick subset (the `quality` ctest): " : "", f.num_texts, f.text_tokens, f.prefill);
+      f.quick ? "Quick subset (the `quality` ctest): " : "", TextCount(f.num_texts), f.text_tokens,
+      f.prefill);
   if (!f.substitute_random.empty())
     absl::StrAppend(&note, " `", f.substitute_random,
                     "` was replaced by a cache keeping random tokens (--substitute-random).");
