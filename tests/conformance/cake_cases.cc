@@ -23,14 +23,6 @@ namespace {
 
 using testing::DLView;
 
-absl::StatusOr<double> ConfigNumber(const JsonValue& config, const char* key) {
-  const JsonValue* v = config.Find(key);
-  if (v == nullptr || !v->is_number()) {
-    return absl::InvalidArgumentError(absl::StrCat("config: ", key, " must be a number"));
-  }
-  return v->number();
-}
-
 absl::Status RunCakeCase(const SafetensorsFile& file, const JsonValue& config) {
   auto cache_size = ConfigNumber(config, "cache_size");
   auto window = ConfigNumber(config, "window_size");
@@ -76,14 +68,9 @@ absl::Status RunCakeCase(const SafetensorsFile& file, const JsonValue& config) {
       " cake { gamma: ", *gamma, " } budget { allocator: CAKE cake_tau1: ", *tau1,
       " cake_tau2: ", *tau2, " cake_cascading: ", cascading->bool_value() ? "true" : "false",
       " } }");
-  attnkit_session* raw = nullptr;
-  if (absl::Status s =
-          FromC(attnkit_session_create_from_text(text.data(), text.size(), &raw), "session create");
-      !s.ok()) {
-    return s;
-  }
-  std::unique_ptr<attnkit_session, decltype(&attnkit_session_free)> session(raw,
-                                                                            attnkit_session_free);
+  auto created = CreateSession(text);
+  if (!created.ok()) return created.status();
+  SessionHandle session = std::move(*created);
   for (int64_t step = -1; step < steps; ++step) {
     const int64_t first = step < 0 ? 0 : prompt + step, n = step < 0 ? prompt : 1;
     for (int64_t layer = 0; layer < layers; ++layer) {

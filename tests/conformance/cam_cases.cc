@@ -33,14 +33,9 @@ struct CamShape {
 absl::StatusOr<at::Tensor> RunSession(const std::string& text, const CamShape& s,
                                       const at::Tensor& q, const at::Tensor& k,
                                       const at::Tensor& v) {
-  attnkit_session* raw = nullptr;
-  if (absl::Status st =
-          FromC(attnkit_session_create_from_text(text.data(), text.size(), &raw), "session create");
-      !st.ok()) {
-    return st;
-  }
-  std::unique_ptr<attnkit_session, decltype(&attnkit_session_free)> session(raw,
-                                                                            attnkit_session_free);
+  auto created = CreateSession(text);
+  if (!created.ok()) return created.status();
+  SessionHandle session = std::move(*created);
   at::Tensor outs = at::empty({s.steps, s.heads, s.dim});
   for (int64_t step = -1; step < s.steps; ++step) {
     const int64_t first = step < 0 ? 0 : s.prefill + step, n = step < 0 ? s.prefill : 1;
@@ -65,11 +60,9 @@ absl::Status RunCamCase(const SafetensorsFile& file, const JsonValue& config) {
                             {"compression_interval", &interval},
                             {"merge_budget", &budget},
                             {"seed", &seed}}) {
-    const JsonValue* value = config.Find(key);
-    if (value == nullptr || !value->is_number()) {
-      return absl::InvalidArgumentError(absl::StrCat("config: ", key, " must be a number"));
-    }
-    *field = static_cast<int64_t>(value->number());
+    auto value = ConfigNumber(config, key);
+    if (!value.ok()) return value.status();
+    *field = static_cast<int64_t>(*value);
   }
   CamShape s;
   for (auto [key, field] : {std::pair<const char*, int64_t*>{"num_heads", &s.heads},

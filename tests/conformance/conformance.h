@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,13 @@ absl::Status FromC(attnkit_status* status, absl::string_view what = "");
 // The cache positions (ascending) a session's (layer, sequence, kv head) holds.
 absl::StatusOr<std::vector<int64_t>> SessionPositions(attnkit_session* session, int layer,
                                                       int sequence, int kv_head);
+
+// A number of a case's config; INVALID_ARGUMENT naming the key when it is absent or not a number.
+absl::StatusOr<double> ConfigNumber(const JsonValue& config, const char* key);
+
+// A session made through the C ABI from a SessionConfig textproto, freed when dropped.
+using SessionHandle = std::unique_ptr<attnkit_session, decltype(&attnkit_session_free)>;
+absl::StatusOr<SessionHandle> CreateSession(absl::string_view textproto);
 
 // An integer metadata value of a case file; INVALID_ARGUMENT naming the key when it is absent or
 // not an integer.

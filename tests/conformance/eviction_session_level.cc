@@ -16,14 +16,9 @@ absl::Status SessionLevel(const SafetensorsFile& file, const std::string& evicti
   const std::string config = absl::StrCat(
       SessionDeviceText(), "num_layers: 1 num_heads: ", num_heads, " num_kv_heads: ", num_kv_heads,
       " head_dim: ", head_dim, " eviction { ", eviction_textproto, " }");
-  attnkit_session* raw = nullptr;
-  if (absl::Status s = FromC(attnkit_session_create_from_text(config.data(), config.size(), &raw),
-                             "session create");
-      !s.ok()) {
-    return s;
-  }
-  std::unique_ptr<attnkit_session, decltype(&attnkit_session_free)> session(raw,
-                                                                            attnkit_session_free);
+  auto created = CreateSession(config);
+  if (!created.ok()) return created.status();
+  SessionHandle session = std::move(*created);
   std::vector<std::string> differing;
   for (int step = -1; step < num_steps; ++step) {
     const std::string prefix = step < 0 ? "prefill" : absl::StrCat("step.", step);

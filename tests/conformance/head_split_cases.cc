@@ -22,14 +22,6 @@ namespace {
 
 using testing::DLView;
 
-absl::StatusOr<int64_t> Integer(const JsonValue& config, const char* key) {
-  const JsonValue* v = config.Find(key);
-  if (v == nullptr || !v->is_number()) {
-    return absl::InvalidArgumentError(absl::StrCat("config: ", key, " must be a number"));
-  }
-  return static_cast<int64_t>(v->number());
-}
-
 absl::Status RunHeadSplitCase(const SafetensorsFile& file, const JsonValue& config) {
   int64_t layers = 0, kv_heads = 0, heads = 0, head_dim = 0, sink = 0, recent = 0, prompt = 0;
   for (auto [key, field] : {std::pair<const char*, int64_t*>{"num_layers", &layers},
@@ -39,14 +31,12 @@ absl::Status RunHeadSplitCase(const SafetensorsFile& file, const JsonValue& conf
                             {"sink_tokens", &sink},
                             {"recent_tokens", &recent},
                             {"prompt_len", &prompt}}) {
-    auto v = Integer(config, key);
+    auto v = ConfigNumber(config, key);
     if (!v.ok()) return v.status();
-    *field = *v;
+    *field = static_cast<int64_t>(*v);
   }
-  const JsonValue* ratio = config.Find("streaming_ratio");
-  if (ratio == nullptr || !ratio->is_number()) {
-    return absl::InvalidArgumentError("config: streaming_ratio must be a number");
-  }
+  auto ratio = ConfigNumber(config, "streaming_ratio");
+  if (!ratio.ok()) return ratio.status();
   auto scores = LoadTensor(file, "head_scores");
   auto keep = LoadTensor(file, "keep_mask");
   if (!scores.ok()) return scores.status();
@@ -64,16 +54,11 @@ absl::Status RunHeadSplitCase(const SafetensorsFile& file, const JsonValue& conf
   const std::string text = absl::StrCat(
       SessionDeviceText(), "num_layers: ", layers, " num_heads: ", heads,
       " num_kv_heads: ", kv_heads, " head_dim: ", head_dim, " head_split { head_scores: [",
-      absl::StrJoin(texts, ", "), "] streaming_ratio: ", absl::StrFormat("%.17g", ratio->number()),
+      absl::StrJoin(texts, ", "), "] streaming_ratio: ", absl::StrFormat("%.17g", *ratio),
       " sink_tokens: ", sink, " recent_tokens: ", recent, " }");
-  attnkit_session* raw = nullptr;
-  if (absl::Status s =
-          FromC(attnkit_session_create_from_text(text.data(), text.size(), &raw), "session create");
-      !s.ok()) {
-    return s;
-  }
-  std::unique_ptr<attnkit_session, decltype(&attnkit_session_free)> session(raw,
-                                                                            attnkit_session_free);
+  auto created = CreateSession(text);
+  if (!created.ok()) return created.status();
+  SessionHandle session = std::move(*created);
   at::manual_seed(7);
   for (int64_t layer = 0; layer < layers; ++layer) {
     const at::Tensor q = OnCaseDevice(at::randn({1, heads, prompt, head_dim}));

@@ -37,14 +37,6 @@ struct KvpressCase {
   bool rope_interleaved = false;
 };
 
-absl::StatusOr<double> Number(const JsonValue& config, const char* key) {
-  const JsonValue* v = config.Find(key);
-  if (v == nullptr || !v->is_number()) {
-    return absl::InvalidArgumentError(absl::StrCat("config: ", key, " must be a number"));
-  }
-  return v->number();
-}
-
 absl::StatusOr<bool> Bool(const JsonValue& config, const char* key) {
   const JsonValue* v = config.Find(key);
   if (v == nullptr || !v->is_bool()) {
@@ -70,7 +62,7 @@ absl::Status MapPress(const JsonValue& config, KvpressCase& c) {
     return absl::InvalidArgumentError("config: press must be a string");
   }
   c.press = press->string();
-  auto ratio = Number(config, "compression_ratio");
+  auto ratio = ConfigNumber(config, "compression_ratio");
   if (!ratio.ok()) return ratio.status();
   const int64_t kept = static_cast<int64_t>(c.prefill_len * (1.0 - *ratio));
   std::string t = "enabled: true granularity: PER_TOKEN ";
@@ -83,8 +75,8 @@ absl::Status MapPress(const JsonValue& config, KvpressCase& c) {
         !s.ok()) {
       return s;
     }
-    auto window = Number(config, "window_size");
-    auto kernel = Number(config, "kernel_size");
+    auto window = ConfigNumber(config, "window_size");
+    auto kernel = ConfigNumber(config, "kernel_size");
     if (!window.ok()) return window.status();
     if (!kernel.ok()) return kernel.status();
     const int64_t w = static_cast<int64_t>(*window);
@@ -105,9 +97,9 @@ absl::Status MapPress(const JsonValue& config, KvpressCase& c) {
         !s.ok()) {
       return s;
     }
-    auto future = Number(config, "n_future_positions");
-    auto sink = Number(config, "n_sink");
-    auto epsilon = Number(config, "epsilon");
+    auto future = ConfigNumber(config, "n_future_positions");
+    auto sink = ConfigNumber(config, "n_sink");
+    auto epsilon = ConfigNumber(config, "epsilon");
     auto covariance = Bool(config, "use_covariance");
     auto vnorm = Bool(config, "use_vnorm");
     for (const auto* s : {&future, &sink, &epsilon})
@@ -232,14 +224,9 @@ absl::Status SessionLevel(const SafetensorsFile& file, const KvpressCase& c,
       SessionDeviceText(), "num_layers: 1 num_heads: ", c.num_heads,
       " num_kv_heads: ", c.num_kv_heads, " head_dim: ", c.head_dim, " rope { theta: ", c.rope_theta,
       " interleaved: ", c.rope_interleaved ? "true" : "false", " } eviction { ", c.textproto, " }");
-  attnkit_session* raw = nullptr;
-  if (absl::Status s = FromC(attnkit_session_create_from_text(config.data(), config.size(), &raw),
-                             "session create");
-      !s.ok()) {
-    return s;
-  }
-  std::unique_ptr<attnkit_session, decltype(&attnkit_session_free)> session(raw,
-                                                                            attnkit_session_free);
+  auto created = CreateSession(config);
+  if (!created.ok()) return created.status();
+  SessionHandle session = std::move(*created);
   auto q = LoadTensor(file, "prefill.q");
   auto k = LoadTensor(file, "prefill.k");
   auto v = LoadTensor(file, "prefill.v");
@@ -280,8 +267,8 @@ absl::StatusOr<std::string> DmsTextproto(const JsonValue& config) {
   if (scorer == nullptr || !scorer->is_string() || scorer->string() != "knorm") {
     return absl::InvalidArgumentError("config: scorer must be \"knorm\"");
   }
-  auto threshold = Number(config, "threshold");
-  auto window = Number(config, "sliding_window_size");
+  auto threshold = ConfigNumber(config, "threshold");
+  auto window = ConfigNumber(config, "sliding_window_size");
   auto decoding = Bool(config, "decoding");
   if (!threshold.ok()) return threshold.status();
   if (!window.ok()) return window.status();
@@ -378,14 +365,9 @@ absl::Status DmsSessionLevel(const SafetensorsFile& file, const std::string& tex
   const std::string config = absl::StrCat(SessionDeviceText(), "num_layers: 1 num_heads: ", heads,
                                           " num_kv_heads: ", kv_heads, " head_dim: ", head_dim,
                                           " eviction { ", textproto, " }");
-  attnkit_session* raw = nullptr;
-  if (absl::Status s = FromC(attnkit_session_create_from_text(config.data(), config.size(), &raw),
-                             "session create");
-      !s.ok()) {
-    return s;
-  }
-  std::unique_ptr<attnkit_session, decltype(&attnkit_session_free)> session(raw,
-                                                                            attnkit_session_free);
+  auto created = CreateSession(config);
+  if (!created.ok()) return created.status();
+  SessionHandle session = std::move(*created);
   for (int step = -1; step < steps; ++step) {
     const std::string prefix = step < 0 ? "prefill" : absl::StrCat("step.", step);
     auto q = LoadTensor(file, prefix + ".q");

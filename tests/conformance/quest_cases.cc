@@ -29,11 +29,9 @@ absl::Status RunQuestCase(const SafetensorsFile& file, const JsonValue& config) 
                             {"length", &length},
                             {"chunk_size", &chunk},
                             {"token_budget", &budget}}) {
-    const JsonValue* v = config.Find(key);
-    if (v == nullptr || !v->is_number()) {
-      return absl::InvalidArgumentError(absl::StrCat("config: ", key, " must be a number"));
-    }
-    *field = static_cast<int64_t>(v->number());
+    auto v = ConfigNumber(config, key);
+    if (!v.ok()) return v.status();
+    *field = static_cast<int64_t>(*v);
   }
   auto q = LoadTensor(file, "q");
   auto k = LoadTensor(file, "k");
@@ -52,14 +50,9 @@ absl::Status RunQuestCase(const SafetensorsFile& file, const JsonValue& config) 
   const std::string text =
       absl::StrCat("num_layers: 1 num_heads: ", heads, " num_kv_heads: ", heads, " head_dim: ", dim,
                    " page_size: ", chunk, " sparse_decode { token_budget: ", budget, " }");
-  attnkit_session* raw = nullptr;
-  if (absl::Status s =
-          FromC(attnkit_session_create_from_text(text.data(), text.size(), &raw), "session create");
-      !s.ok()) {
-    return s;
-  }
-  std::unique_ptr<attnkit_session, decltype(&attnkit_session_free)> session(raw,
-                                                                            attnkit_session_free);
+  auto created = CreateSession(text);
+  if (!created.ok()) return created.status();
+  SessionHandle session = std::move(*created);
   // The prompt: its queries only shape the prefill's own output, which is not compared.
   const at::Tensor prompt_q = at::zeros({1, heads, length - 1, dim});
   const at::Tensor prompt_k = k->narrow(1, 0, length - 1).unsqueeze(0).contiguous();

@@ -66,6 +66,25 @@ absl::StatusOr<std::vector<int64_t>> SessionPositions(attnkit_session* session, 
   return out;
 }
 
+absl::StatusOr<double> ConfigNumber(const JsonValue& config, const char* key) {
+  const JsonValue* v = config.Find(key);
+  if (v == nullptr || !v->is_number()) {
+    return absl::InvalidArgumentError(absl::StrCat("config: ", key, " must be a number"));
+  }
+  return v->number();
+}
+
+absl::StatusOr<SessionHandle> CreateSession(absl::string_view textproto) {
+  attnkit_session* raw = nullptr;
+  if (absl::Status s =
+          FromC(attnkit_session_create_from_text(textproto.data(), textproto.size(), &raw),
+                "session create");
+      !s.ok()) {
+    return s;
+  }
+  return SessionHandle(raw, attnkit_session_free);
+}
+
 absl::StatusOr<int64_t> MetadataInt(const SafetensorsFile& file, const std::string& key) {
   auto text = file.Metadata(key);
   if (!text.ok()) return text.status();
