@@ -27,7 +27,6 @@ and compares every kept set after every call.
   python3 generate_cake.py --cakekv /path/to/cakekv [--out tests/conformance/cases]
 """
 import argparse
-import importlib.util
 import json
 import logging
 import math
@@ -40,7 +39,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from generate_kvpress import repeat_kv, rotate_half  # noqa: E402  (transformers' own, restated)
+from generate_kvpress import load_module, package, repeat_kv, rotate_half  # noqa: E402
 from safetensors_writer import write_safetensors  # noqa: E402
 
 
@@ -107,24 +106,11 @@ def install_stubs():
 
 def load_cake(root):
     install_stubs()
-    pkg = types.ModuleType("cake")
-    pkg.__path__ = [os.path.join(root, "cake")]
-    sys.modules["cake"] = pkg
-    model = types.ModuleType("cake.model")
-    model.__path__ = [os.path.join(root, "cake", "model")]
-    sys.modules["cake.model"] = model
-
-    def load(name):
-        path = os.path.join(root, *name.split(".")) + ".py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-        return mod
-
-    load("cake.utils")
-    cache = load("cake.cake_cache")
-    llama = load("cake.model.modify_llama")
+    package(root, "cake")
+    package(root, "cake.model")
+    load_module(root, "cake.utils")
+    cache = load_module(root, "cake.cake_cache")
+    llama = load_module(root, "cake.model.modify_llama")
     return cache, llama
 
 

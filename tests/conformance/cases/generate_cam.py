@@ -59,19 +59,9 @@ def load_cam(root):
     stub.QuantizedCache = sys.modules["transformers"].QuantizedCache
     sys.modules["transformers.cache_utils"] = stub
     gk.load_presses(root)  # kvpress.utils, base_press, scorer_press, knorm_press, ...
-    import importlib.util
-
-    def load(name):
-        path = os.path.join(root, *name.split(".")) + ".py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-        return mod
-
     for name in ["kvpress.presses.adakv_press", "kvpress.presses.decoding_press",
                  "kvpress.presses.cam_press"]:
-        load(name)
+        gk.load_module(root, name)
     return sys.modules
 
 

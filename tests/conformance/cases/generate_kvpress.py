@@ -104,26 +104,33 @@ def install_transformers_stubs():
         module(f"transformers.models.{pkg}.modeling_{pkg}", **{cls: type(cls, (_Stub,), {})})
 
 
+def package(root, name):
+    """An empty package `name` whose submodules are the files under `root`/name (dotted)."""
+    pkg = types.ModuleType(name)
+    pkg.__path__ = [os.path.join(root, *name.split("."))]
+    sys.modules[name] = pkg
+    return pkg
+
+
+def load_module(root, name):
+    """The module `name` (dotted) from its file under `root`, registered in sys.modules."""
+    path = os.path.join(root, *name.split(".")) + ".py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def load_presses(root):
     """kvpress.presses.{snapkv,tova,expected_attention}_press from the checkout at `root`."""
     for name in ["kvpress", "kvpress.presses"]:
-        pkg = types.ModuleType(name)
-        pkg.__path__ = [os.path.join(root, *name.split("."))]
-        sys.modules[name] = pkg
-
-    def load(name):
-        path = os.path.join(root, *name.split(".")) + ".py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-        return mod
-
+        package(root, name)
     for name in ["kvpress.utils", "kvpress.presses.base_press", "kvpress.presses.scorer_press",
                  "kvpress.presses.snapkv_press", "kvpress.presses.tova_press",
                  "kvpress.presses.expected_attention_press", "kvpress.presses.knorm_press",
                  "kvpress.presses.dms_press"]:
-        load(name)
+        load_module(root, name)
     return sys.modules
 
 
