@@ -30,7 +30,6 @@
 #include <ATen/TensorOperators.h>
 
 #include "absl/status/statusor.h"
-#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -38,6 +37,7 @@
 #include "absl/strings/str_split.h"
 #include "attnkit/config_parser.h"
 #include "eval_models.h"
+#include "support/json.h"
 #include "progress.h"
 
 namespace attnkit::tools {
@@ -137,23 +137,18 @@ absl::Status WriteTexts(const std::string& path, const std::string& model,
   return out ? absl::OkStatus() : absl::DataLossError(absl::StrCat("writing ", path));
 }
 
-// The integers of the array after "key": in a JSON file such as reference.json.
-absl::StatusOr<std::vector<int64_t>> JsonIntArray(const std::string& text, const std::string& key,
+// The integer array `key` of a parsed JSON object such as reference.json.
+absl::StatusOr<std::vector<int64_t>> JsonIntArray(const JsonValue& root, const std::string& key,
                                                   const std::string& path) {
-  const size_t at = text.find("\"" + key + "\"");
-  const size_t open = at == std::string::npos ? at : text.find('[', at);
-  const size_t close = open == std::string::npos ? open : text.find(']', open);
-  if (close == std::string::npos) {
+  const JsonValue* array = root.Find(key);
+  if (array == nullptr || !array->is_array()) {
     return absl::DataLossError(absl::StrCat(path, ": no integer array \"", key, "\""));
   }
   std::vector<int64_t> out;
-  for (absl::string_view item : absl::StrSplit(
-           absl::string_view(text).substr(open + 1, close - open - 1), ',', absl::SkipEmpty())) {
-    int64_t v = 0;
-    if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(item), &v)) {
-      return absl::DataLossError(absl::StrCat(path, ": \"", key, "\" holds a non-integer"));
-    }
-    out.push_back(v);
+  for (const JsonValue& item : array->array()) {
+    auto v = JsonInt(item, absl::StrCat(path, ": ", key));
+    if (!v.ok()) return v.status();
+    out.push_back(*v);
   }
   return out;
 }
@@ -167,9 +162,11 @@ absl::StatusOr<Text> ReferenceText(const std::string& model_dir, int generated,
   if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
   std::stringstream buffer;
   buffer << in.rdbuf();
-  auto prompt = JsonIntArray(buffer.str(), "prompt_ids", path);
+  auto root = JsonValue::Parse(buffer.str());
+  if (!root.ok()) return absl::DataLossError(absl::StrCat(path, ": ", root.status().message()));
+  auto prompt = JsonIntArray(*root, "prompt_ids", path);
   if (!prompt.ok()) return prompt.status();
-  auto ids = JsonIntArray(buffer.str(), "greedy_ids_full_cache", path);
+  auto ids = JsonIntArray(*root, "greedy_ids_full_cache", path);
   if (!ids.ok()) return ids.status();
   const size_t want = prompt->size() + static_cast<size_t>(generated);
   if (prompt->empty() || ids->size() < want ||
