@@ -60,23 +60,32 @@ inline int SegmentPageSize(const PagedSegment& s, const PagedGroupArgs& a) {
   return s.page_size > 0 ? s.page_size : a.page_size;
 }
 
+// A segment's key row width and the query rows its keys are dotted with (ThinK's kept channels).
+inline int KeyDim(const PagedSegment& s, const PagedGroupArgs& a) {
+  return s.key_dim > 0 ? s.key_dim : a.head_dim;
+}
+inline const float* KeyQ(const PagedSegment& s, const PagedGroupArgs& a) {
+  return s.q != nullptr ? s.q : a.q;
+}
+
 // The plain path (any head dim and group): each row converted to floats, then scalar loops.
 void RowToFloat(const PagedSegment& s, bool values, int64_t i, const PagedGroupArgs& a,
                 float* buffer) {
   const int P = SegmentPageSize(s, a);
   const int64_t pos = s.first + i;
   ReadPageRow(values ? s.value_format : s.key_format, (values ? s.values : s.keys)[pos / P], P,
-              a.head_dim, a.group_size, pos % P, buffer);
+              values ? a.head_dim : KeyDim(s, a), a.group_size, pos % P, buffer);
 }
 
 void ScalarKeys(const PagedSegment& s, int64_t t_base, const PagedGroupArgs& a, int rows,
                 float* scores) {
-  const int d = a.head_dim;
+  const int d = KeyDim(s, a);
+  const float* q = KeyQ(s, a);
   std::vector<float> k(d);
   for (int64_t i = 0; i < s.length; ++i) {
     RowToFloat(s, false, i, a, k.data());
     for (int r = 0; r < rows; ++r) {
-      const float* qr = a.q + static_cast<int64_t>(r) * d;
+      const float* qr = q + static_cast<int64_t>(r) * d;
       float acc = 0.0f;
       for (int j = 0; j < d; ++j) acc += qr[j] * k[j];
       scores[static_cast<int64_t>(r) * a.length + t_base + i] = acc * a.scale;
@@ -333,9 +342,14 @@ void Run(const PagedGroupArgs& a) {
   main.length = L - a.residual.length;
   const PagedSegment* segments[2] = {&main, &a.residual};
   const int64_t bases[2] = {0, main.length};
-  // Pass 1: every key row once, dotted with every query row.
+  // Pass 1: every key row once, dotted with every query row. ThinK's key rows of a width the
+  // vectors do not divide take the plain loop (the value pass keeps its path).
   for (int si = 0; si < 2; ++si) {
     if (segments[si]->length == 0) continue;
+    if (KeyDim(*segments[si], a) % (path == 2 ? 16 : 8) != 0) {
+      ScalarKeys(*segments[si], bases[si], a, rows, scores);
+      continue;
+    }
 #ifdef ATTNKIT_AVX2
 #ifdef ATTNKIT_AVX512
     if (path == 2) {
