@@ -167,8 +167,20 @@ struct KvFormatOptions {
   int group_size = 0;
   // The most recent tokens kept in the session's dtype.
   int residual_tokens = 0;
+  // ThinK: the share of key channels kept per (sequence, layer, kv head); 0 or 1: every channel.
+  double key_channel_ratio = 0.0;
+  // Queries that score the channels; 0: 32.
+  int key_channel_window = 0;
 
   bool quantized() const { return IsQuantized(keys) || IsQuantized(values); }
+  bool think() const { return key_channel_ratio > 0.0 && key_channel_ratio < 1.0; }
+  // Key channels kept of head_dim: all of them, or (ThinK) head_dim less ThinKPress's
+  // int(head_dim * compression_ratio) with compression_ratio = 1 - key_channel_ratio.
+  int KeptKeyChannels(int head_dim) const {
+    if (!think()) return head_dim;
+    return head_dim - static_cast<int>(head_dim * (1.0 - key_channel_ratio));
+  }
+  int ThinkWindow() const { return key_channel_window > 0 ? key_channel_window : 32; }
 };
 
 // DuoAttention's head split, resolved (the proto's HeadSplit): `streaming` has num_layers *

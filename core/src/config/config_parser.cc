@@ -413,6 +413,53 @@ KvDataType FromProto(pb::KvDataType t) {
   }
 }
 
+absl::Status ValidateResidualBudget(const SessionOptions& o) {
+  const KvFormatOptions& f = o.kv_format;
+  if (f.residual_tokens > 1 << 20) {
+    return FieldError("", "kv_format.residual_tokens",
+                      absl::StrCat("must be at most 1048576, got ", f.residual_tokens));
+  }
+  if (o.eviction.enabled && f.residual_tokens > o.eviction.max_cache_tokens()) {
+    return FieldError("", "kv_format.residual_tokens",
+                      absl::StrCat("must be at most the eviction budget (start + intermediate + "
+                                   "recent tokens = ",
+                                   o.eviction.max_cache_tokens(), "), got ", f.residual_tokens));
+  }
+  return absl::OkStatus();
+}
+
+// ThinK (key_channel_ratio, key_channel_window): a share in (0, 1] (0: off), float keys, no
+// re-rotation.
+absl::Status ValidateThink(const SessionOptions& o) {
+  const KvFormatOptions& f = o.kv_format;
+  if (!(f.key_channel_ratio >= 0.0 && f.key_channel_ratio <= 1.0)) {
+    return FieldError("", "kv_format.key_channel_ratio",
+                      absl::StrCat("must be in (0, 1] (the share of key channels kept; 0 turns "
+                                   "ThinK off), got ",
+                                   f.key_channel_ratio));
+  }
+  ATTNKIT_RETURN_IF_ERROR(NonNegative(f.key_channel_window, "", "kv_format.key_channel_window"));
+  if (!f.think()) {
+    if (f.key_channel_window != 0) {
+      return FieldError("", "kv_format.key_channel_window",
+                        "only applies with ThinK (a key_channel_ratio in (0, 1))");
+    }
+    return absl::OkStatus();
+  }
+  if (IsQuantized(f.keys)) {
+    return FieldError(
+        "", "kv_format.key_channel_ratio",
+        absl::StrCat("ThinK keeps keys as floats; kv_format.keys is ", KvDataTypeName(f.keys),
+                     " (use FLOAT32, FLOAT16, BFLOAT16 or the session dtype)"));
+  }
+  if (o.eviction.enabled && o.eviction.rerotate_keys) {
+    return FieldError("", "kv_format.key_channel_ratio",
+                      "ThinK cannot be combined with eviction.rerotate_keys: RoPE mixes channel "
+                      "pairs, and the pruned channels are not stored");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateKvFormat(const SessionOptions& o) {
   const KvFormatOptions& f = o.kv_format;
   for (const auto& [type, field] : {std::pair<KvDataType, const char*>{f.keys, "kv_format.keys"},
@@ -425,16 +472,18 @@ absl::Status ValidateKvFormat(const SessionOptions& o) {
   }
   ATTNKIT_RETURN_IF_ERROR(NonNegative(f.group_size, "", "kv_format.group_size"));
   ATTNKIT_RETURN_IF_ERROR(NonNegative(f.residual_tokens, "", "kv_format.residual_tokens"));
+  ATTNKIT_RETURN_IF_ERROR(ValidateThink(o));
   if (!f.quantized()) {
     if (f.group_size != 0) {
       return FieldError("", "kv_format.group_size",
                         "only applies to a quantized format (INT8, INT4, INT2) of keys or values");
     }
-    if (f.residual_tokens != 0) {
+    if (f.residual_tokens != 0 && !f.think()) {
       return FieldError("", "kv_format.residual_tokens",
-                        "only applies to a quantized format (INT8, INT4, INT2) of keys or values");
+                        "only applies to a quantized format (INT8, INT4, INT2) of keys or values "
+                        "or to ThinK (key_channel_ratio)");
     }
-    return absl::OkStatus();
+    return ValidateResidualBudget(o);
   }
   if (f.group_size != 0 && o.head_dim > 0 && o.head_dim % f.group_size != 0) {
     return FieldError("", "kv_format.group_size",
@@ -450,17 +499,7 @@ absl::Status ValidateKvFormat(const SessionOptions& o) {
                      "codes per group), got ",
                      group, f.group_size == 0 ? " (the default for this head_dim)" : ""));
   }
-  if (f.residual_tokens > 1 << 20) {
-    return FieldError("", "kv_format.residual_tokens",
-                      absl::StrCat("must be at most 1048576, got ", f.residual_tokens));
-  }
-  if (o.eviction.enabled && f.residual_tokens > o.eviction.max_cache_tokens()) {
-    return FieldError("", "kv_format.residual_tokens",
-                      absl::StrCat("must be at most the eviction budget (start + intermediate + "
-                                   "recent tokens = ",
-                                   o.eviction.max_cache_tokens(), "), got ", f.residual_tokens));
-  }
-  return absl::OkStatus();
+  return ValidateResidualBudget(o);
 }
 
 absl::Status ValidateSparseDecode(const SessionOptions& o) {
@@ -664,6 +703,8 @@ absl::StatusOr<SessionOptions> ConvertSession(const pb::SessionConfig& c) {
     o.kv_format.values = FromProto(f.values());
     o.kv_format.group_size = f.group_size();
     o.kv_format.residual_tokens = f.residual_tokens();
+    o.kv_format.key_channel_ratio = f.key_channel_ratio();
+    o.kv_format.key_channel_window = f.key_channel_window();
   }
   o.sparse_decode.token_budget = c.sparse_decode().token_budget();
   o.sparse_decode.start_pages = c.sparse_decode().start_pages();

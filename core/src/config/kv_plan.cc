@@ -39,7 +39,7 @@ Layout LayoutOf(const SessionOptions& o) {
   if (l.plain) {
     l.main_page_bytes = 2 * session_page;
   } else {
-    l.main_page_bytes = kernels::PageBytes(h.keys, l.main_page, o.head_dim, h.group) +
+    l.main_page_bytes = kernels::PageBytes(h.keys, l.main_page, h.key_dim, h.group) +
                         kernels::PageBytes(h.values, l.main_page, o.head_dim, h.group);
     if (h.residual_pool()) l.residual_page_bytes = 2 * session_page;
   }

@@ -398,6 +398,12 @@ absl::StatusOr<std::unique_ptr<KvStore>> MakeDeviceStore(const StoreContext& con
         KvDataTypeName(native.key_type()), ") only; got keys ", KvDataTypeName(o.key_type()),
         ", values ", KvDataTypeName(o.value_type()), " (use a CPU session for other formats)"));
   }
+  if (o.kv_format.think()) {
+    return absl::UnimplementedError(absl::StrCat(
+        "kv_format.key_channel_ratio: ThinK's pruned key pages are kept by the host store only; "
+        "got ",
+        o.kv_format.key_channel_ratio, " on the device store (use a CPU session for ThinK)"));
+  }
   auto store = std::make_unique<DeviceStore>(context, device);
   ATTNKIT_RETURN_IF_ERROR(store->Init());
   return std::unique_ptr<KvStore>(std::move(store));

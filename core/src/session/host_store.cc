@@ -158,7 +158,10 @@ class HostStore final : public KvStore {
         residual_tokens_(layout.residual_tokens),
         channel_keys_(layout.channel_keys),
         main_page_(layout.main_page),
-        codec_(main_page_, context.options->head_dim, group_) {
+        think_(layout.think),
+        key_dim_(layout.key_dim),
+        codec_(main_page_, context.options->head_dim, group_),
+        key_codec_(main_page_, layout.key_dim, group_) {
     const SessionOptions& o = *context.options;
     plain_ = layout.plain;
     for (Layer& layer : layers_) {
@@ -169,7 +172,7 @@ class HostStore final : public KvStore {
       } else {
         // KIVI keys: a main page is one quantization group of tokens.
         pool = std::make_unique<ChunkedPagePool>(
-            main_page_, o.head_dim, kernels::PageBytes(key_format_, main_page_, o.head_dim, group_),
+            main_page_, o.head_dim, kernels::PageBytes(key_format_, main_page_, key_dim_, group_),
             kernels::PageBytes(value_format_, main_page_, o.head_dim, group_));
         // Quest over quantized pages: the bounds of what attention reads (dequantized rows).
         if (o.sparse_decode.enabled()) pool->EnableKeySummaries();
@@ -220,7 +223,9 @@ class HostStore final : public KvStore {
         // beyond the window's R tokens, and with KIVI keys only whole pages (groups) of them,
         // the first completing a partial last page (left partial by eviction).
         const int64_t beyond = std::max<int64_t>(0, Lr + T - R);
-        int64_t overflow = beyond;
+        // ThinK: a head that has not chosen its channels keeps every token in the window until
+        // the call attending to them chooses (ChooseChannels).
+        int64_t overflow = think_ && cache.channels.empty() ? 0 : beyond;
         const int64_t partial = channel_keys_ ? Q % Pm : 0;
         if (channel_keys_) {
           const int64_t need = Pm - partial;
@@ -251,8 +256,7 @@ class HostStore final : public KvStore {
           if (channel_keys_) {
             codec_.ToFloat(session_format_, ks, key_rows.data() + (partial + j) * o.head_dim);
           } else {
-            codec_.WriteFrom(key_format_, pool.Keys(cache.pages[i / Pm]), i % Pm, session_format_,
-                             ks, buffer.data());
+            WriteKey(cache, pool.Keys(cache.pages[i / Pm]), i % Pm, ks, buffer.data());
           }
           codec_.WriteFrom(value_format_, pool.Values(cache.pages[i / Pm]), i % Pm, session_format_,
                            vs, buffer.data());
@@ -306,13 +310,11 @@ class HostStore final : public KvStore {
     if (fresh_layer_ != layer_index) ForgetFreshRows();
     attending_ = true;
     StepResult r = MakeResult(layer, T, window, column_sums, sequences);
+    const sparse::SparseAttention* sparse = context_.sparse;
     if (T <= kPagedKernelMaxQueries) {
       PagedDecode(layer_index, qf, window, r, sequences);
-      return r;
-    }
-    const sparse::SparseAttention* sparse = context_.sparse;
-    if (sparse != nullptr && EqualLengths(layer, sequences) &&
-        T >= sparse->options().min_sparse_length) {
+    } else if (sparse != nullptr && EqualLengths(layer, sequences) &&
+               T >= sparse->options().min_sparse_length) {
       for (size_t i = 0; i < sequences.size(); ++i) {
         if (absl::Status s =
                 SparsePrefill(layer, sequences[i], i, *sparse, Bf16Prefill(), qf[i], window, r);
@@ -320,9 +322,10 @@ class HostStore final : public KvStore {
           return s;
         }
       }
-      return r;
+    } else {
+      DenseGroups(layer, qf, window, r, sequences);
     }
-    DenseGroups(layer, qf, window, r, sequences);
+    if (think_) ChooseChannels(layer_index, qf, sequences);
     return r;
   }
 
@@ -375,8 +378,8 @@ class HostStore final : public KvStore {
       if (from < old_q) {
         pool.TouchRow(cache.pages[to / Pm], to % Pm);  // Quest's summary of the page, if any
         if (!channel_keys_) {
-          codec_.Copy(key_format_, pool.Keys(cache.pages[from / Pm]), from % Pm,
-                      pool.Keys(cache.pages[to / Pm]), to % Pm);
+          key_codec_.Copy(key_format_, pool.Keys(cache.pages[from / Pm]), from % Pm,
+                          pool.Keys(cache.pages[to / Pm]), to % Pm);
         }
         codec_.Copy(value_format_, pool.Values(cache.pages[from / Pm]), from % Pm,
                     pool.Values(cache.pages[to / Pm]), to % Pm);
@@ -430,6 +433,7 @@ class HostStore final : public KvStore {
     }
   }
 
+  // Not with ThinK (validation refuses eviction.rerotate_keys with key_channel_ratio).
   void Rerotate(int layer_index, int64_t index, const RopeOptions& rope) override {
     ChunkedPagePool& pool = *pools_[layer_index];
     HeadCache& cache = layers_[layer_index].heads[index];
@@ -508,6 +512,108 @@ class HostStore final : public KvStore {
   }
 
  private:
+  // A main page's key row `row` as head_dim floats (ThinK: the kept channels in place, the
+  // dropped ones 0, as ThinKPress's zeroed keys read).
+  void ReadKey(const HeadCache& cache, const char* page, int64_t row, float* x) const {
+    if (!think_) return codec_.Read(key_format_, page, row, x);
+    key_codec_.Read(key_format_, page, row, x);  // the kept channels, packed at the front
+    // Spread backwards: kept channel c (>= c) moves to its place, the others become 0.
+    int c = key_dim_ - 1;
+    for (int j = context_.options->head_dim - 1; j >= 0; --j) {
+      if (c >= 0 && cache.channels[c] == j) {
+        x[j] = x[c--];
+      } else {
+        x[j] = 0.0f;
+      }
+    }
+  }
+
+  // Writes a key row given in the session format (head_dim channels) into a main page row:
+  // converted, and with ThinK only the head's kept channels. `buffer` holds head_dim floats.
+  void WriteKey(const HeadCache& cache, char* page, int64_t row, const char* src,
+                float* buffer) const {
+    if (!think_) return codec_.WriteFrom(key_format_, page, row, session_format_, src, buffer);
+    codec_.ToFloat(session_format_, src, buffer);
+    for (int c = 0; c < key_dim_; ++c) buffer[c] = buffer[cache.channels[c]];  // ascending: safe
+    key_codec_.Write(key_format_, page, row, buffer);
+  }
+
+  // ThinK (kvpress's ThinKPress.compress): every kv head of `sequences` that has not chosen its
+  // channels and holds more than the window's tokens scores each channel by the mean over the
+  // last ThinkWindow() queries of qf (and over the head's query heads) of q^2 times the mean over
+  // its cached keys of k^2, keeps all but the floor(head_dim * (1 - ratio)) lowest (ties: the
+  // lower channel is dropped first), then moves the tokens beyond the window into main pages of
+  // the kept channels.
+  void ChooseChannels(int layer_index, const at::Tensor& qf, absl::Span<const int64_t> sequences) {
+    const SessionOptions& o = *context_.options;
+    Layer& layer = layers_[layer_index];
+    const ChunkedPagePool& res = *residual_pools_[layer_index];
+    const int64_t H = o.num_heads, Hkv = o.num_kv_heads, G = H / Hkv, d = o.head_dim;
+    const int64_t T = qf.size(2), W = std::min<int64_t>(T, o.kv_format.ThinkWindow());
+    const int64_t Pr = o.page_size;
+    const float* qd = qf.data_ptr<float>();
+    std::vector<double> qn(d), kn(d);
+    std::vector<float> row(d);
+    std::vector<int32_t> order(d);
+    for (size_t i = 0; i < sequences.size(); ++i) {
+      for (int64_t h = 0; h < Hkv; ++h) {
+        HeadCache& cache = layer.heads[sequences[i] * Hkv + h];
+        if (!cache.channels.empty() || cache.length <= residual_tokens_) continue;
+        std::fill(qn.begin(), qn.end(), 0.0);
+        std::fill(kn.begin(), kn.end(), 0.0);
+        for (int64_t g = 0; g < G; ++g) {
+          for (int64_t t = T - W; t < T; ++t) {
+            const float* q = qd + ((static_cast<int64_t>(i) * H + h * G + g) * T + t) * d;
+            for (int64_t c = 0; c < d; ++c) qn[c] += static_cast<double>(q[c]) * q[c];
+          }
+        }
+        // Every token of a head that has not chosen is in the window.
+        for (int64_t t = 0; t < cache.residual; ++t) {
+          const int64_t slot = cache.residual_first + t;
+          codec_.ToFloat(session_format_, res.KeyRow(cache.residual_pages[slot / Pr], slot % Pr),
+                         row.data());
+          for (int64_t c = 0; c < d; ++c) kn[c] += static_cast<double>(row[c]) * row[c];
+        }
+        for (int64_t c = 0; c < d; ++c) {
+          qn[c] = qn[c] / static_cast<double>(G * W) * (kn[c] / static_cast<double>(cache.length));
+        }
+        for (int32_t c = 0; c < d; ++c) order[c] = c;
+        std::stable_sort(order.begin(), order.end(),
+                         [&](int32_t a, int32_t b) { return qn[a] < qn[b]; });
+        cache.channels.assign(order.begin() + (d - key_dim_), order.end());
+        std::sort(cache.channels.begin(), cache.channels.end());
+        SpillWindow(layer_index, cache, cache.residual - residual_tokens_);
+      }
+    }
+  }
+
+  // Moves the `count` oldest tokens of the window into the main pages (ThinK, once a head has
+  // chosen its channels).
+  void SpillWindow(int layer_index, HeadCache& cache, int64_t count) {
+    if (count <= 0) return;
+    ChunkedPagePool& pool = *pools_[layer_index];
+    ChunkedPagePool& res = *residual_pools_[layer_index];
+    const int64_t Pm = main_page_, Pr = context_.options->page_size;
+    const int64_t Q = cache.length - cache.residual;
+    cache.UnshareFrom(pool, Q / Pm);
+    cache.UnshareResidual(res);
+    while (static_cast<int64_t>(cache.pages.size()) < (Q + count + Pm - 1) / Pm) {
+      cache.pages.push_back(pool.Allocate());
+    }
+    std::vector<float> buffer(context_.options->head_dim);
+    for (int64_t j = 0; j < count; ++j) {
+      const int64_t slot = cache.residual_first + j, i = Q + j;
+      const int32_t page = cache.residual_pages[slot / Pr];
+      WriteKey(cache, pool.Keys(cache.pages[i / Pm]), i % Pm, res.KeyRow(page, slot % Pr),
+               buffer.data());
+      codec_.WriteFrom(value_format_, pool.Values(cache.pages[i / Pm]), i % Pm, session_format_,
+                       res.ValueRow(page, slot % Pr), buffer.data());
+    }
+    cache.residual -= count;
+    cache.residual_first += count;
+    TrimResidual(cache, res);
+  }
+
   // Drops the window's leading pages no token uses any more, and its trailing ones.
   static void TrimResidual(HeadCache& cache, PagePool& res_pool) {
     const int64_t P = res_pool.page_size();
@@ -572,10 +678,12 @@ class HostStore final : public KvStore {
       at::Tensor out = at::empty({cache.length, pool.head_dim()}, at::kFloat);
       float* dst = out.data_ptr<float>();
       const int64_t Q = cache.length - cache.residual, d = pool.head_dim();
-      const RowFormat f = values ? value_format_ : key_format_;
       for (int64_t i = 0; i < Q; ++i) {
-        char* page = values ? pool.Values(cache.pages[i / P]) : pool.Keys(cache.pages[i / P]);
-        codec_.Read(f, page, i % P, dst + i * d);
+        if (values) {
+          codec_.Read(value_format_, pool.Values(cache.pages[i / P]), i % P, dst + i * d);
+        } else {
+          ReadKey(cache, pool.Keys(cache.pages[i / P]), i % P, dst + i * d);
+        }
       }
       const int64_t Pr = context_.options->page_size;
       for (int64_t i = Q; i < cache.length; ++i) {
@@ -626,7 +734,7 @@ class HostStore final : public KvStore {
     std::atomic<int64_t> next{0};
     namespace workers = kernels::sparse_parallel;
     workers::RunWorkers(workers::Workers(groups), [&](int64_t) {
-      std::vector<float> scratch, rows_buf, sums_buf;
+      std::vector<float> scratch, rows_buf, sums_buf, kept_q;
       std::vector<const char*> page_keys, page_values, res_keys, res_values;
       std::vector<int64_t> read;  // Quest: the pages read (slots of cache.pages), else empty
       int64_t quest_read = 0, quest_held = 0;
@@ -661,6 +769,18 @@ class HostStore final : public KvStore {
         args.main.key_format = key_format_;
         args.main.value_format = value_format_;
         args.main.page_size = main_page_;
+        if (think_ && !cache.channels.empty()) {
+          // The query rows on the channels the head's main pages kept.
+          const int64_t rows = G * T, kd = key_dim_;
+          kept_q.resize(static_cast<size_t>(rows * kd));
+          for (int64_t r = 0; r < rows; ++r) {
+            for (int64_t c = 0; c < kd; ++c) {
+              kept_q[r * kd + c] = q[r * o.head_dim + cache.channels[c]];
+            }
+          }
+          args.main.key_dim = key_dim_;
+          args.main.q = kept_q.data();
+        }
         if (cache.residual > 0) {
           const ChunkedPagePool& res = *residual_pools_[layer_index];
           res_keys.resize(cache.residual_pages.size());
@@ -763,7 +883,7 @@ class HostStore final : public KvStore {
           // Quantized keys: the bounds of the rows as attention reads them (dequantized).
           dequantized.resize(static_cast<size_t>(rows * d));
           for (int64_t r = from; r < rows; ++r) {
-            codec_.Read(key_format_, pool.Keys(page), r, dequantized.data() + r * d);
+            ReadKey(cache, pool.Keys(page), r, dequantized.data() + r * d);
           }
           kernels::ExtendKeySummary(RowFormat::kFloat32,
                                     reinterpret_cast<const char*>(dequantized.data()), d, from,
@@ -785,10 +905,13 @@ class HostStore final : public KvStore {
   RowFormat session_format_, key_format_, value_format_;
   int group_;
   int64_t residual_tokens_;
-  bool channel_keys_;  // KIVI keys: per channel over a page (group) of tokens
-  int main_page_;      // tokens per main page (group_ with KIVI keys, else the session's)
-  RowCodec codec_;
-  bool plain_ = true;  // keys and values in the session dtype, no window
+  bool channel_keys_;   // KIVI keys: per channel over a page (group) of tokens
+  int main_page_;       // tokens per main page (group_ with KIVI keys, else the session's)
+  bool think_;          // ThinK: main key rows hold each head's kept channels only
+  int key_dim_;         // channels of a main key row (head_dim but with ThinK)
+  RowCodec codec_;      // rows of head_dim channels (values; keys but with ThinK)
+  RowCodec key_codec_;  // main key rows (key_dim_ channels)
+  bool plain_ = true;   // keys and values in the session dtype, no window
   // bfloat16 pages on a CPU with AVX512-BF16: the sparse prefill reads q, k and v as bfloat16
   // (the block-sparse kernel's kBf16Dot path) instead of converting them to float32.
   bool Bf16Prefill() const {

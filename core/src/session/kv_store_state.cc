@@ -56,6 +56,10 @@ void KvStore::SaveState(util::ArchiveWriter& w) const {
       w.I64(cache.residual_first);
       w.Int64s(cache.origin);
       w.Int64s(cache.rotated);
+      // ThinK's kept key channels (only in a ThinK session's blob: its config says so).
+      if (context_.options->kv_format.think()) {
+        w.Int64s(std::vector<int64_t>(cache.channels.begin(), cache.channels.end()));
+      }
       SavePages(w, *layer.pool, cache.pages);
       if (layer.residual_pool != nullptr) SavePages(w, *layer.residual_pool, cache.residual_pages);
     }
@@ -90,6 +94,8 @@ absl::Status KvStore::LoadState(util::ArchiveReader& r) {
                     residual_first = r.I64("residual start");
       cache.origin = r.Int64s("original positions");
       cache.rotated = r.Int64s("rotated positions");
+      std::vector<int64_t> channels;
+      if (o.kv_format.think()) channels = r.Int64s("kept key channels");
       const int64_t pages = r.Count("pages", layer.pool->page_bytes());
       if (!r.ok()) break;
       if (length < 0 || residual < 0 || residual > length || residual_first < 0 ||
@@ -112,6 +118,22 @@ absl::Status KvStore::LoadState(util::ArchiveReader& r) {
       if (pages != PagesFor(length - residual, layer.pool->page_size())) {
         return bad(absl::StrCat(pages, " pages for ", length - residual, " tokens of ",
                                 layer.pool->page_size(), " per page"));
+      }
+      if (o.kv_format.think()) {
+        // None (the head has not chosen: every token in the window) or the kept count, ascending.
+        const int kept = o.kv_format.KeptKeyChannels(o.head_dim);
+        bool valid =
+            channels.empty() ? length == residual : static_cast<int64_t>(channels.size()) == kept;
+        for (size_t c = 0; valid && c < channels.size(); ++c) {
+          valid = channels[c] >= 0 && channels[c] < o.head_dim &&
+                  (c == 0 || channels[c] > channels[c - 1]);
+        }
+        if (!valid) {
+          return bad(absl::StrCat(channels.size(), " kept key channels (ThinK keeps ", kept, " of ",
+                                  o.head_dim, ", ascending) for ", length - residual,
+                                  " tokens outside the window"));
+        }
+        cache.channels.assign(channels.begin(), channels.end());
       }
       cache.length = length;
       cache.residual = residual;

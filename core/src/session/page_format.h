@@ -98,10 +98,13 @@ struct HostPageLayout {
   int page_size = 16;         // tokens of a plain or residual page
   int main_page = 16;         // tokens of a main page: a key group for KIVI keys, else page_size
   int residual_tokens = 0;    // the full-precision window
+  int key_dim = 0;            // channels of a main page's key rows (ThinK keeps fewer)
   bool channel_keys = false;  // KIVI keys: quantized per channel over a main page of tokens
   bool plain = true;          // session-format pages and no residual window
-  // KIVI keys collect a group's tokens in the window before quantizing them.
-  bool residual_pool() const { return residual_tokens > 0 || channel_keys; }
+  // KIVI keys collect a group's tokens in the window before quantizing them; ThinK keeps a
+  // head's tokens there until it has chosen its channels.
+  bool residual_pool() const { return residual_tokens > 0 || channel_keys || think; }
+  bool think = false;  // ThinK: key rows of the main pages hold the kept channels only
 };
 
 inline HostPageLayout HostLayoutOf(const SessionOptions& o) {
@@ -116,7 +119,9 @@ inline HostPageLayout HostLayoutOf(const SessionOptions& o) {
   l.residual_tokens = o.kv_format.residual_tokens;
   l.channel_keys = IsPerChannel(l.keys);
   l.main_page = l.channel_keys ? l.group : o.page_size;
-  l.plain = l.keys == l.session && l.values == l.session && l.residual_tokens == 0;
+  l.think = o.kv_format.think();
+  l.key_dim = o.kv_format.KeptKeyChannels(o.head_dim);
+  l.plain = l.keys == l.session && l.values == l.session && l.residual_tokens == 0 && !l.think;
   return l;
 }
 

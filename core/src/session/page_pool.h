@@ -215,6 +215,9 @@ struct HeadCache {
   std::vector<int32_t> residual_pages;
   std::vector<int64_t> origin;   // original token index of each cached token
   std::vector<int64_t> rotated;  // RoPE position each cached key currently carries
+  // ThinK (host store): the key channels `pages` hold, ascending; empty until the head has chosen
+  // them (its tokens then all wait in the residual window).
+  std::vector<int32_t> channels;
 
   int32_t page_of(int64_t i, int64_t page_size) const { return pages[i / page_size]; }
   // Makes room for `extra` more tokens.
@@ -301,7 +304,10 @@ struct HeadCache {
     origin.resize(n);
     rotated.resize(n);
   }
-  void Clear(PagePool& pool) { Truncate(pool, 0); }
+  void Clear(PagePool& pool) {
+    Truncate(pool, 0);
+    channels.clear();  // a cleared head chooses again
+  }
   // Releases the residual pages (the store clears the cache with Clear as well).
   void ClearResidual(PagePool& residual_pool);
 

@@ -61,6 +61,12 @@ std::vector<std::pair<std::string, std::string>> Configs() {
       kv_format { keys: INT8 values: INT8 residual_tokens: 8 }
       eviction { enabled: true algorithm: SNAPKV granularity: PER_TOKEN start_tokens: 4
                  intermediate_tokens: 60 window_size: 8 pooling { kernel_size: 5 } })");
+  out.emplace_back("think_snapkv", R"(page_size: 4
+      kv_format { key_channel_ratio: 0.6 residual_tokens: 4 key_channel_window: 8 }
+      eviction { enabled: true algorithm: SNAPKV granularity: PER_TOKEN start_tokens: 2
+                 intermediate_tokens: 40 recent_tokens: 6 window_size: 8 })");
+  out.emplace_back("think_int8_values", R"(page_size: 8
+      kv_format { key_channel_ratio: 0.4 values: INT8 group_size: 4 })");
   out.emplace_back("cam_int8_per_head_interval", R"(page_size: 8
       kv_format { keys: INT8 values: INT8 residual_tokens: 8 }
       eviction { enabled: true algorithm: H2O granularity: PER_TOKEN per_head: true
