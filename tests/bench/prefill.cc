@@ -4,8 +4,13 @@
 // the full causal mask, the Tri-shape mask (recent 1024, last 100), a random block-causal mask of
 // 10% density, and the XAttention estimate alone (stride 8 and 16). Block size 128. The kernels use
 // BLAS block GEMMs (their default); the full-mask kernel and the stride-8 estimate are also timed
-// with the AVX2 micro-kernel path for comparison. --background-load measures libtorch dense, the
-// full mask and Tri-shape again while a busy process competes for the cores (keys *_loaded_*).
+// with the AVX2 micro-kernel path for comparison. FlexPrefill (gamma 0.9, tau 0.1, the paper's)
+// runs on structured q / k / v (StructuredQKV: rotary relative-position structure and a few heavy
+// keys, as the FlexPrefill conformance cases; on uniform noise every distribution is flat and it
+// keeps almost every block): its mask and attention timed together, its density and its output's
+// error against libtorch dense on the same inputs (keys flexprefill_*). --background-load measures
+// libtorch dense, the full mask and Tri-shape again while a busy process competes for the cores
+// (keys *_loaded_*).
 #include <time.h>
 
 #include <algorithm>
@@ -54,6 +59,26 @@ at::Tensor RandomCausalMask(const sparse::BlockGrid& grid, double density) {
   at::Tensor keep = at::rand(causal.sizes()).lt(p).logical_and(causal);
   for (int64_t r = 0; r < grid.q_blocks; ++r) keep[0][r][grid.Diagonal(r)].fill_(true);
   return keep;
+}
+
+// q, k, v [kHeads, len, kDim] with the structure real attention has: per head a fixed direction
+// plus noise, turned by a rotary embedding (base 500) so that q.k depends on the distance (slash
+// lines), and keys at len / 60 random positions made heavy (vertical lines).
+void StructuredQKV(int64_t len, at::Tensor* q, at::Tensor* k, at::Tensor* v) {
+  const at::Tensor freq =
+      at::pow(500.0, at::arange(0, kDim / 2, at::kDouble).mul(-2.0 / kDim)).to(at::kFloat);
+  const at::Tensor angle = at::arange(len, at::kFloat).view({len, 1}) * freq.view({1, kDim / 2});
+  const at::Tensor cos = angle.cos(), sin = angle.sin();
+  auto rotate = [&](const at::Tensor& x) {
+    const at::Tensor a = x.narrow(2, 0, kDim / 2), b = x.narrow(2, kDim / 2, kDim / 2);
+    return at::cat({a * cos - b * sin, a * sin + b * cos}, 2);
+  };
+  *q = rotate(at::randn({kHeads, 1, kDim}) * 1.5 + at::randn({kHeads, len, kDim}));
+  *k = rotate(at::randn({kHeads, 1, kDim}) * 1.5 + at::randn({kHeads, len, kDim}));
+  const at::Tensor heavy = at::randperm(len).narrow(0, 0, std::max<int64_t>(2, len / 60));
+  k->index_copy_(1, heavy,
+                 k->index_select(1, heavy) + 3.0 * at::randn({kHeads, heavy.size(0), kDim}));
+  *v = at::randn({kHeads, len, kDim});
 }
 
 // Wall and process CPU time of one call, in milliseconds.
@@ -136,6 +161,11 @@ int PrefillMain(const std::vector<std::string>& args) {
   SparseOptions options;
   options.block_size = kBlock;
   auto sparse = Must(sparse::SparseAttention::Create(options));
+  SparseOptions flex_options = options;
+  flex_options.mode = SparseMode::kFlexPrefill;
+  flex_options.flex_gamma = 0.9;
+  flex_options.flex_tau = 0.1;
+  auto flex = Must(sparse::SparseAttention::Create(flex_options));
   ResultJson result;
   result.Add("benchmark", "prefill");
   result.Add("machine", MachineDescription());
@@ -211,6 +241,17 @@ int PrefillMain(const std::vector<std::string>& args) {
         Measure([&] { scratch = Must(kernels::XAttentionEstimateCpu(q, k, kBlock, 16)); }, reps,
                 warmup, "xattention stride 16" + at_len);
     const double err = (full_out - dense_out).abs().max().item<double>();
+    // FlexPrefill on structured inputs: mask and attention, against dense on the same inputs.
+    at::Tensor sq, sk, sv, flex_out;
+    StructuredQKV(len, &sq, &sk, &sv);
+    double flex_density = 1.0;
+    const Times flex_t =
+        Measure([&] { flex_out = Must(flex->Prefill(sq, sk, sv, scale, &flex_density)); }, reps,
+                warmup, "flexprefill" + at_len);
+    const at::Tensor structured_dense = DenseCausal(sq, sk, sv, future, scale);
+    const double flex_err = (flex_out - structured_dense).abs().max().item<double>();
+    const double flex_rel = (flex_out - structured_dense).norm().item<double>() /
+                            structured_dense.norm().item<double>();
     const double tri_density = sparse::MaskDensity(tri, grid);
     const double random_density = sparse::MaskDensity(random, grid);
 
@@ -228,10 +269,15 @@ int PrefillMain(const std::vector<std::string>& args) {
     line("xattention estimate, stride 8", x8, dense, "x dense");
     line("  same, AVX2 micro-kernel GEMMs", x8_avx2, dense, "x dense");
     line("xattention estimate, stride 16", x16, dense, "x dense");
+    line("flexprefill (0.9, 0.1), structured", flex_t, dense, "x dense");
     std::printf("  tri-shape density %.3f, random density %.3f, full vs dense max |diff| %.2e\n",
                 tri_density, random_density, err);
     std::printf("  tri-shape speedup vs dense: %.2fx wall, %.2fx CPU\n",
                 dense.wall_ms / tri_t.wall_ms, dense.cpu_ms / tri_t.cpu_ms);
+    std::printf(
+        "  flexprefill: density %.3f, speedup vs dense %.2fx wall, output vs dense max |diff| "
+        "%.2e, relative L2 %.2e\n",
+        flex_density, dense.wall_ms / flex_t.wall_ms, flex_err, flex_rel);
     // Causal attention's useful FLOPs: q.k and p.v over the L (L + 1) / 2 causal pairs per head.
     const double causal_flops = 4.0 * kDim * (len * (len + 1) / 2.0) * kHeads;
     const double full_gflops = causal_flops / (full_t.wall_ms * 1e-3) / 1e9;
@@ -265,6 +311,11 @@ int PrefillMain(const std::vector<std::string>& args) {
     add("xattn_s8", x8);
     add("xattn_s8_avx2", x8_avx2);
     add("xattn_s16", x16);
+    add("flexprefill", flex_t);
+    result.Add("flexprefill_density" + sfx, flex_density);
+    result.Add("flexprefill_max_abs_err" + sfx, flex_err);
+    result.Add("flexprefill_rel_l2_err" + sfx, flex_rel);
+    result.Add("flexprefill_speedup_vs_dense" + sfx, dense.wall_ms / flex_t.wall_ms);
     result.Add("trishape_density" + sfx, tri_density);
     result.Add("random10_density" + sfx, random_density);
     result.Add("full_vs_dense_time" + sfx, full_t.wall_ms / dense.wall_ms);

@@ -126,7 +126,7 @@ TEST(CliPlan, MatchesSessionsOnEverySampleConfig) {
     }
   }
   std::printf("%d configs x 3 token counts: %d exact, %d upper bounds\n", configs, exact, bounded);
-  EXPECT_EQ(configs, 20);  // every SessionConfig of samples/configs
+  EXPECT_EQ(configs, 21);  // every SessionConfig of samples/configs
 }
 
 // The eviction samples again with compressed page formats and residual windows (and two

@@ -12,7 +12,7 @@ from attnkit._types import ConfigLike, TensorLike
 
 
 class SparseAttention(Handle):
-    """A sparse prefill policy (DENSE, A_SHAPE, TRI_SHAPE, XATTENTION) from an
+    """A sparse prefill policy (DENSE, A_SHAPE, TRI_SHAPE, XATTENTION, FLEXPREFILL) from an
     ``attnkit_pb2.SparseAttentionConfig``, its bytes, or textproto. Immutable after creation: several
     threads may use one object at once.
 

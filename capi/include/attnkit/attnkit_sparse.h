@@ -2,7 +2,7 @@
  * attnkit C ABI: sparse prefill attention (block masks and the block-sparse attention kernel).
  *
  * Configured by an attnkit.v1.SparseAttentionConfig (proto/attnkit/v1/sparse_attention.proto):
- * mode DENSE, A_SHAPE, TRI_SHAPE or XATTENTION, block_size B (default 128), ...
+ * mode DENSE, A_SHAPE, TRI_SHAPE, XATTENTION or FLEXPREFILL, block_size B (default 128), ...
  *
  * Tensor layout (DLPack, borrowed for the call, any strides, CPU; CUDA tensors are computed on CPU
  * copies where the library has CUDA):
@@ -49,7 +49,8 @@ ATTNKIT_API attnkit_status* attnkit_sparse_attention_create_from_text(
 ATTNKIT_API void attnkit_sparse_attention_free(attnkit_sparse_attention* sparse);
 
 /** The mask shape build_mask() writes for `num_heads` query heads, q_len queries and k_len keys:
- * *mask_heads (num_heads for XATTENTION with PER_HEAD aggregation, else 1), *q_blocks, *k_blocks.
+ * *mask_heads (num_heads for FLEXPREFILL and for XATTENTION with PER_HEAD aggregation, else 1),
+ * *q_blocks, *k_blocks.
  * Every output pointer must be non-NULL. Thread-safe. */
 ATTNKIT_API attnkit_status* attnkit_sparse_attention_mask_shape(
     const attnkit_sparse_attention* sparse, int64_t num_heads, int64_t q_len, int64_t k_len,

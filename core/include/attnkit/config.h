@@ -114,7 +114,7 @@ struct EvictionOptions {
   }
 };
 
-enum class SparseMode { kDense, kAShape, kTriShape, kXAttention };
+enum class SparseMode { kDense, kAShape, kTriShape, kXAttention, kFlexPrefill };
 enum class HeadAggregation { kSum, kPerHead };
 
 struct SparseOptions {
@@ -128,6 +128,11 @@ struct SparseOptions {
   HeadAggregation head_aggregation = HeadAggregation::kSum;
   std::vector<double> per_head_thresholds;
   int min_sparse_length = 0;
+  // FLEXPREFILL (FlexPrefillConfig): budgets in tokens, 0 max_budget: unlimited.
+  double flex_gamma = 0.9;
+  double flex_tau = 0.0;
+  int flex_min_budget = 1;
+  int flex_max_budget = 0;
 };
 
 enum class VisualMethod { kCDPruner, kDivPrune, kRandom, kUniform };

@@ -177,7 +177,8 @@ enum SparseModeCapability : uint32_t {
   X(DENSE, kDense, 0u)                           \
   X(A_SHAPE, kAShape, kSparseRecentInBlocks)     \
   X(TRI_SHAPE, kTriShape, kSparseRecentInBlocks) \
-  X(XATTENTION, kXAttention, kSparseStrided)
+  X(XATTENTION, kXAttention, kSparseStrided)     \
+  X(FLEXPREFILL, kFlexPrefill, 0u)
 
 struct SparseModeDescriptor {
   SparseMode mode;

@@ -345,6 +345,11 @@ absl::StatusOr<SparseOptions> ToSparseOptions(const pb::SparseAttentionConfig& c
   o.head_aggregation =
       x.head_aggregation() == pb::PER_HEAD ? HeadAggregation::kPerHead : HeadAggregation::kSum;
   o.per_head_thresholds.assign(x.per_head_thresholds().begin(), x.per_head_thresholds().end());
+  const auto& f = c.flexprefill();
+  if (f.gamma() != 0) o.flex_gamma = f.gamma();
+  o.flex_tau = f.tau();
+  if (f.min_budget() != 0) o.flex_min_budget = f.min_budget();
+  o.flex_max_budget = f.max_budget();
   return o;
 }
 
@@ -1115,6 +1120,15 @@ absl::Status ValidateSparseOptions(const SparseOptions& o, absl::string_view p) 
                       absl::StrCat("block_size (", o.block_size,
                                    ") must be a multiple of stride, got ", o.stride));
   }
+  if (!(o.flex_gamma > 0 && o.flex_gamma <= 1)) {
+    return FieldError(p, "flexprefill.gamma",
+                      absl::StrCat("must be in (0, 1], got ", o.flex_gamma));
+  }
+  if (!(o.flex_tau >= 0 && o.flex_tau <= 1)) {
+    return FieldError(p, "flexprefill.tau", absl::StrCat("must be in [0, 1], got ", o.flex_tau));
+  }
+  ATTNKIT_RETURN_IF_ERROR(NonNegative(o.flex_min_budget, p, "flexprefill.min_budget"));
+  ATTNKIT_RETURN_IF_ERROR(NonNegative(o.flex_max_budget, p, "flexprefill.max_budget"));
   if (!o.per_head_thresholds.empty() && o.head_aggregation != HeadAggregation::kPerHead) {
     return FieldError(p, "xattention.per_head_thresholds", "needs head_aggregation: PER_HEAD");
   }

@@ -14,6 +14,7 @@
 #include "attnkit/config_parser.h"
 #include "cpu/block_sparse_attention.h"
 #include "cpu/xattention_estimate.h"
+#include "sparse/flexprefill.h"
 #include "sparse/sparse_backend.h"
 #include "util/status_macros.h"
 
@@ -84,10 +85,10 @@ absl::StatusOr<std::unique_ptr<SparseAttention>> SparseAttention::Create(
 }
 
 int64_t SparseAttention::MaskHeads(int64_t num_heads) const {
-  return options_.mode == SparseMode::kXAttention &&
-                 options_.head_aggregation == HeadAggregation::kPerHead
-             ? num_heads
-             : 1;
+  const bool per_head = options_.mode == SparseMode::kFlexPrefill ||
+                        (options_.mode == SparseMode::kXAttention &&
+                         options_.head_aggregation == HeadAggregation::kPerHead);
+  return per_head ? num_heads : 1;
 }
 
 absl::StatusOr<at::Tensor> SparseAttention::BuildStaticMask(int64_t q_len, int64_t k_len) const {
@@ -101,16 +102,18 @@ absl::StatusOr<at::Tensor> SparseAttention::BuildStaticMask(int64_t q_len, int64
     case SparseMode::kTriShape:
       return TriShapeMask(grid, options_.sink_size, options_.recent_size, options_.last_query_size);
     case SparseMode::kXAttention:
+    case SparseMode::kFlexPrefill:
       break;
   }
   return absl::FailedPreconditionError(
-      "mode: XATTENTION masks depend on q and k; call BuildMask(q, k)");
+      "mode: XATTENTION and FLEXPREFILL masks depend on q and k; call BuildMask(q, k)");
 }
 
 absl::StatusOr<at::Tensor> SparseAttention::BuildMask(const at::Tensor& q,
                                                       const at::Tensor& k) const {
   ATTNKIT_RETURN_IF_ERROR(CheckQK(q, k));
   const int64_t q_len = q.size(1), k_len = k.size(1);
+  if (options_.mode == SparseMode::kFlexPrefill) return FlexPrefillMask(q, k);
   if (options_.mode != SparseMode::kXAttention) {
     const bool shaped =
         options_.mode == SparseMode::kAShape || options_.mode == SparseMode::kTriShape;
@@ -133,6 +136,26 @@ absl::StatusOr<at::Tensor> SparseAttention::BuildMask(const at::Tensor& q,
         .to(q.device());
   }
   return XAttentionMask(q, k, grid);
+}
+
+absl::StatusOr<at::Tensor> SparseAttention::FlexPrefillMask(const at::Tensor& q,
+                                                            const at::Tensor& k) const {
+  const int64_t q_len = q.size(1), k_len = k.size(1), heads = q.size(0);
+  ATTNKIT_ASSIGN_OR_RETURN(BlockGrid grid, BlockGrid::Make(q_len, k_len, options_.block_size));
+  if (k.size(0) < 1 || heads % k.size(0) != 0 || q.size(2) != k.size(2)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("k: expected [kv_heads, tokens, head_dim] with kv_heads dividing q's ", heads,
+                     " heads and q's head_dim ", q.size(2), ", got shape ", Shape(k.sizes())));
+  }
+  // Short prompts, prompts continuing a cache (the reference takes q_len == k_len only) and the
+  // reference's own dense range attend to every causal block.
+  if (q_len < options_.min_sparse_length || FlexPrefillDense(q_len, k_len, options_)) {
+    return CausalBlockMask(grid)
+        .expand({heads, grid.q_blocks, grid.k_blocks})
+        .contiguous()
+        .to(q.device());
+  }
+  return FlexPrefillBlocks(q, k, options_);
 }
 
 absl::StatusOr<at::Tensor> SparseAttention::XAttentionMask(const at::Tensor& q, const at::Tensor& k,

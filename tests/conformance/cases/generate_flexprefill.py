@@ -11,8 +11,9 @@ structured float32 q, k, v (batch 1), exactly as `flex_prefill_attention` calls 
 active blocks per query head as a [H, nb, nb] mask. `output` is the attention restricted to those
 blocks by the reference's `torch_block_wise_attention` (its plain PyTorch path, float32; the keys
 and values repeated to the query heads first, as its Triton kernel reads them: head h reads kv head
-h // group, or h % kv_heads with gqa_interleave). The reference's Triton attention itself takes
-bfloat16 only, so it is not used for the float32 output.
+h // group). The reference's Triton attention itself takes bfloat16 only, so it is not used for
+the float32 output. Every case has gqa_interleave off: attnkit reads kv head h // group everywhere
+and does not offer the reference's interleaved layout (docs/algorithms.md, FlexPrefill).
 
 Run it where Triton and a CUDA GPU are (the reference pools the keys with a Triton kernel,
 `triton_bnhd_pool`): `--device cuda`. `--device cpu` runs get_active_blocks with that one kernel
@@ -46,13 +47,13 @@ from safetensors_writer import write_safetensors
 #        gqa_interleave). min_budget / max_budget are in tokens, as flex_prefill_attention takes
 #        them (None: its defaults, 1 and 2^31 - 1).
 CASES = [
-    ("b16_vs_only", 200, 4, 2, 32, 16, 0.9, 0.0, None, None, False),
-    ("b16_query_aware", 200, 4, 2, 32, 16, 0.9, 1.0, None, None, False),
-    ("b32_tau01_min64", 300, 4, 4, 32, 32, 0.95, 0.1, 64, None, False),
-    ("b16_interleave_max96", 250, 4, 2, 16, 16, 0.9, 0.2, None, 96, True),
-    ("b64_tau03", 700, 2, 1, 64, 64, 0.8, 0.3, 128, 512, False),
-    ("b128_paper", 1000, 2, 1, 64, 128, 0.9, 0.1, None, None, False),
-    ("b16_gqa4_tau005", 333, 4, 1, 32, 16, 0.9, 0.05, None, None, False),
+    ("b16_vs_only", 200, 4, 2, 16, 16, 0.9, 0.0, None, None, False),
+    ("b16_query_aware", 200, 4, 2, 16, 16, 0.9, 1.0, None, None, False),
+    ("b32_tau01_min64", 300, 4, 2, 16, 32, 0.95, 0.1, 64, None, False),
+    ("b16_max96", 250, 4, 2, 16, 16, 0.9, 0.2, None, 96, False),
+    ("b64_tau03", 700, 2, 1, 16, 64, 0.8, 0.3, 128, 512, False),
+    ("b128_paper", 640, 2, 1, 32, 128, 0.9, 0.1, None, None, False),
+    ("b16_gqa4_tau005", 333, 4, 1, 16, 16, 0.9, 0.05, None, None, False),
     ("b32_gamma05", 450, 2, 2, 16, 32, 0.5, 0.15, 32, 256, False),
 ]
 

@@ -645,7 +645,7 @@ TEST(SessionConfigTest, EveryRuleRejectedNamingTheField) {
        [](M* c) { c->mutable_sparse_attention()->set_block_size(-1); }},
       {"sparse_attention.mode",
        [](M* c) {
-         c->mutable_sparse_attention()->set_mode(static_cast<pb::SparseAttentionMode>(4));
+         c->mutable_sparse_attention()->set_mode(static_cast<pb::SparseAttentionMode>(5));
        }},
       {"sparse_attention.xattention.threshold",
        [](M* c) { c->mutable_sparse_attention()->mutable_xattention()->set_threshold(7); }},

@@ -1,6 +1,7 @@
 // Sparse prefill attention (C++ API, not ABI-stable): block masks (dense, A-shape, Tri-shape,
-// XAttention) and the block-sparse attention kernel, configured by SparseOptions (config.h, parsed
-// from attnkit.v1.SparseAttentionConfig). The C ABI over it is attnkit/attnkit_sparse.h.
+// XAttention, FlexPrefill) and the block-sparse attention kernel, configured by SparseOptions
+// (config.h, parsed from attnkit.v1.SparseAttentionConfig). The C ABI over it is
+// attnkit/attnkit_sparse.h.
 //
 // Tensors are per sequence (no batch dimension): q [H, Lq, d], k [Hkv, Lk, d], v [Hkv, Lk, dv],
 // float32, float16 or bfloat16 with any strides, Hkv dividing H (GQA), Lq <= Lk: the queries are
@@ -41,12 +42,14 @@ class SparseAttention {
   const SparseOptions& options() const { return options_; }
 
   // The number of mask heads BuildMask returns for `num_heads` query heads: num_heads for
-  // XAttention with PER_HEAD aggregation, 1 otherwise.
+  // FlexPrefill and for XAttention with PER_HEAD aggregation, 1 otherwise.
   int64_t MaskHeads(int64_t num_heads) const;
 
   // The block mask for q [H, Lq, d] and k [Hkv, Lk, d]: bool [MaskHeads(H), ceil(Lq/B), ceil(Lk/B)]
   // on q's device. Dense (every block-causal block) when Lq < min_sparse_length or mode is DENSE;
-  // Tri-shape and A-shape only read the lengths; XAttention estimates block scores from q and k.
+  // Tri-shape and A-shape only read the lengths; XAttention estimates block scores from q and k;
+  // FlexPrefill chooses per head from q and k (dense when Lq < Lk, or Lq is within the reference's
+  // dense range: sparse/flexprefill.h).
   absl::StatusOr<at::Tensor> BuildMask(const at::Tensor& q, const at::Tensor& k) const;
 
   // The block mask from lengths only (DENSE, A_SHAPE, TRI_SHAPE; FailedPrecondition for XATTENTION,
@@ -69,6 +72,7 @@ class SparseAttention {
   explicit SparseAttention(const SparseOptions& options) : options_(options) {}
   absl::StatusOr<at::Tensor> XAttentionMask(const at::Tensor& q, const at::Tensor& k,
                                             const BlockGrid& grid) const;
+  absl::StatusOr<at::Tensor> FlexPrefillMask(const at::Tensor& q, const at::Tensor& k) const;
 
   SparseOptions options_;
 };
