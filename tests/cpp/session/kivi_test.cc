@@ -20,12 +20,16 @@
 #include "attnkit/session/session.h"
 #include "cpu/paged_attention.h"
 #include "session/kv_store.h"
+#include "store_testing.h"
 #include "session/rope.h"
 #include "support/safetensors.h"
 #include "support/tensor_io.h"
 
 namespace attnkit::session {
 namespace {
+
+using testing::Dense;
+using testing::Host;
 
 using kernels::DequantizeKivi;
 using kernels::KiviCode;
@@ -183,20 +187,6 @@ SessionOptions KiviShape(KvDataType keys, KvDataType values, int group, int resi
   o.kv_format.group_size = group;
   o.kv_format.residual_tokens = residual;
   return o;
-}
-
-std::unique_ptr<KvStore> Host(const SessionOptions& o) {
-  auto store = MakeHostStore(StoreContext{&o, nullptr});
-  EXPECT_TRUE(store.ok()) << store.status();
-  return store.ok() ? std::move(*store) : nullptr;
-}
-
-at::Tensor Dense(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale) {
-  const int64_t T = q.size(1), L = k.size(0);
-  at::Tensor s = at::matmul(q, k.t()) * scale;
-  s.masked_fill_(at::arange(L).unsqueeze(0).gt(at::arange(L - T, L).unsqueeze(1)),
-                 -std::numeric_limits<float>::infinity());
-  return at::matmul(at::softmax(s, -1), v);
 }
 
 int Bits(KvDataType t) { return t == KvDataType::kInt4 ? 4 : t == KvDataType::kInt2 ? 2 : 0; }

@@ -18,11 +18,15 @@
 #include "attnkit/session/session.h"
 #include "cpu/quest.h"
 #include "session/kv_store.h"
+#include "store_testing.h"
 #include "session/rope.h"
 #include "session/session_testing.h"
 
 namespace attnkit::session {
 namespace {
+
+using testing::Dense;
+using testing::Host;
 
 // Symmetric int8 per token and group (ATen): the rows the pages give back.
 at::Tensor Int8Held(const at::Tensor& x, int group) {
@@ -69,21 +73,6 @@ SessionOptions Shape(KvDataType keys, KvDataType values, int residual, DType dty
   o.kv_format.group_size = keys == KvDataType::kInt8 || values == KvDataType::kInt8 ? 16 : 0;
   o.kv_format.residual_tokens = residual;
   return o;
-}
-
-std::unique_ptr<KvStore> Host(const SessionOptions& o) {
-  auto store = MakeHostStore(StoreContext{&o, nullptr});
-  EXPECT_TRUE(store.ok()) << store.status();
-  return std::move(*store);
-}
-
-// Causal attention of q [G, T, d] over keys/values [L, d].
-at::Tensor Dense(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale) {
-  const int64_t T = q.size(1), L = k.size(0);
-  at::Tensor s = at::matmul(q, k.t()) * scale;
-  s.masked_fill_(at::arange(L).unsqueeze(0).gt(at::arange(L - T, L).unsqueeze(1)),
-                 -std::numeric_limits<float>::infinity());
-  return at::matmul(at::softmax(s, -1), v);
 }
 
 // The held rows of all `L` tokens of rows [L, d]: the last `residual` in the session dtype, the

@@ -20,9 +20,13 @@
 #include "attnkit/session/session.h"
 #include "cpu/paged_attention.h"
 #include "session/kv_store.h"
+#include "store_testing.h"
 
 namespace attnkit::session {
 namespace {
+
+using testing::Dense;
+using testing::Host;
 
 SessionOptions Shape(double ratio, int residual, DType dtype,
                      KvDataType keys = KvDataType::kDefault,
@@ -43,12 +47,6 @@ SessionOptions Shape(double ratio, int residual, DType dtype,
   return o;
 }
 
-std::unique_ptr<KvStore> Host(const SessionOptions& o) {
-  auto store = MakeHostStore(StoreContext{&o, nullptr});
-  EXPECT_TRUE(store.ok()) << store.status();
-  return std::move(*store);
-}
-
 // ThinKPress's choice for one kv head: q [G, T, d] of the choosing call, keys [L, d] as stored:
 // score = mean over the last `window` queries (and the G heads) of q^2 times mean over the keys of
 // k^2; the floor(d * (1 - ratio)) lowest are dropped. Returns the kept channels, ascending.
@@ -61,15 +59,6 @@ std::vector<int64_t> ReferenceChannels(const at::Tensor& q, const at::Tensor& k,
   const int64_t dropped = static_cast<int64_t>(d * (1.0 - ratio));
   const at::Tensor kept = std::get<0>(order.narrow(0, dropped, d - dropped).sort());
   return std::vector<int64_t>(kept.data_ptr<int64_t>(), kept.data_ptr<int64_t>() + kept.numel());
-}
-
-// Causal attention of q [G, T, d] over keys/values [L, d].
-at::Tensor Dense(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale) {
-  const int64_t T = q.size(1), L = k.size(0);
-  at::Tensor s = at::matmul(q, k.t()) * scale;
-  s.masked_fill_(at::arange(L).unsqueeze(0).gt(at::arange(L - T, L).unsqueeze(1)),
-                 -std::numeric_limits<float>::infinity());
-  return at::matmul(at::softmax(s, -1), v);
 }
 
 // Rows [n, d] rounded to the session dtype, then to `type` (a float format).
