@@ -6,8 +6,9 @@ using Google.Protobuf;
 namespace AttnKit
 {
     /// <summary>
-    /// Sparse prefill attention (attnkit_sparse_attention): block masks (A-shape, Tri-shape, XAttention)
-    /// and the block-sparse causal attention kernel. Immutable; may be used by several threads at once.
+    /// Sparse prefill attention (attnkit_sparse_attention): block masks (A-shape, Tri-shape, XAttention,
+    /// FlexPrefill) and the block-sparse causal attention kernel. Immutable; may be used by several
+    /// threads at once.
     /// </summary>
     public sealed class SparseAttention : IDisposable
     {

@@ -7,8 +7,8 @@ import (
 	"github.com/attnkit/attnkit/bindings/go/internal/capi"
 )
 
-// SparseAttention builds block masks for long prompts (A-shape, Tri-shape, XAttention) and runs the
-// block-sparse attention kernel over them. Immutable after creation.
+// SparseAttention builds block masks for long prompts (A-shape, Tri-shape, XAttention,
+// FlexPrefill) and runs the block-sparse attention kernel over them. Immutable after creation.
 type SparseAttention struct {
 	h handle
 }

@@ -4,7 +4,7 @@ import dev.attnkit.internal.AttnKitNative;
 import dev.attnkit.proto.SparseAttentionConfig;
 
 /**
- * Sparse prefill attention: block masks (dense, A-shape, Tri-shape, XAttention) and the
+ * Sparse prefill attention: block masks (dense, A-shape, Tri-shape, XAttention, FlexPrefill) and the
  * block-sparse attention kernel. q [batch, heads, q_len, head_dim], k and v [batch, kv_heads,
  * k_len, head_dim], masks uint8 [batch, mask_heads, q_blocks, k_blocks] (see {@link #maskShape}).
  *
