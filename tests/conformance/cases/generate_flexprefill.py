@@ -17,8 +17,11 @@ and does not offer the reference's interleaved layout (docs/algorithms.md, FlexP
 
 Run it where Triton and a CUDA GPU are (the reference pools the keys with a Triton kernel,
 `triton_bnhd_pool`): `--device cuda`. `--device cpu` runs get_active_blocks with that one kernel
-replaced by a plain PyTorch average pool over blocks of keys (a dry run for machines without a
-GPU; its cases are not the reference's and are written only with --allow-cpu-pool).
+replaced by the same computation in PyTorch (the keys' mean over each block of tokens, the last
+block over the tokens it holds), written only with --allow-cpu-pool and marked `device: cpu` in
+the metadata: the pool sums in another order than Triton does, so a block choice that hangs on
+the last bit could differ. The committed cases were written this way (no GPU could be had when
+they were made); regenerate them with --device cuda where one is.
 
 Reference quirks the cases keep (docs/algorithms.md, FlexPrefill):
   - the vertical and slash token counts are divided by 128 whatever the block size
