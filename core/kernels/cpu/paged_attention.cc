@@ -342,11 +342,19 @@ void Run(const PagedGroupArgs& a) {
   main.length = L - a.residual.length;
   const PagedSegment* segments[2] = {&main, &a.residual};
   const int64_t bases[2] = {0, main.length};
-  // Pass 1: every key row once, dotted with every query row. ThinK's key rows of a width the
-  // vectors do not divide take the plain loop (the value pass keeps its path).
+  // Pass 1: every key row once, dotted with every query row. ThinK's key rows (padded to a
+  // multiple of 8 channels) that AVX-512's vectors do not divide take the AVX2 key loop, rows no
+  // vector divides the plain one (the value pass keeps its path).
   for (int si = 0; si < 2; ++si) {
     if (segments[si]->length == 0) continue;
-    if (KeyDim(*segments[si], a) % (path == 2 ? 16 : 8) != 0) {
+    const int key_dim = KeyDim(*segments[si], a);
+    if (key_dim % (path == 2 ? 16 : 8) != 0) {
+#ifdef ATTNKIT_AVX2
+      if (path == 2 && key_dim % 8 == 0) {
+        avx2::KeyPass(*segments[si], bases[si], a, rows, scores);
+        continue;
+      }
+#endif
       ScalarKeys(*segments[si], bases[si], a, rows, scores);
       continue;
     }

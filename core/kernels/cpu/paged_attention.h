@@ -35,7 +35,8 @@ struct PagedSegment {
   RowFormat value_format = RowFormat::kFloat32;
   int page_size = 0;  // tokens per page of this segment; 0: PagedGroupArgs::page_size
   // ThinK: key rows of key_dim channels (a float format), dotted with `q` [G, T, key_dim] (the
-  // query rows on the channels the keys kept); 0 / null: head_dim and PagedGroupArgs::q.
+  // query rows on the channels the keys kept); 0 / null: head_dim and PagedGroupArgs::q. A width
+  // AVX-512 does not divide takes the AVX2 key loop where 8 divides it, else the plain loop.
   int key_dim = 0;
   const float* q = nullptr;
 };

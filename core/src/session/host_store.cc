@@ -160,6 +160,7 @@ class HostStore final : public KvStore {
         main_page_(layout.main_page),
         think_(layout.think),
         key_dim_(layout.key_dim),
+        kept_(layout.kept_channels),
         codec_(main_page_, context.options->head_dim, group_),
         key_codec_(main_page_, layout.key_dim, group_) {
     const SessionOptions& o = *context.options;
@@ -518,7 +519,7 @@ class HostStore final : public KvStore {
     if (!think_) return codec_.Read(key_format_, page, row, x);
     key_codec_.Read(key_format_, page, row, x);  // the kept channels, packed at the front
     // Spread backwards: kept channel c (>= c) moves to its place, the others become 0.
-    int c = key_dim_ - 1;
+    int c = kept_ - 1;
     for (int j = context_.options->head_dim - 1; j >= 0; --j) {
       if (c >= 0 && cache.channels[c] == j) {
         x[j] = x[c--];
@@ -534,7 +535,8 @@ class HostStore final : public KvStore {
                 float* buffer) const {
     if (!think_) return codec_.WriteFrom(key_format_, page, row, session_format_, src, buffer);
     codec_.ToFloat(session_format_, src, buffer);
-    for (int c = 0; c < key_dim_; ++c) buffer[c] = buffer[cache.channels[c]];  // ascending: safe
+    for (int c = 0; c < kept_; ++c) buffer[c] = buffer[cache.channels[c]];  // ascending: safe
+    std::fill(buffer + kept_, buffer + key_dim_, 0.0f);  // the padding to whole vectors
     key_codec_.Write(key_format_, page, row, buffer);
   }
 
@@ -580,7 +582,7 @@ class HostStore final : public KvStore {
         for (int32_t c = 0; c < d; ++c) order[c] = c;
         std::stable_sort(order.begin(), order.end(),
                          [&](int32_t a, int32_t b) { return qn[a] < qn[b]; });
-        cache.channels.assign(order.begin() + (d - key_dim_), order.end());
+        cache.channels.assign(order.begin() + (d - kept_), order.end());
         std::sort(cache.channels.begin(), cache.channels.end());
         SpillWindow(layer_index, cache, cache.residual - residual_tokens_);
       }
@@ -770,11 +772,11 @@ class HostStore final : public KvStore {
         args.main.value_format = value_format_;
         args.main.page_size = main_page_;
         if (think_ && !cache.channels.empty()) {
-          // The query rows on the channels the head's main pages kept.
+          // The query rows on the channels the head's main pages kept (0 on the padding).
           const int64_t rows = G * T, kd = key_dim_;
-          kept_q.resize(static_cast<size_t>(rows * kd));
+          kept_q.assign(static_cast<size_t>(rows * kd), 0.0f);
           for (int64_t r = 0; r < rows; ++r) {
-            for (int64_t c = 0; c < kd; ++c) {
+            for (int64_t c = 0; c < kept_; ++c) {
               kept_q[r * kd + c] = q[r * o.head_dim + cache.channels[c]];
             }
           }
@@ -908,7 +910,8 @@ class HostStore final : public KvStore {
   bool channel_keys_;   // KIVI keys: per channel over a page (group) of tokens
   int main_page_;       // tokens per main page (group_ with KIVI keys, else the session's)
   bool think_;          // ThinK: main key rows hold each head's kept channels only
-  int key_dim_;         // channels of a main key row (head_dim but with ThinK)
+  int key_dim_;         // channels of a main key row: head_dim, or ThinK's kept ones padded
+  int kept_;            // ThinK's kept channels (head_dim without ThinK)
   RowCodec codec_;      // rows of head_dim channels (values; keys but with ThinK)
   RowCodec key_codec_;  // main key rows (key_dim_ channels)
   bool plain_ = true;   // keys and values in the session dtype, no window

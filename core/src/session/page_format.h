@@ -94,11 +94,16 @@ inline RowFormat FormatOf(KvDataType type, bool keys) {
 struct HostPageLayout {
   RowFormat session = RowFormat::kFloat32;  // the session dtype's format
   RowFormat keys = RowFormat::kFloat32, values = RowFormat::kFloat32;
-  int group = 0;              // quantization group (head_dim when nothing is quantized)
-  int page_size = 16;         // tokens of a plain or residual page
-  int main_page = 16;         // tokens of a main page: a key group for KIVI keys, else page_size
-  int residual_tokens = 0;    // the full-precision window
-  int key_dim = 0;            // channels of a main page's key rows (ThinK keeps fewer)
+  int group = 0;            // quantization group (head_dim when nothing is quantized)
+  int page_size = 16;       // tokens of a plain or residual page
+  int main_page = 16;       // tokens of a main page: a key group for KIVI keys, else page_size
+  int residual_tokens = 0;  // the full-precision window
+  // Channels of a main page's key rows: head_dim, or with ThinK the kept channels, padded with
+  // zeros to a multiple of 8 when head_dim is a multiple of 8 and at least 64, so that the decode
+  // kernel's vectors fit them (at most 7 channels, under 11 % of head_dim; smaller heads keep the
+  // exact count and take the plain key loop).
+  int key_dim = 0;
+  int kept_channels = 0;      // ThinK's kept channels (head_dim without ThinK)
   bool channel_keys = false;  // KIVI keys: quantized per channel over a main page of tokens
   bool plain = true;          // session-format pages and no residual window
   // KIVI keys collect a group's tokens in the window before quantizing them; ThinK keeps a
@@ -120,7 +125,9 @@ inline HostPageLayout HostLayoutOf(const SessionOptions& o) {
   l.channel_keys = IsPerChannel(l.keys);
   l.main_page = l.channel_keys ? l.group : o.page_size;
   l.think = o.kv_format.think();
-  l.key_dim = o.kv_format.KeptKeyChannels(o.head_dim);
+  l.kept_channels = o.kv_format.KeptKeyChannels(o.head_dim);
+  const bool pad = l.think && o.head_dim % 8 == 0 && o.head_dim >= 64;
+  l.key_dim = pad ? (l.kept_channels + 7) / 8 * 8 : l.kept_channels;
   l.plain = l.keys == l.session && l.values == l.session && l.residual_tokens == 0 && !l.think;
   return l;
 }

@@ -78,8 +78,9 @@ struct ThinkCase {
 };
 
 TEST(ThinkStore, KeepsTheChosenChannelsAndAttendsOverThem) {
-  // Kept channels: 39 (no vector width divides them: the plain key loop), 48 (AVX-512 and AVX2),
-  // 26 and 32.
+  // Kept channels: 39 (stored as 40, padded to whole AVX2 vectors: the AVX2 key loop even where
+  // AVX-512 runs the rest), 48 (AVX-512 and AVX2), 26 (stored as 32) and 32; isa 0 forces the
+  // plain loops.
   const ThinkCase cases[] = {
       {0.6, 0, DType::kFloat32, KvDataType::kDefault, 2},
       {0.75, 5, DType::kFloat32, KvDataType::kDefault, 2},
@@ -178,8 +179,8 @@ TEST(ThinkStore, ChoosesAtTheFirstCallBeyondTheWindowFromItsLastQueries) {
   }
 }
 
-// Keys outside the window take kept / head_dim of their float32 bytes; values and the window are
-// untouched. The planner counts the same bytes.
+// Keys outside the window take their kept channels (padded with zeros to a multiple of 8, whole
+// vectors for the decode kernel) of float32 bytes; values and the window are untouched.
 TEST(ThinkStore, HoldsOnlyTheKeptChannels) {
   const SessionOptions think = Shape(0.6, 0, DType::kFloat32);
   const SessionOptions full = Shape(0.0, 0, DType::kFloat32);
@@ -195,8 +196,8 @@ TEST(ThinkStore, HoldsOnlyTheKeptChannels) {
   }
   const int kept = think.kv_format.KeptKeyChannels(64);
   EXPECT_EQ(kept, 39);  // 64 less int(64 * 0.4) = 25 dropped
-  // 2 kv heads x 64 tokens: keys of `kept` floats, values of 64.
-  EXPECT_EQ(bytes[0], 2 * 64 * (kept + 64) * 4);
+  // 2 kv heads x 64 tokens: keys of 40 floats (39 and one of padding), values of 64.
+  EXPECT_EQ(bytes[0], 2 * 64 * (40 + 64) * 4);
   EXPECT_EQ(bytes[1], 2 * 64 * (64 + 64) * 4);
 }
 
