@@ -370,23 +370,9 @@ TEST(KiviSession, EvictionPoliciesWorkOnInt4AndInt2Pages) {
           "num_layers: 2 num_heads: 4 num_kv_heads: 2 head_dim: 32 page_size: 4 "
           "kv_format { " +
           std::string(format) + " group_size: 8 residual_tokens: 4 } " + policy;
-      auto options = ParseSessionConfig(text, true);
-      ASSERT_TRUE(options.ok()) << options.status();
-      auto session = Session::Create(*options);
-      ASSERT_TRUE(session.ok()) << session.status();
-      at::manual_seed(2);
-      for (int step = 0; step < 40; ++step) {
-        const int64_t T = step == 0 ? 37 : 1;
-        for (int layer = 0; layer < 2; ++layer) {
-          const at::Tensor q = at::randn({1, 4, T, 32}), k = at::randn({1, 2, T, 32}),
-                           v = at::randn({1, 2, T, 32});
-          at::Tensor out = at::empty({1, 4, T, 32});
-          const absl::Status s = (*session)->Attend(layer, q, k, v, out);
-          ASSERT_TRUE(s.ok()) << s;
-          ASSERT_TRUE(at::isfinite(out).all().item<bool>()) << "step " << step;
-        }
-      }
-      const SessionStatsView stats = (*session)->Stats();
+      std::unique_ptr<Session> session;
+      ASSERT_NO_FATAL_FAILURE(testing::RunRandomCalls(text, 37, 39, 2, 1.0, &session));
+      const SessionStatsView stats = session->Stats();
       EXPECT_GT(stats.evictions, 0);
       // 20 tokens per kv head on average (AdaKV moves budget between heads).
       EXPECT_EQ(stats.tokens_held, 2 * 2 * 20);
@@ -408,7 +394,7 @@ TEST(KiviSession, EvictionPoliciesWorkOnInt4AndInt2Pages) {
       EXPECT_EQ(stats.format_bytes.size(), 4u);
       for (int layer = 0; layer < 2; ++layer) {
         for (int h = 0; h < 2; ++h) {
-          auto positions = (*session)->Positions(layer, 0, h);
+          auto positions = session->Positions(layer, 0, h);
           ASSERT_TRUE(positions.ok());
           EXPECT_TRUE(std::is_sorted(positions->begin(), positions->end()));
           EXPECT_EQ(positions->back(), 75);  // the newest token is always kept

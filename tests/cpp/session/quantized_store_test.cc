@@ -336,23 +336,9 @@ TEST(QuantizedSession, EvictionPoliciesWorkOnInt8Pages) {
   };
   for (const std::string& policy : policies) {
     SCOPED_TRACE(policy);
-    auto options = ParseSessionConfig(shape + policy, true);
-    ASSERT_TRUE(options.ok()) << options.status();
-    auto session = Session::Create(*options);
-    ASSERT_TRUE(session.ok()) << session.status();
-    at::manual_seed(12);
-    for (int step = 0; step < 12; ++step) {
-      const int64_t T = step == 0 ? 40 : 1;
-      for (int layer = 0; layer < 2; ++layer) {
-        at::Tensor out = at::empty({1, 4, T, 32});
-        absl::Status s =
-            (*session)->Attend(layer, at::randn({1, 4, T, 32}).mul(3), at::randn({1, 2, T, 32}),
-                               at::randn({1, 2, T, 32}), out);
-        ASSERT_TRUE(s.ok()) << s;
-        ASSERT_TRUE(at::isfinite(out).all().item<bool>());
-      }
-    }
-    const SessionStatsView stats = (*session)->Stats();
+    std::unique_ptr<Session> session;
+    ASSERT_NO_FATAL_FAILURE(testing::RunRandomCalls(shape + policy, 40, 11, 12, 3.0, &session));
+    const SessionStatsView stats = session->Stats();
     EXPECT_GT(stats.evictions, 0);
     // 14 tokens per kv head on average (AdaKV moves budget between heads).
     EXPECT_EQ(stats.tokens_held, 2 * 2 * 14);
@@ -360,7 +346,7 @@ TEST(QuantizedSession, EvictionPoliciesWorkOnInt8Pages) {
     EXPECT_LT(stats.bytes_held, stats.tokens_held * 32 * 4 * 2);
     for (int layer = 0; layer < 2; ++layer) {
       for (int h = 0; h < 2; ++h) {
-        auto positions = (*session)->Positions(layer, 0, h);
+        auto positions = session->Positions(layer, 0, h);
         ASSERT_TRUE(positions.ok());
         EXPECT_TRUE(std::is_sorted(positions->begin(), positions->end()));
         EXPECT_LT(positions->back(), 51);

@@ -223,29 +223,16 @@ TEST(ThinkSession, EvictionPoliciesWorkOnThinkPages) {
     SCOPED_TRACE(policy);
     int64_t bytes[2];
     for (int with_think = 1; with_think >= 0; --with_think) {
-      auto options = ParseSessionConfig(shape + (with_think ? think : "") + policy, true);
-      ASSERT_TRUE(options.ok()) << options.status();
-      auto session = Session::Create(*options);
-      ASSERT_TRUE(session.ok()) << session.status();
-      at::manual_seed(12);
-      for (int step = 0; step < 12; ++step) {
-        const int64_t T = step == 0 ? 100 : 1;
-        for (int layer = 0; layer < 2; ++layer) {
-          at::Tensor out = at::empty({1, 4, T, 32});
-          absl::Status s =
-              (*session)->Attend(layer, at::randn({1, 4, T, 32}).mul(3), at::randn({1, 2, T, 32}),
-                                 at::randn({1, 2, T, 32}), out);
-          ASSERT_TRUE(s.ok()) << s;
-          ASSERT_TRUE(at::isfinite(out).all().item<bool>());
-        }
-      }
-      const SessionStatsView stats = (*session)->Stats();
+      std::unique_ptr<Session> session;
+      ASSERT_NO_FATAL_FAILURE(testing::RunRandomCalls(shape + (with_think ? think : "") + policy,
+                                                      100, 11, 12, 3.0, &session));
+      const SessionStatsView stats = session->Stats();
       EXPECT_GT(stats.evictions, 0);
       EXPECT_EQ(stats.tokens_held, 2 * 2 * 62);
       bytes[with_think] = stats.bytes_held;
       for (int layer = 0; layer < 2; ++layer) {
         for (int h = 0; h < 2; ++h) {
-          auto positions = (*session)->Positions(layer, 0, h);
+          auto positions = session->Positions(layer, 0, h);
           ASSERT_TRUE(positions.ok());
           EXPECT_TRUE(std::is_sorted(positions->begin(), positions->end()));
           EXPECT_EQ(positions->back(), 110);  // the newest token is always kept (recent area)
