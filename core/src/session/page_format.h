@@ -104,12 +104,12 @@ struct HostPageLayout {
   // exact count and take the plain key loop).
   int key_dim = 0;
   int kept_channels = 0;      // ThinK's kept channels (head_dim without ThinK)
+  bool think = false;         // ThinK: key rows of the main pages hold the kept channels only
   bool channel_keys = false;  // KIVI keys: quantized per channel over a main page of tokens
   bool plain = true;          // session-format pages and no residual window
   // KIVI keys collect a group's tokens in the window before quantizing them; ThinK keeps a
   // head's tokens there until it has chosen its channels.
   bool residual_pool() const { return residual_tokens > 0 || channel_keys || think; }
-  bool think = false;  // ThinK: key rows of the main pages hold the kept channels only
 };
 
 inline HostPageLayout HostLayoutOf(const SessionOptions& o) {

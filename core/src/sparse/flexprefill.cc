@@ -61,9 +61,8 @@ at::Tensor FlexPrefillBlocks(const at::Tensor& q, const at::Tensor& k, const Spa
   // Budgets in blocks: ceil(min_budget / B) and min(ceil(max_budget / B), nb) as
   // flex_prefill_attention passes them (max_budget None: 2^31 - 1 tokens, so nb).
   const int64_t min_blocks = CeilDiv(std::max(1, o.flex_min_budget), B);
-  const int64_t max_blocks = o.flex_max_budget > 0
-                                 ? std::min(CeilDiv(o.flex_max_budget, B), nb)
-                                 : std::min(CeilDiv(std::numeric_limits<int32_t>::max(), B), nb);
+  const int64_t max_blocks =
+      o.flex_max_budget > 0 ? std::min(CeilDiv(o.flex_max_budget, B), nb) : nb;
   const double root_d = std::sqrt(static_cast<double>(d));
   const float inf = std::numeric_limits<float>::infinity();
   const auto bools = q.options().dtype(at::kBool);
