@@ -361,10 +361,12 @@ absl::StatusOr<at::Tensor> PagedDecodeAttention(const at::Tensor& q_in, const Pa
   if (scores != nullptr) {
     absl::Status st = CheckCuda(*scores, "scores", device);
     if (!st.ok()) return st;
-    if (scores->scalar_type() != at::kFloat || scores->dim() != 2 || scores->size(0) != Hkv ||
-        scores->size(1) < cache.max_length || scores->stride(1) != 1)
-      return absl::InvalidArgumentError(absl::StrCat(
-          "scores must be float32 [", Hkv, ", >= ", cache.max_length, "] with unit inner stride"));
+    if (scores->scalar_type() != at::kFloat || scores->dim() != 2 ||
+        (scores->size(0) != Hkv && scores->size(0) != H) || scores->size(1) < cache.max_length ||
+        scores->stride(1) != 1)
+      return absl::InvalidArgumentError(
+          absl::StrCat("scores must be float32 [", Hkv, " or ", H, ", >= ", cache.max_length,
+                       "] with unit inner stride, got ", Shape(*scores)));
   }
   if (!std::isfinite(scale) || scale <= 0)
     return absl::InvalidArgumentError("scale must be finite and > 0");
@@ -392,6 +394,7 @@ absl::StatusOr<at::Tensor> PagedDecodeAttention(const at::Tensor& q_in, const Pa
   a.out = out.data_ptr();
   a.scores = scores != nullptr ? scores->data_ptr<float>() : nullptr;
   a.scores_stride = scores != nullptr ? scores->stride(0) : 0;
+  a.scores_per_head = scores != nullptr && scores->size(0) == H && H != Hkv;
   a.scale = static_cast<float>(scale);
   a.workspace = ws.data_ptr<float>();
   a.split_tokens = static_cast<int>(split_tokens);
@@ -413,6 +416,66 @@ absl::StatusOr<std::pair<at::Tensor, at::Tensor>> DenseDecodeReference(const at:
   at::Tensor p = at::softmax(s, -1);
   at::Tensor out = at::matmul(p, v.to(at::kFloat)).reshape({H, d});
   return std::make_pair(out, p.sum(1));
+}
+
+absl::Status AccumulateScoreRows(const at::Tensor& scores, const at::Tensor& attention,
+                                 int64_t sources_per_row, int64_t start,
+                                 const std::vector<int64_t>& fresh,
+                                 const std::vector<int64_t>& prev) {
+  const int64_t rows = static_cast<int64_t>(fresh.size());
+  if (!scores.is_cuda() || scores.scalar_type() != at::kDouble || scores.dim() != 2 ||
+      scores.size(0) != rows || scores.stride(1) != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("scores must be float64 [", rows,
+                     ", capacity] on a CUDA device with unit inner stride, got ",
+                     std::string(c10::toString(scores.scalar_type())), " ", Shape(scores)));
+  }
+  if (!attention.is_cuda() || attention.device() != scores.device() ||
+      attention.scalar_type() != at::kFloat || attention.dim() != 2 ||
+      attention.size(0) != rows * sources_per_row || attention.stride(1) != 1 ||
+      sources_per_row < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("attention must be float32 [", rows * sources_per_row,
+                     ", K] with unit inner stride on the scores' device, got ",
+                     std::string(c10::toString(attention.scalar_type())), " ", Shape(attention)));
+  }
+  if (prev.size() != fresh.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("prev has ", prev.size(), " rows, fresh ", rows));
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    if (prev[r] < 0 || prev[r] > fresh[r] || fresh[r] > scores.size(1) ||
+        start + fresh[r] > attention.size(1)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("row ", r, ": need 0 <= prev (", prev[r], ") <= fresh (", fresh[r],
+                       ") <= capacity (", scores.size(1), ") and start + fresh <= K (", start,
+                       " + ", fresh[r], " vs ", attention.size(1), ")"));
+    }
+  }
+  const c10::cuda::CUDAGuard guard(scores.device());
+  const auto stream = c10::cuda::getCurrentCUDAStream(scores.device().index()).stream();
+  ck::ScoreRowsArgs a{};
+  a.scores = scores.data_ptr<double>();
+  a.score_stride = scores.stride(0);
+  a.attention = attention.data_ptr<float>();
+  a.attention_stride = attention.stride(0);
+  a.sources_per_row = static_cast<int>(sources_per_row);
+  a.start = start;
+  for (int64_t row0 = 0; row0 < rows; row0 += ck::kScoreRowsChunk) {
+    const int64_t n = std::min<int64_t>(ck::kScoreRowsChunk, rows - row0);
+    int64_t max_fresh = 0;
+    for (int64_t r = 0; r < n; ++r) {
+      a.fresh[r] = fresh[row0 + r];
+      a.prev[r] = prev[row0 + r];
+      max_fresh = std::max(max_fresh, fresh[row0 + r]);
+    }
+    absl::Status st =
+        LaunchStatus(ck::LaunchAccumulateScoreRows(a, static_cast<int>(row0), static_cast<int>(n),
+                                                   max_fresh, stream),
+                     "AccumulateScoreRows");
+    if (!st.ok()) return st;
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace attnkit::cuda

@@ -18,6 +18,7 @@
 
 #include <cstdint>
 #include <utility>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
 
@@ -90,9 +91,10 @@ struct PagedCache {
 // One decode step: q [H, d] (one token per query head) against the cache. Returns [H, d] in q's
 // dtype. When `scores` is not null (float32 [Hkv, >= max_length], CUDA, unit inner stride), adds to
 // scores[g, j] the attention probability of token j summed over kv head g's query heads (the
-// per-step observation of H2O-style scorers). At most 8 query heads per kv head. `split_tokens`
-// sets the tokens per split-K work item (a multiple of 64, at most 1024); 0 picks it from the
-// device's size (about two waves of work items).
+// per-step observation of H2O-style scorers); a `scores` of H rows (H > Hkv) takes each query
+// head's own probabilities instead (scores[h, j], what the eviction policy's observation holds). At
+// most 8 query heads per kv head. `split_tokens` sets the tokens per split-K work item (a multiple
+// of 64, at most 1024); 0 picks it from the device's size (about two waves of work items).
 absl::StatusOr<at::Tensor> PagedDecodeAttention(const at::Tensor& q, const PagedCache& cache,
                                                 double scale, at::Tensor* scores = nullptr,
                                                 int64_t split_tokens = 0);
@@ -104,6 +106,18 @@ absl::StatusOr<std::pair<at::Tensor, at::Tensor>> DenseDecodeReference(const at:
                                                                        const at::Tensor& v,
                                                                        double scale);
 
+// H2O/SnapKV scores accumulated where the attention is (the eviction scorers' decode observation
+// on a CUDA session, docs/algorithms.md 1.1): for each row r of `scores` (float64 [rows,
+// capacity], unit inner stride) and i < fresh[r], scores[r, i] becomes the sum in order over
+// j < sources_per_row of double(attention[r * sources_per_row + j, start + i]), plus the old
+// scores[r, i] where i < prev[r]. Those are the additions of the host's eviction::AddRowsInto
+// followed by `+ previous`, so the bits equal the host's. attention: float32 [rows *
+// sources_per_row, K] on the same CUDA device, unit inner stride, K >= start + fresh[r];
+// 0 <= prev[r] <= fresh[r] <= capacity.
+absl::Status AccumulateScoreRows(const at::Tensor& scores, const at::Tensor& attention,
+                                 int64_t sources_per_row, int64_t start,
+                                 const std::vector<int64_t>& fresh,
+                                 const std::vector<int64_t>& prev);
 }  // namespace attnkit::cuda
 
 #endif  // ATTNKIT_KERNELS_CUDA_KERNELS_H_

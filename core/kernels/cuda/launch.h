@@ -84,7 +84,8 @@ cudaError_t LaunchMaskToLists(const uint8_t* mask, int rows, int k_blocks, int32
 // rows then page_size value rows of D elements. lengths [Hkv] int32 on the device; max_length an
 // upper bound of them (sizes the grid). out [H, D] in the input dtype. When `scores` is not null
 // ([Hkv, scores_stride] float32), scores[g, j] += sum over the group's query heads of the
-// attention probability of token j. Two launches: split-K partials (online softmax), then the
+// attention probability of token j; with scores_per_head ([H, scores_stride]), scores[h, j] +=
+// query head h's probability of token j. Two launches: split-K partials (online softmax), then the
 // combine fused with the score accumulation. Workspace: see DecodeWorkspaceFloats.
 struct DecodeArgs {
   const void* q;  // [H, D], row stride q_stride
@@ -97,12 +98,32 @@ struct DecodeArgs {
   void* out;  // [H, D] contiguous
   float* scores;
   int64_t scores_stride;
+  bool scores_per_head;  // scores [H, scores_stride]: each query head's own probabilities
   float scale;
   float* workspace;
   int split_tokens;  // tokens per split CTA: 0 picks from the device, else a multiple of 64 <= 1024
 };
 int64_t DecodeWorkspaceFloats(int num_heads, int head_dim, int max_length);
 cudaError_t LaunchPagedDecode(const DecodeArgs& args, DType dtype, cudaStream_t stream);
+
+// H2O/SnapKV score rows (cuda/kernels.h AccumulateScoreRows): rows row0 .. row0 + rows - 1 of
+// `scores` (float64, row stride score_stride) take, for i < fresh[r - row0], the sum in order of
+// attention rows r * sources_per_row .. + sources_per_row - 1 (float32, row stride
+// attention_stride) at column start + i, plus the entry's previous value where i < prev[r - row0].
+// At most kScoreRowsChunk rows per launch.
+constexpr int kScoreRowsChunk = 64;
+struct ScoreRowsArgs {
+  double* scores;
+  int64_t score_stride;
+  const float* attention;
+  int64_t attention_stride;
+  int sources_per_row;
+  int64_t start;
+  int64_t fresh[kScoreRowsChunk];
+  int64_t prev[kScoreRowsChunk];
+};
+cudaError_t LaunchAccumulateScoreRows(const ScoreRowsArgs& args, int row0, int rows,
+                                      int64_t max_fresh, cudaStream_t stream);
 
 }  // namespace attnkit::cuda_kernels
 

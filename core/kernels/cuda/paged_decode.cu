@@ -296,6 +296,15 @@ __global__ void __launch_bounds__(kFinishThreads)
   }
   if (p.scores == nullptr) return;
   const int length = p.lengths[kvh];
+  if (p.scores_per_head) {
+    for (int g = 0; g < G; ++g) {
+      float* scores = p.scores + static_cast<int64_t>(h0 + g) * p.scores_stride;
+      const float* logits = w.logits + static_cast<int64_t>(h0 + g) * p.max_length;
+      for (int j = blockIdx.x * kFinishThreads + tid; j < length; j += stride)
+        scores[j] += FastExp2(logits[j] - s_hm[g]) * s_hinv[g];
+    }
+    return;
+  }
   float* scores = p.scores + kvh * p.scores_stride;
   for (int j = blockIdx.x * kFinishThreads + tid; j < length; j += stride) {
     float a = 0.f;

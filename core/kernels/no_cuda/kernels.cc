@@ -57,4 +57,9 @@ absl::StatusOr<std::pair<at::Tensor, at::Tensor>> DenseDecodeReference(const at:
   return NotBuilt("DenseDecodeReference");
 }
 
+absl::Status AccumulateScoreRows(const at::Tensor&, const at::Tensor&, int64_t, int64_t,
+                                 const std::vector<int64_t>&, const std::vector<int64_t>&) {
+  return NotBuilt("AccumulateScoreRows");
+}
+
 }  // namespace attnkit::cuda

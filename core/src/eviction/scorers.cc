@@ -1,6 +1,7 @@
 #include "eviction/scorers.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 
@@ -9,6 +10,7 @@
 #include <ATen/Functions.h>
 
 #include "absl/strings/str_cat.h"
+#include "cuda/kernels.h"
 #include "util/status_macros.h"
 
 namespace attnkit::eviction {
@@ -159,7 +161,36 @@ void AddRowsInto(double* dst, const float* src, int64_t stride, int64_t count, i
   fn(dst, src, stride, count, n);
 }
 
+namespace {
+std::atomic<bool> scores_follow_cpu{false};
+}  // namespace
+
+bool ScoresFollowObservation(const at::Device& device) {
+  if (device.is_cpu()) return scores_follow_cpu.load(std::memory_order_relaxed);
+  return device.is_cuda() && cuda::Compiled();
+}
+
+std::vector<std::vector<double>> HostScoreRows(const LayerScores& state) {
+  if (!state.scores_on_device) return state.scores;
+  const at::Tensor host = state.device_scores.to(at::kCPU).contiguous();
+  const int64_t capacity = host.size(1);
+  const double* p = host.data_ptr<double>();
+  std::vector<std::vector<double>> rows(state.device_sizes.size());
+  for (size_t r = 0; r < rows.size(); ++r) {
+    rows[r].assign(p + r * capacity, p + r * capacity + state.device_sizes[r]);
+  }
+  return rows;
+}
+
+void ScoresToHost(LayerScores& state) {
+  if (!state.scores_on_device) return;
+  state.scores = HostScoreRows(state);
+  state.scores_on_device = false;
+}
+
 namespace testing {
+
+void SetScoresFollowObservation(bool on) { scores_follow_cpu.store(on); }
 
 void AddRowsIntoPath(int path, double* dst, const float* src, int64_t stride, int64_t count,
                      int64_t n) {
@@ -239,9 +270,20 @@ class AccumulatingScorer : public Scorer {
       }
       rows = ReduceHeads(per_head, layout_, row_lengths, /*mean=*/false);
       DropStart(rows, options_.start_tokens);
+    } else if (ScoresFollowObservation(source.device())) {
+      if (first) state.counters.assign(layout_.rows(), {});
+      std::vector<int64_t> added;
+      ATTNKIT_ASSIGN_OR_RETURN(added, AccumulateBeside(state, source, row_lengths, first));
+      for (int r = 0; r < layout_.rows() && options_.normalize_scores; ++r) {
+        const int64_t queries = obs.observed_queries > 0 ? obs.observed_queries : added[r];
+        UpdateCounters(state.counters[r], added[r], queries, first, obs.observed_queries > 0);
+      }
+      state.observed = true;
+      return absl::OkStatus();
     } else {
       rows = SumIntoRows(source, row_lengths);
     }
+    ScoresToHost(state);
     if (first) {
       state.scores.assign(layout_.rows(), {});
       state.counters.assign(layout_.rows(), {});
@@ -249,14 +291,7 @@ class AccumulatingScorer : public Scorer {
     for (int r = 0; r < layout_.rows(); ++r) {
       auto& prev = state.scores[r];
       auto& fresh = rows[r];
-      if (fresh.size() < prev.size()) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "the attention covers ", fresh.size() + options_.start_tokens,
-            " cached tokens but the policy tracks ", prev.size() + options_.start_tokens,
-            ": select after every observed step (attnkit_eviction_policy_select) and drop the "
-            "tokens "
-            "it evicts"));
-      }
+      if (fresh.size() < prev.size()) return TrackingError(fresh.size(), prev.size());
       const int64_t num_new = static_cast<int64_t>(fresh.size() - prev.size());
       for (size_t i = 0; i < prev.size(); ++i) fresh[i] += prev[i];
       prev = std::move(fresh);
@@ -273,6 +308,7 @@ class AccumulatingScorer : public Scorer {
                                                           const std::vector<int64_t>& row_lengths,
                                                           const at::Tensor&,
                                                           const at::Tensor&) override {
+    ScoresToHost(state);
     std::vector<std::vector<double>> out = state.scores;
     out.resize(layout_.rows());
     for (int r = 0; r < layout_.rows(); ++r) {
@@ -291,11 +327,83 @@ class AccumulatingScorer : public Scorer {
   }
 
   void Compact(LayerScores& state, const KeptPositions& kept) override {
+    ScoresToHost(state);
     CompactRows(state.scores, kept, options_.start_tokens);
     if (options_.normalize_scores) CompactRows(state.counters, kept, options_.start_tokens);
   }
 
  private:
+  // SumIntoRows and the addition of the previous scores, done beside the observation `source`
+  // ([H, K] or [H, r, K]) in state.device_scores (ScoresFollowObservation), with the same
+  // additions in the same order as the host path. Returns each row's new entries.
+  absl::StatusOr<std::vector<int64_t>> AccumulateBeside(LayerScores& state,
+                                                        const at::Tensor& source,
+                                                        const std::vector<int64_t>& row_lengths,
+                                                        bool first) const {
+    const int rows = layout_.rows();
+    const int64_t H = source.size(0), R = source.dim() == 3 ? source.size(1) : 1;
+    const int64_t K = source.size(-1), S = options_.start_tokens;
+    std::vector<int64_t> prev(rows, 0), fresh(rows), added(rows);
+    for (int r = 0; r < rows; ++r) {
+      if (state.scores_on_device) {
+        prev[r] = state.device_sizes[r];
+      } else if (!first && r < static_cast<int>(state.scores.size())) {
+        prev[r] = static_cast<int64_t>(state.scores[r].size());
+      }
+      fresh[r] = std::max<int64_t>(std::min(row_lengths[r], K) - S, 0);
+      if (fresh[r] < prev[r]) return TrackingError(fresh[r], prev[r]);
+      added[r] = fresh[r] - prev[r];
+    }
+    const int64_t needed = *std::max_element(fresh.begin(), fresh.end());
+    at::Tensor& dev = state.device_scores;
+    const at::TensorOptions doubles = at::TensorOptions().dtype(at::kDouble);
+    if (!state.scores_on_device) {
+      // The host's scores (after an eviction, the prompt's pooled observation or a load) move
+      // beside the observation in one copy, with room to grow.
+      const int64_t capacity = needed + needed / 2 + 64;
+      at::Tensor host = at::zeros({rows, capacity}, doubles.pinned_memory(source.is_cuda()));
+      double* p = host.data_ptr<double>();
+      for (int r = 0; r < rows; ++r) {
+        if (prev[r] > 0)
+          std::copy(state.scores[r].begin(), state.scores[r].end(), p + r * capacity);
+      }
+      dev = source.is_cpu() ? host : host.to(source.device(), /*non_blocking=*/true);
+      state.scores.assign(rows, {});
+    } else if (dev.size(1) < needed) {
+      at::Tensor grown = at::zeros({rows, needed + needed / 2 + 64}, doubles.device(dev.device()));
+      grown.narrow(1, 0, dev.size(1)).copy_(dev);
+      dev = grown;
+    }
+    const at::Tensor flat = source.to(at::kFloat).reshape({H * R, K});
+    const int64_t per_row = H * R / rows;
+    if (source.is_cuda()) {
+      ATTNKIT_RETURN_IF_ERROR(cuda::AccumulateScoreRows(dev, flat, per_row, S, fresh, prev));
+    } else {
+      const at::Tensor t = flat.contiguous();
+      const float* a = t.data_ptr<float>();
+      double* p = dev.data_ptr<double>();
+      std::vector<double> sum;
+      for (int r = 0; r < rows; ++r) {
+        sum.assign(fresh[r], 0.0);
+        AddRowsInto(sum.data(), a + r * per_row * K + S, K, per_row, fresh[r]);
+        double* dst = p + r * dev.size(1);
+        for (int64_t i = 0; i < prev[r]; ++i) sum[i] += dst[i];
+        std::copy(sum.begin(), sum.end(), dst);
+      }
+    }
+    state.device_sizes = fresh;
+    state.scores_on_device = true;
+    return added;
+  }
+
+  absl::Status TrackingError(int64_t fresh, int64_t prev) const {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the attention covers ", fresh + options_.start_tokens,
+        " cached tokens but the policy tracks ", prev + options_.start_tokens,
+        ": select after every observed step (attnkit_eviction_policy_select) and drop the "
+        "tokens it evicts"));
+  }
+
   // Sums the attention of every head of each row over the observed queries, positions S.. only,
   // straight from the float tensor ([H, K] or [H, r, K]) into the row sums.
   std::vector<std::vector<double>> SumIntoRows(const at::Tensor& source,

@@ -22,7 +22,14 @@ struct LayerScores {
   bool observed = false;
   std::vector<std::vector<double>> scores;    // [rows][n]
   std::vector<std::vector<double>> counters;  // [rows][n] (normalize_scores)
-  at::Tensor window;                          // R-KV: [H, rows, K] recent attention rows
+  // H2O/SnapKV scores kept where the attention is observed (a CUDA session's device; see
+  // ScoresFollowObservation) between evictions, so a decode step copies nothing to the host:
+  // float64 [rows, capacity], row r's first device_sizes[r] entries are its scores. While
+  // scores_on_device, `scores` is stale; ScoresToHost() brings them back.
+  at::Tensor device_scores;
+  std::vector<int64_t> device_sizes;
+  bool scores_on_device = false;
+  at::Tensor window;  // R-KV: [H, rows, K] recent attention rows
   // EXPECTED_ATTENTION: running sums over the pre-RoPE queries past the start area, per query
   // head ([H, d] and [H, d, d], float64), their count, and the position after the newest query.
   at::Tensor query_sum, query_outer;
@@ -38,6 +45,17 @@ struct LayerScores {
   bool has_preference = false;
   float preference = 0.0f;
 };
+
+// Brings scores kept on the device (LayerScores::scores_on_device) back into `scores` (one copy,
+// which waits for the device); nothing when they are on the host.
+void ScoresToHost(LayerScores& state);
+// The score rows of `state` wherever they are (a copy; for const readers such as SaveState).
+std::vector<std::vector<double>> HostScoreRows(const LayerScores& state);
+
+// Whether accumulating scorers keep their scores beside an observation on `device` rather than on
+// the host: on a CUDA device when this build has the CUDA kernels, and on the CPU only under
+// testing::SetScoresFollowObservation (which runs the same bookkeeping with host arithmetic).
+bool ScoresFollowObservation(const at::Device& device);
 
 // Shape facts every scorer needs.
 struct HeadLayout {
@@ -106,6 +124,9 @@ std::vector<double> Pool(const std::vector<double>& values, const EvictionOption
 void AddRowsInto(double* dst, const float* src, int64_t stride, int64_t count, int64_t n);
 
 namespace testing {
+// Makes accumulating scorers keep their scores in a tensor beside CPU observations too, as they do
+// beside CUDA ones (the device path's bookkeeping, checked on machines without a GPU).
+void SetScoresFollowObservation(bool on);
 // One path of AddRowsInto: 0 baseline, 1 AVX2, 2 AVX-512 (the caller checks the CPU has it).
 void AddRowsIntoPath(int path, double* dst, const float* src, int64_t stride, int64_t count,
                      int64_t n);

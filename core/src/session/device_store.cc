@@ -1,8 +1,9 @@
 // The device store: every page of a layer in one arena on the session's device, every step as
 // tensor operations there (rows appended, gathered and compacted by index), decode through the
-// fused CUDA kernel and prefill through the block-sparse engine where they apply. The policy's
-// counters live on the host, so the session copies each step's observation rows over; keys and
-// values stay on the device. On the CPU this store runs for tests only (session_testing.h).
+// fused CUDA kernel and prefill through the block-sparse engine where they apply. The decode
+// kernel writes each query head's probabilities into the observation rows on the device; H2O and
+// SnapKV add them to scores kept there (eviction::ScoresFollowObservation) and bring them to the
+// host only to select. On the CPU this store runs for tests only (session_testing.h).
 #include <algorithm>
 
 #include <ATen/Functions.h>
@@ -115,16 +116,14 @@ class DeviceStore final : public KvStore {
         const std::vector<std::vector<int64_t>> read =
             ChooseQuestPages(layer_index, sequences[i], q[i]);
         if (!observe && FusedDecodeTakes()) {
-          ATTNKIT_RETURN_IF_ERROR(
-              FusedDecode(layer_index, sequences[i], static_cast<int64_t>(i), q[i], r, &read));
+          ATTNKIT_RETURN_IF_ERROR(FusedDecode(layer_index, sequences.subspan(i, 1),
+                                              static_cast<int64_t>(i), q, r, &read));
         } else {
           QuestAttend(layer_index, sequences[i], static_cast<int64_t>(i), q[i], r, read);
         }
       }
     } else if (T <= max_decode_queries() && FusedDecodeTakes()) {
-      for (size_t i = 0; i < sequences.size(); ++i) {
-        ATTNKIT_RETURN_IF_ERROR(FusedDecode(layer_index, sequences[i], i, q[i], r));
-      }
+      ATTNKIT_RETURN_IF_ERROR(FusedDecode(layer_index, sequences, 0, q, r));
     } else if (engine != nullptr && EqualLengths(layer, sequences) && T > 1) {
       for (size_t i = 0; i < sequences.size(); ++i) {
         ATTNKIT_RETURN_IF_ERROR(
@@ -198,30 +197,35 @@ class DeviceStore final : public KvStore {
            o.scale > 0;
   }
 
-  // One decode token of sequence b (row i of the result) through cuda::PagedDecodeAttention over
-  // the arena's pages.
-  // With a policy observing, every query head gets its own row of page pointers (its kv head's
-  // pages), so the kernel's score rows are the per-head probabilities the policy reads.
-  // With `read` (Quest, no observation): kv head h's table row holds only the pages at slots
-  // read[h] (ascending, so a partial last page stays last) and its length is their tokens.
-  absl::Status FusedDecode(int layer_index, int64_t b, int64_t i, const at::Tensor& q_b,
-                           StepResult& r, const std::vector<std::vector<int64_t>>* read = nullptr) {
+  // One decode token of each of `sequences` (rows first_row.. of q [S, H, 1, d] and of the
+  // result) through one cuda::PagedDecodeAttention call over the arena's pages: the kernel's kv
+  // head rows are (sequence, kv head) pairs and its query rows (sequence, query head) pairs, so a
+  // batch of ragged sequences is one launch.
+  // With a policy observing, the kernel writes each query head's own probabilities (score rows
+  // [H, max_len] per sequence) into the observation rows, what the policy reads.
+  // With `read` (Quest, one sequence, no observation): kv head h's table row holds only the pages
+  // at slots read[h] (ascending, so a partial last page stays last) and its length is their tokens.
+  absl::Status FusedDecode(int layer_index, absl::Span<const int64_t> sequences, int64_t first_row,
+                           const at::Tensor& q, StepResult& r,
+                           const std::vector<std::vector<int64_t>>* read = nullptr) {
     const SessionOptions& o = *context_.options;
     const Layer& layer = layers_[layer_index];
     const ArenaPagePool& pool = *pools_[layer_index];
-    const int64_t G = o.num_heads / o.num_kv_heads;
     const bool observe = r.window_rows.defined() || r.column_sums.defined();
-    const int64_t rows = observe ? o.num_heads : o.num_kv_heads;
+    const int64_t S = static_cast<int64_t>(sequences.size()), Hkv = o.num_kv_heads;
+    const int64_t rows = S * Hkv;
     int64_t max_pages = 1, max_len = 0;
-    for (int64_t h = 0; h < o.num_kv_heads; ++h) {
-      const HeadCache& cache = layer.heads[b * o.num_kv_heads + h];
-      max_pages = std::max<int64_t>(max_pages, cache.pages.size());
-      max_len = std::max(max_len, cache.length);
+    for (const int64_t b : sequences) {
+      for (int64_t h = 0; h < Hkv; ++h) {
+        const HeadCache& cache = layer.heads[b * Hkv + h];
+        max_pages = std::max<int64_t>(max_pages, cache.pages.size());
+        max_len = std::max(max_len, cache.length);
+      }
     }
     // The page pointers [rows, max_pages], then the lengths [rows]: one transfer.
     std::vector<int64_t> table(rows * (max_pages + 1), 0);
     for (int64_t row = 0; row < rows; ++row) {
-      const HeadCache& cache = layer.heads[b * o.num_kv_heads + (observe ? row / G : row)];
+      const HeadCache& cache = layer.heads[sequences[row / Hkv] * Hkv + row % Hkv];
       if (read != nullptr && !observe) {
         const std::vector<int64_t>& slots = (*read)[row];
         for (size_t p = 0; p < slots.size(); ++p) {
@@ -249,16 +253,27 @@ class DeviceStore final : public KvStore {
     cache.page_size = o.page_size;
     cache.head_dim = o.head_dim;
     cache.dtype = pool.dtype();
+    // The kernel adds the probabilities straight into the observation rows (zeros from
+    // MakeResult): the window's one row, else the column sums; [S * H, longest cache].
     at::Tensor scores;
     if (observe) {
-      scores = at::zeros({rows, max_len}, at::TensorOptions().dtype(at::kFloat).device(device_));
+      const at::Tensor rows_of = r.window_rows.defined()
+                                     ? r.window_rows.narrow(0, first_row, S).select(2, 0)
+                                     : r.column_sums.narrow(0, first_row, S);
+      scores = rows_of.view({S * o.num_heads, rows_of.size(2)});  // a view: the kernel writes it
+      if (scores.size(1) != max_len) scores = scores.narrow(1, 0, max_len);
     }
+    const at::Tensor q_rows =
+        q.narrow(0, first_row, S).select(2, 0).reshape({S * o.num_heads, o.head_dim});
     ATTNKIT_ASSIGN_OR_RETURN(at::Tensor step,
-                             cuda::PagedDecodeAttention(q_b.select(1, 0).to(pool.dtype()), cache,
-                                                        o.scale, observe ? &scores : nullptr));
-    r.out[i].select(1, 0).copy_(step);
-    if (r.window_rows.defined()) r.window_rows[i].select(1, 0).narrow(1, 0, max_len).copy_(scores);
-    if (r.column_sums.defined()) r.column_sums[i].narrow(1, 0, max_len).copy_(scores);
+                             cuda::PagedDecodeAttention(q_rows.to(pool.dtype()), cache, o.scale,
+                                                        observe ? &scores : nullptr));
+    r.out.narrow(0, first_row, S).select(2, 0).copy_(step.view({S, o.num_heads, o.head_dim}));
+    if (r.window_rows.defined() && r.column_sums.defined()) {
+      r.column_sums.narrow(0, first_row, S)
+          .narrow(2, 0, max_len)
+          .copy_(r.window_rows.narrow(0, first_row, S).select(2, 0).narrow(2, 0, max_len));
+    }
     return absl::OkStatus();
   }
 

@@ -40,7 +40,7 @@ TEST_P(PagedDecodeCuda, MatchesReference) {
   at::Tensor q = at::randn({H, d}, o).to(dtype) * 2;
   at::Tensor scores0 = at::rand({Hkv, max_len + 5}, o);
   at::Tensor scores = scores0.clone();
-  std::vector<at::Tensor> ref_out(H), ref_scores(Hkv);
+  std::vector<at::Tensor> ref_out(H), ref_scores(Hkv), ref_head_probs(Hkv);
   int64_t next = 0;
   for (int64_t g = 0; g < Hkv; ++g) {
     const int64_t n_pages = (lengths[g] + page_size - 1) / page_size;
@@ -56,6 +56,7 @@ TEST_P(PagedDecodeCuda, MatchesReference) {
     if (lengths[g] == 0) {
       for (int64_t i = 0; i < group; ++i) ref_out[g * group + i] = at::zeros({d}, o);
       ref_scores[g] = at::zeros({0}, o);
+      ref_head_probs[g] = at::zeros({group, 0}, o);
       continue;
     }
     auto ref = cuda::DenseDecodeReference(qg, at::cat(ks).unsqueeze(0), at::cat(vs).unsqueeze(0),
@@ -63,6 +64,9 @@ TEST_P(PagedDecodeCuda, MatchesReference) {
     ASSERT_TRUE(ref.ok());
     for (int64_t i = 0; i < group; ++i) ref_out[g * group + i] = ref->first[i];
     ref_scores[g] = ref->second[0];
+    // Each query head's own probabilities (the per-head score rows).
+    ref_head_probs[g] = at::softmax(
+        at::matmul(qg.to(at::kFloat), at::cat(ks).to(at::kFloat).t()) / std::sqrt(double(d)), -1);
   }
   cuda::PagedCache cache;
   cache.page_ptrs = ptrs.to(at::kCUDA);
@@ -87,6 +91,21 @@ TEST_P(PagedDecodeCuda, MatchesReference) {
     EXPECT_TRUE(at::equal(scores[g].narrow(0, lengths[g], max_len + 5 - lengths[g]),
                           scores0[g].narrow(0, lengths[g], max_len + 5 - lengths[g])))
         << "scores past the cached tokens must stay";
+  }
+  // Per query head: a scores tensor of H rows takes each head's own probabilities.
+  if (group > 1) {
+    at::Tensor head0 = at::rand({H, max_len + 3}, o), head = head0.clone();
+    auto out2 = cuda::PagedDecodeAttention(q, cache, 1 / std::sqrt(double(d)), &head, split_tokens);
+    ASSERT_TRUE(out2.ok()) << out2.status();
+    EXPECT_TRUE(at::equal(*out2, *out)) << "the output does not depend on the score layout";
+    for (int64_t g = 0; g < Hkv; ++g) {
+      const at::Tensor added = (head - head0).narrow(0, g * group, group);
+      EXPECT_LT(MaxAbsError(added.narrow(1, 0, lengths[g]), ref_head_probs[g]), 2e-4) << g;
+      EXPECT_TRUE(at::equal(
+          head.narrow(0, g * group, group).narrow(1, lengths[g], max_len + 3 - lengths[g]),
+          head0.narrow(0, g * group, group).narrow(1, lengths[g], max_len + 3 - lengths[g])))
+          << "scores past the cached tokens must stay";
+    }
   }
 #endif
 }

@@ -12,6 +12,7 @@
 
 #include "attnkit/config_parser.h"
 #include "attnkit/session/session.h"
+#include "eviction/scorers.h"
 #include "session/session_testing.h"
 
 namespace attnkit {
@@ -93,9 +94,12 @@ std::vector<Config> Configs() {
   };
 }
 
-TEST(SessionTensorPath, MatchesTheHostPath) {
+// With `follow`, the tensor path's H2O/SnapKV scores stay beside its observations between
+// evictions (eviction::ScoresFollowObservation), as a CUDA session's do.
+void ExpectTensorPathMatchesHostPath(bool follow) {
+  eviction::testing::SetScoresFollowObservation(follow);
   for (const Config& c : Configs()) {
-    SCOPED_TRACE(c.name);
+    SCOPED_TRACE(std::string(c.name) + (follow ? " (scores beside the observations)" : ""));
     auto options = ParseSessionConfig(c.text, /*is_text=*/true);
     ASSERT_TRUE(options.ok()) << options.status();
     auto host = Session::Create(*options);
@@ -148,6 +152,13 @@ TEST(SessionTensorPath, MatchesTheHostPath) {
     ASSERT_TRUE((*tensors)->Attend(0, q, k, v, b2).ok());
     EXPECT_LT((a2 - b2).abs().max().item<float>(), c.tolerance);
   }
+  eviction::testing::SetScoresFollowObservation(false);
+}
+
+TEST(SessionTensorPath, MatchesTheHostPath) { ExpectTensorPathMatchesHostPath(false); }
+
+TEST(SessionTensorPath, MatchesTheHostPathWithScoresBesideObservations) {
+  ExpectTensorPathMatchesHostPath(true);
 }
 
 TEST(SessionTensorPath, TestingEntryIsCpuOnly) {
