@@ -227,6 +227,8 @@ struct SessionOptions {
   KvFormatOptions kv_format;
   HeadSplitOptions head_split;
   SparseDecodeOptions sparse_decode;
+  // Attention calls skip the NaN/infinity check of q, k and v (SessionConfig.skip_finite_check).
+  bool skip_finite_check = false;
   // The binary attnkit.v1.SessionConfig these options were parsed from (ParseSessionConfig sets
   // it): what Session::Save() writes into a blob and Load() compares with. Empty for options built
   // in code; such sessions can be forked but not saved or loaded.

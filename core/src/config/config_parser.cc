@@ -715,6 +715,7 @@ absl::StatusOr<SessionOptions> ConvertSession(const pb::SessionConfig& c) {
   o.sparse_decode.start_pages = c.sparse_decode().start_pages();
   o.sparse_decode.recent_pages = c.sparse_decode().recent_pages();
   o.sparse_decode.dense_layers = c.sparse_decode().dense_layers();
+  o.skip_finite_check = c.skip_finite_check();
   if (c.has_head_split()) {
     // The shape first: the split's counts are checked against it.
     ATTNKIT_RETURN_IF_ERROR(ValidateSession(o, /*check_eviction=*/c.has_eviction()));

@@ -172,7 +172,7 @@ class SessionImpl : public Session {
     const bool everyone = static_cast<int64_t>(active.size()) == options_.batch_size;
     const at::Tensor index = everyone ? at::Tensor() : at::tensor(active, at::kLong);
     const at::Tensor q_active = everyone ? q : q.index_select(0, index.to(q.device()));
-    if (!at::isfinite(q_active).all().item<bool>()) {
+    if (!options_.skip_finite_check && !at::isfinite(q_active).all().item<bool>()) {
       return absl::InvalidArgumentError("q: contains NaN or infinity");
     }
     const int64_t T = q.size(2);
@@ -350,7 +350,9 @@ class SessionImpl : public Session {
     }
     ATTNKIT_RETURN_IF_ERROR(CheckStepTokens(layer, counts));
     const bool full = std::all_of(counts.begin(), counts.end(), [&](int64_t n) { return n == T; });
-    if (full) {
+    if (o.skip_finite_check) {
+      // The caller vouches for its inputs (SessionConfig.skip_finite_check).
+    } else if (full) {
       ATTNKIT_RETURN_IF_ERROR(CheckFinite(q, k, v));
     } else {
       for (int64_t b = 0; b < o.batch_size; ++b) {

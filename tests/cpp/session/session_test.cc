@@ -536,6 +536,25 @@ TEST(SessionTest, BadInputIsRejectedWithClearErrors) {
   EXPECT_EQ(session->Stats().tokens_held, 0);
 }
 
+TEST(SessionTest, SkipFiniteCheckTakesNonFiniteInputs) {
+  // skip_finite_check: the caller vouches for its inputs, so a NaN is not looked for; it reaches
+  // the cache (and that call's output), and the shape checks still run.
+  auto options = ParseSessionConfig(std::string(kShape) + " skip_finite_check: true", true);
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_TRUE(options->skip_finite_check);
+  auto session = Session::Create(*options);
+  ASSERT_TRUE(session.ok()) << session.status();
+  at::Tensor q = at::randn({1, 4, 3, 16}), k = at::randn({1, 2, 3, 16}),
+             v = at::randn({1, 2, 3, 16});
+  at::Tensor out = at::empty_like(q);
+  v[0][1][0][3] = NAN;
+  ASSERT_TRUE((*session)->Attend(0, q, k, v, out).ok());
+  EXPECT_TRUE(at::isnan(out).any().item<bool>());
+  EXPECT_EQ((*session)->Stats().tokens_held, 3 * 2);
+  EXPECT_EQ((*session)->Attend(0, q, at::randn({1, 2, 4, 16}), v, out).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(SessionTest, RerotatedKeysEqualKeysRotatedAtTheirNewPositions) {
   RopeOptions rope;
   rope.theta = 10000;
