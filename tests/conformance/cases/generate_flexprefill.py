@@ -20,8 +20,9 @@ Run it where Triton and a CUDA GPU are (the reference pools the keys with a Trit
 replaced by the same computation in PyTorch (the keys' mean over each block of tokens, the last
 block over the tokens it holds), written only with --allow-cpu-pool and marked `device: cpu` in
 the metadata: the pool sums in another order than Triton does, so a block choice that hangs on
-the last bit could differ. The committed cases were written this way (no GPU could be had when
-they were made); regenerate them with --device cuda where one is.
+the last bit could differ. The committed cases were written with --device cuda on an H100
+(PyTorch 2.11, Triton); the earlier CPU-pool cases chose the same blocks in all eight (outputs
+within 7.2e-7).
 
 Reference quirks the cases keep (docs/algorithms.md, FlexPrefill):
   - the vertical and slash token counts are divided by 128 whatever the block size
