@@ -403,14 +403,87 @@ int Run(const std::vector<std::string>& args) {
     result.Add("decode_speedup_2k_vs_dense", dense_ms / fused_b_ms);
     result.Add("decode_kv_bytes_full", bytes);
 
+    // Batched decode: 64 sequences of 2K to 32K tokens (evenly spread) in one
+    // PagedDecodeAttention call (what a CUDA session's decode step over a batch launches): kv
+    // head rows are (sequence, kv head) pairs, query rows (sequence, query head) pairs.
+    {
+      constexpr int64_t kSequences = 64;
+      std::vector<int64_t> seq_len(kSequences), first_page(kSequences);
+      int64_t total_pages = 0, total_tokens = 0, longest = 0;
+      for (int64_t s = 0; s < kSequences; ++s) {
+        seq_len[s] = 2048 + (32768 - 2048) * s / (kSequences - 1);
+        first_page[s] = total_pages;
+        total_pages += kKvHeads * ((seq_len[s] + page - 1) / page);
+        total_tokens += seq_len[s];
+        longest = std::max(longest, seq_len[s]);
+      }
+      at::Tensor pool = at::empty({total_pages, 2, page, kDim}, opts);
+      pool.normal_();
+      const int64_t max_pages = (longest + page - 1) / page;
+      at::Tensor ptrs = at::zeros({kSequences * kKvHeads, max_pages}, at::kLong);
+      at::Tensor lens = at::zeros({kSequences * kKvHeads}, at::kInt);
+      const int64_t page_bytes = 2 * page * kDim * 2;
+      const auto base = reinterpret_cast<int64_t>(pool.data_ptr());
+      for (int64_t s = 0; s < kSequences; ++s) {
+        const int64_t pages = (seq_len[s] + page - 1) / page;
+        for (int64_t h = 0; h < kKvHeads; ++h) {
+          const int64_t row = s * kKvHeads + h;
+          lens[row] = static_cast<int>(seq_len[s]);
+          ptrs[row].narrow(0, 0, pages).copy_(
+              at::arange(pages, at::TensorOptions().dtype(at::kLong))
+                  .add_(first_page[s] + h * pages)
+                  .mul_(page_bytes)
+                  .add_(base));
+        }
+      }
+      cuda::PagedCache batch;
+      batch.page_ptrs = ptrs.to(dev);
+      batch.lengths = lens.to(dev);
+      batch.max_length = longest;
+      batch.page_size = page;
+      batch.head_dim = kDim;
+      batch.dtype = at::kBFloat16;
+      const at::Tensor qb = at::randn({kSequences * kHeads, kDim}, opts);
+      const double batch_ms = GpuMsBatched(
+          [&] { Must(cuda::PagedDecodeAttention(qb, batch, scale), "batched decode"); }, 11, 10);
+      const double batch_bytes = static_cast<double>(total_tokens) * kKvHeads * kDim * 2 * 2;
+      const double batch_gbps = batch_bytes / (batch_ms * 1e-3) / 1e9;
+      // The same step as one call per sequence (what a loop over sequences would launch).
+      std::vector<cuda::PagedCache> one(kSequences);
+      for (int64_t s = 0; s < kSequences; ++s) {
+        one[s] = batch;
+        one[s].page_ptrs = batch.page_ptrs.narrow(0, s * kKvHeads, kKvHeads);
+        one[s].lengths = batch.lengths.narrow(0, s * kKvHeads, kKvHeads);
+        one[s].max_length = seq_len[s];
+      }
+      const double per_seq_ms = GpuMsBatched(
+          [&] {
+            for (int64_t s = 0; s < kSequences; ++s) {
+              Must(cuda::PagedDecodeAttention(qb.narrow(0, s * kHeads, kHeads), one[s], scale),
+                   "per-sequence decode");
+            }
+          },
+          5, 4);
+      std::printf(
+          "batched decode, %lld sequences of 2K-32K tokens (%lld tokens, %.2f GB of K/V): one "
+          "call %.3f ms = %.0f GB/s = %.1f %% of peak; one call per sequence %.3f ms\n",
+          static_cast<long long>(kSequences), static_cast<long long>(total_tokens),
+          batch_bytes / 1e9, batch_ms, batch_gbps, 100 * batch_gbps / peak_gbps, per_seq_ms);
+      result.Add("batched_decode_sequences", static_cast<double>(kSequences));
+      result.Add("batched_decode_ms", batch_ms);
+      result.Add("batched_decode_gbps", batch_gbps);
+      result.Add("batched_decode_frac_of_peak", batch_gbps / peak_gbps);
+      result.Add("batched_decode_per_sequence_calls_ms", per_seq_ms);
+    }
+
     // The same step through a CUDA Session (what a generation loop calls): the 32K prompt's
     // prefill, then decode steps with the full cache and with SnapKV at a 2K budget (the
     // policy's counters and selection on the host, the cache and attention on the device).
     // Host-clock times around 20 steps, one layer, synchronized at the ends.
-    const std::string shape =
-        absl::StrCat("device: CUDA device_index: ", static_cast<int>(dev.index()),
-                     " num_layers: 1 num_heads: ", kHeads, " num_kv_heads: ", kKvHeads,
-                     " head_dim: ", kDim, " dtype: BFLOAT16 page_size: ", page, " ");
+    const std::string shape = absl::StrCat(
+        "device: CUDA device_index: ", static_cast<int>(dev.index()),
+        " num_layers: 1 num_heads: ", kHeads, " num_kv_heads: ", kKvHeads, " head_dim: ", kDim,
+        " dtype: BFLOAT16 page_size: ", page, " skip_finite_check: true ");
     const std::string snapkv =
         "eviction { enabled: true algorithm: SNAPKV granularity: PER_TOKEN start_tokens: 64 "
         "intermediate_tokens: 1856 recent_tokens: 128 window_size: 32 }";
@@ -427,13 +500,24 @@ int Run(const std::vector<std::string>& args) {
     };
     // [0] full cache, [1] SnapKV 2K, [2] Quest sparse decode reading 2K tokens per kv head (the
     // device store's tensor path: bounds on the device, the choice on the host, attention over
-    // the gathered rows).
+    // the gathered rows), [3] SnapKV 2K evicting a page's worth (64 tokens) every 64th step
+    // (schedule.interval_steps), [4] the full cache with the input check (the default; [0]-[3]
+    // skip it: skip_finite_check). 128 steps each, so [3] evicts twice in the timed steps.
     const std::string quest = "sparse_decode { token_budget: 2048 }";
-    double session_ms[3] = {0, 0, 0}, prefill_ms[3] = {0, 0, 0}, policy_ms[3] = {0, 0, 0};
-    int64_t held[3] = {0, 0, 0};
-    for (int with_policy = 0; with_policy < 3; ++with_policy) {
-      const std::string extra = with_policy == 1 ? snapkv : with_policy == 2 ? quest : "";
+    const std::string snapkv_paged =
+        "eviction { enabled: true algorithm: SNAPKV granularity: PER_TOKEN start_tokens: 64 "
+        "intermediate_tokens: 1856 recent_tokens: 128 window_size: 32 "
+        "schedule { interval_steps: 64 } }";
+    constexpr int kSteps = 128;
+    double session_ms[5] = {}, prefill_ms[5] = {}, policy_ms[5] = {};
+    int64_t held[5] = {};
+    for (int with_policy = 0; with_policy < 5; ++with_policy) {
+      const std::string extra = with_policy == 1   ? snapkv
+                                : with_policy == 2 ? quest
+                                : with_policy == 3 ? snapkv_paged
+                                                   : "";
       auto options = Must(ParseSessionConfig(shape + extra, true), "config");
+      if (with_policy == 4) options.skip_finite_check = false;
       auto session = Must(Session::Create(options), "session");
       cudaDeviceSynchronize();
       auto t0 = std::chrono::steady_clock::now();
@@ -446,12 +530,12 @@ int Run(const std::vector<std::string>& args) {
       cudaDeviceSynchronize();
       const double policy_before = session->Stats().policy_seconds;
       auto t1 = std::chrono::steady_clock::now();
-      for (int i = 0; i < kBatch; ++i) {
+      for (int i = 0; i < kSteps; ++i) {
         if (!session->Attend(0, q1, k1, v1, step_out).ok()) return 1;
       }
       cudaDeviceSynchronize();
-      session_ms[with_policy] = since(t1) / kBatch;
-      policy_ms[with_policy] = 1e3 * (session->Stats().policy_seconds - policy_before) / kBatch;
+      session_ms[with_policy] = since(t1) / kSteps;
+      policy_ms[with_policy] = 1e3 * (session->Stats().policy_seconds - policy_before) / kSteps;
       held[with_policy] = session->BytesHeld();
     }
     std::printf(
@@ -465,6 +549,8 @@ int Run(const std::vector<std::string>& args) {
     result.Add("session_decode_full_ms", session_ms[0]);
     result.Add("session_decode_snapkv2k_ms", session_ms[1]);
     result.Add("session_decode_snapkv2k_policy_ms", policy_ms[1]);
+    result.Add("session_decode_snapkv2k_policy_share", policy_ms[1] / session_ms[1]);
+    result.Add("session_decode_snapkv2k_over_full", session_ms[1] / session_ms[0]);
     result.Add("session_decode_speedup_snapkv2k_vs_dense", dense_ms / session_ms[1]);
     result.Add("session_prefill_full_ms", prefill_ms[0]);
     result.Add("session_prefill_snapkv_ms", prefill_ms[1]);
@@ -476,6 +562,16 @@ int Run(const std::vector<std::string>& args) {
         session_ms[2], session_ms[2] / session_ms[0]);
     result.Add("session_decode_quest2k_ms", session_ms[2]);
     result.Add("session_decode_quest2k_over_full", session_ms[2] / session_ms[0]);
+    std::printf(
+        "session decode, SnapKV 2K evicting 64 tokens every 64th step: %.3f ms/step (%.2fx the "
+        "full cache's; policy %.3f ms/step)\n",
+        session_ms[3], session_ms[3] / session_ms[0], policy_ms[3]);
+    result.Add("session_decode_snapkv2k_paged_ms", session_ms[3]);
+    result.Add("session_decode_snapkv2k_paged_policy_ms", policy_ms[3]);
+    result.Add("session_decode_snapkv2k_paged_over_full", session_ms[3] / session_ms[0]);
+    std::printf("session decode, full cache with the finite check of the inputs: %.3f ms/step\n",
+                session_ms[4]);
+    result.Add("session_decode_full_checked_ms", session_ms[4]);
   }
   result.Print();
   return 0;
