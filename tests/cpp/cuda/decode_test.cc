@@ -100,7 +100,9 @@ TEST_P(PagedDecodeCuda, MatchesReference) {
     EXPECT_TRUE(at::equal(*out2, *out)) << "the output does not depend on the score layout";
     for (int64_t g = 0; g < Hkv; ++g) {
       const at::Tensor added = (head - head0).narrow(0, g * group, group);
-      EXPECT_LT(MaxAbsError(added.narrow(1, 0, lengths[g]), ref_head_probs[g]), 2e-4) << g;
+      if (lengths[g] > 0) {
+        EXPECT_LT(MaxAbsError(added.narrow(1, 0, lengths[g]), ref_head_probs[g]), 2e-4) << g;
+      }
       EXPECT_TRUE(at::equal(
           head.narrow(0, g * group, group).narrow(1, lengths[g], max_len + 3 - lengths[g]),
           head0.narrow(0, g * group, group).narrow(1, lengths[g], max_len + 3 - lengths[g])))
