@@ -429,11 +429,12 @@ int Run(const std::vector<std::string>& args) {
         for (int64_t h = 0; h < kKvHeads; ++h) {
           const int64_t row = s * kKvHeads + h;
           lens[row] = static_cast<int>(seq_len[s]);
-          ptrs[row].narrow(0, 0, pages).copy_(
-              at::arange(pages, at::TensorOptions().dtype(at::kLong))
-                  .add_(first_page[s] + h * pages)
-                  .mul_(page_bytes)
-                  .add_(base));
+          ptrs[row]
+              .narrow(0, 0, pages)
+              .copy_(at::arange(pages, at::TensorOptions().dtype(at::kLong))
+                         .add_(first_page[s] + h * pages)
+                         .mul_(page_bytes)
+                         .add_(base));
         }
       }
       cuda::PagedCache batch;
