@@ -38,9 +38,9 @@ class EvictionPolicyImpl : public EvictionPolicy {
         scorer_(eviction::MakeScorer(options, layout)),
         layers_(num_layers),
         intermediate_(IntermediateBudgets(options, num_layers)),
-        cake_budget_(options.allocator == BudgetAllocator::kCake ? num_layers : 0, -1),
         tokens_seen_(num_layers, 0),
-        rng_(options.seed) {}
+        rng_(options.seed),
+        cake_budget_(options.allocator == BudgetAllocator::kCake ? num_layers : 0, -1) {}
 
   const EvictionOptions& options() const override { return options_; }
   int num_layers() const override { return static_cast<int>(layers_.size()); }
