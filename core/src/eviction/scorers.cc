@@ -355,12 +355,12 @@ class AccumulatingScorer : public Scorer {
       added[r] = fresh[r] - prev[r];
     }
     const int64_t needed = *std::max_element(fresh.begin(), fresh.end());
+    const int64_t capacity = needed + needed / 2 + 64;  // room to grow by decode steps
     at::Tensor& dev = state.device_scores;
     const at::TensorOptions doubles = at::TensorOptions().dtype(at::kDouble);
     if (!state.scores_on_device) {
       // The host's scores (after an eviction, the prompt's pooled observation or a load) move
-      // beside the observation in one copy, with room to grow.
-      const int64_t capacity = needed + needed / 2 + 64;
+      // beside the observation in one copy.
       at::Tensor host = at::zeros({rows, capacity}, doubles.pinned_memory(source.is_cuda()));
       double* p = host.data_ptr<double>();
       for (int r = 0; r < rows; ++r) {
@@ -370,25 +370,22 @@ class AccumulatingScorer : public Scorer {
       dev = source.is_cpu() ? host : host.to(source.device(), /*non_blocking=*/true);
       state.scores.assign(rows, {});
     } else if (dev.size(1) < needed) {
-      at::Tensor grown = at::zeros({rows, needed + needed / 2 + 64}, doubles.device(dev.device()));
+      at::Tensor grown = at::zeros({rows, capacity}, doubles.device(dev.device()));
       grown.narrow(1, 0, dev.size(1)).copy_(dev);
       dev = grown;
     }
-    const at::Tensor flat = source.to(at::kFloat).reshape({H * R, K});
-    const int64_t per_row = H * R / rows;
     if (source.is_cuda()) {
-      ATTNKIT_RETURN_IF_ERROR(cuda::AccumulateScoreRows(dev, flat, per_row, S, fresh, prev));
+      const at::Tensor flat = source.to(at::kFloat).reshape({H * R, K});
+      ATTNKIT_RETURN_IF_ERROR(cuda::AccumulateScoreRows(dev, flat, H * R / rows, S, fresh, prev));
     } else {
-      const at::Tensor t = flat.contiguous();
-      const float* a = t.data_ptr<float>();
+      // The host path's sums, then the previous scores added in place.
+      const std::vector<std::vector<double>> sums = SumIntoRows(source, row_lengths);
       double* p = dev.data_ptr<double>();
-      std::vector<double> sum;
       for (int r = 0; r < rows; ++r) {
-        sum.assign(fresh[r], 0.0);
-        AddRowsInto(sum.data(), a + r * per_row * K + S, K, per_row, fresh[r]);
         double* dst = p + r * dev.size(1);
-        for (int64_t i = 0; i < prev[r]; ++i) sum[i] += dst[i];
-        std::copy(sum.begin(), sum.end(), dst);
+        for (int64_t i = 0; i < fresh[r]; ++i) {
+          dst[i] = i < prev[r] ? sums[r][i] + dst[i] : sums[r][i];
+        }
       }
     }
     state.device_sizes = fresh;
