@@ -449,6 +449,16 @@ int Run(const std::vector<std::string>& args) {
           [&] { Must(cuda::PagedDecodeAttention(qb, batch, scale), "batched decode"); }, 11, 10);
       const double batch_bytes = static_cast<double>(total_tokens) * kKvHeads * kDim * 2 * 2;
       const double batch_gbps = batch_bytes / (batch_ms * 1e-3) / 1e9;
+      // The same call with each sequence choosing its own split size (what a session's batched
+      // step does, so that a sequence's bits do not depend on the others).
+      cuda::PagedCache invariant = batch;
+      invariant.rows_per_sequence = kKvHeads;
+      const double invariant_ms = GpuMsBatched(
+          [&] { Must(cuda::PagedDecodeAttention(qb, invariant, scale), "batched decode"); }, 11,
+          10);
+      result.Add("batched_decode_invariant_ms", invariant_ms);
+      result.Add("batched_decode_invariant_frac_of_peak",
+                 batch_bytes / (invariant_ms * 1e-3) / 1e9 / peak_gbps);
       // The same step as one call per sequence (what a loop over sequences would launch).
       std::vector<cuda::PagedCache> one(kSequences);
       for (int64_t s = 0; s < kSequences; ++s) {
@@ -510,7 +520,7 @@ int Run(const std::vector<std::string>& args) {
         "intermediate_tokens: 1856 recent_tokens: 128 window_size: 32 "
         "schedule { interval_steps: 64 } }";
     constexpr int kSteps = 128;
-    double session_ms[5] = {}, prefill_ms[5] = {}, policy_ms[5] = {};
+    double session_ms[5] = {}, prefill_ms[5] = {}, policy_ms[5] = {}, issue_ms[5] = {};
     int64_t held[5] = {};
     for (int with_policy = 0; with_policy < 5; ++with_policy) {
       const std::string extra = with_policy == 1   ? snapkv
@@ -534,6 +544,7 @@ int Run(const std::vector<std::string>& args) {
       for (int i = 0; i < kSteps; ++i) {
         if (!session->Attend(0, q1, k1, v1, step_out).ok()) return 1;
       }
+      issue_ms[with_policy] = since(t1) / kSteps;  // the host's part: launched, not finished
       cudaDeviceSynchronize();
       session_ms[with_policy] = since(t1) / kSteps;
       policy_ms[with_policy] = 1e3 * (session->Stats().policy_seconds - policy_before) / kSteps;
@@ -548,6 +559,11 @@ int Run(const std::vector<std::string>& args) {
         static_cast<long long>(L), prefill_ms[0], prefill_ms[1], static_cast<long long>(held[0]),
         static_cast<long long>(held[1]));
     result.Add("session_decode_full_ms", session_ms[0]);
+    // Host time to issue a step (before the closing synchronization): equal to the step when the
+    // host bounds it, less when the device does.
+    result.Add("session_decode_full_issue_ms", issue_ms[0]);
+    result.Add("session_decode_snapkv2k_issue_ms", issue_ms[1]);
+    result.Add("session_decode_snapkv2k_paged_issue_ms", issue_ms[3]);
     result.Add("session_decode_snapkv2k_ms", session_ms[1]);
     result.Add("session_decode_snapkv2k_policy_ms", policy_ms[1]);
     result.Add("session_decode_snapkv2k_policy_share", policy_ms[1] / session_ms[1]);

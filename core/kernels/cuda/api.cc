@@ -326,12 +326,14 @@ absl::StatusOr<at::Tensor> XAttentionEstimate(const at::Tensor& q_in, const at::
 
 absl::StatusOr<at::Tensor> PagedDecodeAttention(const at::Tensor& q_in, const PagedCache& cache,
                                                 double scale, at::Tensor* scores,
-                                                int64_t split_tokens) {
+                                                int64_t split_tokens, const at::Tensor* out_in) {
   if (!q_in.defined()) return absl::InvalidArgumentError("q is undefined");
   const at::Device device = q_in.device();
+  const bool by_id = !cache.page_ptrs.defined();
+  const at::Tensor& pp = by_id ? cache.page_ids : cache.page_ptrs;
+  const char* table_name = by_id ? "cache.page_ids" : "cache.page_ptrs";
   if (absl::Status st = CheckAllCuda(
-          {{&q_in, "q"}, {&cache.page_ptrs, "cache.page_ptrs"}, {&cache.lengths, "cache.lengths"}},
-          device);
+          {{&q_in, "q"}, {&pp, table_name}, {&cache.lengths, "cache.lengths"}}, device);
       !st.ok())
     return st;
   auto dtype = KernelDType(q_in, "q");
@@ -344,12 +346,21 @@ absl::StatusOr<at::Tensor> PagedDecodeAttention(const at::Tensor& q_in, const Pa
   const int64_t H = q_in.size(0), d = cache.head_dim;
   if (d != 64 && d != 128)
     return absl::InvalidArgumentError(absl::StrCat("head dim must be 64 or 128, got ", d));
-  const at::Tensor& pp = cache.page_ptrs;
-  if (pp.scalar_type() != at::kLong || pp.dim() != 2 || pp.size(0) < 1 || H % pp.size(0) != 0)
-    return absl::InvalidArgumentError(
-        absl::StrCat("cache.page_ptrs must be int64 [Hkv, max_pages] with Hkv dividing ", H,
-                     ", got ", Shape(pp)));
+  if (pp.scalar_type() != (by_id ? at::kInt : at::kLong) || pp.dim() != 2 || pp.size(0) < 1 ||
+      H % pp.size(0) != 0 || pp.stride(1) != 1)
+    return absl::InvalidArgumentError(absl::StrCat(
+        table_name, " must be ", by_id ? "int32" : "int64",
+        " [Hkv, max_pages] with unit inner stride and Hkv dividing ", H, ", got ", Shape(pp)));
   const int64_t Hkv = pp.size(0);
+  if (by_id) {
+    if (absl::Status st = CheckCuda(cache.arena, "cache.arena", device); !st.ok()) return st;
+    if (cache.arena.scalar_type() != cache.dtype || cache.arena.dim() != 2 ||
+        cache.arena.size(1) != d || !cache.arena.is_contiguous() ||
+        cache.arena.size(0) % (2 * std::max<int64_t>(cache.page_size, 1)) != 0)
+      return absl::InvalidArgumentError(
+          absl::StrCat("cache.arena must be contiguous [pages * 2 * page_size, ", d,
+                       "] in the cache's dtype, got ", Shape(cache.arena)));
+  }
   if (H / Hkv > 8) return absl::InvalidArgumentError("at most 8 query heads per kv head on CUDA");
   if (cache.lengths.scalar_type() != at::kInt || cache.lengths.dim() != 1 ||
       cache.lengths.size(0) != Hkv)
@@ -368,6 +379,20 @@ absl::StatusOr<at::Tensor> PagedDecodeAttention(const at::Tensor& q_in, const Pa
           absl::StrCat("scores must be float32 [", Hkv, " or ", H, ", >= ", cache.max_length,
                        "] with unit inner stride, got ", Shape(*scores)));
   }
+  if (out_in != nullptr) {
+    absl::Status st = CheckCuda(*out_in, "out", device);
+    if (!st.ok()) return st;
+    if ((out_in->scalar_type() != at::kFloat && out_in->scalar_type() != q_in.scalar_type()) ||
+        out_in->dim() != 2 || out_in->size(0) != H || out_in->size(1) != d ||
+        !out_in->is_contiguous())
+      return absl::InvalidArgumentError(absl::StrCat(
+          "out must be contiguous float32 or ", c10::toString(q_in.scalar_type()), " [", H, ", ", d,
+          "], got ", c10::toString(out_in->scalar_type()), " ", Shape(*out_in)));
+  }
+  if (cache.rows_per_sequence < 0 ||
+      (cache.rows_per_sequence > 0 && Hkv % cache.rows_per_sequence != 0))
+    return absl::InvalidArgumentError(absl::StrCat("cache.rows_per_sequence must be 0 or divide ",
+                                                   Hkv, ", got ", cache.rows_per_sequence));
   if (!std::isfinite(scale) || scale <= 0)
     return absl::InvalidArgumentError("scale must be finite and > 0");
   if (split_tokens < 0 || split_tokens > 1024 || split_tokens % 64 != 0)
@@ -375,16 +400,24 @@ absl::StatusOr<at::Tensor> PagedDecodeAttention(const at::Tensor& q_in, const Pa
         absl::StrCat("split_tokens must be 0 or a multiple of 64 up to 1024, got ", split_tokens));
   c10::cuda::CUDAGuard guard(device);
   const at::Tensor q = KernelLayout(q_in);
-  const at::Tensor ptrs = pp.contiguous(), lengths = cache.lengths.contiguous();
-  at::Tensor out = at::empty({H, d}, q.options().memory_format(at::MemoryFormat::Contiguous));
+  const at::Tensor table = pp.contiguous(), lengths = cache.lengths.contiguous();
+  at::Tensor out = out_in != nullptr
+                       ? *out_in
+                       : at::empty({H, d}, q.options().memory_format(at::MemoryFormat::Contiguous));
   const int64_t ws_floats = ck::DecodeWorkspaceFloats(static_cast<int>(H), static_cast<int>(d),
                                                       static_cast<int>(cache.max_length));
   at::Tensor ws = at::empty({ws_floats}, q.options().dtype(at::kFloat));
   ck::DecodeArgs a{};
   a.q = q.data_ptr();
   a.q_stride = q.stride(0);
-  a.page_ptrs = ptrs.data_ptr<int64_t>();
-  a.max_pages = static_cast<int>(ptrs.size(1));
+  if (by_id) {
+    a.page_ids = table.data_ptr<int32_t>();
+    a.page_base = static_cast<const char*>(cache.arena.data_ptr());
+    a.page_bytes = 2 * cache.page_size * d * static_cast<int64_t>(cache.arena.element_size());
+  } else {
+    a.page_ptrs = table.data_ptr<int64_t>();
+  }
+  a.max_pages = static_cast<int>(table.size(1));
   a.lengths = lengths.data_ptr<int32_t>();
   a.max_length = static_cast<int>(cache.max_length);
   a.page_size = static_cast<int>(cache.page_size);
@@ -392,16 +425,77 @@ absl::StatusOr<at::Tensor> PagedDecodeAttention(const at::Tensor& q_in, const Pa
   a.group = static_cast<int>(H / Hkv);
   a.head_dim = static_cast<int>(d);
   a.out = out.data_ptr();
+  a.out_float = out.scalar_type() == at::kFloat;
   a.scores = scores != nullptr ? scores->data_ptr<float>() : nullptr;
   a.scores_stride = scores != nullptr ? scores->stride(0) : 0;
   a.scores_per_head = scores != nullptr && scores->size(0) == H && H != Hkv;
   a.scale = static_cast<float>(scale);
   a.workspace = ws.data_ptr<float>();
   a.split_tokens = static_cast<int>(split_tokens);
+  a.seq_rows = static_cast<int>(cache.rows_per_sequence);
   const auto stream = c10::cuda::getCurrentCUDAStream(device.index()).stream();
   absl::Status st = LaunchStatus(ck::LaunchPagedDecode(a, *dtype, stream), "PagedDecodeAttention");
   if (!st.ok()) return st;
   return out;
+}
+
+absl::Status AppendPagedRows(const at::Tensor& arena, const at::Tensor& page_ids,
+                             const at::Tensor& lengths, int64_t page_size, const at::Tensor& k,
+                             const at::Tensor& v) {
+  if (!arena.defined()) return absl::InvalidArgumentError("arena is undefined");
+  const at::Device device = arena.device();
+  if (absl::Status st = CheckAllCuda(
+          {{&arena, "arena"}, {&page_ids, "page_ids"}, {&lengths, "lengths"}, {&k, "k"}, {&v, "v"}},
+          device);
+      !st.ok())
+    return st;
+  if (arena.element_size() != 2 || arena.dim() != 2 || !arena.is_contiguous() || page_size < 1 ||
+      arena.size(0) % (2 * page_size) != 0)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "arena must be contiguous 16-bit [pages * 2 * page_size, d] with page_size >= 1, got ",
+        c10::toString(arena.scalar_type()), " ", Shape(arena), " and page_size ", page_size));
+  const int64_t d = arena.size(1);
+  if (k.dim() != 4 || v.sizes() != k.sizes() || k.size(3) != d ||
+      k.scalar_type() != arena.scalar_type() || v.scalar_type() != arena.scalar_type() ||
+      k.stride(3) != 1 || v.stride(3) != 1)
+    return absl::InvalidArgumentError(
+        absl::StrCat("k and v must be [S, Hkv, T, ", d, "] in the arena's dtype (",
+                     c10::toString(arena.scalar_type()), ") with unit inner stride, got ",
+                     c10::toString(k.scalar_type()), " ", Shape(k), " and ",
+                     c10::toString(v.scalar_type()), " ", Shape(v)));
+  const int64_t R = k.size(0) * k.size(1), T = k.size(2);
+  if (page_ids.scalar_type() != at::kInt || page_ids.dim() != 2 || page_ids.size(0) != R ||
+      page_ids.stride(1) != 1)
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_ids must be int32 [", R, ", max_pages] with unit inner stride, got ",
+                     c10::toString(page_ids.scalar_type()), " ", Shape(page_ids)));
+  if (lengths.scalar_type() != at::kInt || lengths.dim() != 1 || lengths.size(0) != R ||
+      !lengths.is_contiguous())
+    return absl::InvalidArgumentError(
+        absl::StrCat("lengths must be contiguous int32 [", R, "], got ", Shape(lengths)));
+  if (R > (int64_t{1} << 30) || T > (int64_t{1} << 24))
+    return absl::InvalidArgumentError("too many rows or tokens for one append");
+  const c10::cuda::CUDAGuard guard(device);
+  ck::AppendArgs a{};
+  a.arena = arena.data_ptr();
+  a.page_ids = page_ids.data_ptr<int32_t>();
+  a.ids_stride = page_ids.stride(0);
+  a.lengths = lengths.data_ptr<int32_t>();
+  a.k = k.data_ptr();
+  a.v = v.data_ptr();
+  a.k_seq_stride = k.stride(0);
+  a.k_head_stride = k.stride(1);
+  a.k_token_stride = k.stride(2);
+  a.v_seq_stride = v.stride(0);
+  a.v_head_stride = v.stride(1);
+  a.v_token_stride = v.stride(2);
+  a.rows = static_cast<int>(R);
+  a.kv_heads = static_cast<int>(k.size(1));
+  a.tokens = static_cast<int>(T);
+  a.head_dim = static_cast<int>(d);
+  a.page_size = static_cast<int>(page_size);
+  const auto stream = c10::cuda::getCurrentCUDAStream(device.index()).stream();
+  return LaunchStatus(ck::LaunchAppendPagedRows(a, stream), "AppendPagedRows");
 }
 
 absl::StatusOr<std::pair<at::Tensor, at::Tensor>> DenseDecodeReference(const at::Tensor& q,

@@ -78,11 +78,20 @@ absl::StatusOr<at::Tensor> XAttentionEstimate(const at::Tensor& q, const at::Ten
 
 // A paged KV cache on the device, in the session's page layout (core/src/session/page_pool.h):
 // page p of kv head g starts at the device address page_ptrs[g, p] and holds page_size key rows,
-// then page_size value rows, of head_dim elements each.
+// then page_size value rows, of head_dim elements each. Instead of addresses the table may hold
+// page ids into an arena (ArenaPagePool::Rows()): page_ids[g, p] = i names the rows
+// [2 * i * page_size, 2 * (i + 1) * page_size) of `arena`; such a table stays valid when the
+// arena moves.
 struct PagedCache {
-  at::Tensor page_ptrs;    // int64 [Hkv, max_pages] on the CUDA device
+  at::Tensor page_ptrs;    // int64 [Hkv, max_pages] on the CUDA device, or undefined with:
+  at::Tensor page_ids;     // int32 [Hkv, max_pages] on the CUDA device, unit inner stride
+  at::Tensor arena;        // [pages * 2 * page_size, head_dim] in `dtype`, contiguous
   at::Tensor lengths;      // int32 [Hkv] on the CUDA device: cached tokens per kv head
   int64_t max_length = 0;  // >= every entry of lengths (host-side bound; sizes the launch)
+  // 0: the kv rows are one sequence, split by max_length. n > 0: each run of n rows is a sequence
+  // (a batched call) whose split size follows its own lengths, so its result is the one a call
+  // holding it alone gives (split_tokens 0).
+  int64_t rows_per_sequence = 0;
   int64_t page_size = 0;
   int64_t head_dim = 0;
   at::ScalarType dtype = at::kBFloat16;
@@ -94,10 +103,23 @@ struct PagedCache {
 // per-step observation of H2O-style scorers); a `scores` of H rows (H > Hkv) takes each query
 // head's own probabilities instead (scores[h, j], what the eviction policy's observation holds). At
 // most 8 query heads per kv head. `split_tokens` sets the tokens per split-K work item (a multiple
-// of 64, at most 1024); 0 picks it from the device's size (about two waves of work items).
+// of 64, at most 1024); 0 picks it from the device's size (about two waves of work items). When
+// `out` is given (float32 or q's dtype, [H, d], contiguous, on q's device) the output is written
+// there and `out` is returned.
 absl::StatusOr<at::Tensor> PagedDecodeAttention(const at::Tensor& q, const PagedCache& cache,
                                                 double scale, at::Tensor* scores = nullptr,
-                                                int64_t split_tokens = 0);
+                                                int64_t split_tokens = 0,
+                                                const at::Tensor* out = nullptr);
+
+// Appends T tokens to each of R paged caches held as page ids into `arena` (the PagedCache
+// layout): row r's tokens k[r / Hkv, r % Hkv], v[...] ([S, Hkv, T, d] with S * Hkv = R, the
+// arena's dtype, unit inner stride) go to positions lengths[r] .. lengths[r] + T - 1, in the
+// pages page_ids[r, position / page_size], and lengths[r] grows by T; all on the device, with no
+// transfer (the session's decode append). page_ids int32 [R, max_pages] must already name every
+// page the new positions fall in; lengths int32 [R] contiguous.
+absl::Status AppendPagedRows(const at::Tensor& arena, const at::Tensor& page_ids,
+                             const at::Tensor& lengths, int64_t page_size, const at::Tensor& k,
+                             const at::Tensor& v);
 
 // Plain ATen reference of one decode step over contiguous k, v [Hkv, L, d]: returns the float32
 // output [H, d] and the float32 scores [Hkv, L] (probabilities summed over each group).

@@ -80,9 +80,11 @@ cudaError_t LaunchMaskToLists(const uint8_t* mask, int rows, int k_blocks, int32
                               int32_t* counts, cudaStream_t stream);
 
 // Decode attention over a paged cache, one query token per head, fused with the eviction scores.
-// Page p of kv head g starts at page_ptrs[g * max_pages + p] (a device address): page_size key
-// rows then page_size value rows of D elements. lengths [Hkv] int32 on the device; max_length an
-// upper bound of them (sizes the grid). out [H, D] in the input dtype. When `scores` is not null
+// Page p of kv head g starts at page_ptrs[g * max_pages + p] (a device address) or, when page_ids
+// is not null, at page_base + page_ids[g * max_pages + p] * page_bytes (an arena of pages whose
+// table survives the arena moving): page_size key rows then page_size value rows of D elements.
+// lengths [Hkv] int32 on the device; max_length an upper bound of them (sizes the grid). out
+// [H, D] in the input dtype, or float32 when out_float. When `scores` is not null
 // ([Hkv, scores_stride] float32), scores[g, j] += sum over the group's query heads of the
 // attention probability of token j; with scores_per_head ([H, scores_stride]), scores[h, j] +=
 // query head h's probability of token j. Two launches: split-K partials (online softmax), then the
@@ -91,20 +93,48 @@ struct DecodeArgs {
   const void* q;  // [H, D], row stride q_stride
   int64_t q_stride;
   const int64_t* page_ptrs;
-  int max_pages;
+  const int32_t* page_ids;  // instead of page_ptrs when not null
+  const char* page_base;
+  int64_t page_bytes;
+  int max_pages;  // the row stride of page_ptrs / page_ids
   const int32_t* lengths;
   int max_length, page_size;
   int num_heads, group, head_dim;
   void* out;  // [H, D] contiguous
+  bool out_float;
   float* scores;
   int64_t scores_stride;
   bool scores_per_head;  // scores [H, scores_stride]: each query head's own probabilities
   float scale;
   float* workspace;
   int split_tokens;  // tokens per split CTA: 0 picks from the device, else a multiple of 64 <= 1024
+  // With split_tokens 0: 0 picks one split size for the call from max_length and all its kv
+  // rows; n > 0 makes each run of n kv rows (a sequence) pick its own from its longest length on
+  // the device, so a sequence's result does not depend on the others in the call.
+  int seq_rows;
 };
 int64_t DecodeWorkspaceFloats(int num_heads, int head_dim, int max_length);
 cudaError_t LaunchPagedDecode(const DecodeArgs& args, DType dtype, cudaStream_t stream);
+
+// Appends T tokens to each of `rows` paged caches in place (the decode step's append, with no
+// host-built index): row r's token t goes to position lengths[r] + t, i.e. row (position %
+// page_size) of the key half and of the value half of page page_ids[r * ids_stride + position /
+// page_size] of the arena (page p's key rows start at element p * 2 * page_size * D of
+// `arena`, its value rows page_size rows later), then lengths[r] += T. k and v: element (r, t, c)
+// at (r / kv_heads) * seq_stride + (r % kv_heads) * head_stride + t * token_stride + c, in the
+// arena's 2-byte dtype. Every page the new positions fall in must be in the table.
+struct AppendArgs {
+  void* arena;
+  const int32_t* page_ids;
+  int64_t ids_stride;
+  int32_t* lengths;
+  const void* k;
+  const void* v;
+  int64_t k_seq_stride, k_head_stride, k_token_stride;
+  int64_t v_seq_stride, v_head_stride, v_token_stride;
+  int rows, kv_heads, tokens, head_dim, page_size;
+};
+cudaError_t LaunchAppendPagedRows(const AppendArgs& args, cudaStream_t stream);
 
 // H2O/SnapKV score rows (cuda/kernels.h AccumulateScoreRows): rows row0 .. row0 + rows - 1 of
 // `scores` (float64, row stride score_stride) take, for i < fresh[r - row0], the sum in order of

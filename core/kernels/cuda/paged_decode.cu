@@ -13,7 +13,14 @@
 //      over the group) to the scores.
 // Bytes: each cached key and value is read once; the logits (4 bytes per head and token) twice.
 // Splits: the tokens over the device's CTA slots, rounded up to a power of two from 64 to 1024
-// tokens (ChunkFor), unless the caller fixes the split size.
+// tokens (ChunkFor), unless the caller fixes the split size; with seq_rows each sequence's CTAs
+// pick its own size from its lengths on the device (SequenceChunk), the grid covering the most
+// splits any sequence can need, and a CTA past its sequence's splits writes an empty split (-inf
+// max, zero sum and output), which the combine adds exactly (x + 0), so the result's bits are
+// those of the sequence alone in a call.
+#include <algorithm>
+#include <utility>
+
 #include "common.cuh"
 #include "launch.h"
 
@@ -34,6 +41,23 @@ constexpr int kFinishThreads = 256;
 constexpr int kFinishTokens = 1024;  // tokens per CTA of the finishing kernel
 
 int SplitsFor(int max_length, int chunk) { return (max_length + chunk - 1) / chunk; }
+
+// The split size for `tokens` cached tokens over `slots` CTA slots: a power of two from kMinChunk
+// to kMaxChunk covering the tokens in one wave when it can.
+__host__ __device__ inline int ChunkOf(int64_t tokens, int slots) {
+  int chunk = kMinChunk;
+  while (chunk < kMaxChunk && static_cast<int64_t>(chunk) * slots < tokens) chunk *= 2;
+  return chunk;
+}
+
+// The split size of kv row `kvh`'s sequence (rows seq_rows apart): ChunkOf its longest row's
+// length times its rows, as a call holding that sequence alone picks it.
+__device__ inline int SequenceChunk(const DecodeArgs& p, int kvh, int slots) {
+  const int first = kvh - kvh % p.seq_rows;
+  int longest = 0;
+  for (int i = 0; i < p.seq_rows; ++i) longest = max(longest, p.lengths[first + i]);
+  return ChunkOf(static_cast<int64_t>(longest) * p.seq_rows, slots);
+}
 
 struct Workspace {
   float* logits;     // [H, max_length]
@@ -61,7 +85,7 @@ struct TileLayout {
 
 template <typename T, int D>
 __global__ void __launch_bounds__(kThreads)
-    DecodeSplitKernel(DecodeArgs p, Workspace w, int chunk, int splits) {
+    DecodeSplitKernel(DecodeArgs p, Workspace w, int uniform_chunk, int slots, int splits) {
   using Op = MmaOp<T>;
   using L = TileLayout<D>;
   constexpr int kChunks = L::kChunks;
@@ -74,15 +98,22 @@ __global__ void __launch_bounds__(kThreads)
   const int G = p.group;  // <= 8: rows 8..15 of the tile stay zero
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int length = p.lengths[kvh];
+  const int chunk = uniform_chunk > 0 ? uniform_chunk : SequenceChunk(p, kvh, slots);
   const int j0 = split * chunk;
   const int n = max(0, min(chunk, length - j0));
   const int h0 = kvh * G;
   const int ps = p.page_size;
   const float sl2 = p.scale * 1.4426950408889634f;
-  const int64_t* pages = p.page_ptrs + static_cast<int64_t>(kvh) * p.max_pages;
   const int first_page = j0 / ps;
   const int npages = n > 0 ? (j0 + n - 1) / ps - first_page + 1 : 0;
-  for (int i = tid; i < npages; i += kThreads) s_pages[i] = pages[first_page + i];
+  if (p.page_ids != nullptr) {
+    const int32_t* ids = p.page_ids + static_cast<int64_t>(kvh) * p.max_pages + first_page;
+    for (int i = tid; i < npages; i += kThreads)
+      s_pages[i] = reinterpret_cast<int64_t>(p.page_base + ids[i] * p.page_bytes);
+  } else {
+    const int64_t* pages = p.page_ptrs + static_cast<int64_t>(kvh) * p.max_pages + first_page;
+    for (int i = tid; i < npages; i += kThreads) s_pages[i] = pages[i];
+  }
   __syncthreads();
 
   // The address of the key (or value) row of split-relative token jj (clamped to the split's first
@@ -291,8 +322,13 @@ __global__ void __launch_bounds__(kFinishThreads)
       o1 = fmaf(wgt, so.y, o1);
     }
     const float inv = s_hinv[g];
-    reinterpret_cast<uint32_t*>(static_cast<T*>(p.out) + static_cast<int64_t>(h) * D)[d2] =
-        Op::Pack(o0 * inv, o1 * inv);
+    if (p.out_float) {
+      reinterpret_cast<float2*>(static_cast<float*>(p.out) + static_cast<int64_t>(h) * D)[d2] =
+          make_float2(o0 * inv, o1 * inv);
+    } else {
+      reinterpret_cast<uint32_t*>(static_cast<T*>(p.out) + static_cast<int64_t>(h) * D)[d2] =
+          Op::Pack(o0 * inv, o1 * inv);
+    }
   }
   if (p.scores == nullptr) return;
   const int length = p.lengths[kvh];
@@ -332,8 +368,7 @@ int PrepareSplitKernel() {
 // merge. Measured on the H200 (32K tokens, 8 kv heads, 396 slots): 1024-token splits 52.6 us,
 // 512 66.9 us, 256 85.9 us, 128 130.7 us.
 template <typename T, int D>
-int ChunkFor(const DecodeArgs& a, int kv_heads) {
-  if (a.split_tokens > 0) return a.split_tokens;
+int SlotsFor() {
   static const int slots = [] {
     int dev = 0, sms = 0, per_sm = 0;
     cudaGetDevice(&dev);
@@ -342,22 +377,34 @@ int ChunkFor(const DecodeArgs& a, int kv_heads) {
                                                   PrepareSplitKernel<T, D>());
     return (sms > 0 ? sms : 132) * (per_sm > 0 ? per_sm : 1);
   }();
-  const int64_t tokens = static_cast<int64_t>(a.max_length) * kv_heads;
-  int chunk = kMinChunk;
-  while (chunk < kMaxChunk && static_cast<int64_t>(chunk) * slots < tokens) chunk *= 2;
-  return chunk;
+  return slots;
+}
+
+// The call's split size, or 0 when each sequence picks its own (seq_rows), and the grid's splits.
+template <typename T, int D>
+std::pair<int, int> ChunkFor(const DecodeArgs& a, int kv_heads) {
+  if (a.split_tokens > 0) return {a.split_tokens, SplitsFor(a.max_length, a.split_tokens)};
+  const int slots = SlotsFor<T, D>();
+  if (a.seq_rows > 0) {
+    // ChunkOf gives at most ceil(slots / seq_rows) splits below kMaxChunk, and
+    // ceil(length / kMaxChunk) at it.
+    const int most =
+        std::max((slots + a.seq_rows - 1) / a.seq_rows, SplitsFor(a.max_length, kMaxChunk));
+    return {0, std::min(most, SplitsFor(a.max_length, kMinChunk))};
+  }
+  const int chunk = ChunkOf(static_cast<int64_t>(a.max_length) * kv_heads, slots);
+  return {chunk, SplitsFor(a.max_length, chunk)};
 }
 
 template <typename T, int D>
 cudaError_t Launch(const DecodeArgs& a, cudaStream_t stream) {
   const int kv_heads = a.num_heads / a.group;
   const int smem = PrepareSplitKernel<T, D>();
-  const int chunk = ChunkFor<T, D>(a, kv_heads);
-  const int splits = SplitsFor(a.max_length, chunk);
+  const auto [chunk, splits] = ChunkFor<T, D>(a, kv_heads);
   const Workspace w = Carve(a, splits);
   if (splits > 0) {
     DecodeSplitKernel<T, D>
-        <<<dim3(kv_heads, splits), kThreads, smem, stream>>>(a, w, chunk, splits);
+        <<<dim3(kv_heads, splits), kThreads, smem, stream>>>(a, w, chunk, SlotsFor<T, D>(), splits);
     cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess) return err;
   }
@@ -380,6 +427,8 @@ cudaError_t LaunchPagedDecode(const DecodeArgs& args, DType dtype, cudaStream_t 
     return cudaErrorInvalidValue;
   if (args.split_tokens != 0 && (args.split_tokens % kMinChunk != 0 ||
                                  args.split_tokens > kMaxChunk || args.split_tokens < 0))
+    return cudaErrorInvalidValue;
+  if (args.seq_rows < 0 || (args.seq_rows > 0 && (args.num_heads / args.group) % args.seq_rows))
     return cudaErrorInvalidValue;
   if (dtype == DType::kBFloat16) {
     if (args.head_dim == 128) return Launch<__nv_bfloat16, 128>(args, stream);

@@ -47,8 +47,13 @@ absl::StatusOr<at::Tensor> XAttentionEstimate(const at::Tensor&, const at::Tenso
 }
 
 absl::StatusOr<at::Tensor> PagedDecodeAttention(const at::Tensor&, const PagedCache&, double,
-                                                at::Tensor*, int64_t) {
+                                                at::Tensor*, int64_t, const at::Tensor*) {
   return NotBuilt("PagedDecodeAttention");
+}
+
+absl::Status AppendPagedRows(const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t,
+                             const at::Tensor&, const at::Tensor&) {
+  return NotBuilt("AppendPagedRows");
 }
 
 absl::StatusOr<std::pair<at::Tensor, at::Tensor>> DenseDecodeReference(const at::Tensor&,

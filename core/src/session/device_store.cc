@@ -5,6 +5,8 @@
 // SnapKV add them to scores kept there (eviction::ScoresFollowObservation) and bring them to the
 // host only to select. On the CPU this store runs for tests only (session_testing.h).
 #include <algorithm>
+#include <cstring>
+#include <utility>
 
 #include <ATen/Functions.h>
 
@@ -12,6 +14,7 @@
 #include "cpu/quest.h"
 #include "cuda/kernels.h"
 #include "session/kv_store.h"
+#include "session/paged_append.h"
 #include "session/rope.h"
 #include "util/status_macros.h"
 
@@ -20,6 +23,9 @@ namespace {
 
 // Calls longer than this many queries run as prefill on the block-sparse engine (CUDA).
 constexpr int64_t kDenseEngineMinQueries = 17;
+// Calls of every sequence bringing at most this many tokens append through the resident page
+// table (AppendPagedRows); longer ones through index_copy_ with a host-built index.
+constexpr int64_t kTableAppendMaxTokens = 64;
 
 // Row indices (ArenaPagePool::Rows) of tokens [0, length) of a head's keys or values.
 std::vector<int64_t> RowIndices(const ArenaPagePool& pool, const HeadCache& cache, bool values) {
@@ -56,8 +62,9 @@ class DeviceStore final : public KvStore {
     return absl::OkStatus();
   }
 
-  // The new tokens' keys and values written into their rows of the arena, one index_copy_ for the
-  // keys and one for the values.
+  // The new tokens' keys and values written into their rows of the arena: for a short call of
+  // every sequence by the resident page table (one AppendPagedRows, nothing transferred unless
+  // the pages changed), else one index_copy_ for the keys and one for the values.
   void AppendTo(int layer_index, const at::Tensor& k, const at::Tensor& v,
                 const std::vector<int64_t>& first_rotated,
                 absl::Span<const int64_t> sequences) override {
@@ -75,6 +82,22 @@ class DeviceStore final : public KvStore {
       }
     }
     pool.EnsureFree(new_pages);
+    if (TableAppends(sequences, T)) {
+      AppendEach(layer, T, first_rotated, sequences, [&](int64_t, int64_t, HeadCache& cache) {
+        for (int64_t t = 0; t < T; ++t) {
+          const int64_t i = cache.length + t;
+          pool.TouchRow(cache.page_of(i, P), i % P);
+        }
+      });
+      const ResidentTable& table = SyncTable(layer_index, T);
+      const absl::Status st =
+          AppendPagedRows(pool.Rows(), table.page_ids, table.lengths, P,
+                          k.to(device_, pool.dtype()), v.to(device_, pool.dtype()));
+      // The arguments were checked by the session and the table built here: a failure is a bug or
+      // a device fault, which the next call on the device reports.
+      if (!st.ok()) table_error_ = st;
+      return;
+    }
     // The keys' row indices, then the values': [S, Hkv, T] each, in AppendEach's order.
     const int64_t n = static_cast<int64_t>(sequences.size()) * o.num_kv_heads * T;
     std::vector<int64_t> rows_index(2 * n);
@@ -99,6 +122,7 @@ class DeviceStore final : public KvStore {
   absl::StatusOr<StepResult> AttendTo(int layer_index, const at::Tensor& q_in, int64_t window,
                                       bool column_sums,
                                       absl::Span<const int64_t> sequences) override {
+    if (!table_error_.ok()) return std::exchange(table_error_, absl::OkStatus());
     const int64_t T = q_in.size(2);
     const Layer& layer = layers_[layer_index];
     const at::Tensor q = q_in.to(device_);
@@ -213,7 +237,6 @@ class DeviceStore final : public KvStore {
     const ArenaPagePool& pool = *pools_[layer_index];
     const bool observe = r.window_rows.defined() || r.column_sums.defined();
     const int64_t S = static_cast<int64_t>(sequences.size()), Hkv = o.num_kv_heads;
-    const int64_t rows = S * Hkv;
     int64_t max_pages = 1, max_len = 0;
     for (const int64_t b : sequences) {
       for (int64_t h = 0; h < Hkv; ++h) {
@@ -222,37 +245,21 @@ class DeviceStore final : public KvStore {
         max_len = std::max(max_len, cache.length);
       }
     }
-    // The page pointers [rows, max_pages], then the lengths [rows]: one transfer.
-    std::vector<int64_t> table(rows * (max_pages + 1), 0);
-    for (int64_t row = 0; row < rows; ++row) {
-      const HeadCache& cache = layer.heads[sequences[row / Hkv] * Hkv + row % Hkv];
-      if (read != nullptr && !observe) {
-        const std::vector<int64_t>& slots = (*read)[row];
-        for (size_t p = 0; p < slots.size(); ++p) {
-          table[row * max_pages + p] = reinterpret_cast<int64_t>(pool.Keys(cache.pages[slots[p]]));
-        }
-        table[rows * max_pages + row] = kernels::TokensInPages(slots, cache.length, o.page_size);
-        continue;
-      }
-      for (size_t p = 0; p < cache.pages.size(); ++p) {
-        table[row * max_pages + p] = reinterpret_cast<int64_t>(pool.Keys(cache.pages[p]));
-      }
-      table[rows * max_pages + row] = cache.length;
-    }
-    if (read != nullptr && !observe) {  // the longest row read, not the longest cache
-      max_len = 0;
-      for (int64_t row = 0; row < rows; ++row) {
-        max_len = std::max(max_len, table[rows * max_pages + row]);
-      }
-    }
-    const at::Tensor device_table = IndexTensor(table, device_);
     cuda::PagedCache cache;
-    cache.page_ptrs = device_table.narrow(0, 0, rows * max_pages).view({rows, max_pages});
-    cache.lengths = device_table.narrow(0, rows * max_pages, rows).to(at::kInt);
     cache.max_length = max_len;
     cache.page_size = o.page_size;
     cache.head_dim = o.head_dim;
     cache.dtype = pool.dtype();
+    cache.rows_per_sequence = Hkv;  // each sequence splits as it would alone: batch-invariant
+    if (read == nullptr && TableAppends(sequences, 1)) {
+      // Every sequence: the resident table, current unless the pages changed since the append.
+      const ResidentTable& table = SyncTable(layer_index, 0);
+      cache.page_ids = table.page_ids;
+      cache.lengths = table.lengths;
+      cache.arena = pool.Rows();
+    } else {
+      PageTable(layer, pool, sequences, read, observe, max_pages, &cache);
+    }
     // The kernel adds the probabilities straight into the observation rows (zeros from
     // MakeResult): the window's one row, else the column sums; [S * H, longest cache].
     at::Tensor scores;
@@ -265,16 +272,126 @@ class DeviceStore final : public KvStore {
     }
     const at::Tensor q_rows =
         q.narrow(0, first_row, S).select(2, 0).reshape({S * o.num_heads, o.head_dim});
-    ATTNKIT_ASSIGN_OR_RETURN(at::Tensor step,
-                             cuda::PagedDecodeAttention(q_rows.to(pool.dtype()), cache, o.scale,
-                                                        observe ? &scores : nullptr));
-    r.out.narrow(0, first_row, S).select(2, 0).copy_(step.view({S, o.num_heads, o.head_dim}));
+    // The kernel writes the float32 result rows in place ([S, H, 1, d] contiguous).
+    const at::Tensor out_rows = r.out.narrow(0, first_row, S).view({S * o.num_heads, o.head_dim});
+    ATTNKIT_RETURN_IF_ERROR(cuda::PagedDecodeAttention(q_rows.to(pool.dtype()), cache, o.scale,
+                                                       observe ? &scores : nullptr,
+                                                       /*split_tokens=*/0, &out_rows)
+                                .status());
     if (r.window_rows.defined() && r.column_sums.defined()) {
       r.column_sums.narrow(0, first_row, S)
           .narrow(2, 0, max_len)
           .copy_(r.window_rows.narrow(0, first_row, S).select(2, 0).narrow(2, 0, max_len));
     }
     return absl::OkStatus();
+  }
+
+  // The page pointers [rows, max_pages], then the lengths [rows], built on the host for
+  // `sequences` and sent in one transfer; with `read` (Quest, no observation) only the pages
+  // read, and cache->max_length becomes the longest row read.
+  void PageTable(const Layer& layer, const ArenaPagePool& pool, absl::Span<const int64_t> sequences,
+                 const std::vector<std::vector<int64_t>>* read, bool observe, int64_t max_pages,
+                 cuda::PagedCache* cache) const {
+    const SessionOptions& o = *context_.options;
+    const int64_t Hkv = o.num_kv_heads, rows = static_cast<int64_t>(sequences.size()) * Hkv;
+    std::vector<int64_t> table(rows * (max_pages + 1), 0);
+    for (int64_t row = 0; row < rows; ++row) {
+      const HeadCache& head = layer.heads[sequences[row / Hkv] * Hkv + row % Hkv];
+      if (read != nullptr && !observe) {
+        const std::vector<int64_t>& slots = (*read)[row];
+        for (size_t p = 0; p < slots.size(); ++p) {
+          table[row * max_pages + p] = reinterpret_cast<int64_t>(pool.Keys(head.pages[slots[p]]));
+        }
+        table[rows * max_pages + row] = kernels::TokensInPages(slots, head.length, o.page_size);
+        continue;
+      }
+      for (size_t p = 0; p < head.pages.size(); ++p) {
+        table[row * max_pages + p] = reinterpret_cast<int64_t>(pool.Keys(head.pages[p]));
+      }
+      table[rows * max_pages + row] = head.length;
+    }
+    if (read != nullptr && !observe) {  // the longest row read, not the longest cache
+      cache->max_length = 0;
+      for (int64_t row = 0; row < rows; ++row) {
+        cache->max_length = std::max(cache->max_length, table[rows * max_pages + row]);
+      }
+    }
+    const at::Tensor device_table = IndexTensor(table, device_);
+    cache->page_ptrs = device_table.narrow(0, 0, rows * max_pages).view({rows, max_pages});
+    cache->lengths = device_table.narrow(0, rows * max_pages, rows).to(at::kInt);
+  }
+
+  // Whether a call of `sequences` bringing T tokens appends by the resident table: every
+  // sequence, a short call, and pages the table can describe (16-bit on CUDA; any on the CPU,
+  // where the reference runs for tests).
+  bool TableAppends(absl::Span<const int64_t> sequences, int64_t T) const {
+    const SessionOptions& o = *context_.options;
+    const at::ScalarType dtype = StorageType(o.dtype);
+    return static_cast<int64_t>(sequences.size()) == o.batch_size && T <= kTableAppendMaxTokens &&
+           (device_.is_cpu() || dtype == at::kBFloat16 || dtype == at::kHalf);
+  }
+
+  // A layer's page table as the device holds it: every (sequence, kv head)'s page ids, int32
+  // [rows, capacity], and its length, int32 [rows], both views of one device tensor, with the
+  // host's copy of what was sent (and what the appends since did to the lengths).
+  struct ResidentTable {
+    int64_t capacity = 0;       // pages per row
+    std::vector<int32_t> ids;   // [rows * capacity]
+    std::vector<int32_t> lens;  // [rows]
+    at::Tensor page_ids, lengths;
+  };
+
+  // Brings layer `layer_index`'s resident table up to the host's pages and lengths, where the
+  // last `pending` tokens of each row are appended by the caller's kernel next (which advances
+  // the device lengths): compares the host's page lists with the copy and sends the whole table
+  // in one transfer only when a page list or a length differs (new pages, eviction, a call
+  // taken by the other append path, a load). The lengths the caller's append leaves are recorded.
+  const ResidentTable& SyncTable(int layer_index, int64_t pending) {
+    const SessionOptions& o = *context_.options;
+    const Layer& layer = layers_[layer_index];
+    if (tables_.size() != layers_.size()) tables_.resize(layers_.size());
+    ResidentTable& t = tables_[layer_index];
+    const int64_t rows = o.batch_size * o.num_kv_heads;
+    int64_t need = 1;
+    for (int64_t row = 0; row < rows; ++row) {
+      need = std::max<int64_t>(need, layer.heads[row].pages.size());
+    }
+    bool dirty = !t.page_ids.defined();
+    if (need > t.capacity) {
+      int64_t capacity = 16;
+      while (capacity < need) capacity *= 2;
+      t.capacity = capacity;
+      t.ids.assign(rows * capacity, 0);
+      t.lens.assign(rows, -1);
+      dirty = true;
+    }
+    for (int64_t row = 0; row < rows; ++row) {
+      const HeadCache& head = layer.heads[row];
+      int32_t* ids = t.ids.data() + row * t.capacity;
+      const size_t bytes = head.pages.size() * sizeof(int32_t);
+      if (bytes > 0 && std::memcmp(ids, head.pages.data(), bytes) != 0) {
+        std::memcpy(ids, head.pages.data(), bytes);
+        dirty = true;
+      }
+      const auto before = static_cast<int32_t>(head.length - pending);
+      if (t.lens[row] != before) {
+        t.lens[row] = before;
+        dirty = true;
+      }
+    }
+    if (dirty) {
+      const auto ints = at::TensorOptions().dtype(at::kInt);
+      at::Tensor staging =
+          at::empty({rows * (t.capacity + 1)}, device_.is_cuda() ? ints.pinned_memory(true) : ints);
+      std::memcpy(staging.data_ptr<int32_t>(), t.ids.data(), t.ids.size() * sizeof(int32_t));
+      std::memcpy(staging.data_ptr<int32_t>() + t.ids.size(), t.lens.data(),
+                  t.lens.size() * sizeof(int32_t));
+      const at::Tensor sent = staging.to(device_, /*non_blocking=*/true);
+      t.page_ids = sent.narrow(0, 0, rows * t.capacity).view({rows, t.capacity});
+      t.lengths = sent.narrow(0, rows * t.capacity, rows);
+    }
+    for (int64_t row = 0; row < rows; ++row) t.lens[row] += static_cast<int32_t>(pending);
+    return t;
   }
 
   // Quest's choice (sparse_decode) for sequence b's decode query q_b [H, 1, d]: per kv head the
@@ -396,6 +513,8 @@ class DeviceStore final : public KvStore {
   }
 
   std::vector<ArenaPagePool*> pools_;               // layers_[l].pool, typed
+  std::vector<ResidentTable> tables_;               // per layer, once a call used it
+  absl::Status table_error_;                        // a failed table append, for the next call
   std::unique_ptr<sparse::SparseAttention> dense_;  // CUDA: the dense prefill engine
 };
 
