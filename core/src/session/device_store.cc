@@ -90,9 +90,12 @@ class DeviceStore final : public KvStore {
         }
       });
       const ResidentTable& table = SyncTable(layer_index, T);
+      auto rows_of = [&](const at::Tensor& x) {  // the kernel reads rows with a unit inner stride
+        const at::Tensor y = x.to(device_, pool.dtype());
+        return y.stride(3) == 1 ? y : y.contiguous();
+      };
       const absl::Status st =
-          AppendPagedRows(pool.Rows(), table.page_ids, table.lengths, P,
-                          k.to(device_, pool.dtype()), v.to(device_, pool.dtype()));
+          AppendPagedRows(pool.Rows(), table.page_ids, table.lengths, P, rows_of(k), rows_of(v));
       // The arguments were checked by the session and the table built here: a failure is a bug or
       // a device fault, which the next call on the device reports.
       if (!st.ok()) table_error_ = st;
@@ -395,20 +398,22 @@ class DeviceStore final : public KvStore {
   }
 
   // Quest's choice (sparse_decode) for sequence b's decode query q_b [H, 1, d]: per kv head the
-  // slots of its pages to read, ascending (every slot when the budget covers the cache). Each
-  // head's stale page summaries are rebuilt from its rows, the bounds of every head are computed
-  // on the device and come to the host in one copy, and the pages are chosen as the host store
-  // chooses them (kernels::QuestSelectPages).
+  // slots of its pages to read, ascending (every slot when the budget covers the cache). The stale
+  // page summaries of every choosing head are rebuilt in one pass, the bounds of all of them are
+  // one batched product on the device over a page table padded to the longest head, they come to
+  // the host in one copy, and the pages are chosen as the host store chooses them
+  // (kernels::QuestSelectPages). The op count does not grow with the kv heads.
   std::vector<std::vector<int64_t>> ChooseQuestPages(int layer_index, int64_t b,
                                                      const at::Tensor& q_b) {
     const SessionOptions& o = *context_.options;
     const SparseDecodeOptions& sd = o.sparse_decode;
     const Layer& layer = layers_[layer_index];
     ArenaPagePool& pool = *pools_[layer_index];
-    const int64_t G = o.num_heads / o.num_kv_heads, P = o.page_size;
+    const int64_t G = o.num_heads / o.num_kv_heads, P = o.page_size, d = o.head_dim;
     std::vector<std::vector<int64_t>> read(o.num_kv_heads);
     std::vector<int64_t> choosing, to_read(o.num_kv_heads);
-    std::vector<at::Tensor> bounds;
+    std::vector<const HeadCache*> heads;
+    int64_t widest = 0;
     for (int64_t h = 0; h < o.num_kv_heads; ++h) {
       const HeadCache& cache = layer.heads[b * o.num_kv_heads + h];
       const int64_t pages = static_cast<int64_t>(cache.pages.size());
@@ -418,23 +423,40 @@ class DeviceStore final : public KvStore {
         for (int64_t p = 0; p < pages; ++p) read[h].push_back(p);
         continue;
       }
-      UpdateSummaries(pool, cache);
-      const std::vector<int64_t> page_ids(cache.pages.begin(), cache.pages.end());
-      const at::Tensor s = pool.summaries().index_select(0, IndexTensor(page_ids, device_));
-      const at::Tensor q = q_b.narrow(0, h * G, G).select(1, 0).to(at::kFloat);  // [G, d]
-      bounds.push_back(at::matmul(q.clamp_min(0), s.select(1, 1).t())
-                           .add_(at::matmul(q.clamp_max(0), s.select(1, 0).t()))
-                           .amax(0));
       choosing.push_back(h);
+      heads.push_back(&cache);
+      widest = std::max(widest, pages);
     }
     if (choosing.empty()) return read;
-    const at::Tensor host = at::cat(bounds).to(at::kCPU).contiguous();
+    UpdateSummaries(pool, heads);
+    // The page ids [n, widest] (a row past its head's pages repeats its first page; those bounds
+    // are not read), then the choosing heads: one transfer.
+    const int64_t n = static_cast<int64_t>(choosing.size());
+    std::vector<int64_t> index(n * widest + n);
+    for (int64_t i = 0; i < n; ++i) {
+      const std::vector<int32_t>& pages = heads[i]->pages;
+      for (int64_t p = 0; p < widest; ++p) {
+        index[i * widest + p] = pages[p < static_cast<int64_t>(pages.size()) ? p : 0];
+      }
+      index[n * widest + i] = choosing[i];
+    }
+    const at::Tensor ids = IndexTensor(index, device_);
+    const at::Tensor s =
+        pool.summaries().index_select(0, ids.narrow(0, 0, n * widest)).view({n, widest, 2, d});
+    at::Tensor q = q_b.select(1, 0).reshape({o.num_kv_heads, G, d});
+    if (n < o.num_kv_heads) q = q.index_select(0, ids.narrow(0, n * widest, n));
+    q = q.to(at::kFloat);  // [n, G, d]
+    const at::Tensor bounds = at::matmul(q.clamp_min(0), s.select(2, 1).transpose(1, 2))
+                                  .add_(at::matmul(q.clamp_max(0), s.select(2, 0).transpose(1, 2)))
+                                  .amax(1);  // [n, widest]
+    const at::Tensor host = bounds.to(at::kCPU).contiguous();
     const float* all = host.data_ptr<float>();
-    for (const int64_t h : choosing) {
-      const HeadCache& cache = layer.heads[b * o.num_kv_heads + h];
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t h = choosing[i];
+      const HeadCache& cache = *heads[i];
       const int64_t pages = static_cast<int64_t>(cache.pages.size());
-      read[h] = kernels::QuestSelectPages(all, pages, to_read[h], sd.start_pages, sd.recent_pages);
-      all += pages;
+      read[h] = kernels::QuestSelectPages(all + i * widest, pages, to_read[h], sd.start_pages,
+                                          sd.recent_pages);
       quest_read_ += kernels::TokensInPages(read[h], cache.length, static_cast<int>(P));
       quest_held_ += cache.length;
     }
@@ -483,33 +505,40 @@ class DeviceStore final : public KvStore {
     }
   }
 
-  // Rebuilds the summaries of the head's pages whose rows changed since they were taken: their
-  // key rows gathered, the rows past each page's count masked, channel-wise min and max.
-  void UpdateSummaries(ArenaPagePool& pool, const HeadCache& cache) {
+  // Rebuilds the summaries of the pages of `heads` whose rows changed since they were taken, all
+  // in one pass: their key rows gathered, the rows past each page's count masked, channel-wise
+  // min and max.
+  void UpdateSummaries(ArenaPagePool& pool, const std::vector<const HeadCache*>& heads) {
     const int64_t P = pool.page_size();
     std::vector<int64_t> stale, counts, index;
-    for (size_t p = 0; p < cache.pages.size(); ++p) {
-      const int32_t page = cache.pages[p];
-      const int64_t count = std::min<int64_t>(P, cache.length - static_cast<int64_t>(p) * P);
-      if (pool.summarized_rows(page) == count) continue;
-      pool.summarized_rows(page) = static_cast<int32_t>(count);
-      stale.push_back(page);
-      counts.push_back(count);
-      for (int64_t row = 0; row < P; ++row) index.push_back(pool.KeyRowIndex(page, row));
+    for (const HeadCache* cache : heads) {
+      for (size_t p = 0; p < cache->pages.size(); ++p) {
+        const int32_t page = cache->pages[p];
+        const int64_t count = std::min<int64_t>(P, cache->length - static_cast<int64_t>(p) * P);
+        if (pool.summarized_rows(page) == count) continue;
+        pool.summarized_rows(page) = static_cast<int32_t>(count);
+        stale.push_back(page);
+        counts.push_back(count);
+        for (int64_t row = 0; row < P; ++row) index.push_back(pool.KeyRowIndex(page, row));
+      }
     }
     if (stale.empty()) return;
     const int64_t m = static_cast<int64_t>(stale.size());
+    // The key rows' indices, the pages' counts, then the pages: one transfer.
+    index.insert(index.end(), counts.begin(), counts.end());
+    index.insert(index.end(), stale.begin(), stale.end());
+    const at::Tensor all = IndexTensor(index, device_);
     const at::Tensor keys = pool.Rows()
-                                .index_select(0, IndexTensor(index, device_))
+                                .index_select(0, all.narrow(0, 0, m * P))
                                 .to(at::kFloat)
                                 .view({m, P, pool.head_dim()});
     const at::Tensor valid = at::arange(P, at::TensorOptions().dtype(at::kLong).device(device_))
                                  .unsqueeze(0)
-                                 .lt(IndexTensor(counts, device_).unsqueeze(1))
+                                 .lt(all.narrow(0, m * P, m).unsqueeze(1))
                                  .unsqueeze(2);  // [m, P, 1]
     const at::Tensor lo = at::where(valid, keys, at::full({}, INFINITY, keys.options())).amin(1);
     const at::Tensor hi = at::where(valid, keys, at::full({}, -INFINITY, keys.options())).amax(1);
-    pool.summaries().index_copy_(0, IndexTensor(stale, device_), at::stack({lo, hi}, 1));
+    pool.summaries().index_copy_(0, all.narrow(0, m * P + m, m), at::stack({lo, hi}, 1));
   }
 
   std::vector<ArenaPagePool*> pools_;               // layers_[l].pool, typed

@@ -89,6 +89,46 @@ TEST(KvStore, BothStoresAttendLikeDenseAttention) {
   }
 }
 
+// Quest's choice when only some kv heads choose (the others hold no more than the budget): the
+// device store batches the choosing heads' bounds and must pair each with its own queries and
+// pages; its decode output equals the host store's, which chooses head by head.
+TEST(KvStore, QuestWithHeadsOfDifferentLengthsAttendsAlike) {
+  SessionOptions o = Shape();
+  o.num_kv_heads = 3;
+  o.num_heads = 6;
+  o.batch_size = 1;
+  o.sparse_decode.token_budget = 12;
+  at::manual_seed(8);
+  const at::Tensor k1 = at::randn({1, 3, 40, 8}), v1 = at::randn({1, 3, 40, 8});
+  const at::Tensor q1 = at::randn({1, 6, 40, 8});
+  std::vector<at::Tensor> outs;
+  for (auto& store : BothStores(o)) {
+    store->Append(0, k1, v1, {0});
+    ASSERT_TRUE(store->Attend(0, q1, 0, false).ok());
+    // Kv head 1 keeps 6 tokens (reads them all); heads 0 and 2 keep 40, 33 and choose.
+    store->Keep(0, 1, {0, 5, 9, 20, 30, 39});
+    std::vector<int64_t> most(33);
+    for (int64_t i = 0; i < 33; ++i) most[i] = i + (i >= 10 ? 7 : 0);
+    store->Keep(0, 2, most);
+    store->FinishKeep(0);
+    at::manual_seed(9);
+    for (int step = 0; step < 6; ++step) {
+      const at::Tensor k = at::randn({1, 3, 1, 8}), v = at::randn({1, 3, 1, 8});
+      const at::Tensor q = at::randn({1, 6, 1, 8}).mul_(3.0);
+      store->Append(0, k, v, {40 + step});
+      auto r = store->Attend(0, q, 0, false);
+      ASSERT_TRUE(r.ok()) << r.status();
+      outs.push_back(r->out);
+    }
+    EXPECT_LT(store->sparse_decode_tokens_read(), store->sparse_decode_tokens_held());
+  }
+  ASSERT_EQ(outs.size(), 12u);
+  for (int step = 0; step < 6; ++step) {
+    EXPECT_TRUE(at::allclose(outs[step], outs[6 + step], 1e-5, 1e-5))
+        << "step " << step << " max diff " << (outs[step] - outs[6 + step]).abs().max();
+  }
+}
+
 TEST(KvStore, KeepCompactsReleasesPagesAndKeepsPositions) {
   const SessionOptions o = Shape();
   const at::Tensor k = at::arange(2 * 2 * 10 * 8, at::kFloat).view({2, 2, 10, 8});
