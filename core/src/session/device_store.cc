@@ -9,6 +9,7 @@
 #include <utility>
 
 #include <ATen/Functions.h>
+#include <ATen/record_function.h>
 
 #include "absl/strings/str_cat.h"
 #include "cpu/quest.h"
@@ -68,6 +69,7 @@ class DeviceStore final : public KvStore {
   void AppendTo(int layer_index, const at::Tensor& k, const at::Tensor& v,
                 const std::vector<int64_t>& first_rotated,
                 absl::Span<const int64_t> sequences) override {
+    RECORD_USER_SCOPE("attnkit::append");  // profiler traces; attnkit-bench host_ops counts in it
     Materialize(layer_index);
     const SessionOptions& o = *context_.options;
     const int64_t T = k.size(2), P = o.page_size;
@@ -235,6 +237,7 @@ class DeviceStore final : public KvStore {
   absl::Status FusedDecode(int layer_index, absl::Span<const int64_t> sequences, int64_t first_row,
                            const at::Tensor& q, StepResult& r,
                            const std::vector<std::vector<int64_t>>* read = nullptr) {
+    RECORD_USER_SCOPE("attnkit::fused_decode");
     const SessionOptions& o = *context_.options;
     const Layer& layer = layers_[layer_index];
     const ArenaPagePool& pool = *pools_[layer_index];
@@ -405,6 +408,7 @@ class DeviceStore final : public KvStore {
   // (kernels::QuestSelectPages). The op count does not grow with the kv heads.
   std::vector<std::vector<int64_t>> ChooseQuestPages(int layer_index, int64_t b,
                                                      const at::Tensor& q_b) {
+    RECORD_USER_SCOPE("attnkit::quest_choice");
     const SessionOptions& o = *context_.options;
     const SparseDecodeOptions& sd = o.sparse_decode;
     const Layer& layer = layers_[layer_index];
