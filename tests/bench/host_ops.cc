@@ -18,32 +18,38 @@
 
 #include "attnkit/config_parser.h"
 #include "bench.h"
+#include "eviction/scorers.h"
 #include "session/session_testing.h"
 
 namespace attnkit::bench {
 namespace {
 
-// Per thread: the attnkit scope being run (or none), the operator nesting depth, and the count of
-// outermost operators per scope.
-thread_local const char* t_scope = nullptr;
+// Per thread: the attnkit scopes being run (innermost last), the operator nesting depth, and the
+// count of outermost operators per innermost scope.
+thread_local std::vector<const char*> t_scopes;
 thread_local int t_depth = 0;
 thread_local std::map<std::string, int64_t>* t_counts = nullptr;
 
+bool Ours(const at::RecordFunction& fn) {
+  return fn.scope() == at::RecordScope::USER_SCOPE && std::strncmp(fn.name(), "attnkit::", 9) == 0;
+}
+
 std::unique_ptr<at::ObserverContext> OnStart(const at::RecordFunction& fn) {
-  if (fn.scope() == at::RecordScope::USER_SCOPE) {
-    if (std::strncmp(fn.name(), "attnkit::", 9) == 0) t_scope = fn.name();
-    return nullptr;
+  if (Ours(fn)) {
+    t_scopes.push_back(fn.name());
+  } else if (fn.scope() != at::RecordScope::USER_SCOPE && t_depth++ == 0 && !t_scopes.empty() &&
+             t_counts != nullptr) {
+    ++(*t_counts)[t_scopes.back()];
   }
-  if (t_depth++ == 0 && t_scope != nullptr && t_counts != nullptr) ++(*t_counts)[t_scope];
   return nullptr;
 }
 
 void OnEnd(const at::RecordFunction& fn, at::ObserverContext*) {
-  if (fn.scope() == at::RecordScope::USER_SCOPE) {
-    if (std::strncmp(fn.name(), "attnkit::", 9) == 0) t_scope = nullptr;
-    return;
+  if (Ours(fn)) {
+    if (!t_scopes.empty()) t_scopes.pop_back();
+  } else if (fn.scope() != at::RecordScope::USER_SCOPE) {
+    --t_depth;
   }
-  --t_depth;
 }
 
 // Operators per decode step in each scope, over `steps` steps after a prompt of `prompt` tokens,
@@ -96,6 +102,23 @@ int HostOpsMain(const std::vector<std::string>& args) {
     std::printf("  %lld kv heads: Quest's page choice %lld\n", static_cast<long long>(kv_heads),
                 static_cast<long long>(choice));
     result.Add("host_ops_quest_choice_hkv" + std::to_string(kv_heads), static_cast<double>(choice));
+  }
+  // SnapKV at a 2K budget evicting every decode step, its scores kept beside the observation as
+  // on CUDA (eviction::testing::SetScoresFollowObservation: the device path's bookkeeping with
+  // host arithmetic): the policy's observation and its eviction.
+  eviction::testing::SetScoresFollowObservation(true);
+  const auto snapkv = CountOps(
+      "num_layers: 1 num_heads: 32 num_kv_heads: 8 head_dim: 128 page_size: 16 "
+      "eviction { enabled: true algorithm: SNAPKV granularity: PER_TOKEN start_tokens: 64 "
+      "intermediate_tokens: 1856 recent_tokens: 128 window_size: 32 }",
+      8, prompt, steps);
+  eviction::testing::SetScoresFollowObservation(false);
+  for (const char* scope : {"attnkit::observe", "attnkit::evict"}) {
+    const auto it = snapkv.find(scope);
+    const int64_t n = it == snapkv.end() ? 0 : it->second;
+    std::printf("  SnapKV 2K evicting every step, 8 kv heads: %s %lld\n", scope,
+                static_cast<long long>(n));
+    result.Add(std::string("host_ops_snapkv_") + (scope + 9), static_cast<double>(n));
   }
   result.Print();
   return 0;

@@ -138,17 +138,19 @@ class DeviceStore final : public KvStore {
         : T >= kDenseEngineMinQueries                                 ? dense_.get()
                                                                       : nullptr;
     if (QuestStep(layer_index, T)) {
-      // Without an observation the fused kernel reads the chosen pages (CUDA, 16-bit pages);
-      // otherwise tensor operations over the gathered rows give the probabilities too.
+      // Every sequence's pages chosen at once; without an observation the fused kernel reads them
+      // in one launch (CUDA, 16-bit pages); otherwise tensor operations over the gathered rows
+      // give the probabilities too.
       const bool observe = r.window_rows.defined() || r.column_sums.defined();
-      for (size_t i = 0; i < sequences.size(); ++i) {
-        const std::vector<std::vector<int64_t>> read =
-            ChooseQuestPages(layer_index, sequences[i], q[i]);
-        if (!observe && FusedDecodeTakes()) {
-          ATTNKIT_RETURN_IF_ERROR(FusedDecode(layer_index, sequences.subspan(i, 1),
-                                              static_cast<int64_t>(i), q, r, &read));
-        } else {
-          QuestAttend(layer_index, sequences[i], static_cast<int64_t>(i), q[i], r, read);
+      const std::vector<std::vector<int64_t>> read = ChooseQuestPages(layer_index, sequences, q);
+      if (!observe && FusedDecodeTakes()) {
+        ATTNKIT_RETURN_IF_ERROR(FusedDecode(layer_index, sequences, 0, q, r, &read));
+      } else {
+        const absl::Span<const std::vector<int64_t>> rows(read);
+        const int64_t Hkv = context_.options->num_kv_heads;
+        for (size_t i = 0; i < sequences.size(); ++i) {
+          QuestAttend(layer_index, sequences[i], static_cast<int64_t>(i), q[i], r,
+                      rows.subspan(i * Hkv, Hkv));
         }
       }
     } else if (T <= max_decode_queries() && FusedDecodeTakes()) {
@@ -232,8 +234,8 @@ class DeviceStore final : public KvStore {
   // batch of ragged sequences is one launch.
   // With a policy observing, the kernel writes each query head's own probabilities (score rows
   // [H, max_len] per sequence) into the observation rows, what the policy reads.
-  // With `read` (Quest, one sequence, no observation): kv head h's table row holds only the pages
-  // at slots read[h] (ascending, so a partial last page stays last) and its length is their tokens.
+  // With `read` (Quest, no observation): kv row j's table row holds only the pages at slots
+  // read[j] (ascending, so a partial last page stays last) and its length is their tokens.
   absl::Status FusedDecode(int layer_index, absl::Span<const int64_t> sequences, int64_t first_row,
                            const at::Tensor& q, StepResult& r,
                            const std::vector<std::vector<int64_t>>* read = nullptr) {
@@ -400,41 +402,44 @@ class DeviceStore final : public KvStore {
     return t;
   }
 
-  // Quest's choice (sparse_decode) for sequence b's decode query q_b [H, 1, d]: per kv head the
-  // slots of its pages to read, ascending (every slot when the budget covers the cache). The stale
-  // page summaries of every choosing head are rebuilt in one pass, the bounds of all of them are
-  // one batched product on the device over a page table padded to the longest head, they come to
-  // the host in one copy, and the pages are chosen as the host store chooses them
-  // (kernels::QuestSelectPages). The op count does not grow with the kv heads.
-  std::vector<std::vector<int64_t>> ChooseQuestPages(int layer_index, int64_t b,
-                                                     const at::Tensor& q_b) {
+  // Quest's choice (sparse_decode) for the decode queries q [S, H, 1, d] of `sequences`: per kv
+  // row (sequence i's kv head h is row i * Hkv + h) the slots of its pages to read, ascending
+  // (every slot when the budget covers the cache). The stale page summaries of every choosing row
+  // are rebuilt in one pass, the bounds of all of them are one batched product on the device over
+  // a page table padded to the longest row, they come to the host in one copy, and the pages are
+  // chosen as the host store chooses them (kernels::QuestSelectPages). The op count grows with
+  // neither the kv heads nor the sequences.
+  std::vector<std::vector<int64_t>> ChooseQuestPages(int layer_index,
+                                                     absl::Span<const int64_t> sequences,
+                                                     const at::Tensor& q_all) {
     RECORD_USER_SCOPE("attnkit::quest_choice");
     const SessionOptions& o = *context_.options;
     const SparseDecodeOptions& sd = o.sparse_decode;
     const Layer& layer = layers_[layer_index];
     ArenaPagePool& pool = *pools_[layer_index];
-    const int64_t G = o.num_heads / o.num_kv_heads, P = o.page_size, d = o.head_dim;
-    std::vector<std::vector<int64_t>> read(o.num_kv_heads);
-    std::vector<int64_t> choosing, to_read(o.num_kv_heads);
+    const int64_t Hkv = o.num_kv_heads, G = o.num_heads / Hkv, P = o.page_size, d = o.head_dim;
+    const int64_t rows = static_cast<int64_t>(sequences.size()) * Hkv;
+    std::vector<std::vector<int64_t>> read(rows);
+    std::vector<int64_t> choosing, to_read(rows);
     std::vector<const HeadCache*> heads;
     int64_t widest = 0;
-    for (int64_t h = 0; h < o.num_kv_heads; ++h) {
-      const HeadCache& cache = layer.heads[b * o.num_kv_heads + h];
+    for (int64_t row = 0; row < rows; ++row) {
+      const HeadCache& cache = layer.heads[sequences[row / Hkv] * Hkv + row % Hkv];
       const int64_t pages = static_cast<int64_t>(cache.pages.size());
-      to_read[h] = kernels::QuestPagesToRead(cache.length, pages, static_cast<int>(P),
-                                             sd.token_budget, sd.start_pages, sd.recent_pages);
-      if (to_read[h] >= pages) {
-        for (int64_t p = 0; p < pages; ++p) read[h].push_back(p);
+      to_read[row] = kernels::QuestPagesToRead(cache.length, pages, static_cast<int>(P),
+                                               sd.token_budget, sd.start_pages, sd.recent_pages);
+      if (to_read[row] >= pages) {
+        for (int64_t p = 0; p < pages; ++p) read[row].push_back(p);
         continue;
       }
-      choosing.push_back(h);
+      choosing.push_back(row);
       heads.push_back(&cache);
       widest = std::max(widest, pages);
     }
     if (choosing.empty()) return read;
     UpdateSummaries(pool, heads);
     // The page ids [n, widest] (a row past its head's pages repeats its first page; those bounds
-    // are not read), then the choosing heads: one transfer.
+    // are not read), then the choosing rows: one transfer.
     const int64_t n = static_cast<int64_t>(choosing.size());
     std::vector<int64_t> index(n * widest + n);
     for (int64_t i = 0; i < n; ++i) {
@@ -447,8 +452,8 @@ class DeviceStore final : public KvStore {
     const at::Tensor ids = IndexTensor(index, device_);
     const at::Tensor s =
         pool.summaries().index_select(0, ids.narrow(0, 0, n * widest)).view({n, widest, 2, d});
-    at::Tensor q = q_b.select(1, 0).reshape({o.num_kv_heads, G, d});
-    if (n < o.num_kv_heads) q = q.index_select(0, ids.narrow(0, n * widest, n));
+    at::Tensor q = q_all.select(2, 0).reshape({rows, G, d});
+    if (n < rows) q = q.index_select(0, ids.narrow(0, n * widest, n));
     q = q.to(at::kFloat);  // [n, G, d]
     const at::Tensor bounds = at::matmul(q.clamp_min(0), s.select(2, 1).transpose(1, 2))
                                   .add_(at::matmul(q.clamp_max(0), s.select(2, 0).transpose(1, 2)))
@@ -456,12 +461,12 @@ class DeviceStore final : public KvStore {
     const at::Tensor host = bounds.to(at::kCPU).contiguous();
     const float* all = host.data_ptr<float>();
     for (int64_t i = 0; i < n; ++i) {
-      const int64_t h = choosing[i];
+      const int64_t row = choosing[i];
       const HeadCache& cache = *heads[i];
       const int64_t pages = static_cast<int64_t>(cache.pages.size());
-      read[h] = kernels::QuestSelectPages(all + i * widest, pages, to_read[h], sd.start_pages,
-                                          sd.recent_pages);
-      quest_read_ += kernels::TokensInPages(read[h], cache.length, static_cast<int>(P));
+      read[row] = kernels::QuestSelectPages(all + i * widest, pages, to_read[row], sd.start_pages,
+                                            sd.recent_pages);
+      quest_read_ += kernels::TokensInPages(read[row], cache.length, static_cast<int>(P));
       quest_held_ += cache.length;
     }
     return read;
@@ -471,7 +476,7 @@ class DeviceStore final : public KvStore {
   // tensor operations on the device (row i of the result); the observation holds the
   // probabilities of the rows read, zero elsewhere.
   void QuestAttend(int layer_index, int64_t b, int64_t i, const at::Tensor& q_b, StepResult& r,
-                   const std::vector<std::vector<int64_t>>& read) {
+                   absl::Span<const std::vector<int64_t>> read) {
     const SessionOptions& o = *context_.options;
     const Layer& layer = layers_[layer_index];
     const ArenaPagePool& pool = *pools_[layer_index];

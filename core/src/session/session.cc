@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include <ATen/Functions.h>
+#include <ATen/record_function.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -882,6 +883,7 @@ class SessionImpl : public Session {
     if (decode_steps.empty()) decode_steps.assign(o.batch_size, 0);
     const bool skip = SkipsObservation(policy.needs(), decode_steps[b], T);
     if (!skip || policy.needs().decode_column_sums) {
+      RECORD_USER_SCOPE("attnkit::observe");  // profiler traces; attnkit-bench host_ops
       // A skipped call still feeds CaM's running attention (merge_only).
       Observation obs = MakeObservation(layer, b, i, policy, step, step_queries, first_rotated);
       obs.call_queries = T;
@@ -889,6 +891,14 @@ class SessionImpl : public Session {
       ATTNKIT_RETURN_IF_ERROR(policy.Observe(layer, obs));
     }
     if (o.eviction.defer_eviction_to_decode && T > 1) return absl::OkStatus();
+    return EvictAfterObserve(layer, b, T, policy);
+  }
+
+  // The eviction part of ObserveAndEvict (its own profiler scope).
+  absl::Status EvictAfterObserve(int layer, int64_t b, int64_t T, EvictionPolicy& policy) {
+    RECORD_USER_SCOPE("attnkit::evict");
+    const SessionOptions& o = options_;
+    std::vector<int64_t>& decode_steps = layers_[layer].decode_steps;
     // CAKE's cascading budgets: the earlier layers this prompt's allocation shrank evict again.
     for (int earlier : policy.TakeCascade()) {
       ATTNKIT_RETURN_IF_ERROR(EvictIfOver(earlier, b, policy));

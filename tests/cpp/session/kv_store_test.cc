@@ -89,33 +89,34 @@ TEST(KvStore, BothStoresAttendLikeDenseAttention) {
   }
 }
 
-// Quest's choice when only some kv heads choose (the others hold no more than the budget): the
-// device store batches the choosing heads' bounds and must pair each with its own queries and
-// pages; its decode output equals the host store's, which chooses head by head.
+// Quest's choice when only some kv rows choose (the others hold no more than the budget), over
+// two sequences: the device store batches the choosing rows' bounds and must pair each with its
+// own queries and pages; its decode output equals the host store's, which chooses head by head.
 TEST(KvStore, QuestWithHeadsOfDifferentLengthsAttendsAlike) {
   SessionOptions o = Shape();
   o.num_kv_heads = 3;
   o.num_heads = 6;
-  o.batch_size = 1;
   o.sparse_decode.token_budget = 12;
   at::manual_seed(8);
-  const at::Tensor k1 = at::randn({1, 3, 40, 8}), v1 = at::randn({1, 3, 40, 8});
-  const at::Tensor q1 = at::randn({1, 6, 40, 8});
+  const at::Tensor k1 = at::randn({2, 3, 40, 8}), v1 = at::randn({2, 3, 40, 8});
+  const at::Tensor q1 = at::randn({2, 6, 40, 8});
   std::vector<at::Tensor> outs;
   for (auto& store : BothStores(o)) {
-    store->Append(0, k1, v1, {0});
+    store->Append(0, k1, v1, {0, 0});
     ASSERT_TRUE(store->Attend(0, q1, 0, false).ok());
-    // Kv head 1 keeps 6 tokens (reads them all); heads 0 and 2 keep 40, 33 and choose.
-    store->Keep(0, 1, {0, 5, 9, 20, 30, 39});
+    // Sequence 0's kv head 1 and sequence 1's kv head 0 keep 6 tokens (they read them all); the
+    // others keep 40 or 33 and choose.
     std::vector<int64_t> most(33);
     for (int64_t i = 0; i < 33; ++i) most[i] = i + (i >= 10 ? 7 : 0);
+    store->Keep(0, 1, {0, 5, 9, 20, 30, 39});
     store->Keep(0, 2, most);
+    store->Keep(0, 3, {1, 2, 3, 4, 5, 6});
     store->FinishKeep(0);
     at::manual_seed(9);
     for (int step = 0; step < 6; ++step) {
-      const at::Tensor k = at::randn({1, 3, 1, 8}), v = at::randn({1, 3, 1, 8});
-      const at::Tensor q = at::randn({1, 6, 1, 8}).mul_(3.0);
-      store->Append(0, k, v, {40 + step});
+      const at::Tensor k = at::randn({2, 3, 1, 8}), v = at::randn({2, 3, 1, 8});
+      const at::Tensor q = at::randn({2, 6, 1, 8}).mul_(3.0);
+      store->Append(0, k, v, {40 + step, 40 + step});
       auto r = store->Attend(0, q, 0, false);
       ASSERT_TRUE(r.ok()) << r.status();
       outs.push_back(r->out);
