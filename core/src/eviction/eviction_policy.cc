@@ -213,7 +213,7 @@ class EvictionPolicyImpl : public EvictionPolicy {
     w.I64(layout_.rows());
     for (const LayerScores& state : layers_) {
       w.Bool(state.observed);
-      const std::vector<std::vector<double>> scores = eviction::HostScoreRows(state);
+      const std::vector<std::vector<double>> scores = scorer_->HostScores(state);
       for (const auto* rows : {&scores, &state.counters}) {
         w.I64(static_cast<int64_t>(rows->size()));
         for (const std::vector<double>& row : *rows) w.Doubles(row);

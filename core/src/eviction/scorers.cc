@@ -464,10 +464,14 @@ class RkvScorer : public Scorer {
                        const std::vector<int64_t>&) override {
     if (absl::Status s = CheckRows(obs.window_rows, "window_rows", layout_.num_heads, 3); !s.ok())
       return s;
-    at::Tensor rows = HostFloat(obs.window_rows);
+    // Where scores follow the observation the rows stay on its device (a copy: the step's buffer
+    // is not the policy's) and come to the host only when the layer selects; the same values.
+    const bool beside = ScoresFollowObservation(obs.window_rows.device());
+    at::Tensor rows = beside ? obs.window_rows.to(at::kFloat).clone() : HostFloat(obs.window_rows);
     if (!state.window.defined()) {
       state.window = rows;
     } else {
+      if (state.window.device() != rows.device()) state.window = state.window.to(rows.device());
       const int64_t grow = rows.size(2) - state.window.size(2);
       if (grow < 0) {
         return absl::FailedPreconditionError(
@@ -517,7 +521,10 @@ class RkvScorer : public Scorer {
   HeadLayout layout_;
 };
 
-// TOVA: the newest query's attention, averaged over heads; replaced every step.
+// TOVA: the newest query's attention, averaged over heads; replaced every step. Where scores
+// follow the observation, the newest row stays on its device and is averaged (on the host, as
+// otherwise) only when the layer selects or the state is saved: a step that does not evict copies
+// nothing to the host.
 class TovaScorer : public Scorer {
  public:
   TovaScorer(const EvictionOptions& options, const HeadLayout& layout)
@@ -532,19 +539,31 @@ class TovaScorer : public Scorer {
     if (absl::Status s = CheckRows(obs.window_rows, "window_rows", layout_.num_heads, 3); !s.ok())
       return s;
     const at::Tensor last = obs.window_rows.select(1, obs.window_rows.size(1) - 1);
-    auto rows = ReduceHeads(FromMatrix(last), layout_, row_lengths, /*mean=*/true);
-    DropStart(rows, options_.start_tokens);
-    state.scores = std::move(rows);
     state.observed = true;
+    if (ScoresFollowObservation(last.device())) {
+      state.pending_last = last.to(at::kFloat).clone();  // the step's buffer is not ours
+      state.pending_lengths = row_lengths;
+      return absl::OkStatus();
+    }
+    state.pending_last = at::Tensor();
+    state.scores = Average(last, row_lengths);
     return absl::OkStatus();
   }
   absl::StatusOr<std::vector<std::vector<double>>> Scores(LayerScores& state,
                                                           const std::vector<int64_t>& row_lengths,
                                                           const at::Tensor&,
                                                           const at::Tensor&) override {
+    if (state.pending_last.defined()) {
+      state.scores = Average(state.pending_last, state.pending_lengths);
+      state.pending_last = at::Tensor();
+    }
     ATTNKIT_RETURN_IF_ERROR(CheckObservedRows(state, row_lengths, layout_.rows(),
                                               options_.start_tokens,
                                               "TOVA needs the step's attention"));
+    return state.scores;
+  }
+  std::vector<std::vector<double>> HostScores(const LayerScores& state) const override {
+    if (state.pending_last.defined()) return Average(state.pending_last, state.pending_lengths);
     return state.scores;
   }
   void Compact(LayerScores& state, const KeptPositions& kept) override {
@@ -552,6 +571,14 @@ class TovaScorer : public Scorer {
   }
 
  private:
+  // The row [H, K] averaged over each kv row's heads, the start area dropped (on the host).
+  std::vector<std::vector<double>> Average(const at::Tensor& last,
+                                           const std::vector<int64_t>& row_lengths) const {
+    auto rows = ReduceHeads(FromMatrix(last), layout_, row_lengths, /*mean=*/true);
+    DropStart(rows, options_.start_tokens);
+    return rows;
+  }
+
   EvictionOptions options_;
   HeadLayout layout_;
 };

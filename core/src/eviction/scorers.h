@@ -29,7 +29,14 @@ struct LayerScores {
   at::Tensor device_scores;
   std::vector<int64_t> device_sizes;
   bool scores_on_device = false;
-  at::Tensor window;  // R-KV: [H, rows, K] recent attention rows
+  // R-KV: [H, rows, K] recent attention rows, float32; on the observation's device where scores
+  // follow it (ScoresFollowObservation), else on the host.
+  at::Tensor window;
+  // TOVA where scores follow the observation: the newest query's attention [H, K] float32, kept
+  // on its device until the layer selects, and the row lengths it was observed with; `scores`
+  // is stale while it is defined.
+  at::Tensor pending_last;
+  std::vector<int64_t> pending_lengths;
   // EXPECTED_ATTENTION: running sums over the pre-RoPE queries past the start area, per query
   // head ([H, d] and [H, d, d], float64), their count, and the position after the newest query.
   at::Tensor query_sum, query_outer;
@@ -82,6 +89,11 @@ class Scorer {
       const at::Tensor& values) = 0;
   // Drops the state of evicted tokens; `kept` are per-row cache positions, ascending.
   virtual void Compact(LayerScores& state, const KeptPositions& kept) = 0;
+  // The score rows `state` stands for, on the host (SaveState's; a copy): those kept on the
+  // device by accumulating scorers, or those a scorer defers to the layer's selection.
+  virtual std::vector<std::vector<double>> HostScores(const LayerScores& state) const {
+    return HostScoreRows(state);
+  }
 };
 
 // The scorer of options.algorithm (nullptr for a value outside the enum).

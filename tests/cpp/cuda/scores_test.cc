@@ -54,7 +54,10 @@ TEST(DeviceScoresTest, CudaObservationsKeepWhatCpuObservationsKeep) {
   ATTNKIT_REQUIRE_GPU();
 #ifdef ATTNKIT_WITH_CUDA
   ASSERT_TRUE(eviction::ScoresFollowObservation(at::Device(at::kCUDA, 0)));
-  for (const char* config : kConfigs) {
+  std::vector<const char*> configs(std::begin(kConfigs), std::end(kConfigs));
+  configs.insert(configs.end(), std::begin(score_driver::kRowConfigs),
+                 std::end(score_driver::kRowConfigs));
+  for (const char* config : configs) {
     SCOPED_TRACE(config);
     auto host = Make(config, 8, 2);
     const Outcome want = score_driver::Drive(*host, 8, 2, 40, 30, 2, at::kCPU);

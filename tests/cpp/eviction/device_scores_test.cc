@@ -19,6 +19,7 @@ namespace {
 
 using score_driver::FollowGuard;
 using score_driver::kConfigs;
+using score_driver::kRowConfigs;
 using score_driver::Make;
 using score_driver::Options;
 using score_driver::Outcome;
@@ -90,6 +91,59 @@ TEST(DeviceScoresTest, ScorerKeepsDecodeScoresBesideTheObservation) {
   eviction::ScoresToHost(state);
   EXPECT_FALSE(state.scores_on_device);
   EXPECT_EQ(state.scores[0], sum);
+}
+
+// TOVA and R-KV keep their rows on the observation's device between evictions (TOVA the newest
+// row, R-KV its window) and read them on the host only to select or save: the same kept sets and
+// the same saved bytes as the host path, evicting every step, every third step, and saved between
+// evictions; and the state they save loads into a policy on the host path.
+TEST(DeviceScoresTest, RowsBesideCpuObservationsKeepWhatTheHostPathKeeps) {
+  for (const char* config : kRowConfigs) {
+    for (int interval : {1, 3}) {
+      SCOPED_TRACE(std::string(config) + " interval " + std::to_string(interval));
+      auto host = Make(config, 8, 2);
+      std::string want_mid, got_mid;
+      const Outcome want =
+          score_driver::Drive(*host, 8, 2, 40, 30, interval, at::kCPU, &want_mid, 4);
+      Outcome got;
+      {
+        FollowGuard follow(true);
+        auto beside = Make(config, 8, 2);
+        got = score_driver::Drive(*beside, 8, 2, 40, 30, interval, at::kCPU, &got_mid, 4);
+      }
+      ASSERT_EQ(got.kept.size(), want.kept.size());
+      for (size_t i = 0; i < want.kept.size(); ++i) ASSERT_EQ(got.kept[i], want.kept[i]) << i;
+      EXPECT_EQ(got.state, want.state);
+      EXPECT_EQ(got_mid, want_mid);
+      auto loaded = Make(config, 8, 2);
+      ASSERT_TRUE(loaded->LoadState(got_mid).ok());
+      EXPECT_EQ(loaded->SaveState(), want_mid);
+    }
+  }
+}
+
+TEST(DeviceScoresTest, TovaDefersItsAverageToTheSelection) {
+  FollowGuard follow(true);
+  const EvictionOptions o = Options(kRowConfigs[0]);
+  eviction::HeadLayout layout{8, 2, false};
+  auto scorer = eviction::MakeScorer(o, layout);
+  ASSERT_NE(scorer, nullptr);
+  eviction::LayerScores state;
+  at::Tensor a = Rows(8, 1, 30, 5);
+  Observation obs;
+  obs.window_rows = a;
+  ASSERT_TRUE(scorer->Observe(state, obs, {30}).ok());
+  ASSERT_TRUE(state.pending_last.defined());
+  EXPECT_TRUE(state.scores.empty()) << "nothing averaged on the host before the selection";
+  const auto saved = scorer->HostScores(state);
+  a.zero_();  // the step's buffer is reused: the policy kept its own copy
+  auto scores = scorer->Scores(state, {30}, at::Tensor(), at::Tensor());
+  ASSERT_TRUE(scores.ok()) << scores.status();
+  EXPECT_FALSE(state.pending_last.defined());
+  EXPECT_EQ(*scores, saved);
+  ASSERT_EQ(scores->size(), 1u);
+  EXPECT_EQ((*scores)[0].size(), 27u);  // 30 tokens less the 3 of the start area
+  EXPECT_GT((*scores)[0][0], 0.0);
 }
 
 }  // namespace

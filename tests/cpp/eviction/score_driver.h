@@ -104,6 +104,17 @@ inline const char* const kConfigs[] = {
     "recent_tokens: 2 window_size: 5 pooling { kernel_size: 1 } normalize_scores: true",
 };
 
+// Scorers that keep attention rows, not sums, beside the observation (TOVA's newest row, R-KV's
+// window).
+inline const char* const kRowConfigs[] = {
+    "algorithm: TOVA granularity: PER_TOKEN start_tokens: 3 intermediate_tokens: 20 "
+    "recent_tokens: 5",
+    "algorithm: TOVA granularity: PER_TOKEN start_tokens: 2 intermediate_tokens: 16 "
+    "recent_tokens: 4 per_head: true",
+    "algorithm: RKV granularity: PER_TOKEN start_tokens: 4 intermediate_tokens: 24 "
+    "recent_tokens: 6 window_size: 4",
+};
+
 }  // namespace attnkit::score_driver
 
 #endif  // ATTNKIT_TESTS_CPP_EVICTION_SCORE_DRIVER_H_
