@@ -43,42 +43,17 @@ class CakeScorer : public Scorer {
     }
     const int64_t K = rows.size(2), w = options_.window_size;
     const int64_t prefix = K - w;
-    const int Hkv = layout_.num_kv_heads, G = layout_.num_heads / Hkv;
-    state.scores.assign(layout_.rows(), {});
     state.observed = true;
-    if (prefix <= 0) {
-      for (int r = 0; r < layout_.rows(); ++r) {
-        state.scores[r].assign(std::max<int64_t>(row_lengths[r] - options_.start_tokens, 0), 0.0);
-      }
+    const bool prompt = obs.observed_queries == 0 && rows.size(1) > 1;
+    if (prefix > 0 && !prompt && ScoresFollowObservation(rows.device())) {
+      // A decode call's rows stay on their device (a copy: the step's buffer is not ours) until
+      // the layer selects or the state is saved; the prompt's are read now for the preference.
+      state.pending_last = rows.to(at::kFloat).clone();
+      state.pending_lengths = row_lengths;
       return absl::OkStatus();
     }
-    const at::Tensor a = rows.to(at::kCPU, at::kFloat).narrow(2, 0, prefix);  // [H, r, prefix]
-    const bool prompt = obs.observed_queries == 0 && a.size(1) > 1;
-    at::Tensor indicator = a.mean(1);
-    if (prompt) {
-      const at::Tensor var = a.var(1);  // unbiased, as torch.var
-      indicator = indicator + var * options_.cake_gamma;
-      if (!state.has_preference) {
-        const at::Tensor entropy = -(a * at::log(a + 1e-10)).sum();
-        const at::Tensor dispersion = var.sum(0).sum(0);
-        const at::Tensor preference =
-            entropy.pow(1.0 / options_.cake_tau1) * dispersion.pow(1.0 / options_.cake_tau2);
-        state.preference = preference.item<float>();
-        state.has_preference = true;
-      }
-    }
-    const at::Tensor pooled =
-        at::avg_pool1d(indicator.unsqueeze(0), {5}, {1}, {2}, false, true).squeeze(0);
-    const at::Tensor per_kv = pooled.reshape({Hkv, G, prefix}).mean(1).contiguous();
-    const float* p = per_kv.data_ptr<float>();
-    const int64_t S = options_.start_tokens;
-    for (int r = 0; r < layout_.rows(); ++r) {
-      std::vector<double>& row = state.scores[r];
-      row.assign(std::max<int64_t>(row_lengths[r] - S, 0), 0.0);
-      // Layer-wide rows (not reachable: validation asks for per_head) would average the kv heads.
-      const int h = layout_.per_head ? r : 0;
-      for (int64_t t = S; t < std::min(prefix, row_lengths[r]); ++t) row[t - S] = p[h * prefix + t];
-    }
+    state.pending_last = at::Tensor();
+    state.scores = Indicator(rows, row_lengths, prompt ? &state : nullptr);
     return absl::OkStatus();
   }
 
@@ -86,9 +61,20 @@ class CakeScorer : public Scorer {
                                                           const std::vector<int64_t>& row_lengths,
                                                           const at::Tensor&,
                                                           const at::Tensor&) override {
+    if (state.pending_last.defined()) {
+      state.scores = Indicator(state.pending_last, state.pending_lengths, nullptr);
+      state.pending_last = at::Tensor();
+    }
     ATTNKIT_RETURN_IF_ERROR(CheckObservedRows(state, row_lengths, layout_.rows(),
                                               options_.start_tokens,
                                               "CAKE needs the call's attention"));
+    return state.scores;
+  }
+
+  std::vector<std::vector<double>> HostScores(const LayerScores& state) const override {
+    if (state.pending_last.defined()) {
+      return Indicator(state.pending_last, state.pending_lengths, nullptr);
+    }
     return state.scores;
   }
 
@@ -97,6 +83,51 @@ class CakeScorer : public Scorer {
   }
 
  private:
+  // The eviction indicator of the window rows [H, r, K] (any device; read on the host): the mean
+  // over the rows (plus gamma times their variance for a prompt, whose preference is recorded in
+  // *prompt_state once), pooled, averaged over each kv head's query heads; per row of the layout,
+  // the tokens past the start area, zero from the window on.
+  std::vector<std::vector<double>> Indicator(const at::Tensor& rows,
+                                             const std::vector<int64_t>& row_lengths,
+                                             LayerScores* prompt_state) const {
+    const int64_t K = rows.size(2), prefix = K - options_.window_size;
+    const int64_t S = options_.start_tokens;
+    const int Hkv = layout_.num_kv_heads, G = layout_.num_heads / Hkv;
+    std::vector<std::vector<double>> scores(layout_.rows());
+    if (prefix <= 0) {
+      for (int r = 0; r < layout_.rows(); ++r) {
+        scores[r].assign(std::max<int64_t>(row_lengths[r] - S, 0), 0.0);
+      }
+      return scores;
+    }
+    const at::Tensor a = rows.to(at::kCPU, at::kFloat).narrow(2, 0, prefix);  // [H, r, prefix]
+    at::Tensor indicator = a.mean(1);
+    if (prompt_state != nullptr) {
+      const at::Tensor var = a.var(1);  // unbiased, as torch.var
+      indicator = indicator + var * options_.cake_gamma;
+      if (!prompt_state->has_preference) {
+        const at::Tensor entropy = -(a * at::log(a + 1e-10)).sum();
+        const at::Tensor dispersion = var.sum(0).sum(0);
+        const at::Tensor preference =
+            entropy.pow(1.0 / options_.cake_tau1) * dispersion.pow(1.0 / options_.cake_tau2);
+        prompt_state->preference = preference.item<float>();
+        prompt_state->has_preference = true;
+      }
+    }
+    const at::Tensor pooled =
+        at::avg_pool1d(indicator.unsqueeze(0), {5}, {1}, {2}, false, true).squeeze(0);
+    const at::Tensor per_kv = pooled.reshape({Hkv, G, prefix}).mean(1).contiguous();
+    const float* p = per_kv.data_ptr<float>();
+    for (int r = 0; r < layout_.rows(); ++r) {
+      std::vector<double>& row = scores[r];
+      row.assign(std::max<int64_t>(row_lengths[r] - S, 0), 0.0);
+      // Layer-wide rows (not reachable: validation asks for per_head) would average the kv heads.
+      const int h = layout_.per_head ? r : 0;
+      for (int64_t t = S; t < std::min(prefix, row_lengths[r]); ++t) row[t - S] = p[h * prefix + t];
+    }
+    return scores;
+  }
+
   EvictionOptions options_;
   HeadLayout layout_;
 };

@@ -32,9 +32,10 @@ struct LayerScores {
   // R-KV: [H, rows, K] recent attention rows, float32; on the observation's device where scores
   // follow it (ScoresFollowObservation), else on the host.
   at::Tensor window;
-  // TOVA where scores follow the observation: the newest query's attention [H, K] float32, kept
-  // on its device until the layer selects, and the row lengths it was observed with; `scores`
-  // is stale while it is defined.
+  // Where scores follow the observation, the rows a replacing scorer reads when the layer selects,
+  // kept on their device until then (TOVA: the newest query's attention [H, K]; CAKE: a decode
+  // call's window rows [H, r, K]; float32), and the row lengths they were observed with;
+  // `scores` is stale while it is defined.
   at::Tensor pending_last;
   std::vector<int64_t> pending_lengths;
   // EXPECTED_ATTENTION: running sums over the pre-RoPE queries past the start area, per query

@@ -105,7 +105,7 @@ inline const char* const kConfigs[] = {
 };
 
 // Scorers that keep attention rows, not sums, beside the observation (TOVA's newest row, R-KV's
-// window).
+// window, CAKE's decode window).
 inline const char* const kRowConfigs[] = {
     "algorithm: TOVA granularity: PER_TOKEN start_tokens: 3 intermediate_tokens: 20 "
     "recent_tokens: 5",
@@ -113,6 +113,8 @@ inline const char* const kRowConfigs[] = {
     "recent_tokens: 4 per_head: true",
     "algorithm: RKV granularity: PER_TOKEN start_tokens: 4 intermediate_tokens: 24 "
     "recent_tokens: 6 window_size: 4",
+    "algorithm: CAKE granularity: PER_TOKEN per_head: true window_size: 4 recent_tokens: 4 "
+    "intermediate_tokens: 8 budget { allocator: CAKE }",
 };
 
 }  // namespace attnkit::score_driver
