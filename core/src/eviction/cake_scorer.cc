@@ -22,10 +22,12 @@
 namespace attnkit::eviction {
 namespace {
 
-class CakeScorer : public Scorer {
+class CakeScorer : public ReplacingScorer {
  public:
   CakeScorer(const EvictionOptions& options, const HeadLayout& layout)
-      : options_(options), layout_(layout) {}
+      : ReplacingScorer(options.start_tokens, layout.rows(), "CAKE needs the call's attention"),
+        options_(options),
+        layout_(layout) {}
 
   ObservationNeeds needs() const override {
     ObservationNeeds n;
@@ -41,48 +43,24 @@ class CakeScorer : public Scorer {
           absl::StrCat("window_rows: CAKE needs the attention of the last queries [num_heads=",
                        layout_.num_heads, ", queries, cache tokens]"));
     }
-    const int64_t K = rows.size(2), w = options_.window_size;
-    const int64_t prefix = K - w;
-    state.observed = true;
+    const int64_t prefix = rows.size(2) - options_.window_size;
     const bool prompt = obs.observed_queries == 0 && rows.size(1) > 1;
-    if (prefix > 0 && !prompt && ScoresFollowObservation(rows.device())) {
-      // A decode call's rows stay on their device (a copy: the step's buffer is not ours) until
-      // the layer selects or the state is saved; the prompt's are read now for the preference.
-      state.pending_last = rows.to(at::kFloat).clone();
-      state.pending_lengths = row_lengths;
-      return absl::OkStatus();
-    }
+    // A decode call's rows may wait beside the observation; the prompt's are read now for the
+    // layer's preference.
+    if (prefix > 0 && !prompt && Defer(state, rows, row_lengths)) return absl::OkStatus();
+    state.observed = true;
     state.pending_last = at::Tensor();
     state.scores = Indicator(rows, row_lengths, prompt ? &state : nullptr);
     return absl::OkStatus();
   }
 
-  absl::StatusOr<std::vector<std::vector<double>>> Scores(LayerScores& state,
-                                                          const std::vector<int64_t>& row_lengths,
-                                                          const at::Tensor&,
-                                                          const at::Tensor&) override {
-    if (state.pending_last.defined()) {
-      state.scores = Indicator(state.pending_last, state.pending_lengths, nullptr);
-      state.pending_last = at::Tensor();
-    }
-    ATTNKIT_RETURN_IF_ERROR(CheckObservedRows(state, row_lengths, layout_.rows(),
-                                              options_.start_tokens,
-                                              "CAKE needs the call's attention"));
-    return state.scores;
-  }
-
-  std::vector<std::vector<double>> HostScores(const LayerScores& state) const override {
-    if (state.pending_last.defined()) {
-      return Indicator(state.pending_last, state.pending_lengths, nullptr);
-    }
-    return state.scores;
-  }
-
-  void Compact(LayerScores& state, const KeptPositions& kept) override {
-    CompactRows(state.scores, kept, options_.start_tokens);
-  }
-
  private:
+  // A decode call's scores (ReplacingScorer): the indicator without the prompt's variance.
+  std::vector<std::vector<double>> FromRows(
+      const at::Tensor& rows, const std::vector<int64_t>& row_lengths) const override {
+    return Indicator(rows, row_lengths, nullptr);
+  }
+
   // The eviction indicator of the window rows [H, r, K] (any device; read on the host): the mean
   // over the rows (plus gamma times their variance for a prompt, whose preference is recorded in
   // *prompt_state once), pooled, averaged over each kv head's query heads; per row of the layout,

@@ -521,14 +521,14 @@ class RkvScorer : public Scorer {
   HeadLayout layout_;
 };
 
-// TOVA: the newest query's attention, averaged over heads; replaced every step. Where scores
-// follow the observation, the newest row stays on its device and is averaged (on the host, as
-// otherwise) only when the layer selects or the state is saved: a step that does not evict copies
-// nothing to the host.
-class TovaScorer : public Scorer {
+// TOVA: the newest query's attention, averaged over heads; replaced every step (where scores
+// follow the observation, the newest row waits on its device until the layer selects).
+class TovaScorer : public ReplacingScorer {
  public:
   TovaScorer(const EvictionOptions& options, const HeadLayout& layout)
-      : options_(options), layout_(layout) {}
+      : ReplacingScorer(options.start_tokens, layout.rows(), "TOVA needs the step's attention"),
+        options_(options),
+        layout_(layout) {}
   ObservationNeeds needs() const override {
     ObservationNeeds n;
     n.window_rows = 1;
@@ -539,41 +539,14 @@ class TovaScorer : public Scorer {
     if (absl::Status s = CheckRows(obs.window_rows, "window_rows", layout_.num_heads, 3); !s.ok())
       return s;
     const at::Tensor last = obs.window_rows.select(1, obs.window_rows.size(1) - 1);
-    state.observed = true;
-    if (ScoresFollowObservation(last.device())) {
-      state.pending_last = last.to(at::kFloat).clone();  // the step's buffer is not ours
-      state.pending_lengths = row_lengths;
-      return absl::OkStatus();
-    }
-    state.pending_last = at::Tensor();
-    state.scores = Average(last, row_lengths);
+    if (!Defer(state, last, row_lengths)) state.scores = FromRows(last, row_lengths);
     return absl::OkStatus();
-  }
-  absl::StatusOr<std::vector<std::vector<double>>> Scores(LayerScores& state,
-                                                          const std::vector<int64_t>& row_lengths,
-                                                          const at::Tensor&,
-                                                          const at::Tensor&) override {
-    if (state.pending_last.defined()) {
-      state.scores = Average(state.pending_last, state.pending_lengths);
-      state.pending_last = at::Tensor();
-    }
-    ATTNKIT_RETURN_IF_ERROR(CheckObservedRows(state, row_lengths, layout_.rows(),
-                                              options_.start_tokens,
-                                              "TOVA needs the step's attention"));
-    return state.scores;
-  }
-  std::vector<std::vector<double>> HostScores(const LayerScores& state) const override {
-    if (state.pending_last.defined()) return Average(state.pending_last, state.pending_lengths);
-    return state.scores;
-  }
-  void Compact(LayerScores& state, const KeptPositions& kept) override {
-    CompactRows(state.scores, kept, options_.start_tokens);
   }
 
  private:
   // The row [H, K] averaged over each kv row's heads, the start area dropped (on the host).
-  std::vector<std::vector<double>> Average(const at::Tensor& last,
-                                           const std::vector<int64_t>& row_lengths) const {
+  std::vector<std::vector<double>> FromRows(
+      const at::Tensor& last, const std::vector<int64_t>& row_lengths) const override {
     auto rows = ReduceHeads(FromMatrix(last), layout_, row_lengths, /*mean=*/true);
     DropStart(rows, options_.start_tokens);
     return rows;
@@ -751,6 +724,38 @@ void CompactRows(std::vector<std::vector<double>>& rows, const KeptPositions& ke
     }
     rows[r] = std::move(next);
   }
+}
+
+absl::StatusOr<std::vector<std::vector<double>>> ReplacingScorer::Scores(
+    LayerScores& state, const std::vector<int64_t>& row_lengths, const at::Tensor&,
+    const at::Tensor&) {
+  if (state.pending_last.defined()) {
+    state.scores = FromRows(state.pending_last, state.pending_lengths);
+    state.pending_last = at::Tensor();
+  }
+  ATTNKIT_RETURN_IF_ERROR(CheckObservedRows(state, row_lengths, rows_, start_tokens_, what_));
+  return state.scores;
+}
+
+std::vector<std::vector<double>> ReplacingScorer::HostScores(const LayerScores& state) const {
+  if (state.pending_last.defined()) return FromRows(state.pending_last, state.pending_lengths);
+  return state.scores;
+}
+
+void ReplacingScorer::Compact(LayerScores& state, const KeptPositions& kept) {
+  CompactRows(state.scores, kept, start_tokens_);
+}
+
+bool ReplacingScorer::Defer(LayerScores& state, const at::Tensor& rows,
+                            const std::vector<int64_t>& row_lengths) {
+  state.observed = true;
+  if (!ScoresFollowObservation(rows.device())) {
+    state.pending_last = at::Tensor();
+    return false;
+  }
+  state.pending_last = rows.to(at::kFloat).clone();
+  state.pending_lengths = row_lengths;
+  return true;
 }
 
 absl::Status CheckObservedRows(const LayerScores& state, const std::vector<int64_t>& row_lengths,

@@ -97,6 +97,36 @@ class Scorer {
   }
 };
 
+// A scorer whose scores each observation replaces, computed from the observed rows alone (TOVA,
+// CAKE). Where scores follow the observation (ScoresFollowObservation) the rows wait on their
+// device (Defer: a copy, the step's buffer is not the policy's) and are read on the host only when
+// the layer selects (Scores) or the state is saved (HostScores); elsewhere Keep stores the scores
+// at once. Either way the scores are FromRows of the same values, so the bits are the same.
+class ReplacingScorer : public Scorer {
+ public:
+  ReplacingScorer(int start_tokens, int rows, const char* what)
+      : start_tokens_(start_tokens), rows_(rows), what_(what) {}
+  absl::StatusOr<std::vector<std::vector<double>>> Scores(LayerScores& state,
+                                                          const std::vector<int64_t>& row_lengths,
+                                                          const at::Tensor& keys,
+                                                          const at::Tensor& values) final;
+  std::vector<std::vector<double>> HostScores(const LayerScores& state) const final;
+  void Compact(LayerScores& state, const KeptPositions& kept) final;
+
+ protected:
+  // The score rows (positions past the start area) of the observed `rows` for `row_lengths`.
+  virtual std::vector<std::vector<double>> FromRows(
+      const at::Tensor& rows, const std::vector<int64_t>& row_lengths) const = 0;
+  // Marks the layer observed with `rows`: deferred beside them where scores follow the
+  // observation (true), else not (false: the caller stores its scores).
+  bool Defer(LayerScores& state, const at::Tensor& rows, const std::vector<int64_t>& row_lengths);
+
+ private:
+  int start_tokens_;
+  int rows_;
+  const char* what_;  // what CheckObservedRows says is missing
+};
+
 // The scorer of options.algorithm (nullptr for a value outside the enum).
 std::unique_ptr<Scorer> MakeScorer(const EvictionOptions& options, const HeadLayout& layout);
 
