@@ -77,6 +77,12 @@ std::map<std::string, int64_t> CountOps(const std::string& config, int64_t kv_he
   return counts;
 }
 
+// The operators counted in `scope` (0 when none ran there).
+int64_t OpsIn(const std::map<std::string, int64_t>& counts, const char* scope) {
+  const auto it = counts.find(scope);
+  return it == counts.end() ? 0 : it->second;
+}
+
 int HostOpsMain(const std::vector<std::string>& args) {
   int steps = 4;
   for (size_t i = 0; i + 1 < args.size(); ++i) {
@@ -94,11 +100,7 @@ int HostOpsMain(const std::vector<std::string>& args) {
         " head_dim: 128 page_size: 16 ";
     const auto quest =
         CountOps(shape + "sparse_decode { token_budget: 512 }", kv_heads, prompt, steps);
-    const auto get = [](const std::map<std::string, int64_t>& m, const char* key) {
-      const auto it = m.find(key);
-      return it == m.end() ? int64_t{0} : it->second;
-    };
-    const int64_t choice = get(quest, "attnkit::quest_choice");
+    const int64_t choice = OpsIn(quest, "attnkit::quest_choice");
     std::printf("  %lld kv heads: Quest's page choice %lld\n", static_cast<long long>(kv_heads),
                 static_cast<long long>(choice));
     result.Add("host_ops_quest_choice_hkv" + std::to_string(kv_heads), static_cast<double>(choice));
@@ -114,8 +116,7 @@ int HostOpsMain(const std::vector<std::string>& args) {
       8, prompt, steps);
   eviction::testing::SetScoresFollowObservation(false);
   for (const char* scope : {"attnkit::observe", "attnkit::evict"}) {
-    const auto it = snapkv.find(scope);
-    const int64_t n = it == snapkv.end() ? 0 : it->second;
+    const int64_t n = OpsIn(snapkv, scope);
     std::printf("  SnapKV 2K evicting every step, 8 kv heads: %s %lld\n", scope,
                 static_cast<long long>(n));
     result.Add(std::string("host_ops_snapkv_") + (scope + 9), static_cast<double>(n));
